@@ -1,0 +1,39 @@
+"""Options shared by many commands, each defined once."""
+from __future__ import annotations
+
+import os
+
+import click
+
+from mlplat.context import Context
+
+
+def _default_stack() -> str:
+    return os.environ.get("MLPLAT_STACK", "dev")
+
+
+stack_option = click.option(
+    "--stack", "-s", "stack", default=_default_stack, show_default="$MLPLAT_STACK or dev",
+    help="Stack name (stacks/Pulumi.<stack>.yaml) or path to a stack file.",
+)
+
+
+def _set_json(click_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        click_ctx.ensure_object(Context).json = True
+    return value
+
+
+json_option = click.option("--json", "as_json", is_flag=True, callback=_set_json, expose_value=True,
+                           help="Print machine-readable JSON.")
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+lock_wait_option = click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                                help="Seconds to wait for another operation on the stack to finish.")
+
+pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+
+def emit_json(data) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))

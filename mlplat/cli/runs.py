@@ -1,0 +1,249 @@
+"""`mlplat runs list | show | compare | reproduce`."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+from mlplat.components import Capability, RunRecord
+from mlplat.errors import ExitCode, MlplatError, NotFound
+
+
+def _tracker(ctx, stack: str):
+    from mlplat import providers
+
+    spec = ctx.stack(stack)
+    return spec, providers.capability(spec, ctx, Capability.TRACKING)
+
+
+def resolve_run(tracker, ref: str) -> RunRecord:
+    """A run by full id or unique prefix (as git does for commits)."""
+    if len(ref) == 32:
+        return tracker.get_run(ref)
+    matches = [r for r in tracker.list_runs(limit=5000) if r.run_id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise NotFound(f"no run matches '{ref}'", hint="`mlplat runs list` shows run ids")
+    raise MlplatError(f"'{ref}' matches {len(matches)} runs", hint="give more characters of the run id")
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _duration(run: RunRecord) -> str:
+    if not run.start_time:
+        return "-"
+    seconds = (run.end_time or time.time()) - run.start_time
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def _commit(run: RunRecord) -> str:
+    commit = run.tags.get("mlplat.code.commit", "")
+    if run.tags.get("mlplat.code.in_git") != "true":
+        return "no git"
+    return commit[:8] + ("*" if run.tags.get("mlplat.code.dirty") == "true" else "")
+
+
+STATUS_COLOUR = {"FINISHED": "green", "FAILED": "red", "RUNNING": "yellow", "KILLED": "magenta"}
+
+
+@click.group()
+def runs() -> None:
+    """List, show, compare and reproduce tracked runs."""
+
+
+@runs.command("list")
+@stack_option
+@click.option("--experiment", "-e", help="Only runs of this experiment.")
+@click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@json_option
+@pass_ctx
+def list_runs(ctx, stack: str, experiment: str | None, limit: int, as_json: bool) -> None:
+    """The most recent runs of a stack."""
+    _, tracker = _tracker(ctx, stack)
+    records = tracker.list_runs(experiment=experiment, limit=limit)
+    if as_json:
+        emit_json([r.to_dict() for r in records])
+        return
+    if not records:
+        ctx.console.print("No runs yet. Train inside `with mlplat.start_run(...)` to record one.")
+        return
+    from rich.table import Table
+
+    table = Table("run", "experiment", "name", "status", "user", "started", "took", "commit", "metrics")
+    for r in records:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())[:3])
+        colour = STATUS_COLOUR.get(r.status, "white")
+        table.add_row(r.run_id[:12], r.experiment, r.name, f"[{colour}]{r.status}[/]", r.user, _when(r.start_time),
+                      _duration(r), _commit(r), metrics)
+    ctx.console.print(table)
+
+
+@runs.command("show")
+@click.argument("run_ref")
+@stack_option
+@json_option
+@pass_ctx
+def show(ctx, run_ref: str, stack: str, as_json: bool) -> None:
+    """Everything recorded about one run (id or unique prefix)."""
+    _, tracker = _tracker(ctx, stack)
+    run = resolve_run(tracker, run_ref)
+    lineage = _lineage(tracker, run)
+    if as_json:
+        emit_json(run.to_dict() | {"lineage": lineage})
+        return
+    from rich.table import Table
+
+    c = ctx.console
+    colour = STATUS_COLOUR.get(run.status, "white")
+    c.print(f"[bold]run {run.run_id}[/]  {run.experiment}/{run.name}  [{colour}]{run.status}[/]")
+    c.print(f"user {run.user}, started {_when(run.start_time)}, took {_duration(run)}")
+    if "mlplat.error" in run.tags:
+        c.print(f"[red]error:[/] {run.tags['mlplat.error']}", markup=True, highlight=False)
+    code = lineage.get("code", {})
+    if code.get("in_git"):
+        c.print(f"code: commit {code.get('commit')} on {code.get('branch')}"
+                + (f", [yellow]dirty[/] (diff sha256 {str(code.get('diff_sha256'))[:12]})" if code.get("dirty") else ", clean"))
+    else:
+        c.print("code: not in a git repository")
+    env = lineage.get("environment", {})
+    if env:
+        c.print(f"environment: Python {env.get('python')} on {env.get('os')}, packages hash {str(env.get('hash'))[:12]}")
+    c.print(f"command: {run.tags.get('mlplat.command', '-')}", highlight=False)
+    if lineage.get("datasets"):
+        t = Table("dataset", "kind", "rows", "sha256", "schema", title="data")
+        for d in lineage["datasets"]:
+            t.add_row(d["name"], d["kind"], str(d["rows"]), d["sha256"][:16], ", ".join(f"{k}:{v}" for k, v in list(d["schema"].items())[:6]))
+        c.print(t)
+    for title, values in (("params", run.params), ("metrics", run.metrics)):
+        if values:
+            t = Table("name", "value", title=title)
+            for k, v in sorted(values.items()):
+                t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+            c.print(t)
+    tags = {k: v for k, v in run.tags.items() if k.startswith("mlplat.tag.")}
+    if tags:
+        c.print("cost tags: " + ", ".join(f"{k.removeprefix('mlplat.tag.')}={v}" for k, v in sorted(tags.items())))
+
+
+def _lineage(tracker, run: RunRecord) -> dict:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlplat-") as tmp:
+        try:
+            path = tracker.download_artifacts(run.run_id, "mlplat/lineage.json", tmp)
+        except Exception:  # runs made outside mlplat have no lineage document
+            return {}
+        return json.loads(Path(path).read_text())
+
+
+@runs.command("compare")
+@click.argument("run_refs", nargs=-1, required=True)
+@stack_option
+@click.option("--all-keys", is_flag=True, help="Show keys whose values are equal too.")
+@json_option
+@pass_ctx
+def compare(ctx, run_refs: tuple[str, ...], stack: str, all_keys: bool, as_json: bool) -> None:
+    """Params, metrics, data and code of several runs side by side; differences first."""
+    if len(run_refs) < 2:
+        raise click.UsageError("compare needs at least two runs")
+    _, tracker = _tracker(ctx, stack)
+    records = [resolve_run(tracker, ref) for ref in run_refs]
+    rows: list[tuple[str, list[str]]] = []
+    keys = sorted({("param", k) for r in records for k in r.params} | {("metric", k) for r in records for k in r.metrics})
+    for kind, key in keys:
+        values = [str(r.params.get(key, "-")) if kind == "param" else
+                  (f"{r.metrics[key]:.6g}" if key in r.metrics else "-") for r in records]
+        rows.append((f"{kind} {key}", values))
+    for tag, label in (("mlplat.code.commit", "code commit"), ("mlplat.code.dirty", "code dirty"),
+                       ("mlplat.env.hash", "environment hash")):
+        rows.append((label, [r.tags.get(tag, "-")[:12] for r in records]))
+    datasets = sorted({k for r in records for k in r.tags if k.startswith("mlplat.data.") and k.endswith(".sha256")})
+    for key in datasets:
+        rows.append((f"data {key.split('.')[2]}", [r.tags.get(key, "-")[:12] for r in records]))
+    differing = [(label, values) for label, values in rows if len(set(values)) > 1]
+    shown = rows if all_keys else differing
+    if as_json:
+        emit_json({"runs": [r.run_id for r in records],
+                   "rows": [{"key": label, "values": values, "differs": len(set(values)) > 1} for label, values in shown]})
+        return
+    from rich.table import Table
+
+    table = Table("", *[f"{r.run_id[:8]} {r.name}" for r in records], title=f"{len(differing)} of {len(rows)} keys differ")
+    for label, values in shown:
+        style = "bold" if len(set(values)) > 1 else "dim"
+        table.add_row(label, *values, style=style)
+    ctx.console.print(table)
+
+
+@runs.command("reproduce")
+@click.argument("run_ref")
+@stack_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the bundle (default: reproduce/<run id>).")
+@click.option("--check", is_flag=True, help="Exit 1 if current data or code no longer match the run.")
+@json_option
+@pass_ctx
+def reproduce(ctx, run_ref: str, stack: str, out_dir: Path | None, check: bool, as_json: bool) -> int:
+    """Write what is needed to rerun RUN: commit, requirements lock, diff, dataset hashes, command."""
+    import shlex
+    import shutil
+    import tempfile
+
+    from mlplat import lineage as lin
+
+    spec, tracker = _tracker(ctx, stack)
+    run = resolve_run(tracker, run_ref)
+    out_dir = out_dir or Path(spec.project_dir) / "reproduce" / run.run_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlplat-") as tmp:
+        try:
+            folder = Path(tracker.download_artifacts(run.run_id, "mlplat", tmp))
+        except Exception as exc:
+            raise NotFound(f"run {run.run_id} has no mlplat lineage (was it tracked by mlplat?)") from exc
+        for name in ("lineage.json", "requirements.lock", "environment.json", "code.diff"):
+            if (folder / name).exists():
+                shutil.copy(folder / name, out_dir / name)
+    doc = json.loads((out_dir / "lineage.json").read_text())
+    warnings: list[str] = []
+    for d in doc.get("datasets", []):
+        if d["kind"] != "file":
+            warnings.append(f"dataset '{d['name']}' was an in-memory {d['kind']}: rebuild it and compare sha256 {d['sha256'][:16]}")
+            continue
+        path = Path(d["path"])
+        if not path.is_file():
+            warnings.append(f"dataset '{d['name']}' is missing at {path}")
+        elif lin.file_sha256(path) != d["sha256"]:
+            warnings.append(f"dataset '{d['name']}' at {path} changed since the run (sha256 differs)")
+    code = doc.get("code", {})
+    script = ["#!/usr/bin/env bash", f"# Reproduce run {run.run_id} ({run.experiment}/{run.name})", "set -euo pipefail"]
+    if code.get("in_git") and code.get("commit"):
+        script += [f"cd {shlex.quote(code['repo_root'])}", f"git checkout {code['commit']}"]
+        if (out_dir / "code.diff").exists():
+            script.append(f"git apply {shlex.quote(str((out_dir / 'code.diff').resolve()))}")
+        current = lin.code_version(Path(code["repo_root"])) if Path(code["repo_root"]).exists() else None
+        if current and current.commit != code["commit"]:
+            warnings.append(f"the working tree is at {str(current.commit)[:8]}, the run used {code['commit'][:8]}")
+    else:
+        warnings.append("the run's code was not in git: only the command and environment are recorded")
+    script += [
+        "python -m venv .venv-reproduce && . .venv-reproduce/bin/activate",
+        f"pip install -r {shlex.quote(str((out_dir / 'requirements.lock').resolve()))}",
+        f"cd {shlex.quote(doc.get('cwd', '.'))}",
+        doc.get("command", "python train.py"),
+    ]
+    (out_dir / "reproduce.sh").write_text("\n".join(script) + "\n")
+    (out_dir / "reproduce.sh").chmod(0o755)
+    if as_json:
+        emit_json({"run": run.run_id, "out": str(out_dir), "warnings": warnings})
+    else:
+        ctx.console.print(f"Wrote {out_dir}: reproduce.sh, lineage.json, requirements.lock"
+                          + (", code.diff" if (out_dir / "code.diff").exists() else ""))
+        for w in warnings:
+            ctx.console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    return ExitCode.FAILED if (check and warnings) else ExitCode.OK

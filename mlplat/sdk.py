@@ -1,0 +1,291 @@
+"""The data scientist's side: ``with mlplat.start_run(...) as run:``.
+
+A run records, without being asked: parameters and metrics (framework autologging
+on), each dataset's content hash / row count / schema, the code version (commit,
+branch, dirty flag, hash and copy of the uncommitted diff), the environment
+(Python, OS, every installed package), the user, team and cost tags, start/end,
+and the outcome (FAILED with the exception if the block raises).
+
+Metrics are buffered in memory and written in batches by a background thread, so
+``log_metric`` in a training loop costs microseconds; the buffer is flushed at the
+end of the run, on a crash, and at interpreter exit.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shlex
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlplat.components import Capability, MetricPoint
+from mlplat.context import Context
+from mlplat.errors import MlplatError, TrackingRequired
+
+STACK_ENV = "MLPLAT_STACK"
+FLUSH_INTERVAL_S = 1.0
+FLUSH_BATCH = 5000
+
+_active: list["Run"] = []
+_lock = threading.Lock()
+
+
+def active_run() -> "Run | None":
+    return _active[-1] if _active else None
+
+
+def _require_run(action: str) -> "Run":
+    run = active_run()
+    if run is None:
+        raise TrackingRequired(
+            f"cannot {action} outside a tracked run",
+            hint='wrap training in `with mlplat.start_run(experiment="...", datasets={...}) as run:`; '
+                 "untracked models cannot be logged or registered",
+        )
+    return run
+
+
+def log_metric(key: str, value: float, step: int | None = None) -> None:
+    _require_run("log a metric").log_metric(key, value, step)
+
+
+def log_param(key: str, value: Any) -> None:
+    _require_run("log a parameter").log_param(key, value)
+
+
+def log_model(model: Any, name: str, **kwargs: Any) -> Any:
+    return _require_run("log a model").log_model(model, name=name, **kwargs)
+
+
+class _MetricBuffer:
+    """Appends are O(1) under a lock; a daemon thread drains to the tracker in batches."""
+
+    def __init__(self, write):
+        self._write = write
+        self._points: list[MetricPoint] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._steps: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._loop, name="mlplat-metrics", daemon=True)
+        self._thread.start()
+
+    def add(self, key: str, value: float, step: int | None) -> None:
+        now = int(time.time() * 1000)
+        with self._lock:
+            if step is None:
+                step = self._steps.get(key, -1) + 1
+            self._steps[key] = step
+            self._points.append(MetricPoint(key, float(value), step, now))
+            if len(self._points) >= FLUSH_BATCH:
+                self._wake.set()
+
+    def _drain(self) -> None:
+        with self._lock:
+            points, self._points = self._points, []
+        if points:
+            self._write(points)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(FLUSH_INTERVAL_S)
+            self._wake.clear()
+            try:
+                self._drain()
+            except BaseException as exc:  # surfaced by close(); the loop keeps the points it could not write
+                self._error = exc
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self._drain()
+        if self._error is not None:
+            raise MlplatError(f"metrics could not be written: {self._error}") from self._error
+
+
+class Run:
+    """A tracked run. Use as a context manager; ``run_id`` is the tracker's id."""
+
+    def __init__(self, tracker, run_id: str, *, spec, experiment: str, lineage: dict[str, Any], ctx: Context):
+        self.tracker = tracker
+        self.run_id = run_id
+        self.spec = spec
+        self.experiment = experiment
+        self.lineage = lineage
+        self.ctx = ctx
+        self._metrics = _MetricBuffer(lambda points: tracker.log_batch(run_id, metrics=points))
+        self._handle = None
+        self._ended = False
+
+    # --- logging --------------------------------------------------------------------------
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        self._metrics.add(key, value, step)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self._metrics.add(key, value, step)
+
+    def log_param(self, key: str, value: Any) -> None:
+        self.tracker.log_batch(self.run_id, params={key: str(value)})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.tracker.log_batch(self.run_id, params={k: str(v) for k, v in params.items()})
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.tracker.log_batch(self.run_id, tags={key: str(value)})
+
+    def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.tracker.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="mlplat-") as tmp:
+            target = Path(tmp) / Path(artifact_file).name
+            target.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+            parent = str(Path(artifact_file).parent)
+            self.log_artifact(target, None if parent == "." else parent)
+
+    def log_model(self, model: Any, name: str, **kwargs: Any) -> Any:
+        """Register ``model`` as a new version of ``name`` with this run's lineage."""
+        from mlplat.services import registry as registry_service  # lands with the registry
+
+        return registry_service.log_model(self, model, name=name, **kwargs)
+
+    def flush(self) -> None:
+        """Write buffered metrics now (blocking)."""
+        self._metrics._drain()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.end("FINISHED")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end("KILLED", error=exc)
+        else:
+            self.end("FAILED", error=exc)
+
+    def end(self, status: str = "FINISHED", error: BaseException | None = None) -> None:
+        """Flush metrics, record the outcome, end the run. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        flush_error = None
+        try:
+            self._metrics.close()
+        except MlplatError as exc:
+            flush_error = exc
+            status = "FAILED"
+        tags = {"mlplat.status": status}
+        if error is not None:
+            tags["mlplat.error"] = f"{type(error).__name__}: {error}"[:5000]
+        self.tracker.log_batch(self.run_id, tags=tags)
+        if self._handle is not None:
+            self.tracker.deactivate(self._handle, status)
+        self.tracker.end_run(self.run_id, status)
+        with _lock:
+            if self in _active:
+                _active.remove(self)
+        if flush_error is not None and error is None:
+            raise flush_error
+
+
+def start_run(
+    experiment: str,
+    *,
+    name: str | None = None,
+    datasets: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    stack: str | None = None,
+    autolog: bool = True,
+    ctx: Context | None = None,
+) -> Run:
+    """Start a tracked run on ``stack`` (default: ``$MLPLAT_STACK``, else ``dev``).
+
+    ``datasets`` maps a role ("train", "holdout"...) to a file path, DataFrame or
+    array; each is fingerprinted before training starts.
+    """
+    from mlplat import lineage
+    from mlplat import providers
+
+    if not experiment or not isinstance(experiment, str):
+        raise MlplatError("experiment must be a non-empty string", hint='start_run(experiment="churn-model", ...)')
+    ctx = ctx or Context()
+    spec = ctx.stack(stack or os.environ.get(STACK_ENV, "dev"))
+    tracker = providers.capability(spec, ctx, Capability.TRACKING)
+
+    project = Path(spec.project_dir)
+    fingerprints = [lineage.fingerprint(role, data, base=project) for role, data in (datasets or {}).items()]
+    code = lineage.code_version()
+    env = lineage.environment()
+    command = shlex.join([sys.executable, *sys.argv]) if sys.argv and sys.argv[0] else sys.executable
+    run_tags = {
+        "mlplat.tracked": "true",
+        "mlplat.stack": spec.name,
+        "mlplat.team": spec.team,
+        "mlplat.environment": spec.environment,
+        "mlplat.user": ctx.user,
+        "mlflow.user": ctx.user,
+        "mlplat.command": command[:5000],
+        "mlplat.cwd": os.getcwd(),
+        "mlplat.env.python": env["python"],
+        "mlplat.env.os": env["os"],
+        "mlplat.env.hash": lineage.environment_hash(env),
+        "mlflow.source.name": sys.argv[0] if sys.argv and sys.argv[0] else "<interactive>",
+        **code.tags(),
+        **{f"mlplat.tag.{k}": v for k, v in spec.tags.as_dict().items()},
+        **{f"mlplat.data.{f.name}.sha256": f.sha256 for f in fingerprints},
+        **{f"mlplat.data.{f.name}.rows": str(f.rows) for f in fingerprints},
+        **dict(tags or {}),
+    }
+    run_id = tracker.start_run(experiment, name=name, tags=run_tags)
+    lineage_doc = {
+        "run_id": run_id,
+        "stack": spec.name,
+        "team": spec.team,
+        "environment": spec.environment,
+        "user": ctx.user,
+        "command": command,
+        "cwd": os.getcwd(),
+        "code": {k: v for k, v in code.__dict__.items() if k != "diff"},
+        "datasets": [f.to_dict() for f in fingerprints],
+        "environment": {k: v for k, v in env.items() if k != "packages"} | {"hash": lineage.environment_hash(env)},
+    }
+    with tempfile.TemporaryDirectory(prefix="mlplat-run-") as tmp:
+        folder = Path(tmp) / "mlplat"
+        folder.mkdir(mode=0o700)
+        (folder / "lineage.json").write_text(json.dumps(lineage_doc, indent=2, sort_keys=True))
+        (folder / "environment.json").write_text(json.dumps(env, indent=2, sort_keys=True))
+        (folder / "requirements.lock").write_text(lineage.requirements_lock(env))
+        if code.dirty and code.diff:
+            (folder / "code.diff").write_text(code.diff)
+        tracker.log_artifact(run_id, str(folder), "mlplat")
+    if params:
+        tracker.log_batch(run_id, params={k: str(v) for k, v in params.items()})
+
+    run = Run(tracker, run_id, spec=spec, experiment=experiment, lineage=lineage_doc, ctx=ctx)
+    if autolog:
+        run._handle = tracker.activate(run_id)
+    with _lock:
+        _active.append(run)
+    return run
+
+
+@atexit.register
+def _end_dangling_runs() -> None:
+    # A script that never closed its run: keep its metrics, and say how it ended.
+    for run in list(_active):
+        crashed = getattr(sys, "last_value", None)
+        run.end("FAILED" if crashed else "FINISHED", error=crashed)

@@ -1,0 +1,657 @@
+"""Stack files: Pulumi stack config validated into one strict ``StackSpec``.
+
+A stack is ``<project>/<stackConfigDir>/Pulumi.<stack>.yaml``. The platform's
+settings live under the ``mlplat:`` namespace (bare keys belong to the project,
+which is called ``mlplat``, so Pulumi reads them the same way); other namespaces
+(``aws:region``...) pass through to the provider's Pulumi program untouched.
+
+Validation errors name the file, the line, the key path, the bad value and the
+expected form; unknown keys get a did-you-mean suggestion.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from mlplat.errors import StackError
+
+NAMESPACE = "mlplat"
+SLUG = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+DURATION = r"^\d+(s|m|h|d)$"
+PROJECT_ENV = "MLPLAT_PROJECT_DIR"
+
+
+class Spec(BaseModel):
+    """Base of every stack model: strict, camelCase keys in YAML, snake_case in Python."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+        populate_by_name=True,
+        frozen=True,
+    )
+
+
+class RiskTier(str, Enum):
+    low = "low"
+    critical = "critical"
+
+
+# --- provider -----------------------------------------------------------------
+
+
+class LocalProviderSpec(Spec):
+    kind: Literal["local"] = Field(description="Runs the whole platform on this machine.")
+    state_dir: str | None = Field(
+        None,
+        description="Where the stack's stores live, relative to the project root. Default: .mlplat/<stack>.",
+        examples=[".mlplat/dev"],
+    )
+
+
+class AwsProviderSpec(Spec):
+    kind: Literal["aws"] = Field(description="Amazon SageMaker through pulumi-aws and boto3.")
+    region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$", description="AWS region.", examples=["eu-west-1"])
+    account_id: str | None = Field(None, pattern=r"^\d{12}$", description="12-digit AWS account id.")
+
+
+class GcpProviderSpec(Spec):
+    kind: Literal["gcp"] = Field(description="Google Vertex AI through pulumi-gcp and google-cloud-aiplatform.")
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="GCP project id.", examples=["acme-ml-prod"])
+    region: str = Field(pattern=r"^[a-z]+-[a-z]+\d$", description="GCP region.", examples=["europe-west4"])
+
+
+class AzureProviderSpec(Spec):
+    kind: Literal["azure"] = Field(description="Azure Machine Learning through pulumi-azure-native and azure-ai-ml.")
+    subscription_id: str = Field(
+        pattern=r"^[0-9a-fA-F-]{36}$", description="Azure subscription id (a GUID).",
+        examples=["00000000-0000-0000-0000-000000000000"],
+    )
+    resource_group: str = Field(min_length=1, max_length=90, description="Resource group of the workspace.")
+    location: str = Field(pattern=r"^[a-z0-9]+$", description="Azure location.", examples=["westeurope"])
+
+
+ProviderSpec = Annotated[
+    Union[LocalProviderSpec, AwsProviderSpec, GcpProviderSpec, AzureProviderSpec],
+    Field(discriminator="kind"),
+]
+PROVIDER_KINDS = ("local", "aws", "gcp", "azure")
+
+
+# --- cost tags ----------------------------------------------------------------
+
+REQUIRED_TAGS = ("team", "cost-center", "environment", "owner")
+
+
+class CostTags(Spec):
+    """Cost-allocation tags applied to every resource; the four named ones are required."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+    team: str = Field(min_length=1, description="Team that owns the cost.", examples=["fraud"])
+    cost_center: str = Field(
+        alias="cost-center", min_length=1, description="Finance cost center.", examples=["CC-1042"]
+    )
+    environment: str = Field(min_length=1, description="Environment name.", examples=["production"])
+    owner: str = Field(min_length=3, description="Owning contact (an email or group).", examples=["fraud-leads@example.com"])
+
+    @model_validator(mode="after")
+    def _extra_tags_are_strings(self) -> "CostTags":
+        for key, value in (self.model_extra or {}).items():
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:/=+@-]{0,127}$", key):
+                raise ValueError(f"tag key {key!r} is not a valid tag key (letters, digits and _.:/=+@-)")
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"tag {key!r} must be a non-empty string, got {value!r}")
+        return self
+
+    def as_dict(self) -> dict[str, str]:
+        return {"team": self.team, "cost-center": self.cost_center, "environment": self.environment,
+                "owner": self.owner, **(self.model_extra or {})}
+
+
+# --- governance -----------------------------------------------------------------
+
+
+class ModelGovernance(Spec):
+    risk_tier: RiskTier = Field(description="Risk tier of this model: low promotes automatically, critical needs approvals.")
+
+
+class Governance(Spec):
+    risk_tier: RiskTier = Field(RiskTier.low, description="Default risk tier of the team's models.")
+    approvers: list[str] = Field(
+        default_factory=list, description="Who may approve production promotions of critical models.",
+        examples=[["risk-office@example.com"]],
+    )
+    required_approvals: int = Field(1, ge=1, le=10, description="Approvals needed for a critical model.")
+    models: dict[str, ModelGovernance] = Field(default_factory=dict, description="Per-model overrides.")
+
+    @model_validator(mode="after")
+    def _enough_approvers(self) -> "Governance":
+        critical = self.risk_tier == RiskTier.critical or any(
+            m.risk_tier == RiskTier.critical for m in self.models.values()
+        )
+        if critical and len(set(self.approvers)) < self.required_approvals:
+            raise ValueError(
+                f"critical models need {self.required_approvals} approval(s) but only "
+                f"{len(set(self.approvers))} distinct approver(s) are listed; add approvers or lower requiredApprovals"
+            )
+        return self
+
+    def risk_tier_for(self, model: str) -> RiskTier:
+        override = self.models.get(model)
+        return override.risk_tier if override else self.risk_tier
+
+
+# --- evaluation gate ------------------------------------------------------------
+
+HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "roc_auc", "r2")
+LOWER_IS_BETTER = ("brier", "ece", "rmse", "mae")
+GATE_METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER
+
+
+class Holdout(Spec):
+    path: str = Field(min_length=1, description="Held-out dataset (Parquet or CSV), relative to the project root.",
+                      examples=["data/holdout.parquet"])
+    label: str = Field(min_length=1, description="Label column in the held-out dataset.", examples=["is_fraud"])
+
+
+class Gate(Spec):
+    holdout: Holdout | None = Field(None, description="Default held-out set; a version may name its own at registration.")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Absolute thresholds: minimums for accuracy/precision/recall/f1/roc_auc/r2, maximums for brier/ece/rmse/mae.",
+        examples=[{"roc_auc": 0.9, "recall": 0.7}],
+    )
+    max_regression_vs_champion: float = Field(
+        0.0, ge=0, le=1, description="How much worse than the production version a candidate may be on each threshold metric."
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        for metric in value:
+            if metric not in GATE_METRICS:
+                near = difflib.get_close_matches(metric, GATE_METRICS, n=1)
+                tip = f"; did you mean '{near[0]}'?" if near else ""
+                raise ValueError(f"unknown gate metric '{metric}'{tip} known: {', '.join(GATE_METRICS)}")
+        return value
+
+
+# --- serving ----------------------------------------------------------------------
+
+
+class Canary(Spec):
+    steps: list[int] = Field([1, 10, 50, 100], description="Traffic percentages of the canary steps, ending at 100.")
+    bake_seconds: int = Field(300, ge=0, le=86_400, description="Time each step is observed before the next.")
+    max_error_rate: float = Field(0.02, ge=0, le=1, description="Candidate error rate that triggers rollback.")
+    max_latency_ratio: float = Field(1.5, gt=1, description="Candidate p95 latency / stable p95 that triggers rollback.")
+    max_prediction_shift: float = Field(0.2, gt=0, description="PSI between candidate and stable predictions that triggers rollback.")
+    min_requests: int = Field(20, ge=1, description="Requests the candidate must serve in a step before it is judged.")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[int]) -> list[int]:
+        if not steps or any(not 0 < s <= 100 for s in steps):
+            raise ValueError("canary steps must be percentages between 1 and 100")
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError(f"canary steps must increase strictly, got {steps}")
+        if steps[-1] != 100:
+            raise ValueError(f"the last canary step must be 100, got {steps[-1]}")
+        return steps
+
+
+class Shadow(Spec):
+    percent: int = Field(10, ge=1, le=50, description="Share of requests mirrored to the shadow version (at most 50).")
+
+
+class Serving(Spec):
+    instance_type: str = Field("local.cpu", min_length=1, description="Instance type of endpoints.", examples=["ml.m5.large"])
+    price_per_hour: float = Field(0.0, ge=0, description="Price per instance-hour in USD for instanceType.")
+    price_table: dict[str, float] = Field(default_factory=dict, description="Instance type → USD per hour, overriding pricePerHour.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of the local serving gateway.")
+    capture_sampling: float = Field(1.0, ge=0, le=1, description="Share of requests captured for monitoring.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted.")
+    latency_budget_ms: float = Field(250.0, gt=0, description="p95 latency budget checked by staging integration tests.")
+    canary: Canary = Field(default_factory=Canary, description="Default canary rollout.")
+    shadow: Shadow = Field(default_factory=Shadow, description="Default shadow mirroring.")
+
+    def price_for(self, instance_type: str | None = None) -> float:
+        instance_type = instance_type or self.instance_type
+        if instance_type in self.price_table:
+            return self.price_table[instance_type]
+        return self.price_per_hour
+
+
+# --- monitoring -----------------------------------------------------------------
+
+
+class Drift(Spec):
+    psi: float = Field(0.2, gt=0, description="PSI above which a numerical feature drifts.")
+    ks_p_value: float = Field(0.01, gt=0, lt=1, description="KS p-value below which a numerical feature drifts.")
+    chi2_p_value: float = Field(0.01, gt=0, lt=1, description="Chi-squared p-value below which a categorical feature drifts.")
+    js_distance: float = Field(0.1, gt=0, le=1, description="Jensen-Shannon distance above which a categorical feature drifts.")
+
+
+class Window(Spec):
+    size: int = Field(1000, ge=1, description="Requests per monitoring window.")
+    min_rows: int = Field(100, ge=1, description="Fewer rows than this gives 'insufficient data', not a verdict.")
+
+
+class AlertRule(Spec):
+    name: str = Field(pattern=SLUG, description="Rule name.")
+    metric: str = Field(min_length=1, description="Monitored metric, e.g. drift.share, quality.accuracy, cost.daily_usd.")
+    threshold: float = Field(description="Breach threshold.")
+    op: Literal["gt", "lt"] = Field("gt", description="gt: breach when above; lt: breach when below.")
+    severity: Literal["info", "warning", "critical"] = Field("warning", description="Alert severity.")
+    retrain: bool = Field(False, description="Whether breaches of this rule count towards retraining.")
+
+
+class Channel(Spec):
+    kind: Literal["console", "log", "webhook"] = Field(description="Where alerts go.")
+    path: str | None = Field(None, description="Log file (kind: log).")
+    url: str | None = Field(None, description="Webhook URL (kind: webhook).")
+
+    @model_validator(mode="after")
+    def _target(self) -> "Channel":
+        if self.kind == "log" and not self.path:
+            raise ValueError("a log channel needs 'path'")
+        if self.kind == "webhook" and not (self.url and re.match(r"^https?://", self.url)):
+            raise ValueError("a webhook channel needs an http(s) 'url'")
+        return self
+
+
+class Retrain(Spec):
+    command: str = Field(min_length=1, description="Training entrypoint run as a tracked run.", examples=["python train.py"])
+    violation_windows: int = Field(2, ge=1, description="Breaching windows (k) ...")
+    evaluation_windows: int = Field(5, ge=1, description="... out of the last n windows that trigger retraining.")
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> "Retrain":
+        if self.violation_windows > self.evaluation_windows:
+            raise ValueError(
+                f"violationWindows ({self.violation_windows}) cannot exceed evaluationWindows ({self.evaluation_windows})"
+            )
+        return self
+
+
+class Monitoring(Spec):
+    schedule: str = Field("15m", pattern=DURATION, description="How often monitors run (s, m, h, d).", examples=["15m"])
+    window: Window = Field(default_factory=Window, description="Monitoring window over captured traffic.")
+    drift: Drift = Field(default_factory=Drift, description="Drift thresholds.")
+    alerts: list[AlertRule] = Field(default_factory=list, description="Alert rules.")
+    channels: list[Channel] = Field(default_factory=lambda: [Channel(kind="console")], description="Alert channels.")
+    retrain: Retrain | None = Field(None, description="Debounced retraining.")
+
+
+class Budget(Spec):
+    monthly_usd: float = Field(gt=0, description="Monthly budget of the team in USD.")
+    alert_at: list[float] = Field([0.8, 1.0], description="Shares of the budget that raise alerts.")
+
+
+# --- the stack --------------------------------------------------------------------
+
+
+class StackSpec(Spec):
+    """One team × environment platform, as declared in ``stacks/Pulumi.<stack>.yaml``."""
+
+    team: str = Field(pattern=SLUG, description="Team name (lowercase slug).", examples=["fraud"])
+    environment: str = Field(pattern=SLUG, description="Environment name.", examples=["dev", "production"])
+    provider: ProviderSpec = Field(
+        default_factory=lambda: LocalProviderSpec(kind="local"), description="Where the platform runs."
+    )
+    tags: CostTags = Field(description="Cost tags, required on every resource.")
+    governance: Governance = Field(default_factory=Governance, description="Risk tiers and approvals.")
+    gate: Gate = Field(default_factory=Gate, description="Evaluation gate.")
+    serving: Serving = Field(default_factory=Serving, description="Serving defaults.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Monitoring thresholds and schedule.")
+    budget: Budget | None = Field(None, description="Monthly budget.")
+    features: dict[str, Any] = Field(default_factory=dict, description="Feature store settings (reserved).")
+    policy: dict[str, Any] = Field(default_factory=dict, description="Policy enforcement overrides (see policies/).")
+
+    # Set by the loader, not read from the file.
+    name: str = Field("", exclude=True, description="Stack name (from the file name).")
+    path: str = Field("", exclude=True, description="Stack file path.")
+    project_dir: str = Field("", exclude=True, description="Project root.")
+    pulumi_config: dict[str, Any] = Field(default_factory=dict, exclude=True, description="Non-mlplat config keys.")
+
+    @model_validator(mode="after")
+    def _tags_agree(self) -> "StackSpec":
+        if self.tags.team != self.team:
+            raise ValueError(f"tags.team ({self.tags.team!r}) must equal team ({self.team!r}) so costs land on the right team")
+        if self.tags.environment != self.environment:
+            raise ValueError(
+                f"tags.environment ({self.tags.environment!r}) must equal environment ({self.environment!r})"
+            )
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        base = Path(self.project_dir or ".")
+        configured = getattr(self.provider, "state_dir", None)
+        return (base / (configured or f".mlplat/{self.name}")).resolve()
+
+    def risk_tier_for(self, model: str) -> RiskTier:
+        return self.governance.risk_tier_for(model)
+
+
+def duration_seconds(text: str) -> int:
+    """``"15m"`` → 900."""
+    match = re.match(DURATION, text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 15m, 1h, 1d)")
+    return int(text[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[text[-1]]
+
+
+# --- loading ------------------------------------------------------------------------
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The nearest directory holding ``Pulumi.yaml``, from ``$MLPLAT_PROJECT_DIR`` or upwards of cwd."""
+    env = os.environ.get(PROJECT_ENV)
+    if env:
+        path = Path(env).resolve()
+        if not (path / "Pulumi.yaml").is_file():
+            raise StackError(f"{PROJECT_ENV}={env} has no Pulumi.yaml", hint="point it at the mlplat project root")
+        return path
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "Pulumi.yaml").is_file():
+            return candidate
+    raise StackError(
+        f"no Pulumi.yaml in {here} or any parent directory",
+        hint="run mlplat inside an mlplat project, or set MLPLAT_PROJECT_DIR",
+    )
+
+
+def stacks_dir(project_dir: Path) -> Path:
+    try:
+        project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise StackError(f"Pulumi.yaml is not valid YAML: {exc}", where=str(project_dir / "Pulumi.yaml")) from exc
+    return project_dir / (project.get("stackConfigDir") or ".")
+
+
+def list_stacks(project_dir: Path | None = None) -> list[str]:
+    directory = stacks_dir(project_dir or find_project_dir())
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in directory.glob("Pulumi.*.yaml"))
+
+
+def stack_path(name: str, project_dir: Path | None = None) -> Path:
+    project_dir = project_dir or find_project_dir()
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return Path(name).resolve()
+    path = stacks_dir(project_dir) / f"Pulumi.{name}.yaml"
+    if not path.is_file():
+        existing = list_stacks(project_dir)
+        near = difflib.get_close_matches(name, existing, n=1)
+        raise StackError(
+            f"stack '{name}' not found (looked for {path.relative_to(project_dir) if path.is_relative_to(project_dir) else path})",
+            hint=(f"did you mean '{near[0]}'? " if near else "")
+            + (f"existing stacks: {', '.join(existing)}" if existing else "create stacks/Pulumi.<stack>.yaml"),
+            stacks=existing,
+        )
+    return path
+
+
+def load_stack(name: str, project_dir: Path | None = None) -> StackSpec:
+    """Load and validate a stack by name (or file path). Raises :class:`StackError`."""
+    project_dir = project_dir or find_project_dir()
+    path = stack_path(name, project_dir)
+    stack_name = path.name[len("Pulumi."):-len(".yaml")] if path.name.startswith("Pulumi.") else path.stem
+    return parse_stack(path.read_text(encoding="utf-8"), path=path, name=stack_name, project_dir=project_dir)
+
+
+def parse_stack(text: str, *, path: Path, name: str, project_dir: Path) -> StackSpec:
+    shown = _display(path, project_dir)
+    try:
+        node = yaml.compose(text)
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else shown
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise StackError(f"malformed YAML: {problem}", where=where, hint="fix the YAML syntax at that position") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise StackError(
+            "a stack file must be a mapping with a 'config:' mapping (Pulumi stack config)",
+            where=shown, hint="start the file with 'config:' and put mlplat settings under 'mlplat:' keys",
+        )
+    settings: dict[str, Any] = {}
+    keys: dict[str, str] = {}
+    passthrough: dict[str, Any] = {}
+    for key, value in document["config"].items():
+        key = str(key)
+        namespace, sep, rest = key.partition(":")
+        if not sep:
+            namespace, rest = NAMESPACE, key
+        if namespace == NAMESPACE:
+            settings[rest] = value
+            keys[rest] = key
+        else:
+            passthrough[key] = value
+    for internal in ("name", "path", "projectDir", "pulumiConfig", "project_dir", "pulumi_config"):
+        if internal in settings:
+            raise StackError(
+                f"{shown}:{_line_of(node, ['config', keys[internal]])}: {keys[internal]}: unknown key '{internal}'; "
+                f"allowed keys: {', '.join(_allowed_keys(StackSpec))}",
+                hint="the stack name comes from the file name; remove this key",
+            )
+    try:
+        spec = StackSpec.model_validate(settings)
+    except ValidationError as exc:
+        lines = [_describe(err, node, keys) for err in exc.errors()]
+        raise StackError(
+            f"invalid stack '{name}' ({len(lines)} problem{'s' if len(lines) > 1 else ''}):\n  - " + "\n  - ".join(
+                f"{shown}:{line}" for line in lines),
+            hint="fix the keys above; `mlplat stack schema` prints every key with its expected form",
+        ) from None
+    return spec.model_copy(update={
+        "name": name, "path": str(path), "project_dir": str(project_dir), "pulumi_config": passthrough,
+    })
+
+
+def _display(path: Path, project_dir: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(project_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _walk_model(loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:
+    """Turn a pydantic error location into YAML key names, and the model at the end of it."""
+    model: Any = StackSpec
+    names: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            names.append(f"[{part}]")
+            continue
+        if model is None:
+            names.append(str(part))
+            continue
+        field = _field_by_key(model, str(part))
+        if field is None:
+            # tagged-union discriminator values ('aws') or dict keys appear in locs
+            union = _union_member(model, str(part))
+            if union is not None:
+                model = union
+                continue
+            names.append(str(part))
+            model = None
+            continue
+        names.append(str(part))
+        model = _inner_model(field.annotation)
+    return names, model
+
+
+def _field_by_key(model: Any, key: str):
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    for fname, field in model.model_fields.items():
+        if key in (fname, field.alias, to_camel(fname)):
+            return field
+    return None
+
+
+def _union_member(model: Any, tag: str):
+    if model is None:
+        return None
+    if isinstance(model, tuple):
+        for member in model:
+            kind = member.model_fields.get("kind")
+            if kind is not None and tag in getattr(kind.annotation, "__args__", ()):
+                return member
+    return None
+
+
+def _inner_model(annotation: Any):
+    import typing
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if origin is Annotated:
+        return _inner_model(args[0])
+    if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+        models = tuple(a for a in args if isinstance(a, type) and issubclass(a, BaseModel))
+        if len(models) == 1:
+            return models[0]
+        return models or None
+    if origin is dict and len(args) == 2:
+        inner = _inner_model(args[1])
+        return _DictOf(inner) if inner else None
+    if origin is list and args:
+        return _inner_model(args[0])
+    return None
+
+
+class _DictOf:
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+
+def _allowed_keys(model: Any) -> list[str]:
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or to_camel(n) for n, f in model.model_fields.items()
+                if not (f.exclude)]
+    return []
+
+
+def _describe(err: dict[str, Any], node: yaml.Node | None, keys: dict[str, str]) -> str:
+    loc = tuple(err["loc"])
+    names, _ = _walk_model(loc)
+    # dict-of-models: the key between is a user key, keep it
+    path = names[:]
+    if path:
+        path[0] = keys.get(path[0], f"{NAMESPACE}:{path[0]}")
+    dotted = ".".join(path).replace(".[", "[") or "config"
+    line = _line_of(node, ["config", keys.get(names[0], f"{NAMESPACE}:{names[0]}") if names else None, *names[1:]])
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        parent_names, parent_model = _walk_model(loc[:-1])
+        allowed = _allowed_keys(parent_model if parent_model is not None else StackSpec)
+        key = str(loc[-1])
+        near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+        tip = f"did you mean '{near[0]}'? " if near else ""
+        return f"{line}: {dotted}: unknown key '{key}'; {tip}allowed keys: {', '.join(allowed)}"
+    if kind == "missing":
+        field = _field_for(loc)
+        expected = _expected(field)
+        what = "missing required cost tag" if len(loc) == 2 and loc[0] == "tags" else "missing required key"
+        return f"{line}: {dotted}: {what}; expected {expected}"
+    if kind == "union_tag_invalid":
+        return (f"{line}: {dotted}: unknown provider kind {err.get('ctx', {}).get('tag')!r}; "
+                f"expected one of: {', '.join(PROVIDER_KINDS)}")
+    if kind == "union_tag_not_found":
+        return f"{line}: {dotted}: missing 'kind'; expected one of: {', '.join(PROVIDER_KINDS)}"
+    field = _field_for(loc)
+    msg = err["msg"].removeprefix("Value error, ")
+    shown_value = "" if isinstance(value, dict) or kind == "value_error" else f" (got {value!r})"
+    expected = _expected(field)
+    return f"{line}: {dotted}: {msg}{shown_value}" + (f"; expected {expected}" if expected and kind != "value_error" else "")
+
+
+def _field_for(loc: tuple[Any, ...]):
+    model: Any = StackSpec
+    field = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        candidate = _field_by_key(model, str(part)) if model is not None else None
+        if candidate is None:
+            union = _union_member(model, str(part))
+            if union is not None:
+                model = union
+                continue
+            if isinstance(model, _DictOf):
+                model = model.inner
+                continue
+            return field
+        field = candidate
+        model = _inner_model(field.annotation)
+        if isinstance(model, _DictOf):
+            pass
+    return field
+
+
+def _expected(field: Any) -> str:
+    if field is None:
+        return ""
+    parts = []
+    if field.description:
+        parts.append(field.description.rstrip("."))
+    if field.examples:
+        parts.append(f"for example {field.examples[0]!r}")
+    return "; ".join(parts) if parts else "a value of the documented type"
+
+
+def _line_of(node: yaml.Node | None, path: list[Any]) -> str:
+    current = node
+    last_line = 1
+    for key in path:
+        if key is None or current is None:
+            break
+        if isinstance(current, yaml.MappingNode):
+            for k_node, v_node in current.value:
+                if str(k_node.value) == str(key) or str(k_node.value) == f"{NAMESPACE}:{key}":
+                    last_line = k_node.start_mark.line + 1
+                    current = v_node
+                    break
+            else:
+                break
+        elif isinstance(current, yaml.SequenceNode) and isinstance(key, str) and key.startswith("["):
+            index = int(key[1:-1])
+            if index < len(current.value):
+                current = current.value[index]
+                last_line = current.start_mark.line + 1
+            else:
+                break
+        else:
+            break
+    return str(last_line)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON schema of the ``mlplat:`` namespace of a stack file."""
+    schema = StackSpec.model_json_schema(by_alias=True, mode="validation")
+    for hidden in ("name", "path", "projectDir", "pulumiConfig"):
+        schema.get("properties", {}).pop(hidden, None)
+    schema["title"] = "mlplat stack settings (keys under the 'mlplat:' namespace of Pulumi.<stack>.yaml)"
+    return schema

@@ -1,0 +1,16 @@
+"""The azure provider: Azure Machine Learning (Pulumi program on pulumi-azure-native; runtime through azure-ai-ml).
+
+Its capabilities are registered here as they land; until then each raises
+`CapabilityNotSupported` naming the provider and the capability.
+"""
+from __future__ import annotations
+
+from mlplat.providers import ProviderBundle
+
+provider = ProviderBundle(
+    name="azure",
+    description="Azure Machine Learning (Pulumi program on pulumi-azure-native; runtime through azure-ai-ml).",
+    factories={},
+    unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
+    "use a local stack (mlplat up --stack dev) meanwhile",
+)

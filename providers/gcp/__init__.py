@@ -1,0 +1,16 @@
+"""The gcp provider: Google Vertex AI (Pulumi program on pulumi-gcp; runtime through google-cloud-aiplatform).
+
+Its capabilities are registered here as they land; until then each raises
+`CapabilityNotSupported` naming the provider and the capability.
+"""
+from __future__ import annotations
+
+from mlplat.providers import ProviderBundle
+
+provider = ProviderBundle(
+    name="gcp",
+    description="Google Vertex AI (Pulumi program on pulumi-gcp; runtime through google-cloud-aiplatform).",
+    factories={},
+    unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
+    "use a local stack (mlplat up --stack dev) meanwhile",
+)

@@ -1,0 +1,32 @@
+"""The local provider: the whole platform on one machine, with real parts.
+
+MLflow (SQLite backend + local artifact root) for tracking and model versions, the
+platform database (SQLite, WAL) for governance and operations, DuckDB over Parquet
+for offline features, an ASGI gateway on 127.0.0.1 for serving.
+"""
+from __future__ import annotations
+
+from mlplat.components import Capability
+from mlplat.providers import ProviderBundle
+
+
+def _provisioner(spec, ctx):
+    from mlplat_providers.local.provisioner import LocalProvisioner
+
+    return LocalProvisioner(spec, ctx)
+
+
+def _tracker(spec, ctx):
+    from mlplat_providers.local.tracking import MlflowTracker
+
+    return MlflowTracker.for_stack(spec)
+
+
+provider = ProviderBundle(
+    name="local",
+    description="The whole platform on this machine: MLflow on SQLite, SQLite, DuckDB, a gateway on 127.0.0.1.",
+    factories={
+        Capability.PROVISIONER: _provisioner,
+        Capability.TRACKING: _tracker,
+    },
+)

@@ -1,0 +1,15 @@
+"""Package discovery for the remapped folders (see [tool.setuptools] in pyproject.toml)."""
+from setuptools import find_packages, setup
+
+ROOTS = {"mlplat": "mlplat", "mlplat_providers": "providers", "mlplat_policies": "policies"}
+
+
+def _packages() -> list[str]:
+    found = []
+    for name, folder in ROOTS.items():
+        found.append(name)
+        found += [f"{name}.{sub}" for sub in find_packages(folder)]
+    return found
+
+
+setup(packages=_packages())
