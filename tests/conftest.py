@@ -1,0 +1,66 @@
+"""Fixtures shared by every layer: a throwaway mlplat project and a CLI runner.
+
+Tests never touch the checkout's own .mlplat: each gets a project in tmp_path.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def write_project(root: Path, stacks: dict[str, str] | None = None) -> Path:
+    """A project at ``root`` with Pulumi.yaml and the repo's dev stack (or the given stack texts)."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
+    (root / "stacks").mkdir(exist_ok=True)
+    if stacks is None:
+        stacks = {"dev": (REPO / "stacks" / "Pulumi.dev.yaml").read_text()}
+    for name, text in stacks.items():
+        (root / "stacks" / f"Pulumi.{name}.yaml").write_text(text)
+    return root
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A fresh project with the dev stack; cwd and MLPLAT_PROJECT_DIR point at it."""
+    root = write_project(tmp_path / "project")
+    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(root))
+    monkeypatch.setenv("MLPLAT_USER", "ds@example.com")
+    monkeypatch.delenv("MLPLAT_STACK", raising=False)
+    monkeypatch.chdir(root)
+    return root
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, input: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed `mlplat` console script as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([str(BIN / "mlplat"), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          input=input, timeout=timeout)
+
+
+@pytest.fixture
+def cli(project):
+    """``cli("up", "--yes")`` → CompletedProcess, run inside the fixture project."""
+
+    def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 300):
+        return run_cli(*args, cwd=project, env={"MLPLAT_PROJECT_DIR": str(project), **(env or {})}, input=input,
+                       timeout=timeout)
+
+    return invoke
+
+
+@pytest.fixture
+def up_project(project, cli):
+    """The fixture project with its dev stack provisioned."""
+    result = cli("up", "--stack", "dev", "--yes")
+    assert result.returncode == 0, result.stderr
+    return project
