@@ -210,10 +210,11 @@ def reproduce(ctx, run_ref: str, stack: str, out_dir: Path | None, check: bool, 
             if (folder / name).exists():
                 shutil.copy(folder / name, out_dir / name)
     doc = json.loads((out_dir / "lineage.json").read_text())
-    warnings: list[str] = []
+    warnings: list[str] = []  # the current world differs from the run's
+    notes: list[str] = []  # what cannot be checked automatically
     for d in doc.get("datasets", []):
         if d["kind"] != "file":
-            warnings.append(f"dataset '{d['name']}' was an in-memory {d['kind']}: rebuild it and compare sha256 {d['sha256'][:16]}")
+            notes.append(f"dataset '{d['name']}' was an in-memory {d['kind']}: rebuild it and compare sha256 {d['sha256'][:16]}")
             continue
         path = Path(d["path"])
         if not path.is_file():
@@ -230,7 +231,7 @@ def reproduce(ctx, run_ref: str, stack: str, out_dir: Path | None, check: bool, 
         if current and current.commit != code["commit"]:
             warnings.append(f"the working tree is at {str(current.commit)[:8]}, the run used {code['commit'][:8]}")
     else:
-        warnings.append("the run's code was not in git: only the command and environment are recorded")
+        notes.append("the run's code was not in git: only the command and environment are recorded")
     script += [
         "python -m venv .venv-reproduce && . .venv-reproduce/bin/activate",
         f"pip install -r {shlex.quote(str((out_dir / 'requirements.lock').resolve()))}",
@@ -240,10 +241,12 @@ def reproduce(ctx, run_ref: str, stack: str, out_dir: Path | None, check: bool, 
     (out_dir / "reproduce.sh").write_text("\n".join(script) + "\n")
     (out_dir / "reproduce.sh").chmod(0o755)
     if as_json:
-        emit_json({"run": run.run_id, "out": str(out_dir), "warnings": warnings})
+        emit_json({"run": run.run_id, "out": str(out_dir), "warnings": warnings, "notes": notes})
     else:
         ctx.console.print(f"Wrote {out_dir}: reproduce.sh, lineage.json, requirements.lock"
                           + (", code.diff" if (out_dir / "code.diff").exists() else ""))
         for w in warnings:
             ctx.console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        for n in notes:
+            ctx.console.print(f"note: {n}", highlight=False)
     return ExitCode.FAILED if (check and warnings) else ExitCode.OK
