@@ -246,6 +246,8 @@ class Drift(Spec):
     ks_p_value: float = Field(0.01, gt=0, lt=1, description="KS p-value below which a numerical feature drifts.")
     chi2_p_value: float = Field(0.01, gt=0, lt=1, description="Chi-squared p-value below which a categorical feature drifts.")
     js_distance: float = Field(0.1, gt=0, le=1, description="Jensen-Shannon distance above which a categorical feature drifts.")
+    share: float = Field(0.5, gt=0, le=1, description="Share of drifted features at which a window counts as drifted "
+                                                       "(prediction drift alone also counts).")
 
 
 class Window(Spec):
@@ -266,6 +268,9 @@ class Channel(Spec):
     kind: Literal["console", "log", "webhook"] = Field(description="Where alerts go.")
     path: str | None = Field(None, description="Log file (kind: log).")
     url: str | None = Field(None, description="Webhook URL (kind: webhook).")
+    timeout_seconds: float = Field(5.0, gt=0, le=120, description="Webhook request timeout.")
+    max_attempts: int = Field(5, ge=1, le=50, description="Webhook deliveries tried before giving up.")
+    backoff_seconds: float = Field(1.0, ge=0, le=3600, description="Wait before the first retry; doubles each retry.")
 
     @model_validator(mode="after")
     def _target(self) -> "Channel":
