@@ -258,3 +258,27 @@ def test_ui_serves_the_stack_store_on_loopback_only(up_project, cli):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_xgboost_parameters_are_autologged(up_project):
+    import numpy as np
+    import xgboost
+
+    import mlplat
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 4))
+    y = (X[:, 0] > 0).astype(int)
+    with mlplat.start_run(experiment="xgb", datasets={"train": X}) as run:
+        xgboost.XGBClassifier(n_estimators=5, max_depth=2).fit(X, y)
+    params = client(up_project).get_run(run.run_id).data.params
+    assert params.get("max_depth") == "2"
+    assert client(up_project).get_run(run.run_id).data.tags["mlplat.data.train.rows"] == "300"
+
+
+def test_an_invalid_stack_writes_nothing(project, cli):
+    path = project / "stacks" / "Pulumi.dev.yaml"
+    path.write_text(path.read_text().replace("    cost-center: CC-0001\n", ""))
+    result = cli("up", "--stack", "dev", "--yes")
+    assert result.returncode == 3 and "mlplat:tags.cost-center: missing required cost tag" in result.stderr
+    assert not (project / ".mlplat").exists()
