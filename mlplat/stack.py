@@ -309,6 +309,40 @@ class Budget(Spec):
     alert_at: list[float] = Field([0.8, 1.0], description="Shares of the budget that raise alerts.")
 
 
+# --- policy ---------------------------------------------------------------------
+
+EnforcementLevel = Literal["advisory", "mandatory", "disabled"]
+
+
+class PolicySpec(Spec):
+    """Enforcement of the policy pack (policies/) for this stack; the shape of a CrossGuard policy-pack config."""
+
+    enforcement_level: EnforcementLevel | None = Field(
+        None, description="Level of every policy without its own: advisory, mandatory or disabled. "
+        "Default: each policy's own default.", examples=["mandatory"],
+    )
+    policies: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per policy: an enforcement level, or a mapping with enforcementLevel and the policy's "
+        "settings (mlplat policy list shows them).",
+        examples=[{"spend": {"enforcementLevel": "mandatory", "allowedInstanceTypes": ["ml.m5.*"], "maxGpuInstances": 0}}],
+    )
+
+    @field_validator("policies")
+    @classmethod
+    def _known_policies(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from mlplat_policies.rules import config_errors
+
+        errors = config_errors(value)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return value
+
+    def as_settings(self) -> dict[str, Any]:
+        """The settings mapping the policy pack's ``evaluate`` reads."""
+        return {"enforcementLevel": self.enforcement_level, "policies": self.policies}
+
+
 # --- the stack --------------------------------------------------------------------
 
 
@@ -327,7 +361,7 @@ class StackSpec(Spec):
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Monitoring thresholds and schedule.")
     budget: Budget | None = Field(None, description="Monthly budget.")
     features: dict[str, Any] = Field(default_factory=dict, description="Feature store settings (reserved).")
-    policy: dict[str, Any] = Field(default_factory=dict, description="Policy enforcement overrides (see policies/).")
+    policy: PolicySpec = Field(default_factory=lambda: PolicySpec(), description="Policy enforcement for this stack (see policies/).")
 
     # Set by the loader, not read from the file.
     name: str = Field("", exclude=True, description="Stack name (from the file name).")

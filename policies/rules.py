@@ -1,0 +1,815 @@
+"""The mlplat policies as pure functions over a resource graph.
+
+Each policy is a validator ``validate(subject, config, report_violation)`` in the
+shape of Pulumi CrossGuard: resource policies get one :class:`Resource`, stack
+policies the list of every resource of the stack. ``report_violation(message,
+urn)`` is called once per finding. The same functions run
+
+* inside Pulumi's policy runtime (``pulumi preview --policy-pack policies``,
+  through ``policies/__main__.py``), and
+* inside ``mlplat policy check``, over the graph recorded by running the stack's
+  program under Pulumi's mocks, or the planned resources of a local stack.
+
+This module imports nothing outside the standard library (and nothing of
+mlplat): the policy runtime loads it as a plain script.
+
+Facts the policies read
+-----------------------
+Cloud resources are read through their Pulumi input properties (camelCase, as
+the engine sees them). Local stacks describe themselves with ``mlplat:local:*``
+resources whose properties are documented next to the validators below.
+A value the engine does not know yet (a preview of a new resource) is absent
+from the properties; validators skip what they cannot know rather than guess.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+try:
+    from .taggable_aws import TAGGABLE_AWS
+except ImportError:  # loaded as a script by the Pulumi policy runtime
+    from taggable_aws import TAGGABLE_AWS  # type: ignore[no-redef]
+
+ADVISORY, MANDATORY, DISABLED = "advisory", "mandatory", "disabled"
+LEVELS = (ADVISORY, MANDATORY, DISABLED)
+PACK_NAME = "mlplat"
+
+ReportViolation = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource of a stack, provider-neutral: a Pulumi type token, a logical name, input properties."""
+
+    type: str
+    name: str
+    props: Mapping[str, Any] = field(default_factory=dict)
+    urn: str = ""
+    parent: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.type} '{self.name}'"
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    description: str
+    remediation: str
+    kind: str  # "resource" | "stack"
+    validate: Callable[..., None]
+    config_schema: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    default_level: str = MANDATORY
+
+    def defaults(self) -> dict[str, Any]:
+        return {key: _copy(spec["default"]) for key, spec in self.config_schema.items() if "default" in spec}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A violation, with the enforcement level it was evaluated at."""
+
+    policy: str
+    level: str
+    message: str
+    remediation: str
+    resource_type: str = ""
+    resource_name: str = ""
+    urn: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _copy(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+# --- reading resources ------------------------------------------------------------
+
+LOCAL_PREFIX = "mlplat:local:"
+
+T_BUCKET = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+T_SSE = ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+         "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2")
+T_PAB = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+T_TRACKING = "aws:sagemaker/mlflowTrackingServer:MlflowTrackingServer"
+T_PIPELINE = "aws:sagemaker/pipeline:Pipeline"
+T_TRAINING_JOB = "aws:sagemaker/trainingJob:TrainingJob"
+T_GROUP = "aws:sagemaker/modelPackageGroup:ModelPackageGroup"
+T_MODEL = "aws:sagemaker/model:Model"
+T_ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
+T_ENDPOINT = "aws:sagemaker/endpoint:Endpoint"
+T_DQ_JOB = "aws:sagemaker/dataQualityJobDefinition:DataQualityJobDefinition"
+T_SCHEDULE = "aws:sagemaker/monitoringSchedule:MonitoringSchedule"
+T_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+T_EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
+T_TOPIC = "aws:sns/topic:Topic"
+T_BUDGET = "aws:budgets/budget:Budget"
+T_CLOUDCONTROL = "aws:cloudcontrol/resource:Resource"
+
+L_TRACKING = LOCAL_PREFIX + "TrackingStore"
+L_TRAINING = LOCAL_PREFIX + "TrainingRunner"
+L_REGISTRY = LOCAL_PREFIX + "ModelRegistry"
+L_GATEWAY = LOCAL_PREFIX + "Gateway"
+L_BUDGET = LOCAL_PREFIX + "Budget"
+
+GPU_FAMILIES = ("p2", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "g4dn", "g5", "g6", "g6e", "gr6", "g4ad", "g5g")
+
+
+def _json(value: Any) -> Any:
+    """Parse a JSON document given as a string; pass other values through."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+def cloudcontrol_state(resource: Resource) -> dict[str, Any]:
+    """The desired state of a Cloud Control resource (a JSON string in its props)."""
+    state = _json(resource.props.get("desiredState"))
+    return state if isinstance(state, dict) else {}
+
+
+def is_taggable(resource: Resource) -> bool:
+    """Whether the resource carries cost tags (AWS tags, GCP labels, Azure tags) or describes a local resource."""
+    if resource.type.startswith(LOCAL_PREFIX):
+        return True
+    if resource.type in TAGGABLE_AWS:
+        return True
+    if resource.type == T_CLOUDCONTROL:
+        return True
+    if resource.type.startswith(("gcp:", "google-native:")):
+        return "labels" in resource.props
+    if resource.type.startswith(("azure-native:", "azure:")):
+        return "tags" in resource.props
+    return False
+
+
+def tags_of(resource: Resource) -> dict[str, str]:
+    """Cost tags of a resource, whatever the cloud calls them."""
+    if resource.type == T_CLOUDCONTROL:
+        raw = cloudcontrol_state(resource).get("Tags") or []
+        if isinstance(raw, dict):
+            return {str(k): str(v) for k, v in raw.items()}
+        return {str(t.get("Key")): str(t.get("Value")) for t in raw if isinstance(t, dict)}
+    key = "labels" if resource.type.startswith(("gcp:", "google-native:")) else "tags"
+    value = resource.props.get(key) or {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+
+
+def _of(resources: Iterable[Resource], *types: str) -> list[Resource]:
+    return [r for r in resources if r.type in types]
+
+
+def _is_production(resource: Resource, config: Mapping[str, Any]) -> bool:
+    environments = config.get("productionEnvironments") or ["production"]
+    env = tags_of(resource).get("environment") or resource.props.get("environment")
+    return env in environments
+
+
+def _phys(resource: Resource, key: str = "name") -> str:
+    """The physical name of a resource (an input when known, else the logical name)."""
+    value = resource.props.get(key)
+    return value if isinstance(value, str) and value else resource.name
+
+
+def _endpoint_config_of(endpoint: Resource, resources: Sequence[Resource]) -> Resource | None:
+    wanted = endpoint.props.get("endpointConfigName")
+    for config in _of(resources, T_ENDPOINT_CONFIG):
+        if wanted in (_phys(config), config.name):
+            return config
+    return None
+
+
+# --- 1. required cost tags ----------------------------------------------------------
+
+
+def validate_cost_tags(resource: Resource, config: Mapping[str, Any], report: ReportViolation) -> None:
+    """Every taggable resource carries the required cost tags with non-empty values."""
+    if not is_taggable(resource):
+        return
+    required = config.get("requiredTags") or []
+    tags = tags_of(resource)
+    missing = [t for t in required if not str(tags.get(t, "")).strip()]
+    if missing:
+        report(f"{resource.label} lacks cost tag(s) {', '.join(missing)}", resource.urn or None)
+
+
+# --- 2. tracking required -------------------------------------------------------------
+
+
+def _training_steps(pipeline: Resource) -> list[dict[str, Any]] | None:
+    definition = _json(pipeline.props.get("pipelineDefinition"))
+    if not isinstance(definition, dict):
+        return None  # not known (preview) or kept in S3: nothing to judge
+    return [s for s in definition.get("Steps", []) if isinstance(s, dict) and s.get("Type") == "Training"]
+
+
+def validate_tracking(resources: Sequence[Resource], config: Mapping[str, Any], report: ReportViolation) -> None:
+    """Every training pipeline and job reports to the team's tracking server.
+
+    AWS: each ``Training`` step of a SageMaker pipeline definition (and each
+    training job) sets ``MLFLOW_TRACKING_URI`` to a tracking server of the stack.
+    Local: each ``TrainingRunner`` has ``trackingUri`` equal to a ``TrackingStore``'s ``uri``.
+    """
+    servers = _of(resources, T_TRACKING)
+    server_names = [_phys(s, "trackingServerName") for s in servers]
+
+    def wired(uri: Any) -> bool:
+        return isinstance(uri, str) and any(uri == n or uri.endswith(f"/{n}") for n in server_names)
+
+    for pipeline in _of(resources, T_PIPELINE):
+        steps = _training_steps(pipeline)
+        if steps is None:
+            continue
+        if not servers:
+            report(f"{pipeline.label} trains models but the stack has no tracking server", pipeline.urn or None)
+            continue
+        for step in steps:
+            env = (step.get("Arguments") or {}).get("Environment") or {}
+            if not wired(env.get("MLFLOW_TRACKING_URI")):
+                report(f"{pipeline.label}: training step '{step.get('Name')}' is not wired to the team's tracking "
+                       f"server (MLFLOW_TRACKING_URI={env.get('MLFLOW_TRACKING_URI')!r})", pipeline.urn or None)
+    for job in _of(resources, T_TRAINING_JOB):
+        env = job.props.get("environment") or {}
+        if not wired(env.get("MLFLOW_TRACKING_URI")):
+            report(f"{job.label} is not wired to the team's tracking server", job.urn or None)
+
+    stores = {r.props.get("uri") for r in _of(resources, L_TRACKING)}
+    for runner in _of(resources, L_TRAINING):
+        uri = runner.props.get("trackingUri")
+        if uri not in stores or not uri:
+            report(f"{runner.label} writes runs to {uri!r}, not to the stack's tracking store", runner.urn or None)
+        if runner.props.get("requireTrackedRuns") is False:
+            report(f"{runner.label} lets models be registered outside a tracked run", runner.urn or None)
+
+
+# --- 3. approval required -------------------------------------------------------------
+
+
+def _needs_approval(tier: Any, config: Mapping[str, Any]) -> bool:
+    return config.get("approvalFor", "critical") == "all" or tier == "critical"
+
+
+def _register_steps(resources: Sequence[Resource]) -> list[dict[str, Any]]:
+    steps = []
+    for pipeline in _of(resources, T_PIPELINE):
+        definition = _json(pipeline.props.get("pipelineDefinition"))
+        if isinstance(definition, dict):
+            steps += [s for s in definition.get("Steps", []) if isinstance(s, dict) and s.get("Type") == "RegisterModel"]
+    return steps
+
+
+def _approval_rule_for(group: str, resources: Sequence[Resource]) -> bool:
+    for rule in _of(resources, T_EVENT_RULE):
+        pattern = _json(rule.props.get("eventPattern"))
+        if not isinstance(pattern, dict):
+            continue
+        detail = pattern.get("detail") or {}
+        if "SageMaker Model Package State Change" not in (pattern.get("detail-type") or []):
+            continue
+        if group in (detail.get("ModelPackageGroupName") or []) and detail.get("ModelApprovalStatus") == ["Approved"]:
+            return True
+    return False
+
+
+def validate_approval(resources: Sequence[Resource], config: Mapping[str, Any], report: ReportViolation) -> None:
+    """Critical models need a manual approval; production endpoints serve only registered, approved versions.
+
+    AWS: a model package group tagged ``risk-tier: critical`` is registered with
+    ``PendingManualApproval`` by every pipeline, and deployment is triggered only by
+    an EventBridge rule matching ``ModelApprovalStatus: [Approved]`` for that group.
+    Every production endpoint's model refers to a model package of the registry
+    (never a raw image or model artifact, which would bypass approval).
+    Local: the ``ModelRegistry`` marks which models need approval (``models``,
+    ``manualApproval``) and how many distinct approvers exist.
+    """
+    steps = _register_steps(resources)
+    for group in _of(resources, T_GROUP):
+        name = _phys(group, "modelPackageGroupName")
+        if not _needs_approval(tags_of(group).get("risk-tier"), config):
+            continue
+        for step in steps:
+            args = step.get("Arguments") or {}
+            if args.get("ModelPackageGroupName") == name and args.get("ModelApprovalStatus") != "PendingManualApproval":
+                report(f"{group.label}: pipeline step '{step.get('Name')}' registers versions as "
+                       f"{args.get('ModelApprovalStatus')!r}; this model needs a manual approval", group.urn or None)
+        if not _approval_rule_for(name, resources):
+            report(f"{group.label}: no EventBridge rule deploys only approved versions of this group",
+                   group.urn or None)
+    models = {(_phys(m), m.name): m for m in _of(resources, T_MODEL)}
+    for endpoint in _of(resources, T_ENDPOINT):
+        if not _is_production(endpoint, config):
+            continue
+        endpoint_config = _endpoint_config_of(endpoint, resources)
+        if endpoint_config is None:
+            continue
+        variants = list(endpoint_config.props.get("productionVariants") or []) + list(
+            endpoint_config.props.get("shadowProductionVariants") or [])
+        for variant in variants:
+            model = next((m for (phys, logical), m in models.items() if variant.get("modelName") in (phys, logical)), None)
+            if model is None:
+                continue
+            containers = [model.props.get("primaryContainer") or {}] + list(model.props.get("containers") or [])
+            containers = [c for c in containers if c]
+            if not containers or any(not c.get("modelPackageName") for c in containers):
+                report(f"{endpoint.label}: variant '{variant.get('variantName')}' serves {model.label} from a raw "
+                       "image or artifact instead of an approved model package", endpoint.urn or None)
+    for registry in _of(resources, L_REGISTRY):
+        approvers = set(registry.props.get("approvers") or [])
+        required = int(registry.props.get("requiredApprovals") or 0)
+        for model, tier in (registry.props.get("models") or {}).items():
+            if not _needs_approval(tier, config):
+                continue
+            if not registry.props.get("manualApproval", True) or tier != "critical":
+                report(f"{registry.label}: model '{model}' is promoted without a manual approval "
+                       f"(risk tier {tier})", registry.urn or None)
+            elif required < 1 or len(approvers) < required:
+                report(f"{registry.label}: model '{model}' needs {required} approval(s) but "
+                       f"{len(approvers)} approver(s) are listed", registry.urn or None)
+
+
+# --- 4. monitoring required -----------------------------------------------------------
+
+
+def _monitored_endpoints(resources: Sequence[Resource]) -> set[str]:
+    """Endpoints read by a job definition that a monitoring schedule runs."""
+    reads: dict[str, str] = {}
+    for job in _of(resources, T_DQ_JOB):
+        endpoint = ((job.props.get("dataQualityJobInput") or {}).get("endpointInput") or {}).get("endpointName")
+        reads[_phys(job)] = endpoint
+    for job in _of(resources, T_CLOUDCONTROL):
+        if job.props.get("typeName") in ("AWS::SageMaker::ModelQualityJobDefinition",
+                                         "AWS::SageMaker::DataQualityJobDefinition",
+                                         "AWS::SageMaker::ModelBiasJobDefinition"):
+            state = cloudcontrol_state(job)
+            job_input = next((v for k, v in state.items() if k.endswith("JobInput")), {}) or {}
+            reads[state.get("JobDefinitionName", job.name)] = (job_input.get("EndpointInput") or {}).get("EndpointName")
+    monitored = set()
+    for schedule in _of(resources, T_SCHEDULE):
+        cfg = schedule.props.get("monitoringScheduleConfig") or {}
+        if not (cfg.get("scheduleConfig") or {}).get("scheduleExpression"):
+            continue
+        endpoint = reads.get(cfg.get("monitoringJobDefinitionName"))
+        if endpoint:
+            monitored.add(endpoint)
+    return monitored
+
+
+def validate_monitoring(resources: Sequence[Resource], config: Mapping[str, Any], report: ReportViolation) -> None:
+    """Every production endpoint captures traffic, is monitored on a schedule, has alarms and an alert route.
+
+    AWS: data capture enabled with a sampling percentage above zero; a monitoring
+    schedule runs a job definition that reads the endpoint; CloudWatch alarms on the
+    endpoint with alarm actions (the alert route, an SNS topic).
+    Local: the ``Gateway`` has ``captureSampling`` > 0, a ``monitorSchedule``,
+    ``alarms`` (rule names) and ``alertChannels``.
+    """
+    monitored = _monitored_endpoints(resources)
+    alarms = _of(resources, T_ALARM)
+    for endpoint in _of(resources, T_ENDPOINT):
+        if not _is_production(endpoint, config):
+            continue
+        name = _phys(endpoint)
+        endpoint_config = _endpoint_config_of(endpoint, resources)
+        capture = (endpoint_config.props.get("dataCaptureConfig") if endpoint_config else None) or {}
+        if not capture or capture.get("enableCapture") is False or not capture.get("initialSamplingPercentage"):
+            report(f"{endpoint.label} does not capture traffic (dataCaptureConfig off or 0 %)", endpoint.urn or None)
+        if name not in monitored:
+            report(f"{endpoint.label} has no monitoring schedule", endpoint.urn or None)
+        own = [a for a in alarms if (a.props.get("dimensions") or {}).get("EndpointName") == name]
+        if not own:
+            report(f"{endpoint.label} has no CloudWatch alarms", endpoint.urn or None)
+        elif not any(a.props.get("alarmActions") for a in own):
+            report(f"{endpoint.label}: its alarms notify nobody (no alarm actions)", endpoint.urn or None)
+    for gateway in _of(resources, L_GATEWAY):
+        if not _is_production(gateway, config):
+            continue
+        props = gateway.props
+        if not props.get("captureSampling"):
+            report(f"{gateway.label} does not capture traffic (captureSampling is 0)", gateway.urn or None)
+        if not props.get("monitorSchedule"):
+            report(f"{gateway.label} has no monitoring schedule", gateway.urn or None)
+        if not props.get("alarms"):
+            report(f"{gateway.label} has no alarms", gateway.urn or None)
+        if not props.get("alertChannels"):
+            report(f"{gateway.label}: alerts go nowhere (no alert channels)", gateway.urn or None)
+
+
+# --- 5. safe rollout --------------------------------------------------------------------
+
+
+def shadow_percent(endpoint_config: Mapping[str, Any]) -> float:
+    """Share of production traffic mirrored to the shadow variant: shadow weight / production weights."""
+    shadows = endpoint_config.get("shadowProductionVariants") or []
+    if not shadows:
+        return 0.0
+    production = sum(float(v.get("initialVariantWeight", 1.0)) for v in endpoint_config.get("productionVariants") or [])
+    shadow = sum(float(v.get("initialVariantWeight", 1.0)) for v in shadows)
+    return 100.0 * shadow / production if production else 100.0
+
+
+def validate_safe_rollout(resources: Sequence[Resource], config: Mapping[str, Any], report: ReportViolation) -> None:
+    """Production endpoints roll out gradually, roll back on alarms, and mirror at most a bounded share.
+
+    AWS: ``deploymentConfig`` has a blue/green policy of type CANARY or LINEAR whose
+    first step is at most ``maxFirstCanaryStep`` % and auto-rollback alarms that exist
+    in the stack; the shadow variant mirrors at most ``maxShadowPercent`` %.
+    Local: the ``Gateway``'s ``canarySteps``, ``autoRollback`` and ``shadowPercent``.
+    """
+    limit = float(config.get("maxFirstCanaryStep", 10))
+    max_shadow = float(config.get("maxShadowPercent", 50))
+    alarm_names = {_phys(a) for a in _of(resources, T_ALARM)}
+    for endpoint in _of(resources, T_ENDPOINT):
+        if not _is_production(endpoint, config):
+            continue
+        deployment = endpoint.props.get("deploymentConfig") or {}
+        alarms = [a.get("alarmName") for a in (deployment.get("autoRollbackConfiguration") or {}).get("alarms") or []]
+        if not alarms:
+            report(f"{endpoint.label} has no auto-rollback alarms", endpoint.urn or None)
+        for missing in sorted(a for a in alarms if a not in alarm_names):
+            report(f"{endpoint.label}: rollback alarm '{missing}' is not defined in the stack", endpoint.urn or None)
+        routing = (deployment.get("blueGreenUpdatePolicy") or {}).get("trafficRoutingConfiguration") or {}
+        kind = routing.get("type")
+        if kind not in ("CANARY", "LINEAR"):
+            report(f"{endpoint.label} shifts traffic all at once ({kind or 'no blue/green policy'}); "
+                   "use a canary or linear rollout", endpoint.urn or None)
+        else:
+            size = routing.get("canarySize" if kind == "CANARY" else "linearStepSize") or {}
+            if size.get("type") == "CAPACITY_PERCENT" and float(size.get("value", 0)) > limit:
+                report(f"{endpoint.label}: the first {kind.lower()} step is {size.get('value')} %, above the "
+                       f"stack's limit of {limit:g} %", endpoint.urn or None)
+        endpoint_config = _endpoint_config_of(endpoint, resources)
+        if endpoint_config is not None:
+            mirrored = shadow_percent(endpoint_config.props)
+            if mirrored > max_shadow:
+                report(f"{endpoint.label} mirrors {mirrored:g} % of traffic to its shadow variant "
+                       f"(limit {max_shadow:g} %)", endpoint.urn or None)
+    for gateway in _of(resources, L_GATEWAY):
+        if not _is_production(gateway, config):
+            continue
+        props = gateway.props
+        steps = props.get("canarySteps") or []
+        if not props.get("autoRollback"):
+            report(f"{gateway.label} does not roll back automatically on a breach", gateway.urn or None)
+        if not steps or len(steps) < 2:
+            report(f"{gateway.label} shifts traffic all at once (canary steps {steps})", gateway.urn or None)
+        elif float(steps[0]) > limit:
+            report(f"{gateway.label}: the first canary step is {steps[0]} %, above the stack's limit of {limit:g} %",
+                   gateway.urn or None)
+        if float(props.get("shadowPercent") or 0) > max_shadow:
+            report(f"{gateway.label} mirrors {props.get('shadowPercent')} % of traffic to its shadow "
+                   f"(limit {max_shadow:g} %)", gateway.urn or None)
+
+
+# --- 6. storage ---------------------------------------------------------------------------
+
+PUBLIC_ACLS = ("public-read", "public-read-write", "authenticated-read")
+PAB_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+
+
+def _bucket_keys(bucket: Resource) -> set[str]:
+    return {bucket.name, _phys(bucket, "bucket"), f"{bucket.name}_id"} | ({bucket.urn} if bucket.urn else set())
+
+
+def validate_storage(resources: Sequence[Resource], config: Mapping[str, Any], report: ReportViolation) -> None:
+    """Storage is encrypted at rest and never public.
+
+    AWS: every bucket has a server-side encryption configuration (``aws:kms`` when
+    ``requireKms``) and a public access block with all four flags on, and no
+    public ACL. Local: stores are ``private`` and name their ``encryption``;
+    ``host-filesystem`` counts only while ``allowHostFilesystemEncryption`` is on.
+    """
+    sse = _of(resources, *T_SSE)
+    pabs = _of(resources, T_PAB)
+    require_kms = bool(config.get("requireKms", False))
+    for bucket in _of(resources, *T_BUCKET):
+        keys = _bucket_keys(bucket)
+        inline = (bucket.props.get("serverSideEncryptionConfiguration") or {}).get("rule")
+        rules = [r for s in sse if s.props.get("bucket") in keys for r in (s.props.get("rules") or [])]
+        if inline:
+            rules.append(inline)
+        algorithms = [((r.get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm")) for r in rules]
+        if not any(algorithms):
+            report(f"{bucket.label} is not encrypted at rest (no server-side encryption configuration)",
+                   bucket.urn or None)
+        elif require_kms and not any(a in ("aws:kms", "aws:kms:dsse") for a in algorithms):
+            report(f"{bucket.label} is encrypted with {algorithms[0]}, but this stack requires KMS keys",
+                   bucket.urn or None)
+        if bucket.props.get("acl") in PUBLIC_ACLS:
+            report(f"{bucket.label} has the public ACL {bucket.props.get('acl')!r}", bucket.urn or None)
+        blocks = [p for p in pabs if p.props.get("bucket") in keys]
+        if not blocks:
+            report(f"{bucket.label} has no public access block", bucket.urn or None)
+        elif not any(all(p.props.get(flag) is True for flag in PAB_FLAGS) for p in blocks):
+            off = [f for f in PAB_FLAGS if not all(p.props.get(f) is True for p in blocks)]
+            report(f"{bucket.label}: public access block leaves {', '.join(off)} off", bucket.urn or None)
+    allow_host = bool(config.get("allowHostFilesystemEncryption", True))
+    for store in resources:
+        if not store.type.startswith(LOCAL_PREFIX) or "encryption" not in store.props:
+            continue
+        if store.props.get("private") is not True:
+            report(f"{store.label} is readable by other users of this machine", store.urn or None)
+        encryption = store.props.get("encryption")
+        if not encryption or (encryption == "host-filesystem" and not allow_host):
+            report(f"{store.label} relies on {encryption or 'no'} encryption at rest, which this stack does not "
+                   "accept", store.urn or None)
+
+
+# --- 7. spend ------------------------------------------------------------------------------
+
+
+def is_gpu(instance_type: str) -> bool:
+    parts = instance_type.split(".")
+    family = parts[1] if len(parts) > 2 and parts[0] == "ml" else parts[0]
+    return family in GPU_FAMILIES or family.startswith(("p4", "p5", "g5", "g6"))
+
+
+def instances_of(resources: Sequence[Resource]) -> list[tuple[Resource, str, int]]:
+    """(resource, instance type, count) for everything in the stack that runs on instances."""
+    out: list[tuple[Resource, str, int]] = []
+    for config in _of(resources, T_ENDPOINT_CONFIG):
+        for variant in list(config.props.get("productionVariants") or []) + list(
+                config.props.get("shadowProductionVariants") or []):
+            if variant.get("instanceType"):
+                out.append((config, variant["instanceType"], int(variant.get("initialInstanceCount") or 1)))
+    for job in _of(resources, T_DQ_JOB):
+        cluster = (job.props.get("jobResources") or {}).get("clusterConfig") or {}
+        if cluster.get("instanceType"):
+            out.append((job, cluster["instanceType"], int(cluster.get("instanceCount") or 1)))
+    for job in _of(resources, T_CLOUDCONTROL):
+        cluster = (cloudcontrol_state(job).get("JobResources") or {}).get("ClusterConfig") or {}
+        if cluster.get("InstanceType"):
+            out.append((job, cluster["InstanceType"], int(cluster.get("InstanceCount") or 1)))
+    for pipeline in _of(resources, T_PIPELINE):
+        for step in _training_steps(pipeline) or []:
+            rc = (step.get("Arguments") or {}).get("ResourceConfig") or {}
+            if rc.get("InstanceType"):
+                out.append((pipeline, rc["InstanceType"], int(rc.get("InstanceCount") or 1)))
+    for gateway in _of(resources, L_GATEWAY):
+        if gateway.props.get("instanceType"):
+            out.append((gateway, gateway.props["instanceType"], int(gateway.props.get("instanceCount") or 1)))
+    return out
+
+
+def validate_spend(resources: Sequence[Resource], config: Mapping[str, Any], report: ReportViolation) -> None:
+    """Instance types come from the allow-list, GPU instances are capped per team, and a budget exists.
+
+    AWS: endpoint variants, monitoring jobs and pipeline training steps; a
+    ``aws:budgets/budget:Budget`` filtered on the team's cost tag. Local: the
+    ``Gateway``'s ``instanceType`` and a ``Budget`` resource.
+    """
+    allowed = config.get("allowedInstanceTypes") or []
+    gpus = 0
+    for resource, instance_type, count in instances_of(resources):
+        if allowed and not any(fnmatch.fnmatchcase(instance_type, pattern) for pattern in allowed):
+            report(f"{resource.label} uses instance type {instance_type}, which is not in the allow-list "
+                   f"({', '.join(allowed)})", resource.urn or None)
+        if is_gpu(instance_type):
+            gpus += count
+    cap = config.get("maxGpuInstances")
+    if cap is not None and gpus > int(cap):
+        report(f"the stack runs {gpus} GPU instance(s); the team's cap is {cap}", None)
+    if config.get("requireBudget", True):
+        budgets = _of(resources, T_BUDGET, L_BUDGET)
+        if not budgets:
+            report("the stack defines no budget", None)
+        for budget in budgets:
+            if budget.type == T_BUDGET and not budget.props.get("notifications"):
+                report(f"{budget.label} notifies nobody when spend crosses it", budget.urn or None)
+
+
+# --- the catalog ------------------------------------------------------------------------
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+
+POLICIES: tuple[Policy, ...] = (
+    Policy(
+        name="required-cost-tags",
+        description="Every taggable resource carries the cost tags team, cost-center, environment and owner.",
+        remediation="Set the tags under mlplat:tags in the stack file; resources created outside mlplat's "
+                    "components must pass the stack's tags explicitly.",
+        kind="resource",
+        validate=validate_cost_tags,
+        config_schema={"requiredTags": {**_STRINGS, "default": ["team", "cost-center", "environment", "owner"],
+                                        "description": "Tag keys every taggable resource must carry."}},
+    ),
+    Policy(
+        name="tracking-required",
+        description="Every training pipeline and job reports to the team's tracking server.",
+        remediation="Train through the stack's pipeline (or mlplat.start_run locally); set MLFLOW_TRACKING_URI of "
+                    "every training step to the stack's tracking server.",
+        kind="stack",
+        validate=validate_tracking,
+    ),
+    Policy(
+        name="approval-required",
+        description="Critical models need a manual approval before deployment; production endpoints serve only "
+                    "approved registry versions.",
+        remediation="Register critical models as PendingManualApproval, deploy only on the approval event, and "
+                    "point production endpoints at model packages; list enough approvers under mlplat:governance.",
+        kind="stack",
+        validate=validate_approval,
+        config_schema={"approvalFor": {"type": "string", "enum": ["critical", "all"], "default": "critical",
+                                       "description": "Which models need a manual approval."}},
+    ),
+    Policy(
+        name="monitoring-required",
+        description="Every production endpoint has data capture, a monitoring schedule, alarms and an alert route.",
+        remediation="Keep serving.captureSampling above 0 and monitoring.channels non-empty; mlplat's serving and "
+                    "monitoring components create the schedule, alarms and topic.",
+        kind="stack",
+        validate=validate_monitoring,
+        config_schema={"productionEnvironments": {**_STRINGS, "default": ["production"],
+                                                  "description": "Environment tag values that count as production."}},
+    ),
+    Policy(
+        name="safe-rollout",
+        description="Production endpoints roll out in steps, roll back on alarms, and mirror a bounded share.",
+        remediation="Start serving.canary.steps at or below the limit, keep serving.shadow.percent at or below "
+                    "the limit, and keep the rollback alarms of the serving component.",
+        kind="stack",
+        validate=validate_safe_rollout,
+        config_schema={
+            "maxFirstCanaryStep": {"type": "number", "default": 10, "minimum": 0, "maximum": 100,
+                                   "description": "Largest first canary step, in percent."},
+            "maxShadowPercent": {"type": "number", "default": 50, "minimum": 0, "maximum": 50,
+                                 "description": "Largest share of traffic mirrored to a shadow, in percent."},
+            "productionEnvironments": {**_STRINGS, "default": ["production"],
+                                       "description": "Environment tag values that count as production."},
+        },
+    ),
+    Policy(
+        name="storage",
+        description="Storage is encrypted at rest and never public.",
+        remediation="Use mlplat's tracking component (encrypted, versioned, public access blocked); never attach "
+                    "public ACLs or policies to platform buckets.",
+        kind="stack",
+        validate=validate_storage,
+        config_schema={
+            "requireKms": {"type": "boolean", "default": False,
+                           "description": "Require KMS (aws:kms) rather than S3-managed keys."},
+            "allowHostFilesystemEncryption": {"type": "boolean", "default": True,
+                                              "description": "Accept the host's disk encryption for local stacks."},
+        },
+    ),
+    Policy(
+        name="spend",
+        description="Instance types come from an allow-list, GPU instances are capped per team, and a budget exists.",
+        remediation="Pick an allowed serving.instanceType (or extend allowedInstanceTypes with the platform team), "
+                    "stay under maxGpuInstances, and set mlplat:budget.",
+        kind="stack",
+        validate=validate_spend,
+        config_schema={
+            "allowedInstanceTypes": {**_STRINGS, "default": [
+                "ml.t3.*", "ml.m5.*", "ml.m6i.*", "ml.m7i.*", "ml.c5.*", "ml.c6i.*", "ml.c7i.*", "ml.r5.*",
+                "ml.g4dn.*", "ml.g5.*", "local.*"],
+                "description": "Glob patterns of allowed instance types."},
+            "maxGpuInstances": {"type": "integer", "default": 4, "minimum": 0,
+                                "description": "GPU instances the team may run at once."},
+            "requireBudget": {"type": "boolean", "default": True, "description": "Require a budget resource."},
+        },
+    ),
+)
+BY_NAME: dict[str, Policy] = {p.name: p for p in POLICIES}
+NAMES = tuple(BY_NAME)
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def _type_ok(value: Any, spec: Mapping[str, Any]) -> bool:
+    kind = spec.get("type")
+    if kind == "array":
+        item = spec.get("items", {}).get("type")
+        return isinstance(value, list) and all(_type_ok(v, {"type": item}) for v in value)
+    if kind == "string":
+        return isinstance(value, str) and ("enum" not in spec or value in spec["enum"])
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "number":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        return True
+    return ok and spec.get("minimum", value) <= value <= spec.get("maximum", value)
+
+
+def _expected(spec: Mapping[str, Any]) -> str:
+    if "enum" in spec:
+        return "one of " + ", ".join(spec["enum"])
+    if spec.get("type") == "array":
+        return f"a list of {spec.get('items', {}).get('type', 'value')}s"
+    bounds = ""
+    if "minimum" in spec or "maximum" in spec:
+        bounds = f" between {spec.get('minimum', '-inf')} and {spec.get('maximum', 'inf')}"
+    return f"a {spec.get('type')}{bounds}"
+
+
+def config_errors(policies: Mapping[str, Any]) -> list[str]:
+    """Problems in a per-policy configuration mapping (name → level or {enforcementLevel, settings...})."""
+    errors = []
+    for name, value in policies.items():
+        policy = BY_NAME.get(name)
+        if policy is None:
+            near = difflib.get_close_matches(str(name), NAMES, n=1)
+            errors.append(f"unknown policy '{name}'" + (f"; did you mean '{near[0]}'?" if near else "")
+                          + f" known policies: {', '.join(NAMES)}")
+            continue
+        if isinstance(value, str):
+            if value not in LEVELS:
+                errors.append(f"policy '{name}': enforcement level '{value}' is not one of {', '.join(LEVELS)}")
+            continue
+        if not isinstance(value, Mapping):
+            errors.append(f"policy '{name}': expected an enforcement level or a mapping, got {value!r}")
+            continue
+        for key, setting in value.items():
+            if key == "enforcementLevel":
+                if setting not in LEVELS:
+                    errors.append(f"policy '{name}': enforcementLevel '{setting}' is not one of {', '.join(LEVELS)}")
+                continue
+            spec = policy.config_schema.get(key)
+            if spec is None:
+                allowed = ["enforcementLevel", *policy.config_schema]
+                near = difflib.get_close_matches(str(key), allowed, n=1)
+                errors.append(f"policy '{name}': unknown setting '{key}'" + (f"; did you mean '{near[0]}'?" if near
+                              else "") + f" allowed: {', '.join(allowed)}")
+            elif not _type_ok(setting, spec):
+                errors.append(f"policy '{name}': {key} must be {_expected(spec)}, got {setting!r}")
+    return errors
+
+
+def resolve_level(policy: Policy, pack_level: str | None, policy_setting: Any) -> str:
+    """Enforcement level of ``policy``: the policy's own setting, else the pack level, else the policy default."""
+    if isinstance(policy_setting, str):
+        return policy_setting
+    if isinstance(policy_setting, Mapping) and policy_setting.get("enforcementLevel"):
+        return str(policy_setting["enforcementLevel"])
+    return pack_level or policy.default_level
+
+
+def policy_config(policy: Policy, policy_setting: Any) -> dict[str, Any]:
+    """The policy's settings: its schema defaults overlaid with the stack's."""
+    config = policy.defaults()
+    if isinstance(policy_setting, Mapping):
+        config.update({k: _copy(v) for k, v in policy_setting.items() if k != "enforcementLevel"})
+    return config
+
+
+def evaluate(resources: Sequence[Resource], settings: Mapping[str, Any] | None = None) -> list[Finding]:
+    """Run every enabled policy over a stack's resources.
+
+    ``settings`` is the stack's policy configuration: ``{"enforcementLevel": level,
+    "policies": {name: level | {"enforcementLevel": level, setting: value}}}``.
+    Raises ``ValueError`` listing every problem when the configuration is invalid.
+    """
+    settings = settings or {}
+    per_policy = settings.get("policies") or {}
+    errors = config_errors(per_policy)
+    pack_level = settings.get("enforcementLevel")
+    if pack_level is not None and pack_level not in LEVELS:
+        errors.insert(0, f"enforcementLevel '{pack_level}' is not one of {', '.join(LEVELS)}")
+    if errors:
+        raise ValueError("; ".join(errors))
+    by_urn = {r.urn: r for r in resources if r.urn}
+    findings: list[Finding] = []
+    for policy in POLICIES:
+        level = resolve_level(policy, pack_level, per_policy.get(policy.name))
+        if level == DISABLED:
+            continue
+        config = policy_config(policy, per_policy.get(policy.name))
+
+        def report(message: str, urn: str | None = None, *, _policy: Policy = policy, _level: str = level,
+                   _subject: Resource | None = None) -> None:
+            target = by_urn.get(urn or "") or _subject
+            findings.append(Finding(_policy.name, _level, message, _policy.remediation,
+                                    target.type if target else "", target.name if target else "", urn or ""))
+
+        if policy.kind == "resource":
+            for resource in resources:
+                policy.validate(resource, config,
+                                lambda message, urn=None, _r=resource, _p=policy, _l=level: report(
+                                    message, urn, _policy=_p, _level=_l, _subject=_r))
+        else:
+            policy.validate(list(resources), config, report)
+    return findings
+
+
+def crossguard_config(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The stack's policy settings as a ``pulumi preview --policy-pack-config`` document."""
+    settings = settings or {}
+    out: dict[str, Any] = {}
+    if settings.get("enforcementLevel"):
+        out["all"] = settings["enforcementLevel"]
+    for name, value in (settings.get("policies") or {}).items():
+        out[name] = {"enforcementLevel": value} if isinstance(value, str) else dict(value)
+    return out
