@@ -22,11 +22,19 @@ def _tracker(spec, ctx):
     return MlflowTracker.for_stack(spec)
 
 
+def _monitor(spec, ctx):
+    from mlplat_providers.local.monitoring import LocalMonitor
+
+    return LocalMonitor(spec, ctx)
+
+
 provider = ProviderBundle(
     name="local",
     description="The whole platform on this machine: MLflow on SQLite, SQLite, DuckDB, a gateway on 127.0.0.1.",
     factories={
         Capability.PROVISIONER: _provisioner,
         Capability.TRACKING: _tracker,
+        Capability.MONITORING: _monitor,
+        Capability.COST: _monitor,
     },
 )

@@ -1,0 +1,288 @@
+"""Cost attribution: instance-hours × price, busy time from captured latency, cost per prediction.
+
+A deployment runs ``instances`` instances of ``instance_type`` from ``started`` to
+``ended`` (or now). Its cost over a period is the overlap in hours × instances ×
+price per hour (the deployment's own price, else the stack's price table, else
+``serving.pricePerHour``). Busy time is the sum of captured request latencies;
+utilisation = busy seconds / instance seconds. Cost per prediction = cost /
+predictions served in the period. Lines roll up by team, model, version or
+environment; the team's monthly budget is prorated to the period.
+"""
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
+
+from mlplat.errors import MlplatError
+
+DAYS_PER_MONTH = 365.25 / 12
+GROUPS = ("team", "model", "version", "env")
+
+
+class PeriodError(MlplatError):
+    pass
+
+
+@dataclass(frozen=True)
+class Period:
+    start: float
+    end: float
+    label: str
+
+    @property
+    def hours(self) -> float:
+        return max(0.0, self.end - self.start) / 3600
+
+    @property
+    def days(self) -> float:
+        return self.hours / 24
+
+
+def parse_period(text: str, now: float | None = None) -> Period:
+    """``7d``/``24h``/``30m`` (ending now), ``month`` (calendar month to date), ``2026-11``,
+    ``2026-11-01..2026-11-15`` (dates in UTC, end inclusive)."""
+    now = time.time() if now is None else now
+    text = (text or "").strip()
+    match = re.fullmatch(r"(\d+)([mhd])", text)
+    if match:
+        seconds = int(match.group(1)) * {"m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        if seconds <= 0:
+            raise PeriodError(f"period '{text}' is empty", hint="use a positive length such as 7d")
+        return Period(now - seconds, now, f"last {text}")
+    if text == "month":
+        day = datetime.fromtimestamp(now, tz=timezone.utc)
+        start = datetime(day.year, day.month, 1, tzinfo=timezone.utc).timestamp()
+        return Period(start, now, f"{day:%Y-%m} to date")
+    match = re.fullmatch(r"(\d{4})-(\d{2})", text)
+    if match:
+        year, month = int(match.group(1)), int(match.group(2))
+        if not 1 <= month <= 12:
+            raise PeriodError(f"period '{text}' names month {month}", hint="months run from 01 to 12")
+        start = datetime(year, month, 1, tzinfo=timezone.utc).timestamp()
+        end = start + calendar.monthrange(year, month)[1] * 86400
+        return Period(start, min(end, now), text)
+    match = re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text)
+    if match:
+        try:
+            a = datetime.strptime(match.group(1), "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
+            b = datetime.strptime(match.group(2), "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp() + 86400
+        except ValueError as exc:
+            raise PeriodError(f"period '{text}': {exc}") from None
+        if b <= a:
+            raise PeriodError(f"period '{text}' ends before it starts", hint="write START..END with START ≤ END")
+        return Period(a, b, text)
+    raise PeriodError(f"cannot read period '{text}'",
+                      hint="use 7d, 24h, month, 2026-11 or 2026-11-01..2026-11-15")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    model: str
+    version: int
+    environment: str
+    started: float
+    ended: float | None = None
+    instance_type: str | None = None
+    instances: int = 1
+    price_per_hour: float | None = None  # overrides the stack's price table
+    team: str = ""
+    variant: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    model: str
+    version: int
+    environment: str
+    predictions: int
+    busy_seconds: float
+    team: str = ""
+
+
+@dataclass
+class CostLine:
+    team: str
+    model: str
+    version: int
+    environment: str
+    instance_type: str
+    price_per_hour: float
+    instance_hours: float = 0.0
+    cost_usd: float = 0.0
+    predictions: int = 0
+    busy_seconds: float = 0.0
+
+    @property
+    def cost_per_prediction(self) -> float | None:
+        return self.cost_usd / self.predictions if self.predictions else None
+
+    @property
+    def utilisation(self) -> float | None:
+        return self.busy_seconds / (self.instance_hours * 3600) if self.instance_hours else None
+
+
+@dataclass
+class CostGroup:
+    key: str
+    cost_usd: float = 0.0
+    instance_hours: float = 0.0
+    predictions: int = 0
+    busy_seconds: float = 0.0
+
+    @property
+    def cost_per_prediction(self) -> float | None:
+        return self.cost_usd / self.predictions if self.predictions else None
+
+    @property
+    def utilisation(self) -> float | None:
+        return self.busy_seconds / (self.instance_hours * 3600) if self.instance_hours else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "cost_usd": self.cost_usd, "instance_hours": self.instance_hours,
+                "predictions": self.predictions, "busy_seconds": self.busy_seconds,
+                "cost_per_prediction_usd": self.cost_per_prediction, "utilisation": self.utilisation}
+
+
+@dataclass
+class CostReport:
+    period: Period
+    by: str
+    lines: list[CostLine]
+    groups: list[CostGroup]
+    budgets: dict[str, float] = field(default_factory=dict)  # team → monthly USD
+
+    @property
+    def total_usd(self) -> float:
+        return sum(line.cost_usd for line in self.lines)
+
+    @property
+    def predictions(self) -> int:
+        return sum(line.predictions for line in self.lines)
+
+    def budget_for_period(self, team: str | None = None) -> float | None:
+        teams = [team] if team else list(self.budgets)
+        monthly = sum(self.budgets.get(t, 0.0) for t in teams)
+        if not monthly:
+            return None
+        return monthly * self.period.days / DAYS_PER_MONTH
+
+    def budget_share(self, team: str | None = None) -> float | None:
+        budget = self.budget_for_period(team)
+        if not budget:
+            return None
+        spent = sum(line.cost_usd for line in self.lines if team is None or line.team == team)
+        return spent / budget
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "period": {"start": self.period.start, "end": self.period.end, "label": self.period.label,
+                       "days": self.period.days},
+            "by": self.by,
+            "total_usd": self.total_usd,
+            "predictions": self.predictions,
+            "cost_per_prediction_usd": self.total_usd / self.predictions if self.predictions else None,
+            "budget": {t: {"monthly_usd": m, "period_usd": self.budget_for_period(t), "share": self.budget_share(t)}
+                       for t, m in self.budgets.items()},
+            "groups": [g.to_dict() for g in self.groups],
+        }
+
+
+def attribute(
+    deployments: Iterable[Deployment],
+    usage: Iterable[Usage],
+    period: Period,
+    *,
+    price_for: Callable[[str | None], float],
+    default_instance_type: str,
+    by: str = "model",
+    budgets: dict[str, float] | None = None,
+) -> CostReport:
+    """Cost lines per (team, model, version, environment) and their roll-up ``by`` one dimension."""
+    if by not in GROUPS:
+        raise MlplatError(f"cannot group cost by '{by}'", hint=f"use one of: {', '.join(GROUPS)}")
+    lines: dict[tuple[str, str, int, str], CostLine] = {}
+    for dep in deployments:
+        end = dep.ended if dep.ended is not None else period.end
+        overlap = max(0.0, min(end, period.end) - max(dep.started, period.start))
+        instance_type = dep.instance_type or default_instance_type
+        price = dep.price_per_hour if dep.price_per_hour is not None else price_for(instance_type)
+        key = (dep.team, dep.model, int(dep.version), dep.environment)
+        line = lines.get(key)
+        if line is None:
+            line = lines[key] = CostLine(dep.team, dep.model, int(dep.version), dep.environment, instance_type, price)
+        hours = overlap / 3600 * max(0, dep.instances)
+        line.instance_hours += hours
+        line.cost_usd += hours * price
+    for use in usage:
+        key = (use.team, use.model, int(use.version), use.environment)
+        line = lines.get(key)
+        if line is None:  # served but no deployment record: traffic is counted, cost is unknown (zero)
+            line = lines[key] = CostLine(use.team, use.model, int(use.version), use.environment, default_instance_type,
+                                         price_for(default_instance_type))
+        line.predictions += int(use.predictions)
+        line.busy_seconds += float(use.busy_seconds)
+    ordered = sorted(lines.values(), key=lambda l: (l.team, l.model, l.version, l.environment))
+    return CostReport(period, by, ordered, _groups(ordered, by), dict(budgets or {}))
+
+
+def report_rows(report: CostReport) -> list[dict[str, Any]]:
+    """Rows for table/CSV output: one per group, with the budget columns when grouping by team."""
+    rows = []
+    for g in report.groups:
+        row = {report.by: g.key, "cost_usd": round(g.cost_usd, 6), "instance_hours": round(g.instance_hours, 4),
+               "predictions": g.predictions,
+               "cost_per_prediction_usd": None if g.cost_per_prediction is None else round(g.cost_per_prediction, 8),
+               "busy_seconds": round(g.busy_seconds, 3),
+               "utilisation": None if g.utilisation is None else round(g.utilisation, 6)}
+        if report.by == "team" and g.key in report.budgets:
+            row["budget_period_usd"] = round(report.budget_for_period(g.key) or 0.0, 4)
+            share = report.budget_share(g.key)
+            row["budget_share"] = None if share is None else round(share, 6)
+        rows.append(row)
+    return rows
+
+
+def metrics_for(report: CostReport, team: str) -> dict[str, float]:
+    """``cost.*`` metrics of a team, for alert rules."""
+    lines = [l for l in report.lines if l.team == team]
+    spent = sum(l.cost_usd for l in lines)
+    served = sum(l.predictions for l in lines)
+    out = {"cost.usd": spent, "cost.predictions": float(served)}
+    if report.period.days > 0:
+        out["cost.daily_usd"] = spent / report.period.days
+    if served:
+        out["cost.per_prediction_usd"] = spent / served
+    share = report.budget_share(team)
+    if share is not None:
+        out["cost.budget_share"] = share
+    return out
+
+
+def merge(reports: Sequence[CostReport], by: str) -> CostReport:
+    """One report over several stacks (same period): lines side by side, budgets summed per team."""
+    if not reports:
+        raise MlplatError("no stacks to report on")
+    budgets: dict[str, float] = {}
+    for r in reports:
+        for team, monthly in r.budgets.items():
+            budgets[team] = budgets.get(team, 0.0) + monthly
+    lines = sorted((line for r in reports for line in r.lines),
+                   key=lambda l: (l.team, l.model, l.version, l.environment))
+    return CostReport(reports[0].period, by, lines, _groups(lines, by), budgets)
+
+
+def _groups(lines: Iterable[CostLine], by: str) -> list[CostGroup]:
+    groups: dict[str, CostGroup] = {}
+    for line in lines:
+        key = {"team": line.team, "model": line.model, "version": f"{line.model} v{line.version}",
+               "env": line.environment}[by]
+        group = groups.setdefault(key, CostGroup(key))
+        group.cost_usd += line.cost_usd
+        group.instance_hours += line.instance_hours
+        group.predictions += line.predictions
+        group.busy_seconds += line.busy_seconds
+    return sorted(groups.values(), key=lambda g: (-g.cost_usd, g.key))

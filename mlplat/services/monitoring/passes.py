@@ -1,0 +1,284 @@
+"""One monitoring pass over a stack: windows → drift and quality → alerts → retraining.
+
+For every model version with captured traffic the pass takes the newest
+``window.size`` successful captures, compares them with the version's reference
+sample (drift), joins the newest labelled predictions (quality), computes the
+team's cost this month, records one window row per version and kind, advances the
+alert state (de-duplicated) and, where the stack configures it, starts debounced
+retraining. Webhooks are sent off the caller's thread.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlplat.components import Capability
+from mlplat.errors import MlplatError, NotFound
+from mlplat.services.monitoring import alerts as alerts_mod
+from mlplat.services.monitoring import drift as drift_mod
+from mlplat.services.monitoring import quality as quality_mod
+from mlplat.services.monitoring.contracts import Capture
+
+QUALITY_BREACH = "breach"
+
+
+@dataclass
+class VersionWindow:
+    model: str
+    version: int
+    environment: str
+    drift: dict[str, Any] | None
+    quality: dict[str, Any] | None
+    metrics: dict[str, float]
+    breach: bool
+
+
+@dataclass
+class PassReport:
+    pass_id: str
+    ts: float
+    stack: str
+    windows: list[VersionWindow] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    cost: dict[str, float] = field(default_factory=dict)
+    retraining: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pass_id": self.pass_id, "ts": self.ts, "stack": self.stack,
+                "windows": [w.__dict__ for w in self.windows], "events": self.events, "cost": self.cost,
+                "retraining": self.retraining, "notes": self.notes}
+
+
+def monitor_for(spec, ctx):
+    from mlplat import providers
+
+    return providers.capability(spec, ctx, Capability.MONITORING)
+
+
+def reference_frame(spec, ctx, model: str, version: int):
+    """The version's ``reference.parquet`` from its verified artifacts, or ``None``."""
+    try:
+        from mlplat.services import registry
+    except ImportError:
+        return None
+    finder = getattr(registry, "verified_model_dir", None)
+    if finder is None:
+        return None
+    try:
+        folder = finder(spec, ctx, model, version)
+    except NotFound:
+        return None
+    from pathlib import Path
+
+    path = Path(folder) / "reference.parquet"
+    if not path.is_file():
+        return None
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def window_frame(captures: list[Capture], *, use_score: bool):
+    """Feature rows of a window plus ``__prediction__`` (score or label) and row ids."""
+    import pandas as pd
+
+    records, ids = [], []
+    for capture in captures:
+        for row_id, features, label, score in capture.rows():
+            record = dict(features)
+            record[drift_mod.PREDICTION] = score if (use_score and score is not None) else label
+            records.append(record)
+            ids.append(row_id)
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    return frame, ids
+
+
+def _prediction_is_score(reference) -> bool:
+    if reference is None or drift_mod.PREDICTION not in reference.columns:
+        return True
+    values = reference[drift_mod.PREDICTION].dropna()
+    if values.empty or values.dtype.kind not in "f":
+        return False
+    return bool(((values % 1) != 0).any())
+
+
+def judge_version(spec, ctx, monitor, model: str, version: int, environment: str,
+                  th: drift_mod.Thresholds, rules: list[alerts_mod.Rule]) -> VersionWindow:
+    size = spec.monitoring.window.size
+    reference = reference_frame(spec, ctx, model, version)
+    use_score = _prediction_is_score(reference)
+    recent = [c for c in monitor.captures(model, version, limit=size) if c.ok]
+    metrics: dict[str, float] = {}
+
+    drift_doc: dict[str, Any] | None
+    if reference is None:
+        drift_doc = {"verdict": "no reference", "rows": len(recent), "first_ts": _ts(recent, 0),
+                     "last_ts": _ts(recent, -1),
+                     "note": "the version has no reference sample (registered without training data?)"}
+    else:
+        frame, _ = window_frame(recent, use_score=use_score)
+        report = drift_mod.detect(reference, frame if len(frame.columns) else {}, th,
+                                  features=[c for c in reference.columns if c != drift_mod.PREDICTION])
+        drift_doc = report.to_dict() | {"first_ts": _ts(recent, 0), "last_ts": _ts(recent, -1)}
+        metrics.update(report.metrics())
+
+    labelled = [c for c in monitor.captures(model, version, limit=size, labelled_only=True) if c.ok]
+    quality_doc = _quality(monitor, labelled, th.min_rows)
+    metrics.update(quality_doc.get("metrics", {}))
+
+    retrain_rules = [r for r in rules if r.retrain]
+    if retrain_rules:
+        breach = any(r.metric in metrics and r.breached(metrics[r.metric]) for r in retrain_rules)
+    else:
+        breach = drift_doc.get("verdict") == drift_mod.DRIFT
+    quality_rules = [r for r in rules if r.metric.startswith("quality.")]
+    if quality_doc["verdict"] == drift_mod.OK and any(
+            r.metric in metrics and r.breached(metrics[r.metric]) for r in quality_rules):
+        quality_doc["verdict"] = QUALITY_BREACH
+    return VersionWindow(model, version, environment, drift_doc, quality_doc, metrics, breach)
+
+
+def _ts(captures: list[Capture], index: int) -> float | None:
+    return captures[index].ts if captures else None
+
+
+def _quality(monitor, labelled: list[Capture], min_rows: int) -> dict[str, Any]:
+    row_ids: list[str] = []
+    predicted: list[Any] = []
+    scores: list[float | None] = []
+    for capture in labelled:
+        for row_id, _features, label, score in capture.rows():
+            row_ids.append(row_id)
+            predicted.append(label)
+            scores.append(score)
+    labels = _labels_for(monitor, row_ids)
+    truth, pred, score = [], [], []
+    for row_id, p, s in zip(row_ids, predicted, scores):
+        if row_id in labels and p is not None:
+            truth.append(labels[row_id])
+            pred.append(p)
+            score.append(s)
+    doc: dict[str, Any] = {"rows": len(truth), "first_ts": _ts(labelled, 0), "last_ts": _ts(labelled, -1)}
+    if len(truth) < min_rows:
+        return doc | {"verdict": drift_mod.INSUFFICIENT, "metrics": {}}
+    metrics = quality_mod.quality_metrics(truth, pred, score)
+    if "quality.ece" in metrics:
+        pairs = [(t, s) for t, s in zip(truth, score) if s is not None]
+        doc["calibration"] = quality_mod.calibration_bins([t for t, _ in pairs], [s for _, s in pairs])
+    return doc | {"verdict": drift_mod.OK, "metrics": metrics}
+
+
+def _labels_for(monitor, row_ids: list[str]) -> dict[str, Any]:
+    if not row_ids:
+        return {}
+    conn = monitor.database().connect()
+    try:
+        out: dict[str, Any] = {}
+        for start in range(0, len(row_ids), 500):
+            chunk = row_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in conn.execute(f"SELECT request_id, label FROM monitor_labels WHERE request_id IN ({marks})", chunk):
+                out[r[0]] = json.loads(r[1])
+        return out
+    finally:
+        conn.close()
+
+
+def cost_metrics(spec, ctx, now: float) -> dict[str, float]:
+    from mlplat import providers
+    from mlplat.services.monitoring import cost as cost_mod
+
+    source = providers.capability(spec, ctx, Capability.COST)
+    period = cost_mod.parse_period("month", now)
+    report = cost_mod.attribute(source.deployments(period.start, period.end), source.usage(period.start, period.end),
+                                period, price_for=spec.serving.price_for,
+                                default_instance_type=spec.serving.instance_type,
+                                budgets={spec.team: spec.budget.monthly_usd} if spec.budget else {})
+    return cost_mod.metrics_for(report, spec.team)
+
+
+def run_pass(spec, ctx, *, deliver: str = "background", retrain: str = "run", now: float | None = None) -> PassReport:
+    """One monitoring pass (see the module doc). ``deliver``: background | sync | none;
+    ``retrain``: run (carry out triggered retraining now) | defer (record the trigger only) | off."""
+    from mlplat.services.monitoring import retrain as retrain_mod
+
+    if deliver not in ("background", "sync", "none") or retrain not in ("run", "defer", "off"):
+        raise MlplatError(f"run_pass: bad deliver={deliver!r} or retrain={retrain!r}")
+    now = ctx.clock() if now is None else now
+    monitor = monitor_for(spec, ctx)
+    db = monitor.database()
+    th = drift_mod.Thresholds.from_spec(spec.monitoring)
+    rules = alerts_mod.rules_for(spec)
+    report = PassReport(uuid.uuid4().hex[:16], now, spec.name)
+    for model, version, environment in monitor.deployed():
+        report.windows.append(judge_version(spec, ctx, monitor, model, version, environment, th, rules))
+    try:
+        report.cost = cost_metrics(spec, ctx, now)
+    except MlplatError as exc:  # a provider without cost data still gets drift and quality
+        report.notes.append(f"cost skipped: {exc.message}")
+
+    subjects: dict[str, dict[str, float]] = {}
+    newest: dict[tuple[str, str], VersionWindow] = {}
+    for w in report.windows:  # alerts watch the version that served most recently per model and environment
+        newest.setdefault((w.model, w.environment), w)
+    for (model, environment), w in newest.items():
+        subjects[f"{model}@{environment}"] = w.metrics
+    if report.cost:
+        subjects[f"team:{spec.team}"] = report.cost
+
+    with db.transaction() as conn:
+        for w in report.windows:
+            for kind, doc in (("drift", w.drift), ("quality", w.quality)):
+                if doc is None:
+                    continue
+                kind_metrics = {k: v for k, v in w.metrics.items() if k.startswith(kind + ".")}
+                conn.execute(
+                    "INSERT INTO monitor_windows(pass_id, ts, model, version, environment, kind, verdict, rows, first_ts, "
+                    "last_ts, breach, metrics, details) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (report.pass_id, now, w.model, w.version, w.environment, kind, doc.get("verdict", "?"),
+                     int(doc.get("rows") or 0), doc.get("first_ts"), doc.get("last_ts"),
+                     int(w.breach and kind == "drift"), json.dumps(kind_metrics), json.dumps(doc, default=str)))
+        events = alerts_mod.evaluate(conn, rules, subjects, now=now)
+        alerts_mod.dispatch(conn, spec, ctx, events, now=now)
+    report.events = [e.payload() for e in events]
+
+    if deliver == "sync":
+        alerts_mod.deliver_due(db, deadline=time.time() + 60)
+    elif deliver == "background":
+        alerts_mod.deliver_in_background(db)
+
+    if retrain != "off" and spec.monitoring.retrain is not None:
+        for (model, environment), w in newest.items():
+            trigger = retrain_mod.maybe_trigger(spec, ctx, db, model, environment, w.version, now=now)
+            if trigger is None:
+                continue
+            outcome = retrain_mod.execute(spec, ctx, trigger) if retrain == "run" else {"id": trigger, "status": "pending"}
+            report.retraining.append(outcome)
+    return report
+
+
+def ingest_labels(spec, ctx, batch: quality_mod.LabelBatch, *, source: str) -> quality_mod.JoinResult:
+    """Store a validated label batch; ids that were never captured are counted, not stored."""
+    monitor = monitor_for(spec, ctx)
+    db = monitor.database()
+    known = monitor.known_request_ids(list(batch.labels))
+    with db.transaction() as conn:
+        return quality_mod.store_labels(conn, batch, known_ids=known, source=source, now=ctx.clock())
+
+
+def log_labels(labels: dict[str, Any] | list[tuple[str, Any]], *, stack: str | None = None, ctx=None
+               ) -> quality_mod.JoinResult:
+    """SDK: ``mlplat.monitoring.log_labels({"req-1": 1, "req-2": 0}, stack="dev")``."""
+    import os
+
+    from mlplat.context import Context
+
+    ctx = ctx or Context()
+    spec = ctx.stack(stack or os.environ.get("MLPLAT_STACK", "dev"))
+    pairs = list(labels.items()) if isinstance(labels, dict) else list(labels)
+    batch = quality_mod.parse_records(pairs, source="sdk")
+    return ingest_labels(spec, ctx, batch, source="sdk")

@@ -1,0 +1,191 @@
+"""Debounced retraining: k breaching windows out of the last n start one retraining.
+
+A trigger is a row in ``retrain_triggers`` advanced step by step, so a killed
+pass resumes where it stopped:
+
+``pending`` → the window's data is written to ``<state>/monitoring/retrain/<id>/window.parquet``
+→ ``training``: the stack's ``monitoring.retrain.command`` runs in the project
+directory with ``MLPLAT_STACK``, ``MLPLAT_RETRAIN_DATA`` (that file),
+``MLPLAT_RETRAIN_MODEL`` and ``MLPLAT_RETRAIN_TRIGGER`` set; the command trains
+inside ``mlplat.start_run`` (a tracked run) and registers a new version with
+``run.log_model`` → ``registered``: the new version is promoted ``--to staging``
+through the evaluation gate → ``staged``. Production is never requested here: it
+needs the normal promotion and, for critical models, approvals.
+
+Windows after the last trigger of a model count towards the next one, so one
+long breach starts one retraining, not one per pass. Every trigger and outcome
+is in the audit log.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mlplat.errors import MlplatError
+
+ACTOR = "mlplat-monitor"
+TAIL = 2000
+
+
+def _audit(conn, spec, action: str, model: str, version: int | None, reason: str, evidence: dict[str, Any]) -> None:
+    try:
+        from mlplat.services import audit
+    except ImportError:  # the audit log lands with the registry
+        return
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='audit_head'").fetchone() is None:
+        return
+    audit.append(conn, actor=ACTOR, action=action, model=model, version=version, environment=spec.environment,
+                 reason=reason, evidence=evidence)
+
+
+def maybe_trigger(spec, ctx, db, model: str, environment: str, version: int, *, now: float) -> str | None:
+    """Record a trigger when k of the last n judged drift windows since the last trigger breach."""
+    rule = spec.monitoring.retrain
+    with db.transaction() as conn:
+        last = conn.execute("SELECT MAX(ts) FROM retrain_triggers WHERE model=? AND environment=?",
+                            (model, environment)).fetchone()[0]
+        busy = conn.execute("SELECT id FROM retrain_triggers WHERE model=? AND environment=? AND status IN "
+                            "('pending', 'training', 'registered')", (model, environment)).fetchone()
+        if busy is not None:
+            return None
+        rows = conn.execute(
+            "SELECT pass_id, ts, version, breach, verdict FROM monitor_windows WHERE model=? AND environment=? "
+            "AND kind='drift' AND verdict NOT IN ('insufficient data', 'no reference') AND ts>? "
+            "ORDER BY ts DESC, id DESC LIMIT ?",
+            (model, environment, last if last is not None else -1.0, rule.evaluation_windows)).fetchall()
+        breaching = [r for r in rows if r["breach"]]
+        if len(breaching) < rule.violation_windows:
+            return None
+        trigger = uuid.uuid4().hex[:16]
+        reason = {"k": rule.violation_windows, "n": rule.evaluation_windows, "judged": len(rows),
+                  "breaching": [{"pass": r["pass_id"], "ts": r["ts"], "version": r["version"]} for r in breaching]}
+        conn.execute("INSERT INTO retrain_triggers(id, ts, model, environment, from_version, reason, status, updated_at) "
+                     "VALUES (?,?,?,?,?,?,'pending',?)", (trigger, now, model, environment, version, json.dumps(reason), now))
+        _audit(conn, spec, "retraining.triggered", model, version,
+               f"{len(breaching)} of the last {len(rows)} monitoring windows breached "
+               f"(k={rule.violation_windows}, n={rule.evaluation_windows})", reason | {"trigger": trigger})
+    return trigger
+
+
+def _set(db, trigger: str, ts: float, **fields: Any) -> None:
+    assignments = ", ".join(f"{k}=?" for k in fields)
+    with db.transaction() as conn:
+        conn.execute(f"UPDATE retrain_triggers SET {assignments}, updated_at=? WHERE id=?",
+                     (*fields.values(), ts, trigger))
+
+
+def execute(spec, ctx, trigger: str) -> dict[str, Any]:
+    """Advance a trigger to ``staged`` (or ``failed``); resumes from the recorded step."""
+    from mlplat.services.monitoring.passes import monitor_for, window_frame, _labels_for
+
+    monitor = monitor_for(spec, ctx)
+    db = monitor.database()
+    conn = db.connect()
+    try:
+        row = conn.execute("SELECT * FROM retrain_triggers WHERE id=?", (trigger,)).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise MlplatError(f"retraining trigger {trigger} not found")
+    model, status = row["model"], row["status"]
+    folder = Path(spec.state_dir) / "monitoring" / "retrain" / trigger
+    data_path = folder / "window.parquet"
+
+    if status == "pending":
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        captures = [c for c in monitor.captures(model, row["from_version"], limit=spec.monitoring.window.size) if c.ok]
+        frame, ids = window_frame(captures, use_score=True)
+        labels = _labels_for(monitor, ids)
+        frame["__request_id__"] = ids
+        frame["__label__"] = [labels.get(i) for i in ids]
+        frame.to_parquet(data_path, index=False)
+        _set(db, trigger, ctx.clock(), status="training", data_path=str(data_path))
+        status = "training"
+
+    if status == "training":
+        started = row["ts"]
+        command = spec.monitoring.retrain.command
+        env = {**os.environ, "MLPLAT_STACK": spec.name, "MLPLAT_PROJECT_DIR": str(spec.project_dir),
+               "MLPLAT_RETRAIN_DATA": str(data_path), "MLPLAT_RETRAIN_MODEL": model,
+               "MLPLAT_RETRAIN_TRIGGER": trigger}
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            return _fail(spec, db, ctx, trigger, model, f"monitoring.retrain.command cannot be parsed: {exc}")
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable  # the platform's own interpreter, where mlplat is installed
+        try:
+            result = subprocess.run(argv, cwd=spec.project_dir, env=env, capture_output=True, text=True,
+                                    timeout=4 * 3600, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return _fail(spec, db, ctx, trigger, model, f"retrain command failed to run: {exc}")
+        if result.returncode != 0:
+            return _fail(spec, db, ctx, trigger, model,
+                         f"retrain command exited {result.returncode}: {(result.stderr or result.stdout)[-TAIL:]}")
+        found = _newest_version(db, model, since=started)
+        if found is None:
+            return _fail(spec, db, ctx, trigger, model,
+                         f"the retrain command registered no new version of '{model}'; it must train inside "
+                         f"mlplat.start_run and call run.log_model(model, name='{model}')")
+        version, run_id = found
+        _set(db, trigger, ctx.clock(), status="registered", new_version=version, run_id=run_id)
+        status = "registered"
+        row = dict(row) | {"new_version": version, "run_id": run_id}
+
+    if status == "registered":
+        version = row["new_version"]
+        result = _promote_to_staging(spec, model, version)
+        if result.returncode != 0:
+            return _fail(spec, db, ctx, trigger, model,
+                         f"version {version} did not pass to staging: {(result.stderr or result.stdout)[-TAIL:]}",
+                         version=version)
+        _set(db, trigger, ctx.clock(), status="staged")
+        with db.transaction() as conn:
+            _audit(conn, spec, "retraining.staged", model, version,
+                   f"retrained version {version} passed the gate to staging (production needs the normal promotion)",
+                   {"trigger": trigger, "run_id": row["run_id"]})
+        status = "staged"
+    conn = db.connect()
+    try:
+        final = dict(conn.execute("SELECT * FROM retrain_triggers WHERE id=?", (trigger,)).fetchone())
+    finally:
+        conn.close()
+    return final
+
+
+def _fail(spec, db, ctx, trigger: str, model: str, error: str, version: int | None = None) -> dict[str, Any]:
+    _set(db, trigger, ctx.clock(), status="failed", error=error[-4000:])
+    with db.transaction() as conn:
+        _audit(conn, spec, "retraining.failed", model, version, error[:500], {"trigger": trigger})
+    conn = db.connect()
+    try:
+        return dict(conn.execute("SELECT * FROM retrain_triggers WHERE id=?", (trigger,)).fetchone())
+    finally:
+        conn.close()
+
+
+def _newest_version(db, model: str, since: float) -> tuple[int, str] | None:
+    conn = db.connect()
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='model_versions'").fetchone() is None:
+            return None
+        row = conn.execute("SELECT version, run_id FROM model_versions WHERE model=? AND created_at>=? "
+                           "ORDER BY version DESC LIMIT 1", (model, since)).fetchone()
+        return (int(row[0]), row[1]) if row else None
+    finally:
+        conn.close()
+
+
+def _promote_to_staging(spec, model: str, version: int) -> subprocess.CompletedProcess:
+    """Through the same command a person types, so the gate and its audit rows are the normal ones."""
+    argv = [sys.executable, "-c", "from mlplat.cli import main; main()", "models", "promote", model, str(version),
+            "--to", "staging", "--stack", spec.name, "--yes"]
+    env = {**os.environ, "MLPLAT_PROJECT_DIR": str(spec.project_dir)}
+    return subprocess.run(argv, cwd=spec.project_dir, env=env, capture_output=True, text=True, timeout=3600,
+                          check=False)
