@@ -136,10 +136,7 @@ class LocalProvisioner(Provisioner):
         layout.artifacts.mkdir(parents=True, exist_ok=True, mode=0o700)
         partial = layout.mlflow_db.with_suffix(".db.partial")
         partial.unlink(missing_ok=True)
-        import logging
-
-        for name in ("mlflow", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
         try:
             from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
             from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
