@@ -1,0 +1,101 @@
+"""A loaded model: MLflow pyfunc, with a direct path to the estimator for known flavors.
+
+``mlflow.pyfunc`` wraps every call in pandas schema enforcement; for a scikit-learn
+model whose inputs were already checked by :mod:`mlplat.serving.protocol`, we call
+the estimator's ``predict``/``predict_proba`` on the numpy array directly. Any other
+flavor goes through ``pyfunc.predict`` (with a DataFrame built from the columns).
+"""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mlplat.serving.protocol import Inputs, Signature
+
+_warnings_quiet = False
+
+
+def _quiet_feature_name_warnings() -> None:
+    # Estimators fitted on a DataFrame warn on every numpy call; the columns were checked already.
+    global _warnings_quiet
+    if not _warnings_quiet:
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        _warnings_quiet = True
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: int | str
+    path: Path
+    signature: Signature
+    flavor: str
+    _predict: Callable[[Inputs], Any]
+    loaded_at: float = field(default_factory=time.time)
+    # exponentially weighted predict time: slow models run off the event loop
+    ewma_ms: float = 0.0
+
+    def predict(self, inputs: Inputs) -> Any:
+        start = time.perf_counter()
+        out = self._predict(inputs)
+        took = (time.perf_counter() - start) * 1000
+        self.ewma_ms = took if not self.ewma_ms else 0.9 * self.ewma_ms + 0.1 * took
+        return out
+
+
+_load_lock = threading.Lock()
+
+
+def load(model_dir: Path | str, *, name: str = "model", version: int | str = 0) -> LoadedModel:
+    """Load an MLflow model directory (already verified by the caller). Raises whatever MLflow raises."""
+    import mlflow.pyfunc
+
+    path = Path(model_dir)
+    signature = Signature.from_model_dir(path)
+    with _load_lock:  # MLflow's loaders are not documented as thread-safe
+        pyfunc_model = mlflow.pyfunc.load_model(str(path))
+    impl = getattr(pyfunc_model, "_model_impl", None)
+    estimator = getattr(impl, "sklearn_model", None)
+    flavor = "pyfunc"
+    if estimator is not None:
+        flavor = "sklearn"
+        _quiet_feature_name_warnings()
+        predict_fn = _pyfunc_conf(path).get("predict_fn", "predict")
+        method = getattr(estimator, predict_fn)
+        columns = signature.names
+
+        def predict(inputs: Inputs) -> Any:
+            if inputs.array is not None:
+                return method(inputs.array)
+            return method(_frame(inputs, columns))
+    else:
+        def predict(inputs: Inputs) -> Any:
+            if inputs.array is not None and not inputs.columns:
+                return pyfunc_model.predict(inputs.array)
+            return pyfunc_model.predict(_frame(inputs, inputs.columns or ()))
+
+    return LoadedModel(name=name, version=version, path=path, signature=signature, flavor=flavor, _predict=predict)
+
+
+def _pyfunc_conf(path: Path) -> dict[str, Any]:
+    import yaml
+
+    mlmodel = yaml.safe_load((path / "MLmodel").read_text()) or {}
+    return (mlmodel.get("flavors") or {}).get("python_function") or {}
+
+
+def _frame(inputs: Inputs, columns: tuple[str, ...]):
+    import pandas as pd
+
+    if inputs.frame is not None:
+        return pd.DataFrame(inputs.frame)
+    array = inputs.array
+    if array is not None and array.ndim == 2 and columns and array.shape[1] == len(columns):
+        return pd.DataFrame(array, columns=list(columns))
+    return pd.DataFrame(np.asarray(array))
