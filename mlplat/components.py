@@ -180,3 +180,109 @@ class ExperimentTracker(abc.ABC):
 # next to their services as those land (mlplat/services/*); providers register
 # factories for them under the Capability names above.
 
+
+
+# --- model registry -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """A model version as the provider's registry knows it."""
+
+    name: str
+    version: int
+    source: str  # where the artifact files live (a local path for the local provider)
+    run_id: str
+
+
+class ModelRegistry(abc.ABC):
+    """Model versions and their files in the provider's registry (MLflow, SageMaker, Vertex, Azure ML).
+
+    Governance state (stages, gate reports, approvals, audit) lives in the platform
+    database returned by :meth:`database`; the provider's own aliases only mirror it and
+    are never trusted (``mlplat.services.registry`` compares them).
+    """
+
+    @abc.abstractmethod
+    def database(self):
+        """The stack's platform database (``mlplat.db.Database``), migrated."""
+
+    @abc.abstractmethod
+    def signing_key(self) -> bytes:
+        """The stack's secret that seals manifests (HMAC-SHA256). Never logged."""
+
+    @abc.abstractmethod
+    def scratch_dir(self) -> "Any":
+        """A new private (0700) local directory on the same filesystem as the store, for
+        building a version's files before :meth:`store_version` moves them in."""
+
+    @abc.abstractmethod
+    def store_version(self, name: str, run_id: str, local_dir: "Any", *, tags: Mapping[str, str]) -> StoredVersion:
+        """Move the files of ``local_dir`` into the store and create the next version of ``name``
+        (the registered model is created if missing). Version numbers never repeat, also under
+        concurrent callers. Blocking."""
+
+    @abc.abstractmethod
+    def local_dir(self, name: str, version: int, source: str) -> "Any":
+        """A local directory holding the version's files (the store itself for local, a cache for clouds).
+        The files are NOT verified here: callers verify them against the sealed manifest."""
+
+    @abc.abstractmethod
+    def set_alias(self, name: str, alias: str, version: int | None) -> None:
+        """Point ``alias`` at ``version`` (``None`` removes it). Idempotent. A mirror for the provider's UI."""
+
+    @abc.abstractmethod
+    def get_alias(self, name: str, alias: str) -> int | None:
+        """The version ``alias`` points at in the provider's registry, or ``None``."""
+
+    @abc.abstractmethod
+    def run_environment(self, run_id: str) -> dict[str, Any]:
+        """The environment recorded by the run (``mlplat/environment.json``): python and packages."""
+
+    @abc.abstractmethod
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """The tags of the run (``NotFound`` for an unknown run)."""
+
+
+# --- delivery ---------------------------------------------------------------------------
+
+
+@dataclass
+class Package:
+    """A container build context (and the image built from it, when an engine exists)."""
+
+    context_dir: str
+    digest: str  # sha256 over the context's files
+    image: str | None = None  # image reference when built
+    engine: str | None = None  # "buildah" or None
+
+
+@dataclass
+class Endpoint:
+    """A running staging endpoint."""
+
+    url: str
+    kind: str  # "process" | "container"
+    handle: str  # pid or container id
+    port: int
+
+
+class DeliveryPipeline(abc.ABC):
+    """Packages a verified model version and runs it as a staging endpoint."""
+
+    @abc.abstractmethod
+    def package(self, name: str, version: int, model_dir: "Any", requirements: Sequence[str]) -> Package:
+        """Write the build context (Containerfile, model files, pinned requirements, entrypoint) and,
+        where a container engine exists, build the image. Idempotent: same inputs, same digest, no rebuild."""
+
+    @abc.abstractmethod
+    def start_endpoint(self, package: Package, name: str, version: int) -> Endpoint:
+        """Start the model server for ``package`` on a free loopback port and wait until it is healthy."""
+
+    @abc.abstractmethod
+    def endpoint_alive(self, endpoint: Endpoint) -> bool:
+        """Whether ``endpoint`` still runs (e.g. after the promoting process was killed and rerun)."""
+
+    @abc.abstractmethod
+    def stop_endpoint(self, endpoint: Endpoint) -> None:
+        """Stop it. Idempotent: stopping a stopped endpoint is fine."""

@@ -22,6 +22,18 @@ def _tracker(spec, ctx):
     return MlflowTracker.for_stack(spec)
 
 
+def _registry(spec, ctx):
+    from mlplat_providers.local.registry import LocalModelRegistry
+
+    return LocalModelRegistry.for_stack(spec)
+
+
+def _delivery(spec, ctx):
+    from mlplat_providers.local.delivery import LocalDeliveryPipeline
+
+    return LocalDeliveryPipeline(spec, ctx)
+
+
 def _monitor(spec, ctx):
     from mlplat_providers.local.monitoring import LocalMonitor
 
@@ -34,6 +46,8 @@ provider = ProviderBundle(
     factories={
         Capability.PROVISIONER: _provisioner,
         Capability.TRACKING: _tracker,
+        Capability.REGISTRY: _registry,
+        Capability.DELIVERY: _delivery,
         Capability.MONITORING: _monitor,
         Capability.COST: _monitor,
     },

@@ -1,0 +1,137 @@
+"""Four-eyes approvals for production promotions of critical models.
+
+An approval (or rejection) is a record bound to the version's artifact digest and
+to the digest of the gate report that passed for it. If either changes (new files
+sealed for the version, a new gate report: other held-out bytes, another champion),
+earlier decisions no longer count. Rules, each a clear refusal with nothing written:
+approvers come from the stack's ``governance.approvers``; the version's author never
+approves; a reason is required; every decision is final for its binding (one per
+approver, and nothing after a rejection or once enough approvals are in).
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from mlplat.errors import Conflict, Denied, MlplatError
+from mlplat.services import audit
+from mlplat.stack import RiskTier
+
+if TYPE_CHECKING:
+    from mlplat.context import Context
+    from mlplat.stack import StackSpec
+
+
+def required(spec: "StackSpec", name: str) -> int:
+    """Approvals a production promotion of ``name`` needs: 0 for low-risk models."""
+    return spec.governance.required_approvals if spec.risk_tier_for(name) == RiskTier.critical else 0
+
+
+def status(conn, spec: "StackSpec", name: str, version: int, environment: str) -> dict[str, Any]:
+    """Where the approval of ``name`` ``version`` stands for its current binding.
+
+    ``state``: ``not_required`` (low risk) | ``no_gate`` (no passed gate report for the current
+    artifact) | ``pending`` | ``approved`` | ``rejected``. Decisions on older bindings are listed as void.
+    """
+    from mlplat.services import gate as gate_service
+    from mlplat.services import registry as reg
+
+    row = reg.version_row(conn, name, version)
+    need = required(spec, name)
+    report = gate_service.latest_report(conn, name, version, environment, row["artifact_digest"])
+    binding = {"artifact_digest": row["artifact_digest"], "gate_digest": report["digest"] if report and report["passed"]
+               else None}
+    decisions = [dict(r) for r in conn.execute(
+        "SELECT approver, decision, reason, artifact_digest, gate_digest, created_at FROM approvals WHERE model=? AND "
+        "version=? AND environment=? ORDER BY id", (name, int(version), environment))]
+    for d in decisions:
+        d["valid"] = d["artifact_digest"] == binding["artifact_digest"] and d["gate_digest"] == binding["gate_digest"]
+    valid = [d for d in decisions if d["valid"]]
+    approvals = [d for d in valid if d["decision"] == "approved"]
+    if need == 0:
+        state = "not_required"
+    elif binding["gate_digest"] is None:
+        state = "no_gate"
+    elif any(d["decision"] == "rejected" for d in valid):
+        state = "rejected"
+    elif len(approvals) >= need:
+        state = "approved"
+    else:
+        state = "pending"
+    return {"risk_tier": spec.risk_tier_for(name).value, "required": need, "approvals": len(approvals),
+            "state": state, "binding": binding, "decisions": decisions, "author": row["author"],
+            "approvers": list(spec.governance.approvers)}
+
+
+def decide(spec: "StackSpec", ctx: "Context", name: str, version: int, *, decision: str, reason: str,
+           environment: str | None = None) -> dict[str, Any]:
+    """Record ``ctx.user``'s approval or rejection of ``name`` ``version``; return the new status."""
+    from mlplat.services import registry as reg
+
+    if decision not in ("approved", "rejected"):
+        raise MlplatError(f"unknown decision {decision!r}")
+    reason = (reason or "").strip()
+    if not reason:
+        raise MlplatError("a reason is required", hint='pass --reason "validated on the Q3 holdout"')
+    environment = environment or spec.environment
+    user = ctx.user
+    registry = reg.registry_for(spec, ctx)
+    db = registry.database()
+    conn = db.connect()
+    try:
+        row = reg.version_row(conn, name, version)
+    finally:
+        conn.close()
+    what = f"{name} version {version}"
+    if user not in spec.governance.approvers:
+        raise Denied(f"{user} is not an approver of stack '{spec.name}'",
+                     hint="approvers: " + (", ".join(spec.governance.approvers) or "none listed") +
+                          " (mlplat:governance.approvers); identity comes from MLPLAT_USER, git user.email or the OS user")
+    if user == row["author"]:
+        raise Denied(f"{user} registered {what} and cannot approve or reject it (four-eyes rule)",
+                     hint="ask another approver: " + ", ".join(a for a in spec.governance.approvers if a != user))
+    reg.verify_row(registry, row)  # a tampered artifact is never approved
+    with db.transaction() as conn:  # decide on the state as it is under the write lock
+        current = status(conn, spec, name, version, environment)
+        stage = reg.stage_of(conn, name, version, environment)
+        if stage == "archived":
+            raise Conflict(f"{what} is archived in '{environment}'")
+        if current["state"] == "not_required" and decision == "approved":
+            raise Conflict(f"{name} is a low-risk model: production promotions need no approval",
+                           hint=f"promote it: `mlplat models promote {name} {version} --to production`")
+        if current["binding"]["gate_digest"] is None:
+            raise Denied(f"{what} has no passed gate report for its current artifact; there is nothing to approve yet",
+                         hint=f"run `mlplat models promote {name} {version} --to staging` first")
+        mine = [d for d in current["decisions"] if d["valid"] and d["approver"] == user]
+        if mine:
+            raise Conflict(f"{user} already {mine[0]['decision']} {what} for this artifact and gate report; "
+                           f"decisions are final")
+        if current["state"] in ("approved", "rejected"):
+            raise Conflict(f"{what} is already {current['state']} for this artifact and gate report; decisions are final",
+                           hint="a new gate report or a new version starts a new approval")
+        binding = current["binding"]
+        conn.execute(
+            "INSERT INTO approvals (model, version, environment, approver, decision, reason, artifact_digest, "
+            "gate_digest, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (name, int(version), environment, user, decision, reason, binding["artifact_digest"],
+             binding["gate_digest"], time.time()))
+        audit.append(conn, actor=user, action=f"approval.{decision}", model=name, version=version,
+                     environment=environment, reason=reason, digest=binding["artifact_digest"],
+                     evidence={"gate_digest": binding["gate_digest"], "author": row["author"]})
+        return status(conn, spec, name, version, environment)
+
+
+def pending(conn, spec: "StackSpec", environment: str, *, include_decided: bool = False) -> list[dict[str, Any]]:
+    """Versions of critical models in staging (or with a passed gate) and where their approval stands."""
+    from mlplat.services import registry as reg
+
+    out = []
+    for item in reg.list_models(conn, environment):
+        if required(spec, item["model"]) == 0 or item["stage"] in ("archived", "dev"):
+            continue
+        st = status(conn, spec, item["model"], item["version"], environment)
+        if include_decided or (st["state"] in ("pending", "no_gate") and item["stage"] == "staging"):
+            out.append({"model": item["model"], "version": item["version"], "stage": item["stage"],
+                        "author": item["author"], **{k: st[k] for k in ("state", "approvals", "required", "risk_tier")},
+                        "gate_digest": st["binding"]["gate_digest"], "decisions": st["decisions"]})
+    return out

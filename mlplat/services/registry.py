@@ -1,0 +1,492 @@
+"""Registering model versions and the provider-neutral registry rules.
+
+``Run.log_model`` lands in :func:`log_model`: the model is saved with its MLflow
+flavor *without* pip-requirement inference (the run already recorded its
+environment), a reference sample and a profile for monitoring are written beside
+it, every file is hashed into a manifest sealed with the stack's key, and the
+version is created in the provider's registry and recorded — lineage, author,
+manifest, stage ``dev`` and an audit entry — in the platform database.
+
+The platform database is the source of truth for stages. Serving asks
+:func:`assert_deployable` and loads only from :func:`verified_model_dir`.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from mlplat.components import Capability, ModelRegistry
+from mlplat.errors import Denied, IntegrityError, MlplatError, NotFound, TrackingRequired
+from mlplat.services import audit
+from mlplat.services import manifest as manifests
+
+if TYPE_CHECKING:
+    from mlplat.context import Context
+    from mlplat.sdk import Run
+    from mlplat.stack import StackSpec
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+STAGES = ("dev", "staging", "production", "archived")
+REFERENCE_ROWS = 10_000
+PREDICTION_COLUMN = "__prediction__"
+
+# Packages each flavor needs at load time, pinned from the run's environment.
+FLAVOR_REQUIREMENTS = {
+    "sklearn": ("scikit-learn", "numpy", "scipy", "pandas", "cloudpickle", "joblib", "threadpoolctl"),
+    "xgboost": ("xgboost", "scikit-learn", "numpy", "scipy", "pandas"),
+    "pytorch": ("torch", "numpy", "pandas", "cloudpickle"),
+    "pyfunc": ("numpy", "pandas", "cloudpickle"),
+}
+
+
+def registry_for(spec: "StackSpec", ctx: "Context") -> ModelRegistry:
+    from mlplat import providers
+
+    return providers.capability(spec, ctx, Capability.REGISTRY)
+
+
+# --- registration --------------------------------------------------------------------------
+
+
+def detect_framework(model: Any) -> str:
+    """``sklearn`` | ``xgboost`` | ``pytorch`` | ``pyfunc``; a clear error for anything else."""
+    module = type(model).__module__ or ""
+    mro = {f"{c.__module__}.{c.__name__}" for c in type(model).__mro__}
+    if module.startswith("xgboost") or any(m.startswith("xgboost.") for m in mro):
+        return "xgboost"
+    if any(m.startswith("torch.nn.") for m in mro):
+        return "pytorch"
+    if "mlflow.pyfunc.model.PythonModel" in mro or any(".PythonModel" in m and m.startswith("mlflow") for m in mro):
+        return "pyfunc"
+    if module.startswith("sklearn") or any(m.startswith("sklearn.base.") for m in mro):
+        return "sklearn"
+    raise MlplatError(
+        f"cannot register a {type(model).__module__}.{type(model).__name__}",
+        hint="pass a scikit-learn estimator, an XGBoost model, a torch.nn.Module or an mlflow.pyfunc.PythonModel",
+    )
+
+
+def pinned_requirements(framework: str, environment: Mapping[str, Any]) -> list[str]:
+    """``name==version`` for the flavor's packages and MLflow, from the run's recorded environment."""
+    packages = {k.lower(): v for k, v in (environment.get("packages") or {}).items()}
+    if not packages:  # a run recorded before environments were: use this interpreter's
+        from mlplat import lineage
+
+        packages = lineage.environment()["packages"]
+    wanted = ("mlflow", *FLAVOR_REQUIREMENTS[framework])
+    return [f"{name}=={packages[name]}" for name in dict.fromkeys(wanted) if name in packages]
+
+
+def _holdout_doc(holdout: Any, project_dir: Path) -> dict[str, str] | None:
+    if holdout is None:
+        return None
+    if hasattr(holdout, "model_dump"):
+        holdout = holdout.model_dump()
+    if not isinstance(holdout, Mapping) or not holdout.get("path") or not holdout.get("label"):
+        raise MlplatError("holdout must be a mapping with 'path' and 'label'",
+                          hint='log_model(..., holdout={"path": "data/holdout.parquet", "label": "is_fraud"})')
+    from mlplat.services import gate
+
+    doc = {"path": str(holdout["path"]), "label": str(holdout["label"])}
+    gate.load_holdout(doc, project_dir, columns_only=True)  # fail now, not at promotion time
+    return doc
+
+
+def _as_frame(data: Any):
+    import numpy as np
+    import pandas as pd
+
+    if data is None:
+        return None
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, pd.Series):
+        return data.to_frame()
+    if isinstance(data, np.ndarray):
+        array = data if data.ndim == 2 else data.reshape(len(data), -1)
+        return pd.DataFrame(array, columns=[f"f{i}" for i in range(array.shape[1])])
+    if isinstance(data, Mapping):
+        return pd.DataFrame({k: (v if isinstance(v, (list, tuple, np.ndarray)) else [v]) for k, v in data.items()})
+    if isinstance(data, list) and data and isinstance(data[0], Mapping):
+        return pd.DataFrame(data)
+    return None
+
+
+def _feature_names(model: Any, signature: Any) -> list[str] | None:
+    if signature is not None and getattr(signature, "inputs", None) is not None:
+        try:
+            names = signature.inputs.input_names()
+            if names and all(isinstance(n, str) for n in names):
+                return list(names)
+        except Exception:  # tensor-based signatures have no column names
+            pass
+    names = getattr(model, "feature_names_in_", None)
+    return [str(n) for n in names] if names is not None else None
+
+
+def _predict_reference(model: Any, framework: str, frame, model_dir: Path):
+    """Predictions on the reference rows: P(positive class) for binary classifiers, else ``predict``."""
+    import numpy as np
+
+    if framework in ("sklearn", "xgboost") and hasattr(model, "predict"):
+        classes = getattr(model, "classes_", None)
+        if hasattr(model, "predict_proba") and classes is not None and len(classes) == 2:
+            return np.asarray(model.predict_proba(frame))[:, 1]
+        out = np.asarray(model.predict(frame))
+    else:
+        import mlflow.pyfunc
+
+        allow_sealed_loading()  # the files were written by this process a moment ago
+        out = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(frame))
+    if out.ndim == 2 and out.shape[1] == 1:
+        out = out[:, 0]
+    if out.ndim != 1:  # multi-output: keep the arg-max so the column stays one value per row
+        out = out.argmax(axis=1)
+    return out
+
+
+def profile(frame, *, label: str | None = None) -> dict[str, Any]:
+    """Per-column dtype, kind (numerical | categorical) and summary statistics."""
+    import numpy as np
+    import pandas as pd
+
+    columns: dict[str, Any] = {}
+    for name in frame.columns:
+        series = frame[name]
+        entry: dict[str, Any] = {"dtype": str(series.dtype), "count": int(series.notna().sum()),
+                                 "missing": int(series.isna().sum())}
+        if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+            counts = series.astype("string").value_counts(dropna=True)
+            entry.update(kind="categorical", unique=int(counts.size),
+                         top={str(k): int(v) for k, v in counts.head(20).items()})
+        else:
+            values = series.dropna().to_numpy(dtype=float)
+            entry["kind"] = "numerical"
+            if values.size:
+                qs = np.quantile(values, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+                entry.update(mean=float(values.mean()), std=float(values.std()), min=float(values.min()),
+                             max=float(values.max()),
+                             quantiles={f"p{int(p * 100):02d}": float(q) for p, q in
+                                        zip((0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99), qs)})
+        columns[str(name)] = entry
+    return {"rows": int(len(frame)), "columns": columns, "prediction_column": PREDICTION_COLUMN, "label": label}
+
+
+def _write_reference(model, framework, model_dir: Path, *, reference_data, run_lineage, input_example,
+                     signature, holdout) -> dict[str, Any]:
+    """Write ``reference.parquet`` and ``profile.json`` into the model folder; return what was used."""
+    source, frame = None, None
+    if reference_data is not None:
+        source, frame = "reference_data", _as_frame(reference_data)
+    if frame is None:
+        for ds in run_lineage.get("datasets", []):
+            if ds.get("name") == "train" and ds.get("kind") == "file" and ds.get("path") and Path(ds["path"]).is_file():
+                source, frame = f"train dataset {ds['path']}", _as_frame(ds["path"])
+                break
+    if frame is None and input_example is not None:
+        source, frame = "input example", _as_frame(input_example)
+    if frame is None or len(frame) == 0:
+        return {"reference": None, "reason": "no training data, reference_data or input_example to sample from"}
+    names = _feature_names(model, signature)
+    label = (holdout or {}).get("label")
+    if names and all(n in frame.columns for n in names):
+        frame = frame[names]
+    elif label and label in frame.columns:
+        frame = frame.drop(columns=[label])
+    if len(frame) > REFERENCE_ROWS:
+        frame = frame.sample(n=REFERENCE_ROWS, random_state=0).sort_index()
+    frame = frame.reset_index(drop=True)
+    try:
+        predictions = _predict_reference(model, framework, frame, model_dir)
+    except Exception as exc:  # the model cannot score its own reference rows: say so, keep registering
+        return {"reference": None, "reason": f"the model could not predict on the reference rows: {exc}"[:300]}
+    out = frame.copy()
+    out[PREDICTION_COLUMN] = predictions
+    out.to_parquet(model_dir / "reference.parquet", index=False)
+    (model_dir / "profile.json").write_text(json.dumps(profile(out, label=label) | {"source": source}, indent=2,
+                                                       sort_keys=True))
+    return {"reference": "reference.parquet", "profile": "profile.json", "rows": int(len(out)), "source": source}
+
+
+def _save(model, framework: str, path: Path, *, requirements, signature, input_example) -> None:
+    import logging
+
+    # MLflow warns about pickle formats on every save; mlplat's answer is the sealed manifest.
+    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+    common = dict(pip_requirements=requirements, signature=signature, input_example=input_example)
+    if framework == "sklearn":
+        import mlflow.sklearn
+
+        # cloudpickle, not skops: loading is only ever done from files verified against the sealed
+        # manifest (see allow_sealed_loading), and skops would refuse most tree ensembles anyway.
+        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle", **common)
+    elif framework == "xgboost":
+        import mlflow.xgboost
+
+        mlflow.xgboost.save_model(model, str(path), **common)
+    elif framework == "pytorch":
+        import mlflow.pytorch
+
+        mlflow.pytorch.save_model(model, str(path), **common)
+    else:
+        import mlflow.pyfunc
+
+        mlflow.pyfunc.save_model(str(path), python_model=model, **common)
+
+
+def allow_sealed_loading() -> None:
+    """Let MLflow deserialize pickle-family model files in this process.
+
+    MLflow refuses by default because a model file can run code. mlplat loads models only
+    from :func:`verified_model_dir` (every file matches the manifest sealed at registration),
+    so callers set this right after verification and before loading."""
+    import os
+
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+
+
+def _task(model: Any) -> str | None:
+    try:
+        from sklearn.base import is_classifier, is_regressor
+
+        if is_classifier(model):
+            return "classification"
+        if is_regressor(model):
+            return "regression"
+    except Exception:  # not a scikit-learn-style estimator
+        pass
+    return None
+
+
+def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, signature: Any = None,
+              holdout: Any = None, reference_data: Any = None, task: str | None = None) -> int:
+    """Register ``model`` as the next version of ``name`` from the tracked ``run``; return the version number.
+
+    ``holdout`` (``{"path", "label"}``) is the held-out set the gate evaluates this version on
+    (default: the stack's ``gate.holdout``). ``reference_data`` is the sample monitoring compares
+    traffic with (default: the run's ``train`` dataset, else ``input_example``).
+    """
+    from mlplat import sdk
+
+    if run is None or getattr(run, "_ended", True) or run not in sdk._active:
+        raise TrackingRequired("cannot register a model outside an active tracked run",
+                               hint='call run.log_model(...) inside `with mlplat.start_run(...) as run:`')
+    if not isinstance(name, str) or not NAME.match(name):
+        raise MlplatError(f"invalid model name {name!r}",
+                          hint="use letters, digits, '-', '_' or '.', starting with a letter or digit (max 100)")
+    if task not in (None, "classification", "regression"):
+        raise MlplatError(f"task must be 'classification' or 'regression', got {task!r}")
+    spec, ctx = run.spec, run.ctx
+    registry = registry_for(spec, ctx)
+    tags = registry.run_tags(run.run_id)
+    if tags.get("mlplat.tracked") != "true":
+        raise TrackingRequired(f"run {run.run_id} is not a tracked mlplat run (tag mlplat.tracked is not 'true')",
+                               hint="start runs with mlplat.start_run so lineage is recorded")
+    framework = detect_framework(model)
+    holdout_doc = _holdout_doc(holdout, Path(spec.project_dir))
+    environment = registry.run_environment(run.run_id)
+    requirements = pinned_requirements(framework, environment)
+
+    scratch = registry.scratch_dir()
+    model_dir = scratch / "model"
+    try:
+        _save(model, framework, model_dir, requirements=requirements, signature=signature, input_example=input_example)
+        from mlflow.models import Model
+
+        mlmodel = Model.load(str(model_dir / "MLmodel"))
+        signature_doc = mlmodel.signature.to_dict() if mlmodel.signature is not None else None
+        reference = _write_reference(model, framework, model_dir, reference_data=reference_data,
+                                     run_lineage=run.lineage, input_example=input_example,
+                                     signature=mlmodel.signature, holdout=holdout_doc)
+        author = tags.get("mlplat.user") or run.lineage.get("user") or ctx.user
+        sealed_manifest = manifests.build(model_dir, model=name, run_id=run.run_id, framework=framework)
+        digest = manifests.digest(sealed_manifest)
+        seal = manifests.seal(sealed_manifest, registry.signing_key())
+        lineage_doc = {
+            "run_id": run.run_id, "experiment": run.experiment, "author": author,
+            "framework": framework, "task": task or _task(model),
+            "datasets": {d["name"]: {"sha256": d["sha256"], "rows": d.get("rows"), "kind": d.get("kind"),
+                                     "path": d.get("path")} for d in run.lineage.get("datasets", [])},
+            "code": run.lineage.get("code", {}),
+            "environment": {"python": environment.get("python"), "hash": tags.get("mlplat.env.hash"),
+                            "requirements": requirements},
+            "signature": signature_doc, "reference": reference, "holdout": holdout_doc,
+        }
+        stored = registry.store_version(name, run.run_id, model_dir, tags={
+            "mlplat.artifact_digest": digest, "mlplat.author": author, "mlplat.framework": framework})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    db = registry.database()
+    now = time.time()
+    with db.transaction() as conn:
+        conn.execute(
+            "INSERT INTO model_versions (model, version, run_id, author, framework, task, source, manifest, "
+            "artifact_digest, seal, lineage, signature, holdout, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (name, stored.version, run.run_id, author, framework, lineage_doc["task"], stored.source,
+             audit.canonical(sealed_manifest), digest, seal, json.dumps(lineage_doc, sort_keys=True, default=str),
+             json.dumps(signature_doc) if signature_doc else None, json.dumps(holdout_doc) if holdout_doc else None,
+             now))
+        conn.execute("INSERT INTO model_stages (model, version, environment, stage, updated_at, updated_by) "
+                     "VALUES (?,?,?,?,?,?)", (name, stored.version, spec.environment, "dev", now, author))
+        audit.append(conn, actor=author, action="model.registered", model=name, version=stored.version,
+                     environment=spec.environment, reason=f"registered from run {run.run_id}", digest=digest,
+                     evidence={"run_id": run.run_id, "framework": framework, "files": len(sealed_manifest["files"]),
+                               "datasets": {k: v["sha256"] for k, v in lineage_doc["datasets"].items()},
+                               "commit": lineage_doc["code"].get("commit"),
+                               "environment_hash": lineage_doc["environment"]["hash"]})
+    run.set_tag(f"mlplat.registered.{name}", str(stored.version))
+    return stored.version
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def version_row(conn, name: str, version: int) -> dict[str, Any]:
+    row = conn.execute("SELECT * FROM model_versions WHERE model = ? AND version = ?", (name, int(version))).fetchone()
+    if row is None:
+        known = conn.execute("SELECT group_concat(version) FROM model_versions WHERE model = ?", (name,)).fetchone()[0]
+        if known:
+            raise NotFound(f"model '{name}' has no version {version}", hint=f"known versions: {known}")
+        models = [r[0] for r in conn.execute("SELECT DISTINCT model FROM model_versions ORDER BY model")]
+        import difflib
+
+        near = difflib.get_close_matches(name, models, n=1)
+        raise NotFound(f"model '{name}' is not registered",
+                       hint=(f"did you mean '{near[0]}'? " if near else "")
+                       + ("`mlplat models list` shows the registered models" if models else
+                          "register one with run.log_model(model, name=...) inside mlplat.start_run"))
+    out = dict(row)
+    for key in ("manifest", "lineage", "signature", "holdout"):
+        out[key] = json.loads(out[key]) if out[key] else None
+    return out
+
+
+def stage_of(conn, name: str, version: int, environment: str) -> str:
+    row = conn.execute("SELECT stage FROM model_stages WHERE model=? AND version=? AND environment=?",
+                       (name, int(version), environment)).fetchone()
+    return row[0] if row else "dev"
+
+
+def production_version(conn, name: str, environment: str) -> int | None:
+    row = conn.execute("SELECT version FROM model_stages WHERE model=? AND environment=? AND stage='production'",
+                       (name, environment)).fetchone()
+    return int(row[0]) if row else None
+
+
+def verify_row(registry: ModelRegistry, row: Mapping[str, Any]) -> Path:
+    """The version's local folder after checking the seal and every file's sha256."""
+    folder = Path(registry.local_dir(row["model"], row["version"], row["source"]))
+    what = f"{row['model']} version {row['version']}"
+    if manifests.digest(row["manifest"]) != row["artifact_digest"]:
+        raise IntegrityError(f"the recorded artifact digest of {what} does not match its manifest",
+                             hint="the platform database was altered; restore it from a backup")
+    manifests.verify(folder, row["manifest"], row["seal"], registry.signing_key(), what=what)
+    return folder
+
+
+def verified_model_dir(spec: "StackSpec", ctx: "Context", name: str, version: int) -> Path:
+    """Local folder of the MLflow model of ``name`` ``version``, after verifying every file's sha256
+    against the manifest sealed at registration. ``NotFound`` / ``IntegrityError`` otherwise."""
+    registry = registry_for(spec, ctx)
+    conn = registry.database().connect()
+    try:
+        row = version_row(conn, name, version)
+    finally:
+        conn.close()
+    folder = verify_row(registry, row)
+    allow_sealed_loading()
+    return folder
+
+
+def assert_deployable(spec: "StackSpec", ctx: "Context", name: str, version: int, environment: str) -> dict[str, Any]:
+    """Raise unless ``name`` ``version`` may serve traffic in ``environment``; return the evidence.
+
+    Rules: the version exists (``NotFound``); its files match the sealed manifest (``IntegrityError``);
+    a gate report for its current artifact passed in ``environment``; it is in ``staging`` or ``production``
+    there; in a production environment (the stack's own when it is called production/prod, or any
+    environment named so) it must be the production version, with its approvals still valid for critical
+    models. The provider's aliases are never trusted: an alias moved outside mlplat is reported and refused.
+    """
+    from mlplat.services import approvals as approvals_service
+    from mlplat.services import gate as gate_service
+
+    registry = registry_for(spec, ctx)
+    conn = registry.database().connect()
+    try:
+        row = version_row(conn, name, version)
+        stage = stage_of(conn, name, version, environment)
+        prod = production_version(conn, name, environment)
+        report = gate_service.latest_report(conn, name, version, environment, row["artifact_digest"])
+        approval = approvals_service.status(conn, spec, name, version, environment)
+    finally:
+        conn.close()
+    verify_row(registry, row)
+    what = f"{name} version {version}"
+    moved = [a for a, v in aliases_pointing(registry, spec, name, environment).items() if v == int(version)]
+    if moved and prod != int(version):
+        raise Denied(f"{what} is marked production by MLflow alias @{moved[0]}, set outside mlplat; the platform "
+                     f"database has {'version ' + str(prod) if prod else 'no version'} in production in '{environment}'",
+                     hint=f"aliases only mirror the platform; promote it with "
+                          f"`mlplat models promote {name} {version} --to production --env {environment}`")
+    if report is None or not report["passed"]:
+        raise Denied(f"{what} has not passed the evaluation gate in '{environment}'",
+                     hint=f"run `mlplat models promote {name} {version} --to staging --env {environment}`")
+    production_env = environment.lower() in ("production", "prod")
+    if production_env and stage != "production":
+        raise Denied(f"{what} is in stage '{stage}', not production, in '{environment}'",
+                     hint=f"promote it: `mlplat models promote {name} {version} --to production --env {environment}`")
+    if stage not in ("staging", "production"):
+        raise Denied(f"{what} is in stage '{stage}' in '{environment}'; only staging or production versions serve",
+                     hint=f"promote it: `mlplat models promote {name} {version} --to staging --env {environment}`")
+    if stage == "production" and approval["required"] and approval["state"] != "approved":
+        raise Denied(f"{what} is critical and its approvals are no longer valid ({approval['state']})",
+                     hint="the artifact or gate report changed since approval; re-run the gate and ask for approval")
+    return {"model": name, "version": int(version), "environment": environment, "stage": stage,
+            "artifact_digest": row["artifact_digest"], "gate_digest": report["digest"], "approvals": approval}
+
+
+# Aliases someone might set by hand to make a version "the production one".
+SUSPECT_ALIASES = ("production", "prod", "champion")
+
+
+def alias_for(spec: "StackSpec", environment: str, stage: str) -> str:
+    """The MLflow alias mirroring ``stage`` in ``environment``: the stage name in the stack's own
+    environment, ``<environment>-<stage>`` in others (aliases are per model, not per environment)."""
+    return stage if environment == spec.environment else f"{environment}-{stage}"
+
+
+def aliases_pointing(registry: ModelRegistry, spec: "StackSpec", name: str, environment: str) -> dict[str, int]:
+    """Production-looking aliases of ``name`` in the provider's registry and the versions they name."""
+    names = {alias_for(spec, environment, "production")}
+    if environment == spec.environment:
+        names.update(SUSPECT_ALIASES)
+    out = {}
+    for alias in sorted(names):
+        version = registry.get_alias(name, alias)
+        if version is not None:
+            out[alias] = version
+    return out
+
+
+def list_models(conn, environment: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT v.model, v.version, v.author, v.framework, v.task, v.run_id, v.created_at, v.artifact_digest, "
+        "COALESCE(s.stage, 'dev') AS stage FROM model_versions v LEFT JOIN model_stages s ON s.model = v.model "
+        "AND s.version = v.version AND s.environment = ? ORDER BY v.model, v.version", (environment,)).fetchall()
+    return [dict(r) for r in rows]
+
+
+def alias_drift(registry: ModelRegistry, spec: "StackSpec", conn, name: str, environment: str) -> list[str]:
+    """Messages for each production-looking alias that disagrees with the platform database."""
+    prod = production_version(conn, name, environment)
+    return [f"MLflow alias @{alias} points at version {version} but the platform database has "
+            f"{'version ' + str(prod) if prod else 'none'} in production: set outside mlplat, ignored"
+            for alias, version in aliases_pointing(registry, spec, name, environment).items() if version != prod]
