@@ -304,6 +304,17 @@ class Monitoring(Spec):
     retrain: Retrain | None = Field(None, description="Debounced retraining.")
 
 
+class FeatureStoreSettings(Spec):
+    definitions: str = Field("features/definitions.py", min_length=1,
+                             description="Python module with the Entity and FeatureView definitions, relative to the project root.",
+                             examples=["features/definitions.py"])
+    timestamp_column: str = Field("event_timestamp", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                  description="Default timestamp column of entity DataFrames (naive timestamps are UTC).")
+    skew_sample: int = Field(200, ge=1, le=100_000, description="Entities sampled by `mlplat features skew`.")
+    max_skew_rate: float = Field(0.0, ge=0, le=1,
+                                 description="Share of mismatching values above which `features skew` exits 1.")
+
+
 class Budget(Spec):
     monthly_usd: float = Field(gt=0, description="Monthly budget of the team in USD.")
     alert_at: list[float] = Field([0.8, 1.0], description="Shares of the budget that raise alerts.")
@@ -360,7 +371,8 @@ class StackSpec(Spec):
     serving: Serving = Field(default_factory=Serving, description="Serving defaults.")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Monitoring thresholds and schedule.")
     budget: Budget | None = Field(None, description="Monthly budget.")
-    features: dict[str, Any] = Field(default_factory=dict, description="Feature store settings (reserved).")
+    features: FeatureStoreSettings = Field(default_factory=lambda: FeatureStoreSettings(),
+                                           description="Feature store settings.")
     policy: PolicySpec = Field(default_factory=lambda: PolicySpec(), description="Policy enforcement for this stack (see policies/).")
 
     # Set by the loader, not read from the file.

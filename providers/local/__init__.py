@@ -40,6 +40,12 @@ def _monitor(spec, ctx):
     return LocalMonitor(spec, ctx)
 
 
+def _features(spec, ctx):
+    from mlplat_providers.local.features import LocalFeatureStore
+
+    return LocalFeatureStore(spec, ctx)
+
+
 provider = ProviderBundle(
     name="local",
     description="The whole platform on this machine: MLflow on SQLite, SQLite, DuckDB, a gateway on 127.0.0.1.",
@@ -50,5 +56,6 @@ provider = ProviderBundle(
         Capability.DELIVERY: _delivery,
         Capability.MONITORING: _monitor,
         Capability.COST: _monitor,
+        Capability.FEATURES: _features,
     },
 )
