@@ -206,11 +206,26 @@ def validate_cost_tags(resource: Resource, config: Mapping[str, Any], report: Re
 # --- 2. tracking required -------------------------------------------------------------
 
 
-def _training_steps(pipeline: Resource) -> list[dict[str, Any]] | None:
+def pipeline_steps(pipeline: Resource) -> list[dict[str, Any]] | None:
+    """Every step of a SageMaker pipeline definition, including those nested in condition steps."""
     definition = _json(pipeline.props.get("pipelineDefinition"))
     if not isinstance(definition, dict):
         return None  # not known (preview) or kept in S3: nothing to judge
-    return [s for s in definition.get("Steps", []) if isinstance(s, dict) and s.get("Type") == "Training"]
+    out: list[dict[str, Any]] = []
+    pending = list(definition.get("Steps") or [])
+    while pending:
+        step = pending.pop(0)
+        if not isinstance(step, dict):
+            continue
+        out.append(step)
+        args = step.get("Arguments") or {}
+        pending += list(args.get("IfSteps") or []) + list(args.get("ElseSteps") or [])
+    return out
+
+
+def _training_steps(pipeline: Resource) -> list[dict[str, Any]] | None:
+    steps = pipeline_steps(pipeline)
+    return None if steps is None else [s for s in steps if s.get("Type") == "Training"]
 
 
 def validate_tracking(resources: Sequence[Resource], config: Mapping[str, Any], report: ReportViolation) -> None:
@@ -262,9 +277,7 @@ def _needs_approval(tier: Any, config: Mapping[str, Any]) -> bool:
 def _register_steps(resources: Sequence[Resource]) -> list[dict[str, Any]]:
     steps = []
     for pipeline in _of(resources, T_PIPELINE):
-        definition = _json(pipeline.props.get("pipelineDefinition"))
-        if isinstance(definition, dict):
-            steps += [s for s in definition.get("Steps", []) if isinstance(s, dict) and s.get("Type") == "RegisterModel"]
+        steps += [s for s in pipeline_steps(pipeline) or [] if s.get("Type") == "RegisterModel"]
     return steps
 
 

@@ -1,0 +1,213 @@
+"""Running Pulumi programs: offline under Pulumi's mocks, or for real through the Automation API.
+
+Offline runs (``mlplat preview --offline``, ``mlplat policy check``) need neither
+the Pulumi CLI nor credentials: the program runs in this process against a mock
+resource monitor that records every registered resource (type, name, inputs,
+parent). Each run gets a fresh event loop and a fresh root stack, so runs do not
+leak into each other.
+
+Real runs need the ``pulumi`` CLI; :func:`automation_stack` raises ``ToolMissing``
+with the fix when it is absent. The backend is a local file backend under the
+project unless ``MLPLAT_PULUMI_BACKEND`` (or ``PULUMI_BACKEND_URL``) says otherwise.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mlplat.errors import ExternalError, MlplatError, ToolMissing
+
+FAKE_ACCOUNT = "123456789012"
+BACKEND_ENV = "MLPLAT_PULUMI_BACKEND"
+PASSPHRASE_ENV = "PULUMI_CONFIG_PASSPHRASE"
+INSTALL_HINT = ("install the Pulumi CLI (curl -fsSL https://get.pulumi.com | sh, or brew install pulumi) and put it "
+                "on PATH; `mlplat preview --stack S --offline` works without it")
+
+
+@dataclass
+class RecordedResource:
+    """One resource as the program registered it."""
+
+    type: str
+    name: str
+    urn: str
+    parent: str | None
+    inputs: dict[str, Any]
+    custom: bool
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "urn": self.urn, "parent": self.parent,
+                "props": self.inputs, "custom": self.custom}
+
+
+class ProgramFailed(MlplatError):
+    """The stack's program raised while it ran under mocks."""
+
+    exit_code = ExternalError.exit_code
+
+
+_PHYSICAL_KEYS = ("name", "bucket", "trackingServerName", "modelPackageGroupName", "pipelineName",
+                  "featureGroupName", "dashboardName", "tagKey")
+
+
+def _kebab(text: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", text).lower()
+
+
+def _build_mocks(region: str, records: list[RecordedResource]):
+    import pulumi
+    from pulumi.runtime.mocks import MockMonitor
+
+    class Recorder(pulumi.runtime.Mocks):
+        """Answers like a cloud would: ids and ARNs derived from the physical names, inputs echoed back."""
+
+        def new_resource(self, args):
+            request = getattr(_current, "request", None)
+            physical = next((args.inputs[k] for k in _PHYSICAL_KEYS if isinstance(args.inputs.get(k), str)), args.name)
+            service, _, kind = args.typ.partition(":")[2].partition("/")
+            kind = kind.split(":")[-1] if kind else service
+            arn = f"arn:aws:{service}:{region}:{FAKE_ACCOUNT}:{_kebab(kind)}/{physical}"
+            outputs = {**args.inputs, "arn": arn, "id": physical}
+            if "name" not in outputs:
+                outputs["name"] = physical
+            records.append(RecordedResource(
+                type=args.typ, name=args.name, urn=getattr(request, "urn_hint", "") or "",
+                parent=(request.parent or None) if request is not None else None,
+                inputs=dict(args.inputs), custom=bool(args.custom), outputs=outputs))
+            return physical, outputs
+
+        def call(self, args):
+            if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+                return {"accountId": FAKE_ACCOUNT, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:user/mlplat",
+                        "userId": "AIDAMLPLAT", "id": FAKE_ACCOUNT}
+            if args.token == "aws:index/getRegion:getRegion":
+                return {"name": region, "region": region, "id": region}
+            return {}
+
+    class RecordingMonitor(MockMonitor):
+        # Registrations arrive on executor threads; the request being served is kept per thread.
+        def RegisterResource(self, request):
+            _current.request = _Request(request.parent, self.make_urn(request.parent, request.type, request.name))
+            try:
+                return super().RegisterResource(request)
+            finally:
+                _current.request = None
+
+    mocks = Recorder()
+    return mocks, RecordingMonitor(mocks)
+
+
+_current = threading.local()
+
+
+@dataclass
+class _Request:
+    parent: str
+    urn_hint: str
+
+
+def run_offline(program: Callable[[], None], *, project: str, stack: str, region: str = "us-east-1") -> list[RecordedResource]:
+    """Run ``program`` under Pulumi's mocks and return every resource it registered, in order.
+
+    Raises :class:`ProgramFailed` naming the stack when the program raises (the
+    recorded resources so far are attached as ``partial``).
+    """
+    import pulumi
+    from pulumi.runtime import settings
+    from pulumi.runtime.stack import wait_for_rpcs
+
+    records: list[RecordedResource] = []
+    mocks, monitor = _build_mocks(region, records)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+
+    async def main() -> None:
+        error: BaseException | None = None
+        try:
+            program()
+        except Exception as exc:  # the program's own error: report it once outstanding work settled
+            error = exc
+        try:
+            await wait_for_rpcs()
+        except Exception as exc:
+            error = error or exc
+        if error is not None:
+            raise error
+
+    try:
+        loop.run_until_complete(main())
+    except MlplatError:
+        raise
+    except Exception as exc:
+        raise ProgramFailed(f"the program of stack '{stack}' failed under mocks: {type(exc).__name__}: {exc}",
+                            where=stack, hint="rerun with --verbose for the traceback", stack=stack) from exc
+    finally:
+        try:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            # Registrations run on executor threads: let them finish before the loop goes away.
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+            settings.ROOT.set(None)
+            settings.SETTINGS.outputs.clear()
+            settings.SETTINGS.rpc_manager.clear()
+            asyncio.set_event_loop(None)
+    return records
+
+
+# --- the real engine -----------------------------------------------------------------------
+
+
+def require_pulumi_cli() -> str:
+    """Path of the ``pulumi`` CLI, or ``ToolMissing`` with the fix."""
+    path = shutil.which("pulumi")
+    if path is None:
+        raise ToolMissing("the pulumi CLI is not installed (needed by up, preview and destroy of cloud stacks)",
+                          hint=INSTALL_HINT, tool="pulumi")
+    return path
+
+
+def backend_url(project_dir: Path) -> str:
+    """Where Pulumi keeps state: ``$MLPLAT_PULUMI_BACKEND``, ``$PULUMI_BACKEND_URL``, else a file backend in the project."""
+    configured = os.environ.get(BACKEND_ENV) or os.environ.get("PULUMI_BACKEND_URL")
+    if configured:
+        return configured
+    state = project_dir / ".mlplat" / "pulumi-state"
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return f"file://{state}"
+
+
+def automation_stack(spec, program: Callable[[], None]):
+    """An Automation API stack for ``spec`` running ``program`` inline, created if missing.
+
+    The stack's config comes from its stack file (Pulumi.yaml sets ``stackConfigDir``),
+    so what `pulumi` itself would read is what runs.
+    """
+    require_pulumi_cli()
+    from pulumi import automation as auto
+
+    project_dir = Path(spec.project_dir or ".").resolve()
+    env = {"PULUMI_BACKEND_URL": backend_url(project_dir)}
+    if PASSPHRASE_ENV not in os.environ and not os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
+        env[PASSPHRASE_ENV] = ""  # file backend: secrets need a passphrase; empty unless the user sets one
+    try:
+        return auto.create_or_select_stack(
+            stack_name=spec.name, project_name="mlplat", program=program,
+            opts=auto.LocalWorkspaceOptions(work_dir=str(project_dir), env_vars=env),
+        )
+    except auto.CommandError as exc:
+        raise ExternalError(f"pulumi could not open stack '{spec.name}': {str(exc).strip()[-500:]}",
+                            hint="check the backend (MLPLAT_PULUMI_BACKEND) and credentials") from exc

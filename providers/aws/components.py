@@ -1,0 +1,417 @@
+"""The AWS team platform as Pulumi components: one ``ComponentResource`` per platform component.
+
+Every component has typed ``*Args``, a ``mlplat:aws:<Thing>`` token, children with
+``parent=self`` and names derived from the component's name, and ends with
+``register_outputs``. Decisions live in :mod:`mlplat_providers.aws.plan`; this module
+only declares resources (never inside ``apply``). Every taggable child carries the
+stack's cost tags (``plan.tags``), which tests/pulumi pins for every component.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from mlplat_providers.aws import plan as p
+
+
+def _child(parent: pulumi.Resource, **extra: Any) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions(parent=parent, **extra)
+
+
+# --- tracking ---------------------------------------------------------------------------
+
+
+@dataclass
+class TrackingArgs:
+    plan: p.StackPlan
+
+
+class Tracking(pulumi.ComponentResource):
+    """Experiment tracking: the artifact bucket (encrypted, versioned, private), the platform role and the
+    SageMaker managed MLflow tracking server."""
+
+    def __init__(self, name: str, args: TrackingArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplat:aws:Tracking", name, None, opts)
+        plan, tags = args.plan, args.plan.tags
+        self.bucket = aws.s3.Bucket(f"{name}-artifacts", bucket=plan.bucket, force_destroy=False, tags=tags,
+                                    opts=_child(self))
+        aws.s3.BucketVersioning(f"{name}-artifacts-versioning", bucket=self.bucket.id,
+                                versioning_configuration={"status": "Enabled"}, opts=_child(self))
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-artifacts-encryption", bucket=self.bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"},
+                    "bucket_key_enabled": True}], opts=_child(self))
+        aws.s3.BucketPublicAccessBlock(f"{name}-artifacts-private", bucket=self.bucket.id, block_public_acls=True,
+                                       block_public_policy=True, ignore_public_acls=True,
+                                       restrict_public_buckets=True, opts=_child(self))
+        self.role = aws.iam.Role(f"{name}-role", name=p.slug(f"{plan.prefix}-platform", 64),
+                                 assume_role_policy=p.assume_role_policy("sagemaker.amazonaws.com"),
+                                 description=f"mlplat platform role of {plan.spec.team}/{plan.spec.environment}",
+                                 tags=tags, opts=_child(self))
+        aws.iam.RolePolicy(f"{name}-role-policy", role=self.role.id, policy=p.platform_role_policy(plan),
+                           opts=_child(self))
+        self.server = aws.sagemaker.MlflowTrackingServer(
+            f"{name}-server", tracking_server_name=plan.tracking_server, role_arn=self.role.arn,
+            artifact_store_uri=pulumi.Output.concat("s3://", self.bucket.id, "/mlflow"),
+            tracking_server_size="Small", automatic_model_registration=False, tags=tags, opts=_child(self))
+        self.register_outputs({"bucket": self.bucket.id, "role_arn": self.role.arn,
+                               "tracking_server_arn": self.server.arn})
+
+
+# --- alerts ------------------------------------------------------------------------------
+
+
+@dataclass
+class AlertsArgs:
+    plan: p.StackPlan
+
+
+class Alerts(pulumi.ComponentResource):
+    """The SNS topic every alarm and budget notifies, with the stack's webhook channels and owner subscribed."""
+
+    def __init__(self, name: str, args: AlertsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplat:aws:Alerts", name, None, opts)
+        plan = args.plan
+        self.topic = aws.sns.Topic(f"{name}-topic", name=p.slug(f"{plan.prefix}-alerts", 256),
+                                   kms_master_key_id="alias/aws/sns", tags=plan.tags, opts=_child(self))
+        aws.sns.TopicPolicy(f"{name}-topic-policy", arn=self.topic.arn, policy=self.topic.arn.apply(lambda arn: json.dumps({
+            "Version": "2012-10-17", "Statement": [{
+                "Sid": "AlarmsAndBudgets", "Effect": "Allow",
+                "Principal": {"Service": ["cloudwatch.amazonaws.com", "budgets.amazonaws.com"]},
+                "Action": "SNS:Publish", "Resource": arn}]})), opts=_child(self))
+        for i, channel in enumerate(plan.spec.monitoring.channels):
+            if channel.kind == "webhook" and channel.url:
+                aws.sns.TopicSubscription(f"{name}-webhook-{i}", topic=self.topic.arn,
+                                          protocol="https" if channel.url.startswith("https") else "http",
+                                          endpoint=channel.url, opts=_child(self))
+        owner = plan.spec.tags.owner
+        if "@" in owner:
+            aws.sns.TopicSubscription(f"{name}-owner", topic=self.topic.arn, protocol="email", endpoint=owner,
+                                      opts=_child(self))
+        self.register_outputs({"topic_arn": self.topic.arn})
+
+
+# --- registry ----------------------------------------------------------------------------
+
+
+@dataclass
+class RegistryArgs:
+    plan: p.StackPlan
+    account: pulumi.Input[str]
+
+
+class Registry(pulumi.ComponentResource):
+    """A model package group per model, tagged with its risk tier, with a group policy."""
+
+    def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplat:aws:Registry", name, None, opts)
+        plan = args.plan
+        self.groups: dict[str, aws.sagemaker.ModelPackageGroup] = {}
+        for model in plan.models:
+            group = aws.sagemaker.ModelPackageGroup(
+                f"{name}-{model.model}", model_package_group_name=model.group,
+                model_package_group_description=f"{model.model} ({model.risk_tier.value} risk), team {plan.spec.team}",
+                tags={**plan.tags, "risk-tier": model.risk_tier.value}, opts=_child(self))
+            aws.sagemaker.ModelPackageGroupPolicy(
+                f"{name}-{model.model}-policy", model_package_group_name=group.model_package_group_name,
+                resource_policy=pulumi.Output.all(group.arn, args.account).apply(lambda a: p.group_policy(a[0], a[1])),
+                opts=_child(self))
+            self.groups[model.model] = group
+        self.register_outputs({"groups": {m: g.arn for m, g in self.groups.items()}})
+
+
+# --- pipelines ---------------------------------------------------------------------------
+
+
+@dataclass
+class PipelinesArgs:
+    plan: p.StackPlan
+    account: pulumi.Input[str]
+    role_arn: pulumi.Input[str]
+    tracking_server_arn: pulumi.Input[str]
+    groups: dict[str, pulumi.Resource]
+
+
+class Pipelines(pulumi.ComponentResource):
+    """Per model: a training pipeline (train → evaluate → register), a deploy pipeline, and an EventBridge
+    rule that starts the deploy pipeline when a version of the model is approved."""
+
+    def __init__(self, name: str, args: PipelinesArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplat:aws:Pipelines", name, None, opts)
+        plan, tags = args.plan, args.plan.tags
+        events_role = aws.iam.Role(f"{name}-events-role", name=p.slug(f"{plan.prefix}-events", 64),
+                                   assume_role_policy=p.assume_role_policy("events.amazonaws.com"), tags=tags,
+                                   opts=_child(self))
+        self.pipelines: dict[str, aws.sagemaker.Pipeline] = {}
+        deploy_arns = []
+        for model in plan.models:
+            group = args.groups.get(model.model)
+            depends = [group] if group is not None else []
+            train = aws.sagemaker.Pipeline(
+                f"{name}-{model.model}-train", pipeline_name=model.pipeline, pipeline_display_name=model.pipeline,
+                role_arn=args.role_arn,
+                pipeline_definition=pulumi.Output.all(args.tracking_server_arn, args.role_arn, args.account).apply(
+                    lambda a, m=model: p.pipeline_definition(plan, m, tracking_arn=a[0], role_arn=a[1], account=a[2])),
+                tags=tags, opts=_child(self, depends_on=depends))
+            deploy = aws.sagemaker.Pipeline(
+                f"{name}-{model.model}-deploy", pipeline_name=model.deploy_pipeline,
+                pipeline_display_name=model.deploy_pipeline, role_arn=args.role_arn,
+                pipeline_definition=pulumi.Output.all(args.role_arn, args.account).apply(
+                    lambda a, m=model: p.deploy_pipeline_definition(plan, m, role_arn=a[0], account=a[1])),
+                tags=tags, opts=_child(self))
+            rule = aws.cloudwatch.EventRule(
+                f"{name}-{model.model}-approved", name=p.slug(f"{model.endpoint}-approved", 64),
+                description=f"Deploy {model.model} when a version is approved",
+                event_pattern=p.approval_event_pattern(model.group), tags=tags, opts=_child(self))
+            aws.cloudwatch.EventTarget(
+                f"{name}-{model.model}-deploy-target", rule=rule.name, arn=deploy.arn, role_arn=events_role.arn,
+                sagemaker_pipeline_target={"pipeline_parameter_lists": [
+                    {"name": "ModelPackageArn", "value": "latest-approved"}]}, opts=_child(self))
+            self.pipelines[model.model] = train
+            deploy_arns.append(deploy.arn)
+        aws.iam.RolePolicy(f"{name}-events-role-policy", role=events_role.id,
+                           policy=pulumi.Output.all(*deploy_arns).apply(lambda arns: json.dumps({
+                               "Version": "2012-10-17", "Statement": [{
+                                   "Effect": "Allow", "Action": "sagemaker:StartPipelineExecution",
+                                   "Resource": list(arns) or ["arn:aws:sagemaker:::pipeline/none"]}]})),
+                           opts=_child(self))
+        self.register_outputs({"pipelines": {m: pl.arn for m, pl in self.pipelines.items()}})
+
+
+# --- serving -----------------------------------------------------------------------------
+
+
+@dataclass
+class ServingArgs:
+    plan: p.StackPlan
+    account: pulumi.Input[str]
+    role_arn: pulumi.Input[str]
+    bucket: pulumi.Input[str]
+    alert_topic_arn: pulumi.Input[str]
+
+
+class Serving(pulumi.ComponentResource):
+    """Per model: the SageMaker model (a registry package), the endpoint configuration (production and
+    shadow variants, data capture to S3), rollback alarms, and the endpoint with a blue/green deployment
+    configuration that rolls back automatically on those alarms."""
+
+    def __init__(self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplat:aws:Serving", name, None, opts)
+        plan, tags, spec = args.plan, args.plan.tags, args.plan.spec
+        self.endpoints: dict[str, aws.sagemaker.Endpoint] = {}
+        self.alarms: dict[str, list[aws.cloudwatch.MetricAlarm]] = {}
+        for model in plan.models:
+            package = pulumi.Output.concat("arn:aws:sagemaker:", plan.region, ":", args.account, ":model-package/",
+                                           model.group, "/1")
+            sm_model = aws.sagemaker.Model(
+                f"{name}-{model.model}-model", name=model.sagemaker_model, execution_role_arn=args.role_arn,
+                primary_container={"model_package_name": package},
+                tags={**tags, "risk-tier": model.risk_tier.value}, opts=_child(self))
+            production, shadow = p.variants(spec, model.sagemaker_model)
+            capture = p.capture_percent(spec)
+            config = aws.sagemaker.EndpointConfiguration(
+                f"{name}-{model.model}-config", name=model.endpoint_config,
+                production_variants=production, shadow_production_variants=shadow,
+                data_capture_config={
+                    "enable_capture": capture > 0, "initial_sampling_percentage": capture,
+                    "destination_s3_uri": pulumi.Output.concat("s3://", args.bucket, "/data-capture/", model.model),
+                    "capture_options": [{"capture_mode": "Input"}, {"capture_mode": "Output"}],
+                    "capture_content_type_header": {"json_content_types": ["application/json"]},
+                },
+                tags=tags, opts=_child(self, depends_on=[sm_model]))
+            alarms = []
+            for alarm in p.alarm_plans(spec):
+                alarms.append(aws.cloudwatch.MetricAlarm(
+                    f"{name}-{model.model}-{alarm.suffix}", name=p.alarm_name(model, alarm),
+                    alarm_description=alarm.description, namespace=alarm.namespace, metric_name=alarm.metric,
+                    dimensions={"EndpointName": model.endpoint, **({"VariantName": "primary"}
+                                                                   if alarm.namespace == "AWS/SageMaker" else {})},
+                    statistic=alarm.statistic, extended_statistic=alarm.extended_statistic,
+                    comparison_operator="GreaterThanThreshold", threshold=alarm.threshold, period=60,
+                    evaluation_periods=2, datapoints_to_alarm=2, treat_missing_data="notBreaching",
+                    alarm_actions=[args.alert_topic_arn], ok_actions=[args.alert_topic_arn], tags=tags,
+                    opts=_child(self)))
+            rollback = [a for a, plan_ in zip(alarms, p.alarm_plans(spec)) if plan_.rollback]
+            canary = spec.serving.canary
+            endpoint = aws.sagemaker.Endpoint(
+                f"{name}-{model.model}-endpoint", name=model.endpoint, endpoint_config_name=config.name,
+                deployment_config={
+                    "blue_green_update_policy": {
+                        "traffic_routing_configuration": p.traffic_routing(canary.steps, canary.bake_seconds),
+                        "termination_wait_in_seconds": 300,
+                        "maximum_execution_timeout_in_seconds": min(14400, max(600, canary.bake_seconds * (len(canary.steps) + 1))),
+                    },
+                    "auto_rollback_configuration": {"alarms": [{"alarm_name": a.name} for a in rollback]},
+                },
+                tags={**tags, "risk-tier": model.risk_tier.value}, opts=_child(self, depends_on=alarms))
+            self.endpoints[model.model] = endpoint
+            self.alarms[model.model] = alarms
+        self.register_outputs({"endpoints": {m: e.name for m, e in self.endpoints.items()}})
+
+
+# --- monitoring --------------------------------------------------------------------------
+
+
+@dataclass
+class MonitoringArgs:
+    plan: p.StackPlan
+    role_arn: pulumi.Input[str]
+    bucket: pulumi.Input[str]
+    endpoints: Sequence[pulumi.Resource]
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Per endpoint: data-quality and model-quality job definitions with their monitoring schedules;
+    one CloudWatch dashboard for the team naming every endpoint."""
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplat:aws:Monitoring", name, None, opts)
+        plan, tags = args.plan, args.plan.tags
+        cron = p.monitoring_cron(plan.spec.monitoring.schedule)
+        image = p.monitor_image(plan.region)
+        for model in plan.models:
+            data_job = aws.sagemaker.DataQualityJobDefinition(
+                f"{name}-{model.model}-data-job", name=p.slug(f"{model.endpoint}-data-job"), role_arn=args.role_arn,
+                data_quality_app_specification={"image_uri": image},
+                data_quality_job_input={"endpoint_input": {"endpoint_name": model.endpoint,
+                                                           "local_path": "/opt/ml/processing/input"}},
+                data_quality_job_output_config={"monitoring_outputs": {"s3_output": {
+                    "s3_uri": pulumi.Output.concat("s3://", args.bucket, "/monitoring/", model.model, "/data"),
+                    "local_path": "/opt/ml/processing/output"}}},
+                job_resources={"cluster_config": {"instance_count": 1, "instance_type": p.MONITORING_INSTANCE,
+                                                  "volume_size_in_gb": 20}},
+                stopping_condition={"max_runtime_in_seconds": 1800},
+                tags=tags, opts=_child(self, depends_on=list(args.endpoints)))
+            aws.sagemaker.MonitoringSchedule(
+                f"{name}-{model.model}-data", name=p.slug(f"{model.endpoint}-data"),
+                monitoring_schedule_config={"monitoring_job_definition_name": data_job.name,
+                                            "monitoring_type": "DataQuality",
+                                            "schedule_config": {"schedule_expression": cron}},
+                tags=tags, opts=_child(self))
+            state = pulumi.Output.from_input(args.role_arn).apply(
+                lambda role, m=model: json.dumps(p.model_quality_state(plan, m, role), sort_keys=True))
+            quality_job = aws.cloudcontrol.Resource(
+                f"{name}-{model.model}-quality-job", type_name="AWS::SageMaker::ModelQualityJobDefinition",
+                desired_state=state, opts=_child(self, depends_on=list(args.endpoints)))
+            aws.sagemaker.MonitoringSchedule(
+                f"{name}-{model.model}-quality", name=p.slug(f"{model.endpoint}-quality"),
+                monitoring_schedule_config={"monitoring_job_definition_name": p.slug(f"{model.endpoint}-quality"),
+                                            "monitoring_type": "ModelQuality",
+                                            "schedule_config": {"schedule_expression": cron}},
+                tags=tags, opts=_child(self, depends_on=[quality_job]))
+        self.dashboard = aws.cloudwatch.Dashboard(f"{name}-dashboard", dashboard_name=p.slug(f"{plan.prefix}", 255),
+                                                  dashboard_body=p.dashboard_body(plan), opts=_child(self))
+        self.register_outputs({"dashboard": self.dashboard.dashboard_name})
+
+
+# --- feature store -----------------------------------------------------------------------
+
+
+@dataclass
+class FeatureStoreArgs:
+    plan: p.StackPlan
+    role_arn: pulumi.Input[str]
+    bucket: pulumi.Input[str]
+
+
+class FeatureStore(pulumi.ComponentResource):
+    """Feature groups with an online store and an offline store in S3, catalogued in Glue."""
+
+    def __init__(self, name: str, args: FeatureStoreArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplat:aws:FeatureStore", name, None, opts)
+        plan, tags = args.plan, args.plan.tags
+        database = aws.glue.CatalogDatabase(f"{name}-catalog", name=p.slug(f"{plan.prefix}-features").replace("-", "_"),
+                                            description=f"Offline features of {plan.spec.team}", tags=tags,
+                                            opts=_child(self))
+        for group in p.feature_groups(plan.spec):
+            aws.sagemaker.FeatureGroup(
+                f"{name}-{group.name}", feature_group_name=group.name, record_identifier_feature_name=group.record_id,
+                event_time_feature_name=group.event_time, role_arn=args.role_arn,
+                feature_definitions=p.feature_definitions(group),
+                online_store_config={"enable_online_store": True},
+                offline_store_config={
+                    "s3_storage_config": {"s3_uri": pulumi.Output.concat("s3://", args.bucket, "/features")},
+                    "data_catalog_config": {"catalog": "AwsDataCatalog", "database": database.name,
+                                            "table_name": group.name.replace("-", "_")},
+                },
+                tags=tags, opts=_child(self))
+        self.register_outputs({"catalog": database.name})
+
+
+# --- cost --------------------------------------------------------------------------------
+
+
+@dataclass
+class CostArgs:
+    plan: p.StackPlan
+    alert_topic_arn: pulumi.Input[str]
+
+
+class Cost(pulumi.ComponentResource):
+    """The cost-allocation tags activated for Cost Explorer, and the team's monthly budget with notifications."""
+
+    def __init__(self, name: str, args: CostArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplat:aws:Cost", name, None, opts)
+        plan = args.plan
+        for key in ("team", "cost-center", "environment", "owner"):
+            aws.costexplorer.CostAllocationTag(f"{name}-tag-{key}", tag_key=key, status="Active", opts=_child(self))
+        budget = p.budget_plan(plan.spec)
+        outputs: dict[str, Any] = {}
+        if budget is not None:
+            owner = [plan.spec.tags.owner] if "@" in plan.spec.tags.owner else []
+            created = aws.budgets.Budget(
+                f"{name}-budget", name=p.slug(f"{plan.prefix}-monthly", 100), budget_type="COST",
+                limit_amount=budget["limit"], limit_unit="USD", time_unit="MONTHLY",
+                cost_filters=[{"name": "TagKeyValue", "values": [budget["tag_filter"]]}],
+                notifications=[{"comparison_operator": "GREATER_THAN", "notification_type": kind, "threshold": t,
+                                "threshold_type": "PERCENTAGE", "subscriber_sns_topic_arns": [args.alert_topic_arn],
+                                "subscriber_email_addresses": owner}
+                               for t in budget["thresholds"] for kind in ("ACTUAL",)]
+                + [{"comparison_operator": "GREATER_THAN", "notification_type": "FORECASTED", "threshold": 100,
+                    "threshold_type": "PERCENTAGE", "subscriber_sns_topic_arns": [args.alert_topic_arn]}],
+                tags=plan.tags, opts=_child(self))
+            outputs["budget"] = created.name
+        self.register_outputs(outputs)
+
+
+# --- the whole team platform ------------------------------------------------------------------
+
+
+class TeamPlatform(pulumi.ComponentResource):
+    """A team × environment platform on SageMaker: every component above, wired together."""
+
+    def __init__(self, name: str, plan: p.StackPlan, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplat:aws:TeamPlatform", name, None, opts)
+        account: pulumi.Input[str] = plan.spec.provider.account_id or aws.get_caller_identity_output(
+            opts=pulumi.InvokeOutputOptions(parent=self)).account_id
+        self.tracking = Tracking(f"{name}-tracking", TrackingArgs(plan), _child(self))
+        self.alerts = Alerts(f"{name}-alerts", AlertsArgs(plan), _child(self))
+        self.registry = Registry(f"{name}-registry", RegistryArgs(plan, account), _child(self))
+        self.pipelines = Pipelines(f"{name}-pipelines", PipelinesArgs(
+            plan, account, self.tracking.role.arn, self.tracking.server.arn, dict(self.registry.groups)), _child(self))
+        self.serving = Serving(f"{name}-serving", ServingArgs(
+            plan, account, self.tracking.role.arn, self.tracking.bucket.id, self.alerts.topic.arn), _child(self))
+        self.monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
+            plan, self.tracking.role.arn, self.tracking.bucket.id, list(self.serving.endpoints.values())), _child(self))
+        self.features = FeatureStore(f"{name}-features", FeatureStoreArgs(
+            plan, self.tracking.role.arn, self.tracking.bucket.id), _child(self))
+        self.cost = Cost(f"{name}-cost", CostArgs(plan, self.alerts.topic.arn), _child(self))
+        self.register_outputs({
+            "bucket": self.tracking.bucket.id,
+            "tracking_server_arn": self.tracking.server.arn,
+            "alert_topic_arn": self.alerts.topic.arn,
+            "endpoints": {m: e.name for m, e in self.serving.endpoints.items()},
+        })
+
+
+def program(spec) -> None:
+    """The Pulumi program of an AWS stack: the team platform plus stack outputs."""
+    plan = p.stack_plan(spec)
+    platform = TeamPlatform(plan.prefix, plan)
+    pulumi.export("bucket", platform.tracking.bucket.id)
+    pulumi.export("tracking_server_arn", platform.tracking.server.arn)
+    pulumi.export("endpoints", {m: e.name for m, e in platform.serving.endpoints.items()})

@@ -1,0 +1,388 @@
+"""Planning logic of the AWS program, as pure functions of the stack (no Pulumi, no boto3).
+
+The components in ``components.py`` only turn these values into resources, so every
+decision (names, traffic routing, the pipeline definition, alarms, the dashboard)
+is unit-tested without running a program.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlplat.errors import StackError
+from mlplat.stack import RiskTier, StackSpec, duration_seconds
+
+# Model Monitor analyzer images (account per region; the image name is the same everywhere).
+MODEL_MONITOR_ACCOUNTS = {
+    "us-east-1": "156813124566", "us-east-2": "777275614652", "us-west-1": "890145073186",
+    "us-west-2": "159807026194", "eu-west-1": "468650794304", "eu-west-2": "749857270468",
+    "eu-west-3": "680080141114", "eu-central-1": "048819808253", "eu-north-1": "895015795356",
+    "ap-southeast-1": "245545462676", "ap-southeast-2": "563025443158", "ap-northeast-1": "574779866223",
+    "ca-central-1": "536280801234",
+}
+TRAINING_INSTANCE = "ml.m5.xlarge"
+MONITORING_INSTANCE = "ml.m5.large"
+DEPLOY_INSTANCE = "ml.t3.medium"
+APPROVED, PENDING = "Approved", "PendingManualApproval"
+PACKAGE_EVENT = "SageMaker Model Package State Change"
+
+
+def slug(text: str, limit: int = 63) -> str:
+    """A SageMaker/S3-safe name: lowercase letters, digits and hyphens, at most ``limit`` characters."""
+    clean = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return clean[:limit].rstrip("-")
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model of the stack: its registry group, pipelines and endpoint."""
+
+    model: str
+    risk_tier: RiskTier
+    group: str
+    pipeline: str
+    deploy_pipeline: str
+    endpoint: str
+    endpoint_config: str
+    sagemaker_model: str
+
+    @property
+    def approval_status(self) -> str:
+        """How the pipeline registers versions: critical models wait for a person."""
+        return PENDING if self.risk_tier == RiskTier.critical else APPROVED
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    spec: StackSpec
+    region: str
+    prefix: str
+    bucket: str
+    tracking_server: str
+    models: list[ModelPlan] = field(default_factory=list)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return self.spec.tags.as_dict()
+
+    @property
+    def is_production(self) -> bool:
+        return self.spec.environment in ("production", "prod")
+
+
+def stack_plan(spec: StackSpec) -> StackPlan:
+    """Names and per-model plans of an AWS stack. Raises ``StackError`` for a stack that is not on AWS."""
+    if spec.provider.kind != "aws":
+        raise StackError(f"stack '{spec.name}' uses the {spec.provider.kind} provider, not aws", where=spec.path or None,
+                         hint="set mlplat:provider.kind to aws, or use the stack with its own provider")
+    region = spec.provider.region
+    prefix = slug(f"mlplat-{spec.team}-{spec.environment}", 40)
+    account = spec.provider.account_id
+    bucket = slug(f"{prefix}-artifacts-{account}" if account else f"{prefix}-artifacts-{region}")
+    names = list(spec.governance.models) or [f"{spec.team}-model"]
+    models = []
+    for model in names:
+        base = slug(f"{prefix}-{model}", 55)
+        models.append(ModelPlan(
+            model=model,
+            risk_tier=spec.risk_tier_for(model),
+            group=slug(f"{spec.team}-{model}"),
+            pipeline=slug(f"{base}-train"),
+            deploy_pipeline=slug(f"{base}-deploy"),
+            endpoint=base,
+            endpoint_config=slug(f"{base}-config"),
+            sagemaker_model=slug(f"{base}-v1"),
+        ))
+    return StackPlan(spec=spec, region=region, prefix=prefix, bucket=bucket,
+                     tracking_server=slug(f"{prefix}-mlflow", 32), models=models)
+
+
+# --- serving ------------------------------------------------------------------------
+
+
+def traffic_routing(steps: list[int], bake_seconds: int) -> dict[str, Any]:
+    """SageMaker's blue/green traffic routing for a canary schedule.
+
+    SageMaker's native canary has exactly two steps (canary size, then the rest),
+    its linear mode equal steps of 10-50 %, and waits at most 3600 s. Equal steps
+    become LINEAR; anything else becomes a CANARY of the first step, and the runtime
+    steps the variant weights through the rest itself. A single step of 100 % is
+    ALL_AT_ONCE.
+    """
+    wait = min(max(bake_seconds, 0), 3600)
+    if steps == [100]:
+        return {"type": "ALL_AT_ONCE", "wait_interval_in_seconds": wait}
+    deltas = [b - a for a, b in zip([0, *steps], steps)]
+    if len(set(deltas)) == 1 and 10 <= deltas[0] <= 50:
+        return {"type": "LINEAR", "wait_interval_in_seconds": wait,
+                "linear_step_size": {"type": "CAPACITY_PERCENT", "value": deltas[0]}}
+    return {"type": "CANARY", "wait_interval_in_seconds": wait,
+            "canary_size": {"type": "CAPACITY_PERCENT", "value": min(steps[0], 50)}}
+
+
+def variants(spec: StackSpec, sagemaker_model: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(production variants, shadow variants). The shadow mirrors ``serving.shadow.percent`` of traffic:
+    SageMaker copies shadow weight / production weight of the requests."""
+    instance = spec.serving.instance_type
+    production = [{"variant_name": "primary", "model_name": sagemaker_model, "instance_type": instance,
+                   "initial_instance_count": 1, "initial_variant_weight": 1.0}]
+    shadow = [{"variant_name": "shadow", "model_name": sagemaker_model, "instance_type": instance,
+               "initial_instance_count": 1, "initial_variant_weight": spec.serving.shadow.percent / 100.0}]
+    return production, shadow
+
+
+def capture_percent(spec: StackSpec) -> int:
+    return int(round(spec.serving.capture_sampling * 100))
+
+
+@dataclass(frozen=True)
+class AlarmPlan:
+    suffix: str
+    metric: str
+    namespace: str
+    threshold: float
+    statistic: str | None = None
+    extended_statistic: str | None = None
+    rollback: bool = True
+    description: str = ""
+
+
+def alarm_plans(spec: StackSpec) -> list[AlarmPlan]:
+    """Alarms per endpoint. Rollback alarms guard deployments (errors, latency); drift only alerts."""
+    latency_us = spec.serving.latency_budget_ms * 1000.0  # ModelLatency is in microseconds
+    return [
+        AlarmPlan("5xx", "Invocation5XXErrors", "AWS/SageMaker", 0, statistic="Sum",
+                  description="The endpoint returns server errors."),
+        AlarmPlan("latency-p95", "ModelLatency", "AWS/SageMaker", latency_us, extended_statistic="p95",
+                  description=f"p95 model latency above {spec.serving.latency_budget_ms:g} ms."),
+        AlarmPlan("drift", "feature_baseline_drift_total", "aws/sagemaker/Endpoints/data-metrics",
+                  spec.monitoring.drift.psi, statistic="Maximum", rollback=False,
+                  description="Model Monitor reports drift from the training baseline."),
+    ]
+
+
+def alarm_name(model: ModelPlan, alarm: AlarmPlan) -> str:
+    return slug(f"{model.endpoint}-{alarm.suffix}", 255)
+
+
+# --- monitoring -----------------------------------------------------------------------
+
+
+def monitor_image(region: str) -> str:
+    account = MODEL_MONITOR_ACCOUNTS.get(region)
+    if account is None:
+        raise StackError(f"no Model Monitor image is known for region {region}",
+                         hint=f"use one of {', '.join(sorted(MODEL_MONITOR_ACCOUNTS))}")
+    return f"{account}.dkr.ecr.{region}.amazonaws.com/sagemaker-model-monitor-analyzer"
+
+
+def monitoring_cron(schedule: str) -> str:
+    """Model Monitor runs hourly at most often; shorter schedules round up to hourly, a day or more is daily."""
+    seconds = duration_seconds(schedule)
+    if seconds >= 86_400:
+        return "cron(0 0 ? * * *)"
+    return "cron(0 * ? * * *)"
+
+
+def model_quality_state(plan: StackPlan, model: ModelPlan, role_arn: str, problem_type: str = "BinaryClassification") -> dict:
+    """The Cloud Control desired state of a model-quality job definition (pulumi-aws has no native resource)."""
+    return {
+        "JobDefinitionName": slug(f"{model.endpoint}-quality"),
+        "ModelQualityAppSpecification": {"ImageUri": monitor_image(plan.region), "ProblemType": problem_type},
+        "ModelQualityJobInput": {
+            "EndpointInput": {"EndpointName": model.endpoint, "LocalPath": "/opt/ml/processing/input",
+                              "InferenceAttribute": "prediction", "ProbabilityAttribute": "probability",
+                              "ProbabilityThresholdAttribute": 0.5},
+            "GroundTruthS3Input": {"S3Uri": f"s3://{plan.bucket}/ground-truth/{model.model}"},
+        },
+        "ModelQualityJobOutputConfig": {"MonitoringOutputs": [{"S3Output": {
+            "LocalPath": "/opt/ml/processing/output", "S3Uri": f"s3://{plan.bucket}/monitoring/{model.model}/quality"}}]},
+        "JobResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": MONITORING_INSTANCE,
+                                           "VolumeSizeInGB": 20}},
+        "RoleArn": role_arn,
+        "StoppingCondition": {"MaxRuntimeInSeconds": 1800},
+        "Tags": [{"Key": k, "Value": v} for k, v in plan.tags.items()],
+    }
+
+
+def dashboard_body(plan: StackPlan) -> str:
+    """The team's CloudWatch dashboard: per endpoint invocations, latency, errors per variant, drift; cost."""
+    widgets: list[dict[str, Any]] = [{
+        "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
+        "properties": {"markdown": f"# mlplat {plan.spec.team} / {plan.spec.environment}\nEndpoints: "
+                       + ", ".join(m.endpoint for m in plan.models)},
+    }]
+    y = 2
+    for model in plan.models:
+        def metric(name: str, variant: str, stat: str = "Sum") -> list[Any]:
+            return ["AWS/SageMaker", name, "EndpointName", model.endpoint, "VariantName", variant, {"stat": stat}]
+
+        panels = [
+            ("Invocations", [metric("Invocations", v) for v in ("primary", "shadow")]),
+            ("Latency p95 (us)", [metric("ModelLatency", v, "p95") for v in ("primary", "shadow")]),
+            ("Errors per variant", [metric(m, v) for v in ("primary", "shadow")
+                                    for m in ("Invocation4XXErrors", "Invocation5XXErrors")]),
+            ("Drift", [["aws/sagemaker/Endpoints/data-metrics", "feature_baseline_drift_total", "Endpoint",
+                        model.endpoint, "MonitoringSchedule", slug(f"{model.endpoint}-data"), {"stat": "Maximum"}]]),
+        ]
+        for i, (title, metrics) in enumerate(panels):
+            widgets.append({"type": "metric", "x": 6 * i, "y": y, "width": 6, "height": 6, "properties": {
+                "title": f"{model.endpoint}: {title}", "region": plan.region, "metrics": metrics,
+                "period": 300, "view": "timeSeries"}})
+        y += 6
+    widgets.append({"type": "metric", "x": 0, "y": y, "width": 24, "height": 6, "properties": {
+        "title": f"Estimated charges (team {plan.spec.team})", "region": "us-east-1",
+        "metrics": [["AWS/Billing", "EstimatedCharges", "Currency", "USD", {"stat": "Maximum"}]],
+        "period": 21600, "view": "timeSeries"}})
+    return json.dumps({"widgets": widgets}, sort_keys=True)
+
+
+# --- pipelines ---------------------------------------------------------------------------
+
+
+def training_image(region: str, account: str) -> str:
+    return f"{account}.dkr.ecr.{region}.amazonaws.com/mlplat/train:latest"
+
+
+def pipeline_definition(plan: StackPlan, model: ModelPlan, *, tracking_arn: str, role_arn: str, account: str) -> str:
+    """A SageMaker pipeline: train (tracked) → evaluate (the stack's gate) → register if the gate passes."""
+    spec = plan.spec
+    image = training_image(plan.region, account)
+    artifacts = f"s3://{plan.bucket}/pipelines/{model.model}"
+    thresholds = spec.gate.thresholds
+    steps = [
+        {"Name": "Train", "Type": "Training", "Arguments": {
+            "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+            "RoleArn": role_arn,
+            "OutputDataConfig": {"S3OutputPath": f"{artifacts}/model"},
+            "ResourceConfig": {"InstanceType": TRAINING_INSTANCE, "InstanceCount": 1, "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
+            "Environment": {"MLFLOW_TRACKING_URI": tracking_arn, "MLPLAT_STACK": spec.name,
+                            "MLPLAT_MODEL": model.model, "MLPLAT_TEAM": spec.team},
+            "Tags": [{"Key": k, "Value": v} for k, v in plan.tags.items()],
+        }},
+        {"Name": "Evaluate", "Type": "Processing", "DependsOn": ["Train"], "Arguments": {
+            "AppSpecification": {"ImageUri": image, "ContainerEntrypoint": [
+                "mlplat", "models", "evaluate", model.model, "--stack", spec.name, "--report",
+                "/opt/ml/processing/evaluation/report.json"]},
+            "ProcessingResources": {"ClusterConfig": {"InstanceType": TRAINING_INSTANCE, "InstanceCount": 1,
+                                                      "VolumeSizeInGB": 30}},
+            "RoleArn": role_arn,
+            "Environment": {"MLFLOW_TRACKING_URI": tracking_arn},
+        }, "PropertyFiles": [{"PropertyFileName": "Evaluation", "OutputName": "evaluation", "FilePath": "report.json"}]},
+        {"Name": "Gate", "Type": "Condition", "DependsOn": ["Evaluate"], "Arguments": {
+            "Conditions": [{"Type": "GreaterThanOrEqualTo", "LeftValue": {"Std:JsonGet": {
+                "PropertyFile": {"Get": "Steps.Evaluate.ProcessingOutputConfig.Outputs['evaluation']"},
+                "Path": f"metrics.{metric}"}}, "RightValue": value} for metric, value in sorted(thresholds.items())],
+            "IfSteps": [{"Name": "Register", "Type": "RegisterModel", "Arguments": {
+                "ModelPackageGroupName": model.group,
+                "ModelApprovalStatus": model.approval_status,
+                "InferenceSpecification": {"Containers": [{"Image": image.replace("/train:", "/serve:"),
+                                                            "ModelDataUrl": {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}}],
+                                           "SupportedContentTypes": ["application/json"],
+                                           "SupportedResponseMIMETypes": ["application/json"]},
+                "CustomerMetadataProperties": {"mlplat-stack": spec.name, "mlplat-risk-tier": model.risk_tier.value},
+            }}],
+            "ElseSteps": [],
+        }},
+    ]
+    return json.dumps({"Version": "2020-12-01", "Metadata": {"mlplat": {"stack": spec.name, "model": model.model}},
+                       "Parameters": [], "Steps": steps}, sort_keys=True)
+
+
+def deploy_pipeline_definition(plan: StackPlan, model: ModelPlan, *, role_arn: str, account: str) -> str:
+    """The pipeline the approval event starts: ``mlplat deploy`` rolls the approved version out with the
+    stack's strategy (a canary stepped by the runtime, checked against the rollback alarms)."""
+    image = training_image(plan.region, account)
+    return json.dumps({"Version": "2020-12-01", "Parameters": [
+        {"Name": "ModelPackageArn", "Type": "String", "DefaultValue": "latest-approved"}], "Steps": [
+        {"Name": "Deploy", "Type": "Processing", "Arguments": {
+            "AppSpecification": {"ImageUri": image, "ContainerEntrypoint": [
+                "mlplat", "deploy", model.model, "--package", "latest-approved", "--stack", plan.spec.name,
+                "--env", plan.spec.environment, "--strategy", "canary"]},
+            "ProcessingResources": {"ClusterConfig": {"InstanceType": DEPLOY_INSTANCE, "InstanceCount": 1,
+                                                      "VolumeSizeInGB": 10}},
+            "RoleArn": role_arn}}]}, sort_keys=True)
+
+
+def approval_event_pattern(group: str) -> str:
+    """EventBridge pattern: a version of ``group`` became Approved."""
+    return json.dumps({"source": ["aws.sagemaker"], "detail-type": [PACKAGE_EVENT],
+                       "detail": {"ModelPackageGroupName": [group], "ModelApprovalStatus": ["Approved"]}},
+                      sort_keys=True)
+
+
+# --- IAM ---------------------------------------------------------------------------------
+
+
+def assume_role_policy(*services: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": list(services)}, "Action": "sts:AssumeRole"}]})
+
+
+def platform_role_policy(plan: StackPlan) -> str:
+    """What the platform role may do: its own bucket, SageMaker in the team's scope, alarms and topics."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket",
+                                       "s3:GetBucketLocation"],
+         "Resource": [f"arn:aws:s3:::{plan.bucket}", f"arn:aws:s3:::{plan.bucket}/*"]},
+        {"Effect": "Allow", "Action": ["sagemaker:*"], "Resource": "*",
+         "Condition": {"StringEquals": {"aws:ResourceTag/team": plan.spec.team}}},
+        {"Effect": "Allow", "Action": ["sagemaker-mlflow:*", "cloudwatch:PutMetricData", "cloudwatch:GetMetricData",
+                                       "logs:CreateLogStream", "logs:PutLogEvents", "ecr:GetAuthorizationToken",
+                                       "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], "Resource": "*"},
+    ]}, sort_keys=True)
+
+
+def group_policy(group_arn: str, account: str) -> str:
+    """Model package group policy: principals of the owning account may read and register; nobody else."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "OwningAccountOnly", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+        "Action": ["sagemaker:DescribeModelPackage", "sagemaker:ListModelPackages",
+                   "sagemaker:DescribeModelPackageGroup", "sagemaker:CreateModelPackage"],
+        "Resource": [group_arn, group_arn.replace(":model-package-group/", ":model-package/") + "/*"]}]},
+        sort_keys=True)
+
+
+# --- features and cost --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureGroupPlan:
+    name: str
+    record_id: str
+    event_time: str
+    features: dict[str, str]  # name → Integral | Fractional | String
+
+
+def feature_groups(spec: StackSpec) -> list[FeatureGroupPlan]:
+    """Feature groups declared under ``features.groups`` (name → {recordId, eventTime, features}); without
+    a declaration, one entity group for the team so the store, catalog and roles exist from the start."""
+    features = spec.features
+    declared = features.get("groups") if isinstance(features, dict) else getattr(features, "groups", None)
+    out = []
+    for name, group in (declared or {}).items():
+        group = group if isinstance(group, dict) else group.model_dump(by_alias=True)
+        out.append(FeatureGroupPlan(slug(f"{spec.team}-{name}"), group.get("recordId", "entity_id"),
+                                    group.get("eventTime", "event_time"),
+                                    dict(group.get("features") or {})))
+    if not out:
+        out.append(FeatureGroupPlan(slug(f"{spec.team}-{spec.environment}-entities"), "entity_id", "event_time", {}))
+    return out
+
+
+def feature_definitions(group: FeatureGroupPlan) -> list[dict[str, str]]:
+    fields = {group.record_id: "String", group.event_time: "String", **group.features}
+    return [{"feature_name": name, "feature_type": kind} for name, kind in fields.items()]
+
+
+def budget_plan(spec: StackSpec) -> dict[str, Any] | None:
+    if spec.budget is None:
+        return None
+    return {
+        "limit": f"{spec.budget.monthly_usd:.2f}",
+        "tag_filter": f"user:team${spec.team}",
+        "thresholds": [round(share * 100, 2) for share in spec.budget.alert_at],
+    }
