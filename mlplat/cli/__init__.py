@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "providers": ("mlplat.cli.stack:providers_cmd", "List installed providers and their capabilities."),
     "runs": ("mlplat.cli.runs:runs", "List, show, compare and reproduce tracked runs."),
     "ui": ("mlplat.cli.ui:ui", "Open the MLflow UI on a stack's tracking store (127.0.0.1)."),
+    "features": ("mlplat.cli.features:features", "Feature store: apply definitions, list, materialize online, skew report."),
 }
 
 
