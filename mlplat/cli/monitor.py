@@ -1,0 +1,154 @@
+"""`mlplat monitor run | status | labels`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+from mlplat.errors import ExitCode
+
+
+@click.group()
+def monitor() -> None:
+    """Drift, quality with delayed labels, calibration, alerts and retraining on captured traffic."""
+
+
+def _when(ts) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@monitor.command("run")
+@stack_option
+@click.option("--no-retrain", is_flag=True, help="Record retraining triggers without running them.")
+@click.option("--fail-on-breach", is_flag=True, help="Exit 1 when a window drifted, quality breached or an alert fired.")
+@json_option
+@pass_ctx
+def run_cmd(ctx, stack: str, no_retrain: bool, fail_on_breach: bool, as_json: bool) -> int:
+    """One monitoring pass: judge the newest window of every served version, alert, retrain if due."""
+    from mlplat.services.monitoring.passes import run_pass
+
+    spec = ctx.stack(stack)
+    report = run_pass(spec, ctx, deliver="sync", retrain="defer" if no_retrain else "run")
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_pass(ctx, report)
+    breached = any((w.drift or {}).get("verdict") == "drift" or (w.quality or {}).get("verdict") == "breach"
+                   for w in report.windows) or any(e["event"] == "fired" for e in report.events)
+    return ExitCode.FAILED if (breached and fail_on_breach) else ExitCode.OK
+
+
+def _print_pass(ctx, report) -> None:
+    from rich.table import Table
+
+    c = ctx.console
+    if not report.windows:
+        c.print(f"No captured traffic on stack '{report.stack}' yet: serve a model (`mlplat serve`) and send requests.")
+    table = Table("model", "version", "env", "drift", "rows", "drifted features", "quality", "labelled",
+                  "accuracy", "roc_auc", "ece", title=f"monitoring pass {report.pass_id}")
+    for w in report.windows:
+        d, q, m = w.drift or {}, w.quality or {}, w.metrics
+        colour = {"drift": "red", "ok": "green", "breach": "red"}
+        table.add_row(w.model, str(w.version), w.environment,
+                      f"[{colour.get(d.get('verdict'), 'yellow')}]{d.get('verdict')}[/]", str(d.get("rows", 0)),
+                      ", ".join(d.get("drifted_features", [])) or "-",
+                      f"[{colour.get(q.get('verdict'), 'yellow')}]{q.get('verdict')}[/]", str(q.get("rows", 0)),
+                      _fmt(m.get("quality.accuracy")), _fmt(m.get("quality.roc_auc")), _fmt(m.get("quality.ece")))
+    if report.windows:
+        c.print(table)
+    if report.cost:
+        share = report.cost.get("cost.budget_share")
+        c.print(f"cost this month: ${report.cost.get('cost.usd', 0):.4f} for {int(report.cost.get('cost.predictions', 0))} "
+                f"predictions" + (f", {share:.1%} of the prorated budget" if share is not None else ""))
+    for e in report.events:
+        c.print(f"alert {e['event']}: [{e['severity']}] {e['message']}", highlight=False)
+    for r in report.retraining:
+        c.print(f"retraining {r.get('id')}: {r.get('status')}"
+                + (f", new version {r['new_version']}" if r.get("new_version") else "")
+                + (f" ({r['error'][:300]})" if r.get("error") else ""), highlight=False)
+    for note in report.notes:
+        c.print(f"note: {note}", highlight=False)
+
+
+@monitor.command("status")
+@click.argument("name", required=False)
+@stack_option
+@click.option("--history", "-n", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Windows per model version to show.")
+@json_option
+@pass_ctx
+def status_cmd(ctx, name: str | None, stack: str, history: int, as_json: bool) -> None:
+    """Latest windows, firing alerts and retraining of the stack's models (or of NAME)."""
+    from mlplat.services.monitoring.status import status
+
+    spec = ctx.stack(stack)
+    doc = status(spec, ctx, model=name, history=history)
+    if as_json:
+        emit_json(doc)
+        return
+    from rich.table import Table
+
+    c = ctx.console
+    if not doc["windows"]:
+        c.print("No monitoring windows yet: run `mlplat monitor run`" + (f" (model '{name}')" if name else "") + ".")
+    else:
+        table = Table("when", "model", "version", "env", "kind", "verdict", "rows", "metrics")
+        for w in doc["windows"]:
+            metrics = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in sorted(w["metrics"].items())
+                                if k not in ("quality.rows",))[:110]
+            table.add_row(_when(w["ts"]), w["model"], str(w["version"]), w["environment"], w["kind"], w["verdict"],
+                          str(w["rows"]), metrics)
+        c.print(table)
+    firing = doc["alerts"]["firing"]
+    c.print(f"firing alerts: {len(firing)}" + ("" if firing else " (all clear)"))
+    for f in firing:
+        c.print(f"  [{f['severity']}] {f['rule']} on {f['subject']}: value {_fmt(f['last_value'])} since "
+                f"{_when(f['since'])}", highlight=False)
+    for t in doc["retraining"]:
+        c.print(f"retraining {t['id']} {_when(t['ts'])}: {t['model']} v{t['from_version']} → {t['status']}"
+                + (f" v{t['new_version']}" if t.get("new_version") else ""), highlight=False)
+    undelivered = doc["alerts"]["undelivered"]
+    if undelivered:
+        c.print(f"[yellow]{undelivered} webhook message(s) not delivered yet[/]")
+
+
+@monitor.command("labels")
+@click.argument("name", required=False)
+@click.option("--file", "-f", "path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV or Parquet file with request ids and labels.")
+@click.option("--id-column", default="request_id", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@stack_option
+@json_option
+@pass_ctx
+def labels_cmd(ctx, name: str | None, path: Path, id_column: str, label_column: str, stack: str, as_json: bool) -> None:
+    """Join ground truth to captured predictions by request id (NAME is informational)."""
+    from mlplat.services.monitoring.passes import ingest_labels
+    from mlplat.services.monitoring.quality import read_label_file
+
+    spec = ctx.stack(stack)
+    batch = read_label_file(path, id_column=id_column, label_column=label_column)
+    result = ingest_labels(spec, ctx, batch, source=str(path))
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    c = ctx.console
+    c.print(f"{result.received} rows: {result.stored} labels stored, {result.updated} updated, "
+            f"{result.unknown} unknown request id(s), {result.missing_ids} without an id, "
+            f"{result.duplicates} duplicate(s)", highlight=False)
+    if result.unknown_ids:
+        c.print(f"[yellow]unknown ids (not captured on stack '{spec.name}'):[/] {', '.join(result.unknown_ids)}"
+                + (" ..." if result.unknown > len(result.unknown_ids) else ""), highlight=False)
+    if result.conflicting:
+        c.print(f"[yellow]ids with conflicting labels in the file (last one kept):[/] {', '.join(result.conflicting)}",
+                highlight=False)
