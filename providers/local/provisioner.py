@@ -87,13 +87,35 @@ class LocalProvisioner(Provisioner):
         return plan
 
     def planned_resources(self) -> list[dict]:
-        tags = self.spec.tags.as_dict()
-        return [
-            {"type": T_STATE, "name": str(self.layout.root), "props": {"tags": tags, "mode": "0700"}},
-            {"type": T_DB, "name": "platform.db", "props": {"tags": tags, "journal": "wal"}},
-            {"type": T_TRACKING, "name": "mlflow.db", "props": {"tags": tags, "uri": self.layout.tracking_uri}},
-            {"type": T_ARTIFACTS, "name": "artifacts", "props": {"tags": tags, "public": False}},
+        """The stack as the policy pack sees it (property names are documented in policies/rules.py)."""
+        spec, tags = self.spec, self.spec.tags.as_dict()
+        # Stores live in the 0700 state directory; encryption at rest is the host's disk encryption.
+        store = {"tags": tags, "private": True, "encryption": "host-filesystem"}
+        governance = spec.governance
+        monitoring, serving = spec.monitoring, spec.serving
+        resources = [
+            {"type": T_STATE, "name": str(self.layout.root), "props": {**store, "mode": "0700"}},
+            {"type": T_DB, "name": "platform.db", "props": {**store, "journal": "wal"}},
+            {"type": T_TRACKING, "name": "mlflow.db", "props": {**store, "uri": self.layout.tracking_uri}},
+            {"type": T_ARTIFACTS, "name": "artifacts", "props": {**store, "public": False}},
+            {"type": "mlplat:local:TrainingRunner", "name": "sdk", "props": {
+                "tags": tags, "trackingUri": self.layout.tracking_uri, "requireTrackedRuns": True}},
+            {"type": "mlplat:local:ModelRegistry", "name": "registry", "props": {
+                "tags": tags, "riskTier": governance.risk_tier.value, "manualApproval": True,
+                "approvers": list(governance.approvers), "requiredApprovals": governance.required_approvals,
+                "models": {m: g.risk_tier.value for m, g in governance.models.items()}}},
+            {"type": "mlplat:local:Gateway", "name": f"gateway:{serving.port}", "props": {
+                "tags": tags, "environment": spec.environment, "instanceType": serving.instance_type,
+                "instanceCount": 1, "captureSampling": serving.capture_sampling,
+                "canarySteps": list(serving.canary.steps), "autoRollback": True,
+                "shadowPercent": serving.shadow.percent, "monitorSchedule": monitoring.schedule,
+                "alarms": ["canary-error-rate", "canary-latency", "drift", *(a.name for a in monitoring.alerts)],
+                "alertChannels": [c.kind for c in monitoring.channels]}},
         ]
+        if spec.budget is not None:
+            resources.append({"type": "mlplat:local:Budget", "name": "budget", "props": {
+                "tags": tags, "monthlyUsd": spec.budget.monthly_usd, "alertAt": list(spec.budget.alert_at)}})
+        return resources
 
     # --- writing -------------------------------------------------------------------------
 
