@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "providers": ("mlplat.cli.stack:providers_cmd", "List installed providers and their capabilities."),
     "runs": ("mlplat.cli.runs:runs", "List, show, compare and reproduce tracked runs."),
     "ui": ("mlplat.cli.ui:ui", "Open the MLflow UI on a stack's tracking store (127.0.0.1)."),
+    "policy": ("mlplat.cli.policy:policy", "Check stacks against the policy pack, offline (text, JSON, JUnit, SARIF)."),
     "monitor": ("mlplat.cli.monitor:monitor", "Drift, quality with delayed labels, alerts, retraining: run, status, labels."),
     "cost": ("mlplat.cli.cost:cost", "Cost per prediction and per team/model/env against the budget."),
     "dashboard": ("mlplat.cli.dashboard:dashboard", "Serve the local dashboard on 127.0.0.1."),
