@@ -364,17 +364,15 @@ class FeatureStore:
             raise FeatureDataError(f"start {_iso(start_us)} is after end {_iso(end_us)}", where="materialize",
                                    hint="swap --start and --end")
         registered = self.registered(refresh=True)
-        if views:
-            chosen = []
-            for text in views:
-                ref = FeatureRef.parse(text)
-                if ref.feature is not None:
-                    raise FeatureDataError(f"materialize takes views, not features: '{text}'", hint="pass 'view' or 'view@2'")
-                chosen.extend(resolve([f"{ref.view}@{ref.version}:*"] if ref.version else
-                                      [f"{ref.view}@{v}:*" for n, v in sorted(registered) if n == ref.view] or [ref.view],
-                                      registered))
-        else:
-            chosen = resolve([f"{n}@{v}:*" for n, v in sorted(registered)], registered) if registered else []
+        wanted: list[tuple[str, int]] = []
+        for text in views or [n for n, _ in sorted(registered)]:
+            ref = FeatureRef.parse(text)
+            if ref.feature is not None:
+                raise FeatureDataError(f"materialize takes views, not features: '{text}'", hint="pass 'view' or 'view@2'")
+            versions = [ref.version] if ref.version else sorted(v for n, v in registered if n == ref.view) or [None]
+            wanted.extend((ref.view, v) for v in versions if (ref.view, v) not in wanted)
+        # one selection per version: each writes its own online table
+        chosen = [resolve([f"{n}@{v}:*" if v else f"{n}:*"], registered)[0] for n, v in wanted]
         if not chosen:
             raise UnknownFeature("no feature views are registered", hint="run `mlplat features apply` first")
         return self.backend.materialize(chosen, start_us, end_us, user=self.ctx.user)

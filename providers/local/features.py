@@ -73,7 +73,8 @@ class LocalFeatureStore(FeatureStoreBackend):
     def _duck(self):
         import duckdb
 
-        con = duckdb.connect(config={"TimeZone": "UTC"})
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")  # naive timestamps mean UTC; casts to TIMESTAMPTZ must agree
         return con
 
     def _resolve(self, path: str) -> str:
