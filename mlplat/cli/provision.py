@@ -78,11 +78,22 @@ def up(ctx, stack: str, yes: bool, lock_wait: float, as_json: bool) -> None:
 
 @click.command()
 @stack_option
+@click.option("--offline", is_flag=True,
+              help="Run the stack's program under Pulumi's mocks and print its resource tree (no CLI, no credentials).")
 @json_option
 @pass_ctx
-def preview(ctx, stack: str, as_json: bool) -> None:
+def preview(ctx, stack: str, offline: bool, as_json: bool) -> None:
     """Show what `up` would change. Changes nothing."""
     spec, provisioner = _provisioner(ctx, stack)
+    if offline:
+        from mlplat.cli.resource_tree import print_tree
+
+        resources = provisioner.planned_resources()
+        if as_json:
+            emit_json({"stack": spec.name, "offline": True, "resources": resources})
+        else:
+            print_tree(ctx, spec, resources)
+        return
     plan = provisioner.plan()
     if as_json:
         emit_json({"stack": spec.name, "changes": [c.__dict__ for c in plan.changes]})

@@ -39,8 +39,10 @@ class AwsProvisioner(Provisioner):
         from mlplat_providers.aws.plan import stack_plan
 
         plan = stack_plan(self.spec)  # validates the stack for AWS before any Pulumi import
+        from mlplat_providers.aws.summary import summarize
+
         records = run_offline(self.program(), project="mlplat", stack=self.spec.name, region=plan.region)
-        return [r.to_dict() for r in records]
+        return [{**r.to_dict(), "summary": summarize(r.type, r.inputs)} for r in records]
 
     # --- the real engine ----------------------------------------------------------------
 
