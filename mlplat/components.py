@@ -271,7 +271,8 @@ class DeliveryPipeline(abc.ABC):
     """Packages a verified model version and runs it as a staging endpoint."""
 
     @abc.abstractmethod
-    def package(self, name: str, version: int, model_dir: "Any", requirements: Sequence[str]) -> Package:
+    def package(self, name: str, version: int, model_dir: "Any", requirements: Sequence[str], *,
+                artifact_digest: str) -> Package:
         """Write the build context (Containerfile, model files, pinned requirements, entrypoint) and,
         where a container engine exists, build the image. Idempotent: same inputs, same digest, no rebuild."""
 

@@ -1,0 +1,78 @@
+"""`mlplat audit log | verify`."""
+from __future__ import annotations
+
+import time
+
+import click
+
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+from mlplat.errors import IntegrityError
+
+
+def _conn(ctx, stack: str):
+    from mlplat.services import registry as reg
+
+    spec = ctx.stack(stack)
+    return reg.registry_for(spec, ctx).database().connect()
+
+
+@click.group()
+def audit() -> None:
+    """The hash-chained audit log: who did what, when, why, with which evidence."""
+
+
+@audit.command("log")
+@stack_option
+@click.option("--model", default=None, help="Only entries about this model.")
+@click.option("--limit", "-n", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
+              help="Newest entries to show.")
+@json_option
+@pass_ctx
+def log(ctx, stack: str, model: str | None, limit: int, as_json: bool) -> None:
+    """Show the audit log, oldest of the newest LIMIT first."""
+    from mlplat.services import audit as audit_service
+
+    conn = _conn(ctx, stack)
+    try:
+        rows = audit_service.entries(conn, model=model, limit=limit)
+    finally:
+        conn.close()
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        ctx.console.print("The audit log is empty.")
+        return
+    from rich.table import Table
+
+    table = Table("#", "when", "who", "what", "model", "version", "env", "why", "digest")
+    for r in rows:
+        table.add_row(str(r["seq"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"])), r["actor"],
+                      r["action"], r["model"] or "-", str(r["version"] or "-"), r["environment"] or "-",
+                      (r["reason"] or "")[:80], r["digest"][:12])
+    ctx.console.print(table)
+
+
+@audit.command("verify")
+@stack_option
+@json_option
+@pass_ctx
+def verify(ctx, stack: str, as_json: bool) -> None:
+    """Recompute the hash chain; exit 8 if any entry was edited, reordered or deleted."""
+    from mlplat.services import audit as audit_service
+
+    conn = _conn(ctx, stack)
+    try:
+        result = audit_service.verify(conn)
+    finally:
+        conn.close()
+    if not result.ok:
+        raise IntegrityError(f"the audit log was tampered with ({len(result.problems)} problem(s)):"
+                             + audit_service.format_problems(result.problems),
+                             hint="restore the platform database from a backup and investigate who had write access",
+                             problems=result.problems)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        ctx.console.print(f"[green]ok[/] audit log intact: {result.entries} entries, head {str(result.head)[:16]}",
+                          highlight=False)

@@ -1,0 +1,276 @@
+"""`mlplat models list | show | promote | approve | reject`."""
+from __future__ import annotations
+
+import time
+
+import click
+
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+
+env_option = click.option("--env", "environment", default=None,
+                          help="Environment of the stage (default: the stack's environment).")
+
+STAGE_COLOUR = {"dev": "white", "staging": "yellow", "production": "green", "archived": "dim"}
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _open(ctx, stack: str):
+    from mlplat.services import registry as reg
+
+    spec = ctx.stack(stack)
+    registry = reg.registry_for(spec, ctx)
+    return spec, registry, registry.database().connect()
+
+
+@click.group()
+def models() -> None:
+    """Registered models: list, show, promote, approve, reject."""
+
+
+@models.command("list")
+@stack_option
+@env_option
+@json_option
+@pass_ctx
+def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None:
+    """Every registered version with its stage."""
+    from mlplat.services import registry as reg
+
+    spec, registry, conn = _open(ctx, stack)
+    environment = environment or spec.environment
+    try:
+        rows = reg.list_models(conn, environment)
+    finally:
+        conn.close()
+    for r in rows:
+        r["risk_tier"] = spec.risk_tier_for(r["model"]).value
+    if as_json:
+        emit_json({"environment": environment, "versions": rows})
+        return
+    if not rows:
+        ctx.console.print("No registered models yet. Register one with run.log_model(model, name=...) "
+                          "inside mlplat.start_run.")
+        return
+    from rich.table import Table
+
+    table = Table("model", "version", "stage", "risk", "framework", "task", "author", "run", "registered", "digest",
+                  title=f"models in '{environment}' (stack {spec.name})")
+    for r in rows:
+        colour = STAGE_COLOUR.get(r["stage"], "white")
+        table.add_row(r["model"], str(r["version"]), f"[{colour}]{r['stage']}[/]", r["risk_tier"], r["framework"],
+                      r["task"] or "-", r["author"], r["run_id"][:8], _when(r["created_at"]), r["artifact_digest"][:12])
+    ctx.console.print(table)
+
+
+@models.command("show")
+@click.argument("name")
+@click.argument("version", type=int, required=False)
+@stack_option
+@env_option
+@json_option
+@pass_ctx
+def show(ctx, name: str, version: int | None, stack: str, environment: str | None, as_json: bool) -> None:
+    """Stage, lineage, gate reports, approvals, promotions and deployments of a model (latest version by default)."""
+    from mlplat.services import approvals as approvals_service
+    from mlplat.services import gate as gate_service
+    from mlplat.services import promotion
+    from mlplat.services import registry as reg
+
+    spec, registry, conn = _open(ctx, stack)
+    environment = environment or spec.environment
+    try:
+        if version is None:
+            latest = conn.execute("SELECT max(version) FROM model_versions WHERE model=?", (name,)).fetchone()[0]
+            version = latest if latest is not None else 1
+        row = reg.version_row(conn, name, version)
+        doc = {
+            "model": name, "version": version, "environment": environment,
+            "stage": reg.stage_of(conn, name, version, environment),
+            "production_version": reg.production_version(conn, name, environment),
+            "risk_tier": spec.risk_tier_for(name).value, "author": row["author"], "run_id": row["run_id"],
+            "framework": row["framework"], "task": row["task"], "created_at": row["created_at"],
+            "artifact_digest": row["artifact_digest"], "files": sorted(row["manifest"]["files"]),
+            "source": row["source"], "lineage": row["lineage"],
+            "gate_reports": [{k: r[k] for k in ("digest", "environment", "passed", "created_at", "created_by")}
+                             | {"report": r["report"]} for r in gate_service.reports(conn, name, version)],
+            "approvals": approvals_service.status(conn, spec, name, version, environment),
+            "promotions": promotion.history(conn, name, version),
+            "deployments": _deployments(conn, name, version),
+            "stages": [dict(r) for r in conn.execute(
+                "SELECT environment, stage, updated_at, updated_by FROM model_stages WHERE model=? AND version=?",
+                (name, version))],
+        }
+        drift = reg.alias_drift(registry, spec, conn, name, environment)
+    finally:
+        conn.close()
+    doc["alias_warnings"] = drift
+    if as_json:
+        emit_json(doc)
+        return
+    _print_show(ctx, doc)
+
+
+def _deployments(conn, name: str, version: int) -> list[dict]:
+    # The deployments table belongs to the serving component; show it when it exists.
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='deployments'").fetchone()
+    if not exists:
+        return []
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(deployments)")]
+    if "model" not in columns:
+        return []
+    rows = [dict(r) for r in conn.execute("SELECT * FROM deployments WHERE model=?", (name,))]
+    version_columns = [c for c in columns if "version" in c]
+    if not version_columns:
+        return rows
+    return [r for r in rows if any(str(r.get(c)) == str(version) for c in version_columns)]
+
+
+def _print_show(ctx, doc: dict) -> None:
+    from rich.table import Table
+
+    c = ctx.console
+    colour = STAGE_COLOUR.get(doc["stage"], "white")
+    c.print(f"[bold]{doc['model']} version {doc['version']}[/]  [{colour}]{doc['stage']}[/] in '{doc['environment']}'"
+            f"  ({doc['risk_tier']} risk; production version: {doc['production_version'] or 'none'})")
+    for warning in doc["alias_warnings"]:
+        c.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    lin = doc["lineage"] or {}
+    code = lin.get("code") or {}
+    c.print(f"author {doc['author']}, registered {_when(doc['created_at'])}, run {doc['run_id']}", highlight=False)
+    c.print(f"framework {doc['framework']}, task {doc['task'] or '-'}, artifact sha256 {doc['artifact_digest'][:16]} "
+            f"({len(doc['files'])} files sealed)", highlight=False)
+    if code.get("in_git"):
+        c.print(f"code: commit {str(code.get('commit'))[:12]}{' (dirty)' if code.get('dirty') else ''}", highlight=False)
+    env = lin.get("environment") or {}
+    c.print(f"environment: Python {env.get('python')}, hash {str(env.get('hash'))[:12]}, "
+            f"requirements: {', '.join(env.get('requirements') or [])}", highlight=False)
+    if lin.get("datasets"):
+        c.print("data: " + ", ".join(f"{k} sha256 {v['sha256'][:12]} ({v.get('rows')} rows)"
+                                     for k, v in lin["datasets"].items()), highlight=False)
+    ref = lin.get("reference") or {}
+    c.print(f"reference sample: {ref.get('rows', 0)} rows from {ref.get('source')}" if ref.get("reference") else
+            f"reference sample: none ({ref.get('reason', '-')})", highlight=False)
+    for g in doc["gate_reports"][-3:]:
+        rep = g["report"]
+        t = Table("check", "value", "limit", "margin", "ok",
+                  title=f"gate {'passed' if g['passed'] else 'FAILED'} in '{g['environment']}' {_when(g['created_at'])} "
+                        f"(report {g['digest'][:12]}, holdout {rep['holdout']['rows']} rows)")
+        for check in rep["checks"]:
+            t.add_row(check["check"], _num(check.get("value")), _num(check.get("limit")), _num(check.get("margin")),
+                      "[green]yes[/]" if check["passed"] else "[red]no[/]")
+        c.print(t)
+        c.print("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(rep["metrics"].items())), highlight=False)
+    ap = doc["approvals"]
+    c.print(f"approvals: {ap['state']} ({ap['approvals']}/{ap['required']} required)", highlight=False)
+    for d in ap["decisions"]:
+        c.print(f"  {d['decision']} by {d['approver']} {_when(d['created_at'])}: {d['reason']}"
+                + ("" if d["valid"] else "  [dim](void: artifact or gate report changed)[/]"), highlight=False)
+    for p in doc["promotions"][-5:]:
+        steps = ", ".join(f"{k}:{v.get('status')}" for k, v in p["steps"].items())
+        c.print(f"promotion #{p['id']} to {p['target']}: {p['state']} ({steps})"
+                + (f"  {p['error']}" if p.get("error") else ""), highlight=False)
+    for d in doc["deployments"]:
+        c.print("deployment: " + ", ".join(f"{k}={v}" for k, v in d.items()), highlight=False)
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@models.command("promote")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--to", "target", type=click.Choice(["staging", "production"]), required=True,
+              help="Target stage.")
+@stack_option
+@env_option
+@json_option
+@pass_ctx
+def promote(ctx, name: str, version: int, target: str, stack: str, environment: str | None, as_json: bool) -> None:
+    """Gate -> (approvals) -> package -> staging endpoint -> integration tests -> stage change.
+
+    Rerunning after an interruption resumes where it stopped."""
+    from mlplat.services import promotion
+
+    spec = ctx.stack(stack)
+    started: dict[str, float] = {}
+    spinner: list = []
+
+    def progress(step: str, status: str, detail: str) -> None:
+        if as_json:
+            return
+        while spinner:
+            spinner.pop().stop()
+        if status == "running":
+            started[step] = time.perf_counter()
+            live = ctx.console.status(f"{step} ...")
+            live.start()
+            spinner.append(live)
+        elif status == "done":
+            took = time.perf_counter() - started.get(step, time.perf_counter())
+            ctx.console.print(f"  [green]ok[/]  {step:<12} {took:6.2f}s  {detail}", highlight=False)
+        elif status == "skipped":
+            ctx.console.print(f"  [dim]--  {step:<12}          {detail}[/]", highlight=False)
+        else:
+            ctx.console.print(f"  {detail}", highlight=False)
+
+    if not as_json:
+        ctx.console.print(f"Promoting [bold]{name}[/] version {version} to [bold]{target}[/] "
+                          f"in '{environment or spec.environment}'")
+    t0 = time.perf_counter()
+    try:
+        result = promotion.promote(spec, ctx, name, version, target, environment=environment, progress=progress)
+    finally:
+        while spinner:
+            spinner.pop().stop()
+    if as_json:
+        emit_json(result | {"seconds": round(time.perf_counter() - t0, 3)})
+    else:
+        verb = "is now" if result["changed"] else "was already"
+        ctx.console.print(f"[bold green]{name} version {version} {verb} in {result['stage']}[/] "
+                          f"({time.perf_counter() - t0:.1f}s)")
+
+
+def _decide(ctx, decision: str, name: str, version: int, reason: str, stack: str, environment: str | None,
+            as_json: bool) -> None:
+    from mlplat.services import approvals as approvals_service
+
+    spec = ctx.stack(stack)
+    status = approvals_service.decide(spec, ctx, name, version, decision=decision, reason=reason,
+                                      environment=environment)
+    if as_json:
+        emit_json(status)
+        return
+    ctx.console.print(f"{decision} {name} version {version} as {ctx.user}: now {status['state']} "
+                      f"({status['approvals']}/{status['required']} approvals)", highlight=False)
+    if status["state"] == "approved":
+        ctx.console.print(f"next: `mlplat models promote {name} {version} --to production`", highlight=False)
+
+
+@models.command("approve")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--reason", required=True, help="Why (recorded in the audit log).")
+@stack_option
+@env_option
+@json_option
+@pass_ctx
+def approve(ctx, name, version, reason, stack, environment, as_json) -> None:
+    """Approve the production promotion of NAME VERSION (bound to its artifact and gate report)."""
+    _decide(ctx, "approved", name, version, reason, stack, environment, as_json)
+
+
+@models.command("reject")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--reason", required=True, help="Why (recorded in the audit log).")
+@stack_option
+@env_option
+@json_option
+@pass_ctx
+def reject(ctx, name, version, reason, stack, environment, as_json) -> None:
+    """Reject the production promotion of NAME VERSION (final for this artifact and gate report)."""
+    _decide(ctx, "rejected", name, version, reason, stack, environment, as_json)
