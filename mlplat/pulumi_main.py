@@ -38,4 +38,6 @@ def main() -> None:
     build(pulumi.get_stack(), here)
 
 
-main()
+# Pulumi's Python host runs the program file as __main__.
+if __name__ == "__main__":
+    main()
