@@ -118,6 +118,8 @@ def _drift(doc) -> str:
         pred = d.get("prediction")
         if pred and pred.get("psi") is not None:
             numerical.append(("prediction", pred["psi"], pred["verdict"] == "drift"))
+        elif pred and pred.get("js_distance") is not None:
+            categorical.append(("prediction", pred["js_distance"], pred["verdict"] == "drift"))
         if numerical:
             out.append(svg.bars(numerical, threshold=th.get("psi"), title=f"PSI per feature of {w['model']}"))
         if categorical:

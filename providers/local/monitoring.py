@@ -95,20 +95,19 @@ class LocalMonitor(Monitor, CostSource):
     # --- cost ---------------------------------------------------------------------------------
 
     def deployments(self, start: float, end: float) -> list[Deployment]:
-        """Deployment records of the gateway when it keeps them, else one per served version,
-        alive from its first to its last captured request (what a local gateway actually ran)."""
+        """The gateway's deployment records; a version with captured traffic but no record counts as
+        deployed from its first to its last captured request in the period."""
         conn = self.database().connect()
         try:
-            if self._has(conn, "deployments"):
-                recorded = self._recorded_deployments(conn, start, end)
-                if recorded is not None:
-                    return recorded
+            recorded = (self._recorded_deployments(conn, start, end) if self._has(conn, "deployments") else None) or []
             if not self._has(conn, "captures"):
-                return []
+                return recorded
+            known = {(d.model, d.version, d.environment) for d in recorded}
             rows = conn.execute("SELECT model, version, environment, MIN(ts) AS first, MAX(ts) AS last FROM captures "
                                 "WHERE ts<? GROUP BY model, version, environment HAVING MAX(ts)>=?", (end, start)).fetchall()
-            return [Deployment(r["model"], int(r["version"]), r["environment"], float(r["first"]), float(r["last"]),
-                               team=self.spec.team) for r in rows]
+            return recorded + [Deployment(r["model"], int(r["version"]), r["environment"], float(r["first"]),
+                                          float(r["last"]), team=self.spec.team)
+                               for r in rows if (r["model"], int(r["version"]), r["environment"]) not in known]
         finally:
             conn.close()
 

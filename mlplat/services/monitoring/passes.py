@@ -97,21 +97,38 @@ def window_frame(captures: list[Capture], *, use_score: bool):
     return frame, ids
 
 
-def _prediction_is_score(reference) -> bool:
+def _align_predictions(reference, recent: list[Capture]):
+    """Make the reference's ``__prediction__`` comparable with what the server answered.
+
+    Returns ``(reference, use_score, as_classes)``. Registration stores P(positive) for
+    binary classifiers; a server that answers classes is compared on class shares
+    (the reference thresholded at 0.5). Classes are compared as categories; scores and
+    regression outputs as numbers.
+    """
     if reference is None or drift_mod.PREDICTION not in reference.columns:
-        return True
+        return reference, True, False
     values = reference[drift_mod.PREDICTION].dropna()
-    if values.empty or values.dtype.kind not in "f":
-        return False
-    return bool(((values % 1) != 0).any())
+    continuous = values.dtype.kind == "f" and bool(((values % 1) != 0).any())
+    rows = [(label, score) for c in recent for _i, _f, label, score in c.rows()]
+    if continuous and any(score is not None for _l, score in rows):
+        return reference, True, False
+    labels = {label for label, _s in rows if label is not None}
+    if continuous and not (labels <= {0, 1} and values.between(0, 1).all()):
+        return reference, False, False  # regression: outputs against outputs
+    reference = reference.copy()
+    column = reference[drift_mod.PREDICTION]
+    if continuous:
+        column = (column >= 0.5).astype(int)
+    reference[drift_mod.PREDICTION] = column.map(lambda v: None if v is None else drift_mod._category_key(v))
+    return reference, False, True
 
 
 def judge_version(spec, ctx, monitor, model: str, version: int, environment: str,
                   th: drift_mod.Thresholds, rules: list[alerts_mod.Rule]) -> VersionWindow:
     size = spec.monitoring.window.size
     reference = reference_frame(spec, ctx, model, version)
-    use_score = _prediction_is_score(reference)
     recent = [c for c in monitor.captures(model, version, limit=size) if c.ok]
+    reference, use_score, as_classes = _align_predictions(reference, recent)
     metrics: dict[str, float] = {}
 
     drift_doc: dict[str, Any] | None
@@ -121,6 +138,9 @@ def judge_version(spec, ctx, monitor, model: str, version: int, environment: str
                      "note": "the version has no reference sample (registered without training data?)"}
     else:
         frame, _ = window_frame(recent, use_score=use_score)
+        if as_classes and drift_mod.PREDICTION in frame.columns:
+            frame[drift_mod.PREDICTION] = frame[drift_mod.PREDICTION].map(
+                lambda v: None if v is None else drift_mod._category_key(v))
         report = drift_mod.detect(reference, frame if len(frame.columns) else {}, th,
                                   features=[c for c in reference.columns if c != drift_mod.PREDICTION])
         drift_doc = report.to_dict() | {"first_ts": _ts(recent, 0), "last_ts": _ts(recent, -1)}
