@@ -97,3 +97,99 @@ def stop(proc: subprocess.Popen) -> None:
 
 def post(client: httpx.Client, url: str, payload, **kw) -> httpx.Response:
     return client.post(url, json=payload, **kw)
+
+
+# --- a gateway over a throwaway platform database ---------------------------------------------
+
+
+class GatewayHarness:
+    """A platform DB in tmp, model folders by version, and a gateway on a free port in a thread."""
+
+    def __init__(self, tmp: Path, models: dict[int, Path], *, environment: str = "production",
+                 sampling: float = 1.0, max_body_bytes: int = 1_000_000, controller_interval: float = 0.1):
+        from mlplat.db import Database
+
+        self.tmp = tmp
+        self.db_path = tmp / "platform.db"
+        self.db = Database(self.db_path)
+        self.db.migrate()
+        self.models = models
+        self.environment = environment
+        self.sampling = sampling
+        self.max_body_bytes = max_body_bytes
+        self.controller_interval = controller_interval
+        self.gateway = None
+        self.server = None
+        self.thread = None
+        self.url = ""
+
+    def resolve(self, name: str, version: int) -> Path:
+        if version not in self.models:
+            raise FileNotFoundError(f"no model folder for {name} v{version}")
+        return self.models[version]
+
+    def start(self, controller: bool = True):
+        import threading
+
+        import uvicorn
+
+        from mlplat.serving.gateway import Gateway, GatewayConfig
+        from mlplat.serving.model_server import bind
+
+        config = GatewayConfig(environment=self.environment, max_body_bytes=self.max_body_bytes,
+                               capture_sampling=self.sampling, poll_interval=0.1,
+                               controller_interval=self.controller_interval, run_controller=controller)
+        self.gateway = Gateway(self.db_path, config, self.resolve)
+        self.gateway.start()
+        sock = bind("127.0.0.1", 0)
+        self.server = uvicorn.Server(uvicorn.Config(self.gateway, log_level="warning", access_log=False,
+                                                    lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=10)
+            self.gateway.stop()
+            self.server = None
+
+    def deploy(self, version: int, strategy: str = "direct", model: str = "scorer", **kw):
+        from mlplat.services import rollout as ro
+
+        with self.db.transaction() as conn:
+            return ro.deploy(conn, model=model, environment=self.environment, version=version, strategy=strategy,
+                             actor="ds@example.com", **kw)
+
+    def rollback(self, model: str = "scorer", **kw):
+        from mlplat.services import rollout as ro
+
+        with self.db.transaction() as conn:
+            return ro.rollback(conn, model=model, environment=self.environment, actor="ds@example.com", **kw)
+
+    def query(self, sql: str, *args):
+        conn = self.db.connect()
+        try:
+            return [dict(r) for r in conn.execute(sql, args)]
+        finally:
+            conn.close()
+
+    def wait_for(self, predicate, timeout: float = 15.0, interval: float = 0.05):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError("condition not reached in time")
+
+
+def row(i: int = 0) -> dict:
+    rng = np.random.default_rng(i)
+    a, b, c = rng.normal(size=3)
+    return {"dataframe_records": [{"a": float(a), "b": float(b), "c": float(c)}]}

@@ -1,0 +1,251 @@
+"""`mlplat serve | deploy | rollback | deployments list|show | rollout status`."""
+from __future__ import annotations
+
+import time
+
+import click
+
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+
+env_option = click.option("--env", "environment", default=None,
+                          help="Environment of the deployment (default: the stack's environment).")
+STRATEGIES = ("direct", "ab", "canary", "shadow")
+
+
+def _serving(ctx, stack: str):
+    from mlplat import providers
+    from mlplat.components import Capability
+
+    spec = ctx.stack(stack)
+    return spec, providers.capability(spec, ctx, Capability.SERVING)
+
+
+def _int_list(_ctx, _param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of percentages, e.g. 1,10,50,100") from None
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _routes(endpoint: dict) -> str:
+    text = ", ".join(f"{r['variant']} v{r['version']} {r['weight']}%" for r in endpoint["routes"] if r["weight"])
+    if endpoint.get("shadow"):
+        text += f"; shadow v{endpoint['shadow']['version']} {endpoint['shadow']['percent']}% mirrored"
+    return text
+
+
+@click.command()
+@stack_option
+@env_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind (no auth: loopback only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: serving.port of the stack; 0 picks a free one).")
+@click.option("--port-file", type=click.Path(dir_okay=False), default=None, help="Write the bound port here once serving.")
+@click.option("--no-controller", is_flag=True, help="Do not run the canary controller in this gateway.")
+@pass_ctx
+def serve(ctx, stack: str, environment: str | None, host: str, port: int | None, port_file: str | None,
+          no_controller: bool) -> None:
+    """Run the serving gateway for every deployment of the stack's environment (blocks).
+
+    \b
+    POST /endpoints/NAME/invocations   MLflow scoring format
+    POST /v2/models/NAME/infer         Open Inference Protocol v2
+    GET  /metrics                      Prometheus text
+    Deploys, canary steps and rollbacks apply within a second, without restart.
+    """
+    from mlplat.cli.ui import require_loopback
+
+    require_loopback(host)
+    spec, serving = _serving(ctx, stack)
+    serving.serve(environment=environment or spec.environment, host=host,
+                  port=spec.serving.port if port is None else port, port_file=port_file, controller=not no_controller)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("version", type=click.IntRange(min=1))
+@stack_option
+@env_option
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="direct", show_default=True)
+@click.option("--weights", default=None, help="ab: '90,10' (current stable, this version) or '3=90,4=10'.")
+@click.option("--steps", callback=_int_list, default=None, help="canary: percentages, e.g. 1,10,50,100 (default: stack).")
+@click.option("--bake", type=click.FloatRange(min=0), default=None, help="canary: seconds per step (default: stack).")
+@click.option("--percent", type=click.IntRange(1, 50), default=None, help="shadow: share mirrored (default: stack).")
+@json_option
+@pass_ctx
+def deploy(ctx, name: str, version: int, stack: str, environment: str | None, strategy: str, weights: str | None,
+           steps: list[int] | None, bake: float | None, percent: int | None, as_json: bool) -> None:
+    """Deploy VERSION of model NAME with a rollout strategy (only gated, and for production approved, versions)."""
+    if weights and strategy != "ab":
+        raise click.UsageError("--weights applies to --strategy ab")
+    if (steps or bake is not None) and strategy != "canary":
+        raise click.UsageError("--steps and --bake apply to --strategy canary")
+    if percent is not None and strategy != "shadow":
+        raise click.UsageError("--percent applies to --strategy shadow")
+    spec, serving = _serving(ctx, stack)
+    env = environment or spec.environment
+    endpoint = serving.deploy(name, version, environment=env, strategy=strategy, weights=weights, steps=steps,
+                              bake_seconds=bake, percent=percent)
+    if as_json:
+        emit_json(endpoint)
+        return
+    ctx.console.print(f"deployed {name} v{version} to {env} ({strategy}): {_routes(endpoint)}", highlight=False)
+    if strategy == "canary":
+        ctx.console.print("the gateway's canary controller advances or rolls back each step; watch it with "
+                          f"`mlplat rollout status {name} --env {env}`", highlight=False)
+
+
+@click.command()
+@click.argument("name")
+@stack_option
+@env_option
+@click.option("--to", "to_version", type=click.IntRange(min=1), default=None,
+              help="Version to return to (default: the stable version, or the previous one).")
+@click.option("--reason", default=None, help="Why, for the audit log.")
+@json_option
+@pass_ctx
+def rollback(ctx, name: str, stack: str, environment: str | None, to_version: int | None, reason: str | None,
+             as_json: bool) -> None:
+    """Move 100 % of NAME's traffic back to its stable (kept warm) version, ending any rollout."""
+    spec, serving = _serving(ctx, stack)
+    env = environment or spec.environment
+    endpoint = serving.rollback(name, environment=env, to=to_version, reason=reason)
+    if as_json:
+        emit_json(endpoint)
+        return
+    ctx.console.print(f"rolled back {name} in {env}: {_routes(endpoint)} (recorded in {endpoint['applied_in_s']} s; "
+                      "a running gateway applies it within a second)", highlight=False)
+
+
+@click.group()
+def deployments() -> None:
+    """List and inspect deployments."""
+
+
+@deployments.command("list")
+@stack_option
+@click.option("--env", "environment", default=None, help="Only this environment (default: all).")
+@json_option
+@pass_ctx
+def list_cmd(ctx, stack: str, environment: str | None, as_json: bool) -> None:
+    """Every deployment with its strategy and routing."""
+    _, serving = _serving(ctx, stack)
+    rows = serving.list(environment)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        ctx.console.print("No deployments yet. Deploy with `mlplat deploy NAME VERSION`.")
+        return
+    from rich.table import Table
+
+    table = Table("model", "environment", "strategy", "routing", "stable", "previous", "updated", "by")
+    for e in rows:
+        table.add_row(e["model"], e["environment"], e["strategy"], _routes(e), f"v{e['stable_version']}",
+                      f"v{e['previous_version']}" if e["previous_version"] else "-", _when(e["updated_at"]),
+                      e["updated_by"])
+    ctx.console.print(table)
+
+
+@deployments.command("show")
+@click.argument("name")
+@stack_option
+@env_option
+@json_option
+@pass_ctx
+def show_cmd(ctx, name: str, stack: str, environment: str | None, as_json: bool) -> None:
+    """One deployment: routing, served-version history, recent decisions."""
+    spec, serving = _serving(ctx, stack)
+    data = serving.show(name, environment=environment or spec.environment)
+    if as_json:
+        emit_json(data)
+        return
+    from rich.table import Table
+
+    c = ctx.console
+    c.print(f"[bold]{data['model']}[/] in {data['environment']}: {data['strategy']}, {_routes(data)}", highlight=False)
+    c.print(f"stable v{data['stable_version']}, rollback target "
+            f"v{data['previous_version'] if data['previous_version'] else '-'}", highlight=False)
+    history = Table("version", "variant", "from", "until", title="served versions")
+    for h in data["history"]:
+        history.add_row(f"v{h['version']}", h["variant"], _when(h["started_at"]), _when(h["ended_at"]) if h["ended_at"] else "now")
+    c.print(history)
+    _print_events(ctx, data["events"])
+
+
+def _print_events(ctx, events: list[dict]) -> None:
+    if not events:
+        return
+    from rich.table import Table
+
+    table = Table("when", "event", "step", "percent", "by", "reason", title="decisions")
+    for e in events:
+        table.add_row(_when(e["ts"]), e["event"], "-" if e["step_index"] is None else str(e["step_index"] + 1),
+                      "-" if e["percent"] is None else f"{e['percent']}%", e["actor"], e["reason"])
+    ctx.console.print(table)
+
+
+@click.group()
+def rollout() -> None:
+    """Follow rollouts: current step, metrics per variant, decision history."""
+
+
+@rollout.command("status")
+@click.argument("name")
+@stack_option
+@env_option
+@json_option
+@pass_ctx
+def status_cmd(ctx, name: str, stack: str, environment: str | None, as_json: bool) -> None:
+    """Current step, latest analysis per variant (canary), A/B readout, shadow comparison, decisions."""
+    spec, serving = _serving(ctx, stack)
+    data = serving.rollout_status(name, environment=environment or spec.environment)
+    if as_json:
+        emit_json(data)
+        return
+    from rich.table import Table
+
+    c = ctx.console
+    endpoint = data["endpoint"]
+    c.print(f"[bold]{name}[/] in {endpoint['environment']}: {endpoint['strategy']}, {_routes(endpoint)}", highlight=False)
+    r = data.get("rollout")
+    if r:
+        steps = r["policy"]["steps"]
+        c.print(f"canary #{r['id']} v{r['stable_version']} → v{r['candidate_version']}: [bold]{r['state']}[/], "
+                f"step {r['step_index'] + 1}/{len(steps)} ({r['percent']}%) of {steps}, bake {r['policy']['bake_seconds']:g}s, "
+                f"step started {_when(r['step_started_at'])}", highlight=False)
+        analysis = r.get("last_analysis")
+        if analysis and r["state"] == "running":
+            table = Table("variant", "requests", "errors", "error rate", "p50 ms", "p95 ms", "mean prediction",
+                          title=f"latest analysis: {analysis['action']} ({'; '.join(analysis['reasons'])})")
+            for variant in ("stable", "candidate"):
+                m = analysis["metrics"].get(variant, {})
+                table.add_row(variant, str(m.get("requests")), str(m.get("errors")), str(m.get("error_rate")),
+                              str(m.get("p50_ms")), str(m.get("p95_ms")), str(m.get("mean_prediction")))
+            c.print(table)
+        elif r.get("reason"):
+            c.print(f"ended: {r['reason']}", highlight=False)
+    if data.get("ab"):
+        table = Table("variant", "version", "weight", "captured", "errors", "mean ms", "labelled", "accuracy", title="A/B")
+        for variant, m in data["ab"]["variants"].items():
+            table.add_row(variant, f"v{m['version']}", f"{m['weight']}%", str(m["captured"]), str(m["errors"]),
+                          str(m["mean_latency_ms"]), str(m.get("labelled", "-")), str(m.get("accuracy", "-")))
+        c.print(table)
+        sig = data["ab"].get("significance")
+        if sig:
+            verdict = "significant" if sig["significant_at_0.05"] else "not significant"
+            c.print(f"accuracy {sig['compared'][0]} vs {sig['compared'][1]}: z={sig['z']}, p={sig['p_value']} "
+                    f"({verdict} at 0.05)", highlight=False)
+        else:
+            c.print("no significance readout yet: it needs labels for both variants (mlplat monitor labels)")
+    if data.get("shadow"):
+        s = data["shadow"]
+        c.print(f"shadow v{s['version']}: {s['compared']} captured pairs, agreement {s['agreement']}, errors "
+                f"{s['errors']}, p95 {s['shadow_p95_ms']} ms vs primary {s['primary_p95_ms']} ms", highlight=False)
+    _print_events(ctx, data["events"])

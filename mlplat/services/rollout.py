@@ -1,0 +1,634 @@
+"""Rollout rules: the one rollout spec (direct, ab, canary, shadow), canary analysis, rollback.
+
+State lives in the platform database (migration ``0003_serving``): ``endpoints`` holds
+what each (model, environment) routes now, ``rollouts`` the canary state machines,
+``rollout_events`` every decision. Each transition is one transaction that also
+appends to the audit log and bumps ``serving_revision``, which the running gateway
+polls, so a change is live within a poll interval and a crash never half-applies it.
+
+The analysis functions are pure: they take per-variant statistics and thresholds
+and return a decision with its reasons; the gateway's controller feeds them live
+traffic and applies the decision through :func:`advance` / :func:`rollback`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from mlplat.errors import Conflict, MlplatError, NotFound
+
+STRATEGIES = ("direct", "ab", "canary", "shadow")
+MAX_SHADOW_PERCENT = 50
+# Sub-millisecond p95s are noise-dominated: a latency breach also needs the candidate to be
+# this much slower in absolute terms, so 0.3 ms vs 0.2 ms is not "1.5x slower".
+LATENCY_SLACK_MS = 2.0
+
+
+class RolloutError(MlplatError):
+    """A deploy or rollback request that cannot be applied as asked."""
+
+
+# --- the spec -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    variant: str
+    version: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    steps: tuple[int, ...]
+    bake_seconds: float
+    max_error_rate: float
+    max_latency_ratio: float
+    max_prediction_shift: float
+    min_requests: int
+
+    @classmethod
+    def from_stack(cls, canary: Any, *, steps: Sequence[int] | None = None, bake: float | None = None) -> "CanaryPolicy":
+        policy = cls(tuple(steps or canary.steps), float(canary.bake_seconds if bake is None else bake),
+                     canary.max_error_rate, canary.max_latency_ratio, canary.max_prediction_shift, canary.min_requests)
+        policy.check()
+        return policy
+
+    def check(self) -> None:
+        steps = list(self.steps)
+        if not steps or any(not 0 < s <= 100 for s in steps) or any(b <= a for a, b in zip(steps, steps[1:])):
+            raise RolloutError(f"canary steps {steps} must be increasing percentages between 1 and 100",
+                               hint="for example --steps 1,10,50,100")
+        if steps[-1] != 100:
+            raise RolloutError(f"the last canary step must be 100, got {steps[-1]}", hint="end --steps with 100")
+        if self.bake_seconds < 0:
+            raise RolloutError("--bake must be zero or more seconds")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "CanaryPolicy":
+        data = json.loads(text)
+        data["steps"] = tuple(data["steps"])
+        return cls(**data)
+
+
+@dataclass
+class Endpoint:
+    model: str
+    environment: str
+    strategy: str
+    routes: list[Route]
+    shadow: dict[str, int] | None
+    stable_version: int
+    previous_version: int | None
+    rollout_id: int | None = None
+    updated_at: float = 0.0
+    updated_by: str = ""
+
+    @property
+    def candidate_version(self) -> int | None:
+        others = [r.version for r in self.routes if r.version != self.stable_version]
+        if others:
+            return others[0]
+        return self.shadow["version"] if self.shadow else None
+
+    def versions(self) -> set[int]:
+        """Every version the gateway keeps loaded for this endpoint (warm rollback target included)."""
+        out = {r.version for r in self.routes} | {self.stable_version}
+        if self.shadow:
+            out.add(self.shadow["version"])
+        if self.previous_version is not None:
+            out.add(self.previous_version)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "environment": self.environment, "strategy": self.strategy,
+                "routes": [asdict(r) for r in self.routes], "shadow": self.shadow,
+                "stable_version": self.stable_version, "previous_version": self.previous_version,
+                "rollout_id": self.rollout_id, "updated_at": self.updated_at, "updated_by": self.updated_by}
+
+
+def parse_weights(text: str | None, stable: int | None, version: int) -> list[Route]:
+    """``--weights``: ``"90,10"`` (stable, new) or ``"3=90,4=10"`` (version=weight); default 50/50."""
+    if not text:
+        if stable is None or stable == version:
+            raise RolloutError("an A/B deployment needs two versions",
+                               hint="deploy one with --strategy direct first, or give --weights 3=50,4=50")
+        pairs = [(stable, 50), (version, 50)]
+    else:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        try:
+            if all("=" in p for p in parts):
+                pairs = [(int(p.split("=")[0]), int(p.split("=")[1])) for p in parts]
+            else:
+                if len(parts) != 2 or stable is None:
+                    raise RolloutError(f"--weights {text!r}: give two weights (current stable, new version) "
+                                       "or version=weight pairs", hint="for example --weights 90,10 or --weights 3=90,4=10")
+                pairs = [(stable, int(parts[0])), (version, int(parts[1]))]
+        except ValueError:
+            raise RolloutError(f"--weights {text!r} is not a list of integers",
+                               hint="for example --weights 90,10 or --weights 3=90,4=10") from None
+    versions = [v for v, _ in pairs]
+    if len(set(versions)) != len(versions):
+        raise RolloutError(f"--weights names a version twice: {text}")
+    if version not in versions:
+        raise RolloutError(f"--weights must include the deployed version {version}")
+    if any(w < 0 for _, w in pairs) or sum(w for _, w in pairs) != 100:
+        raise RolloutError(f"--weights must be non-negative and sum to 100, got {sum(w for _, w in pairs)}")
+    if len(pairs) < 2:
+        raise RolloutError("an A/B deployment needs at least two versions")
+    return [Route(f"v{v}", v, w) for v, w in pairs]
+
+
+def canary_routes(stable: int, candidate: int, percent: int) -> list[Route]:
+    # candidate first: routing buckets below `percent` go to it, so sticky keys stay put as it grows
+    return [Route("canary", candidate, percent), Route("stable", stable, 100 - percent)]
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+@dataclass
+class VariantStats:
+    """What one variant served during an analysis window."""
+
+    requests: int = 0
+    errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    predictions: list[float] = field(default_factory=list)
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p95_ms(self) -> float | None:
+        return percentile(self.latencies_ms, 95)
+
+    def summary(self) -> dict[str, Any]:
+        p95 = self.p95_ms
+        return {"requests": self.requests, "errors": self.errors, "error_rate": round(self.error_rate, 4),
+                "p50_ms": _round(percentile(self.latencies_ms, 50)), "p95_ms": _round(p95),
+                "mean_prediction": _round(sum(self.predictions) / len(self.predictions)) if self.predictions else None}
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] if lo == hi else ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def psi(expected: Sequence[float], actual: Sequence[float], *, bins: int = 10, floor: float = 1e-4) -> float:
+    """Population stability index of ``actual`` against ``expected``.
+
+    Few distinct values (labels) are compared category by category; continuous values
+    in quantile bins of ``expected``. Empty shares are floored so the log stays finite.
+    """
+    if not expected or not actual:
+        return 0.0
+    distinct = sorted(set(expected) | set(actual))
+    if len(distinct) <= 20:
+        edges_share_e = [sum(1 for v in expected if v == d) / len(expected) for d in distinct]
+        edges_share_a = [sum(1 for v in actual if v == d) / len(actual) for d in distinct]
+    else:
+        ordered = sorted(expected)
+        cuts = sorted({ordered[min(len(ordered) - 1, int(len(ordered) * i / bins))] for i in range(1, bins)})
+        edges_share_e = _shares(expected, cuts)
+        edges_share_a = _shares(actual, cuts)
+    total = 0.0
+    for e, a in zip(edges_share_e, edges_share_a):
+        e, a = max(e, floor), max(a, floor)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+def _shares(values: Sequence[float], cuts: list[float]) -> list[float]:
+    import bisect
+
+    counts = [0] * (len(cuts) + 1)
+    for v in values:
+        counts[bisect.bisect_right(cuts, v)] += 1
+    return [c / len(values) for c in counts]
+
+
+def two_proportion_test(success_a: int, n_a: int, success_b: int, n_b: int) -> dict[str, float | None]:
+    """Two-sided z-test that two rates differ: ``{"z", "p_value"}`` (None without data)."""
+    if not n_a or not n_b:
+        return {"z": None, "p_value": None}
+    pooled = (success_a + success_b) / (n_a + n_b)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if se == 0:
+        return {"z": 0.0, "p_value": 1.0}
+    z = (success_a / n_a - success_b / n_b) / se
+    return {"z": round(z, 4), "p_value": round(math.erfc(abs(z) / math.sqrt(2)), 6)}
+
+
+# --- canary analysis ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "wait" | "pass" | "rollback"
+    reasons: tuple[str, ...]
+    metrics: dict[str, Any]
+
+
+def analyze(stable: VariantStats, candidate: VariantStats, policy: CanaryPolicy, *, elapsed: float) -> Decision:
+    """Judge the candidate of one canary step against the stable version.
+
+    A breach rolls back as soon as the candidate has served ``min_requests`` (errors
+    also earlier, once they alone exceed the budget for ``min_requests``); a step
+    passes when the bake time is over, the candidate has served ``min_requests`` and
+    nothing breached. Latency and prediction shift need stable traffic to compare with
+    (the stable window spans the whole rollout, so the 100 % step still has a baseline).
+    A latency breach also needs the candidate's p95 to be ``LATENCY_SLACK_MS`` slower.
+    """
+    metrics = {"stable": stable.summary(), "candidate": candidate.summary(), "elapsed_s": round(elapsed, 2)}
+    reasons: list[str] = []
+    enough = candidate.requests >= policy.min_requests
+    # errors beyond what the whole min_requests window could tolerate: no need to wait
+    error_budget = policy.max_error_rate * max(policy.min_requests, candidate.requests)
+    if candidate.errors > error_budget or (enough and candidate.error_rate > policy.max_error_rate):
+        reasons.append(f"error rate {candidate.error_rate:.1%} over {candidate.requests} requests exceeds "
+                       f"{policy.max_error_rate:.1%}")
+    if enough and stable.latencies_ms and candidate.latencies_ms:
+        s95, c95 = stable.p95_ms or 0.0, candidate.p95_ms or 0.0
+        ratio = c95 / max(s95, 0.05)
+        metrics["latency_ratio"] = round(ratio, 3)
+        if ratio > policy.max_latency_ratio and c95 - s95 > LATENCY_SLACK_MS:
+            reasons.append(f"p95 latency {c95:.2f} ms is {ratio:.2f}x stable's {s95:.2f} ms "
+                           f"(limit {policy.max_latency_ratio}x)")
+    if enough and stable.predictions and candidate.predictions:
+        shift = psi(stable.predictions, candidate.predictions)
+        metrics["prediction_psi"] = round(shift, 4)
+        if shift > policy.max_prediction_shift:
+            reasons.append(f"prediction distribution shifted: PSI {shift:.3f} > {policy.max_prediction_shift}")
+    if reasons:
+        return Decision("rollback", tuple(reasons), metrics)
+    if not enough:
+        return Decision("wait", (f"candidate served {candidate.requests} of {policy.min_requests} requests "
+                                 "needed for a verdict",), metrics)
+    if elapsed < policy.bake_seconds:
+        return Decision("wait", (f"baking: {elapsed:.0f} of {policy.bake_seconds:.0f} s",), metrics)
+    return Decision("pass", ("error rate, latency and prediction shift within limits",), metrics)
+
+
+# --- persistence -------------------------------------------------------------------------------
+
+
+def bump_revision(conn: sqlite3.Connection) -> int:
+    conn.execute("INSERT OR IGNORE INTO serving_revision (id, revision) VALUES (1, 0)")
+    conn.execute("UPDATE serving_revision SET revision = revision + 1 WHERE id = 1")
+    return int(conn.execute("SELECT revision FROM serving_revision WHERE id = 1").fetchone()[0])
+
+
+def revision(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT revision FROM serving_revision WHERE id = 1").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _endpoint(row: sqlite3.Row) -> Endpoint:
+    return Endpoint(model=row["model"], environment=row["environment"], strategy=row["strategy"],
+                    routes=[Route(**r) for r in json.loads(row["routes"])],
+                    shadow=json.loads(row["shadow"]) if row["shadow"] else None,
+                    stable_version=int(row["stable_version"]),
+                    previous_version=None if row["previous_version"] is None else int(row["previous_version"]),
+                    rollout_id=row["rollout_id"], updated_at=float(row["updated_at"]), updated_by=row["updated_by"])
+
+
+def get_endpoint(conn: sqlite3.Connection, model: str, environment: str) -> Endpoint | None:
+    row = conn.execute("SELECT * FROM endpoints WHERE model=? AND environment=?", (model, environment)).fetchone()
+    return _endpoint(row) if row else None
+
+
+def list_endpoints(conn: sqlite3.Connection, environment: str | None = None) -> list[Endpoint]:
+    if environment is None:
+        rows = conn.execute("SELECT * FROM endpoints ORDER BY environment, model").fetchall()
+    else:
+        rows = conn.execute("SELECT * FROM endpoints WHERE environment=? ORDER BY model", (environment,)).fetchall()
+    return [_endpoint(r) for r in rows]
+
+
+def require_endpoint(conn: sqlite3.Connection, model: str, environment: str) -> Endpoint:
+    endpoint = get_endpoint(conn, model, environment)
+    if endpoint is None:
+        known = [f"{e.model} ({e.environment})" for e in list_endpoints(conn)]
+        raise NotFound(f"no deployment of '{model}' in environment '{environment}'",
+                       hint=("deployments: " + ", ".join(known)) if known else
+                       f"deploy it first: mlplat deploy {model} VERSION --env {environment}")
+    return endpoint
+
+
+def get_rollout(conn: sqlite3.Connection, rollout_id: int) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
+    return dict(row) if row else None
+
+
+def running_rollouts(conn: sqlite3.Connection, environment: str | None = None) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM rollouts WHERE state='running'" + (" AND environment=?" if environment else "")
+    return [dict(r) for r in conn.execute(sql + " ORDER BY id", (environment,) if environment else ())]
+
+
+def events(conn: sqlite3.Connection, model: str, environment: str, limit: int = 50) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT * FROM rollout_events WHERE model=? AND environment=? ORDER BY id DESC LIMIT ?",
+                        (model, environment, limit)).fetchall()
+    out = []
+    for r in reversed(rows):
+        item = dict(r)
+        item["metrics"] = json.loads(item["metrics"])
+        out.append(item)
+    return out
+
+
+def _audit(conn, *, actor: str, action: str, endpoint: Endpoint, version: int | None, reason: str,
+           evidence: Mapping[str, Any]) -> None:
+    from mlplat.services import audit
+
+    audit.append(conn, actor=actor, action=action, model=endpoint.model, version=version,
+                 environment=endpoint.environment, reason=reason, evidence=dict(evidence))
+
+
+def _event(conn, endpoint: Endpoint, *, actor: str, event: str, reason: str, rollout_id: int | None = None,
+           step_index: int | None = None, percent: int | None = None, metrics: Mapping[str, Any] | None = None,
+           now: float) -> None:
+    conn.execute("INSERT INTO rollout_events (rollout_id, model, environment, ts, actor, event, step_index, percent, "
+                 "reason, metrics) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                 (rollout_id, endpoint.model, endpoint.environment, now, actor, event, step_index, percent, reason,
+                  json.dumps(metrics or {}, default=str)))
+
+
+def _save(conn, endpoint: Endpoint, *, now: float, instance_type: str | None, price: float | None) -> None:
+    conn.execute(
+        "INSERT INTO endpoints (model, environment, strategy, routes, shadow, stable_version, previous_version, "
+        "rollout_id, created_at, updated_at, updated_by) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (model, environment) DO UPDATE SET strategy=excluded.strategy, routes=excluded.routes, "
+        "shadow=excluded.shadow, stable_version=excluded.stable_version, previous_version=excluded.previous_version, "
+        "rollout_id=excluded.rollout_id, updated_at=excluded.updated_at, updated_by=excluded.updated_by",
+        (endpoint.model, endpoint.environment, endpoint.strategy, json.dumps([asdict(r) for r in endpoint.routes]),
+         json.dumps(endpoint.shadow) if endpoint.shadow else None, endpoint.stable_version, endpoint.previous_version,
+         endpoint.rollout_id, now, now, endpoint.updated_by))
+    _sync_history(conn, endpoint, now=now, instance_type=instance_type, price=price)
+    bump_revision(conn)
+
+
+def _sync_history(conn, endpoint: Endpoint, *, now: float, instance_type: str | None, price: float | None) -> None:
+    """Open/close served-version intervals so cost follows what actually took traffic."""
+    serving = {(r.version, r.variant) for r in endpoint.routes if r.weight > 0}
+    if endpoint.shadow:
+        serving.add((int(endpoint.shadow["version"]), "shadow"))
+    open_rows = conn.execute("SELECT id, version, variant FROM deployments WHERE model=? AND environment=? "
+                             "AND ended_at IS NULL", (endpoint.model, endpoint.environment)).fetchall()
+    current = {(int(r["version"]), r["variant"]): r["id"] for r in open_rows}
+    for key, row_id in current.items():
+        if key not in serving:
+            conn.execute("UPDATE deployments SET ended_at=? WHERE id=?", (now, row_id))
+    for version, variant in serving - set(current):
+        conn.execute("INSERT INTO deployments (model, environment, version, variant, started_at, instance_type, "
+                     "price_per_hour) VALUES (?,?,?,?,?,?,?)",
+                     (endpoint.model, endpoint.environment, version, variant, now, instance_type, price))
+
+
+def _finish_running(conn, model: str, environment: str, *, state: str, reason: str, now: float) -> dict | None:
+    row = conn.execute("SELECT * FROM rollouts WHERE model=? AND environment=? AND state='running'",
+                       (model, environment)).fetchone()
+    if row is None:
+        return None
+    conn.execute("UPDATE rollouts SET state=?, finished_at=?, reason=? WHERE id=?", (state, now, reason, row["id"]))
+    return dict(row)
+
+
+def deploy(conn: sqlite3.Connection, *, model: str, environment: str, version: int, strategy: str, actor: str,
+           canary: CanaryPolicy | None = None, weights: str | None = None, shadow_percent: int | None = None,
+           evidence: Mapping[str, Any] | None = None, instance_type: str | None = None,
+           price_per_hour: float | None = None, now: float | None = None) -> Endpoint:
+    """Apply one rollout spec. Call inside ``Database.transaction()``; returns the new endpoint."""
+    now = time.time() if now is None else now
+    if strategy not in STRATEGIES:
+        raise RolloutError(f"unknown strategy '{strategy}'", hint="one of: " + ", ".join(STRATEGIES))
+    current = get_endpoint(conn, model, environment)
+    stable = current.stable_version if current else None
+    previous = current.previous_version if current else None
+    what = f"{model} version {version}"
+    if strategy in ("canary", "shadow") and stable is None:
+        raise RolloutError(f"a {strategy} deployment compares {what} with a stable version, but '{model}' has no "
+                           f"deployment in '{environment}' yet",
+                           hint=f"deploy a first version with: mlplat deploy {model} {version} --env {environment} "
+                                "--strategy direct")
+    if strategy in ("canary", "shadow") and stable == version:
+        raise RolloutError(f"{what} is already the stable version in '{environment}'",
+                           hint="deploy a different version as the candidate")
+    superseded = _finish_running(conn, model, environment, state="superseded",
+                                 reason=f"superseded by a {strategy} deployment of version {version}", now=now)
+    rollout_id = None
+    shadow = None
+    if strategy == "direct":
+        routes = [Route("primary", version, 100)]
+        new_stable = version
+        new_previous = stable if stable is not None and stable != version else previous
+    elif strategy == "ab":
+        routes = parse_weights(weights, stable, version)
+        new_stable = stable if stable is not None else routes[0].version
+        new_previous = previous
+    elif strategy == "canary":
+        assert canary is not None and stable is not None
+        canary.check()
+        first = canary.steps[0]
+        cur = conn.execute("INSERT INTO rollouts (model, environment, stable_version, candidate_version, policy, "
+                           "step_index, step_started_at, state, created_at, created_by) VALUES (?,?,?,?,?,0,?,"
+                           "'running',?,?)", (model, environment, stable, version, canary.to_json(), now, now, actor))
+        rollout_id = int(cur.lastrowid)
+        routes = canary_routes(stable, version, first) if first < 100 else [Route("canary", version, 100)]
+        new_stable, new_previous = stable, previous
+    else:  # shadow
+        percent = 10 if shadow_percent is None else int(shadow_percent)
+        if not 1 <= percent <= MAX_SHADOW_PERCENT:
+            raise RolloutError(f"--percent {percent}: shadow traffic must be between 1 and {MAX_SHADOW_PERCENT} %",
+                               hint="mirroring more than half the traffic doubles the load for little extra signal")
+        assert stable is not None
+        routes = [Route("primary", stable, 100)]
+        shadow = {"version": version, "percent": percent}
+        new_stable, new_previous = stable, previous
+    endpoint = Endpoint(model, environment, strategy, routes, shadow, new_stable, new_previous, rollout_id,
+                        now, actor)
+    _save(conn, endpoint, now=now, instance_type=instance_type, price=price_per_hour)
+    detail = {"strategy": strategy, "routes": [asdict(r) for r in routes], "shadow": shadow,
+              "stable_version": new_stable, "rollout_id": rollout_id, **({"gate": dict(evidence)} if evidence else {})}
+    if canary is not None and strategy == "canary":
+        detail["policy"] = asdict(canary)
+    if superseded:
+        _event(conn, endpoint, actor=actor, event="superseded", rollout_id=superseded["id"],
+               reason=f"superseded by a {strategy} deployment of version {version}", now=now)
+    _event(conn, endpoint, actor=actor, event="deployed", rollout_id=rollout_id, step_index=0 if rollout_id else None,
+           percent=routes[0].weight if strategy == "canary" else None,
+           reason=f"{strategy} deployment of version {version}", metrics=detail, now=now)
+    _audit(conn, actor=actor, action="deployment.created", endpoint=endpoint, version=version,
+           reason=f"{strategy} deployment", evidence=detail)
+    return endpoint
+
+
+def advance(conn: sqlite3.Connection, rollout_id: int, *, actor: str, decision: Decision,
+            expect_step: int | None = None, now: float | None = None, instance_type: str | None = None, price_per_hour: float | None = None
+            ) -> Endpoint | None:
+    """Move a running canary to its next step, or promote the candidate after the last one.
+
+    Idempotent against a stale caller: a rollout that is no longer running (rolled back,
+    superseded) is left alone and ``None`` returned.
+    """
+    now = time.time() if now is None else now
+    rollout = get_rollout(conn, rollout_id)
+    if rollout is None or rollout["state"] != "running":
+        return None
+    if expect_step is not None and int(rollout["step_index"]) != expect_step:
+        return None  # another controller moved it already
+    policy = CanaryPolicy.from_json(rollout["policy"])
+    endpoint = require_endpoint(conn, rollout["model"], rollout["environment"])
+    stable, candidate = int(rollout["stable_version"]), int(rollout["candidate_version"])
+    step = int(rollout["step_index"]) + 1
+    if step >= len(policy.steps):
+        endpoint.routes = [Route("primary", candidate, 100)]
+        endpoint.strategy = "direct"
+        endpoint.previous_version, endpoint.stable_version = stable, candidate
+        endpoint.rollout_id = None
+        endpoint.updated_by = actor
+        conn.execute("UPDATE rollouts SET state='succeeded', finished_at=?, reason=? WHERE id=?",
+                     (now, "promoted after the last step", rollout_id))
+        _save(conn, endpoint, now=now, instance_type=instance_type, price=price_per_hour)
+        _event(conn, endpoint, actor=actor, event="promoted", rollout_id=rollout_id, step_index=step - 1,
+               percent=100, reason="; ".join(decision.reasons), metrics=decision.metrics, now=now)
+        _audit(conn, actor=actor, action="deployment.step", endpoint=endpoint, version=candidate,
+               reason=f"canary promoted: version {candidate} takes 100 % (stable was {stable})",
+               evidence={"rollout_id": rollout_id, "metrics": decision.metrics})
+        return endpoint
+    percent = policy.steps[step]
+    endpoint.routes = canary_routes(stable, candidate, percent) if percent < 100 else [Route("canary", candidate, 100)]
+    endpoint.updated_by = actor
+    conn.execute("UPDATE rollouts SET step_index=?, step_started_at=? WHERE id=?", (step, now, rollout_id))
+    _save(conn, endpoint, now=now, instance_type=instance_type, price=price_per_hour)
+    _event(conn, endpoint, actor=actor, event="step", rollout_id=rollout_id, step_index=step, percent=percent,
+           reason="; ".join(decision.reasons), metrics=decision.metrics, now=now)
+    _audit(conn, actor=actor, action="deployment.step", endpoint=endpoint, version=candidate,
+           reason=f"canary step {step + 1}/{len(policy.steps)}: {percent} % to version {candidate}",
+           evidence={"rollout_id": rollout_id, "metrics": decision.metrics})
+    return endpoint
+
+
+def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: str, to: int | None = None,
+             reason: str = "manual rollback", metrics: Mapping[str, Any] | None = None,
+             expect_rollout: int | None = None, now: float | None = None, instance_type: str | None = None,
+             price_per_hour: float | None = None) -> Endpoint | None:
+    """Send 100 % of traffic to the stable version (or ``to``), ending any rollout.
+
+    With a candidate live (canary, ab, shadow) the target is the stable version; with a
+    single version it is the previous stable one. ``expect_rollout`` makes the canary
+    controller's call a no-op (``None``) if that rollout already ended.
+    """
+    now = time.time() if now is None else now
+    endpoint = require_endpoint(conn, model, environment)
+    if expect_rollout is not None:
+        rollout = get_rollout(conn, expect_rollout)
+        if rollout is None or rollout["state"] != "running":
+            return None
+    serving = sorted({r.version for r in endpoint.routes if r.weight > 0})
+    has_candidate = endpoint.strategy in ("canary", "ab", "shadow") and (
+        endpoint.shadow is not None or any(v != endpoint.stable_version for v in serving))
+    if to is not None:
+        target = int(to)
+    elif has_candidate:
+        target = endpoint.stable_version
+    elif endpoint.previous_version is not None:
+        target = endpoint.previous_version
+    else:
+        raise Conflict(f"'{model}' in '{environment}' has only ever served version {endpoint.stable_version}: "
+                       "there is no earlier version to roll back to",
+                       hint=f"deploy another version, or name one with --to")
+    if serving == [target] and endpoint.shadow is None and endpoint.rollout_id is None:
+        raise Conflict(f"'{model}' in '{environment}' already serves version {target} only",
+                       hint="`mlplat deployments show` lists the versions it served")
+    from_versions = serving + ([endpoint.shadow["version"]] if endpoint.shadow else [])
+    finished = _finish_running(conn, model, environment, state="rolled_back", reason=reason, now=now)
+    old_stable = endpoint.stable_version
+    endpoint.routes = [Route("primary", target, 100)]
+    endpoint.shadow = None
+    endpoint.strategy = "direct"
+    if target != old_stable:
+        endpoint.previous_version = old_stable
+    endpoint.stable_version = target
+    endpoint.rollout_id = None
+    endpoint.updated_by = actor
+    _save(conn, endpoint, now=now, instance_type=instance_type, price=price_per_hour)
+    detail = {"from_versions": from_versions, "to_version": target, "metrics": dict(metrics or {}),
+              "rollout_id": finished["id"] if finished else None}
+    _event(conn, endpoint, actor=actor, event="rolled_back", rollout_id=finished["id"] if finished else None,
+           step_index=finished["step_index"] if finished else None, percent=0, reason=reason, metrics=detail, now=now)
+    _audit(conn, actor=actor, action="deployment.rolled_back", endpoint=endpoint, version=target, reason=reason,
+           evidence=detail)
+    return endpoint
+
+
+def record_analysis(conn: sqlite3.Connection, rollout_id: int, decision: Decision, now: float | None = None) -> None:
+    """Keep the controller's latest verdict for ``mlplat rollout status`` (no revision bump)."""
+    conn.execute("UPDATE rollouts SET last_analysis=?, analyzed_at=? WHERE id=? AND state='running'",
+                 (json.dumps({"action": decision.action, "reasons": list(decision.reasons),
+                              "metrics": decision.metrics}, default=str), time.time() if now is None else now,
+                  rollout_id))
+
+
+def history(conn: sqlite3.Connection, model: str, environment: str) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT version, variant, started_at, ended_at FROM deployments WHERE model=? AND "
+                        "environment=? ORDER BY started_at, id", (model, environment)).fetchall()
+    return [dict(r) for r in rows]
+
+
+def ab_readout(conn: sqlite3.Connection, model: str, environment: str, variants: Iterable[Route],
+               since: float | None = None) -> dict[str, Any]:
+    """Per-variant traffic, errors, latency and — where labels arrived — accuracy with a significance test."""
+    out: dict[str, Any] = {}
+    labelled: dict[str, tuple[int, int]] = {}
+    has_labels = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='monitor_labels'").fetchone()
+    for route in variants:
+        args: list[Any] = [model, environment, route.version, route.variant]
+        where = "model=? AND environment=? AND version=? AND variant=? AND shadow=0"
+        if since is not None:
+            where += " AND ts>=?"
+            args.append(since)
+        row = conn.execute(f"SELECT COUNT(*) AS n, SUM(status>=500) AS errors, AVG(latency_ms) AS mean_ms "
+                           f"FROM captures WHERE {where}", args).fetchone()
+        item = {"version": route.version, "weight": route.weight, "captured": int(row["n"] or 0),
+                "errors": int(row["errors"] or 0), "mean_latency_ms": _round(row["mean_ms"])}
+        if has_labels:
+            pairs = conn.execute(f"SELECT c.outputs, l.label FROM captures c JOIN monitor_labels l "
+                                 f"ON l.request_id=c.request_id WHERE {' AND '.join('c.' + p for p in where.split(' AND '))}",
+                                 args).fetchall()
+            correct = 0
+            for outputs, label in pairs:
+                try:
+                    predicted = json.loads(outputs)
+                    predicted = predicted[0] if isinstance(predicted, list) and predicted else predicted
+                    correct += int(str(predicted) == str(json.loads(label)))
+                except (TypeError, ValueError):
+                    continue
+            if pairs:
+                item["labelled"] = len(pairs)
+                item["accuracy"] = round(correct / len(pairs), 4)
+                labelled[route.variant] = (correct, len(pairs))
+        out[route.variant] = item
+    readout: dict[str, Any] = {"variants": out}
+    if len(labelled) >= 2:
+        (va, (ca, na)), (vb, (cb, nb)) = list(labelled.items())[:2]
+        test = two_proportion_test(ca, na, cb, nb)
+        readout["significance"] = {"compared": [va, vb], "metric": "accuracy", **test,
+                                   "significant_at_0.05": test["p_value"] is not None and test["p_value"] < 0.05}
+    return readout

@@ -1,0 +1,188 @@
+"""Serving on the local provider: rollouts in the platform database, the gateway on 127.0.0.1.
+
+Deployments belong to (model, environment). A gateway serves one environment: the
+stack's own by default (``mlplat serve --env`` picks another). Versions load from
+the registry only after their sealed manifest verifies.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from mlplat.db import Database
+from mlplat.errors import MlplatError
+from mlplat.services import rollout as ro
+from mlplat.services.serving import EndpointDeployer
+from mlplat_providers.local.layout import StateLayout
+
+
+class LocalServing(EndpointDeployer):
+    def __init__(self, spec, ctx):
+        self.spec = spec
+        self.ctx = ctx
+        self.layout = StateLayout(spec.state_dir)
+        if not self.layout.exists():
+            raise MlplatError(f"stack '{spec.name}' is not provisioned (no stores under {self.layout.root})",
+                              hint=f"run `mlplat up --stack {spec.name}` first")
+        self.db = Database(self.layout.platform_db)
+        if "0003_serving" in self.db.pending():  # a stack provisioned before serving shipped
+            self.db.migrate()
+
+    @property
+    def _cost(self) -> dict[str, Any]:
+        serving = self.spec.serving
+        return {"instance_type": serving.instance_type, "price_per_hour": serving.price_for()}
+
+    # --- changes -----------------------------------------------------------------------------
+
+    def deploy(self, name: str, version: int, *, environment: str, strategy: str, weights: str | None = None,
+               steps: Sequence[int] | None = None, bake_seconds: float | None = None,
+               percent: int | None = None) -> dict[str, Any]:
+        from mlplat.services import registry
+
+        if strategy not in ro.STRATEGIES:
+            raise ro.RolloutError(f"unknown strategy '{strategy}'", hint="one of: " + ", ".join(ro.STRATEGIES))
+        canary = ro.CanaryPolicy.from_stack(self.spec.serving.canary, steps=steps, bake=bake_seconds) \
+            if strategy == "canary" else None
+        if strategy == "shadow" and percent is None:
+            percent = self.spec.serving.shadow.percent
+        evidence = registry.assert_deployable(self.spec, self.ctx, name, int(version), environment)
+        versions = [int(version)]
+        if strategy == "ab" and weights and "=" in weights:
+            versions = sorted({int(p.split("=")[0]) for p in weights.split(",") if "=" in p} - {int(version)})
+            for other in versions:
+                registry.assert_deployable(self.spec, self.ctx, name, other, environment)
+        with self.db.transaction() as conn:
+            endpoint = ro.deploy(conn, model=name, environment=environment, version=int(version), strategy=strategy,
+                                 actor=self.ctx.user, canary=canary, weights=weights, shadow_percent=percent,
+                                 evidence=_slim(evidence), **self._cost)
+        return endpoint.to_dict()
+
+    def rollback(self, name: str, *, environment: str, to: int | None = None,
+                 reason: str | None = None) -> dict[str, Any]:
+        if to is not None:
+            from mlplat.services import registry
+
+            registry.assert_deployable(self.spec, self.ctx, name, int(to), environment)
+        started = time.time()
+        with self.db.transaction() as conn:
+            endpoint = ro.rollback(conn, model=name, environment=environment, actor=self.ctx.user, to=to,
+                                   reason=reason or "manual rollback", **self._cost)
+        assert endpoint is not None
+        out = endpoint.to_dict()
+        out["applied_in_s"] = round(time.time() - started, 4)
+        return out
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _read(self):
+        return self.db.connect()
+
+    def list(self, environment: str | None = None) -> list[dict[str, Any]]:
+        conn = self._read()
+        try:
+            return [e.to_dict() for e in ro.list_endpoints(conn, environment)]
+        finally:
+            conn.close()
+
+    def show(self, name: str, *, environment: str) -> dict[str, Any]:
+        conn = self._read()
+        try:
+            endpoint = ro.require_endpoint(conn, name, environment)
+            out = endpoint.to_dict()
+            out["history"] = ro.history(conn, name, environment)
+            out["events"] = ro.events(conn, name, environment, limit=20)
+            return out
+        finally:
+            conn.close()
+
+    def rollout_status(self, name: str, *, environment: str) -> dict[str, Any]:
+        conn = self._read()
+        try:
+            endpoint = ro.require_endpoint(conn, name, environment)
+            out: dict[str, Any] = {"endpoint": endpoint.to_dict()}
+            row = conn.execute("SELECT * FROM rollouts WHERE model=? AND environment=? ORDER BY id DESC LIMIT 1",
+                               (name, environment)).fetchone()
+            if row is not None:
+                rollout = dict(row)
+                policy = ro.CanaryPolicy.from_json(rollout["policy"])
+                rollout["policy"] = {**policy.__dict__, "steps": list(policy.steps)}
+                rollout["percent"] = policy.steps[rollout["step_index"]]
+                rollout["last_analysis"] = json.loads(rollout["last_analysis"]) if rollout["last_analysis"] else None
+                out["rollout"] = rollout
+            if endpoint.strategy == "ab":
+                out["ab"] = ro.ab_readout(conn, name, environment, endpoint.routes)
+            if endpoint.shadow:
+                out["shadow"] = _shadow_readout(conn, name, environment, int(endpoint.shadow["version"]),
+                                                endpoint.updated_at)
+            out["events"] = ro.events(conn, name, environment)
+            return out
+        finally:
+            conn.close()
+
+    # --- the gateway -------------------------------------------------------------------------
+
+    def gateway(self, *, environment: str, controller: bool = True, poll_interval: float = 0.2):
+        from mlplat.serving.gateway import Gateway, GatewayConfig
+        from mlplat.services import registry
+
+        serving = self.spec.serving
+        config = GatewayConfig(environment=environment, max_body_bytes=serving.max_body_bytes,
+                               capture_sampling=serving.capture_sampling, poll_interval=poll_interval,
+                               run_controller=controller, **self._cost)
+        spec, ctx = self.spec, self.ctx
+
+        def resolve(name: str, version: int) -> Path:
+            return registry.verified_model_dir(spec, ctx, name, version)
+
+        return Gateway(self.layout.platform_db, config, resolve)
+
+    def serve(self, *, environment: str, host: str, port: int, port_file: str | None = None,
+              controller: bool = True) -> None:
+        from mlplat.cli.ui import require_loopback
+        from mlplat.serving.model_server import bind, run
+
+        require_loopback(host)
+        app = self.gateway(environment=environment, controller=controller)
+        sock = bind(host, port)
+        app.start()  # load every deployed version before accepting traffic
+        names = ", ".join(sorted(app.table)) or "none yet"
+        self.ctx.console.print(f"gateway for stack {self.spec.name}, environment {environment}: "
+                               f"http://{host}:{sock.getsockname()[1]}  (endpoints: {names})", highlight=False)
+        self.ctx.console.file.flush()
+        try:
+            run(app, sock, port_file=Path(port_file) if port_file else None)
+        finally:
+            app.stop()
+
+
+def _slim(evidence: dict[str, Any]) -> dict[str, Any]:
+    keep = ("stage", "artifact_digest", "gate_digest")
+    out = {k: evidence.get(k) for k in keep if k in evidence}
+    approvals = evidence.get("approvals")
+    if isinstance(approvals, dict):
+        out["approvals"] = {k: approvals.get(k) for k in ("required", "state") if k in approvals}
+    return out
+
+
+def _shadow_readout(conn, model: str, environment: str, version: int, since: float) -> dict[str, Any]:
+    """Shadow vs primary on captured pairs: agreement and latency (sampled by capture)."""
+    rows = conn.execute(
+        "SELECT p.outputs AS primary_out, s.outputs AS shadow_out, p.latency_ms AS p_ms, s.latency_ms AS s_ms, "
+        "s.status AS s_status FROM captures s JOIN captures p ON p.request_id || ':shadow' = s.request_id "
+        "WHERE s.model=? AND s.environment=? AND s.version=? AND s.shadow=1 AND s.ts>=?",
+        (model, environment, version, since)).fetchall()
+    pairs = len(rows)
+    errors = sum(1 for r in rows if r["s_status"] >= 500)
+    agree = sum(1 for r in rows if r["s_status"] < 500 and r["primary_out"] == r["shadow_out"])
+    p_lat = [r["p_ms"] for r in rows]
+    s_lat = [r["s_ms"] for r in rows]
+    return {"version": version, "compared": pairs, "errors": errors,
+            "agreement": round(agree / (pairs - errors), 4) if pairs > errors else None,
+            "primary_p95_ms": _r(ro.percentile(p_lat, 95)), "shadow_p95_ms": _r(ro.percentile(s_lat, 95))}
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
