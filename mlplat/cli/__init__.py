@@ -24,14 +24,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "providers": ("mlplat.cli.stack:providers_cmd", "List installed providers and their capabilities."),
     "runs": ("mlplat.cli.runs:runs", "List, show, compare and reproduce tracked runs."),
     "ui": ("mlplat.cli.ui:ui", "Open the MLflow UI on a stack's tracking store (127.0.0.1)."),
+    "policy": ("mlplat.cli.policy:policy", "Check stacks against the policy pack, offline (text, JSON, JUnit, SARIF)."),
     "models": ("mlplat.cli.models:models", "Registered models: list, show, promote (gate, package, staging tests), approve, reject."),
     "approvals": ("mlplat.cli.approvals:approvals", "Production promotions waiting for an approver."),
     "audit": ("mlplat.cli.audit:audit", "The hash-chained audit log: show it, verify it."),
-    "policy": ("mlplat.cli.policy:policy", "Check stacks against the policy pack, offline (text, JSON, JUnit, SARIF)."),
+    "features": ("mlplat.cli.features:features", "Feature store: apply definitions, list, materialize online, skew report."),
     "monitor": ("mlplat.cli.monitor:monitor", "Drift, quality with delayed labels, alerts, retraining: run, status, labels."),
     "cost": ("mlplat.cli.cost:cost", "Cost per prediction and per team/model/env against the budget."),
     "dashboard": ("mlplat.cli.dashboard:dashboard", "Serve the local dashboard on 127.0.0.1."),
-    "features": ("mlplat.cli.features:features", "Feature store: apply definitions, list, materialize online, skew report."),
+    "serve": ("mlplat.cli.serving:serve", "Run the serving gateway for a stack's deployments (127.0.0.1)."),
+    "deploy": ("mlplat.cli.serving:deploy", "Deploy a model version: direct, ab, canary (auto-rollback) or shadow."),
+    "rollback": ("mlplat.cli.serving:rollback", "Return a deployment's traffic to its stable (warm) version."),
+    "deployments": ("mlplat.cli.serving:deployments", "List and inspect deployments."),
+    "rollout": ("mlplat.cli.serving:rollout", "Rollout status: current step, metrics per variant, decisions."),
 }
 
 

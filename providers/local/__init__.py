@@ -40,6 +40,12 @@ def _monitor(spec, ctx):
     return LocalMonitor(spec, ctx)
 
 
+def _serving(spec, ctx):
+    from mlplat_providers.local.serving import LocalServing
+
+    return LocalServing(spec, ctx)
+
+
 def _features(spec, ctx):
     from mlplat_providers.local.features import LocalFeatureStore
 
@@ -57,5 +63,6 @@ provider = ProviderBundle(
         Capability.MONITORING: _monitor,
         Capability.COST: _monitor,
         Capability.FEATURES: _features,
+        Capability.SERVING: _serving,
     },
 )
