@@ -753,7 +753,7 @@ def config_errors(policies: Mapping[str, Any]) -> list[str]:
             spec = policy.config_schema.get(key)
             if spec is None:
                 allowed = ["enforcementLevel", *policy.config_schema]
-                near = difflib.get_close_matches(str(key), allowed, n=1)
+                near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
                 errors.append(f"policy '{name}': unknown setting '{key}'" + (f"; did you mean '{near[0]}'?" if near
                               else "") + f" allowed: {', '.join(allowed)}")
             elif not _type_ok(setting, spec):
