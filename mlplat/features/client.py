@@ -116,12 +116,12 @@ def to_utc_micros(values: Any, where: str) -> Any:
                                                      "naive timestamps are read as UTC")
         naive = pd.to_datetime(values, utc=True).dt.tz_localize(None) if zones == {True} else pd.to_datetime(values)
     else:
-        kind = pdt.infer_dtype(values, skipna=True) if values.dtype == object else str(values.dtype)
+        kind = pdt.infer_dtype(values, skipna=True)
         raise FeatureDataError(f"timestamp column '{where}' has type {kind}, not datetime", where=where,
                                hint="convert it with pd.to_datetime(df[col], utc=True); naive timestamps are read as UTC")
     if naive.isna().any():
         row = naive.index[naive.isna().to_numpy()][0]
-        raise FeatureDataError(f"timestamp column '{where}' has a missing value (row {row!r})", where=where,
+        raise FeatureDataError(f"timestamp column '{where}' has a missing value (row {_plain(row)!r})", where=where,
                                hint="every entity row needs a timestamp")
     return naive.to_numpy(dtype="datetime64[us]").view(np.int64)
 
