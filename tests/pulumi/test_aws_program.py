@@ -1,0 +1,208 @@
+"""The AWS program under Pulumi's mocks: the recorded resource graph, component by component.
+
+Each test runs a fresh program (``run_offline`` gives every run its own event loop
+and root stack), so nothing leaks between tests.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+
+import pytest
+
+from mlplat.pulumi_support import ProgramFailed, run_offline
+from mlplat.stack import REQUIRED_TAGS, load_stack
+from mlplat_policies import rules
+from mlplat_policies.taggable_aws import TAGGABLE_AWS
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.pulumi
+
+
+@pytest.fixture
+def fraud():
+    return load_stack("fraud-prod", REPO)
+
+
+def run_program(spec):
+    from mlplat_providers.aws.components import program
+
+    return run_offline(lambda: program(spec), project="mlplat", stack=spec.name, region=spec.provider.region)
+
+
+def of(records, type_):
+    return [r for r in records if r.type == type_]
+
+
+def accepts_tags(type_: str) -> bool:
+    """Whether pulumi-aws's class for ``type_`` takes a ``tags`` argument (independent of the policy's table)."""
+    service, cls = type_.split(":")[1].split("/")[0], type_.split(":")[2]
+    module = importlib.import_module(f"pulumi_aws.{service}")
+    return "tags" in inspect.signature(getattr(module, cls)._internal_init).parameters
+
+
+def test_every_taggable_resource_carries_the_cost_tags(fraud):
+    records = run_program(fraud)
+    custom = [r for r in records if r.custom]
+    assert len(custom) > 40
+    expected = fraud.tags.as_dict()
+    checked = 0
+    for record in custom:
+        resource = rules.Resource(record.type, record.name, record.inputs, record.urn)
+        if accepts_tags(record.type) or record.type == rules.T_CLOUDCONTROL:
+            tags = rules.tags_of(resource)
+            assert {k: tags.get(k) for k in expected} == expected, record.name
+            checked += 1
+    assert checked >= 35
+
+
+def test_taggable_table_agrees_with_pulumi_aws(fraud):
+    for record in run_program(fraud):
+        if record.custom and record.type.startswith("aws:") and record.type != rules.T_CLOUDCONTROL:
+            assert (record.type in TAGGABLE_AWS) == accepts_tags(record.type), record.type
+
+
+def test_components_use_mlplat_tokens_and_parent_every_child(fraud):
+    records = run_program(fraud)
+    components = {r.urn: r for r in records if not r.custom}
+    assert {r.type for r in components.values()} == {f"mlplat:aws:{t}" for t in (
+        "TeamPlatform", "Tracking", "Alerts", "Registry", "Pipelines", "Serving", "Monitoring", "FeatureStore", "Cost")}
+    for record in records:
+        if record.custom:
+            parent = components.get(record.parent)
+            assert parent is not None and parent.type != "mlplat:aws:TeamPlatform", record.name
+            assert record.name.startswith(parent.name), (record.name, parent.name)
+
+
+def test_artifact_bucket_is_encrypted_versioned_and_private(fraud):
+    records = run_program(fraud)
+    bucket = of(records, "aws:s3/bucket:Bucket")[0]
+    name = bucket.inputs["bucket"]
+    sse = of(records, rules.T_SSE[0])[0].inputs
+    assert sse["bucket"] == name
+    assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+    assert of(records, "aws:s3/bucketVersioning:BucketVersioning")[0].inputs["versioningConfiguration"] == {"status": "Enabled"}
+    pab = of(records, rules.T_PAB)[0].inputs
+    assert all(pab[flag] is True for flag in rules.PAB_FLAGS)
+    server = of(records, rules.T_TRACKING)[0].inputs
+    assert server["artifactStoreUri"] == f"s3://{name}/mlflow"
+
+
+def test_data_capture_is_on_for_every_endpoint(fraud):
+    records = run_program(fraud)
+    configs = {r.inputs["name"]: r.inputs for r in of(records, rules.T_ENDPOINT_CONFIG)}
+    endpoints = of(records, rules.T_ENDPOINT)
+    assert len(endpoints) == 2
+    for endpoint in endpoints:
+        capture = configs[endpoint.inputs["endpointConfigName"]]["dataCaptureConfig"]
+        assert capture["enableCapture"] is True and capture["initialSamplingPercentage"] == 100
+        assert capture["destinationS3Uri"].startswith("s3://") and "data-capture" in capture["destinationS3Uri"]
+        assert configs[endpoint.inputs["endpointConfigName"]]["shadowProductionVariants"]
+
+
+def test_rollback_alarms_are_wired_to_the_endpoint_and_notify(fraud):
+    records = run_program(fraud)
+    alarms = {r.inputs["name"]: r.inputs for r in of(records, rules.T_ALARM)}
+    topic = of(records, rules.T_TOPIC)[0].outputs["arn"]
+    for endpoint in of(records, rules.T_ENDPOINT):
+        deployment = endpoint.inputs["deploymentConfig"]
+        rollback = [a["alarmName"] for a in deployment["autoRollbackConfiguration"]["alarms"]]
+        assert len(rollback) == 2
+        for name in rollback:
+            alarm = alarms[name]
+            assert alarm["dimensions"]["EndpointName"] == endpoint.inputs["name"]
+            assert alarm["alarmActions"] == [topic]
+        routing = deployment["blueGreenUpdatePolicy"]["trafficRoutingConfiguration"]
+        assert routing["type"] == "CANARY" and routing["canarySize"]["value"] == 1
+
+
+def test_dashboard_body_names_every_endpoint(fraud):
+    records = run_program(fraud)
+    body = of(records, "aws:cloudwatch/dashboard:Dashboard")[0].inputs["dashboardBody"]
+    names = [e.inputs["name"] for e in of(records, rules.T_ENDPOINT)]
+    assert names and all(name in body for name in names)
+    assert json.loads(body)["widgets"]
+
+
+def test_monitoring_schedules_read_each_endpoint(fraud):
+    records = run_program(fraud)
+    graph = [rules.Resource(r.type, r.name, r.inputs, r.urn) for r in records]
+    assert rules._monitored_endpoints(graph) == {e.inputs["name"] for e in of(records, rules.T_ENDPOINT)}
+    types = {r.inputs["monitoringScheduleConfig"]["monitoringType"] for r in of(records, rules.T_SCHEDULE)}
+    assert types == {"DataQuality", "ModelQuality"}
+
+
+def test_registry_pipeline_and_approval_rule_per_model(fraud):
+    records = run_program(fraud)
+    groups = {r.inputs["modelPackageGroupName"]: r.inputs["tags"]["risk-tier"] for r in of(records, rules.T_GROUP)}
+    assert groups == {"fraud-card-scorer": "critical", "fraud-merchant-tagger": "low"}
+    assert len(of(records, "aws:sagemaker/modelPackageGroupPolicy:ModelPackageGroupPolicy")) == 2
+    patterns = [json.loads(r.inputs["eventPattern"]) for r in of(records, rules.T_EVENT_RULE)]
+    assert sorted(p["detail"]["ModelPackageGroupName"][0] for p in patterns) == sorted(groups)
+    assert len(of(records, "aws:cloudwatch/eventTarget:EventTarget")) == 2
+
+
+def test_budget_and_cost_allocation_tags(fraud):
+    records = run_program(fraud)
+    budget = of(records, rules.T_BUDGET)[0].inputs
+    assert budget["limitAmount"] == "5000.00" and budget["costFilters"][0]["values"] == ["user:team$fraud"]
+    assert {r.inputs["tagKey"] for r in of(records, "aws:costexplorer/costAllocationTag:CostAllocationTag")} == set(REQUIRED_TAGS)
+
+
+def test_the_recorded_graph_passes_the_policy_pack(fraud):
+    graph = [rules.Resource(r.type, r.name, r.inputs, r.urn, r.parent) for r in run_program(fraud)]
+    assert rules.evaluate(graph, fraud.policy.as_settings()) == []
+
+
+def test_a_raising_program_fails_alone_and_the_next_run_is_clean(fraud):
+    import pulumi_aws as aws
+
+    def broken():
+        aws.s3.Bucket("half-done", tags={"team": "x"})
+        raise RuntimeError("boom in the program")
+
+    with pytest.raises(ProgramFailed, match="boom in the program"):
+        run_offline(broken, project="mlplat", stack="broken")
+    records = run_program(fraud)
+    assert "half-done" not in {r.name for r in records}
+    assert len(run_program(fraud)) == len(records)
+
+
+# --- contract: every component on its own --------------------------------------------------------
+
+
+def _components(plan):
+    from mlplat_providers.aws import components as c
+
+    role, bucket, topic, account, server = ("arn:aws:iam::123456789012:role/r", "bucket", "arn:aws:sns:x:1:t",
+                                            "123456789012", "arn:aws:sagemaker:x:1:mlflow-tracking-server/s")
+    return {
+        "Tracking": lambda: c.Tracking("t", c.TrackingArgs(plan)),
+        "Alerts": lambda: c.Alerts("a", c.AlertsArgs(plan)),
+        "Registry": lambda: c.Registry("r", c.RegistryArgs(plan, account)),
+        "Pipelines": lambda: c.Pipelines("p", c.PipelinesArgs(plan, account, role, server, {})),
+        "Serving": lambda: c.Serving("s", c.ServingArgs(plan, account, role, bucket, topic)),
+        "Monitoring": lambda: c.Monitoring("m", c.MonitoringArgs(plan, role, bucket, [])),
+        "FeatureStore": lambda: c.FeatureStore("f", c.FeatureStoreArgs(plan, role, bucket)),
+        "Cost": lambda: c.Cost("c", c.CostArgs(plan, topic)),
+    }
+
+
+@pytest.mark.parametrize("component", ["Tracking", "Alerts", "Registry", "Pipelines", "Serving", "Monitoring",
+                                       "FeatureStore", "Cost"])
+def test_contract_every_child_of_every_component_is_tagged(component, fraud):
+    from mlplat_providers.aws.plan import stack_plan
+
+    plan = stack_plan(fraud)
+    records = run_offline(_components(plan)[component], project="mlplat", stack=f"contract-{component}")
+    root = [r for r in records if not r.custom]
+    assert [r.type for r in root] == [f"mlplat:aws:{component}"]
+    children = [r for r in records if r.custom]
+    assert children, component
+    for child in children:
+        assert child.parent == root[0].urn, child.name
+        if accepts_tags(child.type) or child.type == rules.T_CLOUDCONTROL:
+            tags = rules.tags_of(rules.Resource(child.type, child.name, child.inputs))
+            missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
+            assert not missing, f"{component}: {child.type} {child.name} lacks {missing}"

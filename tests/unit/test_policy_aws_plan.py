@@ -1,0 +1,100 @@
+"""The AWS program's planning functions, without Pulumi."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlplat.errors import StackError
+from mlplat.stack import load_stack
+from mlplat_policies import rules
+from mlplat_providers.aws import plan as p
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def fraud():
+    return load_stack("fraud-prod", REPO)
+
+
+@pytest.mark.parametrize("steps, bake, expected", [
+    ([1, 10, 50, 100], 300, {"type": "CANARY", "wait_interval_in_seconds": 300,
+                             "canary_size": {"type": "CAPACITY_PERCENT", "value": 1}}),
+    ([25, 50, 75, 100], 60, {"type": "LINEAR", "wait_interval_in_seconds": 60,
+                             "linear_step_size": {"type": "CAPACITY_PERCENT", "value": 25}}),
+    ([100], 10, {"type": "ALL_AT_ONCE", "wait_interval_in_seconds": 10}),
+    ([60, 100], 7200, {"type": "CANARY", "wait_interval_in_seconds": 3600,   # SageMaker caps both
+                       "canary_size": {"type": "CAPACITY_PERCENT", "value": 50}}),
+    ([5, 10, 15, 100], 0, {"type": "CANARY", "wait_interval_in_seconds": 0,  # equal steps under 10 % are not LINEAR
+                           "canary_size": {"type": "CAPACITY_PERCENT", "value": 5}}),
+])
+def test_traffic_routing(steps, bake, expected):
+    assert p.traffic_routing(steps, bake) == expected
+
+
+def test_stack_plan_names_and_tiers(fraud):
+    plan = p.stack_plan(fraud)
+    assert [m.model for m in plan.models] == ["card-scorer", "merchant-tagger"]
+    tiers = {m.model: m.approval_status for m in plan.models}
+    assert tiers == {"card-scorer": "PendingManualApproval", "merchant-tagger": "Approved"}
+    names = [plan.bucket, plan.tracking_server, *(m.endpoint for m in plan.models)]
+    assert all(len(n) <= 63 and n == p.slug(n) for n in names)
+
+
+def test_stack_plan_refuses_a_local_stack():
+    with pytest.raises(StackError, match="uses the local provider, not aws"):
+        p.stack_plan(load_stack("dev", REPO))
+
+
+def test_shadow_variant_mirrors_the_configured_share(fraud):
+    production, shadow = p.variants(fraud, "m")
+    share = rules.shadow_percent({"productionVariants": [{"initialVariantWeight": v["initial_variant_weight"]}
+                                                          for v in production],
+                                  "shadowProductionVariants": [{"initialVariantWeight": v["initial_variant_weight"]}
+                                                               for v in shadow]})
+    assert share == pytest.approx(fraud.serving.shadow.percent)
+
+
+def test_pipeline_definition_is_tracked_gated_and_registers_by_tier(fraud):
+    plan = p.stack_plan(fraud)
+    critical = plan.models[0]
+    definition = json.loads(p.pipeline_definition(plan, critical, tracking_arn="arn:server", role_arn="arn:role",
+                                                  account="123456789012"))
+    train, evaluate, gate = definition["Steps"]
+    assert train["Arguments"]["Environment"]["MLFLOW_TRACKING_URI"] == "arn:server"
+    assert evaluate["DependsOn"] == ["Train"] and gate["Type"] == "Condition"
+    assert {c["RightValue"] for c in gate["Arguments"]["Conditions"]} == set(fraud.gate.thresholds.values())
+    register = gate["Arguments"]["IfSteps"][0]
+    assert register["Type"] == "RegisterModel"
+    assert register["Arguments"]["ModelApprovalStatus"] == "PendingManualApproval"
+    assert register["Arguments"]["ModelPackageGroupName"] == critical.group
+
+
+def test_dashboard_names_every_endpoint(fraud):
+    plan = p.stack_plan(fraud)
+    body = p.dashboard_body(plan)
+    for model in plan.models:
+        assert model.endpoint in body
+    titles = [w["properties"].get("title", "") for w in json.loads(body)["widgets"]]
+    for panel in ("Invocations", "Latency", "Errors per variant", "Drift", "Estimated charges"):
+        assert any(panel in t for t in titles)
+
+
+def test_approval_event_pattern_matches_only_approved_versions():
+    pattern = json.loads(p.approval_event_pattern("g"))
+    assert pattern["detail"] == {"ModelPackageGroupName": ["g"], "ModelApprovalStatus": ["Approved"]}
+
+
+@pytest.mark.parametrize("schedule, cron", [("5m", "cron(0 * ? * * *)"), ("1h", "cron(0 * ? * * *)"),
+                                            ("1d", "cron(0 0 ? * * *)")])
+def test_monitoring_cron(schedule, cron):
+    assert p.monitoring_cron(schedule) == cron
+
+
+def test_unknown_region_for_model_monitor_is_a_clear_error():
+    with pytest.raises(StackError, match="no Model Monitor image is known for region sa-east-1"):
+        p.monitor_image("sa-east-1")
+
+
+def test_budget_plan(fraud):
+    assert p.budget_plan(fraud) == {"limit": "5000.00", "tag_filter": "user:team$fraud", "thresholds": [80.0, 100.0]}
