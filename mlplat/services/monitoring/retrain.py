@@ -185,7 +185,7 @@ def _newest_version(db, model: str, since: float) -> tuple[int, str] | None:
 def _promote_to_staging(spec, model: str, version: int) -> subprocess.CompletedProcess:
     """Through the same command a person types, so the gate and its audit rows are the normal ones."""
     argv = [sys.executable, "-c", "from mlplat.cli import main; main()", "models", "promote", model, str(version),
-            "--to", "staging", "--stack", spec.name, "--yes"]
+            "--to", "staging", "--stack", spec.name]
     env = {**os.environ, "MLPLAT_PROJECT_DIR": str(spec.project_dir)}
     return subprocess.run(argv, cwd=spec.project_dir, env=env, capture_output=True, text=True, timeout=3600,
                           check=False)
