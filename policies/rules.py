@@ -339,7 +339,10 @@ def validate_approval(resources: Sequence[Resource], config: Mapping[str, Any], 
     for registry in _of(resources, L_REGISTRY):
         approvers = set(registry.props.get("approvers") or [])
         required = int(registry.props.get("requiredApprovals") or 0)
-        for model, tier in (registry.props.get("models") or {}).items():
+        models = dict(registry.props.get("models") or {})
+        if registry.props.get("riskTier"):
+            models["(models without an override)"] = registry.props["riskTier"]
+        for model, tier in models.items():
             if not _needs_approval(tier, config):
                 continue
             if not registry.props.get("manualApproval", True) or tier != "critical":

@@ -12,6 +12,7 @@ def _generic(props: dict[str, Any]) -> str:
 def print_tree(ctx, spec, resources: list[dict[str, Any]]) -> None:
     """Children under their parents, each with the provider's summary of its key properties."""
     from rich.markup import escape
+    from rich.text import Text
     from rich.tree import Tree
 
     by_urn = {r.get("urn"): r for r in resources if r.get("urn")}
@@ -30,12 +31,13 @@ def print_tree(ctx, spec, resources: list[dict[str, Any]]) -> None:
         label = f"[cyan]{escape(resource['type'])}[/] {escape(str(resource['name']))}"
         if summary:
             label += f"  [dim]{escape(summary)}[/]"
-        nodes[urn] = parent_node.add(label)
+        # Fold long summaries instead of cutting them: CI logs are read in full.
+        nodes[urn] = parent_node.add(Text.from_markup(label, overflow="fold"))
         return nodes[urn]
 
     for resource in sorted(resources, key=lambda r: str(r.get("urn") or r["name"])):
         node_for(resource)
-    ctx.console.print(root, soft_wrap=True)
+    ctx.console.print(root)
     components = sum(1 for r in resources if r.get("custom") is False)
     split = f" ({len(resources) - components} cloud resources, {components} components)" if components else ""
     ctx.console.print(f"{len(resources)} resources{split}. Nothing was created; `mlplat up --stack {spec.name}` applies it.")
