@@ -21,11 +21,13 @@ def features() -> None:
 
 
 def print_plan(ctx, store, plan) -> None:
+    from rich.markup import escape
+
     c = ctx.console
     c.print(f"[bold]Feature plan for stack {store.spec.name}[/]")
     for e in plan.entities:
         symbol, colour = SYMBOLS.get(e.action, ("?", "white"))
-        detail = f"  {'; '.join(e.changes)}" if e.changes and e.action != "unchanged" else ""
+        detail = f"  {escape('; '.join(e.changes))}" if e.changes and e.action != "unchanged" else ""
         c.print(f"  [{colour}]{symbol} {e.action:<9}[/] entity        {e.name}[dim]{detail}[/]", highlight=False)
     for v in plan.views:
         symbol, colour = SYMBOLS.get(v.action, ("?", "white"))
@@ -34,9 +36,10 @@ def print_plan(ctx, store, plan) -> None:
         c.print(f"  [{colour}]{symbol} {v.action:<9}[/] feature view  {v.ref}", highlight=False)
         if v.action in ("create", "update"):
             for change in v.changes:
-                c.print(f"      [dim]{change}[/]", highlight=False)
+                colour = "red" if change.endswith("[breaking]") else "dim"
+                c.print(f"      [{colour}]{escape(change)}[/]", highlight=False)
         if v.used_by:
-            c.print(f"      [red]used by {', '.join(v.used_by)}[/]", highlight=False)
+            c.print(f"      [red]used by {escape(', '.join(v.used_by))}[/]", highlight=False)
     counts = plan.counts()
     c.print(f"Plan: {counts.get('create', 0)} to create, {counts.get('update', 0)} to update, "
             f"{counts.get('unchanged', 0) + counts.get('kept', 0)} unchanged.")
