@@ -71,7 +71,7 @@ def _print_pass(ctx, report) -> None:
         c.print(f"cost this month: ${report.cost.get('cost.usd', 0):.4f} for {int(report.cost.get('cost.predictions', 0))} "
                 f"predictions" + (f", {share:.1%} of the prorated budget" if share is not None else ""))
     for e in report.events:
-        c.print(f"alert {e['event']}: [{e['severity']}] {e['message']}", highlight=False)
+        c.print(f"alert {e['event']}: [{e['severity']}] {e['message']}", highlight=False, markup=False)
     for r in report.retraining:
         c.print(f"retraining {r.get('id')}: {r.get('status')}"
                 + (f", new version {r['new_version']}" if r.get("new_version") else "")
@@ -113,7 +113,7 @@ def status_cmd(ctx, name: str | None, stack: str, history: int, as_json: bool) -
     c.print(f"firing alerts: {len(firing)}" + ("" if firing else " (all clear)"))
     for f in firing:
         c.print(f"  [{f['severity']}] {f['rule']} on {f['subject']}: value {_fmt(f['last_value'])} since "
-                f"{_when(f['since'])}", highlight=False)
+                f"{_when(f['since'])}", highlight=False, markup=False)
     for t in doc["retraining"]:
         c.print(f"retraining {t['id']} {_when(t['ts'])}: {t['model']} v{t['from_version']} → {t['status']}"
                 + (f" v{t['new_version']}" if t.get("new_version") else ""), highlight=False)

@@ -131,11 +131,14 @@ def dispatch(conn, spec, ctx, events: list[Event], *, now: float) -> None:
     """Console and log channels write now; webhooks are queued in the outbox (same transaction)."""
     if not events:
         return
+    from rich.markup import escape
+
     for channel in spec.monitoring.channels:
         if channel.kind == "console":
             for e in events:
                 colour = {"critical": "red", "warning": "yellow"}.get(e.severity, "cyan") if e.kind == "fired" else "green"
-                ctx.err.print(f"[{colour}]alert {e.kind}[/] [{e.severity}] {e.message}", markup=True, highlight=False)
+                ctx.err.print(f"[{colour}]alert {e.kind}[/] " + escape(f"[{e.severity}] {e.message}"), markup=True,
+                              highlight=False)
         elif channel.kind == "log":
             path = Path(channel.path)
             if not path.is_absolute():
