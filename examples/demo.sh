@@ -7,6 +7,12 @@ step() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
 step "Validate every stack file"
 mlplat stack validate --all
 
+step "Check every stack against the policy pack (offline: Pulumi mocks, no cloud account)"
+mlplat policy check --all
+
+step "Preview the AWS team stack offline (the SageMaker program under Pulumi mocks)"
+mlplat preview --stack fraud-prod --offline
+
 step "Provision the dev stack (local provider)"
 mlplat up --stack dev --yes
 
