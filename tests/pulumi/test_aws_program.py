@@ -206,3 +206,22 @@ def test_contract_every_child_of_every_component_is_tagged(component, fraud):
             tags = rules.tags_of(rules.Resource(child.type, child.name, child.inputs))
             missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
             assert not missing, f"{component}: {child.type} {child.name} lacks {missing}"
+
+
+def test_pulumi_yaml_main_builds_the_selected_stack(fraud):
+    """`main: mlplat/pulumi_main.py` is what the Pulumi CLI runs; under mocks it builds the same graph."""
+    import yaml
+
+    from mlplat.pulumi_main import build
+
+    assert yaml.safe_load((REPO / "Pulumi.yaml").read_text())["main"] == "mlplat/pulumi_main.py"
+    records = run_offline(lambda: build("fraud-prod", REPO), project="mlplat", stack="fraud-prod")
+    assert sorted(r.name for r in records) == sorted(r.name for r in run_program(fraud))
+
+
+def test_pulumi_main_refuses_a_local_stack():
+    from mlplat.errors import MlplatError
+    from mlplat.pulumi_main import build
+
+    with pytest.raises(MlplatError, match="has no Pulumi program"):
+        build("dev", REPO)
