@@ -86,6 +86,9 @@ class LocalFeatureStore(FeatureStoreBackend):
         source = document["source"]
         if source["kind"] in ("parquet", "snapshot"):
             path = self._resolve(source["path"]) if source["kind"] == "parquet" else str(self.layout.root / source["path"])
+            if not any(c in path for c in "*?["):  # one file: its row number is the whole order
+                return (f"(SELECT * RENAME (file_row_number AS {ROW}), '' AS {FILE} "
+                        f"FROM read_parquet({lit(path)}, file_row_number=true))")
             return (f"(SELECT * RENAME (file_row_number AS {ROW}) FROM read_parquet({lit(path)}, file_row_number=true, "
                     f"filename={lit(FILE)}))")
         if source["kind"] == "csv":

@@ -275,3 +275,16 @@ def test_many_rows_keep_their_order(fs):
     sample = entities.sample(40, random_state=3)
     want = brute_force(source, sample, "driver_id", ["count"], ttl_s=3600, created="created")
     assert [plain(got.loc[i, "count"]) for i in sample.index] == [w["count"] for w in want]
+
+
+def test_a_glob_of_parquet_files_is_one_source_and_later_files_win_ties(fs):
+    project, store = fs
+    parts = project / "data" / "parts"
+    parts.mkdir()
+    for name, value in (("2024-01-01.parquet", 1.0), ("2024-01-02.parquet", 2.0)):
+        pd.DataFrame({"driver_id": [1, 2], "event_timestamp": seconds([10, 10 if value == 1.0 else 20]),
+                      "value": [value, value], "count": [1, 2]}).to_parquet(parts / name, index=False)
+    store.apply([stats_view(None, created=None, path="data/parts/*.parquet")])
+    got = store.get_historical_features(pd.DataFrame({"driver_id": [1, 2, 2], "event_timestamp": seconds([10, 15, 20])}),
+                                        ["stats:value"])
+    assert got["value"].tolist() == [2.0, 1.0, 2.0]
