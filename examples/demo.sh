@@ -22,4 +22,23 @@ python examples/sklearn_tabular/train.py --stack dev
 step "The runs of the stack"
 mlplat runs list --stack dev --limit 5
 
+step "Train and register a model version (lineage, sealed manifest, reference sample)"
+VERSION=$(python examples/sklearn_tabular/train.py --stack dev --register credit-risk | tee /dev/stderr | sed -n 's/^registered credit-risk version //p')
+mlplat models list --stack dev
+
+step "Promote to staging: gate on the held-out set, package, staging endpoint, integration tests"
+mlplat models promote credit-risk "$VERSION" --to staging --stack dev
+
+step "credit-risk is critical: an approver (not the author) approves, bound to the artifact and gate report"
+mlplat approvals list --stack dev
+MLPLAT_USER=risk-office@example.com mlplat models approve credit-risk "$VERSION" --stack dev --reason "validated on the holdout"
+
+step "Promote to production (one production version per model and environment)"
+mlplat models promote credit-risk "$VERSION" --to production --stack dev
+mlplat models show credit-risk "$VERSION" --stack dev
+
+step "Every decision is in the hash-chained audit log"
+mlplat audit log --stack dev --model credit-risk --limit 10
+mlplat audit verify --stack dev
+
 step "Done. Next: mlplat ui --stack dev  (MLflow UI on http://127.0.0.1:5000)"
