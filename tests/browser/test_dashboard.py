@@ -1,0 +1,134 @@
+"""The dashboard in headless Chromium: real page, real data, rendered content asserted, screenshot kept."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import BIN, REPO, run_cli, write_project
+from tests.integration.monitoring_support import FEATURES, insert_captures, load_model, shifted
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--hide-scrollbars",
+         "--window-size=1400,2000"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium chromium-driver)")
+    root = write_project(tmp_path / "project")
+    shutil.copytree(REPO / "examples" / "sklearn_tabular", root / "ex", ignore=shutil.ignore_patterns("data"))
+    env = {"MLPLAT_PROJECT_DIR": str(root), "MLPLAT_USER": "ds@example.com"}
+    assert run_cli("up", "--stack", "dev", "--yes", cwd=root, env=env).returncode == 0
+    trained = subprocess.run([sys.executable, "ex/train.py", "--stack", "dev", "--register", "credit-risk"], cwd=root,
+                             env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    os.environ.update(env)
+    try:
+        model = load_model(root, "credit-risk", 1)
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+    holdout = pd.read_parquet(root / "ex" / "data" / "holdout.parquet")
+    db = root / ".mlplat" / "dev" / "platform.db"
+    calm = holdout.sample(300, random_state=1)
+    ids = insert_captures(db, model="credit-risk", version=1, frame=calm[FEATURES], predictions=model.predict(calm[FEATURES]),
+                          start_ts=time.time() - 7200, prefix="calm")
+    pd.DataFrame({"request_id": ids, "label": calm["label"]}).to_csv(root / "labels.csv", index=False)
+    assert run_cli("monitor", "labels", "--file", "labels.csv", cwd=root, env=env).returncode == 0
+    assert run_cli("monitor", "run", cwd=root, env=env).returncode == 0
+    drifted = shifted(shifted(shifted(holdout.sample(500, random_state=2), "income", 3), "age", 3), "tenure", 3)
+    drifted = shifted(shifted(drifted, "debt_ratio", 3), "accounts", 3)
+    insert_captures(db, model="credit-risk", version=1, frame=drifted[FEATURES],
+                    predictions=model.predict(drifted[FEATURES]), start_ts=time.time() - 3600, prefix="shift")
+    assert run_cli("monitor", "run", cwd=root, env=env).returncode == 0
+
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "mlplat"), "dashboard", "--stack", "dev", "--port", str(port), "--refresh", "0"],
+                              cwd=root, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "healthz", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise AssertionError(f"dashboard did not start: {server.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+    yield url
+    server.terminate()
+    server.wait(timeout=20)
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, *FLAGS, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_dashboard_renders_models_drift_quality_cost_alerts_and_audit(dashboard):
+    dom = chromium("--dump-dom", dashboard).stdout
+    assert "mlplat dashboard" in dom and 'id="stack">dev<' in dom
+    # models, versions and stages
+    assert "credit-risk" in dom and "Models, versions and stages" in dom
+    # drift per feature: the shifted features are flagged, with a PSI chart
+    assert "Drift per feature" in dom and 'aria-label="PSI per feature of credit-risk"' in dom
+    drift_section = dom.split('id="drift"')[1].split("</section>")[0]
+    assert 'class="badge drift">drift<' in drift_section
+    for feature in ("income", "age", "tenure"):
+        assert f">{feature}<" in drift_section
+    # quality over time and calibration
+    assert "Quality and calibration over time" in dom and "accuracy" in dom
+    # cost with the team's budget
+    assert "Cost per team, with budget" in dom and "ml-core: $200.00 a month" in dom
+    # alerts: the built-in drift rule fired
+    alerts_section = dom.split('id="alerts"')[1].split("</section>")[0]
+    assert "drift.detected" in alerts_section and "credit-risk@dev" in alerts_section
+    # approvals and the audit trail
+    assert "Pending approvals" in dom
+    audit = dom.split('id="audit"')[1].split("</section>")[0]
+    assert "model.registered" in audit
+    assert dom.count("<svg") >= 3
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "dashboard.png"
+    shot.unlink(missing_ok=True)
+    result = chromium(f"--screenshot={shot}", dashboard)
+    assert shot.is_file() and shot.stat().st_size > 20_000, result.stderr[-1000:]
+
+
+def test_dashboard_refuses_foreign_hosts_and_form_posts(dashboard):
+    request = urllib.request.Request(dashboard, headers={"Host": "evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 403
+    form = urllib.request.Request(dashboard + "api/v1/labels", data=b"labels=1", method="POST",
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(form, timeout=10)
+    assert info.value.code == 415
+    ok = urllib.request.Request(dashboard + "api/v1/labels", method="POST",
+                                data=json.dumps({"labels": {"calm-00001": 1, "nobody": 0}}).encode(),
+                                headers={"Content-Type": "application/json"})
+    doc = json.loads(urllib.request.urlopen(ok, timeout=10).read())
+    assert doc["unknown"] == 1 and doc["stored"] + doc["updated"] <= 1
+    snapshot = json.loads(urllib.request.urlopen(dashboard + "api/v1/snapshot", timeout=30).read())
+    assert snapshot["stack"] == "dev" and snapshot["drift"][0]["verdict"] == "drift"
