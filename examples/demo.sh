@@ -41,4 +41,12 @@ step "Every decision is in the hash-chained audit log"
 mlplat audit log --stack dev --model credit-risk --limit 10
 mlplat audit verify --stack dev
 
+step "Monitoring pass over captured traffic: drift per feature, quality with labels, cost, alerts"
+mlplat monitor run --stack dev
+mlplat monitor status --stack dev
+
+step "Cost per prediction and per team, against the monthly budget"
+mlplat cost report --stack dev --by team
+mlplat cost report --stack dev --by version --period 7d --format csv
+
 step "Done. Next: mlplat ui --stack dev  (MLflow UI on http://127.0.0.1:5000)"
