@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import BIN
 from tests.integration.conftest_registry import APPROVER, AUTHOR, cli_in, db, make_registered_project, train
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("registry-promote-e2e")]
 
 
 def _stage(project, version=1):

@@ -15,7 +15,7 @@ from mlplat.errors import CheckFailed, Denied, IntegrityError, TrackingRequired
 from tests.integration.conftest_registry import (APPROVER, AUTHOR, cli_in, db, in_project, registered,  # noqa: F401
                                                  spec_ctx)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("registry-governance")]
 
 
 def test_registration_records_lineage_manifest_and_reference(registered):
