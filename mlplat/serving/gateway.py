@@ -26,6 +26,7 @@ caller's latency beyond enqueueing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import queue
@@ -357,6 +358,7 @@ class Gateway:
         self.table: dict[str, LiveEndpoint] = {}
         self.revision = -1
         self.rollout_stats: dict[int, RolloutStats] = {}
+        self._suspect: dict[int, int] = {}  # rollout id -> candidate requests at the first unconfirmed breach
         self.shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlplat-shadow")
         self.shadow_pending = 0
         self._shadow_lock = threading.Lock()
@@ -477,6 +479,24 @@ class Gateway:
                 decision = ro.analyze(stats.stable, candidate, policy, elapsed=now - float(rollout["step_started_at"]))
                 decision.metrics.update({"step_index": step, "percent": policy.steps[step]})
                 common = dict(instance_type=self.config.instance_type, price_per_hour=self.config.price_per_hour)
+                if decision.action == "rollback" and not _errors_breached(decision):
+                    # latency and distribution breaches must be confirmed on fresh traffic: the samples
+                    # after the first verdict must breach again, so one stall of a loaded machine (a GC
+                    # pause, an fsync) does not roll back a good version
+                    first = self._suspect.get(rid)
+                    if first is None or first > len(candidate.latencies_ms):
+                        self._suspect[rid] = len(candidate.latencies_ms)
+                        continue
+                    fresh = _tail(candidate, first)
+                    if fresh.requests < max(5, policy.min_requests // 2):
+                        continue
+                    recheck = dataclasses.replace(policy, min_requests=fresh.requests)
+                    decision = ro.analyze(stats.stable, fresh, recheck, elapsed=now - float(rollout["step_started_at"]))
+                    decision.metrics.update({"step_index": step, "percent": policy.steps[step], "rechecked": True})
+                    if decision.action != "rollback":  # the stall passed: judge the step on the fresh samples
+                        self._suspect.pop(rid, None)
+                elif decision.action != "rollback":
+                    self._suspect.pop(rid, None)
                 if decision.action == "rollback":
                     with db.transaction(conn):
                         done = ro.rollback(conn, model=rollout["model"], environment=rollout["environment"],
@@ -576,6 +596,7 @@ class Gateway:
     def _describe(self, live: LiveEndpoint) -> dict[str, Any]:
         out = live.spec.to_dict()
         out["loaded"] = {str(r.version): isinstance(r.model, LoadedModel) for r in live.routes}
+        out["step_index"] = live.step_index
         out["invocations"] = f"/endpoints/{live.spec.model}/invocations"
         return out
 
@@ -690,6 +711,18 @@ class Gateway:
         self.metrics.observe(live.spec.model, shadow.version, "shadow", status, seconds)
         self.metrics.observe_shadow(live.spec.model, shadow.version, rows, disagree, error)
         self._capture(f"{request_id}:shadow", live, shadow, inputs, predictions, seconds * 1000, status, True)
+
+
+def _tail(stats: ro.VariantStats, start: int) -> ro.VariantStats:
+    """The samples of ``stats`` from index ``start`` on (requests counted by latency samples)."""
+    latencies = stats.latencies_ms[start:]
+    ratio = len(latencies) / max(1, len(stats.latencies_ms))
+    predictions = stats.predictions[int(len(stats.predictions) * (1 - ratio)):] if ratio else []
+    return ro.VariantStats(requests=len(latencies), errors=0, latencies_ms=list(latencies), predictions=list(predictions))
+
+
+def _errors_breached(decision: ro.Decision) -> bool:
+    return any(reason.startswith("error rate") for reason in decision.reasons)
 
 
 def _disagreements(a: Any, b: Any) -> int:

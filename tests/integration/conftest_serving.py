@@ -31,7 +31,9 @@ def save_sklearn(path: Path, seed: int = 0) -> Path:
 
     X, y = training_frame(seed=seed)
     model = LogisticRegression().fit(X, y)
-    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(X, model.predict(X)))
+    # explicit requirements: inferring them imports the model in a subprocess (seconds per save)
+    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(X, model.predict(X)),
+                              pip_requirements=["scikit-learn"])
     return path
 
 
@@ -56,7 +58,8 @@ def save_toy(path: Path, mode: str = "good", delay: float = 0.0) -> Path:
     from mlflow.models import infer_signature
 
     X, y = training_frame()
-    mlflow.pyfunc.save_model(str(path), python_model=ToyModel(mode, delay), signature=infer_signature(X, y.to_numpy()))
+    mlflow.pyfunc.save_model(str(path), python_model=ToyModel(mode, delay), signature=infer_signature(X, y.to_numpy()),
+                             pip_requirements=["mlflow"])
     return path
 
 
@@ -128,7 +131,11 @@ class GatewayHarness:
             raise FileNotFoundError(f"no model folder for {name} v{version}")
         return self.models[version]
 
-    def start(self, controller: bool = True):
+    def start(self, controller: bool = True, process: bool = False):
+        """Serve in a thread of this process, or (``process=True``) in a child process of its own,
+        as `mlplat serve` runs, so test clients cannot steal the gateway's CPU time."""
+        if process:
+            return self._start_process(controller)
         import threading
 
         import uvicorn
@@ -152,7 +159,27 @@ class GatewayHarness:
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         return self
 
+    def _start_process(self, controller: bool):
+        import json
+
+        port_file = self.tmp / f"gateway-port-{time.monotonic_ns()}"
+        spec = {"db": str(self.db_path), "environment": self.environment, "controller": controller,
+                "models": {str(k): str(v) for k, v in self.models.items()}, "port_file": str(port_file),
+                "sampling": self.sampling, "max_body_bytes": self.max_body_bytes,
+                "controller_interval": self.controller_interval}
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.integration.conftest_serving", json.dumps(spec)],
+                                     cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env_with_repo())
+        self.url = f"http://127.0.0.1:{wait_for_port_file(port_file, self.proc)}"
+        return self
+
+    def endpoint(self, name: str = "scorer") -> dict:
+        return httpx.get(f"{self.url}/endpoints/{name}", timeout=10).json()
+
     def stop(self) -> None:
+        if getattr(self, "proc", None) is not None:
+            stop(self.proc)
+            self.proc = None
         if self.server is not None:
             self.server.should_exit = True
             self.thread.join(timeout=10)
@@ -193,3 +220,34 @@ def row(i: int = 0) -> dict:
     rng = np.random.default_rng(i)
     a, b, c = rng.normal(size=3)
     return {"dataframe_records": [{"a": float(a), "b": float(b), "c": float(c)}]}
+
+
+def _serve_from_spec(text: str) -> None:
+    """Child-process gateway for the tests (``python -m tests.integration.conftest_serving SPEC``)."""
+    import json
+
+    from mlplat.serving.gateway import Gateway, GatewayConfig
+    from mlplat.serving.model_server import bind, run
+
+    spec = json.loads(text)
+    models = {int(k): Path(v) for k, v in spec["models"].items()}
+
+    def resolve(name: str, version: int) -> Path:
+        if version not in models:
+            raise FileNotFoundError(f"no model folder for {name} v{version}")
+        return models[version]
+
+    config = GatewayConfig(environment=spec["environment"], max_body_bytes=spec["max_body_bytes"],
+                           capture_sampling=spec["sampling"], poll_interval=0.1,
+                           controller_interval=spec["controller_interval"], run_controller=spec["controller"])
+    app = Gateway(Path(spec["db"]), config, resolve)
+    app.start()
+    sock = bind("127.0.0.1", 0)
+    try:
+        run(app, sock, port_file=Path(spec["port_file"]))
+    finally:
+        app.stop()
+
+
+if __name__ == "__main__":
+    _serve_from_spec(sys.argv[1])
