@@ -49,4 +49,16 @@ step "Cost per prediction and per team, against the monthly budget"
 mlplat cost report --stack dev --by team
 mlplat cost report --stack dev --by version --period 7d --format csv
 
+step "Feature store: register versioned definitions (the diff is shown first)"
+python examples/features/make_data.py
+mlplat features apply --stack dev --definitions examples/features/definitions.py --yes
+
+step "Feature store: a point-in-time training set inside a tracked run (records the view versions it read)"
+python examples/features/train.py --stack dev
+mlplat features list --stack dev
+
+step "Feature store: materialize the online store and check training/serving skew"
+mlplat features materialize --stack dev --start 2024-03-01 --end 2024-03-31
+mlplat features skew driver_stats --stack dev
+
 step "Done. Next: mlplat ui --stack dev  (MLflow UI on http://127.0.0.1:5000)"
