@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -66,7 +67,7 @@ class LocalFeatureStore(FeatureStoreBackend):
                               hint=f"run `mlplat up --stack {spec.name}`: it applies the pending migration {MIGRATION}")
         self.online_db = Database(self.layout.root / "online.db")
         self.snapshots = self.layout.root / "features" / "snapshots"
-        self._online_conn = None
+        self._local = threading.local()
 
     # --- sources ------------------------------------------------------------------------------
 
@@ -334,9 +335,11 @@ class LocalFeatureStore(FeatureStoreBackend):
     # --- online -------------------------------------------------------------------------------
 
     def _online(self):
-        if self._online_conn is None:
-            self._online_conn = self.online_db.connect()
-        return self._online_conn
+        # one connection per thread: the serving gateway may look features up from several threads
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.online_db.connect()
+        return conn
 
     def _ensure_table(self, conn, doc: Mapping[str, Any]) -> None:
         table = online_table(doc["name"], doc["version"])
@@ -499,9 +502,10 @@ class LocalFeatureStore(FeatureStoreBackend):
             con.close()
 
     def close(self) -> None:
-        if self._online_conn is not None:
-            self._online_conn.close()
-            self._online_conn = None
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
 
 def _from_sqlite(dtype: str):

@@ -199,3 +199,29 @@ def test_string_and_missing_timestamps_are_errors():
     assert "pd.to_datetime" in err.value.hint
     with pytest.raises(FeatureDataError, match="missing value"):
         to_utc_micros(pd.Series(pd.to_datetime(["2024-01-01", None])), "ts")
+
+
+# --- stack settings and run lineage tags -----------------------------------------------------------
+
+
+def test_stack_features_settings_are_strict_with_defaults(tmp_path):
+    from mlplat.errors import StackError
+    from mlplat.stack import parse_stack
+
+    base = ("config:\n  mlplat:team: t\n  mlplat:environment: dev\n  mlplat:tags:\n    team: t\n    cost-center: c\n"
+            "    environment: dev\n    owner: o@example.com\n")
+    spec = parse_stack(base, path=tmp_path / "Pulumi.dev.yaml", name="dev", project_dir=tmp_path)
+    assert spec.features.definitions == "features/definitions.py" and spec.features.timestamp_column == "event_timestamp"
+    custom = parse_stack(base + "  mlplat:features:\n    definitions: fs/defs.py\n    maxSkewRate: 0.01\n",
+                         path=tmp_path / "Pulumi.dev.yaml", name="dev", project_dir=tmp_path)
+    assert custom.features.definitions == "fs/defs.py" and custom.features.max_skew_rate == 0.01
+    with pytest.raises(StackError, match="did you mean 'definitions'"):
+        parse_stack(base + "  mlplat:features:\n    definitons: x.py\n", path=tmp_path / "Pulumi.dev.yaml", name="dev",
+                    project_dir=tmp_path)
+
+
+def test_views_of_run_reads_the_lineage_tags():
+    from mlplat.features import views_of_run
+
+    tags = {"mlplat.features.driver_stats": "1,2", "mlplat.features.customer": "1", "mlplat.user": "x"}
+    assert views_of_run(tags) == ["customer@1", "driver_stats@1", "driver_stats@2"]
