@@ -188,15 +188,14 @@ class LocalFeatureStore(FeatureStoreBackend):
             else:
                 self.check_source(view, con)
         con.close()
-        self._documents = documents
         return make_plan(definitions, self.registered_views(), self.registered_entities(), self.production_users,
                          documents)
 
     def apply(self, definitions: Definitions, plan: FeaturePlan, *, user: str) -> FeaturePlan:
-        documents = getattr(self, "_documents", {})
-        fresh = make_plan(definitions, self.registered_views(), self.registered_entities(), self.production_users,
-                          documents)
-        refuse_breaking(fresh)
+        documents = {(v.name, v.version): self._snapshot_document(v)[0] for v in definitions.views
+                     if v.source.kind == "dataframe"}
+        refuse_breaking(make_plan(definitions, self.registered_views(), self.registered_entities(),
+                                  self.production_users, documents))
         written: list[Path] = []
         try:
             for view in definitions.views:
@@ -204,7 +203,7 @@ class LocalFeatureStore(FeatureStoreBackend):
                 if document is None:
                     continue
                 target = self.layout.root / document["source"]["path"]
-                if not target.exists():
+                if not target.exists():  # content-addressed: an existing snapshot is this one
                     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                     partial = target.with_suffix(".partial")
                     view._dataframe.to_parquet(partial, index=False)
@@ -213,6 +212,13 @@ class LocalFeatureStore(FeatureStoreBackend):
             now = time.time()
             by_view = {(v.name, v.version): v for v in definitions.views}
             with self.db.transaction() as conn:
+                # the plan again, under the write lock: another apply may have landed since it was shown
+                views = {(r["name"], r["version"]): json.loads(r["definition"])
+                         for r in conn.execute("SELECT name, version, definition FROM feature_views")}
+                entities = {r["name"]: json.loads(r["definition"])
+                            for r in conn.execute("SELECT name, definition FROM feature_entities")}
+                fresh = make_plan(definitions, views, entities, self.production_users, documents)
+                refuse_breaking(fresh)
                 for change in fresh.entities:
                     if change.action in ("create", "update"):
                         entity = next(e for e in definitions.entities if e.name == change.name)

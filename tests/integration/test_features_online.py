@@ -133,3 +133,21 @@ def test_skew_before_materialize_is_a_clear_error(fs):
     _, _, store = fs
     with pytest.raises(UnknownFeature, match="never materialized"):
         store.skew("stats")
+
+
+def test_concurrent_applies_register_a_version_once(fs):
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    project, spec, _ = fs
+    v2 = stats_view(2, features=[Feature("value", "float64")])
+
+    def apply_once(_):
+        return store_for(spec).apply([stats_view(), v2]).counts().get("create", 0)
+
+    with ThreadPoolExecutor(4) as pool:
+        creates = list(pool.map(apply_once, range(4)))
+    assert sum(creates) == 1
+    conn = sqlite3.connect(spec.state_dir / "platform.db")
+    assert conn.execute("SELECT count(*) FROM feature_view_history WHERE name='stats' AND version=2").fetchone()[0] == 1
+    conn.close()
