@@ -243,6 +243,13 @@ class ModelRegistry(abc.ABC):
     def run_tags(self, run_id: str) -> dict[str, str]:
         """The tags of the run (``NotFound`` for an unknown run)."""
 
+    def record_approval(self, name: str, version: int, *, state: str, environment: str,
+                        decisions: list[dict[str, Any]], artifact_digest: str, gate_digest: str | None) -> None:
+        """Mirror the platform's approval state of a version into the provider's registry after a decision
+        (SageMaker's ``ModelApprovalStatus``). Called after the decision committed; the platform database
+        stays the source of truth. Default: the provider's registry has no approval state to mirror."""
+        return None
+
 
 # --- delivery ---------------------------------------------------------------------------
 

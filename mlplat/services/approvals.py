@@ -118,7 +118,12 @@ def decide(spec: "StackSpec", ctx: "Context", name: str, version: int, *, decisi
         audit.append(conn, actor=user, action=f"approval.{decision}", model=name, version=version,
                      environment=environment, reason=reason, digest=binding["artifact_digest"],
                      evidence={"gate_digest": binding["gate_digest"], "author": row["author"]})
-        return status(conn, spec, name, version, environment)
+        result = status(conn, spec, name, version, environment)
+    # the provider's registry mirrors the committed decision (e.g. SageMaker's ModelApprovalStatus)
+    registry.record_approval(name, int(version), state=result["state"], environment=environment,
+                             decisions=result["decisions"], artifact_digest=binding["artifact_digest"],
+                             gate_digest=binding["gate_digest"])
+    return result
 
 
 def pending(conn, spec: "StackSpec", environment: str, *, include_decided: bool = False) -> list[dict[str, Any]]:

@@ -15,11 +15,46 @@ def _provisioner(spec, ctx):
     return AwsProvisioner(spec, ctx)
 
 
+def _tracker(spec, ctx):
+    from mlplat_providers.aws.runtime.tracking import AwsTracker
+
+    return AwsTracker(spec)
+
+
+def _registry(spec, ctx):
+    from mlplat_providers.aws.runtime.registry import AwsModelRegistry
+
+    return AwsModelRegistry(spec)
+
+
+def _delivery(spec, ctx):
+    from mlplat_providers.aws.runtime.delivery import AwsDeliveryPipeline
+
+    return AwsDeliveryPipeline(spec, ctx)
+
+
+def _serving(spec, ctx):
+    from mlplat_providers.aws.runtime.serving import AwsServing
+
+    return AwsServing(spec, ctx)
+
+
+def _cost(spec, ctx):
+    from mlplat_providers.aws.runtime.cost import AwsCost
+
+    return AwsCost(spec, ctx)
+
+
 provider = ProviderBundle(
     name="aws",
     description="Amazon SageMaker (Pulumi program on pulumi-aws; runtime through boto3).",
     factories={
         Capability.PROVISIONER: _provisioner,
+        Capability.TRACKING: _tracker,
+        Capability.REGISTRY: _registry,
+        Capability.DELIVERY: _delivery,
+        Capability.SERVING: _serving,
+        Capability.COST: _cost,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
     "use a local stack (mlplat up --stack dev) meanwhile",

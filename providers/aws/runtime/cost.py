@@ -1,0 +1,120 @@
+"""Cost of an AWS stack: deployments from the platform database, traffic from CloudWatch, bills from Cost Explorer.
+
+``deployments`` and ``usage`` feed the provider-neutral attribution (instance-hours ×
+the stack's price, predictions, cost per prediction) exactly as on the local provider.
+``billed`` asks Cost Explorer (``GetCostAndUsage``, grouped by the ``team`` cost tag) what
+AWS actually charged the team, so the estimate can be checked against the bill.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from mlplat.services.monitoring.contracts import CostSource
+from mlplat.services.monitoring.cost import Deployment, Usage
+from mlplat_providers.aws.runtime.session import AwsSession
+from mlplat_providers.aws.runtime.state import AwsState
+
+COST_METRIC = "UnblendedCost"
+
+
+def _day(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def cost_request(team_tag: str, start: float, end: float, *, team: str | None = None) -> dict[str, Any]:
+    """The ``GetCostAndUsage`` request: daily unblended cost grouped by the team tag (one team if given)."""
+    start_day = _day(start)
+    end_day = _day(end + 86_399)  # Cost Explorer's end date is exclusive: cover the last partial day
+    if end_day <= start_day:
+        end_day = _day(start + 86_400)
+    request: dict[str, Any] = {"TimePeriod": {"Start": start_day, "End": end_day}, "Granularity": "DAILY",
+                               "Metrics": [COST_METRIC], "GroupBy": [{"Type": "TAG", "Key": team_tag}]}
+    if team:
+        request["Filter"] = {"Tags": {"Key": team_tag, "Values": [team], "MatchOptions": ["EQUALS"]}}
+    return request
+
+
+def parse_costs(pages: list[dict[str, Any]], team_tag: str = "team") -> dict[str, float]:
+    """Team → USD from ``GetCostAndUsage`` pages. Untagged spend is reported under ``(untagged)``."""
+    out: dict[str, float] = {}
+    for page in pages:
+        for period in page.get("ResultsByTime", []):
+            for group in period.get("Groups", []):
+                key = (group.get("Keys") or [""])[0]
+                team = key.split("$", 1)[1] if "$" in key else key
+                amount = float(((group.get("Metrics") or {}).get(COST_METRIC) or {}).get("Amount") or 0.0)
+                out[team or "(untagged)"] = out.get(team or "(untagged)", 0.0) + amount
+    return out
+
+
+class AwsCost(CostSource):
+    def __init__(self, spec, ctx, session: AwsSession | None = None):
+        self.spec = spec
+        self.ctx = ctx
+        self.aws = session or AwsSession(spec)
+        self.state = AwsState(spec.state_dir).ensure()
+
+    def deployments(self, start: float, end: float) -> list[Deployment]:
+        conn = self.state.database().connect()
+        try:
+            rows = conn.execute(
+                "SELECT model, version, environment, variant, started_at, ended_at, instance_type, price_per_hour "
+                "FROM deployments WHERE started_at < ? AND (ended_at IS NULL OR ended_at >= ?)", (end, start)).fetchall()
+        finally:
+            conn.close()
+        return [Deployment(r["model"], int(r["version"]), r["environment"], float(r["started_at"]),
+                           None if r["ended_at"] is None else float(r["ended_at"]), r["instance_type"], 1,
+                           r["price_per_hour"], self.spec.team, r["variant"] or "") for r in rows]
+
+    def usage(self, start: float, end: float) -> list[Usage]:
+        """Invocations and busy seconds (ModelLatency average × invocations) per served version, from CloudWatch."""
+        from mlplat_providers.aws.runtime.serving import AwsServing, variant
+
+        serving = AwsServing(self.spec, self.ctx, self.aws)
+        seen: dict[tuple[str, int, str], None] = {}
+        for dep in self.deployments(start, end):
+            seen[(dep.model, dep.version, dep.environment)] = None
+        if not seen:
+            return []
+        period = max(60, int((end - start) // 60 + 1) * 60)
+        queries, keys = [], {}
+        for i, (model, version, environment) in enumerate(seen):
+            dims = [{"Name": "EndpointName", "Value": serving.endpoint_name(model, environment)},
+                    {"Name": "VariantName", "Value": variant(version)}]
+            for metric, stat in (("Invocations", "Sum"), ("ModelLatency", "Average")):
+                qid = f"q{i}{'n' if metric == 'Invocations' else 'l'}"
+                keys[qid] = (model, version, environment)
+                queries.append({"Id": qid, "MetricStat": {"Metric": {"Namespace": "AWS/SageMaker", "MetricName": metric,
+                                                                     "Dimensions": dims}, "Period": period,
+                                                          "Stat": stat}})
+        values: dict[str, list[float]] = {}
+        for chunk in range(0, len(queries), 500):
+            result = self.aws.call("cloudwatch", "get_metric_data", MetricDataQueries=queries[chunk:chunk + 500],
+                                   StartTime=dt.datetime.fromtimestamp(start, dt.timezone.utc),
+                                   EndTime=dt.datetime.fromtimestamp(end, dt.timezone.utc),
+                                   what="reading endpoint traffic for the cost report")
+            for r in result.get("MetricDataResults", []):
+                values[r["Id"]] = r.get("Values") or []
+        out = []
+        for i, key in enumerate(seen):
+            calls = sum(values.get(f"q{i}n", []))
+            latency_us = values.get(f"q{i}l", [])
+            busy = (sum(latency_us) / len(latency_us)) * calls / 1e6 if latency_us else 0.0
+            if calls:
+                out.append(Usage(key[0], key[1], key[2], int(calls), busy, self.spec.team))
+        return out
+
+    def billed(self, start: float, end: float, *, team_only: bool = True) -> dict[str, Any]:
+        """What AWS charged, by team tag, for the period (Cost Explorer; paginated)."""
+        request = cost_request("team", start, end, team=self.spec.team if team_only else None)
+        pages, token = [], None
+        while True:
+            page = self.aws.call("ce", "get_cost_and_usage", what="reading the bill from Cost Explorer",
+                                 **request, **({"NextPageToken": token} if token else {}))
+            pages.append(page)
+            token = page.get("NextPageToken")
+            if not token:
+                break
+        return {"source": "aws-cost-explorer", "metric": COST_METRIC, "period": request["TimePeriod"],
+                "by_team": parse_costs(pages)}
