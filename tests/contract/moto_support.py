@@ -1,10 +1,11 @@
-"""What the AWS tests need from moto, and the two SageMaker calls moto lacks.
+"""What the AWS tests need from moto, and what moto lacks.
 
-moto 5 does not implement ``UpdateEndpoint`` and drops ``ShadowProductionVariants``
-from endpoint configurations. :func:`install_sagemaker_gaps` adds both to moto's
+moto 5 does not implement SageMaker's ``UpdateEndpoint``, drops ``ShadowProductionVariants``
+from endpoint configurations, and answers no value for CloudWatch percentile statistics
+(``p95``) in ``GetMetricData``. :func:`install_sagemaker_gaps` adds both to moto's
 SageMaker backend (in this process: ``mock_aws`` and ``ThreadedMotoServer`` alike),
 doing what SageMaker documents: the endpoint takes the new configuration's variants
-and weights. The request shapes themselves are pinned with botocore's Stubber in
+and weights; percentiles are interpolated over the published samples. The request shapes themselves are pinned with botocore's Stubber in
 tests/integration/test_aws_runtime_shapes.py.
 """
 from __future__ import annotations
@@ -62,6 +63,22 @@ def install_sagemaker_gaps() -> None:
                 body["ShadowProductionVariants"] = shadow
         return result
 
+    from moto.cloudwatch.models import Statistics
+
+    original_stat = Statistics.get_statistics_for_type
+
+    def get_statistics_for_type(self, stat):
+        # moto answers None for percentile statistics (p95); CloudWatch interpolates over the samples
+        if isinstance(stat, str) and stat.startswith("p") and stat[1:].replace(".", "", 1).isdigit():
+            values = sorted(self.metric_single_values_list)
+            if not values:
+                return None
+            k = (len(values) - 1) * float(stat[1:]) / 100
+            lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+            return values[lo] + (values[hi] - values[lo]) * (k - lo)
+        return original_stat(self, stat)
+
+    Statistics.get_statistics_for_type = get_statistics_for_type
     SageMakerResponse.update_endpoint = update_endpoint
     SageMakerResponse.create_endpoint_config = create_endpoint_config
     SageMakerResponse.describe_endpoint_config = describe_endpoint_config

@@ -234,6 +234,7 @@ class AwsServing(EndpointDeployer):
             raise ro.RolloutError(f"--percent {percent}: shadow traffic must be between 1 and "
                                   f"{ro.MAX_SHADOW_PERCENT} %", hint="SageMaker shadow variants mirror at most half")
         self.check_instance_type()
+        self.aws.account  # missing or mismatched account settings fail before anything is read or written
         evidence = registry.assert_deployable(self.spec, self.ctx, name, int(version), environment)
         versions = [int(version)]
         if strategy == "ab" and weights and "=" in weights:
