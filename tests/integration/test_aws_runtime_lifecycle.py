@@ -83,7 +83,8 @@ def audit_ok(project) -> None:
 
     conn = AwsState(context(project).stack(STACK).state_dir).database().connect()
     try:
-        assert audit.verify(conn)["ok"] if isinstance(audit.verify(conn), dict) else audit.verify(conn)
+        verification = audit.verify(conn)
+        assert verification.ok, verification.problems
     finally:
         conn.close()
 
