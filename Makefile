@@ -24,7 +24,7 @@ demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash examples/demo.sh
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -n 2 --dist loadgroup -q
+	$(VENV)/bin/pytest -n 2 --dist loadfile -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -115,12 +115,13 @@ def test_shadow_leaves_responses_unchanged_and_records_disagreement(harness):
     assert [r.json()["predictions"][0] for r in responses] == expected
     assert 0 in expected  # so a shadow leaking into responses would show
 
-    shadow_rows = harness.wait_for(lambda: (lambda rows: rows if len(rows) >= 30 else None)(
+    stats = harness.gateway.metrics.shadow[("scorer", 3)]
+    # mirrored requests finish off the request path: wait until every one is captured
+    shadow_rows = harness.wait_for(lambda: (lambda rows: rows if len(rows) >= 30 and len(rows) == stats[0] else None)(
         harness.query("SELECT * FROM captures WHERE shadow=1")))
     assert all(r["version"] == 3 and r["variant"] == "shadow" and r["request_id"].endswith(":shadow")
                for r in shadow_rows)
     assert 30 <= len(shadow_rows) <= 90  # about half of 120 mirrored
-    stats = harness.gateway.metrics.shadow[("scorer", 3)]
     assert stats[0] == len(shadow_rows) and stats[2] > 0  # requests mirrored, disagreements seen
 
 
