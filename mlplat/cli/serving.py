@@ -48,9 +48,10 @@ def _routes(endpoint: dict) -> str:
               help="Port (default: serving.port of the stack; 0 picks a free one).")
 @click.option("--port-file", type=click.Path(dir_okay=False), default=None, help="Write the bound port here once serving.")
 @click.option("--no-controller", is_flag=True, help="Do not run the canary controller in this gateway.")
+@click.option("--no-monitor", is_flag=True, help="Do not run monitoring passes on the stack's schedule.")
 @pass_ctx
 def serve(ctx, stack: str, environment: str | None, host: str, port: int | None, port_file: str | None,
-          no_controller: bool) -> None:
+          no_controller: bool, no_monitor: bool) -> None:
     """Run the serving gateway for every deployment of the stack's environment (blocks).
 
     \b
@@ -58,13 +59,25 @@ def serve(ctx, stack: str, environment: str | None, host: str, port: int | None,
     POST /v2/models/NAME/infer         Open Inference Protocol v2
     GET  /metrics                      Prometheus text
     Deploys, canary steps and rollbacks apply within a second, without restart.
+    Monitoring passes (drift, quality, cost, alerts, retraining) run on the stack's
+    monitoring.schedule in the background unless --no-monitor.
     """
     from mlplat.cli.ui import require_loopback
 
     require_loopback(host)
     spec, serving = _serving(ctx, stack)
-    serving.serve(environment=environment or spec.environment, host=host,
-                  port=spec.serving.port if port is None else port, port_file=port_file, controller=not no_controller)
+    loop = None
+    if not no_monitor:
+        from mlplat.services.monitoring.scheduler import MonitorLoop
+
+        loop = MonitorLoop(spec, ctx).start()
+    try:
+        serving.serve(environment=environment or spec.environment, host=host,
+                      port=spec.serving.port if port is None else port, port_file=port_file,
+                      controller=not no_controller)
+    finally:
+        if loop is not None:
+            loop.stop()
 
 
 @click.command()
