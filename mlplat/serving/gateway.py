@@ -322,10 +322,17 @@ class CaptureWriter:
 
 
 def _capture_row(request_id: str, ts: float, model: str, version: int, variant: str, environment: str,
-                 inputs: Inputs, predictions: Any, latency_ms: float, status: int, shadow: bool) -> tuple:
+                 inputs: Inputs, predictions: Any, latency_ms: float, status: int, shadow: bool,
+                 scorer: Callable[[Inputs], Any] | None = None) -> tuple:
     records = inputs.records()
     payload = records[0] if inputs.rows == 1 and records and isinstance(records[0], dict) else records
-    outputs = None if predictions is None else json.dumps(to_list(predictions), default=str)
+    scores = scorer(inputs) if scorer is not None else None  # on the writer thread, not the request path
+    if predictions is None:
+        outputs = None
+    elif scores is not None:
+        outputs = json.dumps({"predictions": to_list(predictions), "probabilities": to_list(scores)}, default=str)
+    else:
+        outputs = json.dumps(to_list(predictions), default=str)
     return (request_id, ts, model, int(version), variant, environment, json.dumps(payload, default=str), outputs,
             float(latency_ms), int(status), int(shadow))
 
@@ -677,8 +684,9 @@ class Gateway:
     def _capture(self, request_id: str, live: LiveEndpoint, route: LiveRoute, inputs: Inputs, predictions: Any,
                  latency_ms: float, status: int, shadow: bool) -> None:
         if self.capture.sampled():
+            scorer = route.model.scores if isinstance(route.model, LoadedModel) and predictions is not None else None
             self.capture.put((request_id, time.time(), live.spec.model, route.version, route.variant,
-                              self.config.environment, inputs, predictions, latency_ms, status, shadow))
+                              self.config.environment, inputs, predictions, latency_ms, status, shadow, scorer))
 
     def _mirror(self, request_id: str, live: LiveEndpoint, inputs: Inputs, primary: Any) -> None:
         shadow = live.shadow

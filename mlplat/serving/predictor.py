@@ -37,6 +37,9 @@ class LoadedModel:
     signature: Signature
     flavor: str
     _predict: Callable[[Inputs], Any]
+    # positive-class probabilities of a binary classifier, for monitoring (calibration, ROC AUC);
+    # called by the capture writer, off the request path
+    _scores: Callable[[Inputs], Any] | None = None
     loaded_at: float = field(default_factory=time.time)
     # exponentially weighted predict time: slow models run off the event loop
     ewma_ms: float = 0.0
@@ -47,6 +50,10 @@ class LoadedModel:
         took = (time.perf_counter() - start) * 1000
         self.ewma_ms = took if not self.ewma_ms else 0.9 * self.ewma_ms + 0.1 * took
         return out
+
+    def scores(self, inputs: Inputs) -> Any | None:
+        """Positive-class probabilities, or ``None`` when the model has none."""
+        return self._scores(inputs) if self._scores is not None else None
 
 
 _load_lock = threading.Lock()
@@ -63,6 +70,7 @@ def load(model_dir: Path | str, *, name: str = "model", version: int | str = 0) 
     impl = getattr(pyfunc_model, "_model_impl", None)
     estimator = getattr(impl, "sklearn_model", None)
     flavor = "pyfunc"
+    scores = None
     if estimator is not None:
         flavor = "sklearn"
         _quiet_feature_name_warnings()
@@ -74,13 +82,19 @@ def load(model_dir: Path | str, *, name: str = "model", version: int | str = 0) 
             if inputs.array is not None:
                 return method(inputs.array)
             return method(_frame(inputs, columns))
+
+        proba = getattr(estimator, "predict_proba", None)
+        if predict_fn == "predict" and proba is not None and len(getattr(estimator, "classes_", ())) == 2:
+            def scores(inputs: Inputs) -> Any:
+                return proba(inputs.array if inputs.array is not None else _frame(inputs, columns))[:, 1]
     else:
         def predict(inputs: Inputs) -> Any:
             if inputs.array is not None and not inputs.columns:
                 return pyfunc_model.predict(inputs.array)
             return pyfunc_model.predict(_frame(inputs, inputs.columns or ()))
 
-    return LoadedModel(name=name, version=version, path=path, signature=signature, flavor=flavor, _predict=predict)
+    return LoadedModel(name=name, version=version, path=path, signature=signature, flavor=flavor, _predict=predict,
+                       _scores=scores)
 
 
 def _pyfunc_conf(path: Path) -> dict[str, Any]:

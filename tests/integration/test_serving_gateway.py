@@ -73,7 +73,9 @@ def test_scoring_bad_input_404_metrics_and_capture(harness):
     import json
 
     assert json.loads(capture["inputs"]) == [{"a": 3.0, "b": 0.0, "c": 0.0}, {"a": -3.0, "b": 0.0, "c": 0.0}]
-    assert json.loads(capture["outputs"]) == [1, 0] and capture["latency_ms"] > 0
+    outputs = json.loads(capture["outputs"])  # a binary classifier: classes, and its scores for calibration
+    assert outputs["predictions"] == [1, 0] and capture["latency_ms"] > 0
+    assert outputs["probabilities"][0] > 0.5 > outputs["probabilities"][1]
 
 
 def test_ab_split_proportions_and_sticky_routing(harness):
