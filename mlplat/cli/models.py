@@ -150,6 +150,8 @@ def _print_show(ctx, doc: dict) -> None:
     if lin.get("datasets"):
         c.print("data: " + ", ".join(f"{k} sha256 {v['sha256'][:12]} ({v.get('rows')} rows)"
                                      for k, v in lin["datasets"].items()), highlight=False)
+    if lin.get("features"):
+        c.print("features: " + ", ".join(lin["features"]) + " (view@version read by the training run)", highlight=False)
     ref = lin.get("reference") or {}
     c.print(f"reference sample: {ref.get('rows', 0)} rows from {ref.get('source')}" if ref.get("reference") else
             f"reference sample: none ({ref.get('reason', '-')})", highlight=False)

@@ -306,6 +306,8 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
                                      run_lineage=run.lineage, input_example=input_example,
                                      signature=mlmodel.signature, holdout=holdout_doc)
         author = tags.get("mlplat.user") or run.lineage.get("user") or ctx.user
+        from mlplat.features.client import views_of_run
+
         sealed_manifest = manifests.build(model_dir, model=name, run_id=run.run_id, framework=framework)
         digest = manifests.digest(sealed_manifest)
         seal = manifests.seal(sealed_manifest, registry.signing_key())
@@ -318,6 +320,7 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
             "environment": {"python": environment.get("python"), "hash": tags.get("mlplat.env.hash"),
                             "requirements": requirements},
             "signature": signature_doc, "reference": reference, "holdout": holdout_doc,
+            "features": views_of_run(tags),
         }
         stored = registry.store_version(name, run.run_id, model_dir, tags={
             "mlplat.artifact_digest": digest, "mlplat.author": author, "mlplat.framework": framework})
