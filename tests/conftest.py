@@ -14,6 +14,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Staging endpoints run as local processes unless a test asks for a container image (the
+# `container` tests set MLPLAT_CONTAINER_ENGINE=podman for their own subprocesses).
+os.environ.setdefault("MLPLAT_CONTAINER_ENGINE", "none")
 
 
 def write_project(root: Path, stacks: dict[str, str] | None = None) -> Path:

@@ -1,6 +1,27 @@
 """Delivery on the local provider: build contexts under the stack's state, images with buildah
 when buildah and podman are installed, and the staging endpoint as a container or a local process.
 
+Engine choice, ``MLPLAT_CONTAINER_ENGINE``:
+
+* ``auto`` (default): a container when ``buildah`` and ``podman`` are both on PATH, else a local process;
+* ``podman``: always a container (an error names what is missing);
+* ``none``: always a local process.
+
+Container storage: podman and buildah run with ``--storage-driver vfs`` (works without
+overlay mounts and inside other containers) on a storage of the platform's own, so it never
+clashes with a user's podman set-up: ``MLPLAT_CONTAINER_STORAGE`` or ``/var/lib/mlplat/containers``
+(root) / ``~/.local/share/mlplat/containers``; run state under ``/run/mlplat/containers``. The
+same folder keeps the debootstrap root file system (``base/<key>.tar``, so a wiped storage
+re-imports it in seconds) and the wheels the runtime images install from (``wheels/``, filled
+on the host by ``pip wheel`` with the host's index settings; the image build needs no network).
+``podman_command()`` gives the exact command line, e.g. for ``podman image ls``.
+
+A staging container runs attached to a ``podman run --rm --init`` child of the promoting
+process: if that process dies, the parent-death signal reaches podman, which passes it on
+to the container, which then stops and is removed. Every container carries the labels
+``org.mlplat.state`` (the stack's state folder) and ``org.mlplat.owner`` (the promoting pid);
+before starting one, containers of the same state whose owner is gone are removed.
+
 Without a container engine the same entrypoint (``python -m mlplat.serving.model_server``)
 runs as a child process on a free loopback port; the parent-death signal ends it if the
 promoting process is killed, and a rerun finds it gone and starts a fresh one.
@@ -8,6 +29,7 @@ promoting process is killed, and a rerun finds it gone and starts a fresh one.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -25,12 +47,85 @@ from mlplat_providers.local.layout import StateLayout
 
 SERVER_MODULE = "mlplat.serving.model_server"
 START_TIMEOUT_S = 120.0
+CONTAINER_START_TIMEOUT_S = 600.0  # vfs copies the image's file system for every new container
 PR_SET_PDEATHSIG = 1
+ENGINE_ENV = "MLPLAT_CONTAINER_ENGINE"
+STORAGE_ENV = "MLPLAT_CONTAINER_STORAGE"
+STATE_LABEL = "org.mlplat.state"
+OWNER_LABEL = "org.mlplat.owner"
+CONTAINERS_CONF = """\
+# podman/buildah settings for mlplat's own container storage
+[containers]
+default_ulimits = []
+init_path = "{init}"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "runc"
+"""
 
 
 def container_engine() -> str | None:
-    """``buildah`` when both buildah and podman are installed, else ``None`` (local process)."""
-    return "buildah" if shutil.which("buildah") and shutil.which("podman") else None
+    """``buildah`` when images are built and run (see ``MLPLAT_CONTAINER_ENGINE``), else ``None``."""
+    choice = os.environ.get(ENGINE_ENV, "auto").strip().lower() or "auto"
+    if choice in ("none", "process", "off"):
+        return None
+    found = bool(shutil.which("buildah") and shutil.which("podman"))
+    if choice == "auto":
+        return "buildah" if found else None
+    if choice in ("podman", "buildah", "container"):
+        if not found:
+            missing = [t for t in ("buildah", "podman") if not shutil.which(t)]
+            raise MlplatError(f"{ENGINE_ENV}={choice} but {' and '.join(missing)} not installed",
+                              where=ENGINE_ENV, hint="apt-get install podman buildah runc debootstrap, or set "
+                                                     f"{ENGINE_ENV}=auto to fall back to a local process")
+        return "buildah"
+    raise MlplatError(f"{ENGINE_ENV}={choice!r} is not an engine choice", where=ENGINE_ENV,
+                      hint="use auto, podman or none")
+
+
+def storage_dir() -> Path:
+    if os.environ.get(STORAGE_ENV):
+        return Path(os.environ[STORAGE_ENV]).expanduser()
+    if os.geteuid() == 0:
+        return Path("/var/lib/mlplat/containers")
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mlplat" / "containers"
+
+
+def _run_dir() -> Path:
+    if os.environ.get(STORAGE_ENV):
+        return Path(os.environ[STORAGE_ENV]).expanduser() / "run"
+    if os.geteuid() == 0:
+        return Path("/run/mlplat/containers")
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or storage_dir()) / "mlplat-containers"
+
+
+def _global_flags() -> list[str]:
+    return ["--root", str(storage_dir() / "storage"), "--runroot", str(_run_dir()), "--storage-driver", "vfs"]
+
+
+def podman_command(*args: str) -> list[str]:
+    """``podman`` with the platform's storage flags, e.g. ``podman_command("image", "exists", ref)``."""
+    return ["podman", *_global_flags(), *args]
+
+
+def buildah_command(*args: str) -> list[str]:
+    return ["buildah", *_global_flags(), *args]
+
+
+def engine_env() -> dict[str, str]:
+    """The environment for podman/buildah: our containers.conf (no default ulimits, runc, cgroupfs)."""
+    conf = storage_dir() / "containers.conf"
+    init = shutil.which("catatonit") or "/usr/libexec/podman/catatonit"
+    text = CONTAINERS_CONF.format(init=init)
+    if not conf.is_file() or conf.read_text() != text:
+        conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = conf.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        tmp.replace(conf)
+    _run_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    return {**os.environ, "CONTAINERS_CONF": str(conf)}
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -40,14 +135,33 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def _run(cmd: Sequence[str], *, what: str, timeout: float = 1800) -> str:
+def _run(cmd: Sequence[str], *, what: str, timeout: float = 1800, env: dict[str, str] | None = None,
+         log: Path | None = None) -> str:
     try:
-        done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, check=False, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ExternalError(f"{what} failed: {exc}") from exc
+    if log is not None:
+        with log.open("a") as handle:
+            handle.write(f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}\n")
     if done.returncode != 0:
-        raise ExternalError(f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}")
+        raise ExternalError(f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}",
+                            where=str(log) if log else None)
     return done.stdout.strip()
+
+
+def _exists(kind: str, ref: str, env: dict[str, str]) -> bool:
+    return subprocess.run(podman_command(kind, "exists", ref), capture_output=True, env=env).returncode == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class LocalDeliveryPipeline(DeliveryPipeline):
@@ -73,42 +187,91 @@ class LocalDeliveryPipeline(DeliveryPipeline):
                                          requirements_pinned=requirements, artifact_digest=artifact_digest)
         if self.engine is None:
             return Package(str(dest), digest)
+        env = engine_env()
         image = f"localhost/mlplat/{name}:{version}-{digest[:12]}"
-        if subprocess.run(["podman", "image", "exists", image], capture_output=True).returncode != 0:
-            self.ensure_base_image()
-            _run(["buildah", "bud", "--storage-driver", "vfs", "--isolation", "chroot", "--network", "host",
-                  "--layers", "-t", image, "-f", str(dest / "Containerfile"), str(dest)], what="buildah bud")
+        if not _exists("image", image, env):
+            log = dest.parent / f"{version}.build.log"
+            runtime = self.ensure_runtime_image(dest, env, log)
+            _run(buildah_command("bud", "--isolation", "chroot", "--network", "host", "--layers=false",
+                                 "--build-arg", f"RUNTIME={runtime}", "--label", f"{STATE_LABEL}={self.layout.root}",
+                                 "-t", image, "-f", str(dest / "Containerfile"), str(dest)),
+                 what="buildah bud (model image)", env=env, log=log)
         return Package(str(dest), digest, image=image, engine="buildah")
 
-    def ensure_base_image(self) -> None:
-        """The base image from Debian packages (debootstrap), built once and cached by podman."""
-        base = packaging.BASE_IMAGE
-        if subprocess.run(["podman", "image", "exists", base], capture_output=True).returncode == 0:
-            return
+    # --- images ------------------------------------------------------------------------------
+
+    def ensure_base_image(self, env: dict[str, str] | None = None, log: Path | None = None) -> str:
+        """The base image from Debian packages (debootstrap), built once per recipe and cached twice:
+        as an image in the storage and as the root file system's tar beside it."""
+        env = env or engine_env()
+        base = packaging.base_image()
+        if _exists("image", base, env):
+            return base
+        from mlplat.locking import stack_lock
+
+        folder = storage_dir() / "base"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with stack_lock(folder / "build.lock", operation="base image build", wait_seconds=1800):
+            if _exists("image", base, env):
+                return base
+            tar = folder / f"{packaging.base_key()[:16]}.tar"
+            if not tar.is_file():
+                self._debootstrap(tar, log)
+            _run(podman_command("import", "--message", "mlplat base: debootstrap " + packaging.BASE_SUITE,
+                                str(tar), base), what="podman import (base image)", env=env, log=log)
+        return base
+
+    def _debootstrap(self, tar: Path, log: Path | None) -> None:
         if not shutil.which("debootstrap"):
             raise MlplatError("buildah and podman are installed but debootstrap is not; it builds the base image",
-                              hint="apt-get install debootstrap, or remove buildah/podman to run the staging "
-                                   "endpoint as a local process")
-        with tempfile.TemporaryDirectory(prefix="mlplat-base-") as tmp:
+                              hint="apt-get install debootstrap, or set MLPLAT_CONTAINER_ENGINE=none to run the "
+                                   "staging endpoint as a local process")
+        with tempfile.TemporaryDirectory(prefix="rootfs-", dir=tar.parent) as tmp:
             rootfs = Path(tmp) / "rootfs"
-            _run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates", "bookworm",
-                  str(rootfs), "http://deb.debian.org/debian"], what="debootstrap")
-            tar = Path(tmp) / "rootfs.tar"
-            _run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], what="tar rootfs")
-            _run(["podman", "import", str(tar), base], what="podman import")
+            try:
+                _run(["debootstrap", "--variant=minbase", f"--include={','.join(packaging.BASE_PACKAGES)}",
+                      packaging.BASE_SUITE, str(rootfs), packaging.BASE_MIRROR], what="debootstrap", log=log)
+            finally:  # a failed debootstrap can leave its /proc and /sys mounts behind
+                for mount in ("proc", "sys"):
+                    if os.path.ismount(rootfs / mount):
+                        subprocess.run(["umount", "-l", str(rootfs / mount)], capture_output=True)
+            partial = Path(tmp) / "rootfs.tar"
+            _run(["tar", "-C", str(rootfs), "--numeric-owner",
+                  *[f"--exclude={e}" for e in packaging.BASE_EXCLUDES], "-cf", str(partial), "."],
+                 what="tar (base root file system)", log=log)
+            os.replace(partial, tar)
+
+    def ensure_runtime_image(self, context: Path, env: dict[str, str], log: Path | None = None) -> str:
+        """Base + venv with the context's pinned requirements; shared by every context with the same pins."""
+        runtime = packaging.runtime_image(context)
+        if _exists("image", runtime, env):
+            return runtime
+        from mlplat.locking import stack_lock
+
+        base = self.ensure_base_image(env, log)
+        wheels = storage_dir() / "wheels"
+        wheels.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with stack_lock(storage_dir() / "base" / "runtime.lock", operation="runtime image build", wait_seconds=1800):
+            if _exists("image", runtime, env):
+                return runtime
+            # The host's pip (its index, certificates and caches) fetches or builds every wheel once.
+            _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+                  "--wheel-dir", str(wheels), "--find-links", str(wheels),
+                  "-r", str(context / "requirements.txt"), "-c", str(context / "constraints.txt")],
+                 what="pip wheel (the runtime image's requirements)", log=log)
+            _run(buildah_command("bud", "--isolation", "chroot", "--network", "host", "--layers=false",
+                                 "--build-arg", f"BASE={base}", "-v", f"{wheels}:/wheels:ro",
+                                 "-t", runtime, "-f", str(context / "Containerfile.runtime"), str(context)),
+                 what="buildah bud (runtime image)", env=env, log=log)
+        return runtime
 
     # --- endpoints ---------------------------------------------------------------------------
 
     def start_endpoint(self, package: Package, name: str, version: int) -> Endpoint:
         logs = Path(package.context_dir).parent / f"{version}.endpoint.log"
-        port_file = Path(tempfile.mkdtemp(prefix="endpoint-", dir=self._tmp())) / "port"
         if package.image:
-            port = _free_port()
-            cid = _run(["podman", "run", "-d", "--rm", "--network", "host", "-e", f"PORT={port}", package.image],
-                       what="podman run")
-            endpoint = Endpoint(f"http://127.0.0.1:{port}", "container", cid, port)
-            _wait_healthy(endpoint, lambda: self.endpoint_alive(endpoint), logs)
-            return endpoint
+            return self._start_container(package, name, version, logs)
+        port_file = Path(tempfile.mkdtemp(prefix="endpoint-", dir=self._tmp())) / "port"
         env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true", "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", SERVER_MODULE, "--model-dir", str(Path(package.context_dir) / "model"),
                "--name", name, "--version", str(version), "--host", "127.0.0.1", "--port", "0",
@@ -132,14 +295,54 @@ class LocalDeliveryPipeline(DeliveryPipeline):
         _wait_healthy(endpoint, lambda: proc.poll() is None, logs)
         return endpoint
 
+    def _start_container(self, package: Package, name: str, version: int, logs: Path) -> Endpoint:
+        env = engine_env()
+        self.sweep_containers(env)
+        port = _free_port()
+        cname = f"mlplat-{name}-{version}-{os.getpid()}-{port}"
+        cmd = podman_command("run", "--rm", "--init", "--name", cname, "--network", "host",
+                             "--label", f"{STATE_LABEL}={self.layout.root}", "--label", f"{OWNER_LABEL}={os.getpid()}",
+                             "-e", f"PORT={port}", "-e", f"MAX_BODY_BYTES={self.spec.serving.max_body_bytes}",
+                             "-e", "PYTHONUNBUFFERED=1", package.image)
+        with logs.open("ab") as log:
+            log.write(f"$ {' '.join(cmd)}\n".encode())
+            log.flush()
+            # Attached, as our child: if this process dies, podman gets SIGTERM and passes it to the container.
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    preexec_fn=_die_with_parent, close_fds=True)
+        self._children[proc.pid] = proc
+        endpoint = Endpoint(f"http://127.0.0.1:{port}", "container", cname, port)
+        try:
+            _wait_healthy(endpoint, lambda: proc.poll() is None, logs, timeout=CONTAINER_START_TIMEOUT_S)
+        except BaseException:
+            self.stop_endpoint(endpoint)
+            raise
+        return endpoint
+
+    def sweep_containers(self, env: dict[str, str] | None = None) -> list[str]:
+        """Remove this state's containers whose promoting process is gone; return their names."""
+        env = env or engine_env()
+        out = subprocess.run(podman_command("ps", "-a", "--filter", f"label={STATE_LABEL}={self.layout.root}",
+                                            "--format", "json"), capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            return []
+        stale = []
+        for row in json.loads(out.stdout or "[]"):
+            owner = str((row.get("Labels") or {}).get(OWNER_LABEL, ""))
+            if not owner.isdigit() or not _pid_alive(int(owner)):
+                stale.extend(row.get("Names") or [row.get("Id")])
+        if stale:
+            subprocess.run(podman_command("rm", "-f", "-t", "3", *stale), capture_output=True, env=env)
+        return stale
+
     def _tmp(self) -> Path:
         self.layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self.layout.tmp
 
     def endpoint_alive(self, endpoint: Endpoint) -> bool:
         if endpoint.kind == "container":
-            out = subprocess.run(["podman", "container", "inspect", "-f", "{{.State.Running}}", endpoint.handle],
-                                 capture_output=True, text=True)
+            out = subprocess.run(podman_command("container", "inspect", "-f", "{{.State.Running}}", endpoint.handle),
+                                 capture_output=True, text=True, env=engine_env())
             return out.returncode == 0 and out.stdout.strip() == "true"
         pid = int(endpoint.handle)
         child = self._children.get(pid)
@@ -153,7 +356,16 @@ class LocalDeliveryPipeline(DeliveryPipeline):
 
     def stop_endpoint(self, endpoint: Endpoint) -> None:
         if endpoint.kind == "container":
-            subprocess.run(["podman", "stop", "-t", "5", endpoint.handle], capture_output=True)
+            subprocess.run(podman_command("rm", "-f", "-t", "5", endpoint.handle), capture_output=True,
+                           env=engine_env())
+            for pid, child in list(self._children.items()):  # the attached `podman run` ends with it
+                if child.args and endpoint.handle in child.args:
+                    try:
+                        child.wait(30)
+                    except subprocess.TimeoutExpired:
+                        child.kill()
+                        child.wait(5)
+                    self._children.pop(pid, None)
             return
         if self.endpoint_alive(endpoint):
             self._kill(int(endpoint.handle))
@@ -195,10 +407,10 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "no server log"
 
 
-def _wait_healthy(endpoint: Endpoint, alive, logs: Path) -> None:
+def _wait_healthy(endpoint: Endpoint, alive, logs: Path, timeout: float = START_TIMEOUT_S) -> None:
     import httpx
 
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
             raise ExternalError("the staging endpoint stopped while starting", where=str(logs), hint=_tail(logs))
@@ -208,5 +420,5 @@ def _wait_healthy(endpoint: Endpoint, alive, logs: Path) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise ExternalError(f"the staging endpoint at {endpoint.url} was not healthy within {START_TIMEOUT_S:.0f}s",
+    raise ExternalError(f"the staging endpoint at {endpoint.url} was not healthy within {timeout:.0f}s",
                         where=str(logs))
