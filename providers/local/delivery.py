@@ -300,7 +300,8 @@ class LocalDeliveryPipeline(DeliveryPipeline):
         self.sweep_containers(env)
         port = _free_port()
         cname = f"mlplat-{name}-{version}-{os.getpid()}-{port}"
-        cmd = podman_command("run", "--rm", "--init", "--name", cname, "--network", "host",
+        init = ["--init"] if shutil.which("catatonit") else []  # signals reach the server even while it loads
+        cmd = podman_command("run", "--rm", *init, "--name", cname, "--network", "host",
                              "--label", f"{STATE_LABEL}={self.layout.root}", "--label", f"{OWNER_LABEL}={os.getpid()}",
                              "-e", f"PORT={port}", "-e", f"MAX_BODY_BYTES={self.spec.serving.max_body_bytes}",
                              "-e", "PYTHONUNBUFFERED=1", package.image)
