@@ -5,8 +5,9 @@
     python examples/features/train.py [--stack dev] [--version 2] [--register NAME]
 
 The run records the feature view versions it read (run tags mlplat.features.<view>=<version>
-and the artifact mlplat/features.json). It registers a model only with --register NAME and only
-where the stack has a model registry.
+and the artifact mlplat/features.json). With --register NAME it registers the model, whose lineage
+names those view versions; the serving gateway then fills the features in from the online store
+by entity key (driver_id, customer_id), from the same view versions.
 """
 from __future__ import annotations
 
@@ -53,13 +54,11 @@ def main() -> None:
         run.log_metric("val_auc", auc)
         print(f"run {run.run_id}: {len(training)} rows ({missing:.1%} with a missing feature), val_auc={auc:.4f}")
         if args.register:
-            try:
-                from mlplat.services import registry  # noqa: F401
-            except ImportError:
-                print("this installation has no model registry: nothing registered")
-            else:
-                version = run.log_model(model, name=args.register, input_example=X_val.head(5))
-                print(f"registered {args.register} version {version}")
+            holdout = HERE / "data" / "holdout.parquet"
+            X_val.assign(completed=y_val.to_numpy()).to_parquet(holdout, index=False)
+            version = run.log_model(model, name=args.register, input_example=X_val.head(5), reference_data=X_fit,
+                                    holdout={"path": str(holdout), "label": "completed"})
+            print(f"registered {args.register} version {version}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ log = logging.getLogger("mlplat.gateway")
 
 Resolver = Callable[[str, int], Path]
 Loader = Callable[[Path, str, int], LoadedModel]
+# (model, version) -> a function adding online feature values to request rows, or None
+Enricher = Callable[[str, int], "Callable[[list[dict]], list[dict]] | None"]
 BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CONTROLLER = "mlplat-canary-controller"
 STATS_CAP = 20_000
@@ -321,6 +323,31 @@ class CaptureWriter:
         return rows
 
 
+def enrich_body(body: bytes, enrich: Callable[[list[dict]], list[dict]]) -> bytes:
+    """Fill feature columns from the online store into ``dataframe_records`` / ``dataframe_split``
+    rows that carry entity keys. Anything else passes through untouched (the parser judges it)."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(payload, dict):
+        return body
+    if isinstance(payload.get("dataframe_records"), list) and all(isinstance(r, dict) for r in payload["dataframe_records"]):
+        rows = payload["dataframe_records"]
+    elif isinstance(payload.get("dataframe_split"), dict):
+        split = payload["dataframe_split"]
+        columns, data = split.get("columns"), split.get("data")
+        if not (isinstance(columns, list) and isinstance(data, list) and all(isinstance(r, list) for r in data)):
+            return body
+        rows = [dict(zip(columns, r)) for r in data]
+    else:
+        return body
+    enriched = enrich(rows)
+    # values the caller sent win over the store's
+    merged = [{**e, **{k: v for k, v in r.items() if v is not None}} for r, e in zip(rows, enriched)]
+    return json.dumps({"dataframe_records": merged}).encode()
+
+
 def _capture_row(request_id: str, ts: float, model: str, version: int, variant: str, environment: str,
                  inputs: Inputs, predictions: Any, latency_ms: float, status: int, shadow: bool,
                  scorer: Callable[[Inputs], Any] | None = None) -> tuple:
@@ -356,9 +383,12 @@ class GatewayConfig:
 class Gateway:
     """Raw ASGI app. ``start()`` loads the routing and starts the background threads."""
 
-    def __init__(self, db_path: Path, config: GatewayConfig, resolver: Resolver, loader: Loader | None = None):
+    def __init__(self, db_path: Path, config: GatewayConfig, resolver: Resolver, loader: Loader | None = None,
+                 enricher: Enricher | None = None):
         self.db_path = Path(db_path)
         self.config = config
+        self._enricher = enricher
+        self._enrichers: dict[tuple[str, int], Any] = {}
         self.pool = ModelPool(resolver, loader)
         self.metrics = Metrics(config.environment)
         self.capture = CaptureWriter(self.db_path, config.capture_sampling)
@@ -600,6 +630,14 @@ class Gateway:
         body["endpoints"] = names
         await asgi.send_json(send, 404, body)
 
+    def _enrich_for(self, name: str, version: int):
+        if self._enricher is None:
+            return None
+        key = (name, int(version))
+        if key not in self._enrichers:  # once per version: its training lineage does not change
+            self._enrichers[key] = self._enricher(name, int(version))
+        return self._enrichers[key]
+
     def _describe(self, live: LiveEndpoint) -> dict[str, Any]:
         out = live.spec.to_dict()
         out["loaded"] = {str(r.version): isinstance(r.model, LoadedModel) for r in live.routes}
@@ -638,6 +676,9 @@ class Gateway:
                                          "message": f"version {route.version} of '{name}' failed to load: "
                                                     f"{model.message}"}, request_id, headers_extra)
             return
+        enrich = self._enrich_for(name, route.version)
+        if enrich is not None and not v2:
+            body = await asyncio.get_running_loop().run_in_executor(None, enrich_body, body, enrich)
         try:
             inputs = (parse_v2 if v2 else parse_scoring)(body, model.signature)
         except RequestError as exc:

@@ -137,7 +137,24 @@ class LocalServing(EndpointDeployer):
         def resolve(name: str, version: int) -> Path:
             return registry.verified_model_dir(spec, ctx, name, version)
 
-        return Gateway(self.layout.platform_db, config, resolve)
+        db = self.db
+
+        def enricher(name: str, version: int):
+            """Serve a version from the feature view versions it was trained on."""
+            conn = db.connect()
+            try:
+                row = conn.execute("SELECT lineage FROM model_versions WHERE model=? AND version=?",
+                                   (name, version)).fetchone()
+            finally:
+                conn.close()
+            views = (json.loads(row["lineage"] or "{}").get("features") or []) if row else []
+            if not views:
+                return None
+            from mlplat.features import enrich
+
+            return lambda rows: enrich(spec, ctx, views, rows)
+
+        return Gateway(self.layout.platform_db, config, resolve, enricher=enricher)
 
     def serve(self, *, environment: str, host: str, port: int, port_file: str | None = None,
               controller: bool = True) -> None:
