@@ -30,9 +30,14 @@ def harness(tmp_path, models):
     h.stop()
 
 
-def policy(min_requests: int = 30, bake: float = 0.5, steps=(50, 100)) -> CanaryPolicy:
-    return CanaryPolicy(tuple(steps), bake, max_error_rate=0.02, max_latency_ratio=1.5, max_prediction_shift=0.2,
-                        min_requests=min_requests)
+def policy(min_requests: int = 30, bake: float = 0.5, steps=(50, 100), max_latency_ratio: float = 1.5) -> CanaryPolicy:
+    return CanaryPolicy(tuple(steps), bake, max_error_rate=0.02, max_latency_ratio=max_latency_ratio,
+                        max_prediction_shift=0.2, min_requests=min_requests)
+
+
+# Tests of a good candidate's progression allow for scheduling noise on a loaded machine; the
+# latency breach itself is tested with a candidate that is slower by a wide margin.
+TOLERANT = 5.0
 
 
 class Traffic:
@@ -74,7 +79,7 @@ def finished(h: GatewayHarness, rid: int):
 
 def test_good_candidate_is_promoted_step_by_step(harness):
     harness.deploy(1)
-    endpoint = harness.deploy(2, "canary", canary=policy())
+    endpoint = harness.deploy(2, "canary", canary=policy(max_latency_ratio=TOLERANT))
     harness.start(process=True)
     with Traffic(harness.url):
         assert harness.wait_for(lambda: finished(harness, endpoint.rollout_id), timeout=30) == "succeeded"
@@ -128,7 +133,8 @@ def test_unloadable_candidate_is_rolled_back(harness, tmp_path):
 
 def test_gateway_restart_mid_canary_resumes_from_the_database(harness):
     harness.deploy(1)
-    endpoint = harness.deploy(2, "canary", canary=policy(min_requests=20, bake=0.5, steps=(10, 50, 100)))
+    endpoint = harness.deploy(2, "canary", canary=policy(min_requests=20, bake=0.5, steps=(10, 50, 100),
+                                                                max_latency_ratio=TOLERANT))
     rid = endpoint.rollout_id
     harness.start(process=True)
     step = lambda: harness.query("SELECT step_index FROM rollouts WHERE id=?", rid)[0]["step_index"]  # noqa: E731
