@@ -41,6 +41,63 @@ step "Every decision is in the hash-chained audit log"
 mlplat audit log --stack dev --model credit-risk --limit 10
 mlplat audit verify --stack dev
 
+step "Serve: deploy the production version; one gateway on 127.0.0.1 serves every deployment of the environment"
+mlplat deploy credit-risk "$VERSION" --stack dev
+PORT_FILE=$(mktemp -u)
+mlplat serve --stack dev --port 0 --port-file "$PORT_FILE" --no-monitor &
+GATEWAY_PID=$!
+trap 'kill "$GATEWAY_PID" 2>/dev/null || true' EXIT
+until [ -s "$PORT_FILE" ]; do kill -0 "$GATEWAY_PID"; sleep 0.2; done
+GATEWAY="http://127.0.0.1:$(cat "$PORT_FILE")"
+echo "gateway: $GATEWAY"
+
+step "Score the held-out set through the gateway (MLflow scoring protocol); keep request ids to join labels later"
+python - "$GATEWAY" <<'PY'
+import sys, httpx, pandas as pd
+url = sys.argv[1]
+holdout = pd.read_parquet("examples/sklearn_tabular/data/holdout.parquet").head(300)
+features = [c for c in holdout.columns if c != "label"]
+ids = []
+with httpx.Client(base_url=url, timeout=10) as client:
+    for record, label in zip(holdout[features].to_dict("records"), holdout["label"]):
+        r = client.post("/endpoints/credit-risk/invocations", json={"dataframe_records": [record]})
+        r.raise_for_status()
+        ids.append((r.headers["x-request-id"], int(label)))
+pd.DataFrame(ids, columns=["request_id", "label"]).to_csv(".mlplat/demo-labels.csv", index=False)
+print(f"{len(ids)} predictions served; e.g. {r.json()}")
+PY
+
+step "Canary: a retrained version goes 50 % -> 100 %, each step judged on live traffic (errors, p95 latency, prediction shift)"
+CANDIDATE=$(python examples/sklearn_tabular/train.py --stack dev --register credit-risk --n-estimators 80 | sed -n 's/^registered credit-risk version //p')
+mlplat models promote credit-risk "$CANDIDATE" --to staging --stack dev
+mlplat deploy credit-risk "$CANDIDATE" --stack dev --strategy canary --steps 50,100 --bake 3
+python - "$GATEWAY" <<'PY'
+import random, sys, time, httpx
+url = sys.argv[1]
+features = ["income", "debt_ratio", "age", "utilization", "late_payments", "accounts", "inquiries", "tenure"]
+served, deadline = {}, time.time() + 90
+with httpx.Client(base_url=url, timeout=10) as client:
+    while time.time() < deadline:  # until the controller promotes (or rolls back) the candidate
+        for _ in range(100):
+            r = client.post("/endpoints/credit-risk/invocations",
+                            json={"dataframe_records": [{f: random.gauss(0, 1) for f in features}]})
+            key = f"HTTP {r.status_code} from v{r.headers.get('x-mlplat-version')}"
+            served[key] = served.get(key, 0) + 1
+        if client.get("/endpoints/credit-risk").json()["strategy"] == "direct":
+            break
+print("responses:", served)
+PY
+mlplat rollout status credit-risk --stack dev
+
+step "Rollback: 100 % of traffic back to the previous stable version (kept warm), applied by the running gateway"
+mlplat rollback credit-risk --stack dev --reason "demo of a rollback"
+mlplat deployments list --stack dev
+sleep 1
+python -c "import sys, httpx; print(httpx.get(sys.argv[1] + '/metrics').text.count('mlplat_requests_total'), 'request series in /metrics')" "$GATEWAY"
+
+step "Ground truth arrives: join labels to the captured predictions by request id"
+mlplat monitor labels credit-risk --stack dev --file .mlplat/demo-labels.csv
+
 step "Monitoring pass over captured traffic: drift per feature, quality with labels, cost, alerts"
 mlplat monitor run --stack dev
 mlplat monitor status --stack dev
@@ -61,4 +118,6 @@ step "Feature store: materialize the online store and check training/serving ske
 mlplat features materialize --stack dev --start 2024-03-01 --end 2024-03-31
 mlplat features skew driver_stats --stack dev
 
-step "Done. Next: mlplat ui --stack dev  (MLflow UI on http://127.0.0.1:5000)"
+kill "$GATEWAY_PID" 2>/dev/null || true
+
+step "Done. Next: mlplat serve --stack dev (gateway), mlplat dashboard --stack dev (http://127.0.0.1:8765), mlplat ui --stack dev (MLflow UI)"
