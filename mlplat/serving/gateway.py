@@ -310,17 +310,44 @@ class CaptureWriter:
             conn.close()
 
     def _drain(self) -> list[tuple]:
-        rows = []
-        while len(rows) < self.batch:
+        items = []
+        while len(items) < self.batch:
             try:
-                item = self.queue.get_nowait()
+                items.append(self.queue.get_nowait())
             except queue.Empty:
                 break
+        scores = _batch_scores(items)
+        rows = []
+        for index, item in enumerate(items):
             try:
-                rows.append(_capture_row(*item))
+                rows.append(_capture_row(*item[:11], scores=scores.get(index)))
             except Exception as exc:  # an odd payload must not stop the writer
                 log.warning("cannot capture request %s: %s", item[0], exc)
         return rows
+
+
+def _batch_scores(items: list[tuple]) -> dict[int, Any]:
+    """Scores of every captured item that has a scorer: one call per model for the whole batch."""
+    groups: dict[Any, list[int]] = {}
+    for index, item in enumerate(items):
+        scorer, inputs = item[11], item[6]
+        if scorer is not None and inputs.array is not None and inputs.array.ndim == 2:
+            groups.setdefault(scorer, []).append(index)
+    out: dict[int, Any] = {}
+    for scorer, indexes in groups.items():
+        arrays = [items[i][6].array for i in indexes]
+        try:
+            if len({a.shape[1] for a in arrays}) != 1:
+                raise ValueError("inputs of different widths")
+            scores = scorer(np.vstack(arrays))
+        except Exception as exc:  # monitoring loses the scores of this batch, never the captures
+            log.warning("cannot score %d captured requests: %s", len(indexes), exc)
+            continue
+        start = 0
+        for i, array in zip(indexes, arrays):
+            out[i] = scores[start:start + len(array)]
+            start += len(array)
+    return out
 
 
 def enrich_body(body: bytes, enrich: Callable[[list[dict]], list[dict]]) -> bytes:
@@ -350,10 +377,9 @@ def enrich_body(body: bytes, enrich: Callable[[list[dict]], list[dict]]) -> byte
 
 def _capture_row(request_id: str, ts: float, model: str, version: int, variant: str, environment: str,
                  inputs: Inputs, predictions: Any, latency_ms: float, status: int, shadow: bool,
-                 scorer: Callable[[Inputs], Any] | None = None) -> tuple:
+                 scores: Any = None) -> tuple:
     records = inputs.records()
     payload = records[0] if inputs.rows == 1 and records and isinstance(records[0], dict) else records
-    scores = scorer(inputs) if scorer is not None else None  # on the writer thread, not the request path
     if predictions is None:
         outputs = None
     elif scores is not None:
@@ -725,7 +751,7 @@ class Gateway:
     def _capture(self, request_id: str, live: LiveEndpoint, route: LiveRoute, inputs: Inputs, predictions: Any,
                  latency_ms: float, status: int, shadow: bool) -> None:
         if self.capture.sampled():
-            scorer = route.model.scores if isinstance(route.model, LoadedModel) and predictions is not None else None
+            scorer = route.model.score_array if isinstance(route.model, LoadedModel) and predictions is not None else None
             self.capture.put((request_id, time.time(), live.spec.model, route.version, route.variant,
                               self.config.environment, inputs, predictions, latency_ms, status, shadow, scorer))
 

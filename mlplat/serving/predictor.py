@@ -37,9 +37,9 @@ class LoadedModel:
     signature: Signature
     flavor: str
     _predict: Callable[[Inputs], Any]
-    # positive-class probabilities of a binary classifier, for monitoring (calibration, ROC AUC);
-    # called by the capture writer, off the request path
-    _scores: Callable[[Inputs], Any] | None = None
+    # positive-class probabilities of a binary classifier on a 2-d array, for monitoring
+    # (calibration, ROC AUC); called by the capture writer on whole batches, off the request path
+    _scores: Callable[[np.ndarray], Any] | None = None
     loaded_at: float = field(default_factory=time.time)
     # exponentially weighted predict time: slow models run off the event loop
     ewma_ms: float = 0.0
@@ -51,9 +51,10 @@ class LoadedModel:
         self.ewma_ms = took if not self.ewma_ms else 0.9 * self.ewma_ms + 0.1 * took
         return out
 
-    def scores(self, inputs: Inputs) -> Any | None:
-        """Positive-class probabilities, or ``None`` when the model has none."""
-        return self._scores(inputs) if self._scores is not None else None
+    @property
+    def score_array(self) -> Callable[[np.ndarray], Any] | None:
+        """``array -> positive-class probabilities``, or ``None`` when the model has none."""
+        return self._scores
 
 
 _load_lock = threading.Lock()
@@ -85,8 +86,8 @@ def load(model_dir: Path | str, *, name: str = "model", version: int | str = 0) 
 
         proba = getattr(estimator, "predict_proba", None)
         if predict_fn == "predict" and proba is not None and len(getattr(estimator, "classes_", ())) == 2:
-            def scores(inputs: Inputs) -> Any:
-                return proba(inputs.array if inputs.array is not None else _frame(inputs, columns))[:, 1]
+            def scores(array: np.ndarray) -> Any:
+                return proba(array)[:, 1]
     else:
         def predict(inputs: Inputs) -> Any:
             if inputs.array is not None and not inputs.columns:
