@@ -17,6 +17,7 @@ def main() -> None:
     root = fresh_project("register")
     os.environ["MLPLAT_PROJECT_DIR"] = str(root)
     os.environ.setdefault("MLPLAT_USER", "ds@example.com")
+    os.environ["MLPLAT_CONTAINER_ENGINE"] = "none"  # the process path; bench_container_promote.py times images
     import logging
 
     import mlflow

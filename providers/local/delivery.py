@@ -20,7 +20,8 @@ A staging container runs attached to a ``podman run --rm --init`` child of the p
 process: if that process dies, the parent-death signal reaches podman, which passes it on
 to the container, which then stops and is removed. Every container carries the labels
 ``org.mlplat.state`` (the stack's state folder) and ``org.mlplat.owner`` (the promoting pid);
-before starting one, containers of the same state whose owner is gone are removed.
+before starting one, containers of the same state whose owner is gone are removed. Model images
+carry ``org.mlplat.state`` too: after a build, images of state folders that no longer exist go.
 
 Without a container engine the same entrypoint (``python -m mlplat.serving.model_server``)
 runs as a child process on a free loopback port; the parent-death signal ends it if the
@@ -196,7 +197,22 @@ class LocalDeliveryPipeline(DeliveryPipeline):
                                  "--build-arg", f"RUNTIME={runtime}", "--label", f"{STATE_LABEL}={self.layout.root}",
                                  "-t", image, "-f", str(dest / "Containerfile"), str(dest)),
                  what="buildah bud (model image)", env=env, log=log)
+            self.prune_images(env)
         return Package(str(dest), digest, image=image, engine="buildah")
+
+    def prune_images(self, env: dict[str, str] | None = None) -> list[str]:
+        """Remove model images whose stack state folder no longer exists (deleted projects); return them.
+        Base and runtime images carry no state label and stay cached."""
+        env = env or engine_env()
+        out = subprocess.run(podman_command("images", "--filter", f"label={STATE_LABEL}", "--format", "json"),
+                             capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            return []
+        gone = [row["Id"] for row in json.loads(out.stdout or "[]")
+                if not Path(str((row.get("Labels") or {}).get(STATE_LABEL, ""))).is_dir()]
+        if gone:
+            subprocess.run(podman_command("rmi", "-f", *gone), capture_output=True, env=env)
+        return gone
 
     # --- images ------------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ def test_the_demo_runs_end_to_end(tmp_path):
         if source.is_file():
             (copy / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, copy / rel)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLAT_")}
+    # MLPLAT_CONTAINER_ENGINE stays: images are test_container_image.py's subject, not the demo's
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLAT_") or k == "MLPLAT_CONTAINER_ENGINE"}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     env["MLPLAT_PROJECT_DIR"] = str(copy)
     result = subprocess.run(["bash", "examples/demo.sh"], cwd=copy, env=env, capture_output=True, text=True,
