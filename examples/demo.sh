@@ -29,6 +29,12 @@ mlplat models list --stack dev
 step "Promote to staging: gate on the held-out set, package, staging endpoint, integration tests"
 mlplat models promote credit-risk "$VERSION" --to staging --stack dev
 
+step "The staging package: build context and, where podman and buildah are installed, the OCI image it was tested in"
+mlplat models show credit-risk "$VERSION" --stack dev --json | python -c 'import json, sys
+d = json.load(sys.stdin)["promotions"][-1]["steps"]["package"]["detail"]
+print("build context:", d["context_dir"])
+print("image:", d.get("image") or "none (no container engine: the staging endpoint ran as a local process)")'
+
 step "credit-risk is critical: an approver (not the author) approves, bound to the artifact and gate report"
 mlplat approvals list --stack dev
 MLPLAT_USER=risk-office@example.com mlplat models approve credit-risk "$VERSION" --stack dev --reason "validated on the holdout"

@@ -8,7 +8,6 @@ container storage, so later runs only build the thin model image.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time

@@ -40,7 +40,7 @@ def test_context_holds_both_recipes_and_the_constraints(tmp_path):
     pins = packaging.requirements(["mlflow==3.1.0", "scikit-learn==1.5.0"], ENV)
     dest, digest = _context(tmp_path, pins)
     runtime = (dest / "Containerfile.runtime").read_text()
-    assert f"FROM ${{BASE}}" in runtime and packaging.base_image() in runtime
+    assert "FROM ${BASE}" in runtime and packaging.base_image() in runtime
     assert "--no-index" in runtime and "-c /opt/mlplat/constraints.txt" in runtime
     model = (dest / "Containerfile").read_text()
     assert "COPY model /model" in model and 'ENTRYPOINT ["/bin/sh", "/srv/entrypoint.sh"]' in model
