@@ -632,3 +632,20 @@ def ab_readout(conn: sqlite3.Connection, model: str, environment: str, variants:
         readout["significance"] = {"compared": [va, vb], "metric": "accuracy", **test,
                                    "significant_at_0.05": test["p_value"] is not None and test["p_value"] < 0.05}
     return readout
+
+
+def status(conn: sqlite3.Connection, model: str, environment: str) -> dict[str, Any]:
+    """The endpoint, its latest rollout (policy, current percent, last analysis) and recent events."""
+    endpoint = require_endpoint(conn, model, environment)
+    out: dict[str, Any] = {"endpoint": endpoint.to_dict()}
+    row = conn.execute("SELECT * FROM rollouts WHERE model=? AND environment=? ORDER BY id DESC LIMIT 1",
+                       (model, environment)).fetchone()
+    if row is not None:
+        rollout = dict(row)
+        policy = CanaryPolicy.from_json(rollout["policy"])
+        rollout["policy"] = {**policy.__dict__, "steps": list(policy.steps)}
+        rollout["percent"] = policy.steps[rollout["step_index"]]
+        rollout["last_analysis"] = json.loads(rollout["last_analysis"]) if rollout["last_analysis"] else None
+        out["rollout"] = rollout
+    out["events"] = events(conn, model, environment)
+    return out

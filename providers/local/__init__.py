@@ -17,9 +17,15 @@ def _provisioner(spec, ctx):
 
 
 def _tracker(spec, ctx):
-    from mlplat_providers.local.tracking import MlflowTracker
+    from mlplat.errors import MlplatError
+    from mlplat.mlflow_tracking import MlflowTracker
+    from mlplat_providers.local.layout import StateLayout
 
-    return MlflowTracker.for_stack(spec)
+    layout = StateLayout(spec.state_dir)
+    if not layout.exists():
+        raise MlplatError(f"stack '{spec.name}' is not provisioned (no stores under {layout.root})",
+                          hint=f"run `mlplat up --stack {spec.name}` first")
+    return MlflowTracker(layout.tracking_uri, str(layout.artifacts))
 
 
 def _registry(spec, ctx):

@@ -101,23 +101,13 @@ class LocalServing(EndpointDeployer):
     def rollout_status(self, name: str, *, environment: str) -> dict[str, Any]:
         conn = self._read()
         try:
+            out = ro.status(conn, name, environment)
             endpoint = ro.require_endpoint(conn, name, environment)
-            out: dict[str, Any] = {"endpoint": endpoint.to_dict()}
-            row = conn.execute("SELECT * FROM rollouts WHERE model=? AND environment=? ORDER BY id DESC LIMIT 1",
-                               (name, environment)).fetchone()
-            if row is not None:
-                rollout = dict(row)
-                policy = ro.CanaryPolicy.from_json(rollout["policy"])
-                rollout["policy"] = {**policy.__dict__, "steps": list(policy.steps)}
-                rollout["percent"] = policy.steps[rollout["step_index"]]
-                rollout["last_analysis"] = json.loads(rollout["last_analysis"]) if rollout["last_analysis"] else None
-                out["rollout"] = rollout
             if endpoint.strategy == "ab":
                 out["ab"] = ro.ab_readout(conn, name, environment, endpoint.routes)
             if endpoint.shadow:
                 out["shadow"] = _shadow_readout(conn, name, environment, int(endpoint.shadow["version"]),
                                                 endpoint.updated_at)
-            out["events"] = ro.events(conn, name, environment)
             return out
         finally:
             conn.close()

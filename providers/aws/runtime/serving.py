@@ -366,22 +366,9 @@ class AwsServing(EndpointDeployer):
         return out
 
     def rollout_status(self, name: str, *, environment: str) -> dict[str, Any]:
-        import json
-
         conn = self.db.connect()
         try:
-            endpoint = ro.require_endpoint(conn, name, environment)
-            out: dict[str, Any] = {"endpoint": endpoint.to_dict()}
-            row = conn.execute("SELECT * FROM rollouts WHERE model=? AND environment=? ORDER BY id DESC LIMIT 1",
-                               (name, environment)).fetchone()
-            if row is not None:
-                rollout = dict(row)
-                policy = ro.CanaryPolicy.from_json(rollout["policy"])
-                rollout["policy"] = {**policy.__dict__, "steps": list(policy.steps)}
-                rollout["percent"] = policy.steps[rollout["step_index"]]
-                rollout["last_analysis"] = json.loads(rollout["last_analysis"]) if rollout["last_analysis"] else None
-                out["rollout"] = rollout
-            out["events"] = ro.events(conn, name, environment)
+            out = ro.status(conn, name, environment)
         finally:
             conn.close()
         out["sagemaker"] = self.describe(name, environment)

@@ -9,132 +9,16 @@ registered versions still land in SageMaker's model registry and the stack's buc
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Mapping, Sequence
-
-from mlplat.components import ExperimentTracker, MetricPoint, RunRecord
-from mlplat.errors import ExternalError, NotFound
-
-MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
+from mlplat.mlflow_tracking import MlflowTracker
 
 
-class AwsTracker(ExperimentTracker):
+class AwsTracker(MlflowTracker):
     def __init__(self, spec):
         import logging
-
-        from mlflow.tracking import MlflowClient
 
         from mlplat_providers.aws.runtime.state import AwsState
 
         self.spec = spec
         self.state = AwsState(spec.state_dir).ensure()
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        self.tracking_uri = self.state.tracking_uri
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-
-    def _experiment_id(self, name: str) -> str:
-        from mlflow.exceptions import MlflowException
-
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
-        try:
-            return self.client.create_experiment(name, artifact_location=str(self.state.artifacts / safe))
-        except MlflowException:
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
-
-    def start_run(self, experiment: str, *, name: str | None, tags: Mapping[str, str]) -> str:
-        return self.client.create_run(self._experiment_id(experiment), run_name=name, tags=dict(tags)).info.run_id
-
-    def log_batch(self, run_id: str, *, params: Mapping[str, str] = (), metrics: Sequence[MetricPoint] = (),
-                  tags: Mapping[str, str] = ()) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        params = [Param(k, str(v)[:6000]) for k, v in dict(params).items()]
-        tags = [RunTag(k, str(v)[:8000]) for k, v in dict(tags).items()]
-        points = [Metric(m.key, float(m.value), m.timestamp_ms, m.step) for m in metrics]
-        while params or tags or points:
-            self.client.log_batch(run_id, metrics=points[:MAX_METRICS], params=params[:MAX_PARAMS],
-                                  tags=tags[:MAX_TAGS], synchronous=True)
-            points, params, tags = points[MAX_METRICS:], params[MAX_PARAMS:], tags[MAX_TAGS:]
-
-    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
-        if os.path.isdir(local_path):
-            self.client.log_artifacts(run_id, local_path, artifact_path)
-        else:
-            self.client.log_artifact(run_id, local_path, artifact_path)
-
-    def end_run(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status=status)
-
-    def activate(self, run_id: str) -> Any:
-        import importlib.util
-
-        import mlflow
-
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        active = mlflow.start_run(run_id=run_id)
-        if importlib.util.find_spec("sklearn") is not None:
-            mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True, log_input_examples=False,
-                                   log_model_signatures=False, disable_for_unsupported_versions=False)
-        return active
-
-    def deactivate(self, handle: Any, status: str) -> None:
-        import mlflow
-
-        if mlflow.active_run() is not None:
-            mlflow.end_run(status=status)
-        try:
-            mlflow.sklearn.autolog(disable=True)
-        except Exception:  # noqa: BLE001 - teardown never masks the run's own outcome
-            pass
-
-    def _record(self, run) -> RunRecord:
-        info, data = run.info, run.data
-        experiment = self.client.get_experiment(info.experiment_id)
-        return RunRecord(run_id=info.run_id, experiment=experiment.name if experiment else info.experiment_id,
-                         name=info.run_name or "", status=info.status,
-                         user=data.tags.get("mlplat.user", info.user_id or ""),
-                         start_time=info.start_time / 1000 if info.start_time else None,
-                         end_time=info.end_time / 1000 if info.end_time else None, params=dict(data.params),
-                         metrics=dict(data.metrics), tags=dict(data.tags), artifact_uri=info.artifact_uri)
-
-    def raw_run(self, run_id: str):
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.client.get_run(run_id)
-        except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
-                raise NotFound(f"run '{run_id}' not found in stack '{self.spec.name}'",
-                               hint="`mlplat runs list` shows the runs of this stack") from None
-            raise ExternalError(f"MLflow failed to read run {run_id}: {exc}") from exc
-
-    def get_run(self, run_id: str) -> RunRecord:
-        return self._record(self.raw_run(run_id))
-
-    def list_runs(self, *, experiment: str | None = None, limit: int = 50) -> list[RunRecord]:
-        if experiment:
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                raise NotFound(f"experiment '{experiment}' not found")
-            ids = [found.experiment_id]
-        else:
-            ids = [e.experiment_id for e in self.client.search_experiments()]
-        if not ids:
-            return []
-        runs = self.client.search_runs(ids, order_by=["attributes.start_time DESC"], max_results=limit)
-        return [self._record(r) for r in runs]
-
-    def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
-        history = self.client.get_metric_history(run_id, key)
-        return sorted((MetricPoint(m.key, m.value, m.step, m.timestamp) for m in history),
-                      key=lambda p: (p.step, p.timestamp_ms))
-
-    def download_artifacts(self, run_id: str, path: str, dst: str) -> str:
-        return self.client.download_artifacts(run_id, path, dst)
+        super().__init__(self.state.tracking_uri, str(self.state.artifacts))

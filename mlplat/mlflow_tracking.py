@@ -1,12 +1,12 @@
-"""Experiment tracking on MLflow with a SQLite backend and a local artifact root."""
+"""Experiment tracking on an MLflow store, shared by every provider whose tracking speaks MLflow
+(the local provider's SQLite store, an AWS stack's store, Azure ML's MLflow-compatible workspace)."""
 from __future__ import annotations
 
 import os
 from typing import Any, Mapping, Sequence
 
 from mlplat.components import ExperimentTracker, MetricPoint, RunRecord
-from mlplat.errors import ExternalError, MlplatError, NotFound
-from mlplat_providers.local.layout import StateLayout
+from mlplat.errors import ExternalError, NotFound
 
 # MLflow's per-request limits for log_batch
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
@@ -19,16 +19,6 @@ class MlflowTracker(ExperimentTracker):
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-    @classmethod
-    def for_stack(cls, spec) -> "MlflowTracker":
-        layout = StateLayout(spec.state_dir)
-        if not layout.exists():
-            raise MlplatError(
-                f"stack '{spec.name}' is not provisioned (no stores under {layout.root})",
-                hint=f"run `mlplat up --stack {spec.name}` first",
-            )
-        return cls(layout.tracking_uri, str(layout.artifacts))
 
     # --- writing -------------------------------------------------------------------------
 
@@ -119,16 +109,19 @@ class MlflowTracker(ExperimentTracker):
             artifact_uri=info.artifact_uri,
         )
 
-    def get_run(self, run_id: str) -> RunRecord:
+    def raw_run(self, run_id: str):
+        """MLflow's own run entity (``NotFound`` for an unknown id)."""
         from mlflow.exceptions import MlflowException
 
         try:
-            run = self.client.get_run(run_id)
+            return self.client.get_run(run_id)
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
                 raise NotFound(f"run '{run_id}' not found", hint="`mlplat runs list` shows the runs of this stack") from None
             raise ExternalError(f"MLflow failed to read run {run_id}: {exc}") from exc
-        return self._record(run)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self._record(self.raw_run(run_id))
 
     def list_runs(self, *, experiment: str | None = None, limit: int = 50) -> list[RunRecord]:
         if experiment:
