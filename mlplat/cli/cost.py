@@ -11,9 +11,11 @@ def cost() -> None:
     """Cost per prediction and per team / model / version / environment, against the budget."""
 
 
-def build_report(ctx, stacks: list[str], by: str, period_text: str):
+def build_report(ctx, stacks: list[str], by: str, period_text: str, billed: list | None = None):
+    """The metered report; with ``billed`` (a list to fill), also what each stack's cloud billed."""
     from mlplat import providers
     from mlplat.components import Capability
+    from mlplat.errors import CapabilityNotSupported
     from mlplat.services.monitoring import cost as cost_mod
 
     period = cost_mod.parse_period(period_text, ctx.clock())
@@ -21,6 +23,11 @@ def build_report(ctx, stacks: list[str], by: str, period_text: str):
     for name in stacks:
         spec = ctx.stack(name)
         source = providers.capability(spec, ctx, Capability.COST)
+        if billed is not None:
+            if not hasattr(source, "billed"):
+                raise CapabilityNotSupported(spec.provider.kind, "billed cost",
+                                             hint="the local provider meters usage itself: drop --billed")
+            billed.append({"stack": name, **source.billed(period.start, period.end)})
         reports.append(cost_mod.attribute(
             source.deployments(period.start, period.end), source.usage(period.start, period.end), period,
             price_for=spec.serving.price_for, default_instance_type=spec.serving.instance_type, by=by,
@@ -36,8 +43,10 @@ def build_report(ctx, stacks: list[str], by: str, period_text: str):
               help="7d, 24h, month (calendar month to date), 2026-11, or 2026-11-01..2026-11-15.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--billed", is_flag=True,
+              help="Also show what the cloud billed for the team's tag (AWS Cost Explorer; AWS charges per call).")
 @pass_ctx
-def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as_json: bool) -> None:
+def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as_json: bool, billed: bool) -> None:
     """Instance-hours × price, predictions, cost per prediction, busy share, and the budget used."""
     from mlplat.services.monitoring import cost as cost_mod
 
@@ -54,10 +63,11 @@ def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as
             from mlplat.errors import NotFound
 
             raise NotFound("no provisioned local stack in this project", hint="run `mlplat up --stack dev` first")
-    result = build_report(ctx, names, by, period)
+    bills: list | None = [] if billed else None
+    result = build_report(ctx, names, by, period, billed=bills)
     rows = cost_mod.report_rows(result)
     if as_json or fmt == "json":
-        emit_json(result.to_dict() | {"rows": rows})
+        emit_json(result.to_dict() | {"rows": rows} | ({"billed": bills} if bills is not None else {}))
         return
     columns = [by, "cost_usd", "instance_hours", "predictions", "cost_per_prediction_usd", "busy_seconds", "utilisation"]
     if by == "team" and result.budgets:
@@ -84,6 +94,10 @@ def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as
         share = result.budget_share(team)
         ctx.console.print(f"budget of {team}: ${monthly:,.2f}/month, ${result.budget_for_period(team):,.2f} for this "
                           f"period, {share:.1%} used" if share is not None else f"budget of {team}: ${monthly:,.2f}/month",
+                          highlight=False)
+    for bill in bills or []:
+        teams = ", ".join(f"{team} ${usd:,.2f}" for team, usd in sorted(bill["by_team"].items())) or "nothing billed"
+        ctx.console.print(f"billed ({bill['source']}, {bill['metric']}) for stack {bill['stack']}: {teams}",
                           highlight=False)
 
 

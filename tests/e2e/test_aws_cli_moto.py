@@ -117,6 +117,10 @@ def test_aws_golden_path_through_the_cli(tmp_path, moto_server):
     assert cost.returncode == 0, cost.stderr
     report = json.loads(cost.stdout)
     assert report["rows"][0]["team"] == "fraud" and report["total_usd"] > 0
+    billed = cli("cost", "report", "--stack", STACK, "--period", "24h", "--billed", "--json")
+    assert billed.returncode == 0, billed.stderr
+    [bill] = json.loads(billed.stdout)["billed"]
+    assert bill["source"] == "aws-cost-explorer" and isinstance(bill["by_team"], dict)
 
     audit = cli("audit", "verify", "--stack", STACK)
     assert audit.returncode == 0, audit.stderr + audit.stdout

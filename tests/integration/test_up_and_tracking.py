@@ -282,3 +282,8 @@ def test_an_invalid_stack_writes_nothing(project, cli):
     result = cli("up", "--stack", "dev", "--yes")
     assert result.returncode == 3 and "mlplat:tags.cost-center: missing required cost tag" in result.stderr
     assert not (project / ".mlplat").exists()
+
+
+def test_the_local_provider_has_no_bill_to_read(up_project, cli):
+    result = cli("cost", "report", "--billed")
+    assert result.returncode == 7 and "billed cost" in result.stderr and "drop --billed" in result.stderr
