@@ -15,17 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.errors import IntegrityError
+from mlplat.lineage import file_sha256
 from mlplat.services.audit import canonical
 
-CHUNK = 1 << 20
 
 
-def file_sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 def _files(root: Path) -> list[str]:

@@ -29,27 +29,22 @@ promoting process is killed, and a rerun finds it gone and starts a fresh one.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Sequence
 
 from mlplat.components import DeliveryPipeline, Endpoint, Package
 from mlplat.errors import ExternalError, MlplatError
+from mlplat.serving.staging import ServerProcesses, wait_healthy
 from mlplat.services import packaging
 from mlplat_providers.local.layout import StateLayout
 
-SERVER_MODULE = "mlplat.serving.model_server"
-START_TIMEOUT_S = 120.0
 CONTAINER_START_TIMEOUT_S = 600.0  # vfs copies the image's file system for every new container
-PR_SET_PDEATHSIG = 1
 ENGINE_ENV = "MLPLAT_CONTAINER_ENGINE"
 STORAGE_ENV = "MLPLAT_CONTAINER_STORAGE"
 STATE_LABEL = "org.mlplat.state"
@@ -129,11 +124,6 @@ def engine_env() -> dict[str, str]:
     return {**os.environ, "CONTAINERS_CONF": str(conf)}
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def _run(cmd: Sequence[str], *, what: str, timeout: float = 1800, env: dict[str, str] | None = None,
@@ -170,7 +160,7 @@ class LocalDeliveryPipeline(DeliveryPipeline):
         self.spec = spec
         self.ctx = ctx
         self.layout = StateLayout(spec.state_dir)
-        self._children: dict[int, subprocess.Popen] = {}
+        self.procs = ServerProcesses()
 
     @property
     def engine(self) -> str | None:
@@ -287,29 +277,8 @@ class LocalDeliveryPipeline(DeliveryPipeline):
         logs = Path(package.context_dir).parent / f"{version}.endpoint.log"
         if package.image:
             return self._start_container(package, name, version, logs)
-        port_file = Path(tempfile.mkdtemp(prefix="endpoint-", dir=self._tmp())) / "port"
-        env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true", "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", SERVER_MODULE, "--model-dir", str(Path(package.context_dir) / "model"),
-               "--name", name, "--version", str(version), "--host", "127.0.0.1", "--port", "0",
-               "--port-file", str(port_file), "--max-body-bytes", str(self.spec.serving.max_body_bytes)]
-        with logs.open("ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    preexec_fn=_die_with_parent, close_fds=True)
-        self._children[proc.pid] = proc
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not port_file.is_file():
-            if proc.poll() is not None:
-                raise ExternalError(f"the model server exited with code {proc.returncode} before serving",
-                                    where=str(logs), hint=_tail(logs))
-            if time.monotonic() > deadline:
-                self._kill(proc.pid)
-                raise ExternalError(f"the model server did not start within {START_TIMEOUT_S:.0f}s", where=str(logs))
-            time.sleep(0.05)
-        port = int(port_file.read_text().strip())
-        shutil.rmtree(port_file.parent, ignore_errors=True)
-        endpoint = Endpoint(f"http://127.0.0.1:{port}", "process", str(proc.pid), port)
-        _wait_healthy(endpoint, lambda: proc.poll() is None, logs)
-        return endpoint
+        return self.procs.start(Path(package.context_dir) / "model", name=name, version=version,
+                                max_body_bytes=self.spec.serving.max_body_bytes, logs=logs, tmp_dir=self._tmp())
 
     def _start_container(self, package: Package, name: str, version: int, logs: Path) -> Endpoint:
         env = engine_env()
@@ -323,14 +292,11 @@ class LocalDeliveryPipeline(DeliveryPipeline):
                              "-e", "PYTHONUNBUFFERED=1", package.image)
         with logs.open("ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
-            log.flush()
-            # Attached, as our child: if this process dies, podman gets SIGTERM and passes it to the container.
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    preexec_fn=_die_with_parent, close_fds=True)
-        self._children[proc.pid] = proc
+        # Attached, as our child: if this process dies, podman gets SIGTERM and passes it to the container.
+        proc = self.procs.spawn(cmd, logs=logs, env=env)
         endpoint = Endpoint(f"http://127.0.0.1:{port}", "container", cname, port)
         try:
-            _wait_healthy(endpoint, lambda: proc.poll() is None, logs, timeout=CONTAINER_START_TIMEOUT_S)
+            wait_healthy(endpoint, lambda: proc.poll() is None, logs, timeout=CONTAINER_START_TIMEOUT_S)
         except BaseException:
             self.stop_endpoint(endpoint)
             raise
@@ -361,52 +327,23 @@ class LocalDeliveryPipeline(DeliveryPipeline):
             out = subprocess.run(podman_command("container", "inspect", "-f", "{{.State.Running}}", endpoint.handle),
                                  capture_output=True, text=True, env=engine_env())
             return out.returncode == 0 and out.stdout.strip() == "true"
-        pid = int(endpoint.handle)
-        child = self._children.get(pid)
-        if child is not None:
-            return child.poll() is None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return SERVER_MODULE.encode() in cmdline  # not some other process that reused the pid
+        return self.procs.alive(int(endpoint.handle))
 
     def stop_endpoint(self, endpoint: Endpoint) -> None:
         if endpoint.kind == "container":
             subprocess.run(podman_command("rm", "-f", "-t", "5", endpoint.handle), capture_output=True,
                            env=engine_env())
-            for pid, child in list(self._children.items()):  # the attached `podman run` ends with it
+            for pid, child in list(self.procs.children.items()):  # the attached `podman run` ends with it
                 if child.args and endpoint.handle in child.args:
                     try:
                         child.wait(30)
                     except subprocess.TimeoutExpired:
                         child.kill()
                         child.wait(5)
-                    self._children.pop(pid, None)
+                    self.procs.children.pop(pid, None)
             return
         if self.endpoint_alive(endpoint):
-            self._kill(int(endpoint.handle))
-
-    def _kill(self, pid: int) -> None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        child = self._children.pop(pid, None)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if child is not None:
-                if child.poll() is not None:
-                    return
-            elif not Path(f"/proc/{pid}").exists():
-                return
-            time.sleep(0.05)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if child is not None:
-            child.wait(5)
+            self.procs.kill(int(endpoint.handle))
 
 
 def _free_port() -> int:
@@ -417,25 +354,4 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "last lines of the server log:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "no server log"
 
-
-def _wait_healthy(endpoint: Endpoint, alive, logs: Path, timeout: float = START_TIMEOUT_S) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise ExternalError("the staging endpoint stopped while starting", where=str(logs), hint=_tail(logs))
-        try:
-            if httpx.get(endpoint.url + "/ping", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise ExternalError(f"the staging endpoint at {endpoint.url} was not healthy within {timeout:.0f}s",
-                        where=str(logs))
