@@ -103,8 +103,25 @@ class Usage:
     team: str = ""
 
 
+class _Rates:
+    """Per-prediction cost and busy share of anything with cost, predictions and instance time."""
+
+    cost_usd: float
+    predictions: int
+    busy_seconds: float
+    instance_hours: float
+
+    @property
+    def cost_per_prediction(self) -> float | None:
+        return self.cost_usd / self.predictions if self.predictions else None
+
+    @property
+    def utilisation(self) -> float | None:
+        return self.busy_seconds / (self.instance_hours * 3600) if self.instance_hours else None
+
+
 @dataclass
-class CostLine:
+class CostLine(_Rates):
     team: str
     model: str
     version: int
@@ -116,30 +133,14 @@ class CostLine:
     predictions: int = 0
     busy_seconds: float = 0.0
 
-    @property
-    def cost_per_prediction(self) -> float | None:
-        return self.cost_usd / self.predictions if self.predictions else None
-
-    @property
-    def utilisation(self) -> float | None:
-        return self.busy_seconds / (self.instance_hours * 3600) if self.instance_hours else None
-
 
 @dataclass
-class CostGroup:
+class CostGroup(_Rates):
     key: str
     cost_usd: float = 0.0
     instance_hours: float = 0.0
     predictions: int = 0
     busy_seconds: float = 0.0
-
-    @property
-    def cost_per_prediction(self) -> float | None:
-        return self.cost_usd / self.predictions if self.predictions else None
-
-    @property
-    def utilisation(self) -> float | None:
-        return self.busy_seconds / (self.instance_hours * 3600) if self.instance_hours else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "cost_usd": self.cost_usd, "instance_hours": self.instance_hours,
