@@ -8,6 +8,7 @@ provider maps the same spec onto its endpoint variants (see DESIGN.md).
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 
@@ -43,3 +44,49 @@ class EndpointDeployer(abc.ABC):
     def serve(self, *, environment: str, host: str, port: int, port_file: str | None = None,
               controller: bool = True) -> None:
         """Run the gateway in the foreground until interrupted (blocking)."""
+
+
+@dataclass
+class CheckedDeploy:
+    """A deploy request that passed the provider-neutral checks, ready to apply."""
+
+    canary: Any  # rollout.CanaryPolicy | None
+    shadow_percent: int | None
+    evidence: dict[str, Any]  # slimmed: stage, digests, approval state
+    versions: list[int]  # the version deployed first, then any other A/B variant named in the weights
+
+
+def check_deploy(spec, ctx, name: str, version: int, *, environment: str, strategy: str, weights: str | None,
+                 steps: Sequence[int] | None, bake_seconds: float | None, percent: int | None) -> CheckedDeploy:
+    """Validate the rollout spec and that every version it names may serve in ``environment``
+    (gate passed; approvals for production). Reads only; raises on the first refusal."""
+    from mlplat.services import registry
+    from mlplat.services import rollout as ro
+
+    if strategy not in ro.STRATEGIES:
+        raise ro.RolloutError(f"unknown strategy '{strategy}'", hint="one of: " + ", ".join(ro.STRATEGIES))
+    canary = ro.CanaryPolicy.from_stack(spec.serving.canary, steps=steps, bake=bake_seconds) \
+        if strategy == "canary" else None
+    if strategy == "shadow" and percent is None:
+        percent = spec.serving.shadow.percent
+    if strategy == "shadow" and not 1 <= int(percent) <= ro.MAX_SHADOW_PERCENT:
+        raise ro.RolloutError(f"--percent {percent}: shadow traffic must be between 1 and {ro.MAX_SHADOW_PERCENT} %",
+                              hint="mirror at most half of the traffic")
+    evidence = registry.assert_deployable(spec, ctx, name, int(version), environment)
+    versions = [int(version)]
+    if strategy == "ab" and weights and "=" in weights:
+        others = sorted({int(p.split("=")[0]) for p in weights.split(",")
+                         if "=" in p and p.split("=")[0].strip().isdigit()} - {int(version)})
+        for other in others:
+            registry.assert_deployable(spec, ctx, name, other, environment)
+        versions += others
+    return CheckedDeploy(canary, percent, _slim(evidence), versions)
+
+
+def _slim(evidence: dict[str, Any]) -> dict[str, Any]:
+    keep = ("stage", "artifact_digest", "gate_digest")
+    out = {k: evidence.get(k) for k in keep if k in evidence}
+    approvals = evidence.get("approvals")
+    if isinstance(approvals, dict):
+        out["approvals"] = {k: approvals.get(k) for k in ("required", "state") if k in approvals}
+    return out

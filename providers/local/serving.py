@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from mlplat.db import Database
 from mlplat.errors import MlplatError
 from mlplat.services import rollout as ro
-from mlplat.services.serving import EndpointDeployer
+from mlplat.services.serving import EndpointDeployer, check_deploy
 from mlplat_providers.local.layout import StateLayout
 
 
@@ -40,24 +40,12 @@ class LocalServing(EndpointDeployer):
     def deploy(self, name: str, version: int, *, environment: str, strategy: str, weights: str | None = None,
                steps: Sequence[int] | None = None, bake_seconds: float | None = None,
                percent: int | None = None) -> dict[str, Any]:
-        from mlplat.services import registry
-
-        if strategy not in ro.STRATEGIES:
-            raise ro.RolloutError(f"unknown strategy '{strategy}'", hint="one of: " + ", ".join(ro.STRATEGIES))
-        canary = ro.CanaryPolicy.from_stack(self.spec.serving.canary, steps=steps, bake=bake_seconds) \
-            if strategy == "canary" else None
-        if strategy == "shadow" and percent is None:
-            percent = self.spec.serving.shadow.percent
-        evidence = registry.assert_deployable(self.spec, self.ctx, name, int(version), environment)
-        versions = [int(version)]
-        if strategy == "ab" and weights and "=" in weights:
-            versions = sorted({int(p.split("=")[0]) for p in weights.split(",") if "=" in p} - {int(version)})
-            for other in versions:
-                registry.assert_deployable(self.spec, self.ctx, name, other, environment)
+        checked = check_deploy(self.spec, self.ctx, name, version, environment=environment, strategy=strategy,
+                               weights=weights, steps=steps, bake_seconds=bake_seconds, percent=percent)
         with self.db.transaction() as conn:
             endpoint = ro.deploy(conn, model=name, environment=environment, version=int(version), strategy=strategy,
-                                 actor=self.ctx.user, canary=canary, weights=weights, shadow_percent=percent,
-                                 evidence=_slim(evidence), **self._cost)
+                                 actor=self.ctx.user, canary=checked.canary, weights=weights,
+                                 shadow_percent=checked.shadow_percent, evidence=checked.evidence, **self._cost)
         return endpoint.to_dict()
 
     def rollback(self, name: str, *, environment: str, to: int | None = None,
@@ -165,13 +153,6 @@ class LocalServing(EndpointDeployer):
             app.stop()
 
 
-def _slim(evidence: dict[str, Any]) -> dict[str, Any]:
-    keep = ("stage", "artifact_digest", "gate_digest")
-    out = {k: evidence.get(k) for k in keep if k in evidence}
-    approvals = evidence.get("approvals")
-    if isinstance(approvals, dict):
-        out["approvals"] = {k: approvals.get(k) for k in ("required", "state") if k in approvals}
-    return out
 
 
 def _shadow_readout(conn, model: str, environment: str, version: int, since: float) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 from mlplat.errors import Conflict, Denied, NotFound, StackError
 from mlplat.services import rollout as ro
-from mlplat.services.serving import EndpointDeployer
+from mlplat.services.serving import EndpointDeployer, check_deploy
 from mlplat_providers.aws.runtime.session import AwsSession
 from mlplat_providers.aws.runtime.state import AwsState
 
@@ -222,32 +222,16 @@ class AwsServing(EndpointDeployer):
     def deploy(self, name: str, version: int, *, environment: str, strategy: str, weights: str | None = None,
                steps: Sequence[int] | None = None, bake_seconds: float | None = None,
                percent: int | None = None) -> dict[str, Any]:
-        from mlplat.services import registry
-
-        if strategy not in ro.STRATEGIES:
-            raise ro.RolloutError(f"unknown strategy '{strategy}'", hint="one of: " + ", ".join(ro.STRATEGIES))
-        canary = ro.CanaryPolicy.from_stack(self.spec.serving.canary, steps=steps, bake=bake_seconds) \
-            if strategy == "canary" else None
-        if strategy == "shadow" and percent is None:
-            percent = self.spec.serving.shadow.percent
-        if strategy == "shadow" and not 1 <= int(percent) <= ro.MAX_SHADOW_PERCENT:
-            raise ro.RolloutError(f"--percent {percent}: shadow traffic must be between 1 and "
-                                  f"{ro.MAX_SHADOW_PERCENT} %", hint="SageMaker shadow variants mirror at most half")
         self.check_instance_type()
         self.aws.account  # missing or mismatched account settings fail before anything is read or written
-        evidence = registry.assert_deployable(self.spec, self.ctx, name, int(version), environment)
-        versions = [int(version)]
-        if strategy == "ab" and weights and "=" in weights:
-            others = sorted({int(p.split("=")[0]) for p in weights.split(",") if "=" in p and
-                             p.split("=")[0].strip().isdigit()} - {int(version)})
-            for other in others:
-                registry.assert_deployable(self.spec, self.ctx, name, other, environment)
-            versions += others
+        checked = check_deploy(self.spec, self.ctx, name, version, environment=environment, strategy=strategy,
+                               weights=weights, steps=steps, bake_seconds=bake_seconds, percent=percent)
+        versions = checked.versions
         self.check_approved(name, versions, environment)
         with self.db.transaction() as conn:
             endpoint = ro.deploy(conn, model=name, environment=environment, version=int(version), strategy=strategy,
-                                 actor=self.ctx.user, canary=canary, weights=weights, shadow_percent=percent,
-                                 evidence=_slim(evidence), **self._cost)
+                                 actor=self.ctx.user, canary=checked.canary, weights=weights,
+                                 shadow_percent=checked.shadow_percent, evidence=checked.evidence, **self._cost)
             applied = self.apply(endpoint)
         return endpoint.to_dict() | {"sagemaker": applied}
 
@@ -395,11 +379,3 @@ class AwsServing(EndpointDeployer):
                                        highlight=False)
             time.sleep(interval)
 
-
-def _slim(evidence: dict[str, Any]) -> dict[str, Any]:
-    keep = ("stage", "artifact_digest", "gate_digest")
-    out = {k: evidence.get(k) for k in keep if k in evidence}
-    approvals = evidence.get("approvals")
-    if isinstance(approvals, dict):
-        out["approvals"] = {k: approvals.get(k) for k in ("required", "state") if k in approvals}
-    return out
