@@ -44,3 +44,24 @@ def table(rows: list[tuple], headers: tuple) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+def timed_promotion(root: Path, model: str, version: int) -> dict[str, float]:
+    """Promote ``model`` ``version`` to staging in process; seconds per pipeline step, plus ``total``."""
+    from mlplat.context import Context
+    from mlplat.services import promotion
+
+    ctx = Context(project_dir=root)
+    steps: dict[str, float] = {}
+    marks: dict[str, float] = {}
+
+    def progress(step, status, detail):
+        if status == "running":
+            marks[step] = time.perf_counter()
+        elif status == "done" and step in marks:
+            steps[step] = time.perf_counter() - marks[step]
+
+    start = time.perf_counter()
+    promotion.promote(ctx.stack("dev"), ctx, model, version, "staging", progress=progress)
+    steps["total"] = time.perf_counter() - start
+    return steps

@@ -13,9 +13,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
-from _common import REPO, WORK, fresh_project, table
+from _common import REPO, WORK, fresh_project, table, timed_promotion
 
 TRAIN = """
 import pandas as pd
@@ -46,26 +45,8 @@ def main() -> None:
     os.environ.setdefault("MLPLAT_USER", "ds@example.com")
     subprocess.run([sys.executable, "-c", TRAIN], cwd=root, check=True, env=os.environ)
 
-    from mlplat.context import Context
-    from mlplat.services import promotion
-
-    ctx = Context(project_dir=root)
-    spec = ctx.stack("dev")
-
     def promote(version: int) -> dict[str, float]:
-        steps: dict[str, float] = {}
-        marks: dict[str, float] = {}
-
-        def progress(step, status, detail):
-            if status == "running":
-                marks[step] = time.perf_counter()
-            elif status == "done" and step in marks:
-                steps[step] = time.perf_counter() - marks[step]
-
-        start = time.perf_counter()
-        promotion.promote(spec, ctx, "bench-container", version, "staging", progress=progress)
-        steps["total"] = time.perf_counter() - start
-        return steps
+        return timed_promotion(root, "bench-container", version)
 
     storage = WORK / "container-storage"
     shutil.rmtree(storage, ignore_errors=True)

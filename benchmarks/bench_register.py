@@ -8,7 +8,7 @@ import statistics
 import sys
 import time
 
-from _common import REPO, fresh_project, table
+from _common import REPO, fresh_project, table, timed_promotion
 
 REPEAT = 3
 
@@ -81,24 +81,9 @@ def main() -> None:
           f"with predictions and the profile that monitoring reads.")
 
     # Promotion to staging: gate + package + staging endpoint (local process) + integration tests + stage
-    from mlplat.context import Context
-    from mlplat.services import promotion
-
-    ctx = Context(project_dir=root)
-    spec = ctx.stack("dev")
-    steps: dict[str, float] = {}
-    marks: dict[str, float] = {}
-
-    def progress(step, status, detail):
-        if status == "running":
-            marks[step] = time.perf_counter()
-        elif status == "done" and step in marks:
-            steps[step] = time.perf_counter() - marks[step]
-
-    start = time.perf_counter()
-    promotion.promote(spec, ctx, "bench-mlplat", version, "staging", progress=progress)
-    total = time.perf_counter() - start
-    print(f"\n### Promotion to staging of the same model, gate included, no container engine\n")
+    steps = timed_promotion(root, "bench-mlplat", version)
+    total = steps.pop("total")
+    print("\n### Promotion to staging of the same model, gate included, no container engine\n")
     print(table([(s, f"{t:.2f} s") for s, t in steps.items()] + [("total (in process)", f"{total:.2f} s")],
                 ("step", "wall time")))
     print("\nThe endpoint step starts `python -m mlplat.serving.model_server` as a local process (imports MLflow, "
