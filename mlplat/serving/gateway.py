@@ -124,6 +124,9 @@ class LiveEndpoint:
     step_index: int | None
 
     def pick(self, key: bytes | None) -> LiveRoute:
+        """The route for one request. With a routing key (``x-routing-key``) the choice is a pure
+        function of key and model: the same key always lands on the same variant, and as a canary
+        grows its keys stay on it (its bucket range only widens). Without a key, a uniform draw."""
         if len(self.routes) == 1:
             return self.routes[0]
         if key:
@@ -410,9 +413,12 @@ class Gateway:
     """Raw ASGI app. ``start()`` loads the routing and starts the background threads."""
 
     def __init__(self, db_path: Path, config: GatewayConfig, resolver: Resolver, loader: Loader | None = None,
-                 enricher: Enricher | None = None):
+                 enricher: Enricher | None = None, clock: Callable[[], float] = time.time):
         self.db_path = Path(db_path)
         self.config = config
+        # the canary controller's time (bake time, step start, analysis stamps): injectable, so a
+        # test can let a step bake without waiting for it
+        self.clock = clock
         self._enricher = enricher
         self._enrichers: dict[tuple[str, int], Any] = {}
         self.pool = ModelPool(resolver, loader)
@@ -538,10 +544,11 @@ class Gateway:
                     continue  # routing not reloaded yet: judge only traffic the current step received
                 policy = ro.CanaryPolicy.from_json(rollout["policy"])
                 candidate = stats.candidate.get(step, ro.VariantStats())
-                now = time.time()
+                now = self.clock()
                 decision = ro.analyze(stats.stable, candidate, policy, elapsed=now - float(rollout["step_started_at"]))
                 decision.metrics.update({"step_index": step, "percent": policy.steps[step]})
-                common = dict(instance_type=self.config.instance_type, price_per_hour=self.config.price_per_hour)
+                common = dict(instance_type=self.config.instance_type, price_per_hour=self.config.price_per_hour,
+                              now=now)
                 if decision.action == "rollback" and not _errors_breached(decision):
                     # latency and distribution breaches must be confirmed on fresh traffic: the samples
                     # after the first verdict must breach again, so one stall of a loaded machine (a GC

@@ -11,6 +11,8 @@ import httpx
 import mlflow.pyfunc
 import numpy as np
 
+from tests.timing import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = ["a", "b", "c"]
 
@@ -131,10 +133,12 @@ class GatewayHarness:
             raise FileNotFoundError(f"no model folder for {name} v{version}")
         return self.models[version]
 
-    def start(self, controller: bool = True, process: bool = False):
+    def start(self, controller: bool = True, process: bool = False, clock=None):
         """Serve in a thread of this process, or (``process=True``) in a child process of its own,
-        as `mlplat serve` runs, so test clients cannot steal the gateway's CPU time."""
+        as `mlplat serve` runs, so test clients cannot steal the gateway's CPU time. ``clock``
+        (in-process only) is the canary controller's time, for tests that let a step bake."""
         if process:
+            assert clock is None, "a gateway process runs on its own clock"
             return self._start_process(controller)
         import threading
 
@@ -146,16 +150,14 @@ class GatewayHarness:
         config = GatewayConfig(environment=self.environment, max_body_bytes=self.max_body_bytes,
                                capture_sampling=self.sampling, poll_interval=0.1,
                                controller_interval=self.controller_interval, run_controller=controller)
-        self.gateway = Gateway(self.db_path, config, self.resolve)
+        self.gateway = Gateway(self.db_path, config, self.resolve, **({"clock": clock} if clock else {}))
         self.gateway.start()
         sock = bind("127.0.0.1", 0)
         self.server = uvicorn.Server(uvicorn.Config(self.gateway, log_level="warning", access_log=False,
                                                     lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: self.server.started, timeout=20, interval=0.02, message="uvicorn did not start")
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         return self
 
@@ -207,13 +209,29 @@ class GatewayHarness:
             conn.close()
 
     def wait_for(self, predicate, timeout: float = 15.0, interval: float = 0.05):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(interval)
-        raise AssertionError("condition not reached in time")
+        return wait_until(predicate, timeout=timeout, interval=interval)
+
+
+def warm(live, body: bytes, *, rounds: int = 200) -> None:
+    """Run every routed version of a gateway endpoint (``gateway.table[name]``) until it is warm.
+
+    The first predictions of a freshly loaded model are slow (lazy imports, first allocations);
+    as live traffic they would be judged as the version's latency. Called outside the gateway,
+    they count in no statistics, and the model's moving predict time settles to its warm value.
+    """
+    from mlplat.serving.asgi import INLINE_BUDGET_MS
+    from mlplat.serving.predictor import LoadedModel
+    from mlplat.serving.protocol import parse_scoring
+
+    for route in live.routes:
+        model = route.model
+        if not isinstance(model, LoadedModel):
+            continue
+        inputs = parse_scoring(body, model.signature)
+        for done in range(rounds):
+            model.predict(inputs)
+            if done >= 10 and model.ewma_ms < INLINE_BUDGET_MS:
+                break
 
 
 def row(i: int = 0) -> dict:

@@ -1,18 +1,26 @@
 """Canary rollouts judged on live traffic through real HTTP: promote, roll back on errors, skew,
-latency, an unloadable candidate, and resume after a gateway restart."""
+latency, an unloadable candidate, resume after a gateway restart, and bake time on the
+controller's clock.
+
+Requests carry routing keys, so which variant serves which request is fixed, not drawn; the
+verdicts rest on request counts and on a clock the test moves, never on how much wall-clock
+time went by."""
 from __future__ import annotations
 
+import json
 import threading
-import time
 
 import httpx
 import pytest
 
 from mlplat.services.rollout import CanaryPolicy
-from tests.integration.conftest_serving import GatewayHarness, row, save_sklearn, save_toy
+from tests.integration.conftest_serving import GatewayHarness, row, save_sklearn, save_toy, warm
+from tests.timing import ManualClock
 
 pytestmark = pytest.mark.integration
 URL = "/endpoints/scorer/invocations"
+# A bake time no run of this file reaches: a step can end only on its verdict.
+NEVER = 3600.0
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +38,7 @@ def harness(tmp_path, models):
     h.stop()
 
 
-def policy(min_requests: int = 30, bake: float = 0.5, steps=(50, 100), max_latency_ratio: float = 1.5) -> CanaryPolicy:
+def policy(min_requests: int = 30, bake: float = 0.0, steps=(50, 100), max_latency_ratio: float = 1.5) -> CanaryPolicy:
     return CanaryPolicy(tuple(steps), bake, max_error_rate=0.02, max_latency_ratio=max_latency_ratio,
                         max_prediction_shift=0.2, min_requests=min_requests)
 
@@ -40,26 +48,31 @@ def policy(min_requests: int = 30, bake: float = 0.5, steps=(50, 100), max_laten
 TOLERANT = 5.0
 
 
+def key(client: int, i: int) -> dict[str, str]:
+    """The routing header of request ``i`` of ``client``: a fixed key, so a fixed variant at each step."""
+    return {"x-routing-key": f"client-{client}-request-{i}"}
+
+
 class Traffic:
-    """Clients posting rows until stopped; records (time, status, version)."""
+    """Clients posting keyed rows until stopped; records (status, version) of every response."""
 
     def __init__(self, url: str, clients: int = 2):
         self.url = url
-        self.results: list[tuple[float, int, str]] = []
+        self.results: list[tuple[int, str]] = []
         self.stop_event = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(i * 10_000,), daemon=True) for i in range(clients)]
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
 
     def __enter__(self):
         for t in self.threads:
             t.start()
         return self
 
-    def _run(self, seed: int) -> None:
+    def _run(self, client: int) -> None:
         with httpx.Client(base_url=self.url, timeout=10) as c:
-            i = seed
+            i = 0
             while not self.stop_event.is_set():
-                r = c.post(URL, json=row(i))
-                self.results.append((time.monotonic(), r.status_code, r.headers.get("x-mlplat-version", "")))
+                r = c.post(URL, json=row(client * 10_000 + i), headers=key(client, i))
+                self.results.append((r.status_code, r.headers.get("x-mlplat-version", "")))
                 i += 1
 
     def __exit__(self, *exc):
@@ -77,12 +90,18 @@ def finished(h: GatewayHarness, rid: int):
     return state if state != "running" else None
 
 
+def serves_only(h: GatewayHarness, version: int) -> bool:
+    """The gateway's own routing table (not just the database) sends everything to ``version``."""
+    live = h.endpoint()
+    return [(r["version"], r["weight"]) for r in live["routes"] if r["weight"]] == [(version, 100)]
+
+
 def test_good_candidate_is_promoted_step_by_step(harness):
     harness.deploy(1)
     endpoint = harness.deploy(2, "canary", canary=policy(max_latency_ratio=TOLERANT))
     harness.start(process=True)
     with Traffic(harness.url):
-        assert harness.wait_for(lambda: finished(harness, endpoint.rollout_id), timeout=30) == "succeeded"
+        assert harness.wait_for(lambda: finished(harness, endpoint.rollout_id), timeout=60) == "succeeded"
     events = harness.query("SELECT event, percent, actor FROM rollout_events WHERE rollout_id=? ORDER BY id",
                            endpoint.rollout_id)
     assert [(e["event"], e["percent"]) for e in events] == [("deployed", 50), ("step", 100), ("promoted", 100)]
@@ -92,9 +111,9 @@ def test_good_candidate_is_promoted_step_by_step(harness):
     audit = [r["action"] for r in harness.query("SELECT action FROM audit_log ORDER BY seq")]
     assert audit[-2:] == ["deployment.step", "deployment.step"]
     # the gateway picked the promotion up: all traffic on v2 now
+    harness.wait_for(lambda: serves_only(harness, 2))
     with httpx.Client(base_url=harness.url, timeout=10) as c:
-        harness.wait_for(lambda: c.post(URL, json=row()).headers["x-mlplat-version"] == "2", timeout=3)
-        assert {c.post(URL, json=row(i)).headers["x-mlplat-version"] for i in range(20)} == {"2"}
+        assert {c.post(URL, json=row(i), headers=key(9, i)).headers["x-mlplat-version"] for i in range(20)} == {"2"}
 
 
 @pytest.mark.parametrize("stable, candidate, reason, process", [
@@ -104,51 +123,102 @@ def test_good_candidate_is_promoted_step_by_step(harness):
 ])
 def test_bad_candidate_is_rolled_back_automatically(harness, stable, candidate, reason, process):
     harness.deploy(stable)
-    endpoint = harness.deploy(candidate, "canary", canary=policy(bake=30))
+    endpoint = harness.deploy(candidate, "canary", canary=policy(bake=NEVER))
     harness.start(process=process)
     with Traffic(harness.url) as traffic:
-        assert harness.wait_for(lambda: finished(harness, endpoint.rollout_id), timeout=30) == "rolled_back"
-        breach = time.monotonic()
-        time.sleep(0.6)
+        assert harness.wait_for(lambda: finished(harness, endpoint.rollout_id), timeout=60) == "rolled_back"
     last = harness.query("SELECT event, actor, reason FROM rollout_events ORDER BY id DESC LIMIT 1")[0]
     assert last["event"] == "rolled_back" and last["actor"] == "mlplat-canary-controller"
     assert reason in last["reason"], last["reason"]
-    after = [(s, v) for t, s, v in traffic.results if t > breach + 0.3]
-    assert after and set(after) == {(200, str(stable))}
-    failures = [(s, v) for t, s, v in traffic.results if s != 200]
+    failures = [(s, v) for s, v in traffic.results if s != 200]
     assert all(v == str(candidate) for s, v in failures)  # only the candidate ever failed
     final = harness.query("SELECT strategy, stable_version FROM endpoints")[0]
     assert final == {"strategy": "direct", "stable_version": stable}
     assert harness.query("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1")[0]["action"] == "deployment.rolled_back"
+    # once the gateway routes by the rollback, every request - the keys the candidate served
+    # included - is answered by the stable version
+    harness.wait_for(lambda: serves_only(harness, stable))
+    with httpx.Client(base_url=harness.url, timeout=10) as c:
+        after = {(r.status_code, r.headers["x-mlplat-version"])
+                 for r in (c.post(URL, json=row(i), headers=key(0, i)) for i in range(40))}
+    assert after == {(200, str(stable))}
 
 
 def test_unloadable_candidate_is_rolled_back(harness, tmp_path):
     harness.models[7] = tmp_path / "missing"
     harness.deploy(1)
-    endpoint = harness.deploy(7, "canary", canary=policy(bake=30))
+    endpoint = harness.deploy(7, "canary", canary=policy(bake=NEVER))
     harness.start()
     with Traffic(harness.url):
-        assert harness.wait_for(lambda: finished(harness, endpoint.rollout_id), timeout=30) == "rolled_back"
+        assert harness.wait_for(lambda: finished(harness, endpoint.rollout_id), timeout=60) == "rolled_back"
 
 
 def test_gateway_restart_mid_canary_resumes_from_the_database(harness):
     harness.deploy(1)
-    endpoint = harness.deploy(2, "canary", canary=policy(min_requests=20, bake=0.5, steps=(10, 50, 100),
-                                                                max_latency_ratio=TOLERANT))
+    endpoint = harness.deploy(2, "canary", canary=policy(min_requests=20, steps=(10, 50, 100),
+                                                         max_latency_ratio=TOLERANT))
     rid = endpoint.rollout_id
     harness.start(process=True)
     step = lambda: harness.query("SELECT step_index FROM rollouts WHERE id=?", rid)[0]["step_index"]  # noqa: E731
-    with Traffic(harness.url):
-        harness.wait_for(lambda: step() >= 1, timeout=30)
+    # one request at a time, stopping as soon as the first step is taken: the second step then has
+    # too little traffic for a verdict, so the restart always lands mid-rollout at step 1
+    with httpx.Client(base_url=harness.url, timeout=10) as c:
+        sent = iter(range(100_000))
+
+        def one_more() -> bool:
+            i = next(sent)
+            assert c.post(URL, json=row(i), headers=key(0, i)).status_code == 200
+            return step() >= 1
+
+        harness.wait_for(one_more, timeout=60, interval=0)
     harness.stop()
-    reached = step()
-    assert rollout_state(harness, rid) == "running" and reached in (1, 2)
+    assert rollout_state(harness, rid) == "running" and step() == 1
 
     harness.start(process=True)  # a new gateway process: routing and rollout come from the database
     live = harness.endpoint()
-    assert live["rollout_id"] == rid and live["step_index"] == reached
+    assert live["rollout_id"] == rid and live["step_index"] == 1
+    assert [(r["version"], r["weight"]) for r in live["routes"]] == [(2, 50), (1, 50)]
     with Traffic(harness.url):
-        assert harness.wait_for(lambda: finished(harness, rid), timeout=30) == "succeeded"
+        assert harness.wait_for(lambda: finished(harness, rid), timeout=60) == "succeeded"
     events = [e["event"] for e in harness.query("SELECT event FROM rollout_events WHERE rollout_id=? ORDER BY id", rid)]
     assert events == ["deployed", "step", "step", "promoted"]
 
+
+def test_a_step_bakes_on_the_controllers_clock(harness):
+    """The bake time is read from the clock the gateway is given: enough traffic, no breach, and the
+    step still waits until that clock has moved past the bake time - however much real time passed."""
+    clock = ManualClock()
+    harness.deploy(1)
+    endpoint = harness.deploy(2, "canary", canary=policy(min_requests=10, bake=300, steps=(50, 100),
+                                                         max_latency_ratio=TOLERANT), now=clock())
+    rid = endpoint.rollout_id
+    harness.start(controller=False, clock=clock)
+    gateway = harness.gateway
+    live = gateway.table["scorer"]
+    warm(live, json.dumps(row()).encode())
+    # keys chosen by the gateway's own router: 30 for the candidate and 30 for the stable version
+    keys: dict[str, list[int]] = {"canary": [], "stable": []}
+    for i in range(10_000):
+        variant = live.pick(key(0, i)["x-routing-key"].encode()).variant
+        if len(keys[variant]) < 30:
+            keys[variant].append(i)
+        if all(len(v) == 30 for v in keys.values()):
+            break
+    with httpx.Client(base_url=harness.url, timeout=10) as c:
+        served = [c.post(URL, json=row(i), headers=key(0, i)).headers["x-mlplat-variant"]
+                  for i in keys["canary"] + keys["stable"]]
+    assert served == ["canary"] * 30 + ["stable"] * 30
+
+    assert gateway.control_once() == []
+    analysis = harness.query("SELECT last_analysis, analyzed_at FROM rollouts WHERE id=?", rid)[0]
+    assert "baking: 0 of 300 s" in analysis["last_analysis"] and analysis["analyzed_at"] == clock()
+    clock.advance(299)
+    assert gateway.control_once() == []
+    assert rollout_state(harness, rid) == "running"
+
+    clock.advance(1)
+    assert gateway.control_once() == [(rid, "step")]
+    stepped = harness.query("SELECT step_index, step_started_at FROM rollouts WHERE id=?", rid)[0]
+    assert stepped == {"step_index": 1, "step_started_at": clock()}  # the next step's bake starts now
+    event = harness.query("SELECT event, ts FROM rollout_events WHERE rollout_id=? ORDER BY id DESC LIMIT 1", rid)[0]
+    assert event == {"event": "step", "ts": clock()}
