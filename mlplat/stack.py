@@ -248,6 +248,8 @@ class Drift(Spec):
     js_distance: float = Field(0.1, gt=0, le=1, description="Jensen-Shannon distance above which a categorical feature drifts.")
     share: float = Field(0.5, gt=0, le=1, description="Share of drifted features at which a window counts as drifted "
                                                        "(prediction drift alone also counts).")
+    min_reference_rows: int = Field(100, ge=2, description="A reference sample smaller than this gives "
+                                    "'insufficient reference', never a drift verdict.")
 
 
 class Window(Spec):

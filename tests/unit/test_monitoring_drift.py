@@ -137,3 +137,40 @@ def test_report_serialises_without_infinities():
 
     json.dumps(doc, allow_nan=False)
     assert doc["features"][0]["feature"] == "income"
+
+
+def test_a_tiny_reference_is_insufficient_reference_never_a_verdict():
+    # Five reference rows (an input example) against a clearly shifted window: deciles of five
+    # rows make PSI noise, so the window is not judged at all rather than called "ok".
+    ref, cur = frames(13, n_ref=5, n_cur=500, shift=3.0)
+    report = d.detect(ref, cur, TH)
+    assert report.verdict == d.INSUFFICIENT_REFERENCE and report.reference_rows == 5
+    assert all(f.verdict == d.INSUFFICIENT_REFERENCE and f.psi is None for f in report.features)
+    assert report.prediction.verdict == d.INSUFFICIENT_REFERENCE
+    assert report.metrics() == {}  # nothing for alert rules: neither an alarm nor an all-clear
+    assert report.to_dict()["verdict"] == "insufficient reference"
+
+
+def test_the_minimum_reference_size_is_a_setting():
+    ref, cur = frames(14, n_ref=150, n_cur=500, shift=3.0)
+    judged = d.detect(ref, cur, TH)  # 150 rows clear the default of 100
+    assert judged.verdict == d.OK and judged.drifted_features == ["income"]
+    strict = d.Thresholds(min_reference_rows=200)
+    assert d.detect(ref, cur, strict).verdict == d.INSUFFICIENT_REFERENCE
+
+
+def test_the_reference_verdict_comes_before_a_short_window():
+    ref, cur = frames(15, n_ref=5, n_cur=10)
+    assert d.detect(ref, cur, TH).verdict == d.INSUFFICIENT_REFERENCE
+
+
+def test_min_reference_rows_is_read_from_the_stack_monitoring_settings():
+    from pydantic import ValidationError
+
+    from mlplat.stack import Monitoring
+
+    monitoring = Monitoring.model_validate({"drift": {"minReferenceRows": 500}})
+    assert d.Thresholds.from_spec(monitoring).min_reference_rows == 500
+    assert d.Thresholds.from_spec(Monitoring()).min_reference_rows == 100
+    with pytest.raises(ValidationError, match="minReferenceRows"):
+        Monitoring.model_validate({"drift": {"minReferenceRows": 1}})

@@ -11,7 +11,10 @@ A feature drifts only when the test is significant *and* the effect is large:
 too small to matter; at small windows the effect size is noisy. Requiring both
 keeps false alarms rare at every size. A window drifts when the prediction drifts
 or when the share of drifted features reaches ``drift.share``. Fewer than
-``window.minRows`` rows gives the verdict "insufficient data", never an alarm.
+``window.minRows`` rows gives the verdict "insufficient data", never an alarm. A
+reference sample of fewer than ``drift.minReferenceRows`` rows gives "insufficient
+reference": deciles of five rows make PSI noise, and a verdict of "ok" drawn from
+them would hide real drift.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ EPS = 1e-4  # floor of a bin share so an empty bin gives a finite PSI
 EXACT_KS_MAX_N = 10_000  # scipy's own switch from the exact to the asymptotic KS distribution
 
 OK, DRIFT, INSUFFICIENT = "ok", "drift", "insufficient data"
+INSUFFICIENT_REFERENCE = "insufficient reference"
+NOT_JUDGED = (INSUFFICIENT, INSUFFICIENT_REFERENCE)
 
 
 @dataclass
@@ -35,7 +40,7 @@ class FeatureDrift:
     kind: str  # "numerical" | "categorical"
     n_reference: int
     n_current: int
-    verdict: str  # ok | drift | insufficient data
+    verdict: str  # ok | drift | insufficient data | insufficient reference
     psi: float | None = None
     ks_statistic: float | None = None
     ks_p_value: float | None = None
@@ -78,14 +83,14 @@ class DriftReport:
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for alert rules: ``drift.share``, ``drift.detected``, ``drift.prediction_psi``..."""
-        if self.verdict == INSUFFICIENT:
+        if self.verdict in NOT_JUDGED:
             return {}
         out = {
             "drift.share": self.share,
             "drift.features": float(len(self.drifted_features)),
             "drift.detected": 1.0 if self.verdict == DRIFT else 0.0,
         }
-        if self.prediction is not None and self.prediction.verdict != INSUFFICIENT:
+        if self.prediction is not None and self.prediction.verdict not in NOT_JUDGED:
             out["drift.prediction_drifted"] = 1.0 if self.prediction.drifted else 0.0
             if self.prediction.psi is not None:
                 out["drift.prediction_psi"] = self.prediction.psi
@@ -114,12 +119,13 @@ class Thresholds:
     js_distance: float = 0.1
     share: float = 0.5
     min_rows: int = 100
+    min_reference_rows: int = 100
 
     @classmethod
     def from_spec(cls, monitoring) -> "Thresholds":
         d = monitoring.drift
         return cls(d.psi, d.ks_p_value, d.chi2_p_value, d.js_distance, getattr(d, "share", 0.5),
-                   monitoring.window.min_rows)
+                   monitoring.window.min_rows, d.min_reference_rows)
 
 
 # --- numerical ---------------------------------------------------------------------------
@@ -188,7 +194,10 @@ def numerical_drift(name: str, reference: Any, current: Any, th: Thresholds, *, 
     total_cur = cur.size + cur_missing
     out = FeatureDrift(name, "numerical", int(ref.size), int(cur.size), INSUFFICIENT,
                        missing_share=cur_missing / total_cur if total_cur else 0.0)
-    if cur.size < th.min_rows or ref.size < 2:
+    if ref.size < max(th.min_reference_rows, 2):
+        out.verdict = INSUFFICIENT_REFERENCE
+        return out
+    if cur.size < th.min_rows:
         return out
     out.ks_statistic, out.ks_p_value = ks_2samp_sorted(ref, cur)
     out.psi = psi_sorted(ref, cur)
@@ -227,7 +236,10 @@ def categorical_drift(name: str, reference: Any, current: Any, th: Thresholds) -
     out = FeatureDrift(name, "categorical", n_ref, n_cur, INSUFFICIENT,
                        new_categories=sorted(set(cur_counts) - set(ref_counts)),
                        missing_share=(total_cur - n_cur) / total_cur if total_cur else 0.0)
-    if n_cur < th.min_rows or n_ref == 0:
+    if n_ref < max(th.min_reference_rows, 1):
+        out.verdict = INSUFFICIENT_REFERENCE
+        return out
+    if n_cur < th.min_rows:
         return out
     categories = sorted(set(ref_counts) | set(cur_counts))
     table = np.array([[ref_counts.get(c, 0) for c in categories], [cur_counts.get(c, 0) for c in categories]], float)
@@ -277,15 +289,18 @@ def detect(
     pred = None
     if prediction and prediction in ref_cols and prediction in cur_cols:
         pred = _judge(prediction, ref_cols[prediction], cur_cols[prediction], th)
-    judged = [f for f in report_features if f.verdict != INSUFFICIENT]
+    judged = [f for f in report_features if f.verdict not in NOT_JUDGED]
     share = sum(f.drifted for f in judged) / len(judged) if judged else 0.0
-    if rows < th.min_rows or (not judged and (pred is None or pred.verdict == INSUFFICIENT)):
+    reference_rows = _rows(ref_cols)
+    if reference_rows < th.min_reference_rows:
+        verdict = INSUFFICIENT_REFERENCE  # permanent for this version: said first, whatever the window holds
+    elif rows < th.min_rows or (not judged and (pred is None or pred.verdict in NOT_JUDGED)):
         verdict = INSUFFICIENT
     elif (pred is not None and pred.drifted) or (judged and share >= th.share):
         verdict = DRIFT
     else:
         verdict = OK
-    return DriftReport(rows, _rows(ref_cols), verdict, report_features, pred, share, asdict(th))
+    return DriftReport(rows, reference_rows, verdict, report_features, pred, share, asdict(th))
 
 
 def _judge(name: str, ref: Any, cur: Any, th: Thresholds) -> FeatureDrift:

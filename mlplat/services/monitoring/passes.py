@@ -144,6 +144,10 @@ def judge_version(spec, ctx, monitor, model: str, version: int, environment: str
         report = drift_mod.detect(reference, frame if len(frame.columns) else {}, th,
                                   features=[c for c in reference.columns if c != drift_mod.PREDICTION])
         drift_doc = report.to_dict() | {"first_ts": _ts(recent, 0), "last_ts": _ts(recent, -1)}
+        if report.verdict == drift_mod.INSUFFICIENT_REFERENCE:
+            drift_doc["note"] = (f"the reference sample has {report.reference_rows} rows, fewer than "
+                                 f"monitoring.drift.minReferenceRows ({th.min_reference_rows}): drift is not judged; "
+                                 "register a version with a larger train dataset or reference_data=")
         metrics.update(report.metrics())
 
     labelled = [c for c in monitor.captures(model, version, limit=size, labelled_only=True) if c.ok]

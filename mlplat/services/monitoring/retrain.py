@@ -56,7 +56,7 @@ def maybe_trigger(spec, ctx, db, model: str, environment: str, version: int, *, 
             return None
         rows = conn.execute(
             "SELECT pass_id, ts, version, breach, verdict FROM monitor_windows WHERE model=? AND environment=? "
-            "AND kind='drift' AND verdict NOT IN ('insufficient data', 'no reference') AND ts>? "
+            "AND kind='drift' AND verdict NOT IN ('insufficient data', 'insufficient reference', 'no reference') AND ts>? "
             "ORDER BY ts DESC, id DESC LIMIT ?",
             (model, environment, last if last is not None else -1.0, rule.evaluation_windows)).fetchall()
         breaching = [r for r in rows if r["breach"]]
