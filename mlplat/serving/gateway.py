@@ -42,9 +42,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mlplat.serving import asgi
+from mlplat.serving import asgi, jsonlimit
 from mlplat.serving.predictor import LoadedModel
-from mlplat.serving.protocol import Inputs, RequestError, dumps, parse_scoring, parse_v2, to_list, v2_outputs
+from mlplat.serving.protocol import (
+    Inputs, RequestError, dumps, parse_scoring, parse_v2, to_list, v2_body, v2_outputs,
+)
 from mlplat.services import rollout as ro
 
 log = logging.getLogger("mlplat.gateway")
@@ -292,17 +294,22 @@ class CaptureWriter:
         db = Database(self.db_path)
         conn = db.connect()
         try:
+            # a ledger not yet migrated (mlplat up not rerun) has no column for the caller's request id
+            correlated = "client_request_id" in {r[1] for r in conn.execute("PRAGMA table_info(captures)")}
+            columns = ("request_id, ts, model, version, variant, environment, inputs, outputs, latency_ms, status, "
+                       "shadow" + (", client_request_id" if correlated else ""))
+            sql = f"INSERT OR IGNORE INTO captures ({columns}) VALUES ({','.join('?' * (12 if correlated else 11))})"
             while True:
                 stopping = self._stop.wait(self.interval)
                 while True:
                     rows = self._drain()
                     if not rows:
                         break
+                    if not correlated:
+                        rows = [row[:11] for row in rows]
                     try:
                         with db.transaction(conn):
-                            conn.executemany("INSERT OR IGNORE INTO captures (request_id, ts, model, version, variant, "
-                                             "environment, inputs, outputs, latency_ms, status, shadow) "
-                                             "VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                            conn.executemany(sql, rows)
                         self.written += len(rows)
                     except Exception as exc:  # keep serving; the rows are lost, say so
                         log.warning("capture write failed (%d rows dropped): %s", len(rows), exc)
@@ -323,7 +330,7 @@ class CaptureWriter:
         rows = []
         for index, item in enumerate(items):
             try:
-                rows.append(_capture_row(*item[:11], scores=scores.get(index)))
+                rows.append(_capture_row(*item[:11], scores=scores.get(index), client_id=item[12]))
             except Exception as exc:  # an odd payload must not stop the writer
                 log.warning("cannot capture request %s: %s", item[0], exc)
         return rows
@@ -357,8 +364,8 @@ def enrich_body(body: bytes, enrich: Callable[[list[dict]], list[dict]]) -> byte
     """Fill feature columns from the online store into ``dataframe_records`` / ``dataframe_split``
     rows that carry entity keys. Anything else passes through untouched (the parser judges it)."""
     try:
-        payload = json.loads(body)
-    except ValueError:
+        payload = jsonlimit.loads(body)
+    except ValueError:  # malformed, too deep, a repeated key: the parser refuses it with the reason
         return body
     if not isinstance(payload, dict):
         return body
@@ -380,7 +387,7 @@ def enrich_body(body: bytes, enrich: Callable[[list[dict]], list[dict]]) -> byte
 
 def _capture_row(request_id: str, ts: float, model: str, version: int, variant: str, environment: str,
                  inputs: Inputs, predictions: Any, latency_ms: float, status: int, shadow: bool,
-                 scores: Any = None) -> tuple:
+                 scores: Any = None, client_id: str | None = None) -> tuple:
     records = inputs.records()
     payload = records[0] if inputs.rows == 1 and records and isinstance(records[0], dict) else records
     if predictions is None:
@@ -390,7 +397,7 @@ def _capture_row(request_id: str, ts: float, model: str, version: int, variant: 
     else:
         outputs = json.dumps(to_list(predictions), default=str)
     return (request_id, ts, model, int(version), variant, environment, json.dumps(payload, default=str), outputs,
-            float(latency_ms), int(status), int(shadow))
+            float(latency_ms), int(status), int(shadow), client_id)
 
 
 # --- the app --------------------------------------------------------------------------------------
@@ -400,6 +407,7 @@ def _capture_row(request_id: str, ts: float, model: str, version: int, variant: 
 class GatewayConfig:
     environment: str
     max_body_bytes: int = 1_000_000
+    body_timeout: float | None = asgi.BODY_TIMEOUT_S  # seconds a request body may take to arrive (then 408)
     capture_sampling: float = 1.0
     poll_interval: float = 0.2
     controller_interval: float = 0.25
@@ -469,7 +477,16 @@ class Gateway:
     # --- routing table --------------------------------------------------------------------
 
     def reload(self, force: bool = False) -> bool:
-        """Re-read the routing if the revision moved; returns whether it changed."""
+        """Re-read the routing if the revision moved; returns whether it changed.
+
+        Only routing that an audited deployment produced is served: an ``endpoints`` row that differs
+        from its last ``deployment.*`` audit entry (or any routing while the audit chain does not
+        verify) is refused. The endpoint then keeps the last verified routing this gateway served;
+        one that never had any is not served (requests get the 404 JSON for unknown endpoints).
+        Refusals are logged and kept in ``self.refused`` (model -> reason).
+        """
+        from mlplat.services.ledger import Ledger
+
         with self._reload_lock:
             conn = self._connect()
             try:
@@ -478,11 +495,30 @@ class Gateway:
                     return False
                 endpoints = ro.list_endpoints(conn, self.config.environment)
                 rollouts = {r["id"]: r for r in ro.running_rollouts(conn, self.config.environment)}
+                ledger = Ledger(conn)
+                chain = ledger.chain()
+                refused: dict[str, str] = {}
+                for ep in endpoints:
+                    problem = (f"the audit log does not verify: {chain.problems[0]}" if not chain.ok else
+                               ledger.endpoint_problem(ep.to_dict()))
+                    if problem is None and ep.rollout_id in rollouts:
+                        problem = ledger.rollout_problem(rollouts[ep.rollout_id])
+                    if problem:
+                        refused[ep.model] = problem
             finally:
                 conn.close()
             table: dict[str, LiveEndpoint] = {}
             needed: set[tuple[str, int]] = set()
             for ep in endpoints:
+                if ep.model in refused:
+                    kept = self.table.get(ep.model)
+                    if getattr(self, "refused", {}).get(ep.model) != refused[ep.model]:
+                        log.error("refusing the routing of '%s': %s; %s", ep.model, refused[ep.model],
+                                  "keeping the last verified routing" if kept else "not serving it")
+                    if kept is not None:
+                        table[ep.model] = kept
+                        needed.update((ep.model, v) for v in kept.spec.versions())
+                    continue
                 for version in sorted(ep.versions()):
                     needed.add((ep.model, version))
                     self.pool.ensure(ep.model, version)  # loads before the swap: old routing serves meanwhile
@@ -503,6 +539,7 @@ class Gateway:
                 if rollout and ep.rollout_id not in self.rollout_stats:
                     self.rollout_stats[ep.rollout_id] = RolloutStats()
             self.table = table  # one reference swap: requests in flight keep the table they started with
+            self.refused = refused
             self.pool.retain(needed)
             for rid in list(self.rollout_stats):
                 if rid not in rollouts:
@@ -592,6 +629,9 @@ class Gateway:
     # --- ASGI -----------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        await asgi.guarded(self._handle, scope, receive, send)
+
+    async def _handle(self, scope: dict[str, Any], receive, send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await asgi.lifespan(receive, send, startup=self._startup_async, shutdown=self._shutdown_async)
@@ -619,7 +659,7 @@ class Gateway:
             name = parts[0]
             live = self.table.get(name)
             if live is None:
-                await self._unknown(send, name)
+                await self._unknown(send, name, v2=True)
                 return
             if parts[1:] == ["infer"] and method == "POST":
                 await self._score(name, scope, receive, send, v2=True)
@@ -640,13 +680,18 @@ class Gateway:
         elif path == "/v2/health/ready":
             await asgi.send_json(send, 200, {"ready": True, "endpoints": len(self.table)})
             return
+        elif path == "/v2" and method == "GET":
+            from mlplat.serving.model_server import server_metadata
+
+            await asgi.send_json(send, 200, server_metadata("mlplat-gateway"))
+            return
         elif path == "/endpoints" and method == "GET":
             await asgi.send_json(send, 200, {"environment": self.config.environment,
                                              "endpoints": [self._describe(e) for e in self.table.values()]})
             return
         await asgi.send_error(send, RequestError(
             f"no route {method} {path}; try POST /endpoints/{{name}}/invocations, POST /v2/models/{{name}}/infer, "
-            "GET /endpoints, GET /metrics", 404))
+            "GET /v2, GET /endpoints, GET /metrics", 404), v2=path == "/v2" or path.startswith("/v2/"))
 
     async def _startup_async(self) -> None:
         if not self.started:
@@ -655,13 +700,15 @@ class Gateway:
     async def _shutdown_async(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
-    async def _unknown(self, send, name: str) -> None:
+    async def _unknown(self, send, name: str, *, v2: bool = False, request_id: str | None = None,
+                       client_id: str | None = None) -> None:
         names = sorted(self.table)
         listing = ", ".join(names) if names else "none yet (mlplat deploy NAME VERSION)"
         exc = RequestError(f"no endpoint '{name}' in environment '{self.config.environment}'; endpoints: {listing}", 404)
-        body = exc.body()
+        request_id = request_id or asgi.new_request_id()
+        body = exc.body(request_id, v2=v2)
         body["endpoints"] = names
-        await asgi.send_json(send, 404, body)
+        await asgi.send_json(send, 404, body, request_id, client_id)
 
     def _enrich_for(self, name: str, version: int):
         if self._enricher is None:
@@ -686,65 +733,73 @@ class Gateway:
                 "outputs": [{"name": "predictions", "datatype": "FP64", "shape": [-1]}]}
 
     async def _score(self, name: str, scope, receive, send, *, v2: bool) -> None:
+        """Score one request. Its capture is keyed by a request id the gateway generates; the
+        caller's own id (``x-request-id``, or a v2 request's ``id``) is kept beside it."""
         started = time.perf_counter()
-        request_id = asgi.request_id_for(scope)
+        request_id, client_id = asgi.request_ids(scope)
         live = self.table.get(name)
         if live is None:
-            await self._unknown(send, name)
+            await self._unknown(send, name, v2=v2, request_id=request_id, client_id=client_id)
             return
         route = live.pick(asgi.header(scope, b"x-routing-key"))
         model = route.model
-        headers_extra = (route.variant, route.version)
+        reply = _Reply(request_id, client_id, route.variant, route.version, v2)
         try:
-            body = await asgi.read_body(scope, receive, self.config.max_body_bytes)
+            header_length = asgi.binary_header_length(scope) if v2 else None
+            body = await asgi.read_body(scope, receive, self.config.max_body_bytes, timeout=self.config.body_timeout,
+                                        binary=header_length is not None)
         except RequestError as exc:
             self._observe(live, route, exc.status, started, None)
-            await self._send_error(send, exc, request_id, headers_extra)
+            await self._send_error(send, exc, reply)
             return
         except ConnectionAbortedError:
             return
         if isinstance(model, LoadFailure):
             self._observe(live, route, 500, started, None)
-            await self._send(send, 500, {"error_code": "MODEL_UNAVAILABLE", "request_id": request_id,
-                                         "message": f"version {route.version} of '{name}' failed to load: "
-                                                    f"{model.message}"}, request_id, headers_extra)
+            await self._send(send, 500, reply.error("MODEL_UNAVAILABLE", f"version {route.version} of '{name}' failed "
+                                                                         f"to load: {model.message}"), reply)
             return
         enrich = self._enrich_for(name, route.version)
         if enrich is not None and not v2:
             body = await asyncio.get_running_loop().run_in_executor(None, enrich_body, body, enrich)
         try:
-            inputs = (parse_v2 if v2 else parse_scoring)(body, model.signature)
+            if v2:
+                inputs = parse_v2(body, model.signature, header_length=header_length)
+            else:
+                inputs = parse_scoring(body, model.signature)
         except RequestError as exc:
             self._observe(live, route, exc.status, started, None)
-            await self._send_error(send, exc, request_id, headers_extra)
+            await self._send_error(send, exc, reply)
             return
+        correlation = client_id or inputs.request_id
         try:
             predictions = await asgi.predict(model, inputs)
         except Exception as exc:  # the model's fault: 500 for this request only, counted against the variant
             latency = self._observe(live, route, 500, started, None)
-            self._capture(request_id, live, route, inputs, None, latency, 500, False)
-            await self._send(send, 500, {"error_code": "MODEL_ERROR", "request_id": request_id,
-                                         "message": f"version {route.version} of '{name}' raised "
-                                                    f"{type(exc).__name__}: {exc}"}, request_id, headers_extra)
+            self._capture(request_id, live, route, inputs, None, latency, 500, False, correlation)
+            await self._send(send, 500, reply.error("MODEL_ERROR", f"version {route.version} of '{name}' raised "
+                                                                   f"{type(exc).__name__}: {exc}"), reply)
             return
+        latency = self._observe(live, route, 200, started, predictions)
         if v2:
             out = {"model_name": name, "model_version": str(route.version), "id": inputs.request_id or request_id,
                    "outputs": v2_outputs(predictions)}
+            payload, header_size = v2_body(out, inputs.meta.get("binary_outputs", False))
+            await asgi.send(send, 200, payload, reply.headers(header_size))
         else:
             out = {"predictions": to_list(predictions), "request_id": request_id}
-        latency = self._observe(live, route, 200, started, predictions)
-        await self._send(send, 200, out, request_id, headers_extra)
-        self._capture(request_id, live, route, inputs, predictions, latency, 200, False)
+            if client_id:
+                out["client_request_id"] = client_id
+            await self._send(send, 200, out, reply)
+        self._capture(request_id, live, route, inputs, predictions, latency, 200, False, correlation)
         if live.shadow is not None and random.random() * 100.0 < live.shadow_percent:
-            self._mirror(request_id, live, inputs, predictions)
+            self._mirror(request_id, live, inputs, predictions, correlation)
 
-    async def _send(self, send, status: int, obj: Any, request_id: str, extra: tuple[str, int]) -> None:
-        headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
-                   (b"x-mlplat-variant", extra[0].encode()), (b"x-mlplat-version", str(extra[1]).encode())]
-        await asgi.send(send, status, dumps(obj), headers)
+    async def _send(self, send, status: int, obj: Any, reply: "_Reply") -> None:
+        await asgi.send(send, status, dumps(obj), reply.headers(None, status))
 
-    async def _send_error(self, send, exc: RequestError, request_id: str, extra: tuple[str, int]) -> None:
-        await self._send(send, exc.status, exc.body(request_id), request_id, extra)
+    async def _send_error(self, send, exc: RequestError, reply: "_Reply") -> None:
+        await self._send(send, exc.status, exc.body(reply.request_id, v2=reply.v2), reply)
 
     def _observe(self, live: LiveEndpoint, route: LiveRoute, status: int, started: float, predictions: Any) -> float:
         seconds = time.perf_counter() - started
@@ -756,13 +811,15 @@ class Gateway:
         return seconds * 1000
 
     def _capture(self, request_id: str, live: LiveEndpoint, route: LiveRoute, inputs: Inputs, predictions: Any,
-                 latency_ms: float, status: int, shadow: bool) -> None:
+                 latency_ms: float, status: int, shadow: bool, client_id: str | None = None) -> None:
         if self.capture.sampled():
             scorer = route.model.score_array if isinstance(route.model, LoadedModel) and predictions is not None else None
             self.capture.put((request_id, time.time(), live.spec.model, route.version, route.variant,
-                              self.config.environment, inputs, predictions, latency_ms, status, shadow, scorer))
+                              self.config.environment, inputs, predictions, latency_ms, status, shadow, scorer,
+                              client_id))
 
-    def _mirror(self, request_id: str, live: LiveEndpoint, inputs: Inputs, primary: Any) -> None:
+    def _mirror(self, request_id: str, live: LiveEndpoint, inputs: Inputs, primary: Any,
+                client_id: str | None = None) -> None:
         shadow = live.shadow
         assert shadow is not None
         with self._shadow_lock:
@@ -770,9 +827,10 @@ class Gateway:
                 self.metrics.observe_shadow(live.spec.model, shadow.version, 0, 0, False, dropped=True)
                 return
             self.shadow_pending += 1
-        self.shadow_pool.submit(self._run_shadow, request_id, live, shadow, inputs, primary)
+        self.shadow_pool.submit(self._run_shadow, request_id, live, shadow, inputs, primary, client_id)
 
-    def _run_shadow(self, request_id: str, live: LiveEndpoint, shadow: LiveRoute, inputs: Inputs, primary: Any) -> None:
+    def _run_shadow(self, request_id: str, live: LiveEndpoint, shadow: LiveRoute, inputs: Inputs, primary: Any,
+                    client_id: str | None = None) -> None:
         started = time.perf_counter()
         try:
             model = shadow.model
@@ -792,7 +850,34 @@ class Gateway:
             disagree = _disagreements(primary, predictions)
         self.metrics.observe(live.spec.model, shadow.version, "shadow", status, seconds)
         self.metrics.observe_shadow(live.spec.model, shadow.version, rows, disagree, error)
-        self._capture(f"{request_id}:shadow", live, shadow, inputs, predictions, seconds * 1000, status, True)
+        self._capture(f"{request_id}:shadow", live, shadow, inputs, predictions, seconds * 1000, status, True,
+                      client_id)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """What every response to one scoring request carries: its ids and the variant that served it."""
+
+    request_id: str
+    client_id: str | None
+    variant: str
+    version: int
+    v2: bool
+
+    def headers(self, binary_header: int | None, status: int = 200) -> list[tuple[bytes, bytes]]:
+        if binary_header is None:
+            out = list(asgi.JSON)
+        else:
+            out = [(b"content-type", b"application/octet-stream"), (asgi.BINARY_HEADER, str(binary_header).encode())]
+        out += asgi.id_headers(self.request_id, self.client_id)
+        out += [(b"x-mlplat-variant", self.variant.encode()), (b"x-mlplat-version", str(self.version).encode())]
+        if status == 408:  # the rest of the body may still come: this connection cannot carry another request
+            out.append((b"connection", b"close"))
+        return out
+
+    def error(self, code: str, message: str) -> dict[str, Any]:
+        body = {"error_code": code, "request_id": self.request_id, "message": message}
+        return {"error": message, **body} if self.v2 else body
 
 
 def _tail(stats: ro.VariantStats, start: int) -> ro.VariantStats:

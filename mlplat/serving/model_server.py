@@ -1,11 +1,12 @@
 """Serve one MLflow model directory over HTTP (MLflow scoring + Open Inference Protocol v2).
 
     python -m mlplat.serving.model_server --model-dir DIR [--name NAME] [--version V]
-        [--host 127.0.0.1] [--port 8080] [--port-file PATH] [--max-body-bytes N]
+        [--host 127.0.0.1] [--port 8080] [--port-file PATH] [--max-body-bytes N] [--body-timeout S]
 
-Routes: ``POST /invocations``, ``GET /ping``, ``GET /health``, ``GET /v2/health/live``,
-``GET /v2/health/ready``, ``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``,
-``POST /v2/models/{name}/infer``. Used as the staging endpoint and inside the
+Routes: ``POST /invocations``, ``GET /ping``, ``GET /health``, ``GET /v2`` (server metadata),
+``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2/models/{name}``,
+``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer`` (JSON, or the binary tensor
+data extension). Errors are JSON with ``x-request-id``; on ``/v2`` routes they carry ``error``. Used as the staging endpoint and inside the
 container image. Binding beyond loopback is refused: there is no authentication.
 With ``--port 0`` the kernel picks a free port; ``--port-file`` receives it once
 the server accepts connections.
@@ -22,21 +23,27 @@ from typing import Any
 
 from mlplat.serving import asgi
 from mlplat.serving.predictor import LoadedModel
-from mlplat.serving.protocol import RequestError, parse_scoring, parse_v2, to_list, v2_outputs
+from mlplat.serving.protocol import V2_EXTENSIONS, RequestError, parse_scoring, parse_v2, to_list, v2_body, v2_outputs
 
 DEFAULT_MAX_BODY = 1_000_000
+SERVER_NAME = "mlplat-model-server"
 
 
 class ModelServerApp:
     """Raw ASGI app around one :class:`LoadedModel`."""
 
-    def __init__(self, model: LoadedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY):
+    def __init__(self, model: LoadedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY,
+                 body_timeout: float | None = asgi.BODY_TIMEOUT_S):
         self.model = model
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.requests = 0
         self.errors = 0
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        await asgi.guarded(self._handle, scope, receive, send)
+
+    async def _handle(self, scope: dict[str, Any], receive, send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await asgi.lifespan(receive, send)
@@ -55,8 +62,9 @@ class ModelServerApp:
                 {"live": True} if path.endswith("live") else {"ready": True})
             await asgi.send_json(send, 200, body)
             return
-        if path == "/v2":
-            await asgi.send_json(send, 200, {"name": "mlplat-model-server", "version": "1", "extensions": []})
+        v2 = path == "/v2" or path.startswith("/v2/")
+        if path == "/v2" and method == "GET":
+            await asgi.send_json(send, 200, server_metadata(SERVER_NAME))
             return
         if path.startswith("/v2/models/"):
             rest = path[len("/v2/models/"):].split("/")
@@ -65,7 +73,7 @@ class ModelServerApp:
                 rest = [name] + rest[3:]
             if name != self.model.name:
                 await asgi.send_error(send, RequestError(
-                    f"unknown model '{name}'; this server serves '{self.model.name}'", 404))
+                    f"unknown model '{name}'; this server serves '{self.model.name}'", 404), v2=True)
                 return
             tail = rest[1:]
             if not tail and method == "GET":
@@ -78,17 +86,22 @@ class ModelServerApp:
                 await self._score(scope, receive, send, v2=True)
                 return
         await asgi.send_error(send, RequestError(
-            f"no route {method} {path}; routes: POST /invocations, GET /ping, GET /v2/health/live, "
-            f"GET /v2/models/{self.model.name}, POST /v2/models/{self.model.name}/infer", 404))
+            f"no route {method} {path}; routes: POST /invocations, GET /ping, GET /v2, GET /v2/health/live, "
+            f"GET /v2/models/{self.model.name}, POST /v2/models/{self.model.name}/infer", 404), v2=v2)
 
     async def _score(self, scope, receive, send, *, v2: bool) -> None:
-        request_id = asgi.request_id_for(scope)
+        request_id, client_id = asgi.request_ids(scope)
         self.requests += 1
         try:
-            body = await asgi.read_body(scope, receive, self.max_body_bytes)
-            inputs = (parse_v2 if v2 else parse_scoring)(body, self.model.signature)
+            header_length = asgi.binary_header_length(scope) if v2 else None
+            body = await asgi.read_body(scope, receive, self.max_body_bytes, timeout=self.body_timeout,
+                                        binary=header_length is not None)
+            if v2:
+                inputs = parse_v2(body, self.model.signature, header_length=header_length)
+            else:
+                inputs = parse_scoring(body, self.model.signature)
         except RequestError as exc:
-            await asgi.send_error(send, exc, request_id)
+            await asgi.send_error(send, exc, request_id, v2=v2, client_id=client_id)
             return
         except ConnectionAbortedError:
             return
@@ -96,15 +109,32 @@ class ModelServerApp:
             predictions = await asgi.predict(self.model, inputs)
         except Exception as exc:  # the model's fault, not the caller's: 500 for this request only
             self.errors += 1
-            await asgi.send_json(send, 500, {"error_code": "MODEL_ERROR", "request_id": request_id,
-                                             "message": f"model raised {type(exc).__name__}: {exc}"}, request_id)
+            message = f"model raised {type(exc).__name__}: {exc}"
+            body = {"error_code": "MODEL_ERROR", "request_id": request_id, "message": message}
+            await asgi.send_json(send, 500, {"error": message, **body} if v2 else body, request_id, client_id)
             return
         if v2:
             out = {"model_name": self.model.name, "model_version": str(self.model.version),
                    "id": inputs.request_id or request_id, "outputs": v2_outputs(predictions)}
-        else:
-            out = {"predictions": to_list(predictions), "request_id": request_id}
-        await asgi.send_json(send, 200, out, request_id)
+            payload, header_size = v2_body(out, inputs.meta.get("binary_outputs", False))
+            headers = asgi.id_headers(request_id, client_id)
+            if header_size is None:
+                await asgi.send(send, 200, payload, asgi.JSON + headers)
+            else:
+                await asgi.send(send, 200, payload, [(b"content-type", b"application/octet-stream"),
+                                                     (asgi.BINARY_HEADER, str(header_size).encode())] + headers)
+            return
+        out = {"predictions": to_list(predictions), "request_id": request_id}
+        if client_id:
+            out["client_request_id"] = client_id
+        await asgi.send_json(send, 200, out, request_id, client_id)
+
+
+def server_metadata(name: str) -> dict[str, Any]:
+    """``GET /v2``: the Open Inference Protocol's server metadata, with the extensions served."""
+    from mlplat import __version__
+
+    return {"name": name, "version": __version__, "extensions": list(V2_EXTENSIONS)}
 
 
 def metadata(model: LoadedModel) -> dict[str, Any]:
@@ -161,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--port-file", type=Path, default=None, help="write the bound port here once serving")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
+    parser.add_argument("--body-timeout", type=float, default=asgi.BODY_TIMEOUT_S,
+                        help="seconds a request body may take to arrive before the server answers 408")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     from mlplat.cli.ui import require_loopback
@@ -168,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         require_loopback(args.host)
+        if args.body_timeout <= 0:
+            raise MlplatError(f"--body-timeout must be a positive number of seconds, got {args.body_timeout:g}")
         if not (args.model_dir / "MLmodel").is_file():
             raise MlplatError(f"{args.model_dir} is not an MLflow model directory (no MLmodel file)",
                               hint="pass the folder that holds MLmodel")
@@ -182,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mlplat").info("loaded %s in %.2fs", args.model_dir, time.perf_counter() - started)
     print(f"serving {model.name} v{model.version} ({model.flavor}) on http://{args.host}:{sock.getsockname()[1]}",
           flush=True)
-    run(ModelServerApp(model, max_body_bytes=args.max_body_bytes), sock, port_file=args.port_file,
+    run(ModelServerApp(model, max_body_bytes=args.max_body_bytes, body_timeout=args.body_timeout), sock, port_file=args.port_file,
         log_level=args.log_level)
     return 0
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mlplat.serving.protocol import Inputs, Signature
+from mlplat.serving.protocol import Column, Inputs, Signature
 
 _warnings_quiet = False
 
@@ -61,15 +61,35 @@ _load_lock = threading.Lock()
 
 
 def load(model_dir: Path | str, *, name: str = "model", version: int | str = 0) -> LoadedModel:
-    """Load an MLflow model directory (already verified by the caller). Raises whatever MLflow raises."""
-    import mlflow.pyfunc
+    """Load an MLflow model directory (already verified by the caller). Raises whatever MLflow raises.
+
+    A scikit-learn model saved with skops is loaded with the platform's allow-list
+    (:func:`mlplat.services.model_loading.load_native`), never the trusted types its own MLmodel lists;
+    an XGBoost model's class is checked before MLflow instantiates it. Pickle formats go through
+    MLflow: this is a serving process, one of the places allowed to run them."""
+    from mlplat.services import model_loading
 
     path = Path(model_dir)
     signature = Signature.from_model_dir(path)
+    stored = model_loading.describe(path)
+    what = f"{name} version {version}"
+    pyfunc_model, estimator = None, None
     with _load_lock:  # MLflow's loaders are not documented as thread-safe
-        pyfunc_model = mlflow.pyfunc.load_model(str(path))
-    impl = getattr(pyfunc_model, "_model_impl", None)
-    estimator = getattr(impl, "sklearn_model", None)
+        if stored.safe and stored.flavor == "sklearn":
+            estimator = model_loading.load_native(path, what=what)
+        else:
+            import mlflow.pyfunc
+
+            if stored.flavor == "xgboost":
+                model_loading.xgboost_class(path, what=what)
+            pyfunc_model = mlflow.pyfunc.load_model(str(path))
+    if estimator is None:
+        impl = getattr(pyfunc_model, "_model_impl", None)
+        estimator = getattr(impl, "sklearn_model", None)
+    if not signature.columns and signature.tensor is None:
+        fitted = estimator if estimator is not None else getattr(getattr(pyfunc_model, "_model_impl", None),
+                                                                 "xgb_model", None)
+        signature = training_signature(fitted) or signature
     flavor = "pyfunc"
     scores = None
     if estimator is not None:
@@ -96,6 +116,16 @@ def load(model_dir: Path | str, *, name: str = "model", version: int | str = 0) 
 
     return LoadedModel(name=name, version=version, path=path, signature=signature, flavor=flavor, _predict=predict,
                        _scores=scores)
+
+
+def training_signature(fitted: Any) -> Signature | None:
+    """For a model saved without a signature: the columns its estimator was fitted on
+    (``feature_names_in_``), with types unknown. Requests are then checked against them, so a
+    missing or unknown column is a 422 instead of an error inside the model."""
+    names = getattr(fitted, "feature_names_in_", None)
+    if names is None or not len(names):
+        return None
+    return Signature(columns=tuple(Column(str(n), "any") for n in names))
 
 
 def _pyfunc_conf(path: Path) -> dict[str, Any]:

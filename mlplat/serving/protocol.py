@@ -862,6 +862,38 @@ def v2_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
     return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data}
 
 
+V2_EXTENSIONS = ["binary_tensor_data"]
+
+
+def v2_body(response: dict[str, Any], binary: bool | frozenset[str]) -> tuple[bytes, int | None]:
+    """An infer response as bytes: JSON, or (binary tensor data extension) the JSON header followed by
+    the outputs the client asked for in binary, with the header's length for
+    ``Inference-Header-Content-Length``."""
+    if not binary:
+        return dumps(response), None
+    blobs: list[bytes] = []
+    outputs = []
+    for out in response["outputs"]:
+        if binary is True or out["name"] in binary:
+            raw = _v2_raw(out["data"], out["datatype"])
+            out = {k: v for k, v in out.items() if k != "data"}
+            out["parameters"] = {**out.get("parameters", {}), "binary_data_size": len(raw)}
+            blobs.append(raw)
+        outputs.append(out)
+    header = dumps({**response, "outputs": outputs})
+    return header + b"".join(blobs), len(header)
+
+
+def _v2_raw(data: list[Any], datatype: str) -> bytes:
+    if datatype == "BYTES":
+        parts = []
+        for value in data:
+            raw = value if isinstance(value, bytes) else str(value).encode()
+            parts.append(len(raw).to_bytes(4, "little") + raw)
+        return b"".join(parts)
+    return np.asarray(data, dtype=np.dtype(V2_DTYPES[datatype]).newbyteorder("<")).tobytes()
+
+
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=True).encode()
 

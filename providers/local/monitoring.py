@@ -92,6 +92,33 @@ class LocalMonitor(Monitor, CostSource):
         finally:
             conn.close()
 
+    def resolve_request_ids(self, ids: list[str]) -> dict[str, list[str]]:
+        """Platform ids name themselves; a caller's ``x-request-id`` (kept in ``client_request_id``)
+        names every non-shadow capture that carries it. A platform id wins over an equal caller id."""
+        known = self.known_request_ids(ids)
+        out = {i: [i] for i in known}
+        rest = sorted({i.split("#", 1)[0] for i in ids if i not in known})
+        if not rest:
+            return out
+        conn = self.database().connect()
+        try:
+            if "client_request_id" not in self._columns(conn, "captures"):
+                return out
+            by_client: dict[str, list[str]] = {}
+            for start in range(0, len(rest), CHUNK):
+                chunk = rest[start:start + CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute(f"SELECT client_request_id, request_id FROM captures WHERE shadow=0 AND "
+                                      f"client_request_id IN ({marks}) ORDER BY ts", chunk):
+                    by_client.setdefault(r[0], []).append(r[1])
+        finally:
+            conn.close()
+        for i in ids:
+            base, sep, row = i.partition("#")
+            if i not in out and base in by_client:
+                out[i] = [request_id + sep + row for request_id in by_client[base]]
+        return out
+
     # --- cost ---------------------------------------------------------------------------------
 
     def deployments(self, start: float, end: float) -> list[Deployment]:

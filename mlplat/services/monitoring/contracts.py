@@ -145,6 +145,13 @@ class Monitor(abc.ABC):
     def known_request_ids(self, ids: list[str]) -> set[str]:
         """Which of ``ids`` (request ids or ``<request id>#<row>`` batch row ids) were captured."""
 
+    def resolve_request_ids(self, ids: list[str]) -> dict[str, list[str]]:
+        """The captured request ids (or batch row ids) each of ``ids`` names; ids naming none are left out.
+
+        Providers that keep the caller's own request id beside the platform's map it too (one caller
+        id may name several captures); by default only platform ids are known."""
+        return {i: [i] for i in self.known_request_ids(ids)}
+
 
 class CostSource(abc.ABC):
     """Metered usage of a stack's serving: deployments with instance types, and traffic."""

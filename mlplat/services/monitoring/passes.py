@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlplat.components import Capability
@@ -286,10 +286,19 @@ def run_pass(spec, ctx, *, deliver: str = "background", retrain: str = "run", no
 
 
 def ingest_labels(spec, ctx, batch: quality_mod.LabelBatch, *, source: str) -> quality_mod.JoinResult:
-    """Store a validated label batch; ids that were never captured are counted, not stored."""
+    """Store a validated label batch; ids that were never captured are counted, not stored.
+
+    A label may name the platform's request id or the caller's own (``x-request-id``, a v2
+    request's ``id``); it is stored under the platform id of every capture it names."""
     monitor = monitor_for(spec, ctx)
     db = monitor.database()
-    known = monitor.known_request_ids(list(batch.labels))
+    resolved = monitor.resolve_request_ids(list(batch.labels))
+    labels: dict[str, Any] = {}
+    for given, label in batch.labels.items():
+        for request_id in resolved.get(given, [given]):
+            labels[request_id] = label
+    known = {request_id for ids in resolved.values() for request_id in ids}
+    batch = replace(batch, labels=labels)
     with db.transaction() as conn:
         return quality_mod.store_labels(conn, batch, known_ids=known, source=source, now=ctx.clock())
 
