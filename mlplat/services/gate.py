@@ -97,40 +97,11 @@ def load_holdout(doc: Mapping[str, str], project_dir: Path, *, columns_only: boo
 # --- scoring ----------------------------------------------------------------------------------
 
 
-def load_for_scoring(model_dir: Path):
-    """The native model when the flavor offers probabilities (sklearn, xgboost), else the pyfunc."""
-    from mlflow.models import Model
-
-    from mlplat.services.registry import allow_sealed_loading
-
-    allow_sealed_loading()  # callers pass folders verified against the sealed manifest
-    flavors = Model.load(str(model_dir / "MLmodel")).flavors
-    if "sklearn" in flavors:
-        import mlflow.sklearn
-
-        return mlflow.sklearn.load_model(str(model_dir))
-    if "xgboost" in flavors:
-        import mlflow.xgboost
-
-        return mlflow.xgboost.load_model(str(model_dir))
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.load_model(str(model_dir))
-
-
 def predict(model: Any, X) -> tuple[Any, Any, Any]:
-    """``(predictions, probabilities or None, classes or None)``."""
-    import numpy as np
+    """``(predictions, probabilities or None, classes or None)`` of an already loaded model."""
+    from mlplat.services.model_loading import predictions
 
-    classes = getattr(model, "classes_", None)
-    if hasattr(model, "predict_proba") and classes is not None:
-        proba = np.asarray(model.predict_proba(X))
-        return np.asarray(classes)[proba.argmax(axis=1)], proba, np.asarray(classes)
-    out = model.predict(X)
-    out = np.asarray(out.iloc[:, 0] if hasattr(out, "iloc") and getattr(out, "ndim", 1) == 2 else out)
-    if out.ndim == 2 and out.shape[1] == 1:
-        out = out[:, 0]
-    return out, None, None
+    return predictions(model, X)
 
 
 def infer_task(y) -> str:
@@ -205,14 +176,20 @@ def metrics_for(task: str, y_true, y_pred, proba, classes) -> dict[str, float]:
     return {k: _round(v) for k, v in out.items()}
 
 
-def evaluate(model_dir: Path, frame, label: str, features: list[str] | None, task: str | None) -> tuple[str, dict]:
+def evaluate(model_dir: Path, frame, label: str, features: list[str] | None, task: str | None, *,
+             what: str = "the model") -> tuple[str, dict]:
     X = frame[features] if features else frame.drop(columns=[label])
     y = frame[label].to_numpy()
-    model = load_for_scoring(model_dir)
+    from mlplat.services import model_loading
+
+    # Safe formats (skops, XGBoost's own) score here; pickle formats only in a child process.
     try:
-        y_pred, proba, classes = predict(model, X)
-    except Exception as exc:
-        raise HoldoutError(f"the model could not predict on the held-out set: {type(exc).__name__}: {exc}"[:500],
+        y_pred, proba, classes = model_loading.score(model_dir, X, what=what)
+    except model_loading.ScoringFailed as exc:
+        if exc.stage != "predict":
+            raise model_loading.ScoringFailed(f"{what} could not be loaded for scoring: {exc.message}"[:600],
+                                              stage=exc.stage, where=exc.where, hint=exc.hint) from None
+        raise HoldoutError(f"the model could not predict on the held-out set: {exc.message}"[:500],
                            hint="check that the held-out columns match the model's inputs") from None
     task = task or infer_task(y)
     return task, metrics_for(task, y, y_pred, proba, classes)
@@ -286,11 +263,13 @@ def run_gate(spec: "StackSpec", ctx: "Context", name: str, version: int, environ
     holdout = resolve_holdout(spec, row)
     features = model_features(row)
     frame, holdout_sha, path = load_holdout(holdout, Path(spec.project_dir), features=features)
-    task, metrics = evaluate(model_dir, frame, holdout["label"], features, row.get("task"))
+    task, metrics = evaluate(model_dir, frame, holdout["label"], features, row.get("task"),
+                             what=f"{name} version {version}")
     champion = None
     if champion_row is not None:
         champion_dir = reg.verify_row(registry, champion_row)
-        _, champion_metrics = evaluate(champion_dir, frame, holdout["label"], model_features(champion_row), task)
+        _, champion_metrics = evaluate(champion_dir, frame, holdout["label"], model_features(champion_row), task,
+                                       what=f"{name} version {champion_row['version']} (the champion)")
         champion = {"version": champion_row["version"], "artifact_digest": champion_row["artifact_digest"],
                     "metrics": champion_metrics}
     thresholds = dict(spec.gate.thresholds)

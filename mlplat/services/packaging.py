@@ -46,7 +46,7 @@ MODEL_DIR = "/model"
 
 # What the model server imports besides the model's own requirements (mlflow-skinny instead of mlflow:
 # loading a pyfunc model needs neither the tracking server nor the UI).
-SERVER_PACKAGES = ("mlflow-skinny", "uvicorn", "pyyaml", "click", "rich", "numpy", "pandas", "cloudpickle")
+SERVER_PACKAGES = ("mlflow-skinny", "uvicorn", "pyyaml", "click", "rich", "numpy", "pandas", "cloudpickle", "skops")
 NOT_CONSTRAINED = {"mlplat", "pip", "setuptools", "wheel"}
 
 

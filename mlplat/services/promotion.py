@@ -360,8 +360,6 @@ def integration_tests(spec: "StackSpec", row: dict[str, Any], url: str, registry
     import httpx
     import numpy as np
 
-    import mlflow.pyfunc
-
     results: list[dict[str, Any]] = []
 
     def record(test: str, passed: bool, detail: str, **extra: Any) -> None:
@@ -379,8 +377,11 @@ def integration_tests(spec: "StackSpec", row: dict[str, Any], url: str, registry
         features = gate_service.model_features(row)
         frame, _, _ = gate_service.load_holdout(holdout, Path(spec.project_dir), features=features)
         X = (frame[features] if features else frame.drop(columns=[holdout["label"]])).head(SAMPLE_ROWS)
-        reg.allow_sealed_loading()
-        local = np.asarray(mlflow.pyfunc.load_model(str(reg.verify_row(registry, row))).predict(X))
+        from mlplat.services import model_loading
+
+        # What the endpoint should answer, computed without deserializing a pickle in this process.
+        local = np.asarray(model_loading.score(reg.verify_row(registry, row), X, serving=True,
+                                               what=f"{row['model']} version {row['version']}").predictions)
         payload = {"dataframe_split": {"columns": [str(c) for c in X.columns],
                                        "data": json.loads(X.to_json(orient="values"))}}
         response = client.post("/invocations", json=payload)

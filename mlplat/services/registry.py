@@ -36,7 +36,7 @@ PREDICTION_COLUMN = "__prediction__"
 
 # Packages each flavor needs at load time, pinned from the run's environment.
 FLAVOR_REQUIREMENTS = {
-    "sklearn": ("scikit-learn", "numpy", "scipy", "pandas", "cloudpickle", "joblib", "threadpoolctl"),
+    "sklearn": ("scikit-learn", "skops", "numpy", "scipy", "pandas", "cloudpickle", "joblib", "threadpoolctl"),
     "xgboost": ("xgboost", "scikit-learn", "numpy", "scipy", "pandas"),
     "pytorch": ("torch", "numpy", "pandas", "cloudpickle"),
     "pyfunc": ("numpy", "pandas", "cloudpickle"),
@@ -215,22 +215,44 @@ def _write_reference(model, framework, model_dir: Path, *, reference_data, run_l
     return {"reference": "reference.parquet", "profile": "profile.json", "rows": int(len(out)), "source": source}
 
 
-def _save(model, framework: str, path: Path, *, requirements, signature, input_example) -> None:
+def _sklearn_serialization(model: Any) -> tuple[str, list[str], str | None]:
+    """``("skops", types to trust beyond skops' defaults, None)`` when every type in the estimator is
+    on the platform's allow-list, else ``("cloudpickle", [], why)``."""
+    import skops.io
+
+    from mlplat.services.model_loading import SKOPS_TRUSTED
+
+    try:
+        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    except Exception as exc:  # skops cannot write it at all (lambdas, local classes...)
+        return "cloudpickle", [], f"skops cannot serialize it ({type(exc).__name__}: {exc})"[:300]
+    outside = sorted(set(untrusted) - set(SKOPS_TRUSTED))
+    if outside:
+        return "cloudpickle", [], f"it holds types outside the platform's skops allow-list: {', '.join(outside)}"[:300]
+    return "skops", sorted(untrusted), None
+
+
+def _save(model, framework: str, path: Path, *, requirements, signature, input_example) -> dict[str, Any]:
+    """Save the MLflow model; return its storage ``{"format", "safe", "reason"?}`` (see
+    :mod:`mlplat.services.model_loading`: safe formats load without running code from the file)."""
     import logging
 
-    # MLflow warns about pickle formats on every save; mlplat's answer is the sealed manifest.
+    # MLflow warns about pickle formats on every save; mlplat keeps them out of lifecycle processes.
     logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
     common = dict(pip_requirements=requirements, signature=signature, input_example=input_example)
+    reason = None
     if framework == "sklearn":
         import mlflow.sklearn
 
-        # cloudpickle, not skops: loading is only ever done from files verified against the sealed
-        # manifest (see allow_sealed_loading), and skops would refuse most tree ensembles anyway.
-        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle", **common)
+        # skops when the estimator holds only allow-listed types; else cloudpickle, which is then
+        # scored and served only in separate processes.
+        fmt, trusted, reason = _sklearn_serialization(model)
+        mlflow.sklearn.save_model(model, str(path), serialization_format=fmt,
+                                  skops_trusted_types=trusted or None, **common)
     elif framework == "xgboost":
         import mlflow.xgboost
 
-        mlflow.xgboost.save_model(model, str(path), **common)
+        mlflow.xgboost.save_model(model, str(path), model_format="ubj", **common)  # XGBoost's own, no pickle
     elif framework == "pytorch":
         import mlflow.pytorch
 
@@ -239,14 +261,19 @@ def _save(model, framework: str, path: Path, *, requirements, signature, input_e
         import mlflow.pyfunc
 
         mlflow.pyfunc.save_model(str(path), python_model=model, **common)
+    from mlplat.services.model_loading import describe
+
+    stored = describe(path)
+    return {"format": stored.serialization, "safe": stored.safe, **({"reason": reason} if reason else {})}
 
 
 def allow_sealed_loading() -> None:
     """Let MLflow deserialize pickle-family model files in this process.
 
-    MLflow refuses by default because a model file can run code. mlplat loads models only
-    from :func:`verified_model_dir` (every file matches the manifest sealed at registration),
-    so callers set this right after verification and before loading."""
+    MLflow refuses by default because a model file can run code. Only serving processes (the
+    model server, the gateway) and the scoring child of :mod:`mlplat.services.model_loading` load
+    pickle-family models, and only from :func:`verified_model_dir` (every file matches the manifest
+    sealed at registration); lifecycle commands (gate, promotion) never call MLflow's loaders."""
     import os
 
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
@@ -297,7 +324,8 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
     scratch = registry.scratch_dir()
     model_dir = scratch / "model"
     try:
-        _save(model, framework, model_dir, requirements=requirements, signature=signature, input_example=input_example)
+        storage = _save(model, framework, model_dir, requirements=requirements, signature=signature,
+                        input_example=input_example)
         from mlflow.models import Model
 
         mlmodel = Model.load(str(model_dir / "MLmodel"))
@@ -308,7 +336,8 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
         author = tags.get("mlplat.user") or run.lineage.get("user") or ctx.user
         from mlplat.features.client import views_of_run
 
-        sealed_manifest = manifests.build(model_dir, model=name, run_id=run.run_id, framework=framework)
+        sealed_manifest = manifests.build(model_dir, model=name, run_id=run.run_id, framework=framework,
+                                          serialization=storage["format"])
         digest = manifests.digest(sealed_manifest)
         seal = manifests.seal(sealed_manifest, registry.signing_key())
         lineage_doc = {
@@ -319,7 +348,7 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
             "code": run.lineage.get("code", {}),
             "environment": {"python": environment.get("python"), "hash": tags.get("mlplat.env.hash"),
                             "requirements": requirements},
-            "signature": signature_doc, "reference": reference, "holdout": holdout_doc,
+            "signature": signature_doc, "storage": storage, "reference": reference, "holdout": holdout_doc,
             "features": views_of_run(tags),
         }
         stored = registry.store_version(name, run.run_id, model_dir, tags={
@@ -392,6 +421,14 @@ def verify_row(registry: ModelRegistry, row: Mapping[str, Any]) -> Path:
         raise IntegrityError(f"the recorded artifact digest of {what} does not match its manifest",
                              hint="the platform database was altered; restore it from a backup")
     manifests.verify(folder, row["manifest"], row["seal"], registry.signing_key(), what=what)
+    recorded = row["manifest"].get("serialization")
+    if recorded:  # versions sealed before the format was recorded have none
+        from mlplat.services.model_loading import describe
+
+        found = describe(folder).serialization
+        if found != recorded:
+            raise IntegrityError(f"{what} was registered in the {recorded} format but its MLmodel now says {found}",
+                                 where=str(folder / "MLmodel"), hint="refusing to load it; register a new version")
     return folder
 
 

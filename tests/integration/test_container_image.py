@@ -147,10 +147,10 @@ def test_the_image_serves_the_predictions_of_the_registered_model(project, monke
             assert client.post("/invocations", content=b"{not json").status_code == 400
             wrong = client.post("/invocations", json={"dataframe_split": {"columns": ["nope"], "data": [[1.0]]}})
             assert 400 <= wrong.status_code < 500
-        sums = _podman("exec", endpoint.handle, "sha256sum", "/model/model.pkl")
+        sums = _podman("exec", endpoint.handle, "sha256sum", "/model/model.skops")
         assert sums.returncode == 0, sums.stderr
         local_sum = subprocess.run(["sha256sum", str(project / ".mlplat" / "dev" / "packages" / "scorer" / "1"
-                                                     / "model" / "model.pkl")], capture_output=True, text=True)
+                                                     / "model" / "model.skops")], capture_output=True, text=True)
         assert sums.stdout.split()[0] == local_sum.stdout.split()[0]
     finally:
         pipeline.stop_endpoint(endpoint)

@@ -27,7 +27,7 @@ def test_registration_records_lineage_manifest_and_reference(registered):
     assert any(r.startswith("scikit-learn==") for r in lineage["environment"]["requirements"])
     assert json.loads(row["signature"])["inputs"]
     files = json.loads(row["manifest"])["files"]
-    assert {"MLmodel", "model.pkl", "reference.parquet", "profile.json", "requirements.txt"} <= set(files)
+    assert {"MLmodel", "model.skops", "reference.parquet", "profile.json", "requirements.txt"} <= set(files)
     ref = pd.read_parquet(f"{row['source']}/reference.parquet")
     assert len(ref) == 900 and "__prediction__" in ref.columns and "label" not in ref.columns
     assert ref["__prediction__"].between(0, 1).all()  # probability of the positive class
@@ -163,16 +163,16 @@ def test_tampered_artifact_is_refused_at_load_and_promotion(in_project):
 
     spec, ctx = spec_ctx(in_project)
     folder = reg.verified_model_dir(spec, ctx, "scorer", 1)
-    target = folder / "model.pkl"
+    target = folder / "model.skops"
     original = target.read_bytes()
     flipped = bytearray(original)
     flipped[len(flipped) // 2] ^= 0x01
     try:
         target.write_bytes(bytes(flipped))
-        with pytest.raises(IntegrityError, match="'model.pkl'.*modified"):
+        with pytest.raises(IntegrityError, match="'model.skops'.*modified"):
             reg.verified_model_dir(spec, ctx, "scorer", 1)
         result = cli_in(in_project, "models", "promote", "scorer", "1", "--to", "staging")
-        assert result.returncode == 8 and "model.pkl" in result.stderr, result.stderr
+        assert result.returncode == 8 and "model.skops" in result.stderr, result.stderr
     finally:
         target.write_bytes(original)
     assert reg.verified_model_dir(spec, ctx, "scorer", 1) == folder
