@@ -19,6 +19,34 @@ BIN = Path(sys.executable).parent
 os.environ.setdefault("MLPLAT_CONTAINER_ENGINE", "none")
 
 
+def in_ci() -> bool:
+    """``CI=true`` (set by `.ci/run` and by every common CI service): the suite must run whole."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_tools(*tools: str, purpose: str, install: str) -> dict[str, str]:
+    """Paths of the system ``tools`` a test needs (each entry may be ``"a|b"``: the first found).
+
+    A tool that is missing skips the test on a developer's machine, and fails it in CI, where a
+    skip would let the run go green with the test never run. The one place that decides this.
+    """
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for entry in tools:
+        names = entry.split("|")
+        path = next((p for p in map(shutil.which, names) if p), None)
+        if path is None:
+            missing.append(" or ".join(names))
+        else:
+            found[names[0]] = path
+    if missing:
+        message = f"{', '.join(missing)} not found on PATH: {purpose} cannot run (install with: {install})"
+        if in_ci():
+            pytest.fail(f"CI=true and {message}; CI must provide it (.ci/system-packages.sh)", pytrace=False)
+        pytest.skip(message)
+    return found
+
+
 def write_project(root: Path, stacks: dict[str, str] | None = None) -> Path:
     """A project at ``root`` with Pulumi.yaml and the repo's dev stack (or the given stack texts)."""
     root.mkdir(parents=True, exist_ok=True)

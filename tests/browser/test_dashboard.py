@@ -1,4 +1,5 @@
-"""The dashboard in headless Chromium: real page, real data, rendered content asserted, screenshot kept."""
+"""The dashboard with real data: rendered in headless Chromium (content asserted, screenshot kept), and
+its HTTP guards, which need no browser and so run wherever the dashboard does."""
 from __future__ import annotations
 
 import json
@@ -14,12 +15,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, REPO, run_cli, write_project
+from tests.conftest import BIN, REPO, require_tools, run_cli, write_project
 from tests.integration.monitoring_support import FEATURES, insert_captures, load_model, shifted
+from tests.timing import wait_until
 
-pytestmark = pytest.mark.browser
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--hide-scrollbars",
          "--window-size=1400,2000"]
 
@@ -31,9 +31,20 @@ def free_port() -> int:
 
 
 @pytest.fixture
+def chromium():
+    """``chromium(*args)`` runs headless Chromium; a missing Chromium skips (fails under CI=true)."""
+    binary = require_tools("chromium|chromium-browser", purpose="the dashboard's browser tests",
+                           install="apt-get install -y chromium chromium-driver")["chromium"]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([binary, *FLAGS, *args], capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+@pytest.fixture
 def dashboard(tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium chromium-driver)")
+    """The dashboard of a dev stack with a trained model, captures, labels and a drift verdict, on a free port."""
     root = write_project(tmp_path / "project")
     shutil.copytree(REPO / "examples" / "sklearn_tabular", root / "ex", ignore=shutil.ignore_patterns("data"))
     env = {"MLPLAT_PROJECT_DIR": str(root), "MLPLAT_USER": "ds@example.com"}
@@ -65,26 +76,28 @@ def dashboard(tmp_path):
     server = subprocess.Popen([str(BIN / "mlplat"), "dashboard", "--stack", "dev", "--port", str(port), "--refresh", "0"],
                               cwd=root, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def healthy() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"dashboard exited {server.returncode}: {server.stderr.read().decode()[-2000:]}")
         try:
             urllib.request.urlopen(url + "healthz", timeout=2)
-            break
+            return True
         except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise AssertionError(f"dashboard did not start: {server.stderr.read().decode()[-2000:]}")
-            time.sleep(0.2)
+            return False
+
+    try:
+        wait_until(healthy, timeout=60, interval=0.2, message="the dashboard did not answer /healthz")
+    except AssertionError:
+        server.kill()
+        raise
     yield url
     server.terminate()
     server.wait(timeout=20)
 
 
-def chromium(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, *FLAGS, *args], capture_output=True, text=True, timeout=120)
-
-
-def test_dashboard_renders_models_drift_quality_cost_alerts_and_audit(dashboard):
+@pytest.mark.browser
+def test_dashboard_renders_models_drift_quality_cost_alerts_and_audit(chromium, dashboard):
     dom = chromium("--dump-dom", dashboard).stdout
     assert "mlplat dashboard" in dom and 'id="stack">dev<' in dom
     # models, versions and stages
@@ -115,7 +128,9 @@ def test_dashboard_renders_models_drift_quality_cost_alerts_and_audit(dashboard)
     assert shot.is_file() and shot.stat().st_size > 20_000, result.stderr[-1000:]
 
 
+@pytest.mark.integration
 def test_dashboard_refuses_foreign_hosts_and_form_posts(dashboard):
+    """Host check and form-post refusal are plain HTTP: no browser needed, never skipped with the browser tests."""
     request = urllib.request.Request(dashboard, headers={"Host": "evil.example"})
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
