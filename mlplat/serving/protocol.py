@@ -397,6 +397,8 @@ def _finish_numeric(array: np.ndarray, sig: Signature, where: str, *, nulls: boo
         _check_finite_columns(array, sig, where)
     if any(c.type in INTEGRAL_TYPES for c in sig.columns):
         _check_integer_columns(array, sig, where)
+    if array.dtype.itemsize > 4 and any(c.type == "float" for c in sig.columns):
+        _check_float32_columns(array, sig, where)
     target = sig.dtype
     if array.dtype != target and not (nulls and target.kind in "iu"):
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below, by value
@@ -423,6 +425,18 @@ def _check_finite_columns(array: np.ndarray, sig: Signature, where: str) -> None
         raise RequestError(f"{where}: column '{column.name}' expects a finite {kind}, got {_show(array[row, col])} "
                            f"in row {row} (NaN, Infinity and numbers beyond the type's range are refused"
                            f"{'; send null for a missing value' if not column.required else ''})", 422)
+
+
+def _check_float32_columns(array: np.ndarray, sig: Signature, where: str) -> None:
+    limit = float(np.finfo(np.float32).max)
+    for j, column in enumerate(sig.columns):
+        if column.type == "float":
+            col = array[:, j]
+            bad = np.abs(col) > limit  # NaN compares False: nulls in optional columns pass
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise RequestError(f"{where}: column '{column.name}' expects float, got {_show(col[row])} in row "
+                                   f"{row}, outside the range of float", 422)
 
 
 def _check_integer_columns(array: np.ndarray, sig: Signature, where: str) -> None:
