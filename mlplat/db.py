@@ -17,6 +17,31 @@ from typing import Iterator
 from mlplat.errors import Conflict, MlplatError
 
 BUSY_TIMEOUT_MS = 60_000
+# The stack's secret sits beside its platform database: ``<state>/keys/platform.key`` (0600), for
+# every provider that keeps the ledger embedded. It seals model manifests and keys the audit chain.
+KEY_FILE = Path("keys") / "platform.key"
+
+
+def key_path(db_path: Path | str) -> Path:
+    """Where the stack's secret key lives for the platform database at ``db_path``."""
+    return Path(db_path).parent / KEY_FILE
+
+
+class Connection(sqlite3.Connection):
+    """A connection that runs ``after_commit`` callbacks once its transaction has committed.
+
+    The audit log uses it to rewrite its signed head file only for entries that really
+    committed (a rolled-back append must not move the anchor).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.after_commit: list = []
+
+    def run_after_commit(self) -> None:
+        callbacks, self.after_commit = self.after_commit, []
+        for callback in callbacks:
+            callback()
 
 
 def migrations() -> list[tuple[str, str]]:
@@ -50,7 +75,7 @@ class Database:
             raise MlplatError(f"platform database folder {self.path.parent} does not exist",
                               hint="run `mlplat up` for this stack first")
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
+                               check_same_thread=False, factory=Connection)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode=WAL")
@@ -69,8 +94,12 @@ class Database:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
+                if isinstance(conn, Connection):
+                    conn.after_commit.clear()
                 raise
             conn.execute("COMMIT")
+            if isinstance(conn, Connection):
+                conn.run_after_commit()
         finally:
             if own:
                 conn.close()

@@ -18,7 +18,7 @@ def _conn(ctx, stack: str):
 
 @click.group()
 def audit() -> None:
-    """The hash-chained audit log: who did what, when, why, with which evidence."""
+    """The keyed, hash-chained audit log: who did what, when, why, with which evidence."""
 
 
 @audit.command("log")
@@ -58,21 +58,24 @@ def log(ctx, stack: str, model: str | None, limit: int, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def verify(ctx, stack: str, as_json: bool) -> None:
-    """Recompute the hash chain; exit 8 if any entry was edited, reordered or deleted."""
+    """Check the keyed hash chain, its signed head file and every decision row (stages, approvals,
+    routing) against it; exit 8 if anything was edited, forged, reordered, deleted or set by hand."""
     from mlplat.services import audit as audit_service
+    from mlplat.services import ledger
 
     conn = _conn(ctx, stack)
     try:
-        result = audit_service.verify(conn)
+        result = ledger.verify(conn)
     finally:
         conn.close()
     if not result.ok:
         raise IntegrityError(f"the audit log was tampered with ({len(result.problems)} problem(s)):"
                              + audit_service.format_problems(result.problems),
                              hint="restore the platform database from a backup and investigate who had write access",
-                             problems=result.problems)
+                             problems=result.problems, schemes=result.schemes)
     if as_json:
         emit_json(result.to_dict())
     else:
-        ctx.console.print(f"[green]ok[/] audit log intact: {result.entries} entries, head {str(result.head)[:16]}",
-                          highlight=False)
+        ctx.console.print(f"[green]ok[/] audit log intact: {result.entries} entries, head {str(result.head)[:16]}; "
+                          f"schemes: {result.describe_schemes()}; head file {result.head_file}; "
+                          f"{result.rows} decision rows match their audited decisions", highlight=False)

@@ -37,16 +37,18 @@ def models() -> None:
 @pass_ctx
 def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None:
     """Every registered version with its stage."""
+    from mlplat.services import governance as governance_service
     from mlplat.services import registry as reg
 
     spec, registry, conn = _open(ctx, stack)
     environment = environment or spec.environment
     try:
         rows = reg.list_models(conn, environment)
+        governance = governance_service.effective_for(spec, ctx, conn).governance
     finally:
         conn.close()
     for r in rows:
-        r["risk_tier"] = spec.risk_tier_for(r["model"]).value
+        r["risk_tier"] = governance.risk_tier_for(r["model"]).value
     if as_json:
         emit_json({"environment": environment, "versions": rows})
         return
@@ -76,12 +78,14 @@ def show(ctx, name: str, version: int | None, stack: str, environment: str | Non
     """Stage, lineage, gate reports, approvals, promotions and deployments of a model (latest version by default)."""
     from mlplat.services import approvals as approvals_service
     from mlplat.services import gate as gate_service
+    from mlplat.services import governance as governance_service
     from mlplat.services import promotion
     from mlplat.services import registry as reg
 
     spec, registry, conn = _open(ctx, stack)
     environment = environment or spec.environment
     try:
+        governance = governance_service.effective_for(spec, ctx, conn).governance
         if version is None:
             latest = conn.execute("SELECT max(version) FROM model_versions WHERE model=?", (name,)).fetchone()[0]
             version = latest if latest is not None else 1
@@ -90,13 +94,13 @@ def show(ctx, name: str, version: int | None, stack: str, environment: str | Non
             "model": name, "version": version, "environment": environment,
             "stage": reg.stage_of(conn, name, version, environment),
             "production_version": reg.production_version(conn, name, environment),
-            "risk_tier": spec.risk_tier_for(name).value, "author": row["author"], "run_id": row["run_id"],
+            "risk_tier": governance.risk_tier_for(name).value, "author": row["author"], "run_id": row["run_id"],
             "framework": row["framework"], "task": row["task"], "created_at": row["created_at"],
             "artifact_digest": row["artifact_digest"], "files": sorted(row["manifest"]["files"]),
             "source": row["source"], "lineage": row["lineage"],
             "gate_reports": [{k: r[k] for k in ("digest", "environment", "passed", "created_at", "created_by")}
                              | {"report": r["report"]} for r in gate_service.reports(conn, name, version)],
-            "approvals": approvals_service.status(conn, spec, name, version, environment),
+            "approvals": approvals_service.status(conn, spec, name, version, environment, governance),
             "promotions": promotion.history(conn, name, version),
             "deployments": _deployments(conn, name, version),
             "stages": [dict(r) for r in conn.execute(

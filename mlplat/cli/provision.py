@@ -47,6 +47,16 @@ def _confirm(ctx, question: str, yes: bool) -> None:
         raise Aborted("nothing was changed")
 
 
+def _apply_governance(ctx, spec, as_json: bool) -> None:
+    """Record the stack file's governance as the one in force (promotion, approval and deployment read it)."""
+    from mlplat.services import governance
+    from mlplat.services import registry as reg
+
+    changed = governance.record_applied(reg.registry_for(spec, ctx).database(), spec, ctx.user)
+    if changed and not as_json:
+        ctx.console.print(f"Governance applied: {', '.join(changed)} (recorded in the audit log).", highlight=False)
+
+
 @click.command()
 @stack_option
 @yes_option
@@ -60,6 +70,7 @@ def up(ctx, stack: str, yes: bool, lock_wait: float, as_json: bool) -> None:
     if not as_json:
         print_plan(ctx, spec, plan)
     if not plan.has_changes:
+        _apply_governance(ctx, spec, as_json)  # a ledger from before governance was recorded gets it now
         if as_json:
             emit_json({"stack": spec.name, "changes": [], "applied": False})
         else:
@@ -67,6 +78,7 @@ def up(ctx, stack: str, yes: bool, lock_wait: float, as_json: bool) -> None:
         return
     _confirm(ctx, "Apply these changes?", yes or as_json)
     applied = provisioner.apply(plan)
+    _apply_governance(ctx, spec, as_json)
     if as_json:
         emit_json({"stack": spec.name, "applied": True,
                    "changes": [c.__dict__ for c in applied.changes if c.action != "unchanged"]})

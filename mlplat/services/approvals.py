@@ -4,48 +4,70 @@ An approval (or rejection) is a record bound to the version's artifact digest an
 to the digest of the gate report that passed for it. If either changes (new files
 sealed for the version, a new gate report: other held-out bytes, another champion),
 earlier decisions no longer count. Rules, each a clear refusal with nothing written:
-approvers come from the stack's ``governance.approvers``; the version's author never
-approves; a reason is required; every decision is final for its binding (one per
-approver, and nothing after a rejection or once enough approvals are in).
+approvers come from the governance applied by the last ``mlplat up`` (not the edited
+stack file, see :mod:`governance`); the version's author never approves; a reason is
+required; every decision is final for its binding (one per approver, and nothing after a
+rejection or once enough approvals are in).
+
+Decisions are re-checked whenever they are counted: one by someone no longer among the
+applied approvers is void, and an approval row without its audit entry (written into the
+database by hand) is never counted and makes production promotions refuse.
 """
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlplat.errors import Conflict, Denied, MlplatError
+from mlplat.errors import Conflict, Denied, IntegrityError, MlplatError
 from mlplat.services import audit
-from mlplat.stack import RiskTier
+from mlplat.services import governance as governance_service
+from mlplat.stack import Governance, RiskTier
 
 if TYPE_CHECKING:
     from mlplat.context import Context
     from mlplat.stack import StackSpec
 
 
-def required(spec: "StackSpec", name: str) -> int:
-    """Approvals a production promotion of ``name`` needs: 0 for low-risk models."""
-    return spec.governance.required_approvals if spec.risk_tier_for(name) == RiskTier.critical else 0
+def required(governance: Governance, name: str) -> int:
+    """Approvals a production promotion of ``name`` needs under ``governance``: 0 for low-risk models."""
+    return governance.required_approvals if governance.risk_tier_for(name) == RiskTier.critical else 0
 
 
-def status(conn, spec: "StackSpec", name: str, version: int, environment: str) -> dict[str, Any]:
+def status(conn, spec: "StackSpec", name: str, version: int, environment: str,
+           governance: Governance | None = None) -> dict[str, Any]:
     """Where the approval of ``name`` ``version`` stands for its current binding.
 
     ``state``: ``not_required`` (low risk) | ``no_gate`` (no passed gate report for the current
-    artifact) | ``pending`` | ``approved`` | ``rejected``. Decisions on older bindings are listed as void.
+    artifact) | ``pending`` | ``approved`` | ``rejected``. Rules come from ``governance`` (default:
+    the applied governance of the ledger). Decisions on older bindings, by someone no longer an
+    approver, or without their audit entry (``unaudited``) are listed as void and never counted.
     """
     from mlplat.services import gate as gate_service
+    from mlplat.services import ledger as ledger_service
     from mlplat.services import registry as reg
 
+    governance = governance or governance_service.effective(conn, spec).governance
     row = reg.version_row(conn, name, version)
-    need = required(spec, name)
+    need = required(governance, name)
     report = gate_service.latest_report(conn, name, version, environment, row["artifact_digest"])
     binding = {"artifact_digest": row["artifact_digest"], "gate_digest": report["digest"] if report and report["passed"]
                else None}
     decisions = [dict(r) for r in conn.execute(
-        "SELECT approver, decision, reason, artifact_digest, gate_digest, created_at FROM approvals WHERE model=? AND "
-        "version=? AND environment=? ORDER BY id", (name, int(version), environment))]
+        "SELECT id, model, version, environment, approver, decision, reason, artifact_digest, gate_digest, created_at "
+        "FROM approvals WHERE model=? AND version=? AND environment=? ORDER BY id", (name, int(version), environment))]
+    ledger = ledger_service.Ledger(conn)
+    approvers = set(governance.approvers)
+    unaudited = []
     for d in decisions:
-        d["valid"] = d["artifact_digest"] == binding["artifact_digest"] and d["gate_digest"] == binding["gate_digest"]
+        problem = ledger.approval_problem(d)
+        d["audited"] = problem is None
+        if problem:
+            unaudited.append(problem)
+        bound = d["artifact_digest"] == binding["artifact_digest"] and d["gate_digest"] == binding["gate_digest"]
+        d["valid"] = bound and d["audited"] and d["approver"] in approvers
+        if not d["valid"]:
+            d["void"] = ("not in the audit log" if not d["audited"] else
+                         "artifact or gate report changed since" if not bound else "no longer an approver")
     valid = [d for d in decisions if d["valid"]]
     approvals = [d for d in valid if d["decision"] == "approved"]
     if need == 0:
@@ -58,9 +80,17 @@ def status(conn, spec: "StackSpec", name: str, version: int, environment: str) -
         state = "approved"
     else:
         state = "pending"
-    return {"risk_tier": spec.risk_tier_for(name).value, "required": need, "approvals": len(approvals),
+    return {"risk_tier": governance.risk_tier_for(name).value, "required": need, "approvals": len(approvals),
             "state": state, "binding": binding, "decisions": decisions, "author": row["author"],
-            "approvers": list(spec.governance.approvers)}
+            "approvers": list(governance.approvers), "unaudited": unaudited}
+
+
+def require_audited(st: dict[str, Any], what: str) -> None:
+    """Refuse (``IntegrityError``) when approval rows were written outside mlplat."""
+    if st.get("unaudited"):
+        raise IntegrityError(f"refusing to decide on {what}: " + "; ".join(st["unaudited"]),
+                             hint="restore the platform database from a backup; `mlplat audit verify` lists every "
+                                  "row no audited decision produced")
 
 
 def decide(spec: "StackSpec", ctx: "Context", name: str, version: int, *, decision: str, reason: str,
@@ -80,19 +110,22 @@ def decide(spec: "StackSpec", ctx: "Context", name: str, version: int, *, decisi
     conn = db.connect()
     try:
         row = reg.version_row(conn, name, version)
+        governance = governance_service.effective_for(spec, ctx, conn).governance
     finally:
         conn.close()
     what = f"{name} version {version}"
-    if user not in spec.governance.approvers:
+    if user not in governance.approvers:
         raise Denied(f"{user} is not an approver of stack '{spec.name}'",
-                     hint="approvers: " + (", ".join(spec.governance.approvers) or "none listed") +
-                          " (mlplat:governance.approvers); identity comes from MLPLAT_USER, git user.email or the OS user")
+                     hint="approvers: " + (", ".join(governance.approvers) or "none listed") +
+                          " (mlplat:governance.approvers, as applied by the last `mlplat up`); identity comes from "
+                          "MLPLAT_USER, git user.email or the OS user")
     if user == row["author"]:
         raise Denied(f"{user} registered {what} and cannot approve or reject it (four-eyes rule)",
-                     hint="ask another approver: " + ", ".join(a for a in spec.governance.approvers if a != user))
+                     hint="ask another approver: " + ", ".join(a for a in governance.approvers if a != user))
     reg.verify_row(registry, row)  # a tampered artifact is never approved
     with db.transaction() as conn:  # decide on the state as it is under the write lock
-        current = status(conn, spec, name, version, environment)
+        current = status(conn, spec, name, version, environment, governance)
+        require_audited(current, what)
         stage = reg.stage_of(conn, name, version, environment)
         if stage == "archived":
             raise Conflict(f"{what} is archived in '{environment}'")
@@ -118,7 +151,7 @@ def decide(spec: "StackSpec", ctx: "Context", name: str, version: int, *, decisi
         audit.append(conn, actor=user, action=f"approval.{decision}", model=name, version=version,
                      environment=environment, reason=reason, digest=binding["artifact_digest"],
                      evidence={"gate_digest": binding["gate_digest"], "author": row["author"]})
-        result = status(conn, spec, name, version, environment)
+        result = status(conn, spec, name, version, environment, governance)
     # the provider's registry mirrors the committed decision (e.g. SageMaker's ModelApprovalStatus)
     registry.record_approval(name, int(version), state=result["state"], environment=environment,
                              decisions=result["decisions"], artifact_digest=binding["artifact_digest"],
@@ -130,11 +163,12 @@ def pending(conn, spec: "StackSpec", environment: str, *, include_decided: bool 
     """Versions of critical models in staging (or with a passed gate) and where their approval stands."""
     from mlplat.services import registry as reg
 
+    governance = governance_service.effective(conn, spec).governance
     out = []
     for item in reg.list_models(conn, environment):
-        if required(spec, item["model"]) == 0 or item["stage"] in ("archived", "dev"):
+        if required(governance, item["model"]) == 0 or item["stage"] in ("archived", "dev"):
             continue
-        st = status(conn, spec, item["model"], item["version"], environment)
+        st = status(conn, spec, item["model"], item["version"], environment, governance)
         if include_decided or (st["state"] in ("pending", "no_gate") and item["stage"] == "staging"):
             out.append({"model": item["model"], "version": item["version"], "stage": item["stage"],
                         "author": item["author"], **{k: st[k] for k in ("state", "approvals", "required", "risk_tier")},

@@ -1,35 +1,61 @@
-"""The append-only, hash-chained audit log in the platform database.
+"""The append-only, keyed, hash-chained audit log in the platform database.
 
 Every governance decision (registration, gate result, promotion request, approval,
-rejection, promotion, deployment, rollback, retraining) is one row: who, when,
-what, why, the digest of the artifact or evidence it concerns, the previous row's
-hash and its own hash. ``hash = sha256(canonical JSON of the row without hash)``;
-the first row links to ``GENESIS``. ``audit_head`` holds the last (seq, hash),
-written in the same transaction as the row, so a deleted tail is detected too.
+rejection, promotion, deployment, rollback, retraining, the governance applied by
+``mlplat up``) is one row: who, when, what, why, the digest of the artifact or
+evidence it concerns, the previous row's hash and its own hash.
 
-Triggers refuse UPDATE and DELETE; :func:`verify` catches whoever drops them:
-an edited row fails its own hash, a reordered or deleted row breaks the links or
-the sequence, a truncated tail disagrees with the head.
+Hash schemes, named per entry (``scheme``, ``key_id``):
 
+* ``hmac-sha256`` (current): ``hash = HMAC-SHA256(k, canonical JSON of the row without hash)``
+  where ``k`` is derived from the stack's secret (``keys/platform.key`` beside the platform
+  database, 0600; the same secret that seals model manifests). Without the key nobody can
+  recompute a chain, so an edited, inserted or reordered entry cannot be re-hashed into place.
+* ``sha256`` (entries written by earlier versions, ``scheme`` NULL): plain SHA-256 of the same
+  JSON without ``scheme``/``key_id``. They still verify as such; the first keyed entry links to
+  the last of them, so they cannot be rewritten either once one keyed entry exists. A legacy
+  entry *after* a keyed one is a forgery.
+
+The first row links to ``GENESIS``. ``audit_head`` holds the last (seq, hash), written in the
+same transaction as the row; a head file beside the database (``audit-head.json``, signed with
+the key) is rewritten after each commit, so cutting the tail and moving the in-database head
+with it is detected too. The head file may lag the database by a crash window (entries after
+it are still keyed), never lead it.
+
+Triggers refuse UPDATE and DELETE; :func:`verify` catches whoever drops them.
 Other services call :func:`append` inside their own transaction so the decision
 and its audit row commit together (or not at all).
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
+import secrets
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from mlplat.errors import IntegrityError
+
 GENESIS = "0" * 64
+SCHEME_LEGACY = "sha256"
+SCHEME_KEYED = "hmac-sha256"
+HEAD_FILE = "audit-head.json"
+_KEY_CONTEXT = b"mlplat audit chain v1"  # domain separation from the manifest seals made with the same secret
+_FIELDS = ("seq", "ts", "actor", "action", "model", "version", "environment", "reason", "evidence", "digest",
+           "prev_hash")
 
 # The actions other services use; free text is allowed, these keep the log greppable.
 ACTIONS = (
     "model.registered", "gate.passed", "gate.failed", "promotion.requested", "promotion.step",
     "promotion.succeeded", "promotion.failed", "promotion.abandoned", "approval.approved", "approval.rejected",
     "stage.changed", "deployment.created", "deployment.step", "deployment.rolled_back", "retraining.triggered",
+    "governance.applied",
 )
 
 
@@ -39,9 +65,135 @@ def canonical(value: Any) -> str:
 
 
 def _row_hash(row: Mapping[str, Any]) -> str:
-    body = {k: row[k] for k in ("seq", "ts", "actor", "action", "model", "version", "environment", "reason",
-                                "evidence", "digest", "prev_hash")}
+    """The legacy (unkeyed) hash of an entry: sha256 of its canonical JSON."""
+    body = {k: row[k] for k in _FIELDS}
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+
+
+def _row_mac(key: "AuditKey", row: Mapping[str, Any]) -> str:
+    body = {**{k: row[k] for k in _FIELDS}, "scheme": SCHEME_KEYED, "key_id": key.key_id}
+    return hmac.new(key.secret, canonical(body).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# --- the key ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditKey:
+    """The audit chain's key, derived from the stack's secret, and its public id."""
+
+    secret: bytes = field(repr=False)
+    key_id: str
+
+
+def derive_key(stack_secret: bytes) -> AuditKey:
+    secret = hmac.new(stack_secret, _KEY_CONTEXT, hashlib.sha256).digest()
+    return AuditKey(secret, hashlib.sha256(secret).hexdigest()[:16])
+
+
+def database_file(conn: sqlite3.Connection) -> Path | None:
+    """The file of the connection's main database (None in memory)."""
+    for row in conn.execute("PRAGMA database_list"):
+        if row[1] == "main":
+            return Path(row[2]) if row[2] else None
+    return None
+
+
+def _create_secret(path: Path) -> None:
+    """Write a new 0600 secret at ``path`` unless another process did first (link is atomic and exclusive)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+
+
+def _has_keyed(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM audit_log WHERE scheme IS NOT NULL LIMIT 1").fetchone() is not None
+
+
+def load_key(conn: sqlite3.Connection, *, create: bool = False) -> AuditKey | None:
+    """The audit key of the stack whose platform database ``conn`` has open.
+
+    ``create``: make the stack's secret if it does not exist yet and the chain holds no keyed
+    entry (a missing key under keyed entries is tampering, never silently replaced).
+    """
+    from mlplat.db import key_path
+
+    db_file = database_file(conn)
+    if db_file is None:
+        return None
+    path = key_path(db_file)
+    try:
+        raw = path.read_bytes().strip()
+    except FileNotFoundError:
+        if not create:
+            return None
+        if _has_keyed(conn):
+            raise IntegrityError("the stack's secret key is missing but the audit log holds entries signed with it",
+                                 where=str(path), hint="restore the key file from a backup; do not create a new one")
+        _create_secret(path)
+        raw = path.read_bytes().strip()
+    except OSError as exc:
+        raise IntegrityError(f"the stack's secret key is unreadable: {exc}", where=str(path)) from None
+    if len(raw) < 32:
+        raise IntegrityError("the stack's secret key is too short", where=str(path))
+    return derive_key(raw)
+
+
+# --- the head file ------------------------------------------------------------------------------
+
+
+def head_path(conn: sqlite3.Connection) -> Path | None:
+    db_file = database_file(conn)
+    return db_file.parent / HEAD_FILE if db_file else None
+
+
+def _head_mac(key: AuditKey, seq: int, digest: str) -> str:
+    body = canonical({"kind": "mlplat audit head", "seq": seq, "hash": digest, "key_id": key.key_id})
+    return hmac.new(key.secret, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def read_head_file(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    path = head_path(conn)
+    if path is None or not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return {"seq": int(doc["seq"]), "hash": str(doc["hash"]), "key_id": str(doc["key_id"]), "mac": str(doc["mac"])}
+    except (ValueError, KeyError, TypeError, OSError):
+        return {"seq": -1, "hash": "", "key_id": "", "mac": "", "unreadable": True}
+
+
+def write_head_file(conn: sqlite3.Connection, key: AuditKey) -> None:
+    """Anchor the committed head outside the database (only ever forwards)."""
+    path = head_path(conn)
+    if path is None:
+        return
+    head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+    if head is None:
+        return
+    current = read_head_file(conn)
+    if current is not None and not current.get("unreadable") and current["seq"] >= head[0] \
+            and current["key_id"] == key.key_id:
+        return
+    doc = {"seq": int(head[0]), "hash": head[1], "key_id": key.key_id, "mac": _head_mac(key, int(head[0]), head[1])}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".audit-head-")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(doc, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 def append(
@@ -56,12 +208,15 @@ def append(
     evidence: Mapping[str, Any] | None = None,
     digest: str | None = None,
     ts: float | None = None,
+    key: AuditKey | None = None,
 ) -> dict[str, Any]:
-    """Append one entry and return it (with ``seq`` and ``hash``).
+    """Append one keyed entry and return it (with ``seq`` and ``hash``).
 
     Call it inside the caller's ``Database.transaction()`` so the entry commits with the
-    decision it records. Outside a transaction it takes the write lock itself
-    (``BEGIN IMMEDIATE``), so sequence numbers never race.
+    decision it records (the signed head file follows after the commit). Outside a
+    transaction it takes the write lock itself (``BEGIN IMMEDIATE``), so sequence numbers
+    never race. ``key`` defaults to the stack's, found beside the database (created on the
+    first append of a fresh ledger).
     """
     if not actor or not action:
         raise ValueError("audit entries need an actor and an action")
@@ -69,6 +224,10 @@ def append(
     if own:
         conn.execute("BEGIN IMMEDIATE")
     try:
+        key = key or load_key(conn, create=True)
+        if key is None:
+            raise IntegrityError("the audit log of an in-memory database needs an explicit key",
+                                 hint="pass key=audit.derive_key(secret)")
         evidence_text = canonical(dict(evidence or {}))
         head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
@@ -85,11 +244,12 @@ def append(
             "digest": digest or hashlib.sha256(evidence_text.encode("utf-8")).hexdigest(),
             "prev_hash": prev,
         }
-        row["hash"] = _row_hash(row)
+        row["scheme"], row["key_id"] = SCHEME_KEYED, key.key_id
+        row["hash"] = _row_mac(key, row)
         conn.execute(
             "INSERT INTO audit_log (seq, ts, actor, action, model, version, environment, reason, evidence, digest, "
-            "prev_hash, hash) VALUES (:seq, :ts, :actor, :action, :model, :version, :environment, :reason, :evidence, "
-            ":digest, :prev_hash, :hash)", row)
+            "prev_hash, hash, scheme, key_id) VALUES (:seq, :ts, :actor, :action, :model, :version, :environment, "
+            ":reason, :evidence, :digest, :prev_hash, :hash, :scheme, :key_id)", row)
         conn.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
                      "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash", (seq, row["hash"]))
     except BaseException:
@@ -98,6 +258,15 @@ def append(
         raise
     if own:
         conn.execute("COMMIT")
+        write_head_file(conn, key)
+    else:
+        pending = getattr(conn, "after_commit", None)
+        if pending is not None and not any(getattr(cb, "audit_head", False) for cb in pending):
+            def anchor(conn=conn, key=key) -> None:
+                write_head_file(conn, key)
+
+            anchor.audit_head = True  # type: ignore[attr-defined]
+            pending.append(anchor)
     return row
 
 
@@ -116,25 +285,72 @@ class Verification:
     entries: int
     problems: list[str] = field(default_factory=list)
     head: str | None = None
+    schemes: dict[str, int] = field(default_factory=dict)  # scheme -> entries hashed with it
+    key_id: str | None = None  # of the key the keyed entries verified with
+    head_file: str = "absent"  # "ok" | "absent" | "behind" (crash window) | a problem was reported
+    rows: int = 0  # decision rows checked against the chain (see mlplat.services.ledger)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "entries": self.entries, "problems": self.problems, "head": self.head}
+        return {"ok": self.ok, "entries": self.entries, "problems": self.problems, "head": self.head,
+                "schemes": self.schemes, "key_id": self.key_id, "head_file": self.head_file,
+                "decision_rows": self.rows}
+
+    def describe_schemes(self) -> str:
+        parts = []
+        if self.schemes.get(SCHEME_KEYED):
+            parts.append(f"{self.schemes[SCHEME_KEYED]} keyed ({SCHEME_KEYED}, key id {self.key_id})")
+        if self.schemes.get(SCHEME_LEGACY):
+            parts.append(f"{self.schemes[SCHEME_LEGACY]} legacy ({SCHEME_LEGACY}, unkeyed, written before "
+                         f"the chain was keyed)")
+        return ", ".join(parts) or "no entries"
 
 
-def verify(conn: sqlite3.Connection) -> Verification:
-    """Walk the chain; report every edited, reordered, inserted or deleted entry (read-only)."""
+def entry_problem(row: Mapping[str, Any], key: AuditKey | None, *, first_keyed: int | None) -> str | None:
+    """Why one entry is not authentic (its own hash/MAC only), or None."""
+    what = f"entry #{row['seq']} ({row['action']} by {row['actor']})"
+    if row.get("scheme") is None:
+        if _row_hash(row) != row["hash"]:
+            return f"{what}: content does not match its hash (the entry was edited)"
+        if first_keyed is not None and row["seq"] > first_keyed:
+            return (f"{what}: uses the unkeyed legacy scheme after keyed entries (entry #{first_keyed} on): "
+                    f"it was forged or rewritten")
+        return None
+    if row["scheme"] != SCHEME_KEYED:
+        return f"{what}: unknown hash scheme {row['scheme']!r}"
+    if key is None:
+        return f"{what}: signed with key id {row['key_id']} but the stack's key is missing"
+    if row["key_id"] != key.key_id:
+        return f"{what}: signed with key id {row['key_id']}, not the stack's key {key.key_id} (the key was replaced)"
+    if not hmac.compare_digest(_row_mac(key, row), row["hash"]):
+        return f"{what}: content does not match its keyed hash (the entry was edited or forged)"
+    return None
+
+
+def first_keyed_seq(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT min(seq) FROM audit_log WHERE scheme IS NOT NULL").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def verify(conn: sqlite3.Connection, key: AuditKey | None = None) -> Verification:
+    """Walk the chain; report every edited, forged, reordered, inserted or deleted entry, and a tail
+    cut below the signed head file (read-only). Each entry is checked with its own scheme."""
+    key = key or load_key(conn)
     rows = [dict(r) for r in conn.execute("SELECT * FROM audit_log ORDER BY seq")]
     problems: list[str] = []
+    schemes: dict[str, int] = {}
+    first_keyed = next((r["seq"] for r in rows if r.get("scheme") is not None), None)
     prev = GENESIS
     for index, row in enumerate(rows, start=1):
+        scheme = row.get("scheme") or SCHEME_LEGACY
+        schemes[scheme] = schemes.get(scheme, 0) + 1
         if row["seq"] != index:
             problems.append(f"entry #{row['seq']}: expected #{index} here: entries are missing or renumbered")
         if row["prev_hash"] != prev:
             problems.append(f"entry #{row['seq']}: does not link to the entry before it "
                             f"(deleted, inserted or reordered entries)")
-        if _row_hash(row) != row["hash"]:
-            problems.append(f"entry #{row['seq']} ({row['action']} by {row['actor']}): content does not match its hash "
-                            f"(the entry was edited)")
+        problem = entry_problem(row, key, first_keyed=first_keyed)
+        if problem:
+            problems.append(problem)
         prev = row["hash"]
     head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     if head is None and rows:
@@ -145,7 +361,43 @@ def verify(conn: sqlite3.Connection) -> Verification:
         elif (head[0], head[1]) != (rows[-1]["seq"], rows[-1]["hash"]):
             problems.append(f"the chain head names entry #{head[0]} but the last entry is #{rows[-1]['seq']} "
                             f"(entries at the end were deleted or replaced)")
-    return Verification(not problems, len(rows), problems, rows[-1]["hash"] if rows else None)
+    head_state = _check_head_file(conn, key, rows, first_keyed, problems)
+    return Verification(not problems, len(rows), problems, rows[-1]["hash"] if rows else None, schemes,
+                        key.key_id if key and first_keyed is not None else None, head_state)
+
+
+def _check_head_file(conn, key: AuditKey | None, rows: list[dict[str, Any]], first_keyed: int | None,
+                     problems: list[str]) -> str:
+    anchor = read_head_file(conn)
+    name = HEAD_FILE
+    if anchor is None:
+        if first_keyed is not None:
+            problems.append(f"the signed head file {name} beside the database is missing (it anchors the end of "
+                            f"the keyed chain; deleting it hides a cut tail)")
+            return "missing"
+        return "absent"
+    if anchor.get("unreadable"):
+        problems.append(f"the signed head file {name} is unreadable or malformed")
+        return "malformed"
+    if key is None:
+        problems.append(f"the head file {name} cannot be checked: the stack's key is missing")
+        return "unchecked"
+    if anchor["key_id"] != key.key_id or not hmac.compare_digest(_head_mac(key, anchor["seq"], anchor["hash"]),
+                                                                   anchor["mac"]):
+        problems.append(f"the head file {name} is not signed with the stack's key (it was forged or replaced)")
+        return "forged"
+    by_seq = {r["seq"]: r for r in rows}
+    named = by_seq.get(anchor["seq"])
+    last = rows[-1]["seq"] if rows else 0
+    if named is None:
+        problems.append(f"the signed head file names entry #{anchor['seq']} but the log ends at #{last} "
+                        f"(entries at the end were cut, and the in-database head moved with them)")
+        return "truncated"
+    if named["hash"] != anchor["hash"]:
+        problems.append(f"entry #{anchor['seq']} differs from the one the signed head file names "
+                        f"(the tail was rewritten)")
+        return "rewritten"
+    return "ok" if anchor["seq"] == last else "behind"
 
 
 def format_problems(problems: Iterable[str], limit: int = 10) -> str:

@@ -24,6 +24,8 @@ from mlplat.errors import CheckFailed, Conflict, Denied, MlplatError
 from mlplat.services import approvals as approvals_service
 from mlplat.services import audit
 from mlplat.services import gate as gate_service
+from mlplat.services import governance as governance_service
+from mlplat.services import ledger as ledger_service
 from mlplat.services import manifest as manifests
 from mlplat.services import registry as reg
 
@@ -94,7 +96,9 @@ class Promotion:
         conn = self.db.connect()
         try:
             row = reg.version_row(conn, self.name, self.version)
-            stage = reg.stage_of(conn, self.name, self.version, self.environment)
+            # the stage a promotion starts from must be one an audited decision set
+            stage = ledger_service.Ledger(conn).stage(self.name, self.version, self.environment)
+            governance_service.effective_for(self.spec, self.ctx, conn)
         finally:
             conn.close()
         if stage == self.target or (self.target == "staging" and stage == "production"):
@@ -216,9 +220,11 @@ class Promotion:
     def _step_approval(self, row, digest) -> dict[str, Any]:
         conn = self.db.connect()
         try:
+            # rules of the last `mlplat up`, decisions re-checked against its approver list and the audit log
             st = approvals_service.status(conn, self.spec, self.name, self.version, self.environment)
         finally:
             conn.close()
+        approvals_service.require_audited(st, f"promoting {self.what}")
         gate_digest = self.steps["gate"]["detail"]["digest"]
         if st["state"] == "not_required":
             return {"state": "not_required", "detail": f"{st['risk_tier']} risk: promoted without approval"}
@@ -299,11 +305,14 @@ class Promotion:
                 raise Conflict(f"the artifact of {self.what} changed during the promotion",
                                hint="rerun the promotion from the start")
             previous = None
+            ledger = ledger_service.Ledger(conn)
+            ledger.stage(self.name, self.version, self.environment)  # refuses a hand-set stage or a broken chain
             if self.target == "production":
                 st = approvals_service.status(conn, self.spec, self.name, self.version, self.environment)
+                approvals_service.require_audited(st, f"promoting {self.what}")
                 if st["state"] not in ("approved", "not_required"):
                     raise Denied(f"{self.what}: approvals are no longer valid ({st['state']})")
-                previous = reg.production_version(conn, self.name, self.environment)
+                previous = ledger.production_version(self.name, self.environment)
                 if previous is not None and previous != self.version:
                     conn.execute("UPDATE model_stages SET stage='archived', updated_at=?, updated_by=? WHERE model=? "
                                  "AND version=? AND environment=?",
@@ -320,7 +329,7 @@ class Promotion:
             gate_digest = self.steps["gate"]["detail"]["digest"]
             audit.append(conn, actor=self.ctx.user, action="stage.changed", model=self.name, version=self.version,
                          environment=self.environment, reason=f"promoted to {self.target}", digest=digest,
-                         evidence={"promotion": self.id, "gate_digest": gate_digest,
+                         evidence={"promotion": self.id, "gate_digest": gate_digest, "stage": self.target,
                                    "approval": self.steps.get("approval", {}).get("detail"),
                                    "archived": previous})
             audit.append(conn, actor=self.ctx.user, action="promotion.succeeded", model=self.name,

@@ -450,6 +450,8 @@ def assert_deployable(spec: "StackSpec", ctx: "Context", name: str, version: int
     """Raise unless ``name`` ``version`` may serve traffic in ``environment``; return the evidence.
 
     Rules: the version exists (``NotFound``); its files match the sealed manifest (``IntegrityError``);
+    the audit chain verifies and its stage and approval rows are the ones audited decisions wrote
+    (``IntegrityError`` otherwise); governance is the one applied by the last ``mlplat up``;
     a gate report for its current artifact passed in ``environment``; it is in ``staging`` or ``production``
     there; in a production environment (the stack's own when it is called production/prod, or any
     environment named so) it must be the production version, with its approvals still valid for critical
@@ -457,17 +459,23 @@ def assert_deployable(spec: "StackSpec", ctx: "Context", name: str, version: int
     """
     from mlplat.services import approvals as approvals_service
     from mlplat.services import gate as gate_service
+    from mlplat.services import governance as governance_service
+    from mlplat.services import ledger as ledger_service
 
     registry = registry_for(spec, ctx)
     conn = registry.database().connect()
     try:
         row = version_row(conn, name, version)
-        stage = stage_of(conn, name, version, environment)
-        prod = production_version(conn, name, environment)
+        ledger = ledger_service.Ledger(conn)
+        # stages are trusted only as the audited decisions left them (a hand-set row is refused)
+        stage = ledger.stage(name, version, environment)
+        prod = ledger.production_version(name, environment)
         report = gate_service.latest_report(conn, name, version, environment, row["artifact_digest"])
-        approval = approvals_service.status(conn, spec, name, version, environment)
+        governance = governance_service.effective_for(spec, ctx, conn).governance
+        approval = approvals_service.status(conn, spec, name, version, environment, governance)
     finally:
         conn.close()
+    approvals_service.require_audited(approval, f"serving {name} version {version}")
     verify_row(registry, row)
     what = f"{name} version {version}"
     moved = [a for a, v in aliases_pointing(registry, spec, name, environment).items() if v == int(version)]

@@ -355,10 +355,29 @@ def events(conn: sqlite3.Connection, model: str, environment: str, limit: int = 
 
 def _audit(conn, *, actor: str, action: str, endpoint: Endpoint, version: int | None, reason: str,
            evidence: Mapping[str, Any]) -> None:
-    from mlplat.services import audit
+    """Audit a routing change with the full routing it leaves, which the gateway and later changes check
+    the ``endpoints`` row against (:mod:`mlplat.services.ledger`)."""
+    from mlplat.services import audit, ledger
 
     audit.append(conn, actor=actor, action=action, model=endpoint.model, version=version,
-                 environment=endpoint.environment, reason=reason, evidence=dict(evidence))
+                 environment=endpoint.environment, reason=reason,
+                 evidence={**dict(evidence), "endpoint": ledger.endpoint_state(endpoint.to_dict())})
+
+
+def require_audited(conn: sqlite3.Connection, endpoint: Endpoint | None,
+                    rollout: Mapping[str, Any] | None = None) -> None:
+    """Refuse to build on routing that no audited deployment produced (a hand-edited ``endpoints`` row,
+    or a running canary whose versions or policy were edited)."""
+    if endpoint is None:
+        return
+    from mlplat.errors import IntegrityError
+    from mlplat.services import ledger
+
+    checker = ledger.Ledger(conn)
+    checker.require_chain(f"change the routing of '{endpoint.model}' in '{endpoint.environment}'")
+    problem = checker.endpoint_problem(endpoint.to_dict()) or (checker.rollout_problem(rollout) if rollout else None)
+    if problem:
+        raise IntegrityError(f"refusing to change routing set outside mlplat: {problem}", hint=ledger.FIX)
 
 
 def _event(conn, endpoint: Endpoint, *, actor: str, event: str, reason: str, rollout_id: int | None = None,
@@ -419,6 +438,7 @@ def deploy(conn: sqlite3.Connection, *, model: str, environment: str, version: i
     if strategy not in STRATEGIES:
         raise RolloutError(f"unknown strategy '{strategy}'", hint="one of: " + ", ".join(STRATEGIES))
     current = get_endpoint(conn, model, environment)
+    require_audited(conn, current)
     stable = current.stable_version if current else None
     previous = current.previous_version if current else None
     what = f"{model} version {version}"
@@ -495,6 +515,7 @@ def advance(conn: sqlite3.Connection, rollout_id: int, *, actor: str, decision: 
         return None  # another controller moved it already
     policy = CanaryPolicy.from_json(rollout["policy"])
     endpoint = require_endpoint(conn, rollout["model"], rollout["environment"])
+    require_audited(conn, endpoint, rollout)
     stable, candidate = int(rollout["stable_version"]), int(rollout["candidate_version"])
     step = int(rollout["step_index"]) + 1
     if step >= len(policy.steps):
@@ -537,6 +558,7 @@ def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: s
     """
     now = time.time() if now is None else now
     endpoint = require_endpoint(conn, model, environment)
+    require_audited(conn, endpoint)
     if expect_rollout is not None:
         rollout = get_rollout(conn, expect_rollout)
         if rollout is None or rollout["state"] != "running":

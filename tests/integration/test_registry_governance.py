@@ -35,7 +35,9 @@ def test_registration_records_lineage_manifest_and_reference(registered):
     assert profile["columns"]["x0"]["kind"] == "numerical" and "p50" in profile["columns"]["x0"]["quantiles"]
     # MLflow knows the version too, with the digest as a tag
     assert conn.execute("SELECT stage FROM model_stages WHERE model='scorer'").fetchone()[0] == "dev"
-    assert conn.execute("SELECT action FROM audit_log WHERE seq=1").fetchone()[0] == "model.registered"
+    # `mlplat up` recorded the governance in force first, then the registration was audited
+    assert [r[0] for r in conn.execute("SELECT action FROM audit_log WHERE seq <= 2 ORDER BY seq")] == [
+        "governance.applied", "model.registered"]
     # no pip inference: requirements.txt holds exactly the pins from the run's environment
     reqs = open(f"{row['source']}/requirements.txt").read().split()
     assert reqs == lineage["environment"]["requirements"]
