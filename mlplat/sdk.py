@@ -28,6 +28,7 @@ from mlplat.context import Context
 from mlplat.errors import MlplatError, TrackingRequired
 
 STACK_ENV = "MLPLAT_STACK"
+REPRODUCES_ENV = "MLPLAT_REPRODUCES"  # set by a reproduce bundle: the run being reproduced, kept as a tag
 FLUSH_INTERVAL_S = 1.0
 FLUSH_BATCH = 5000
 
@@ -114,13 +115,16 @@ class _MetricBuffer:
 class Run:
     """A tracked run. Use as a context manager; ``run_id`` is the tracker's id."""
 
-    def __init__(self, tracker, run_id: str, *, spec, experiment: str, lineage: dict[str, Any], ctx: Context):
+    def __init__(self, tracker, run_id: str, *, spec, experiment: str, lineage: dict[str, Any], ctx: Context,
+                 datasets: Mapping[str, Any] | None = None):
         self.tracker = tracker
         self.run_id = run_id
         self.spec = spec
         self.experiment = experiment
         self.lineage = lineage
         self.ctx = ctx
+        # The objects passed to start_run, kept so registration can sample an in-memory `train` frame.
+        self.datasets: dict[str, Any] = dict(datasets or {})
         self._metrics = _MetricBuffer(lambda points: tracker.log_batch(run_id, metrics=points))
         self._handle = None
         self._ended = False
@@ -157,7 +161,31 @@ class Run:
         """Register ``model`` as a new version of ``name`` with this run's lineage."""
         from mlplat.services import registry as registry_service  # lands with the registry
 
-        return registry_service.log_model(self, model, name=name, **kwargs)
+        version = registry_service.log_model(self, model, name=name, **kwargs)
+        self._say_reference(registry_service, name, version)
+        return version
+
+    def _say_reference(self, registry_service, name: str, version: int) -> None:
+        """Tell the user where the monitoring reference sample came from, and when it is too small to judge."""
+        conn = registry_service.registry_for(self.spec, self.ctx).database().connect()
+        try:
+            reference = (registry_service.version_row(conn, name, version)["lineage"] or {}).get("reference") or {}
+        finally:
+            conn.close()
+        minimum = self.spec.monitoring.drift.min_reference_rows
+        err = self.ctx.err
+        if not reference.get("reference"):
+            err.print(f"mlplat: {name} version {version} has no monitoring reference sample: "
+                      f"{reference.get('reason', 'unknown reason')}", highlight=False, markup=False)
+            return
+        rows, source = reference["rows"], reference.get("source", "?")
+        of = f" of {reference['source_rows']}" if reference.get("source_rows", rows) != rows else ""
+        err.print(f"mlplat: {name} version {version}: monitoring reference sample of {rows}{of} rows from {source}",
+                  highlight=False, markup=False)
+        if rows < minimum:
+            err.print(f"mlplat: warning: {rows} reference rows is below monitoring.drift.minReferenceRows ({minimum}); "
+                      "drift will be reported as 'insufficient reference'. Pass a larger `train` dataset to "
+                      "start_run or reference_data= to log_model.", highlight=False, markup=False)
 
     def flush(self) -> None:
         """Write buffered metrics now (blocking)."""
@@ -228,7 +256,8 @@ def start_run(
 
     project = Path(spec.project_dir)
     fingerprints = [lineage.fingerprint(role, data, base=project) for role, data in (datasets or {}).items()]
-    code = lineage.code_version()
+    # The platform's own state folders are not the user's code: they never make a run dirty.
+    code = lineage.code_version(exclude=(project / lineage.STATE_ROOT, Path(spec.state_dir)))
     env = lineage.environment()
     command = shlex.join([sys.executable, *sys.argv]) if sys.argv and sys.argv[0] else sys.executable
     run_tags = {
@@ -248,6 +277,7 @@ def start_run(
         **{f"mlplat.tag.{k}": v for k, v in spec.tags.as_dict().items()},
         **{f"mlplat.data.{f.name}.sha256": f.sha256 for f in fingerprints},
         **{f"mlplat.data.{f.name}.rows": str(f.rows) for f in fingerprints},
+        **({"mlplat.reproduces": os.environ[REPRODUCES_ENV]} if os.environ.get(REPRODUCES_ENV) else {}),
         **dict(tags or {}),
     }
     run_id = tracker.start_run(experiment, name=name, tags=run_tags)
@@ -259,6 +289,7 @@ def start_run(
         "user": ctx.user,
         "command": command,
         "cwd": os.getcwd(),
+        "invocation": _invocation(code, project),
         "code": {k: v for k, v in code.__dict__.items() if k != "diff"},
         "datasets": [f.to_dict() for f in fingerprints],
         "environment": {k: v for k, v in env.items() if k != "packages"} | {"hash": lineage.environment_hash(env)},
@@ -275,12 +306,27 @@ def start_run(
     if params:
         tracker.log_batch(run_id, params={k: str(v) for k, v in params.items()})
 
-    run = Run(tracker, run_id, spec=spec, experiment=experiment, lineage=lineage_doc, ctx=ctx)
+    run = Run(tracker, run_id, spec=spec, experiment=experiment, lineage=lineage_doc, ctx=ctx, datasets=datasets)
     if autolog:
         run._handle = tracker.activate(run_id)
     with _lock:
         _active.append(run)
     return run
+
+
+def _invocation(code, project: Path) -> dict[str, Any]:
+    """How to rerun this process from a checkout: arguments and working folder relative to the
+    repository (absolute paths inside it rewritten), and the project folder relative to it."""
+    from mlplat.lineage import relative_inside
+
+    argv = getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]
+    cwd = Path.cwd()
+    root = Path(code.repo_root) if code.in_git and code.repo_root else None
+    rel_cwd = relative_inside(cwd, root)
+    args = [os.path.relpath(arg, cwd) if rel_cwd is not None and Path(arg).is_absolute()
+            and relative_inside(Path(arg), root) is not None else arg for arg in argv]
+    return {"argv": args, "cwd": rel_cwd, "project": relative_inside(project, root),
+            "interactive": not sys.argv or not sys.argv[0] or "ipykernel" in sys.modules}
 
 
 @atexit.register

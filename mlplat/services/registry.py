@@ -179,21 +179,38 @@ def profile(frame, *, label: str | None = None) -> dict[str, Any]:
     return {"rows": int(len(frame)), "columns": columns, "prediction_column": PREDICTION_COLUMN, "label": label}
 
 
-def _write_reference(model, framework, model_dir: Path, *, reference_data, run_lineage, input_example,
-                     signature, holdout) -> dict[str, Any]:
-    """Write ``reference.parquet`` and ``profile.json`` into the model folder; return what was used."""
-    source, frame = None, None
+def _reference_source(reference_data, run_datasets: Mapping[str, Any], run_lineage, input_example):
+    """``(description, frame)`` of the rows the reference sample is drawn from, in order of preference:
+    ``reference_data``, the run's ``train`` dataset (the object given to ``start_run`` — a DataFrame,
+    Series or array — or the file it named), the input example. ``(None, None)`` when there is none."""
     if reference_data is not None:
-        source, frame = "reference_data", _as_frame(reference_data)
-    if frame is None:
-        for ds in run_lineage.get("datasets", []):
-            if ds.get("name") == "train" and ds.get("kind") == "file" and ds.get("path") and Path(ds["path"]).is_file():
-                source, frame = f"train dataset {ds['path']}", _as_frame(ds["path"])
-                break
-    if frame is None and input_example is not None:
-        source, frame = "input example", _as_frame(input_example)
+        frame = _as_frame(reference_data)
+        if frame is not None:
+            return f"reference_data ({type(reference_data).__name__})", frame
+    train = run_datasets.get("train")
+    if train is not None and not isinstance(train, (str, Path)):
+        frame = _as_frame(train)
+        if frame is not None:
+            return f"train dataset (in-memory {type(train).__name__})", frame
+    for ds in run_lineage.get("datasets", []):
+        if ds.get("name") == "train" and ds.get("kind") == "file" and ds.get("path") and Path(ds["path"]).is_file():
+            return f"train dataset {ds['path']}", _as_frame(ds["path"])
+    if input_example is not None:
+        frame = _as_frame(input_example)
+        if frame is not None:
+            return "input example", frame
+    return None, None
+
+
+def _write_reference(model, framework, model_dir: Path, *, reference_data, run_lineage, input_example,
+                     signature, holdout, run_datasets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``reference.parquet`` and ``profile.json`` into the model folder; return what was used:
+    ``source`` (where the rows came from), ``source_rows`` (rows available there) and ``rows`` (kept,
+    at most ``REFERENCE_ROWS``, sampled with a fixed seed)."""
+    source, frame = _reference_source(reference_data, run_datasets or {}, run_lineage, input_example)
     if frame is None or len(frame) == 0:
         return {"reference": None, "reason": "no training data, reference_data or input_example to sample from"}
+    source_rows = int(len(frame))
     names = _feature_names(model, signature)
     label = (holdout or {}).get("label")
     if names and all(n in frame.columns for n in names):
@@ -206,13 +223,15 @@ def _write_reference(model, framework, model_dir: Path, *, reference_data, run_l
     try:
         predictions = _predict_reference(model, framework, frame, model_dir)
     except Exception as exc:  # the model cannot score its own reference rows: say so, keep registering
-        return {"reference": None, "reason": f"the model could not predict on the reference rows: {exc}"[:300]}
+        return {"reference": None, "source": source, "source_rows": source_rows,
+                "reason": f"the model could not predict on the reference rows: {exc}"[:300]}
     out = frame.copy()
     out[PREDICTION_COLUMN] = predictions
     out.to_parquet(model_dir / "reference.parquet", index=False)
     (model_dir / "profile.json").write_text(json.dumps(profile(out, label=label) | {"source": source}, indent=2,
                                                        sort_keys=True))
-    return {"reference": "reference.parquet", "profile": "profile.json", "rows": int(len(out)), "source": source}
+    return {"reference": "reference.parquet", "profile": "profile.json", "rows": int(len(out)), "source": source,
+            "source_rows": source_rows}
 
 
 def _sklearn_serialization(model: Any) -> tuple[str, list[str], str | None]:
@@ -332,7 +351,8 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
         signature_doc = mlmodel.signature.to_dict() if mlmodel.signature is not None else None
         reference = _write_reference(model, framework, model_dir, reference_data=reference_data,
                                      run_lineage=run.lineage, input_example=input_example,
-                                     signature=mlmodel.signature, holdout=holdout_doc)
+                                     signature=mlmodel.signature, holdout=holdout_doc,
+                                     run_datasets=getattr(run, "datasets", None))
         author = tags.get("mlplat.user") or run.lineage.get("user") or ctx.user
         from mlplat.features.client import views_of_run
 

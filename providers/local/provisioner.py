@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+from mlplat import lineage
 from mlplat.components import Plan, PlannedChange, Provisioner, ResourceStatus
 from mlplat.db import Database
 from mlplat.locking import stack_lock
@@ -126,6 +127,10 @@ class LocalProvisioner(Provisioner):
             if fresh.has_changes:
                 layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
                 os.chmod(layout.root, 0o700)
+                # keep the state (keys, databases) out of the user's git; a hint when mlplat cannot
+                hint = lineage.state_ignore_hint(Path(self.spec.project_dir or "."), layout.root)
+                if hint:
+                    self.ctx.err.print(f"hint: {hint}", highlight=False, markup=False)
                 layout.tmp.mkdir(exist_ok=True, mode=0o700)
                 self.db.migrate()  # idempotent; the resource records below live in it
             for change in fresh.changes:
