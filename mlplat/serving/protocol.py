@@ -740,10 +740,11 @@ def _v2_binary(raw: bytes, shape: list[int], datatype: str, where: str) -> np.nd
             array = codes.astype(np.bool_)
         else:
             array = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
-            _check_finite_tensor(array, where)
     if array.size != size:
         raise RequestError(f"{where}: {array.size} values do not fill shape {shape} ({size} values)", 422)
-    return array.reshape(shape)
+    array = array.reshape(shape)
+    _check_finite_tensor(array, where)
+    return array
 
 
 def _v2_tensor(data: Any, shape: list[int], datatype: str, where: str, *, bools: bool) -> np.ndarray:

@@ -287,7 +287,7 @@ def test_binary_tensor_extension_round_trip():
     nan = np.array([np.nan, 1, 2], dtype="<f4").tobytes()
     one = json.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
                                   "parameters": {"binary_data_size": 12}}]}).encode()
-    with pytest.raises(RequestError, match="element \\[0\\] is nan"):
+    with pytest.raises(RequestError, match="element \\[0, 0\\] is nan"):
         parse_v2(one + nan, SIG, header_length=len(one))
 
 
