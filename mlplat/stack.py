@@ -227,6 +227,9 @@ class Serving(Spec):
     port: int = Field(8080, ge=1, le=65535, description="Port of the local serving gateway.")
     capture_sampling: float = Field(1.0, ge=0, le=1, description="Share of requests captured for monitoring.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted.")
+    body_timeout_seconds: float = Field(10.0, gt=0, le=3600,
+                                        description="Seconds a request body may take to arrive before the gateway "
+                                                    "answers 408 and closes the connection.")
     latency_budget_ms: float = Field(250.0, gt=0, description="p95 latency budget checked by staging integration tests.")
     canary: Canary = Field(default_factory=Canary, description="Default canary rollout.")
     shadow: Shadow = Field(default_factory=Shadow, description="Default shadow mirroring.")

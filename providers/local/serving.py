@@ -108,6 +108,7 @@ class LocalServing(EndpointDeployer):
 
         serving = self.spec.serving
         config = GatewayConfig(environment=environment, max_body_bytes=serving.max_body_bytes,
+                               body_timeout=serving.body_timeout_seconds,
                                capture_sampling=serving.capture_sampling, poll_interval=poll_interval,
                                run_controller=controller, **self._cost)
         spec, ctx = self.spec, self.ctx
