@@ -3,8 +3,10 @@
 Bound to 127.0.0.1 only. Every request must carry a Host of 127.0.0.1/localhost
 on the served port (DNS rebinding is refused with 403). The page and its JSON are
 read-only GETs; the one mutating route, ``POST /api/v1/labels``, accepts only
-``application/json`` and refuses cross-origin requests, so a web page elsewhere
-cannot post a form into it.
+``application/json`` and refuses cross-origin requests (an ``Origin`` other than
+``http://127.0.0.1:PORT`` or ``http://localhost:PORT``, scheme included), so a web
+page elsewhere cannot post a form into it. Its body is decoded with the serving
+path's limits (:mod:`mlplat.serving.jsonlimit`: nesting depth, repeated keys).
 """
 from __future__ import annotations
 
@@ -24,8 +26,11 @@ def create_app(spec, ctx, *, port: int, refresh: int = 10):
     from starlette.routing import Route
 
     from mlplat.dashboard import data, render
+    from mlplat.serving import jsonlimit
 
     allowed_hosts = {f"{LOOPBACK}:{port}", f"localhost:{port}"}
+    # the page is served over plain http: an https:// (or any other scheme's) origin is another site
+    allowed_origins = {f"http://{host}" for host in allowed_hosts}
 
     def guard(request: Request) -> Response | None:
         if request.headers.get("host", "") not in allowed_hosts:
@@ -52,16 +57,22 @@ def create_app(spec, ctx, *, port: int, refresh: int = 10):
         if (denied := guard(request)) is not None:
             return denied
         origin = request.headers.get("origin")
-        if origin is not None and origin.split("://", 1)[-1] not in allowed_hosts:
-            return JSONResponse({"error": "cross-origin request refused"}, status_code=403)
+        if origin is not None and origin.lower() not in allowed_origins:
+            return JSONResponse({"error": f"cross-origin request refused: origin {origin[:100]!r} is not "
+                                          f"{' or '.join(sorted(allowed_origins))}"}, status_code=403)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return JSONResponse({"error": "send application/json: {\"labels\": {\"<request id>\": <label>}}"},
                                 status_code=415)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:  # refused before a byte of it is read
+            return JSONResponse({"error": f"body larger than {MAX_BODY} bytes"}, status_code=413)
         body = await request.body()
         if len(body) > MAX_BODY:
             return JSONResponse({"error": f"body larger than {MAX_BODY} bytes"}, status_code=413)
         try:
-            payload: Any = json.loads(body)
+            payload: Any = jsonlimit.loads(body)
+        except jsonlimit.JSONLimitError as exc:
+            return JSONResponse({"error": f"body refused: {exc.message}"}, status_code=400)
         except ValueError as exc:
             return JSONResponse({"error": f"malformed JSON: {exc}"}, status_code=400)
         labels = payload.get("labels") if isinstance(payload, dict) else None
