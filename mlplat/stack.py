@@ -11,6 +11,7 @@ expected form; unknown keys get a did-you-mean suggestion.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from enum import Enum
@@ -32,8 +33,12 @@ from pydantic.alias_generators import to_camel
 from mlplat.errors import StackError
 
 NAMESPACE = "mlplat"
+# Pydantic checks ``pattern=`` with Rust's regex engine, where ``$`` is the end of the text; Python's
+# ``re`` lets ``$`` match before a final newline, so Python code checks these with ``re.fullmatch``.
 SLUG = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 DURATION = r"^\d+(s|m|h|d)$"
+MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+MODEL_NAME_RULE = "letters, digits, '-', '_' or '.', starting with a letter or digit (max 100)"
 PROJECT_ENV = "MLPLAT_PROJECT_DIR"
 
 
@@ -60,7 +65,8 @@ class LocalProviderSpec(Spec):
     kind: Literal["local"] = Field(description="Runs the whole platform on this machine.")
     state_dir: str | None = Field(
         None,
-        description="Where the stack's stores live, relative to the project root. Default: .mlplat/<stack>.",
+        description="Where the stack's stores live: a path inside the project (relative to its root), or an "
+        "absolute path to a directory that does not exist yet (`up` creates it). Default: .mlplat/<stack>.",
         examples=[".mlplat/dev"],
     )
 
@@ -114,7 +120,7 @@ class CostTags(Spec):
     @model_validator(mode="after")
     def _extra_tags_are_strings(self) -> "CostTags":
         for key, value in (self.model_extra or {}).items():
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:/=+@-]{0,127}$", key):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/=+@-]{0,127}", key):
                 raise ValueError(f"tag key {key!r} is not a valid tag key (letters, digits and _.:/=+@-)")
             if not isinstance(value, str) or not value:
                 raise ValueError(f"tag {key!r} must be a non-empty string, got {value!r}")
@@ -141,6 +147,14 @@ class Governance(Spec):
     required_approvals: int = Field(1, ge=1, le=10, description="Approvals needed for a critical model.")
     models: dict[str, ModelGovernance] = Field(default_factory=dict, description="Per-model overrides.")
 
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: dict[str, ModelGovernance]) -> dict[str, ModelGovernance]:
+        for name in value:
+            if not re.fullmatch(MODEL_NAME, name):
+                raise ValueError(f"model name {name!r} is not valid; use {MODEL_NAME_RULE}")
+        return value
+
     @model_validator(mode="after")
     def _enough_approvers(self) -> "Governance":
         critical = self.risk_tier == RiskTier.critical or any(
@@ -163,6 +177,13 @@ class Governance(Spec):
 HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "roc_auc", "r2")
 LOWER_IS_BETTER = ("brier", "ece", "rmse", "mae")
 GATE_METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER
+# The values each gate metric can take (None: unbounded on that side). A threshold outside its
+# metric's range can never pass (or always passes), so it is a mistake in the stack file.
+METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "accuracy": (0.0, 1.0), "precision": (0.0, 1.0), "recall": (0.0, 1.0), "f1": (0.0, 1.0),
+    "roc_auc": (0.0, 1.0), "r2": (None, 1.0), "brier": (0.0, 1.0), "ece": (0.0, 1.0),
+    "rmse": (0.0, None), "mae": (0.0, None),
+}
 
 
 class Holdout(Spec):
@@ -190,7 +211,18 @@ class Gate(Spec):
                 near = difflib.get_close_matches(metric, GATE_METRICS, n=1)
                 tip = f"; did you mean '{near[0]}'?" if near else ""
                 raise ValueError(f"unknown gate metric '{metric}'{tip} known: {', '.join(GATE_METRICS)}")
+        for metric, limit in value.items():
+            low, high = METRIC_RANGES[metric]
+            if not math.isfinite(limit) or (low is not None and limit < low) or (high is not None and limit > high):
+                shown = f"[{_num(low)}, {_num(high)}]" if low is not None and high is not None else (
+                    f">= {_num(low)}" if low is not None else f"<= {_num(high)}")
+                raise ValueError(f"threshold {metric}: {limit!r} is outside the range of {metric} ({shown}); "
+                                 f"set a {'minimum' if metric in HIGHER_IS_BETTER else 'maximum'} within it")
         return value
+
+
+def _num(value: float | None) -> str:
+    return f"{value:g}"
 
 
 # --- serving ----------------------------------------------------------------------
@@ -408,7 +440,7 @@ class StackSpec(Spec):
 
 def duration_seconds(text: str) -> int:
     """``"15m"`` → 900."""
-    match = re.match(DURATION, text)
+    match = re.fullmatch(DURATION, text)
     if not match:
         raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 15m, 1h, 1d)")
     return int(text[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[text[-1]]
@@ -448,10 +480,29 @@ def list_stacks(project_dir: Path | None = None) -> list[str]:
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in directory.glob("Pulumi.*.yaml"))
 
 
+STACK_NAME_RULE = "lowercase letters, digits and '-', starting and ending with a letter or digit (max 63)"
+
+
+def check_stack_name(name: Any, *, where: str | None = None) -> str:
+    """``name`` if it is a slug; a :class:`StackError` otherwise.
+
+    The name becomes a path component (``.mlplat/<stack>``, lock files), so ``..``, ``a/b``
+    or a trailing newline must never get that far.
+    """
+    if not isinstance(name, str) or not re.fullmatch(SLUG, name):
+        raise StackError(
+            f"stack name {name!r} is not a valid stack name",
+            where=where,
+            hint=f"name the stack file stacks/Pulumi.<stack>.yaml with <stack> made of {STACK_NAME_RULE}",
+        )
+    return name
+
+
 def stack_path(name: str, project_dir: Path | None = None) -> Path:
     project_dir = project_dir or find_project_dir()
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         return Path(name).resolve()
+    check_stack_name(name)
     path = stacks_dir(project_dir) / f"Pulumi.{name}.yaml"
     if not path.is_file():
         existing = list_stacks(project_dir)
@@ -475,6 +526,7 @@ def load_stack(name: str, project_dir: Path | None = None) -> StackSpec:
 
 def parse_stack(text: str, *, path: Path, name: str, project_dir: Path) -> StackSpec:
     shown = _display(path, project_dir)
+    check_stack_name(name, where=shown)
     try:
         node = yaml.compose(text)
         document = yaml.safe_load(text)
@@ -517,9 +569,38 @@ def parse_stack(text: str, *, path: Path, name: str, project_dir: Path) -> Stack
                 f"{shown}:{line}" for line in lines),
             hint="fix the keys above; `mlplat stack schema` prints every key with its expected form",
         ) from None
+    configured = getattr(spec.provider, "state_dir", None)
+    if configured is not None:
+        problem = _state_dir_problem(configured, Path(project_dir))
+        if problem:
+            line = _line_of(node, ["config", keys.get("provider", f"{NAMESPACE}:provider"), "stateDir"])
+            raise StackError(
+                f"invalid stack '{name}' (1 problem):\n  - {shown}:{line}: {keys.get('provider', f'{NAMESPACE}:provider')}.stateDir: "
+                f"{problem} (got {configured!r})",
+                hint="use a path inside the project such as .mlplat/<stack>, or an absolute path to a directory "
+                     "that does not exist yet, which `mlplat up` creates",
+            )
     return spec.model_copy(update={
         "name": name, "path": str(path), "project_dir": str(project_dir), "pulumi_config": passthrough,
     })
+
+
+def _state_dir_problem(configured: str, project_dir: Path) -> str | None:
+    """Why ``configured`` cannot be a state directory of a stack in ``project_dir`` (None: it can).
+
+    `destroy` deletes what is in the state directory, so it must never be the project, one of
+    its parents, or (for a relative path) anywhere outside the project.
+    """
+    if not configured.strip() or "\0" in configured:
+        return "the state directory must be a path"
+    project = project_dir.resolve()
+    given = Path(configured)
+    resolved = (project / given).resolve()
+    if project.is_relative_to(resolved):
+        return "the state directory cannot be the project root or one of its parents"
+    if not given.is_absolute() and not resolved.is_relative_to(project):
+        return f"the state directory resolves to {resolved}, outside the project"
+    return None
 
 
 def _display(path: Path, project_dir: Path) -> str:

@@ -176,3 +176,122 @@ def test_durations():
     assert duration_seconds("15m") == 900 and duration_seconds("2h") == 7200
     with pytest.raises(ValueError):
         duration_seconds("soon")
+
+
+# --- names are slugs, state directories stay inside the project -------------------------------------
+
+
+@pytest.mark.parametrize("name", ["..", ".", "dev\n", "a/b", "../dev", "Dev", "-dev", "dev_1", ""])
+def test_a_stack_name_must_be_a_slug(tmp_path, name):
+    with pytest.raises(StackError) as info:
+        parse_stack(GOOD, path=tmp_path / "Pulumi.t.yaml", name=name, project_dir=tmp_path)
+    assert info.value.exit_code == ExitCode.CONFIG
+    assert f"stack name {name!r} is not a valid stack name" in str(info.value)
+    assert "lowercase letters, digits and '-'" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["..", "../stacks/Pulumi.dev", "dev\n"])
+def test_load_stack_refuses_a_name_that_is_not_a_slug_before_building_a_path(tmp_path, name):
+    (tmp_path / "Pulumi.yaml").write_text("name: mlplat\nruntime: python\nstackConfigDir: stacks\n")
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks" / "Pulumi.dev.yaml").write_text(GOOD)
+    (tmp_path / "stacks" / "Pulumi.....yaml").write_text(GOOD)  # the file a stack named '..' would have
+    with pytest.raises(StackError, match="is not a valid stack name") as info:
+        load_stack(name, tmp_path)
+    assert info.value.exit_code == ExitCode.CONFIG
+
+
+LOCAL = """\
+config:
+  mlplat:team: a
+  mlplat:environment: dev
+  mlplat:provider:
+    kind: local
+    stateDir: {state_dir}
+  mlplat:tags: {{team: a, cost-center: C1, environment: dev, owner: a@example.com}}
+"""
+
+
+@pytest.mark.parametrize("state_dir", ["../somewhere", ".", "./", "a/../..", "a/../../b", "/", "'{parent}'",
+                                       "'{project}'", "''"])
+def test_a_state_dir_outside_the_project_or_holding_it_is_refused(tmp_path, state_dir):
+    project = tmp_path / "project"
+    project.mkdir()
+    text = LOCAL.format(state_dir=state_dir.format(parent=tmp_path, project=project))
+    with pytest.raises(StackError) as info:
+        parse(text, project)
+    message = str(info.value)
+    assert info.value.exit_code == ExitCode.CONFIG
+    assert "Pulumi.t.yaml:6: mlplat:provider.stateDir:" in message
+    assert "outside the project" in message or "project root or one of its parents" in message \
+        or "must be a path" in message
+
+
+def test_a_state_dir_through_a_link_that_leaves_the_project_is_refused(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (project / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StackError, match="outside the project"):
+        parse(LOCAL.format(state_dir="link/state"), project)
+
+
+def test_state_dirs_inside_the_project_or_absolute_elsewhere_are_accepted(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    assert parse(LOCAL.format(state_dir=".mlplat/x"), project).state_dir == (project / ".mlplat" / "x").resolve()
+    assert parse(LOCAL.format(state_dir="state/../other"), project).state_dir == (project / "other").resolve()
+    outside = tmp_path / "srv" / "mlplat-a"
+    assert parse(LOCAL.format(state_dir=str(outside)), project).state_dir == outside.resolve()
+
+
+# --- names are checked whole: a trailing newline is not a name --------------------------------------
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("mlplat:team: fraud", 'mlplat:team: "fraud\\n"', "mlplat:team"),
+    ("{card-scorer: {riskTier: critical}}", '{"card-scorer\\n": {riskTier: critical}}', "model name 'card-scorer\\n'"),
+    ("project: cards}", 'project: cards, "extra\\n": x}', "tag key 'extra\\n'"),
+    ("schedule: 15m", 'schedule: "15m\\n"', "mlplat:monitoring.schedule"),
+])
+def test_names_with_a_trailing_newline_are_refused(tmp_path, old, new, expected):
+    assert old in GOOD
+    assert expected in error_of(GOOD.replace(old, new), tmp_path)
+
+
+def test_durations_are_matched_whole():
+    with pytest.raises(ValueError):
+        duration_seconds("15m\n")
+
+
+# --- gate thresholds within each metric's range ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("metric", "value", "shown"), [
+    ("roc_auc", "1.5", "roc_auc: 1.5 is outside the range of roc_auc ([0, 1])"),
+    ("accuracy", "-0.1", "accuracy: -0.1 is outside the range of accuracy ([0, 1])"),
+    ("precision", "1.01", "[0, 1]"), ("recall", "2", "[0, 1]"), ("f1", "-1", "[0, 1]"),
+    ("brier", "1.2", "[0, 1]"), ("ece", "-0.01", "[0, 1]"),
+    ("rmse", "-0.5", "rmse: -0.5 is outside the range of rmse (>= 0)"),
+    ("mae", "-1", "(>= 0)"),
+    ("r2", "1.1", "r2: 1.1 is outside the range of r2 (<= 1)"),
+    ("roc_auc", ".nan", "roc_auc: nan"), ("rmse", ".inf", "rmse: inf"),
+])
+def test_a_gate_threshold_outside_its_metric_range_is_refused(tmp_path, metric, value, shown):
+    message = error_of(GOOD.replace("{roc_auc: 0.9, brier: 0.2}", f"{{{metric}: {value}}}"), tmp_path)
+    assert "mlplat:gate.thresholds" in message and shown in message
+
+
+@pytest.mark.parametrize(("metric", "value"), [
+    ("roc_auc", 1), ("roc_auc", 0), ("accuracy", 0.5), ("brier", 0), ("rmse", 0), ("rmse", 1e6), ("mae", 3.5),
+    ("r2", 1), ("r2", -4.0),
+])
+def test_gate_thresholds_at_the_edges_of_their_range_are_accepted(tmp_path, metric, value):
+    spec = parse(GOOD.replace("{roc_auc: 0.9, brier: 0.2}", f"{{{metric}: {value}}}"), tmp_path)
+    assert spec.gate.thresholds == {metric: value}
+
+
+def test_every_gate_metric_has_a_range():
+    from mlplat.stack import GATE_METRICS, METRIC_RANGES
+
+    assert set(METRIC_RANGES) == set(GATE_METRICS)
