@@ -135,3 +135,25 @@ def test_canary_policy_checks():
         ro.CanaryPolicy((10, 5, 100), 1, 0.1, 1.5, 0.2, 5).check()
     p = ro.CanaryPolicy((1, 100), 1, 0.1, 1.5, 0.2, 5)
     assert ro.CanaryPolicy.from_json(p.to_json()) == p
+
+
+def test_transitions_are_stamped_with_the_callers_clock(conn):
+    """Bake time is measured from ``step_started_at``: every transition takes the caller's ``now``
+    (the controller's clock), so a step's bake runs on the same clock that later judges it."""
+    db, c = conn
+    common = dict(model="m", environment="prod", actor="ds@example.com")
+    tx(db, c, ro.deploy, version=1, strategy="direct", now=1000.0, **common)
+    canary = tx(db, c, ro.deploy, version=2, strategy="canary", canary=POLICY, now=2000.0, **common)
+    assert ro.get_rollout(c, canary.rollout_id)["step_started_at"] == 2000.0
+    waiting = ro.analyze(stats(200), stats(50), POLICY, elapsed=2004.0 - 2000.0)
+    assert waiting.action == "wait" and "baking: 4 of 5 s" in waiting.reasons[0]
+    with db.transaction(c):
+        ro.record_analysis(c, canary.rollout_id, waiting, now=2004.0)
+        ro.advance(c, canary.rollout_id, actor="ctl", decision=ro.Decision("pass", ("fine",), {}), now=2005.0)
+    rollout = ro.get_rollout(c, canary.rollout_id)
+    assert (rollout["analyzed_at"], rollout["step_index"], rollout["step_started_at"]) == (2004.0, 1, 2005.0)
+    with db.transaction(c):
+        ro.rollback(c, now=2010.0, **common)
+    assert ro.get_rollout(c, canary.rollout_id)["finished_at"] == 2010.0
+    assert [e["ts"] for e in ro.events(c, "m", "prod")] == [1000.0, 2000.0, 2005.0, 2010.0]
+    assert ro.get_endpoint(c, "m", "prod").updated_at == 2010.0
