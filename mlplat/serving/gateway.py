@@ -385,6 +385,18 @@ def enrich_body(body: bytes, enrich: Callable[[list[dict]], list[dict]]) -> byte
     return json.dumps({"dataframe_records": merged}).encode()
 
 
+def _enrich_request(body: bytes, enrich: Callable[[list[dict]], list[dict]]) -> bytes:
+    """:func:`enrich_body`, with the entity keys a client got wrong refused as ``RequestError(422)``."""
+    from mlplat.features.errors import FeatureDataError
+
+    try:
+        return enrich_body(body, enrich)
+    except FeatureDataError as exc:
+        raise RequestError(f"online features: {exc.message}", 422) from None
+    except OverflowError as exc:  # an integer entity key beyond 64 bits cannot be looked up
+        raise RequestError(f"online features: an entity key is out of range ({exc})", 422) from None
+
+
 def _capture_row(request_id: str, ts: float, model: str, version: int, variant: str, environment: str,
                  inputs: Inputs, predictions: Any, latency_ms: float, status: int, shadow: bool,
                  scores: Any = None, client_id: str | None = None) -> tuple:
@@ -760,9 +772,9 @@ class Gateway:
                                                                          f"to load: {model.message}"), reply)
             return
         enrich = self._enrich_for(name, route.version)
-        if enrich is not None and not v2:
-            body = await asyncio.get_running_loop().run_in_executor(None, enrich_body, body, enrich)
         try:
+            if enrich is not None and not v2:
+                body = await asyncio.get_running_loop().run_in_executor(None, _enrich_request, body, enrich)
             if v2:
                 inputs = parse_v2(body, model.signature, header_length=header_length)
             else:

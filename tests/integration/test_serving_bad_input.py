@@ -252,3 +252,26 @@ def test_a_real_open_inference_protocol_client(harness, models, tmp_path):
                 client.close()
     finally:
         stop(proc)
+
+
+def test_entity_keys_the_online_store_refuses_are_4xx(harness):
+    """Rows enriched from the online store: a key of the wrong type or beyond 64 bits is the client's error."""
+    from mlplat.features.errors import FeatureDataError
+
+    def enrich(rows):
+        for i, r in enumerate(rows):
+            if not isinstance(r.get("driver_id"), int):
+                raise FeatureDataError(f"entity key type mismatch: 'driver_id' is {type(r.get('driver_id')).__name__} "
+                                       f"in row {i} but the entity is int64")
+            if r["driver_id"] >= 2 ** 63:
+                raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return [{"a": 1.0, "b": 0.0, "c": 0.0} for _ in rows]
+
+    harness.deploy(1)
+    harness.start()
+    harness.gateway._enricher = lambda name, version: enrich
+    with httpx.Client(base_url=harness.url, timeout=30) as c:
+        assert c.post(SCORE, json={"dataframe_records": [{"driver_id": 7}]}).status_code == 200
+        for key, fragment in (("seven", "'driver_id' is str in row 0"), (2 ** 70, "entity key is out of range")):
+            response = c.post(SCORE, json={"dataframe_records": [{"driver_id": key}]})
+            assert_refused(response, 422, fragment, v2=False)
