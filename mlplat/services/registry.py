@@ -23,13 +23,14 @@ from mlplat.components import Capability, ModelRegistry
 from mlplat.errors import Denied, IntegrityError, MlplatError, NotFound, TrackingRequired
 from mlplat.services import audit
 from mlplat.services import manifest as manifests
+from mlplat.stack import MODEL_NAME, MODEL_NAME_RULE
 
 if TYPE_CHECKING:
     from mlplat.context import Context
     from mlplat.sdk import Run
     from mlplat.stack import StackSpec
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+NAME = re.compile(MODEL_NAME)  # checked with fullmatch: "credit-risk\n" is not "credit-risk"
 STAGES = ("dev", "staging", "production", "archived")
 REFERENCE_ROWS = 10_000
 PREDICTION_COLUMN = "__prediction__"
@@ -234,6 +235,70 @@ def _write_reference(model, framework, model_dir: Path, *, reference_data, run_l
             "source_rows": source_rows}
 
 
+SIGNATURE_ROWS = 1000  # rows a signature is inferred from: enough to see every column's type
+
+
+def _model_columns(model: Any, frame, label: str | None):
+    """The columns of ``frame`` the model was fitted on (``feature_names_in_``, an XGBoost booster's
+    ``feature_names``), or every column but ``label`` when the count matches ``n_features_in_``;
+    ``None`` when the frame does not hold them."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None and isinstance(getattr(model, "feature_names", None), list):
+        names = model.feature_names
+    if names is not None:
+        names = [str(n) for n in names]
+        return frame[names] if all(n in frame.columns for n in names) else None
+    X = frame.drop(columns=[label]) if label and label in frame.columns else frame
+    expected = getattr(model, "n_features_in_", None)
+    return X if expected is None or X.shape[1] == int(expected) else None
+
+
+def _infer_signature(model: Any, framework: str, run: "Run", holdout_doc, spec: "StackSpec") -> tuple[Any, str]:
+    """``(signature, source)`` for a model logged with neither a signature nor an input example: its
+    input columns and types from the run's ``train`` dataset (the rows the reference sample comes from),
+    else from the gate's held-out set; ``(None, why not)`` when neither holds the model's columns."""
+    if framework == "pytorch":  # tensor inputs: column names from a table would be a guess
+        return None, "not inferred for PyTorch models: pass input_example or signature to log_model"
+    import logging
+
+    from mlflow.models import infer_signature
+
+    from mlplat.services import gate
+
+    holdout = holdout_doc or (spec.gate.holdout.model_dump() if spec.gate.holdout else None)
+    label = (holdout or {}).get("label")
+
+    def candidates():
+        source, frame = _reference_source(None, getattr(run, "datasets", None) or {}, run.lineage, None)
+        if frame is not None:
+            yield source, frame
+        if holdout:
+            try:
+                frame, _, _ = gate.load_holdout(holdout, Path(spec.project_dir))
+            except gate.HoldoutError:
+                return
+            yield f"held-out set {holdout['path']}", frame
+
+    for source, frame in candidates():
+        X = _model_columns(model, frame, label)
+        if X is None or X.shape[1] == 0 or len(X) == 0:
+            continue
+        X = X.head(SIGNATURE_ROWS)
+        output = None
+        if framework in ("sklearn", "xgboost"):
+            try:
+                output = model.predict(X.head(20))
+            except Exception:  # the output schema is optional; the inputs are what serving checks
+                output = None
+        logging.getLogger("mlflow.models").setLevel(logging.ERROR)  # its integer-column hint is noise here
+        try:
+            return infer_signature(X, output), source
+        except Exception as exc:  # a column type MLflow has no schema type for: say so, register without
+            return None, f"could not infer it from the {source}: {type(exc).__name__}: {exc}"[:300]
+    return None, ("no train dataset or held-out set holds the model's input columns: "
+                  "pass input_example to log_model")
+
+
 def _sklearn_serialization(model: Any) -> tuple[str, list[str], str | None]:
     """``("skops", types to trust beyond skops' defaults, None)`` when every type in the estimator is
     on the platform's allow-list, else ``("cloudpickle", [], why)``."""
@@ -317,16 +382,17 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
 
     ``holdout`` (``{"path", "label"}``) is the held-out set the gate evaluates this version on
     (default: the stack's ``gate.holdout``). ``reference_data`` is the sample monitoring compares
-    traffic with (default: the run's ``train`` dataset, else ``input_example``).
+    traffic with (default: the run's ``train`` dataset, else ``input_example``). Without ``signature``
+    or ``input_example``, the input signature is inferred from the run's ``train`` dataset, else the
+    held-out set (lineage ``signature_source`` says which); serving checks request columns against it.
     """
     from mlplat import sdk
 
     if run is None or getattr(run, "_ended", True) or run not in sdk._active:
         raise TrackingRequired("cannot register a model outside an active tracked run",
                                hint='call run.log_model(...) inside `with mlplat.start_run(...) as run:`')
-    if not isinstance(name, str) or not NAME.match(name):
-        raise MlplatError(f"invalid model name {name!r}",
-                          hint="use letters, digits, '-', '_' or '.', starting with a letter or digit (max 100)")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise MlplatError(f"invalid model name {name!r}", hint=f"use {MODEL_NAME_RULE}")
     if task not in (None, "classification", "regression"):
         raise MlplatError(f"task must be 'classification' or 'regression', got {task!r}")
     spec, ctx = run.spec, run.ctx
@@ -339,6 +405,12 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
     holdout_doc = _holdout_doc(holdout, Path(spec.project_dir))
     environment = registry.run_environment(run.run_id)
     requirements = pinned_requirements(framework, environment)
+
+    signature_source = "given" if signature is not None else "input example" if input_example is not None else None
+    if signature is None and input_example is None:  # serving checks columns against the signature
+        signature, signature_source = _infer_signature(model, framework, run, holdout_doc, spec)
+        if signature is None:
+            signature_source = f"none ({signature_source})"
 
     scratch = registry.scratch_dir()
     model_dir = scratch / "model"
@@ -368,7 +440,8 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
             "code": run.lineage.get("code", {}),
             "environment": {"python": environment.get("python"), "hash": tags.get("mlplat.env.hash"),
                             "requirements": requirements},
-            "signature": signature_doc, "storage": storage, "reference": reference, "holdout": holdout_doc,
+            "signature": signature_doc, "signature_source": signature_source, "storage": storage,
+            "reference": reference, "holdout": holdout_doc,
             "features": views_of_run(tags),
         }
         stored = registry.store_version(name, run.run_id, model_dir, tags={
@@ -395,6 +468,9 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
                                "commit": lineage_doc["code"].get("commit"),
                                "environment_hash": lineage_doc["environment"]["hash"]})
     run.set_tag(f"mlplat.registered.{name}", str(stored.version))
+    if signature_doc is None:
+        ctx.err.print(f"mlplat: {name} version {stored.version} has no input signature: {signature_source}",
+                      highlight=False, markup=False)
     return stored.version
 
 
