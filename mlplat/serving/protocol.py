@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -91,16 +92,32 @@ class Signature:
     columns: tuple[Column, ...] = ()
     tensor: TensorSpec | None = None
 
-    @property
+    # derived once per signature (cached_property writes the instance dict, which frozen allows):
+    # every request asks them
+
+    @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
-    @property
+    @cached_property
     def numeric(self) -> bool:
         """Every column is numeric: inputs become one 2-D array."""
         return bool(self.columns) and all(c.type in NUMERIC_TYPES for c in self.columns)
 
-    @property
+    @cached_property
+    def loose(self) -> bool:
+        """Column names without types (``any``): training columns of a model logged without a signature."""
+        return bool(self.columns) and all(c.type == "any" for c in self.columns)
+
+    @cached_property
+    def integral(self) -> bool:
+        return any(c.type in INTEGRAL_TYPES for c in self.columns)
+
+    @cached_property
+    def float32(self) -> bool:
+        return any(c.type == "float" for c in self.columns)
+
+    @cached_property
     def dtype(self) -> np.dtype:
         """The array dtype of a numeric signature (float64 unless every column is integral)."""
         if self.columns and all(c.type in INTEGRAL_TYPES for c in self.columns):
@@ -365,7 +382,7 @@ def _typed(rows: list[list[Any]], sig: Signature, where: str, *, bools: bool) ->
 
     numpy infers the array in one C call; it turns ``true`` into 1.0 silently, so a body that
     may hold booleans takes the per-value path, which names the offending value."""
-    loose = all(c.type == "any" for c in sig.columns)  # training column names known, types not
+    loose = sig.loose  # training column names known, types not
     if (sig.numeric and not bools) or loose:
         try:
             array = np.asarray(rows)
@@ -395,9 +412,9 @@ def _finish_numeric(array: np.ndarray, sig: Signature, where: str, *, nulls: boo
     ``nulls``: NaN stands for null in an optional column (already checked per value)."""
     if not nulls and array.dtype.kind == "f":
         _check_finite_columns(array, sig, where)
-    if any(c.type in INTEGRAL_TYPES for c in sig.columns):
+    if sig.integral:
         _check_integer_columns(array, sig, where)
-    if array.dtype.itemsize > 4 and any(c.type == "float" for c in sig.columns):
+    if array.dtype.itemsize > 4 and sig.float32:
         _check_float32_columns(array, sig, where)
     target = sig.dtype
     if array.dtype != target and not (nulls and target.kind in "iu"):
