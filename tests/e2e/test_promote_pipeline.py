@@ -1,15 +1,18 @@
-"""The delivery pipeline as a user drives it: CLI subprocesses, kills at every step, concurrent promotions."""
+"""The delivery pipeline as a user drives it: CLI subprocesses, kills at every step, concurrent promotions.
+
+Each test starts from its own freshly registered project and brings it, through the CLI, to the
+state it needs, so any one of them runs alone, in any order (``-k``, ``--lf``, random order)."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
 from tests.conftest import BIN
 from tests.integration.conftest_registry import APPROVER, AUTHOR, cli_in, db, make_registered_project, train
+from tests.timing import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("registry-promote-e2e")]
 
@@ -40,9 +43,26 @@ def _check_invariants(project):
     assert cli_in(project, "audit", "verify").returncode == 0
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return make_registered_project(tmp_path_factory.mktemp("promote") / "project")
+@pytest.fixture
+def project(tmp_path):
+    """A provisioned project with ``scorer`` version 1 registered (critical: four eyes for production)."""
+    return make_registered_project(tmp_path / "project")
+
+
+def staged(project, version: int) -> None:
+    done = cli_in(project, "models", "promote", "scorer", str(version), "--to", "staging")
+    assert done.returncode == 0, done.stderr
+    assert _stage(project, version) == "staging"
+
+
+def released(project, version: int) -> None:
+    """staging, then approval by someone else, then production."""
+    staged(project, version)
+    approved = cli_in(project, "models", "approve", "scorer", str(version), "--reason", "validated", user=APPROVER)
+    assert approved.returncode == 0, approved.stderr
+    done = cli_in(project, "models", "promote", "scorer", str(version), "--to", "production")
+    assert done.returncode == 0, done.stderr
+    assert _stage(project, version) == "production"
 
 
 def test_kill_at_every_step_then_rerun_resumes(project):
@@ -52,8 +72,9 @@ def test_kill_at_every_step_then_rerun_resumes(project):
                         env={"MLPLAT_FAULT_KILL": fault})
         assert result.returncode == -signal.SIGKILL, (fault, result.stdout, result.stderr)
         assert _stage(project) == "dev", fault  # the stage changes only in the last step's transaction
-        time.sleep(0.3)  # the parent-death signal reaches the orphaned server
-        assert _servers_of(project) == [], f"staging server left running after kill at {fault}"
+        # the parent-death signal reaches the orphaned server: it exits on its own
+        wait_until(lambda: _servers_of(project) == [], timeout=30,
+                   message=lambda: f"staging server {_servers_of(project)} left running after kill at {fault}")
         _check_invariants(project)
         state = db(project).execute("SELECT state, steps FROM promotions ORDER BY id DESC").fetchone()
         assert state[0] == "running", fault
@@ -71,7 +92,7 @@ def test_kill_at_every_step_then_rerun_resumes(project):
 
 
 def test_full_promote_path_through_the_cli(project):
-    assert _stage(project) == "staging"
+    staged(project, 1)
     listing = cli_in(project, "models", "list", "--json")
     assert listing.returncode == 0 and '"stage": "staging"' in listing.stdout
     blocked = cli_in(project, "models", "promote", "scorer", "1", "--to", "production")
@@ -96,11 +117,8 @@ def test_two_concurrent_promotions_one_wins(project):
     env = {**os.environ, "MLPLAT_PROJECT_DIR": str(project), "MLPLAT_USER": AUTHOR}
     first = subprocess.Popen([str(BIN / "mlplat"), "models", "promote", "scorer", "2", "--to", "staging"], cwd=project,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if db(project).execute("SELECT 1 FROM promotions WHERE version=2 AND state='running'").fetchone():
-            break
-        time.sleep(0.05)
+    wait_until(lambda: db(project).execute("SELECT 1 FROM promotions WHERE version=2 AND state='running'").fetchone(),
+               timeout=60, message="the first promotion never started")
     second = cli_in(project, "models", "promote", "scorer", "2", "--to", "staging")
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
@@ -110,6 +128,9 @@ def test_two_concurrent_promotions_one_wins(project):
 
 
 def test_second_production_version_archives_the_first(project):
+    released(project, 1)
+    assert train(project, seed=2) == 2
+    staged(project, 2)
     approved = cli_in(project, "models", "approve", "scorer", "2", "--reason", "better", user=APPROVER)
     assert approved.returncode == 0, approved.stderr
     done = cli_in(project, "models", "promote", "scorer", "2", "--to", "production")
