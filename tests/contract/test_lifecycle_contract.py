@@ -10,6 +10,7 @@ real requests through the local gateway, or the CloudWatch metrics SageMaker pub
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -35,9 +36,18 @@ def local_stack_text() -> str:
 
 
 class LocalDriver:
-    """Traffic for a canary step: requests through the gateway, then one pass of its controller."""
+    """Traffic for a canary step: keyed requests through the gateway, judged by its controller.
+
+    The verdict rests on what the test sends, not on chance: routing keys fix which variant
+    serves each request (the gateway's own router picks them), every version is warm before
+    its latency counts, and the controller is driven pass by pass, with fresh traffic between
+    passes, until it acts - a latency stall it holds as "suspect" is then judged again on new
+    samples, as the running controller would - or ``ROUNDS`` rounds have gone by.
+    """
 
     name = "local"
+    ROUND = {"canary": 20, "stable": 60}  # requests per round, per variant
+    ROUNDS = 10
 
     def __init__(self, project):
         self.project = project
@@ -53,23 +63,56 @@ class LocalDriver:
         import httpx
         import pandas as pd
 
+        from tests.integration.conftest_serving import warm
+
         frame = pd.read_parquet(self.project / "data" / "holdout.parquet").drop(columns=["label"]).head(1)
         body = {"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}}
         gateway = dep.gateway(environment=ENV, controller=False)
         gateway.start()
         try:
-            async def traffic() -> list[int]:
+            live = gateway.table["scorer"]
+            warm(live, json.dumps(body).encode())
+            keys = self._keys(live)
+
+            async def traffic(batch: list[tuple[str, str]]) -> list[tuple[int, str]]:
                 transport = httpx.ASGITransport(app=gateway)
                 async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-                    return [(await client.post("/endpoints/scorer/invocations", json=body)).status_code
-                            for _ in range(150)]
+                    out = []
+                    for routing_key, _ in batch:
+                        r = await client.post("/endpoints/scorer/invocations", json=body,
+                                              headers={"x-routing-key": routing_key})
+                        out.append((r.status_code, r.headers.get("x-mlplat-variant", "")))
+                    return out
 
-            statuses = asyncio.run(traffic())
-            assert set(statuses) == {200}
-            acted = gateway.control_once()
+            for _ in range(self.ROUNDS):  # the deadline counts rounds of traffic, not seconds
+                batch = next(keys)
+                assert asyncio.run(traffic(batch)) == [(200, variant) for _, variant in batch]
+                acted = gateway.control_once()
+                if acted:
+                    break
         finally:
             gateway.stop()
         return acted[0][1] if acted else "wait"
+
+    def _keys(self, live):
+        """Rounds of ``(routing key, variant it routes to)``, canary and stable interleaved."""
+        i = 0
+        while True:
+            picked: dict[str, list[str]] = {variant: [] for variant in self.ROUND}
+            while any(len(picked[v]) < n for v, n in self.ROUND.items()):
+                routing_key = f"contract-request-{i}"
+                i += 1
+                variant = live.pick(routing_key.encode()).variant
+                if len(picked[variant]) < self.ROUND[variant]:
+                    picked[variant].append(routing_key)
+            stable = iter(picked["stable"])
+            ratio = self.ROUND["stable"] // self.ROUND["canary"]
+            batch = []
+            for canary_key in picked["canary"]:
+                batch.append((canary_key, "canary"))
+                batch += [(next(stable), "stable") for _ in range(ratio)]
+            batch += [(k, "stable") for k in stable]
+            yield batch
 
 
 class AwsDriver:
