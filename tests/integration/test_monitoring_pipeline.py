@@ -148,7 +148,8 @@ def test_too_few_rows_is_insufficient_data(env):
     conn = sqlite3.connect(env["db"])
     with conn:
         for i, record in enumerate(X.to_dict(orient="records")):
-            conn.execute("INSERT INTO captures VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            conn.execute("INSERT INTO captures (request_id, ts, model, version, variant, environment, inputs, outputs, "
+                         "latency_ms, status, shadow) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                          (f"tiny-{i}", time.time(), "tiny-model", 1, "primary", "dev", json.dumps(record), "[1]", 3.0,
                           200, 0))
     report = pass_json(env)

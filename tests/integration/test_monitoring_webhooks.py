@@ -66,9 +66,11 @@ def test_slow_webhook_is_retried_with_backoff_and_never_blocks_the_pass(tmp_path
     db = monitor_for(spec, ctx).database()
     conn = db.connect()
     with conn:  # one captured request makes a tiny cost: the $0.000001 budget is blown
-        conn.execute("INSERT INTO captures VALUES ('r1', ?, 'm', 1, 'primary', 'dev', '{\"x\": 1}', '[1]', 5, 200, 0)",
+        conn.execute("INSERT INTO captures (request_id, ts, model, version, variant, environment, inputs, outputs, "
+                     "latency_ms, status, shadow) VALUES ('r1', ?, 'm', 1, 'primary', 'dev', '{\"x\": 1}', '[1]', 5, 200, 0)",
                      (time.time() - 7200,))
-        conn.execute("INSERT INTO captures VALUES ('r2', ?, 'm', 1, 'primary', 'dev', '{\"x\": 2}', '[0]', 5, 200, 0)",
+        conn.execute("INSERT INTO captures (request_id, ts, model, version, variant, environment, inputs, outputs, "
+                     "latency_ms, status, shadow) VALUES ('r2', ?, 'm', 1, 'primary', 'dev', '{\"x\": 2}', '[0]', 5, 200, 0)",
                      (time.time() - 60,))
     conn.close()
 
