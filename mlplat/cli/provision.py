@@ -119,7 +119,7 @@ def preview(ctx, stack: str, offline: bool, as_json: bool) -> None:
 @lock_wait_option
 @pass_ctx
 def destroy(ctx, stack: str, yes: bool, lock_wait: float) -> None:
-    """Remove everything STACK's `up` created (asks first)."""
+    """Remove what STACK's `up` created (asks first); files the platform did not create are kept."""
     spec, provisioner = _provisioner(ctx, stack, lock_wait)
     plan = provisioner.plan_destroy()
     if not plan.changes:
@@ -127,8 +127,11 @@ def destroy(ctx, stack: str, yes: bool, lock_wait: float) -> None:
         return
     print_plan(ctx, spec, plan, verb="Destroy plan")
     _confirm(ctx, f"Destroy stack {spec.name}? Runs, models and audit records of this stack are deleted.", yes)
-    provisioner.destroy()
+    done = provisioner.destroy()
     ctx.console.print(f"[red]Destroyed[/] stack {spec.name}.")
+    for change in done.changes:
+        if change.action == "unchanged" and change.detail:
+            ctx.console.print(f"Kept {change.name}: {change.detail}", markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command()

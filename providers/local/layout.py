@@ -4,6 +4,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+MARKER = ".mlplat-state.json"
+MARKER_KIND = "mlplat-local-state"
+
+
+def _sqlite(name: str) -> tuple[str, ...]:
+    return (name, f"{name}-wal", f"{name}-shm", f"{name}-journal")
+
+
+# The top-level entries of a state directory that the platform itself creates, at `up` or at run
+# time. `up` copies this list into the ownership marker and `destroy` removes what the marker lists
+# and nothing else, so a platform component that starts writing a new top-level entry adds it here.
+PLATFORM_ENTRIES: tuple[str, ...] = (
+    *_sqlite("platform.db"), *_sqlite("mlflow.db"), "mlflow.db.partial", *_sqlite("online.db"),
+    "artifacts", "keys", "tmp", "locks", "monitoring", "features", "packages", "audit-head.json",
+)
+
 
 @dataclass(frozen=True)
 class StateLayout:
@@ -13,6 +29,11 @@ class StateLayout:
     def lock(self) -> Path:
         # beside the state dir, so it survives `destroy` and `up` can lock before creating it
         return self.root.parent / f".{self.root.name}.lock"
+
+    @property
+    def marker(self) -> Path:
+        """The ownership marker `up` writes: proof that the platform created (or adopted empty) ``root``."""
+        return self.root / MARKER
 
     @property
     def mlflow_db(self) -> Path:

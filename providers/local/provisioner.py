@@ -2,6 +2,11 @@
 
 Each resource is recorded in the platform database only after it was created, so a
 crash mid-`up` leaves the resource planned as "create" and the rerun finishes it.
+
+The state directory is the platform's only if an ownership marker in it says so: `up`
+creates the directory together with the marker (or adopts an empty directory inside the
+project), never a non-empty directory it did not create; `destroy` removes the entries the
+marker lists and keeps everything else.
 """
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,8 +24,8 @@ from mlplat import lineage
 from mlplat.components import Plan, PlannedChange, Provisioner, ResourceStatus
 from mlplat.db import Database
 from mlplat.locking import stack_lock
-from mlplat.errors import ExternalError
-from mlplat_providers.local.layout import StateLayout
+from mlplat.errors import ExternalError, IntegrityError, StackError
+from mlplat_providers.local.layout import MARKER, MARKER_KIND, PLATFORM_ENTRIES, StateLayout
 
 T_STATE = "mlplat:local:StateDirectory"
 T_DB = "mlplat:local:PlatformDatabase"
@@ -45,6 +52,124 @@ class LocalProvisioner(Provisioner):
         self.db = Database(self.layout.platform_db)
         self.lock_wait = lock_wait
 
+    # --- ownership of the state directory -------------------------------------------------
+
+    def _configured_absolute(self) -> bool:
+        configured = getattr(self.spec.provider, "state_dir", None)
+        return bool(configured) and Path(configured).is_absolute()
+
+    def _fix_hint(self) -> str:
+        return (f"point mlplat:provider.stateDir of stack '{self.spec.name}' at a new directory "
+                f"(default .mlplat/{self.spec.name}); nothing was changed")
+
+    def _read_marker(self) -> dict | None:
+        path = self.layout.marker
+        if path.is_symlink() or not path.exists():
+            return None  # `up` writes a regular file; a link is not its marker
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise IntegrityError(f"the ownership marker is unreadable: {exc}", where=str(path),
+                                 hint="restore it from a backup; nothing was changed") from exc
+        entries = doc.get("entries") if isinstance(doc, dict) else None
+        if not (isinstance(doc, dict) and doc.get("kind") == MARKER_KIND and isinstance(doc.get("stack"), str)
+                and isinstance(doc.get("createdRoot"), bool) and isinstance(entries, list)
+                and all(isinstance(e, str) and _plain_name(e) for e in entries)):
+            raise IntegrityError("the ownership marker is not one `mlplat up` wrote", where=str(path),
+                                 hint="restore it from a backup; nothing was changed")
+        return doc
+
+    def _legacy_record(self) -> bool:
+        """A state directory from before ownership markers: its platform database records that `up` made it."""
+        db = self.layout.platform_db
+        if db.is_symlink() or not db.is_file():
+            return False
+        try:  # read-only: a database the platform may not own is never written
+            conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+            try:
+                row = conn.execute("SELECT 1 FROM stack_resources WHERE resource=? AND name=?",
+                                   (T_STATE, str(self.layout.root))).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return False
+        return row is not None
+
+    def _inspect(self) -> tuple[str, dict | None]:
+        """What the state directory is: ``absent``, ``owned`` (marker of this stack), ``legacy``,
+        ``empty`` or ``foreign`` (non-empty, not the platform's), with the marker if any."""
+        root = self.layout.root
+        if not os.path.lexists(root):
+            return "absent", None
+        if root.is_symlink() or not root.is_dir():
+            raise StackError(f"the state directory {root} exists and is not a directory", hint=self._fix_hint())
+        marker = self._read_marker()
+        if marker is not None:
+            if marker["stack"] != self.spec.name:
+                raise StackError(f"the state directory {root} belongs to stack '{marker['stack']}'",
+                                 hint="give every stack its own mlplat:provider.stateDir; nothing was changed")
+            return "owned", marker
+        if self._legacy_record():
+            return "legacy", None
+        return ("foreign" if any(root.iterdir()) else "empty"), None
+
+    def _ownership(self) -> tuple[str, dict | None]:
+        """How `up` may use the state directory: ``create``, ``owned``, ``legacy`` or ``adopt`` (empty,
+        inside the project). A directory `up` must not use raises :class:`StackError`."""
+        state, marker = self._inspect()
+        root = self.layout.root
+        if state == "absent":
+            return "create", None
+        if state == "foreign":
+            raise StackError(
+                f"the state directory {root} is not empty and was not created by `mlplat up` (it has no {MARKER})",
+                hint=self._fix_hint())
+        if state == "empty":
+            if self._configured_absolute():
+                raise StackError(f"the state directory {root} already exists and was not created by `mlplat up`",
+                                 hint="an absolute stateDir must name a directory that does not exist yet; "
+                                      "`mlplat up` creates it")
+            return "adopt", None
+        return state, marker
+
+    def _write_marker(self, path: Path, *, created_root: bool, previous: dict | None) -> None:
+        document = {
+            "kind": MARKER_KIND, "version": 1, "stack": self.spec.name, "createdRoot": created_root,
+            "entries": sorted(set(previous["entries"] if previous else ()) | set(PLATFORM_ENTRIES)),
+            "about": "Written by `mlplat up`. `mlplat destroy` removes the entries listed here (and this "
+                     "directory if createdRoot is true and nothing else is left in it); it keeps everything else.",
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def _claim(self) -> None:
+        """Make the state directory the platform's (under the stack lock)."""
+        ownership, marker = self._ownership()
+        root = self.layout.root
+        if ownership == "create":
+            # The directory appears with its marker in one rename, so a crash never leaves an unmarked one.
+            root.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.new-", dir=root.parent))
+            try:
+                self._write_marker(staging / MARKER, created_root=True, previous=None)
+                os.rename(staging, root)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            return
+        if ownership == "owned":
+            if set(PLATFORM_ENTRIES) <= set(marker["entries"]):
+                return
+            created_root = marker["createdRoot"]
+        else:  # an adopted empty directory stays when destroyed; a legacy one was made by an earlier `up`
+            created_root = ownership == "legacy"
+        self._write_marker(self.layout.marker, created_root=created_root, previous=marker)
+
     # --- reading ------------------------------------------------------------------------
 
     def _recorded(self) -> dict[tuple[str, str], str]:
@@ -57,15 +182,25 @@ class LocalProvisioner(Provisioner):
             conn.close()
 
     def plan(self) -> Plan:
-        layout, recorded = self.layout, self._recorded()
+        ownership, marker = self._ownership()
+        layout = self.layout
+        recorded = self._recorded() if ownership in ("owned", "legacy") else {}
         plan = Plan(self.spec.name)
 
         def simple(kind: str, name: str, detail: str) -> None:
             done = (kind, name) in recorded
             plan.changes.append(PlannedChange(kind, name, "unchanged" if done else "create", "" if done else detail))
 
-        simple(T_STATE, str(layout.root), "private directory (0700)")
-        pending = self.db.pending() if layout.platform_db.is_file() else None
+        if ownership == "adopt":
+            plan.changes.append(PlannedChange(T_STATE, str(layout.root), "create",
+                                              "adopt this empty directory: ownership marker, mode 0700"))
+        elif ownership == "legacy":
+            plan.changes.append(PlannedChange(T_STATE, str(layout.root), "update", "write the ownership marker"))
+        elif ownership == "owned" and not set(PLATFORM_ENTRIES) <= set(marker["entries"]):
+            plan.changes.append(PlannedChange(T_STATE, str(layout.root), "update", "ownership marker: new entries"))
+        else:
+            simple(T_STATE, str(layout.root), "private directory (0700) with an ownership marker")
+        pending = self.db.pending() if ownership in ("owned", "legacy") and layout.platform_db.is_file() else None
         if pending is None or (T_DB, "platform.db") not in recorded:
             plan.changes.append(PlannedChange(T_DB, "platform.db", "create", "SQLite (WAL), schema migrations"))
         elif pending:
@@ -125,7 +260,7 @@ class LocalProvisioner(Provisioner):
             fresh = self.plan()  # the world may have moved while we waited
             layout = self.layout
             if fresh.has_changes:
-                layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self._claim()
                 os.chmod(layout.root, 0o700)
                 # keep the state (keys, databases) out of the user's git; a hint when mlplat cannot
                 hint = lineage.state_ignore_hint(Path(self.spec.project_dir or "."), layout.root)
@@ -189,24 +324,81 @@ class LocalProvisioner(Provisioner):
             os.fsync(handle.fileno())
         os.replace(tmp, path)
 
+    def _destroyable(self) -> tuple[list[str], bool] | None:
+        """The entries `destroy` may remove and whether it may remove the directory itself; None: nothing
+        of this stack is there. A non-empty directory without the platform's marker raises."""
+        state, marker = self._inspect()
+        if state in ("absent", "empty"):
+            return None
+        if state == "foreign":
+            raise StackError(
+                f"the state directory {self.layout.root} was not created by `mlplat up` (it has no {MARKER}); "
+                "destroy deletes nothing there", hint=self._fix_hint())
+        if state == "legacy":
+            return list(PLATFORM_ENTRIES), True
+        return list(marker["entries"]), marker["createdRoot"]
+
+    def _kept(self, entries: list[str]) -> list[str]:
+        """Entries of the state directory that `destroy` leaves: everything the marker does not list
+        (and links, which the platform never creates)."""
+        ours = {*entries, MARKER, f"{MARKER}.tmp"}
+        return sorted(p.name for p in self.layout.root.iterdir() if p.name not in ours or p.is_symlink())
+
     def plan_destroy(self) -> Plan:
         plan = Plan(self.spec.name)
-        if self.layout.root.exists():
-            for resource, name in self._recorded():
+        destroyable = self._destroyable()
+        if destroyable is None:
+            return plan
+        entries, created_root = destroyable
+        for resource, name in self._recorded():
+            if resource != T_STATE:
                 plan.changes.append(PlannedChange(resource, name, "delete"))
-            if not plan.changes:
-                plan.changes.append(PlannedChange(T_STATE, str(self.layout.root), "delete"))
+        kept = self._kept(entries)
+        root = str(self.layout.root)
+        if kept:
+            shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+            plan.changes.append(PlannedChange(T_STATE, root, "unchanged",
+                                              f"holds entries mlplat did not create, left in place: {shown}"))
+        elif not created_root:
+            plan.changes.append(PlannedChange(T_STATE, root, "unchanged",
+                                              "existed before `mlplat up`, left in place (emptied)"))
+        else:
+            plan.changes.append(PlannedChange(T_STATE, root, "delete"))
         return plan
 
     def destroy(self) -> Plan:
+        """Remove what the ownership marker lists; keep every other entry, and the directory if any is left."""
         with stack_lock(self.layout.lock, operation=f"destroy {self.spec.name}", wait_seconds=self.lock_wait):
             plan = self.plan_destroy()
-            if self.layout.root.exists():
-                shutil.rmtree(self.layout.root)
+            destroyable = self._destroyable()
+            if destroyable is None:
+                return plan
+            entries, created_root = destroyable
+            root = self.layout.root
+            # Stores first, the marker last: a crash part-way leaves the marker, and the rerun finishes.
+            for name in (*entries, f"{MARKER}.tmp"):
+                path = root / name
+                if path.is_symlink():
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+            if self._kept(entries):
+                if not self.layout.marker.exists():  # a legacy directory: mark it so a later `up` may use it
+                    self._write_marker(self.layout.marker, created_root=created_root, previous=None)
+                return plan
+            self.layout.marker.unlink(missing_ok=True)
+            if created_root:
+                root.rmdir()
             return plan
 
     def status(self) -> list[ResourceStatus]:
-        recorded = self._recorded()
+        try:
+            owned = self._inspect()[0] in ("owned", "legacy")
+        except (StackError, IntegrityError):
+            owned = False
+        recorded = self._recorded() if owned else {}  # never open a database in a directory that is not ours
         layout = self.layout
         out = []
         for resource, name, path in (
@@ -227,3 +419,8 @@ class LocalProvisioner(Provisioner):
                                   else ("stack file changed since last up" if config else "")))
         return out
 
+
+
+def _plain_name(name: str) -> bool:
+    """One path component inside the state directory: no separators, not '.' or '..'."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name

@@ -67,6 +67,8 @@ def test_up_plans_applies_and_is_idempotent(project, cli):
     assert (state / "mlflow.db").is_file() and (state / "platform.db").is_file()
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     assert oct((state / "keys" / "platform.key").stat().st_mode & 0o777) == "0o600"
+    marker = json.loads((state / ".mlplat-state.json").read_text())  # up proves it made the directory
+    assert marker["stack"] == "dev" and marker["createdRoot"] is True and "platform.db" in marker["entries"]
     second = cli("up", "--stack", "dev", "--yes")
     assert second.returncode == 0 and "No changes" in second.stdout and "+ create" not in second.stdout
     assert cli("status", "--stack", "dev").returncode == 0
@@ -150,7 +152,9 @@ def test_destroy_asks_and_removes(up_project, cli):
     assert (up_project / ".mlplat" / "dev").exists()
     result = cli("destroy", "--stack", "dev", "--yes")
     assert result.returncode == 0 and not (up_project / ".mlplat" / "dev").exists()
+    assert (up_project / "stacks" / "Pulumi.dev.yaml").is_file()  # the project around it stays
     assert cli("status", "--stack", "dev").returncode == 1
+    assert "Nothing to destroy" in cli("destroy", "--stack", "dev", "--yes").stdout
 
 
 def test_tracked_run_records_everything_unasked(up_project, cli):
@@ -183,7 +187,7 @@ def test_tracked_run_records_everything_unasked(up_project, cli):
     assert {"mlplat/lineage.json", "mlplat/requirements.lock", "mlplat/environment.json"} <= artifacts
 
     # an uncommitted change is detected and its diff kept
-    (up_project / "train.py").write_text(TRAIN_SCRIPT + "\n# tweak\n")
+    (up_project / ".gitignore").write_text(".mlplat/\n*.parquet\n# tweak\n")  # train() rewrites train.py itself
     dirty = train(up_project)
     dirty_id = dirty.stdout.split("RUN ")[1].split()[0]
     dtags = client(up_project).get_run(dirty_id).data.tags
@@ -201,7 +205,7 @@ def test_tracked_run_records_everything_unasked(up_project, cli):
     repro = cli("runs", "reproduce", run_id, "--out", str(out), "--check")
     assert repro.returncode == 0, repro.stdout + repro.stderr
     script = (out / "reproduce.sh").read_text()
-    assert f"git checkout {head}" in script and "pip install -r" in script and "train.py" in script
+    assert f"COMMIT={head}" in script and "pip install --quiet" in script and '"$PY" train.py' in script
     assert "scikit-learn==" in (out / "requirements.lock").read_text()
     (up_project / "train.parquet").write_bytes(b"changed")
     changed = cli("runs", "reproduce", run_id, "--out", str(out), "--check")
