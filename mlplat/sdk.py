@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -28,6 +29,8 @@ from mlplat.context import Context
 from mlplat.errors import MlplatError, TrackingRequired
 
 STACK_ENV = "MLPLAT_STACK"
+# Checked with fullmatch (never `$`, which accepts a trailing newline): letters, digits, _ . / - and inner spaces.
+EXPERIMENT_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9_./ -]{0,248}[A-Za-z0-9_./-])?"
 REPRODUCES_ENV = "MLPLAT_REPRODUCES"  # set by a reproduce bundle: the run being reproduced, kept as a tag
 FLUSH_INTERVAL_S = 1.0
 FLUSH_BATCH = 5000
@@ -248,8 +251,10 @@ def start_run(
     from mlplat import lineage
     from mlplat import providers
 
-    if not experiment or not isinstance(experiment, str):
-        raise MlplatError("experiment must be a non-empty string", hint='start_run(experiment="churn-model", ...)')
+    if not isinstance(experiment, str) or not re.fullmatch(EXPERIMENT_NAME, experiment):
+        raise MlplatError(f"invalid experiment name {experiment!r}",
+                          hint="use letters, digits, '_', '.', '/', '-' and inner spaces, starting with a letter or "
+                               'digit (max 250), e.g. start_run(experiment="churn-model", ...)')
     ctx = ctx or Context()
     spec = ctx.stack(stack or os.environ.get(STACK_ENV, "dev"))
     tracker = providers.capability(spec, ctx, Capability.TRACKING)

@@ -33,7 +33,8 @@ from typing import Any, Iterable, Mapping
 
 from mlplat.features.errors import FeatureDefinitionError, nearest
 
-IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Checked with fullmatch: `$` alone would accept a trailing newline ("views\n").
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 RESERVED_PREFIX = "__"
 
 # dtype -> (DuckDB type, SQLite affinity)
@@ -63,7 +64,7 @@ TIMESTAMP_TYPES = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIME
 
 
 def _check_ident(kind: str, name: Any) -> str:
-    if not isinstance(name, str) or not IDENT.match(name) or name.startswith(RESERVED_PREFIX):
+    if not isinstance(name, str) or not IDENT.fullmatch(name) or name.startswith(RESERVED_PREFIX):
         raise FeatureDefinitionError(
             f"{kind} name {name!r} is not a valid identifier",
             hint="use letters, digits and underscores, starting with a letter (not '__'), at most 63 characters",
@@ -91,7 +92,7 @@ def parse_ttl(value: Any, where: str) -> int | None:
         seconds = -1
     elif isinstance(value, (int, float)):
         seconds = float(value)
-    elif isinstance(value, str) and re.match(r"^\d+(s|m|h|d)$", value):
+    elif isinstance(value, str) and re.fullmatch(r"\d+(s|m|h|d)", value):
         seconds = int(value[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[value[-1]]
     else:
         raise FeatureDefinitionError(f"ttl {value!r} is not a duration", where=where,
@@ -343,7 +344,7 @@ def load_module(path: Path) -> Definitions:
 
 # --- references ------------------------------------------------------------------------
 
-REF = re.compile(r"^(?P<view>[A-Za-z_][A-Za-z0-9_]*)(@v?(?P<version>\d+))?(:(?P<feature>[A-Za-z_][A-Za-z0-9_]*|\*))?$")
+REF = re.compile(r"(?P<view>[A-Za-z_][A-Za-z0-9_]*)(@v?(?P<version>\d+))?(:(?P<feature>[A-Za-z_][A-Za-z0-9_]*|\*))?")
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ class FeatureRef:
 
     @classmethod
     def parse(cls, text: Any, *, need_feature: bool = False) -> "FeatureRef":
-        match = REF.match(text) if isinstance(text, str) else None
+        match = REF.fullmatch(text) if isinstance(text, str) else None
         if match is None or (need_feature and not match.group("feature")):
             raise FeatureDefinitionError(
                 f"malformed feature reference {text!r}",
