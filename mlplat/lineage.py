@@ -65,6 +65,9 @@ STATE_ROOT = ".mlplat"
 # Untracked files up to this size travel in code.diff (so a reproduction has them); bigger ones are
 # only hashed into the digest and listed, since a data file is checked by its own hash instead.
 UNTRACKED_IN_DIFF_MAX = 1 << 20
+# Python's bytecode cache is written by importing the code, and embeds the source's mtime: an
+# untracked one would make every run, and every reproduction of it, differ from the last.
+BYTECODE = (":(top,exclude,glob)**/__pycache__/**", ":(top,exclude,glob)**/*.py[co]")
 
 
 def _exclusions(root: Path, exclude: list[Path] | tuple[Path, ...]) -> list[str]:
@@ -98,7 +101,7 @@ def code_version(cwd: Path | None = None, *, exclude: list[Path] | tuple[Path, .
     remote = (_git(["config", "--get", "remote.origin.url"], root_path) or "").strip() or None
     spec = ["--", ".", *_exclusions(root_path, exclude)]
     tracked = _git_bytes(["diff", "HEAD", "--binary", *spec] if commit else ["diff", "--binary", *spec], root_path)
-    listed = _git_bytes(["ls-files", "--others", "--exclude-standard", "-z", *spec], root_path) or b""
+    listed = _git_bytes(["ls-files", "--others", "--exclude-standard", "-z", *spec, *BYTECODE], root_path) or b""
     untracked = sorted(p for p in listed.decode("utf-8", "surrogateescape").split("\0") if p)
     diff = tracked or b""
     omitted: list[str] = []

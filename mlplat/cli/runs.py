@@ -185,68 +185,72 @@ def compare(ctx, run_refs: tuple[str, ...], stack: str, all_keys: bool, as_json:
 @click.argument("run_ref")
 @stack_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write the bundle (default: reproduce/<run id>).")
+              help="Where to write the bundle (default: .mlplat/reproduce/<run id> in the project).")
+@click.option("--with-data", is_flag=True, help="Copy the run's dataset files (those inside the repository) into the bundle.")
+@click.option("--no-code", is_flag=True, help="Leave out code.bundle; reproduce.sh then needs the repository passed to it.")
 @click.option("--check", is_flag=True, help="Exit 1 if current data or code no longer match the run.")
 @json_option
 @pass_ctx
-def reproduce(ctx, run_ref: str, stack: str, out_dir: Path | None, check: bool, as_json: bool) -> int:
-    """Write what is needed to rerun RUN: commit, requirements lock, diff, dataset hashes, command."""
-    import shlex
+def reproduce(ctx, run_ref: str, stack: str, out_dir: Path | None, with_data: bool, no_code: bool, check: bool,
+              as_json: bool) -> int:
+    """Write a relocatable bundle that reruns RUN: code (commit + diff), locked venv, data hashes, command.
+
+    Run the bundle's reproduce.sh anywhere: it clones the commit into a fresh folder, applies the
+    diff, builds a venv from the lock, checks the data by sha256, trains with the venv's python and
+    compares the new run's metrics with this one's."""
     import shutil
     import tempfile
 
     from mlplat import lineage as lin
+    from mlplat import reproduce as bundles
 
     spec, tracker = _tracker(ctx, stack)
     run = resolve_run(tracker, run_ref)
-    out_dir = out_dir or Path(spec.project_dir) / "reproduce" / run.run_id
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = out_dir or Path(spec.project_dir) / lin.STATE_ROOT / "reproduce" / run.run_id
     with tempfile.TemporaryDirectory(prefix="mlplat-") as tmp:
         try:
             folder = Path(tracker.download_artifacts(run.run_id, "mlplat", tmp))
-        except Exception as exc:
-            raise NotFound(f"run {run.run_id} has no mlplat lineage (was it tracked by mlplat?)") from exc
+        except Exception as exc:  # MLflow raises several types for a missing artifact folder
+            raise NotFound(f"run {run.run_id} has no mlplat lineage (was it tracked by mlplat?)",
+                           hint="only runs started with mlplat.start_run can be reproduced") from exc
+        if not (folder / "lineage.json").is_file():
+            raise NotFound(f"run {run.run_id} has no mlplat lineage (was it tracked by mlplat?)")
+        _check_out_dir(out_dir, run.run_id)
+        out_dir.mkdir(parents=True, exist_ok=True)
         for name in ("lineage.json", "requirements.lock", "environment.json", "code.diff"):
             if (folder / name).exists():
                 shutil.copy(folder / name, out_dir / name)
     doc = json.loads((out_dir / "lineage.json").read_text())
-    warnings: list[str] = []  # the current world differs from the run's
-    notes: list[str] = []  # what cannot be checked automatically
-    for d in doc.get("datasets", []):
-        if d["kind"] != "file":
-            notes.append(f"dataset '{d['name']}' was an in-memory {d['kind']}: rebuild it and compare sha256 {d['sha256'][:16]}")
-            continue
-        path = Path(d["path"])
-        if not path.is_file():
-            warnings.append(f"dataset '{d['name']}' is missing at {path}")
-        elif lin.file_sha256(path) != d["sha256"]:
-            warnings.append(f"dataset '{d['name']}' at {path} changed since the run (sha256 differs)")
-    code = doc.get("code", {})
-    script = ["#!/usr/bin/env bash", f"# Reproduce run {run.run_id} ({run.experiment}/{run.name})", "set -euo pipefail"]
-    if code.get("in_git") and code.get("commit"):
-        script += [f"cd {shlex.quote(code['repo_root'])}", f"git checkout {code['commit']}"]
-        if (out_dir / "code.diff").exists():
-            script.append(f"git apply {shlex.quote(str((out_dir / 'code.diff').resolve()))}")
-        current = lin.code_version(Path(code["repo_root"])) if Path(code["repo_root"]).exists() else None
-        if current and current.commit != code["commit"]:
-            warnings.append(f"the working tree is at {str(current.commit)[:8]}, the run used {code['commit'][:8]}")
-    else:
-        notes.append("the run's code was not in git: only the command and environment are recorded")
-    script += [
-        "python -m venv .venv-reproduce && . .venv-reproduce/bin/activate",
-        f"pip install -r {shlex.quote(str((out_dir / 'requirements.lock').resolve()))}",
-        f"cd {shlex.quote(doc.get('cwd', '.'))}",
-        doc.get("command", "python train.py"),
-    ]
-    (out_dir / "reproduce.sh").write_text("\n".join(script) + "\n")
-    (out_dir / "reproduce.sh").chmod(0o755)
+    environment = json.loads((out_dir / "environment.json").read_text()) if (out_dir / "environment.json").exists() else None
+    bundle = bundles.write(out_dir, run=run, doc=doc, environment=environment, stack=spec.name,
+                           provider_kind=spec.provider.kind, project_dir=Path(spec.project_dir),
+                           with_data=with_data, with_code=not no_code)
     if as_json:
-        emit_json({"run": run.run_id, "out": str(out_dir), "warnings": warnings, "notes": notes})
+        emit_json({"run": run.run_id, "out": str(out_dir), "files": bundle.files, "warnings": bundle.warnings,
+                   "notes": bundle.notes})
     else:
-        ctx.console.print(f"Wrote {out_dir}: reproduce.sh, lineage.json, requirements.lock"
-                          + (", code.diff" if (out_dir / "code.diff").exists() else ""))
-        for w in warnings:
+        ctx.console.print(f"Wrote {out_dir}: {', '.join(bundle.files)}", highlight=False)
+        ctx.console.print(f"Run it anywhere: {out_dir / 'reproduce.sh'}", highlight=False)
+        for w in bundle.warnings:
             ctx.console.print(f"[yellow]warning:[/] {w}", highlight=False)
-        for n in notes:
+        for n in bundle.notes:
             ctx.console.print(f"note: {n}", highlight=False)
-    return ExitCode.FAILED if (check and warnings) else ExitCode.OK
+    return ExitCode.FAILED if (check and bundle.warnings) else ExitCode.OK
+
+
+def _check_out_dir(out_dir: Path, run_id: str) -> None:
+    """A bundle goes into a new or empty folder, or over an earlier bundle of the same run (whose
+    files it rewrites with the same content); never over anything else."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise MlplatError(f"--out {out_dir} is a file", hint="give a new folder")
+    if not any(out_dir.iterdir()):
+        return
+    try:
+        same = json.loads((out_dir / "lineage.json").read_text()).get("run_id") == run_id
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        raise MlplatError(f"--out {out_dir} is not empty and holds no bundle of run {run_id}",
+                          hint="give a new or empty folder")

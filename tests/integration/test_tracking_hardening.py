@@ -89,6 +89,9 @@ def test_untracked_files_count_by_content_and_travel_in_the_diff(tmp_path):
     assert first.dirty and second.dirty
     assert first.diff_sha256 != second.diff_sha256  # same names, different content
     assert lineage.code_version(repo).diff_sha256 == second.diff_sha256  # and stable
+    (repo / "src" / "__pycache__").mkdir()  # bytecode written by importing the code is not code
+    (repo / "src" / "__pycache__" / "features.cpython-311.pyc").write_bytes(b"\x00mtime")
+    assert lineage.code_version(repo).diff_sha256 == second.diff_sha256
 
     # the diff rebuilds the work tree on a fresh clone of the commit
     clone = tmp_path / "clone"
