@@ -154,7 +154,12 @@ class LocalProvisioner(Provisioner):
         if ownership == "create":
             # The directory appears with its marker in one rename, so a crash never leaves an unmarked one.
             root.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.new-", dir=root.parent))
+            prefix = f".{root.name}.new-"
+            for stale in root.parent.glob(f"{prefix}*"):  # left by a crash before the rename
+                only_marker = {p.name for p in stale.iterdir()} <= {MARKER, f"{MARKER}.tmp"} if stale.is_dir() else False
+                if only_marker and not stale.is_symlink():
+                    shutil.rmtree(stale)
+            staging = Path(tempfile.mkdtemp(prefix=prefix, dir=root.parent))
             try:
                 self._write_marker(staging / MARKER, created_root=True, previous=None)
                 os.rename(staging, root)

@@ -216,3 +216,29 @@ def test_a_destroy_cut_short_is_finished_by_the_next(up_project, monkeypatch):
     monkeypatch.setattr(module.shutil, "rmtree", real)
     module.LocalProvisioner(spec, Context()).destroy()
     assert not spec.state_dir.exists()
+
+
+def test_up_killed_before_its_state_dir_appeared_leaves_nothing_behind(project, monkeypatch):
+    from mlplat.context import Context
+    from mlplat.stack import load_stack
+    from mlplat_providers.local import provisioner as module
+
+    spec = load_stack("dev", project)
+    real = module.os.rename
+
+    def killed(src, dst):
+        raise KeyboardInterrupt  # as if the process died between building the directory and renaming it
+
+    monkeypatch.setattr(module.os, "rename", killed)
+    boom = module.LocalProvisioner(spec, Context())
+    with pytest.raises(KeyboardInterrupt):
+        boom.apply(boom.plan())
+    assert not spec.state_dir.exists()
+    # a hard kill skips the cleanup: the rerun removes the marker-only leftover and builds the directory
+    (spec.state_dir.parent / ".dev.new-leftover").mkdir()
+    (spec.state_dir.parent / ".dev.new-leftover" / MARKER).write_text("{}")
+    monkeypatch.setattr(module.os, "rename", real)
+    again = module.LocalProvisioner(spec, Context())
+    again.apply(again.plan())
+    assert (spec.state_dir / MARKER).is_file()
+    assert [p.name for p in spec.state_dir.parent.iterdir() if p.name.startswith(".dev.new-")] == []
