@@ -1,4 +1,4 @@
-"""What a run needs to be reproduced: code version, environment, dataset fingerprints."""
+"""What a run needs to be reproduced: code version, environment, dataset fingerprints, feature views."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from mlplat.errors import MlplatError
 
@@ -321,3 +321,13 @@ def _file_shape(path: Path) -> tuple[int | None, dict[str, str]]:
     except Exception as exc:  # unreadable table: keep the hash, note the reason
         return None, {"error": f"could not read schema: {exc}"[:200]}
     return None, {}
+
+
+def views_of_run(tags: Mapping[str, str]) -> list[str]:
+    """The view versions a run trained on, from its ``mlplat.features.<view>`` tags (``["driver_stats@2"]``)."""
+    out = []
+    for key, value in sorted(tags.items()):
+        if key.startswith("mlplat.features."):
+            name = key[len("mlplat.features."):]
+            out.extend(f"{name}@{v}" for v in str(value).split(",") if v.strip().isdigit())
+    return out

@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from mlplat import lineage, providers
 from mlplat.components import Capability, MetricPoint
 from mlplat.context import Context
 from mlplat.errors import MlplatError, TrackingRequired
+from mlplat.lineage import relative_inside
+from mlplat.services import registry as registry_service
 
 STACK_ENV = "MLPLAT_STACK"
 # Checked with fullmatch (never `$`, which accepts a trailing newline): letters, digits, _ . / - and inner spaces.
@@ -161,14 +164,19 @@ class Run:
             self.log_artifact(target, None if parent == "." else parent)
 
     def log_model(self, model: Any, name: str, **kwargs: Any) -> Any:
-        """Register ``model`` as a new version of ``name`` with this run's lineage."""
-        from mlplat.services import registry as registry_service  # lands with the registry
+        """Register ``model`` as a new version of ``name`` with this run's lineage.
 
+        ``TrackingRequired`` once the run has ended: untracked models are never registered."""
+        with _lock:
+            active = not self._ended and self in _active
+        if not active:
+            raise TrackingRequired(f"cannot register a model outside an active tracked run (run {self.run_id} has ended)",
+                                   hint='call run.log_model(...) inside `with mlplat.start_run(...) as run:`')
         version = registry_service.log_model(self, model, name=name, **kwargs)
-        self._say_reference(registry_service, name, version)
+        self._say_reference(name, version)
         return version
 
-    def _say_reference(self, registry_service, name: str, version: int) -> None:
+    def _say_reference(self, name: str, version: int) -> None:
         """Tell the user where the monitoring reference sample came from, and when it is too small to judge."""
         conn = registry_service.registry_for(self.spec, self.ctx).database().connect()
         try:
@@ -248,9 +256,6 @@ def start_run(
     ``datasets`` maps a role ("train", "holdout"...) to a file path, DataFrame or
     array; each is fingerprinted before training starts.
     """
-    from mlplat import lineage
-    from mlplat import providers
-
     if not isinstance(experiment, str) or not re.fullmatch(EXPERIMENT_NAME, experiment):
         raise MlplatError(f"invalid experiment name {experiment!r}",
                           hint="use letters, digits, '_', '.', '/', '-' and inner spaces, starting with a letter or "
@@ -322,8 +327,6 @@ def start_run(
 def _invocation(code, project: Path) -> dict[str, Any]:
     """How to rerun this process from a checkout: arguments and working folder relative to the
     repository (absolute paths inside it rewritten), and the project folder relative to it."""
-    from mlplat.lineage import relative_inside
-
     argv = getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]
     cwd = Path.cwd()
     root = Path(code.repo_root) if code.in_git and code.repo_root else None

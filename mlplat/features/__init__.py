@@ -17,7 +17,7 @@ _EXPORTS = {
     "FeatureStore": "mlplat.features.client",
     "SkewReport": "mlplat.features.client",
     "enrich": "mlplat.features.client",
-    "views_of_run": "mlplat.features.client",
+    "views_of_run": "mlplat.lineage",
     "FeatureDataError": "mlplat.features.errors",
     "FeatureDefinitionError": "mlplat.features.errors",
     "UnknownFeature": "mlplat.features.errors",

@@ -28,12 +28,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from mlplat import providers
 from mlplat.components import Capability
 from mlplat.context import Context
 from mlplat.features.contract import FeatureStoreBackend, ViewSelection
 from mlplat.features.definitions import Definitions, FeatureRef, collect, digest_of, load_module
 from mlplat.features.errors import FeatureDataError, UnknownFeature, nearest
 from mlplat.features.plan import FeaturePlan
+from mlplat.sdk import active_run
 
 DEFAULT_TIMESTAMP_COLUMN = "event_timestamp"
 
@@ -254,8 +256,6 @@ class FeatureStore:
 
     def __init__(self, stack: str | None = None, *, ctx: Context | None = None, spec: Any = None,
                  backend: FeatureStoreBackend | None = None):
-        from mlplat import providers
-
         self.ctx = ctx or Context()
         self.spec = spec or self.ctx.stack(stack or os.environ.get("MLPLAT_STACK", "dev"))
         self.backend = backend or providers.capability(self.spec, self.ctx, Capability.FEATURES)
@@ -322,8 +322,6 @@ class FeatureStore:
 
     def _record_lineage(self, selections: Sequence[ViewSelection], entity_df: Any, refs: Sequence[str],
                         timestamp_column: str) -> None:
-        from mlplat.sdk import active_run
-
         run = active_run()
         if run is None:
             return
@@ -479,13 +477,3 @@ def enrich(spec: Any, ctx: Context, view_refs: Sequence[str], entity_rows: Seque
     except UnknownFeature:  # registered after the client was cached
         selections = resolve(refs, store.registered(refresh=True))
     return store._online(selections, entity_rows)
-
-
-def views_of_run(tags: Mapping[str, str]) -> list[str]:
-    """The view versions a run trained on, from its ``mlplat.features.<view>`` tags (``["driver_stats@2"]``)."""
-    out = []
-    for key, value in sorted(tags.items()):
-        if key.startswith("mlplat.features."):
-            name = key[len("mlplat.features."):]
-            out.extend(f"{name}@{v}" for v in str(value).split(",") if v.strip().isdigit())
-    return out

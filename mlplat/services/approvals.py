@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from mlplat.errors import Conflict, Denied, IntegrityError, MlplatError
 from mlplat.services import audit
+from mlplat.services import gate as gate_service
 from mlplat.services import governance as governance_service
+from mlplat.services import ledger as ledger_service
+from mlplat.services import registry as reg
 from mlplat.stack import Governance, RiskTier
 
 if TYPE_CHECKING:
@@ -42,10 +45,6 @@ def status(conn, spec: "StackSpec", name: str, version: int, environment: str,
     the applied governance of the ledger). Decisions on older bindings, by someone no longer an
     approver, or without their audit entry (``unaudited``) are listed as void and never counted.
     """
-    from mlplat.services import gate as gate_service
-    from mlplat.services import ledger as ledger_service
-    from mlplat.services import registry as reg
-
     governance = governance or governance_service.effective(conn, spec).governance
     row = reg.version_row(conn, name, version)
     need = required(governance, name)
@@ -96,8 +95,6 @@ def require_audited(st: dict[str, Any], what: str) -> None:
 def decide(spec: "StackSpec", ctx: "Context", name: str, version: int, *, decision: str, reason: str,
            environment: str | None = None) -> dict[str, Any]:
     """Record ``ctx.user``'s approval or rejection of ``name`` ``version``; return the new status."""
-    from mlplat.services import registry as reg
-
     if decision not in ("approved", "rejected"):
         raise MlplatError(f"unknown decision {decision!r}")
     reason = (reason or "").strip()
@@ -161,8 +158,6 @@ def decide(spec: "StackSpec", ctx: "Context", name: str, version: int, *, decisi
 
 def pending(conn, spec: "StackSpec", environment: str, *, include_decided: bool = False) -> list[dict[str, Any]]:
     """Versions of critical models in staging (or with a passed gate) and where their approval stands."""
-    from mlplat.services import registry as reg
-
     governance = governance_service.effective(conn, spec).governance
     out = []
     for item in reg.list_models(conn, environment):

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from mlplat.errors import CheckFailed, MlplatError
-from mlplat.services import audit
+from mlplat.services import audit, model_loading
+from mlplat.services import registry as reg
+from mlplat.services.holdout import HoldoutError, load_holdout, resolve_holdout
 from mlplat.stack import HIGHER_IS_BETTER, LOWER_IS_BETTER
 
 if TYPE_CHECKING:
@@ -31,67 +33,8 @@ ECE_BINS = 10
 PRIMARY = {"classification": "roc_auc", "regression": "rmse"}
 
 
-class HoldoutError(CheckFailed):
-    """The held-out set is missing, unreadable or lacks the columns the model needs."""
-
-
 def _round(value: float) -> float:
     return float(f"{value:.10g}")
-
-
-def resolve_holdout(spec: "StackSpec", row: Mapping[str, Any]) -> dict[str, str]:
-    doc = row.get("holdout") or (spec.gate.holdout.model_dump() if spec.gate.holdout else None)
-    if not doc:
-        raise HoldoutError(f"no held-out set for {row['model']} version {row['version']}",
-                           hint="name one at registration (run.log_model(..., holdout={'path': ..., 'label': ...})) "
-                                "or in the stack (mlplat:gate: holdout: {path, label})")
-    return {"path": doc["path"], "label": doc["label"]}
-
-
-def load_holdout(doc: Mapping[str, str], project_dir: Path, *, columns_only: bool = False, features=None):
-    """Read the held-out set (Parquet or CSV; path relative to the project). ``HoldoutError`` when the
-    file is missing or unreadable, the label column is absent, or a feature the model needs is missing."""
-    path = Path(doc["path"])
-    if not path.is_absolute():
-        path = project_dir / path
-    if not path.is_file():
-        raise HoldoutError(f"held-out file not found: {path}", where=doc["path"],
-                           hint="fix the path (relative to the project root) in the stack's gate.holdout or at registration")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            columns = [f.name for f in pq.ParquetFile(path).schema_arrow]
-        elif suffix in (".csv", ".tsv"):
-            import pandas as pd
-
-            columns = list(pd.read_csv(path, nrows=0, sep="\t" if suffix == ".tsv" else ",").columns)
-        else:
-            raise HoldoutError(f"held-out file {path.name} is neither Parquet nor CSV", where=str(path),
-                               hint="use a .parquet or .csv file")
-    except HoldoutError:
-        raise
-    except Exception as exc:
-        raise HoldoutError(f"held-out file is unreadable: {exc}", where=str(path)) from None
-    label = doc["label"]
-    if label not in columns:
-        raise HoldoutError(f"label column '{label}' is not in the held-out file (columns: {', '.join(columns[:20])})",
-                           where=str(path), hint="fix gate.holdout.label or the file")
-    missing = [f for f in (features or []) if f not in columns]
-    if missing:
-        raise HoldoutError(f"the held-out file lacks feature column(s) the model needs: {', '.join(missing[:10])}",
-                           where=str(path), hint="evaluate on a file with the model's input columns")
-    if columns_only:
-        return None
-    import pandas as pd
-
-    frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    if len(frame) == 0:
-        raise HoldoutError("the held-out file has no rows", where=str(path))
-    from mlplat.lineage import file_sha256
-
-    return frame, file_sha256(path), path
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -99,9 +42,7 @@ def load_holdout(doc: Mapping[str, str], project_dir: Path, *, columns_only: boo
 
 def predict(model: Any, X) -> tuple[Any, Any, Any]:
     """``(predictions, probabilities or None, classes or None)`` of an already loaded model."""
-    from mlplat.services.model_loading import predictions
-
-    return predictions(model, X)
+    return model_loading.predictions(model, X)
 
 
 def infer_task(y) -> str:
@@ -180,8 +121,6 @@ def evaluate(model_dir: Path, frame, label: str, features: list[str] | None, tas
              what: str = "the model") -> tuple[str, dict]:
     X = frame[features] if features else frame.drop(columns=[label])
     y = frame[label].to_numpy()
-    from mlplat.services import model_loading
-
     # Safe formats (skops, XGBoost's own) score here; pickle formats only in a child process.
     try:
         y_pred, proba, classes = model_loading.score(model_dir, X, what=what)
@@ -247,8 +186,6 @@ def run_gate(spec: "StackSpec", ctx: "Context", name: str, version: int, environ
              registry=None, record: bool = True) -> dict[str, Any]:
     """Evaluate ``name`` ``version``; store the report (and an audit entry); return it with its digest.
     Does not raise on a failing check: callers decide (``raise_if_failed``)."""
-    from mlplat.services import registry as reg
-
     registry = registry or reg.registry_for(spec, ctx)
     db = registry.database()
     conn = db.connect()
@@ -346,4 +283,5 @@ def reports(conn, name: str, version: int) -> list[dict[str, Any]]:
     return [dict(r) | {"report": json.loads(r["report"])} for r in rows]
 
 
-__all__ = ["run_gate", "raise_if_failed", "latest_report", "load_holdout", "HoldoutError", "MlplatError"]
+__all__ = ["run_gate", "raise_if_failed", "latest_report", "load_holdout", "resolve_holdout", "HoldoutError",
+           "MlplatError"]

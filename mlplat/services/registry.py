@@ -7,33 +7,53 @@ it, every file is hashed into a manifest sealed with the stack's key, and the
 version is created in the provider's registry and recorded — lineage, author,
 manifest, stage ``dev`` and an audit entry — in the platform database.
 
-The platform database is the source of truth for stages. Serving asks
-:func:`assert_deployable` and loads only from :func:`verified_model_dir`.
+The platform database is the source of truth for stages. This module is the version
+ledger: registration, lookups, stages, verification of sealed files and sealed loading.
+Whether a version may serve traffic is :func:`mlplat.services.deployability.assert_deployable`;
+serving loads only from :func:`verified_model_dir`.
 """
 from __future__ import annotations
 
+import difflib
 import json
+import logging
+import os
 import re
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
+from mlplat import lineage, providers
 from mlplat.components import Capability, ModelRegistry
-from mlplat.errors import Denied, IntegrityError, MlplatError, NotFound, TrackingRequired
+from mlplat.errors import IntegrityError, MlplatError, NotFound, TrackingRequired
 from mlplat.services import audit
+from mlplat.services import holdout as holdouts
 from mlplat.services import manifest as manifests
+from mlplat.services.model_loading import SKOPS_TRUSTED, describe
 from mlplat.stack import MODEL_NAME, MODEL_NAME_RULE
 
 if TYPE_CHECKING:
     from mlplat.context import Context
-    from mlplat.sdk import Run
     from mlplat.stack import StackSpec
 
 NAME = re.compile(MODEL_NAME)  # checked with fullmatch: "credit-risk\n" is not "credit-risk"
 STAGES = ("dev", "staging", "production", "archived")
 REFERENCE_ROWS = 10_000
 PREDICTION_COLUMN = "__prediction__"
+
+class TrackedRun(Protocol):
+    """What registration reads from a run (:class:`mlplat.sdk.Run` is one)."""
+
+    run_id: str
+    experiment: str
+    lineage: dict[str, Any]
+    datasets: dict[str, Any]
+    spec: "StackSpec"
+    ctx: "Context"
+
+    def set_tag(self, key: str, value: Any) -> None: ...
+
 
 # Packages each flavor needs at load time, pinned from the run's environment.
 FLAVOR_REQUIREMENTS = {
@@ -45,8 +65,6 @@ FLAVOR_REQUIREMENTS = {
 
 
 def registry_for(spec: "StackSpec", ctx: "Context") -> ModelRegistry:
-    from mlplat import providers
-
     return providers.capability(spec, ctx, Capability.REGISTRY)
 
 
@@ -75,8 +93,6 @@ def pinned_requirements(framework: str, environment: Mapping[str, Any]) -> list[
     """``name==version`` for the flavor's packages and MLflow, from the run's recorded environment."""
     packages = {k.lower(): v for k, v in (environment.get("packages") or {}).items()}
     if not packages:  # a run recorded before environments were: use this interpreter's
-        from mlplat import lineage
-
         packages = lineage.environment()["packages"]
     wanted = ("mlflow", *FLAVOR_REQUIREMENTS[framework])
     return [f"{name}=={packages[name]}" for name in dict.fromkeys(wanted) if name in packages]
@@ -90,10 +106,8 @@ def _holdout_doc(holdout: Any, project_dir: Path) -> dict[str, str] | None:
     if not isinstance(holdout, Mapping) or not holdout.get("path") or not holdout.get("label"):
         raise MlplatError("holdout must be a mapping with 'path' and 'label'",
                           hint='log_model(..., holdout={"path": "data/holdout.parquet", "label": "is_fraud"})')
-    from mlplat.services import gate
-
     doc = {"path": str(holdout["path"]), "label": str(holdout["label"])}
-    gate.load_holdout(doc, project_dir, columns_only=True)  # fail now, not at promotion time
+    holdouts.load_holdout(doc, project_dir, columns_only=True)  # fail now, not at promotion time
     return doc
 
 
@@ -253,17 +267,13 @@ def _model_columns(model: Any, frame, label: str | None):
     return X if expected is None or X.shape[1] == int(expected) else None
 
 
-def _infer_signature(model: Any, framework: str, run: "Run", holdout_doc, spec: "StackSpec") -> tuple[Any, str]:
+def _infer_signature(model: Any, framework: str, run: TrackedRun, holdout_doc, spec: "StackSpec") -> tuple[Any, str]:
     """``(signature, source)`` for a model logged with neither a signature nor an input example: its
     input columns and types from the run's ``train`` dataset (the rows the reference sample comes from),
     else from the gate's held-out set; ``(None, why not)`` when neither holds the model's columns."""
     if framework == "pytorch":  # tensor inputs: column names from a table would be a guess
         return None, "not inferred for PyTorch models: pass input_example or signature to log_model"
-    import logging
-
     from mlflow.models import infer_signature
-
-    from mlplat.services import gate
 
     holdout = holdout_doc or (spec.gate.holdout.model_dump() if spec.gate.holdout else None)
     label = (holdout or {}).get("label")
@@ -274,8 +284,8 @@ def _infer_signature(model: Any, framework: str, run: "Run", holdout_doc, spec: 
             yield source, frame
         if holdout:
             try:
-                frame, _, _ = gate.load_holdout(holdout, Path(spec.project_dir))
-            except gate.HoldoutError:
+                frame, _, _ = holdouts.load_holdout(holdout, Path(spec.project_dir))
+            except holdouts.HoldoutError:
                 return
             yield f"held-out set {holdout['path']}", frame
 
@@ -304,8 +314,6 @@ def _sklearn_serialization(model: Any) -> tuple[str, list[str], str | None]:
     on the platform's allow-list, else ``("cloudpickle", [], why)``."""
     import skops.io
 
-    from mlplat.services.model_loading import SKOPS_TRUSTED
-
     try:
         untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     except Exception as exc:  # skops cannot write it at all (lambdas, local classes...)
@@ -319,8 +327,6 @@ def _sklearn_serialization(model: Any) -> tuple[str, list[str], str | None]:
 def _save(model, framework: str, path: Path, *, requirements, signature, input_example) -> dict[str, Any]:
     """Save the MLflow model; return its storage ``{"format", "safe", "reason"?}`` (see
     :mod:`mlplat.services.model_loading`: safe formats load without running code from the file)."""
-    import logging
-
     # MLflow warns about pickle formats on every save; mlplat keeps them out of lifecycle processes.
     logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
     common = dict(pip_requirements=requirements, signature=signature, input_example=input_example)
@@ -345,8 +351,6 @@ def _save(model, framework: str, path: Path, *, requirements, signature, input_e
         import mlflow.pyfunc
 
         mlflow.pyfunc.save_model(str(path), python_model=model, **common)
-    from mlplat.services.model_loading import describe
-
     stored = describe(path)
     return {"format": stored.serialization, "safe": stored.safe, **({"reason": reason} if reason else {})}
 
@@ -358,8 +362,6 @@ def allow_sealed_loading() -> None:
     model server, the gateway) and the scoring child of :mod:`mlplat.services.model_loading` load
     pickle-family models, and only from :func:`verified_model_dir` (every file matches the manifest
     sealed at registration); lifecycle commands (gate, promotion) never call MLflow's loaders."""
-    import os
-
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
 
 
@@ -376,7 +378,7 @@ def _task(model: Any) -> str | None:
     return None
 
 
-def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, signature: Any = None,
+def log_model(run: TrackedRun, model: Any, name: str, *, input_example: Any = None, signature: Any = None,
               holdout: Any = None, reference_data: Any = None, task: str | None = None) -> int:
     """Register ``model`` as the next version of ``name`` from the tracked ``run``; return the version number.
 
@@ -385,12 +387,9 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
     traffic with (default: the run's ``train`` dataset, else ``input_example``). Without ``signature``
     or ``input_example``, the input signature is inferred from the run's ``train`` dataset, else the
     held-out set (lineage ``signature_source`` says which); serving checks request columns against it.
-    """
-    from mlplat import sdk
 
-    if run is None or getattr(run, "_ended", True) or run not in sdk._active:
-        raise TrackingRequired("cannot register a model outside an active tracked run",
-                               hint='call run.log_model(...) inside `with mlplat.start_run(...) as run:`')
+    ``run`` must be active: :meth:`mlplat.sdk.Run.log_model`, the way in, refuses an ended run.
+    """
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise MlplatError(f"invalid model name {name!r}", hint=f"use {MODEL_NAME_RULE}")
     if task not in (None, "classification", "regression"):
@@ -426,8 +425,6 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
                                      signature=mlmodel.signature, holdout=holdout_doc,
                                      run_datasets=getattr(run, "datasets", None))
         author = tags.get("mlplat.user") or run.lineage.get("user") or ctx.user
-        from mlplat.features.client import views_of_run
-
         sealed_manifest = manifests.build(model_dir, model=name, run_id=run.run_id, framework=framework,
                                           serialization=storage["format"])
         digest = manifests.digest(sealed_manifest)
@@ -442,7 +439,7 @@ def log_model(run: "Run", model: Any, name: str, *, input_example: Any = None, s
                             "requirements": requirements},
             "signature": signature_doc, "signature_source": signature_source, "storage": storage,
             "reference": reference, "holdout": holdout_doc,
-            "features": views_of_run(tags),
+            "features": lineage.views_of_run(tags),
         }
         stored = registry.store_version(name, run.run_id, model_dir, tags={
             "mlplat.artifact_digest": digest, "mlplat.author": author, "mlplat.framework": framework})
@@ -484,8 +481,6 @@ def version_row(conn, name: str, version: int) -> dict[str, Any]:
         if known:
             raise NotFound(f"model '{name}' has no version {version}", hint=f"known versions: {known}")
         models = [r[0] for r in conn.execute("SELECT DISTINCT model FROM model_versions ORDER BY model")]
-        import difflib
-
         near = difflib.get_close_matches(name, models, n=1)
         raise NotFound(f"model '{name}' is not registered",
                        hint=(f"did you mean '{near[0]}'? " if near else "")
@@ -519,8 +514,6 @@ def verify_row(registry: ModelRegistry, row: Mapping[str, Any]) -> Path:
     manifests.verify(folder, row["manifest"], row["seal"], registry.signing_key(), what=what)
     recorded = row["manifest"].get("serialization")
     if recorded:  # versions sealed before the format was recorded have none
-        from mlplat.services.model_loading import describe
-
         found = describe(folder).serialization
         if found != recorded:
             raise IntegrityError(f"{what} was registered in the {recorded} format but its MLmodel now says {found}",
@@ -540,61 +533,6 @@ def verified_model_dir(spec: "StackSpec", ctx: "Context", name: str, version: in
     folder = verify_row(registry, row)
     allow_sealed_loading()
     return folder
-
-
-def assert_deployable(spec: "StackSpec", ctx: "Context", name: str, version: int, environment: str) -> dict[str, Any]:
-    """Raise unless ``name`` ``version`` may serve traffic in ``environment``; return the evidence.
-
-    Rules: the version exists (``NotFound``); its files match the sealed manifest (``IntegrityError``);
-    the audit chain verifies and its stage and approval rows are the ones audited decisions wrote
-    (``IntegrityError`` otherwise); governance is the one applied by the last ``mlplat up``;
-    a gate report for its current artifact passed in ``environment``; it is in ``staging`` or ``production``
-    there; in a production environment (the stack's own when it is called production/prod, or any
-    environment named so) it must be the production version, with its approvals still valid for critical
-    models. The provider's aliases are never trusted: an alias moved outside mlplat is reported and refused.
-    """
-    from mlplat.services import approvals as approvals_service
-    from mlplat.services import gate as gate_service
-    from mlplat.services import governance as governance_service
-    from mlplat.services import ledger as ledger_service
-
-    registry = registry_for(spec, ctx)
-    conn = registry.database().connect()
-    try:
-        row = version_row(conn, name, version)
-        ledger = ledger_service.Ledger(conn)
-        # stages are trusted only as the audited decisions left them (a hand-set row is refused)
-        stage = ledger.stage(name, version, environment)
-        prod = ledger.production_version(name, environment)
-        report = gate_service.latest_report(conn, name, version, environment, row["artifact_digest"])
-        governance = governance_service.effective_for(spec, ctx, conn).governance
-        approval = approvals_service.status(conn, spec, name, version, environment, governance)
-    finally:
-        conn.close()
-    approvals_service.require_audited(approval, f"serving {name} version {version}")
-    verify_row(registry, row)
-    what = f"{name} version {version}"
-    moved = [a for a, v in aliases_pointing(registry, spec, name, environment).items() if v == int(version)]
-    if moved and prod != int(version):
-        raise Denied(f"{what} is marked production by MLflow alias @{moved[0]}, set outside mlplat; the platform "
-                     f"database has {'version ' + str(prod) if prod else 'no version'} in production in '{environment}'",
-                     hint=f"aliases only mirror the platform; promote it with "
-                          f"`mlplat models promote {name} {version} --to production --env {environment}`")
-    if report is None or not report["passed"]:
-        raise Denied(f"{what} has not passed the evaluation gate in '{environment}'",
-                     hint=f"run `mlplat models promote {name} {version} --to staging --env {environment}`")
-    production_env = environment.lower() in ("production", "prod")
-    if production_env and stage != "production":
-        raise Denied(f"{what} is in stage '{stage}', not production, in '{environment}'",
-                     hint=f"promote it: `mlplat models promote {name} {version} --to production --env {environment}`")
-    if stage not in ("staging", "production"):
-        raise Denied(f"{what} is in stage '{stage}' in '{environment}'; only staging or production versions serve",
-                     hint=f"promote it: `mlplat models promote {name} {version} --to staging --env {environment}`")
-    if stage == "production" and approval["required"] and approval["state"] != "approved":
-        raise Denied(f"{what} is critical and its approvals are no longer valid ({approval['state']})",
-                     hint="the artifact or gate report changed since approval; re-run the gate and ask for approval")
-    return {"model": name, "version": int(version), "environment": environment, "stage": stage,
-            "artifact_digest": row["artifact_digest"], "gate_digest": report["digest"], "approvals": approval}
 
 
 # Aliases someone might set by hand to make a version "the production one".

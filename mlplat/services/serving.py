@@ -60,7 +60,7 @@ def check_deploy(spec, ctx, name: str, version: int, *, environment: str, strate
                  steps: Sequence[int] | None, bake_seconds: float | None, percent: int | None) -> CheckedDeploy:
     """Validate the rollout spec and that every version it names may serve in ``environment``
     (gate passed; approvals for production). Reads only; raises on the first refusal."""
-    from mlplat.services import registry
+    from mlplat.services import deployability
     from mlplat.services import rollout as ro
 
     if strategy not in ro.STRATEGIES:
@@ -72,13 +72,13 @@ def check_deploy(spec, ctx, name: str, version: int, *, environment: str, strate
     if strategy == "shadow" and not 1 <= int(percent) <= ro.MAX_SHADOW_PERCENT:
         raise ro.RolloutError(f"--percent {percent}: shadow traffic must be between 1 and {ro.MAX_SHADOW_PERCENT} %",
                               hint="mirror at most half of the traffic")
-    evidence = registry.assert_deployable(spec, ctx, name, int(version), environment)
+    evidence = deployability.assert_deployable(spec, ctx, name, int(version), environment)
     versions = [int(version)]
     if strategy == "ab" and weights and "=" in weights:
         others = sorted({int(p.split("=")[0]) for p in weights.split(",")
                          if "=" in p and p.split("=")[0].strip().isdigit()} - {int(version)})
         for other in others:
-            registry.assert_deployable(spec, ctx, name, other, environment)
+            deployability.assert_deployable(spec, ctx, name, other, environment)
         versions += others
     return CheckedDeploy(canary, percent, _slim(evidence), versions)
 

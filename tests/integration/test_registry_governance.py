@@ -129,7 +129,7 @@ def test_approval_rules(in_project):
 
 def test_approval_is_void_after_the_artifact_changes(in_project):
     """Re-sealing new files for a version (an admin re-upload with the key) voids earlier approvals."""
-    from mlplat.services import approvals, manifest
+    from mlplat.services import approvals, deployability, manifest
     from mlplat.services import registry as reg
 
     spec, ctx = spec_ctx(in_project)
@@ -154,7 +154,7 @@ def test_approval_is_void_after_the_artifact_changes(in_project):
         st = approvals.status(conn, spec, "scorer", 1, "dev")
         assert st["state"] == "no_gate" and st["approvals"] == 0 and not st["decisions"][0]["valid"]
         with pytest.raises(Denied):
-            reg.assert_deployable(spec, ctx, "scorer", 1, "dev")
+            deployability.assert_deployable(spec, ctx, "scorer", 1, "dev")
     finally:
         open(path, "wb").write(original)
         sqlite3.connect(backup).backup(sqlite3.connect(in_project / ".mlplat/dev/platform.db"))
@@ -190,7 +190,7 @@ def test_unknown_model_and_version(registered):
 def test_alias_set_directly_in_mlflow_is_not_servable(in_project):
     from mlflow.tracking import MlflowClient
 
-    from mlplat.services import registry as reg
+    from mlplat.services import deployability
 
     spec, ctx = spec_ctx(in_project)
     uri = f"sqlite:///{in_project}/.mlplat/dev/mlflow.db"
@@ -198,7 +198,7 @@ def test_alias_set_directly_in_mlflow_is_not_servable(in_project):
     client.set_registered_model_alias("scorer", "production", "1")
     try:
         with pytest.raises(Denied, match="alias @production, set outside mlplat"):
-            reg.assert_deployable(spec, ctx, "scorer", 1, "dev")
+            deployability.assert_deployable(spec, ctx, "scorer", 1, "dev")
         shown = cli_in(in_project, "models", "show", "scorer", "1", "--json")
         assert "set outside mlplat" in json.loads(shown.stdout)["alias_warnings"][0]
     finally:

@@ -10,17 +10,25 @@ retraining. Webhooks are sent off the caller's thread.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from mlplat import providers
 from mlplat.components import Capability
+from mlplat.context import Context
 from mlplat.errors import MlplatError, NotFound
+from mlplat.services import registry
 from mlplat.services.monitoring import alerts as alerts_mod
+from mlplat.services.monitoring import cost as cost_mod
 from mlplat.services.monitoring import drift as drift_mod
 from mlplat.services.monitoring import quality as quality_mod
+from mlplat.services.monitoring import retrain as retrain_mod
 from mlplat.services.monitoring.contracts import Capture
+from mlplat.services.monitoring.windows import labels_for, monitor_for, window_frame
 
 QUALITY_BREACH = "breach"
 
@@ -53,48 +61,18 @@ class PassReport:
                 "retraining": self.retraining, "notes": self.notes}
 
 
-def monitor_for(spec, ctx):
-    from mlplat import providers
-
-    return providers.capability(spec, ctx, Capability.MONITORING)
-
-
 def reference_frame(spec, ctx, model: str, version: int):
     """The version's ``reference.parquet`` from its verified artifacts, or ``None``."""
     try:
-        from mlplat.services import registry
-    except ImportError:
-        return None
-    finder = getattr(registry, "verified_model_dir", None)
-    if finder is None:
-        return None
-    try:
-        folder = finder(spec, ctx, model, version)
+        folder = registry.verified_model_dir(spec, ctx, model, version)
     except NotFound:
         return None
-    from pathlib import Path
-
     path = Path(folder) / "reference.parquet"
     if not path.is_file():
         return None
     import pandas as pd
 
     return pd.read_parquet(path)
-
-
-def window_frame(captures: list[Capture], *, use_score: bool):
-    """Feature rows of a window plus ``__prediction__`` (score or label) and row ids."""
-    import pandas as pd
-
-    records, ids = [], []
-    for capture in captures:
-        for row_id, features, label, score in capture.rows():
-            record = dict(features)
-            record[drift_mod.PREDICTION] = score if (use_score and score is not None) else label
-            records.append(record)
-            ids.append(row_id)
-    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
-    return frame, ids
 
 
 def _align_predictions(reference, recent: list[Capture]):
@@ -179,7 +157,7 @@ def _quality(monitor, labelled: list[Capture], min_rows: int) -> dict[str, Any]:
             row_ids.append(row_id)
             predicted.append(label)
             scores.append(score)
-    labels = _labels_for(monitor, row_ids)
+    labels = labels_for(monitor, row_ids)
     truth, pred, score = [], [], []
     for row_id, p, s in zip(row_ids, predicted, scores):
         if row_id in labels and p is not None:
@@ -196,26 +174,7 @@ def _quality(monitor, labelled: list[Capture], min_rows: int) -> dict[str, Any]:
     return doc | {"verdict": drift_mod.OK, "metrics": metrics}
 
 
-def _labels_for(monitor, row_ids: list[str]) -> dict[str, Any]:
-    if not row_ids:
-        return {}
-    conn = monitor.database().connect()
-    try:
-        out: dict[str, Any] = {}
-        for start in range(0, len(row_ids), 500):
-            chunk = row_ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in conn.execute(f"SELECT request_id, label FROM monitor_labels WHERE request_id IN ({marks})", chunk):
-                out[r[0]] = json.loads(r[1])
-        return out
-    finally:
-        conn.close()
-
-
 def cost_metrics(spec, ctx, now: float) -> dict[str, float]:
-    from mlplat import providers
-    from mlplat.services.monitoring import cost as cost_mod
-
     source = providers.capability(spec, ctx, Capability.COST)
     period = cost_mod.parse_period("month", now)
     report = cost_mod.attribute(source.deployments(period.start, period.end), source.usage(period.start, period.end),
@@ -228,8 +187,6 @@ def cost_metrics(spec, ctx, now: float) -> dict[str, float]:
 def run_pass(spec, ctx, *, deliver: str = "background", retrain: str = "run", now: float | None = None) -> PassReport:
     """One monitoring pass (see the module doc). ``deliver``: background | sync | none;
     ``retrain``: run (carry out triggered retraining now) | defer (record the trigger only) | off."""
-    from mlplat.services.monitoring import retrain as retrain_mod
-
     if deliver not in ("background", "sync", "none") or retrain not in ("run", "defer", "off"):
         raise MlplatError(f"run_pass: bad deliver={deliver!r} or retrain={retrain!r}")
     now = ctx.clock() if now is None else now
@@ -306,10 +263,6 @@ def ingest_labels(spec, ctx, batch: quality_mod.LabelBatch, *, source: str) -> q
 def log_labels(labels: dict[str, Any] | list[tuple[str, Any]], *, stack: str | None = None, ctx=None
                ) -> quality_mod.JoinResult:
     """SDK: ``mlplat.monitoring.log_labels({"req-1": 1, "req-2": 0}, stack="dev")``."""
-    import os
-
-    from mlplat.context import Context
-
     ctx = ctx or Context()
     spec = ctx.stack(stack or os.environ.get("MLPLAT_STACK", "dev"))
     pairs = list(labels.items()) if isinstance(labels, dict) else list(labels)

@@ -8,8 +8,9 @@ pass resumes where it stopped:
 directory with ``MLPLAT_STACK``, ``MLPLAT_RETRAIN_DATA`` (that file),
 ``MLPLAT_RETRAIN_MODEL`` and ``MLPLAT_RETRAIN_TRIGGER`` set; the command trains
 inside ``mlplat.start_run`` (a tracked run) and registers a new version with
-``run.log_model`` → ``registered``: the new version is promoted ``--to staging``
-through the evaluation gate → ``staged``. Production is never requested here: it
+``run.log_model`` → ``registered``: the new version is promoted to staging by the
+promotion service (the evaluation gate and the rest of ``mlplat models promote --to
+staging``, with the same audit entries) → ``staged``. Production is never requested here: it
 needs the normal promotion and, for critical models, approvals.
 
 Windows after the last trigger of a model count towards the next one, so one
@@ -28,18 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.errors import MlplatError
+from mlplat.services import audit, promotion
+from mlplat.services.monitoring.windows import labels_for, monitor_for, window_frame
 
 ACTOR = "mlplat-monitor"
 TAIL = 2000
 
 
 def _audit(conn, spec, action: str, model: str, version: int | None, reason: str, evidence: dict[str, Any]) -> None:
-    try:
-        from mlplat.services import audit
-    except ImportError:  # the audit log lands with the registry
-        return
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='audit_head'").fetchone() is None:
-        return
     audit.append(conn, actor=ACTOR, action=action, model=model, version=version, environment=spec.environment,
                  reason=reason, evidence=evidence)
 
@@ -82,8 +79,6 @@ def _set(db, trigger: str, ts: float, **fields: Any) -> None:
 
 def execute(spec, ctx, trigger: str) -> dict[str, Any]:
     """Advance a trigger to ``staged`` (or ``failed``); resumes from the recorded step."""
-    from mlplat.services.monitoring.passes import monitor_for, window_frame, _labels_for
-
     monitor = monitor_for(spec, ctx)
     db = monitor.database()
     conn = db.connect()
@@ -101,7 +96,7 @@ def execute(spec, ctx, trigger: str) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         captures = [c for c in monitor.captures(model, row["from_version"], limit=spec.monitoring.window.size) if c.ok]
         frame, ids = window_frame(captures, use_score=True)
-        labels = _labels_for(monitor, ids)
+        labels = labels_for(monitor, ids)
         frame["__request_id__"] = ids
         frame["__label__"] = [labels.get(i) for i in ids]
         frame.to_parquet(data_path, index=False)
@@ -140,10 +135,9 @@ def execute(spec, ctx, trigger: str) -> dict[str, Any]:
 
     if status == "registered":
         version = row["new_version"]
-        result = _promote_to_staging(spec, model, version)
-        if result.returncode != 0:
-            return _fail(spec, db, ctx, trigger, model,
-                         f"version {version} did not pass to staging: {(result.stderr or result.stdout)[-TAIL:]}",
+        refused = _promote_to_staging(spec, ctx, model, version)
+        if refused is not None:
+            return _fail(spec, db, ctx, trigger, model, f"version {version} did not pass to staging: {refused}"[:TAIL],
                          version=version)
         _set(db, trigger, ctx.clock(), status="staged")
         with db.transaction() as conn:
@@ -173,8 +167,6 @@ def _fail(spec, db, ctx, trigger: str, model: str, error: str, version: int | No
 def _newest_version(db, model: str, since: float) -> tuple[int, str] | None:
     conn = db.connect()
     try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='model_versions'").fetchone() is None:
-            return None
         row = conn.execute("SELECT version, run_id FROM model_versions WHERE model=? AND created_at>=? "
                            "ORDER BY version DESC LIMIT 1", (model, since)).fetchone()
         return (int(row[0]), row[1]) if row else None
@@ -182,10 +174,12 @@ def _newest_version(db, model: str, since: float) -> tuple[int, str] | None:
         conn.close()
 
 
-def _promote_to_staging(spec, model: str, version: int) -> subprocess.CompletedProcess:
-    """Through the same command a person types, so the gate and its audit rows are the normal ones."""
-    argv = [sys.executable, "-c", "from mlplat.cli import main; main()", "models", "promote", model, str(version),
-            "--to", "staging", "--stack", spec.name]
-    env = {**os.environ, "MLPLAT_PROJECT_DIR": str(spec.project_dir)}
-    return subprocess.run(argv, cwd=spec.project_dir, env=env, capture_output=True, text=True, timeout=3600,
-                          check=False)
+def _promote_to_staging(spec, ctx, model: str, version: int) -> str | None:
+    """Promote through the promotion service, as ``mlplat models promote --to staging`` does, so the
+    gate, the staging checks and their audit entries are the normal ones. ``None`` when the version
+    is in staging, else why it is not (the refusal's message and hint)."""
+    try:
+        promotion.promote(spec, ctx, model, version, "staging")
+    except MlplatError as exc:
+        return exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+    return None

@@ -238,9 +238,9 @@ class AwsServing(EndpointDeployer):
     def rollback(self, name: str, *, environment: str, to: int | None = None,
                  reason: str | None = None) -> dict[str, Any]:
         if to is not None:
-            from mlplat.services import registry
+            from mlplat.services import deployability
 
-            registry.assert_deployable(self.spec, self.ctx, name, int(to), environment)
+            deployability.assert_deployable(self.spec, self.ctx, name, int(to), environment)
             self.check_approved(name, [int(to)], environment)
         started = time.time()
         with self.db.transaction() as conn:
