@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Mapping, Sequence
 
-from mlplat.components import ExperimentTracker, MetricPoint, RunRecord
+from mlplat.contracts import ExperimentTracker, MetricPoint, RunRecord
 from mlplat.errors import ExternalError, NotFound
 
 # MLflow's per-request limits for log_batch
@@ -35,6 +36,11 @@ class MlflowTracker(ExperimentTracker):
             if found is None:
                 raise
             return found.experiment_id
+
+    def ui_command(self, *, host: str, port: int) -> list[str]:
+        """MLflow's own UI (``python -m mlflow ui``) over this store and artifact root."""
+        return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.tracking_uri,
+                "--default-artifact-root", self.artifact_root, "--host", host, "--port", str(port)]
 
     def start_run(self, experiment: str, *, name: str | None, tags: Mapping[str, str]) -> str:
         run = self.client.create_run(self._experiment_id(experiment), run_name=name, tags=dict(tags))

@@ -5,21 +5,18 @@ import time
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
-
-env_option = click.option("--env", "environment", default=None,
-                          help="Environment of the stage (default: the stack's environment).")
+from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option
+from mlplat.formatting import when
+from mlplat.services import approvals as approvals_service
+from mlplat.services import gate as gate_service
+from mlplat.services import governance as governance_service
+from mlplat.services import promotion
+from mlplat.services import registry as reg
 
 STAGE_COLOUR = {"dev": "white", "staging": "yellow", "production": "green", "archived": "dim"}
 
 
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
 def _open(ctx, stack: str):
-    from mlplat.services import registry as reg
-
     spec = ctx.stack(stack)
     registry = reg.registry_for(spec, ctx)
     return spec, registry, registry.database().connect()
@@ -37,9 +34,6 @@ def models() -> None:
 @pass_ctx
 def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None:
     """Every registered version with its stage."""
-    from mlplat.services import governance as governance_service
-    from mlplat.services import registry as reg
-
     spec, registry, conn = _open(ctx, stack)
     environment = environment or spec.environment
     try:
@@ -63,7 +57,7 @@ def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None
     for r in rows:
         colour = STAGE_COLOUR.get(r["stage"], "white")
         table.add_row(r["model"], str(r["version"]), f"[{colour}]{r['stage']}[/]", r["risk_tier"], r["framework"],
-                      r["task"] or "-", r["author"], r["run_id"][:8], _when(r["created_at"]), r["artifact_digest"][:12])
+                      r["task"] or "-", r["author"], r["run_id"][:8], when(r["created_at"]), r["artifact_digest"][:12])
     ctx.console.print(table)
 
 
@@ -76,12 +70,6 @@ def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None
 @pass_ctx
 def show(ctx, name: str, version: int | None, stack: str, environment: str | None, as_json: bool) -> None:
     """Stage, lineage, gate reports, approvals, promotions and deployments of a model (latest version by default)."""
-    from mlplat.services import approvals as approvals_service
-    from mlplat.services import gate as gate_service
-    from mlplat.services import governance as governance_service
-    from mlplat.services import promotion
-    from mlplat.services import registry as reg
-
     spec, registry, conn = _open(ctx, stack)
     environment = environment or spec.environment
     try:
@@ -118,18 +106,9 @@ def show(ctx, name: str, version: int | None, stack: str, environment: str | Non
 
 
 def _deployments(conn, name: str, version: int) -> list[dict]:
-    # The deployments table belongs to the serving component; show it when it exists.
-    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='deployments'").fetchone()
-    if not exists:
-        return []
-    columns = [r[1] for r in conn.execute("PRAGMA table_info(deployments)")]
-    if "model" not in columns:
-        return []
-    rows = [dict(r) for r in conn.execute("SELECT * FROM deployments WHERE model=?", (name,))]
-    version_columns = [c for c in columns if "version" in c]
-    if not version_columns:
-        return rows
-    return [r for r in rows if any(str(r.get(c)) == str(version) for c in version_columns)]
+    """Every period the version served (in any environment and variant), oldest first."""
+    return [dict(r) for r in conn.execute("SELECT * FROM deployments WHERE model=? AND version=? ORDER BY id",
+                                          (name, int(version)))]
 
 
 def _print_show(ctx, doc: dict) -> None:
@@ -143,7 +122,7 @@ def _print_show(ctx, doc: dict) -> None:
         c.print(f"[yellow]warning:[/] {warning}", highlight=False)
     lin = doc["lineage"] or {}
     code = lin.get("code") or {}
-    c.print(f"author {doc['author']}, registered {_when(doc['created_at'])}, run {doc['run_id']}", highlight=False)
+    c.print(f"author {doc['author']}, registered {when(doc['created_at'])}, run {doc['run_id']}", highlight=False)
     c.print(f"framework {doc['framework']}, task {doc['task'] or '-'}, artifact sha256 {doc['artifact_digest'][:16]} "
             f"({len(doc['files'])} files sealed)", highlight=False)
     if code.get("in_git"):
@@ -162,7 +141,7 @@ def _print_show(ctx, doc: dict) -> None:
     for g in doc["gate_reports"][-3:]:
         rep = g["report"]
         t = Table("check", "value", "limit", "margin", "ok",
-                  title=f"gate {'passed' if g['passed'] else 'FAILED'} in '{g['environment']}' {_when(g['created_at'])} "
+                  title=f"gate {'passed' if g['passed'] else 'FAILED'} in '{g['environment']}' {when(g['created_at'])} "
                         f"(report {g['digest'][:12]}, holdout {rep['holdout']['rows']} rows)")
         for check in rep["checks"]:
             t.add_row(check["check"], _num(check.get("value")), _num(check.get("limit")), _num(check.get("margin")),
@@ -172,7 +151,7 @@ def _print_show(ctx, doc: dict) -> None:
     ap = doc["approvals"]
     c.print(f"approvals: {ap['state']} ({ap['approvals']}/{ap['required']} required)", highlight=False)
     for d in ap["decisions"]:
-        c.print(f"  {d['decision']} by {d['approver']} {_when(d['created_at'])}: {d['reason']}"
+        c.print(f"  {d['decision']} by {d['approver']} {when(d['created_at'])}: {d['reason']}"
                 + ("" if d["valid"] else "  [dim](void: artifact or gate report changed)[/]"), highlight=False)
     for p in doc["promotions"][-5:]:
         steps = ", ".join(f"{k}:{v.get('status')}" for k, v in p["steps"].items())
@@ -199,8 +178,6 @@ def promote(ctx, name: str, version: int, target: str, stack: str, environment: 
     """Gate -> (approvals) -> package -> staging endpoint -> integration tests -> stage change.
 
     Rerunning after an interruption resumes where it stopped."""
-    from mlplat.services import promotion
-
     spec = ctx.stack(stack)
     started: dict[str, float] = {}
     spinner: list = []
@@ -242,8 +219,6 @@ def promote(ctx, name: str, version: int, target: str, stack: str, environment: 
 
 def _decide(ctx, decision: str, name: str, version: int, reason: str, stack: str, environment: str | None,
             as_json: bool) -> None:
-    from mlplat.services import approvals as approvals_service
-
     spec = ctx.stack(stack)
     status = approvals_service.decide(spec, ctx, name, version, decision=decision, reason=reason,
                                       environment=environment)

@@ -1,22 +1,19 @@
 """`mlplat monitor run | status | labels`."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 
 from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
 from mlplat.errors import ExitCode
+from mlplat.formatting import when
 
 
 @click.group()
 def monitor() -> None:
     """Drift, quality with delayed labels, calibration, alerts and retraining on captured traffic."""
 
-
-def _when(ts) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
 def _fmt(value) -> str:
@@ -106,16 +103,16 @@ def status_cmd(ctx, name: str | None, stack: str, history: int, as_json: bool) -
         for w in doc["windows"]:
             metrics = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in sorted(w["metrics"].items())
                                 if k not in ("quality.rows",))[:110]
-            table.add_row(_when(w["ts"]), w["model"], str(w["version"]), w["environment"], w["kind"], w["verdict"],
+            table.add_row(when(w["ts"]), w["model"], str(w["version"]), w["environment"], w["kind"], w["verdict"],
                           str(w["rows"]), metrics)
         c.print(table)
     firing = doc["alerts"]["firing"]
     c.print(f"firing alerts: {len(firing)}" + ("" if firing else " (all clear)"))
     for f in firing:
         c.print(f"  [{f['severity']}] {f['rule']} on {f['subject']}: value {_fmt(f['last_value'])} since "
-                f"{_when(f['since'])}", highlight=False, markup=False)
+                f"{when(f['since'])}", highlight=False, markup=False)
     for t in doc["retraining"]:
-        c.print(f"retraining {t['id']} {_when(t['ts'])}: {t['model']} v{t['from_version']} → {t['status']}"
+        c.print(f"retraining {t['id']} {when(t['ts'])}: {t['model']} v{t['from_version']} → {t['status']}"
                 + (f" v{t['new_version']}" if t.get("new_version") else ""), highlight=False)
     undelivered = doc["alerts"]["undelivered"]
     if undelivered:

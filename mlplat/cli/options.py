@@ -27,6 +27,8 @@ def _set_json(click_ctx: click.Context, _param: click.Parameter, value: bool) ->
 json_option = click.option("--json", "as_json", is_flag=True, callback=_set_json, expose_value=True,
                            help="Print machine-readable JSON.")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+env_option = click.option("--env", "environment", default=None,
+                          help="Environment to act in (default: the stack's environment).")
 lock_wait_option = click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
                                 help="Seconds to wait for another operation on the stack to finish.")
 

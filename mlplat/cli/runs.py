@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import click
 
+from mlplat import lineage as lin
+from mlplat import providers
+from mlplat import reproduce as bundles
 from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
-from mlplat.components import Capability, RunRecord
+from mlplat.contracts import Capability, RunRecord
 from mlplat.errors import ExitCode, MlplatError, NotFound
+from mlplat.formatting import when
 
 
 def _tracker(ctx, stack: str):
-    from mlplat import providers
-
     spec = ctx.stack(stack)
     return spec, providers.capability(spec, ctx, Capability.TRACKING)
 
@@ -30,9 +34,6 @@ def resolve_run(tracker, ref: str) -> RunRecord:
         raise NotFound(f"no run matches '{ref}'", hint="`mlplat runs list` shows run ids")
     raise MlplatError(f"'{ref}' matches {len(matches)} runs", hint="give more characters of the run id")
 
-
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
 def _duration(run: RunRecord) -> str:
@@ -79,7 +80,7 @@ def list_runs(ctx, stack: str, experiment: str | None, limit: int, as_json: bool
     for r in records:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())[:3])
         colour = STATUS_COLOUR.get(r.status, "white")
-        table.add_row(r.run_id[:12], r.experiment, r.name, f"[{colour}]{r.status}[/]", r.user, _when(r.start_time),
+        table.add_row(r.run_id[:12], r.experiment, r.name, f"[{colour}]{r.status}[/]", r.user, when(r.start_time),
                       _duration(r), _commit(r), metrics)
     ctx.console.print(table)
 
@@ -102,7 +103,7 @@ def show(ctx, run_ref: str, stack: str, as_json: bool) -> None:
     c = ctx.console
     colour = STATUS_COLOUR.get(run.status, "white")
     c.print(f"[bold]run {run.run_id}[/]  {run.experiment}/{run.name}  [{colour}]{run.status}[/]")
-    c.print(f"user {run.user}, started {_when(run.start_time)}, took {_duration(run)}")
+    c.print(f"user {run.user}, started {when(run.start_time)}, took {_duration(run)}")
     if "mlplat.error" in run.tags:
         c.print(f"[red]error:[/] {run.tags['mlplat.error']}", markup=True, highlight=False)
     code = lineage.get("code", {})
@@ -132,8 +133,6 @@ def show(ctx, run_ref: str, stack: str, as_json: bool) -> None:
 
 
 def _lineage(tracker, run: RunRecord) -> dict:
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="mlplat-") as tmp:
         try:
             path = tracker.download_artifacts(run.run_id, "mlplat/lineage.json", tmp)
@@ -198,12 +197,6 @@ def reproduce(ctx, run_ref: str, stack: str, out_dir: Path | None, with_data: bo
     Run the bundle's reproduce.sh anywhere: it clones the commit into a fresh folder, applies the
     diff, builds a venv from the lock, checks the data by sha256, trains with the venv's python and
     compares the new run's metrics with this one's."""
-    import shutil
-    import tempfile
-
-    from mlplat import lineage as lin
-    from mlplat import reproduce as bundles
-
     spec, tracker = _tracker(ctx, stack)
     run = resolve_run(tracker, run_ref)
     out_dir = out_dir or Path(spec.project_dir) / lin.STATE_ROOT / "reproduce" / run.run_id

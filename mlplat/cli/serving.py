@@ -5,17 +5,17 @@ import time
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+from mlplat import providers
+from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option
+from mlplat.contracts import Capability
+from mlplat.formatting import when
+from mlplat.netguard import require_loopback
+from mlplat.services.monitoring.scheduler import MonitorLoop
 
-env_option = click.option("--env", "environment", default=None,
-                          help="Environment of the deployment (default: the stack's environment).")
 STRATEGIES = ("direct", "ab", "canary", "shadow")
 
 
 def _serving(ctx, stack: str):
-    from mlplat import providers
-    from mlplat.components import Capability
-
     spec = ctx.stack(stack)
     return spec, providers.capability(spec, ctx, Capability.SERVING)
 
@@ -28,9 +28,6 @@ def _int_list(_ctx, _param, value: str | None) -> list[int] | None:
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of percentages, e.g. 1,10,50,100") from None
 
-
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
 def _routes(endpoint: dict) -> str:
@@ -62,14 +59,10 @@ def serve(ctx, stack: str, environment: str | None, host: str, port: int | None,
     Monitoring passes (drift, quality, cost, alerts, retraining) run on the stack's
     monitoring.schedule in the background unless --no-monitor.
     """
-    from mlplat.cli.ui import require_loopback
-
     require_loopback(host)
     spec, serving = _serving(ctx, stack)
     loop = None
     if not no_monitor:
-        from mlplat.services.monitoring.scheduler import MonitorLoop
-
         loop = MonitorLoop(spec, ctx).start()
     try:
         serving.serve(environment=environment or spec.environment, host=host,
@@ -161,7 +154,7 @@ def list_cmd(ctx, stack: str, environment: str | None, as_json: bool) -> None:
     table = Table("model", "environment", "strategy", "routing", "stable", "previous", "updated", "by")
     for e in rows:
         table.add_row(e["model"], e["environment"], e["strategy"], _routes(e), f"v{e['stable_version']}",
-                      f"v{e['previous_version']}" if e["previous_version"] else "-", _when(e["updated_at"]),
+                      f"v{e['previous_version']}" if e["previous_version"] else "-", when(e["updated_at"]),
                       e["updated_by"])
     ctx.console.print(table)
 
@@ -187,7 +180,7 @@ def show_cmd(ctx, name: str, stack: str, environment: str | None, as_json: bool)
             f"v{data['previous_version'] if data['previous_version'] else '-'}", highlight=False)
     history = Table("version", "variant", "from", "until", title="served versions")
     for h in data["history"]:
-        history.add_row(f"v{h['version']}", h["variant"], _when(h["started_at"]), _when(h["ended_at"]) if h["ended_at"] else "now")
+        history.add_row(f"v{h['version']}", h["variant"], when(h["started_at"]), when(h["ended_at"]) if h["ended_at"] else "now")
     c.print(history)
     _print_events(ctx, data["events"])
 
@@ -199,7 +192,7 @@ def _print_events(ctx, events: list[dict]) -> None:
 
     table = Table("when", "event", "step", "percent", "by", "reason", title="decisions")
     for e in events:
-        table.add_row(_when(e["ts"]), e["event"], "-" if e["step_index"] is None else str(e["step_index"] + 1),
+        table.add_row(when(e["ts"]), e["event"], "-" if e["step_index"] is None else str(e["step_index"] + 1),
                       "-" if e["percent"] is None else f"{e['percent']}%", e["actor"], e["reason"])
     ctx.console.print(table)
 
@@ -232,7 +225,7 @@ def status_cmd(ctx, name: str, stack: str, environment: str | None, as_json: boo
         steps = r["policy"]["steps"]
         c.print(f"canary #{r['id']} v{r['stable_version']} → v{r['candidate_version']}: [bold]{r['state']}[/], "
                 f"step {r['step_index'] + 1}/{len(steps)} ({r['percent']}%) of {steps}, bake {r['policy']['bake_seconds']:g}s, "
-                f"step started {_when(r['step_started_at'])}", highlight=False)
+                f"step started {when(r['step_started_at'])}", highlight=False)
         analysis = r.get("last_analysis")
         if analysis and r["state"] == "running":
             table = Table("variant", "requests", "errors", "error rate", "p50 ms", "p95 ms", "mean prediction",

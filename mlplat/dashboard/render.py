@@ -1,11 +1,11 @@
 """The dashboard page: one HTML document with inline CSS and SVG, refreshed by the browser."""
 from __future__ import annotations
 
-import time
 from html import escape
 from typing import Any, Iterable
 
 from mlplat.dashboard import svg
+from mlplat.formatting import when
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f8fafc;color:#0f172a}
@@ -23,9 +23,6 @@ th{color:#475569;font-weight:600} .muted{color:#64748b;font-size:12px}
 .insufficient{background:#f1f5f9;color:#475569}
 """
 
-
-def _when(ts: Any) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
 def _badge(text: Any) -> str:
@@ -58,7 +55,7 @@ def page(doc: dict[str, Any], *, refresh: int = 10) -> str:
         f"<title>mlplat · {escape(doc['stack'])}</title><style>{CSS}</style></head><body>",
         f"<header><h1>mlplat dashboard</h1><span>stack <b id='stack'>{escape(doc['stack'])}</b></span>"
         f"<span>team {escape(doc['team'])}</span><span>environment {escape(doc['environment'])}</span>"
-        f"<span>provider {escape(doc['provider'])}</span><span>updated {_when(doc['now'])}</span></header><main>",
+        f"<span>provider {escape(doc['provider'])}</span><span>updated {when(doc['now'])}</span></header><main>",
         _models(doc), _serving(doc), _drift(doc), _quality(doc), _cost(doc), _alerts(doc), _approvals(doc),
         _audit(doc), "</main></body></html>",
     ]
@@ -67,7 +64,7 @@ def page(doc: dict[str, Any], *, refresh: int = 10) -> str:
 
 def _models(doc) -> str:
     rows = [(escape(m["model"]), str(m["version"]), _badge(m["stage"]), escape(m.get("framework") or "-"),
-             escape(m.get("author") or "-"), _when(m.get("created_at"))) for m in doc["models"]]
+             escape(m.get("author") or "-"), when(m.get("created_at"))) for m in doc["models"]]
     return ("<section id='models'><h2>Models, versions and stages</h2>"
             + _table(("model", "version", "stage", "framework", "author", "registered"), rows,
                      empty="No registered models yet: train inside mlplat.start_run and call run.log_model.")
@@ -94,7 +91,7 @@ def _serving(doc) -> str:
             step = steps[r["step_index"]] if steps and r["step_index"] < len(steps) else "-"
             rows.append((escape(r["model"]), escape(r["environment"]), f"v{r['stable_version']} → v{r['candidate_version']}",
                          _badge(r["state"]), f"{step}% (step {r['step_index'] + 1} of {len(steps) or '?'})",
-                         _when(r["created_at"]), escape(r.get("reason") or "")))
+                         when(r["created_at"]), escape(r.get("reason") or "")))
         out.append("<h3>Rollouts</h3>" + _table(("model", "env", "versions", "state", "step", "started", "reason"),
                                                  rows, empty=""))
     out.append("</section>")
@@ -108,7 +105,7 @@ def _drift(doc) -> str:
     for w in doc["drift"]:
         d = w["details"]
         out.append(f"<h3>{escape(w['model'])} v{w['version']} · {escape(w['environment'])} · {_badge(w['verdict'])} · "
-                   f"{w['rows']} rows, window {_when(w.get('first_ts'))} – {_when(w.get('last_ts'))}</h3>")
+                   f"{w['rows']} rows, window {when(w.get('first_ts'))} – {when(w.get('last_ts'))}</h3>")
         features = d.get("features") or []
         th = d.get("thresholds") or {}
         numerical = [(f["feature"], f["psi"], f["verdict"] == "drift") for f in features
@@ -191,11 +188,11 @@ def _cost(doc) -> str:
 
 def _alerts(doc) -> str:
     a = doc["alerts"]
-    firing = [(escape(f["rule"]), escape(f["subject"]), _badge(f["severity"]), _fmt(f["last_value"]), _when(f["since"]))
+    firing = [(escape(f["rule"]), escape(f["subject"]), _badge(f["severity"]), _fmt(f["last_value"]), when(f["since"]))
               for f in a["firing"]]
-    recent = [(_when(e["ts"]), _badge(e["kind"] if e["kind"] == "resolved" else e["severity"]), escape(e["message"]))
+    recent = [(when(e["ts"]), _badge(e["kind"] if e["kind"] == "resolved" else e["severity"]), escape(e["message"]))
               for e in a["recent"][:15]]
-    retrain = [(_when(t["ts"]), escape(t["model"]), f"v{t['from_version']}", _badge(t["status"]),
+    retrain = [(when(t["ts"]), escape(t["model"]), f"v{t['from_version']}", _badge(t["status"]),
                 f"v{t['new_version']}" if t.get("new_version") else "-", escape((t.get("error") or "")[:120]))
                for t in doc["retraining"]]
     return ("<section id='alerts'><h2>Alerts and retraining</h2><h3>Firing now</h3>"
@@ -218,7 +215,7 @@ def _approvals(doc) -> str:
 
 
 def _audit(doc) -> str:
-    rows = [(str(r["seq"]), _when(r["ts"]), escape(r["actor"]), escape(r["action"]),
+    rows = [(str(r["seq"]), when(r["ts"]), escape(r["actor"]), escape(r["action"]),
              escape(f"{r['model'] or ''}{' v' + str(r['version']) if r.get('version') else ''}"),
              escape((r.get("reason") or "")[:140])) for r in doc["audit"]]
     return ("<section id='audit'><h2>Audit trail</h2>"

@@ -21,7 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlplat.serving import asgi
+from mlplat import __version__
+from mlplat.errors import Conflict, MlplatError
+from mlplat.netguard import require_loopback
+from mlplat.serving import asgi, predictor
 from mlplat.serving.predictor import LoadedModel
 from mlplat.serving.protocol import V2_EXTENSIONS, RequestError, parse_scoring, parse_v2, to_list, v2_body, v2_outputs
 
@@ -132,8 +135,6 @@ class ModelServerApp:
 
 def server_metadata(name: str) -> dict[str, Any]:
     """``GET /v2``: the Open Inference Protocol's server metadata, with the extensions served."""
-    from mlplat import __version__
-
     return {"name": name, "version": __version__, "extensions": list(V2_EXTENSIONS)}
 
 
@@ -154,8 +155,6 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        from mlplat.errors import Conflict
-
         raise Conflict(f"cannot listen on {host}:{port}: {exc.strerror}",
                        hint="pick another --port, or stop the process that holds it") from None
     sock.listen(2048)
@@ -195,9 +194,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a request body may take to arrive before the server answers 408")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
-    from mlplat.cli.ui import require_loopback
-    from mlplat.errors import MlplatError
-
     try:
         require_loopback(args.host)
         if args.body_timeout <= 0:
@@ -205,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.model_dir / "MLmodel").is_file():
             raise MlplatError(f"{args.model_dir} is not an MLflow model directory (no MLmodel file)",
                               hint="pass the folder that holds MLmodel")
-        from mlplat.serving import predictor
-
         started = time.perf_counter()
         model = predictor.load(args.model_dir, name=args.name or args.model_dir.name, version=args.version)
         sock = bind(args.host, args.port)

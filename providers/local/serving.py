@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from mlplat.contracts import EndpointDeployer
 from mlplat.db import Database
 from mlplat.errors import MlplatError
 from mlplat.services import rollout as ro
-from mlplat.services.serving import EndpointDeployer, check_deploy
+from mlplat.services.serving import check_deploy
 from mlplat_providers.local.layout import StateLayout
 
 
@@ -137,7 +138,7 @@ class LocalServing(EndpointDeployer):
 
     def serve(self, *, environment: str, host: str, port: int, port_file: str | None = None,
               controller: bool = True) -> None:
-        from mlplat.cli.ui import require_loopback
+        from mlplat.netguard import require_loopback
         from mlplat.serving.model_server import bind, run
 
         require_loopback(host)

@@ -9,6 +9,7 @@ registered versions still land in SageMaker's model registry and the stack's buc
 """
 from __future__ import annotations
 
+from mlplat.errors import CapabilityNotSupported
 from mlplat.mlflow_tracking import MlflowTracker
 
 
@@ -22,3 +23,7 @@ class AwsTracker(MlflowTracker):
         self.state = AwsState(spec.state_dir).ensure()
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         super().__init__(self.state.tracking_uri, str(self.state.artifacts))
+
+    def ui_command(self, *, host: str, port: int) -> list[str]:
+        raise CapabilityNotSupported("aws", "tracking UI",
+                                     hint="open the stack's SageMaker MLflow tracking server in the AWS console")
