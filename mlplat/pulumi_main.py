@@ -15,18 +15,20 @@ from pathlib import Path
 def build(stack_name: str, project_dir: Path) -> None:
     """Run the program of ``stack_name`` inside the current Pulumi deployment."""
     from mlplat import providers
-    from mlplat.components import Capability
+    from mlplat.contracts import Capability
     from mlplat.context import Context
-    from mlplat.errors import MlplatError
+    from mlplat.errors import CapabilityNotSupported, MlplatError
     from mlplat.stack import load_stack
 
     spec = load_stack(stack_name, project_dir)
     provisioner = providers.capability(spec, Context(project_dir=project_dir), Capability.PROVISIONER)
-    program = getattr(provisioner, "program", None)
-    if program is None:
+    try:
+        program = provisioner.program()
+    except CapabilityNotSupported:
         raise MlplatError(f"stack '{spec.name}' uses the {spec.provider.kind} provider, which has no Pulumi program",
-                          where=spec.path, hint=f"use `mlplat up --stack {spec.name}` for {spec.provider.kind} stacks")
-    program()()
+                          where=spec.path, hint=f"use `mlplat up --stack {spec.name}` for {spec.provider.kind} stacks",
+                          ) from None
+    program()
 
 
 def main() -> None:

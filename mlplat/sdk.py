@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlplat import lineage, providers
-from mlplat.components import Capability, MetricPoint
+from mlplat.contracts import Capability, MetricPoint
 from mlplat.context import Context
 from mlplat.errors import MlplatError, TrackingRequired
 from mlplat.lineage import relative_inside

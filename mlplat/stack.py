@@ -14,22 +14,28 @@ import difflib
 import math
 import os
 import re
+import types
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
-    AliasGenerator,
     BaseModel,
     ConfigDict,
     Field,
+    SerializeAsAny,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
+from mlplat import providers
+from mlplat.contracts.settings import SETTINGS_CONFIG, ProviderSettings
 from mlplat.errors import StackError
 
 NAMESPACE = "mlplat"
@@ -45,12 +51,7 @@ PROJECT_ENV = "MLPLAT_PROJECT_DIR"
 class Spec(BaseModel):
     """Base of every stack model: strict, camelCase keys in YAML, snake_case in Python."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
-        populate_by_name=True,
-        frozen=True,
-    )
+    model_config = SETTINGS_CONFIG
 
 
 class RiskTier(str, Enum):
@@ -59,45 +60,36 @@ class RiskTier(str, Enum):
 
 
 # --- provider -----------------------------------------------------------------
+# Each provider declares its own settings model (``ProviderBundle.settings_model``); the
+# ``mlplat:provider`` mapping is validated with the model of the provider its ``kind`` names.
+
+DEFAULT_PROVIDER = "local"
 
 
-class LocalProviderSpec(Spec):
-    kind: Literal["local"] = Field(description="Runs the whole platform on this machine.")
-    state_dir: str | None = Field(
-        None,
-        description="Where the stack's stores live: a path inside the project (relative to its root), or an "
-        "absolute path to a directory that does not exist yet (`up` creates it). Default: .mlplat/<stack>.",
-        examples=[".mlplat/dev"],
-    )
+def provider_settings(value: Any) -> ProviderSettings:
+    """``value`` validated with the settings model of the provider its ``kind`` names.
+
+    A missing or unknown ``kind`` is refused with the error types of a tagged union, which the
+    loader words with the installed providers."""
+    if isinstance(value, ProviderSettings):
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError("model_attributes_type",
+                                  "Input should be a valid dictionary or object to extract fields from")
+    if "kind" not in value:
+        raise PydanticCustomError("union_tag_not_found", "missing 'kind'", {"discriminator": "'kind'"})
+    kind = value["kind"]
+    models = providers.settings_models()
+    if not isinstance(kind, str) or kind not in models:
+        raise PydanticCustomError("union_tag_invalid", "unknown provider kind {tag}",
+                                  {"discriminator": "'kind'", "tag": str(kind),
+                                   "expected_tags": ", ".join(providers.names())})
+    return models[kind].model_validate(value)
 
 
-class AwsProviderSpec(Spec):
-    kind: Literal["aws"] = Field(description="Amazon SageMaker through pulumi-aws and boto3.")
-    region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$", description="AWS region.", examples=["eu-west-1"])
-    account_id: str | None = Field(None, pattern=r"^\d{12}$", description="12-digit AWS account id.")
-
-
-class GcpProviderSpec(Spec):
-    kind: Literal["gcp"] = Field(description="Google Vertex AI through pulumi-gcp and google-cloud-aiplatform.")
-    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="GCP project id.", examples=["acme-ml-prod"])
-    region: str = Field(pattern=r"^[a-z]+-[a-z]+\d$", description="GCP region.", examples=["europe-west4"])
-
-
-class AzureProviderSpec(Spec):
-    kind: Literal["azure"] = Field(description="Azure Machine Learning through pulumi-azure-native and azure-ai-ml.")
-    subscription_id: str = Field(
-        pattern=r"^[0-9a-fA-F-]{36}$", description="Azure subscription id (a GUID).",
-        examples=["00000000-0000-0000-0000-000000000000"],
-    )
-    resource_group: str = Field(min_length=1, max_length=90, description="Resource group of the workspace.")
-    location: str = Field(pattern=r"^[a-z0-9]+$", description="Azure location.", examples=["westeurope"])
-
-
-ProviderSpec = Annotated[
-    Union[LocalProviderSpec, AwsProviderSpec, GcpProviderSpec, AzureProviderSpec],
-    Field(discriminator="kind"),
-]
-PROVIDER_KINDS = ("local", "aws", "gcp", "azure")
+def default_provider_settings() -> ProviderSettings:
+    """The settings of a stack that names no provider: the default provider's, with its defaults."""
+    return provider_settings({"kind": DEFAULT_PROVIDER})
 
 
 # --- cost tags ----------------------------------------------------------------
@@ -399,8 +391,9 @@ class StackSpec(Spec):
 
     team: str = Field(pattern=SLUG, description="Team name (lowercase slug).", examples=["fraud"])
     environment: str = Field(pattern=SLUG, description="Environment name.", examples=["dev", "production"])
-    provider: ProviderSpec = Field(
-        default_factory=lambda: LocalProviderSpec(kind="local"), description="Where the platform runs."
+    provider: SerializeAsAny[ProviderSettings] = Field(
+        default_factory=default_provider_settings,
+        description="Where the platform runs.",
     )
     tags: CostTags = Field(description="Cost tags, required on every resource.")
     governance: Governance = Field(default_factory=Governance, description="Risk tiers and approvals.")
@@ -418,6 +411,11 @@ class StackSpec(Spec):
     project_dir: str = Field("", exclude=True, description="Project root.")
     pulumi_config: dict[str, Any] = Field(default_factory=dict, exclude=True, description="Non-mlplat config keys.")
 
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider_settings(cls, value: Any) -> ProviderSettings:
+        return provider_settings(value)
+
     @model_validator(mode="after")
     def _tags_agree(self) -> "StackSpec":
         if self.tags.team != self.team:
@@ -431,7 +429,7 @@ class StackSpec(Spec):
     @property
     def state_dir(self) -> Path:
         base = Path(self.project_dir or ".")
-        configured = getattr(self.provider, "state_dir", None)
+        configured = self.provider.configured_state_dir()
         return (base / (configured or f".mlplat/{self.name}")).resolve()
 
     def risk_tier_for(self, model: str) -> RiskTier:
@@ -563,13 +561,14 @@ def parse_stack(text: str, *, path: Path, name: str, project_dir: Path) -> Stack
     try:
         spec = StackSpec.model_validate(settings)
     except ValidationError as exc:
-        lines = [_describe(err, node, keys) for err in exc.errors()]
+        provider_model = _provider_model(settings.get("provider"))
+        lines = [_describe(err, node, keys, provider_model) for err in exc.errors()]
         raise StackError(
             f"invalid stack '{name}' ({len(lines)} problem{'s' if len(lines) > 1 else ''}):\n  - " + "\n  - ".join(
                 f"{shown}:{line}" for line in lines),
             hint="fix the keys above; `mlplat stack schema` prints every key with its expected form",
         ) from None
-    configured = getattr(spec.provider, "state_dir", None)
+    configured = spec.provider.configured_state_dir()
     if configured is not None:
         problem = _state_dir_problem(configured, Path(project_dir))
         if problem:
@@ -610,8 +609,18 @@ def _display(path: Path, project_dir: Path) -> str:
         return str(path)
 
 
-def _walk_model(loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:
-    """Turn a pydantic error location into YAML key names, and the model at the end of it."""
+def _provider_model(value: Any) -> type[ProviderSettings] | None:
+    """The settings model of the provider ``value`` names (to word errors inside ``mlplat:provider``)."""
+    if isinstance(value, dict) and isinstance(value.get("kind"), str):
+        return providers.settings_models().get(value["kind"])
+    return None
+
+
+def _walk_model(loc: tuple[Any, ...], provider_model: type[ProviderSettings] | None = None,
+                ) -> tuple[list[str], type[BaseModel] | None]:
+    """Turn a pydantic error location into YAML key names, and the model at the end of it.
+
+    ``provider_model`` stands for the ``provider`` field's declared base (the kind's own model)."""
     model: Any = StackSpec
     names: list[str] = []
     for part in loc:
@@ -622,17 +631,12 @@ def _walk_model(loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None
             names.append(str(part))
             continue
         field = _field_by_key(model, str(part))
-        if field is None:
-            # tagged-union discriminator values ('aws') or dict keys appear in locs
-            union = _union_member(model, str(part))
-            if union is not None:
-                model = union
-                continue
+        if field is None:  # a dict key: the user's own name
             names.append(str(part))
             model = None
             continue
         names.append(str(part))
-        model = _inner_model(field.annotation)
+        model = _inner_model(field.annotation, provider_model)
     return names, model
 
 
@@ -645,36 +649,24 @@ def _field_by_key(model: Any, key: str):
     return None
 
 
-def _union_member(model: Any, tag: str):
-    if model is None:
-        return None
-    if isinstance(model, tuple):
-        for member in model:
-            kind = member.model_fields.get("kind")
-            if kind is not None and tag in getattr(kind.annotation, "__args__", ()):
-                return member
-    return None
-
-
-def _inner_model(annotation: Any):
-    import typing
-
+def _inner_model(annotation: Any, provider_model: type[ProviderSettings] | None = None) -> Any:
+    """The model (or ``_DictOf`` a model) an annotation holds; ``provider_model`` for the provider base."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if annotation is ProviderSettings:
+        return provider_model
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     if origin is Annotated:
-        return _inner_model(args[0])
-    if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
-        models = tuple(a for a in args if isinstance(a, type) and issubclass(a, BaseModel))
-        if len(models) == 1:
-            return models[0]
-        return models or None
+        return _inner_model(args[0], provider_model)
+    if origin in (Union, types.UnionType):
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if len(models) == 1 else None
     if origin is dict and len(args) == 2:
-        inner = _inner_model(args[1])
+        inner = _inner_model(args[1], provider_model)
         return _DictOf(inner) if inner else None
     if origin is list and args:
-        return _inner_model(args[0])
+        return _inner_model(args[0], provider_model)
     return None
 
 
@@ -690,9 +682,10 @@ def _allowed_keys(model: Any) -> list[str]:
     return []
 
 
-def _describe(err: dict[str, Any], node: yaml.Node | None, keys: dict[str, str]) -> str:
+def _describe(err: dict[str, Any], node: yaml.Node | None, keys: dict[str, str],
+              provider_model: type[ProviderSettings] | None = None) -> str:
     loc = tuple(err["loc"])
-    names, _ = _walk_model(loc)
+    names, _ = _walk_model(loc, provider_model)
     # dict-of-models: the key between is a user key, keep it
     path = names[:]
     if path:
@@ -702,30 +695,31 @@ def _describe(err: dict[str, Any], node: yaml.Node | None, keys: dict[str, str])
     kind = err["type"]
     value = err.get("input")
     if kind == "extra_forbidden":
-        parent_names, parent_model = _walk_model(loc[:-1])
+        parent_names, parent_model = _walk_model(loc[:-1], provider_model)
         allowed = _allowed_keys(parent_model if parent_model is not None else StackSpec)
         key = str(loc[-1])
         near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
         tip = f"did you mean '{near[0]}'? " if near else ""
         return f"{line}: {dotted}: unknown key '{key}'; {tip}allowed keys: {', '.join(allowed)}"
     if kind == "missing":
-        field = _field_for(loc)
+        field = _field_for(loc, provider_model)
         expected = _expected(field)
         what = "missing required cost tag" if len(loc) == 2 and loc[0] == "tags" else "missing required key"
         return f"{line}: {dotted}: {what}; expected {expected}"
     if kind == "union_tag_invalid":
         return (f"{line}: {dotted}: unknown provider kind {err.get('ctx', {}).get('tag')!r}; "
-                f"expected one of: {', '.join(PROVIDER_KINDS)}")
+                f"expected one of: {', '.join(providers.names())}")
     if kind == "union_tag_not_found":
-        return f"{line}: {dotted}: missing 'kind'; expected one of: {', '.join(PROVIDER_KINDS)}"
-    field = _field_for(loc)
+        return f"{line}: {dotted}: missing 'kind'; expected one of: {', '.join(providers.names())}"
+    field = _field_for(loc, provider_model)
     msg = err["msg"].removeprefix("Value error, ")
     shown_value = "" if isinstance(value, dict) or kind == "value_error" else f" (got {value!r})"
     expected = _expected(field)
     return f"{line}: {dotted}: {msg}{shown_value}" + (f"; expected {expected}" if expected and kind != "value_error" else "")
 
 
-def _field_for(loc: tuple[Any, ...]):
+def _field_for(loc: tuple[Any, ...], provider_model: type[ProviderSettings] | None = None) -> Any:
+    """The field a pydantic error location ends at (or the last one found on the way)."""
     model: Any = StackSpec
     field = None
     for part in loc:
@@ -733,18 +727,12 @@ def _field_for(loc: tuple[Any, ...]):
             continue
         candidate = _field_by_key(model, str(part)) if model is not None else None
         if candidate is None:
-            union = _union_member(model, str(part))
-            if union is not None:
-                model = union
-                continue
             if isinstance(model, _DictOf):
                 model = model.inner
                 continue
             return field
         field = candidate
-        model = _inner_model(field.annotation)
-        if isinstance(model, _DictOf):
-            pass
+        model = _inner_model(field.annotation, provider_model)
     return field
 
 
@@ -786,8 +774,17 @@ def _line_of(node: yaml.Node | None, path: list[Any]) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON schema of the ``mlplat:`` namespace of a stack file."""
-    schema = StackSpec.model_json_schema(by_alias=True, mode="validation")
+    """JSON schema of the ``mlplat:`` namespace of a stack file, ``provider`` as a union of the
+    installed providers' settings models tagged by ``kind``."""
+    models = tuple(providers.settings_models().values())
+    provider_field = StackSpec.model_fields["provider"]
+    annotation: Any = Annotated[Union[models], Field(discriminator="kind")] if len(models) > 1 else models[0]
+    documented = create_model(
+        "StackSpec", __base__=StackSpec, __doc__=StackSpec.__doc__,
+        provider=(annotation, Field(default_factory=default_provider_settings,
+                                    description=provider_field.description)),
+    )
+    schema = documented.model_json_schema(by_alias=True, mode="validation")
     for hidden in ("name", "path", "projectDir", "pulumiConfig"):
         schema.get("properties", {}).pop(hidden, None)
     schema["title"] = "mlplat stack settings (keys under the 'mlplat:' namespace of Pulumi.<stack>.yaml)"

@@ -14,7 +14,7 @@ def cost() -> None:
 def build_report(ctx, stacks: list[str], by: str, period_text: str, billed: list | None = None):
     """The metered report; with ``billed`` (a list to fill), also what each stack's cloud billed."""
     from mlplat import providers
-    from mlplat.components import Capability
+    from mlplat.contracts import Capability
     from mlplat.errors import CapabilityNotSupported
     from mlplat.services.monitoring import cost as cost_mod
 
@@ -24,10 +24,13 @@ def build_report(ctx, stacks: list[str], by: str, period_text: str, billed: list
         spec = ctx.stack(name)
         source = providers.capability(spec, ctx, Capability.COST)
         if billed is not None:
-            if not hasattr(source, "billed"):
-                raise CapabilityNotSupported(spec.provider.kind, "billed cost",
-                                             hint="the local provider meters usage itself: drop --billed")
-            billed.append({"stack": name, **source.billed(period.start, period.end)})
+            try:
+                bill = source.billed(period.start, period.end)
+            except CapabilityNotSupported as exc:
+                raise CapabilityNotSupported(exc.provider, exc.capability,
+                                             hint=f"the {exc.provider} provider meters usage itself: drop --billed",
+                                             ) from None
+            billed.append({"stack": name, **bill})
         reports.append(cost_mod.attribute(
             source.deployments(period.start, period.end), source.usage(period.start, period.end), period,
             price_for=spec.serving.price_for, default_instance_type=spec.serving.instance_type, by=by,
@@ -57,7 +60,8 @@ def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as
         names = []
         for name in list_stacks(ctx.project()):
             spec = load_stack(name, ctx.project())
-            if spec.provider.kind == "local" and (spec.state_dir / "platform.db").is_file():
+            store = spec.provider.metering_store(spec.state_dir)  # None: the provider meters in its cloud
+            if store is not None and store.is_file():
                 names.append(name)
         if not names:
             from mlplat.errors import NotFound

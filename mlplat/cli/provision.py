@@ -6,7 +6,7 @@ import sys
 import click
 
 from mlplat.cli.options import emit_json, json_option, lock_wait_option, pass_ctx, stack_option, yes_option
-from mlplat.components import Capability, Plan
+from mlplat.contracts import Capability, Plan
 from mlplat.errors import Aborted, ExitCode, MlplatError
 
 SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red"), "unchanged": ("=", "dim")}
@@ -17,8 +17,8 @@ def _provisioner(ctx, stack: str, lock_wait: float = 0.0):
 
     spec = ctx.stack(stack)
     provisioner = providers.capability(spec, ctx, Capability.PROVISIONER)
-    if hasattr(provisioner, "lock_wait"):
-        provisioner.lock_wait = lock_wait
+    if lock_wait:  # not waiting is every provisioner's default; asking one that cannot wait is refused
+        provisioner.set_lock_wait(lock_wait)
     return spec, provisioner
 
 

@@ -77,7 +77,7 @@ def schema() -> None:
 def providers_cmd(ctx, as_json: bool) -> None:
     """List installed providers and the capabilities each offers."""
     from mlplat import providers
-    from mlplat.components import Capability
+    from mlplat.contracts import Capability
 
     rows = []
     for name in providers.names():

@@ -93,7 +93,7 @@ def _approvals(conn, spec) -> list[dict[str, Any]]:
 
 def _cost(spec, ctx) -> dict[str, Any]:
     from mlplat import providers
-    from mlplat.components import Capability
+    from mlplat.contracts import Capability
     from mlplat.services.monitoring import cost as cost_mod
 
     try:

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from mlplat import providers
-from mlplat.components import Capability
+from mlplat.contracts import Capability, FeatureStoreBackend, ViewSelection
 from mlplat.context import Context
-from mlplat.features.contract import FeatureStoreBackend, ViewSelection
 from mlplat.features.definitions import Definitions, FeatureRef, collect, digest_of, load_module
 from mlplat.features.errors import FeatureDataError, UnknownFeature, nearest
 from mlplat.features.plan import FeaturePlan

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlplat.components import Capability
+from mlplat.contracts import Capability
 from mlplat.errors import CapabilityNotSupported, MlplatError, StackError
 from mlplat_policies import rules
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from mlplat.components import Capability, Endpoint, Package
+from mlplat.contracts import Capability, Endpoint, Package
 from mlplat.errors import CheckFailed, Conflict, Denied, MlplatError
 from mlplat.services import approvals as approvals_service
 from mlplat.services import audit

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from mlplat import lineage, providers
-from mlplat.components import Capability, ModelRegistry
+from mlplat.contracts import Capability, ModelRegistry
 from mlplat.errors import IntegrityError, MlplatError, NotFound, TrackingRequired
 from mlplat.services import audit
 from mlplat.services import holdout as holdouts

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from mlplat.components import Endpoint
+from mlplat.contracts import Endpoint
 from mlplat.errors import ExternalError
 
 SERVER_MODULE = "mlplat.serving.model_server"

@@ -5,8 +5,9 @@ Its capabilities are registered here as they land; until then each raises
 """
 from __future__ import annotations
 
-from mlplat.components import Capability
+from mlplat.contracts import Capability
 from mlplat.providers import ProviderBundle
+from mlplat_providers.aws.settings import AwsProviderSpec
 
 
 def _provisioner(spec, ctx):
@@ -46,6 +47,7 @@ def _cost(spec, ctx):
 
 
 provider = ProviderBundle(
+    settings_model=AwsProviderSpec,
     name="aws",
     description="Amazon SageMaker (Pulumi program on pulumi-aws; runtime through boto3).",
     factories={

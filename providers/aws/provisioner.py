@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from mlplat.components import Plan, PlannedChange, Provisioner, ResourceStatus
+from mlplat.contracts import Plan, PlannedChange, Provisioner, ResourceStatus
 from mlplat.errors import CheckFailed, ExternalError
 
 _OPS = {"create": "create", "update": "update", "delete": "delete", "same": "unchanged", "replace": "update",
@@ -19,7 +19,6 @@ class AwsProvisioner(Provisioner):
     def __init__(self, spec, ctx):
         self.spec = spec
         self.ctx = ctx
-        self.lock_wait = 0.0  # Pulumi's own backend lock applies to cloud stacks
 
     # --- the program -------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ Its capabilities are registered here as they land; until then each raises
 from __future__ import annotations
 
 from mlplat.providers import ProviderBundle
+from mlplat_providers.azure.settings import AzureProviderSpec
 
 provider = ProviderBundle(
+    settings_model=AzureProviderSpec,
     name="azure",
     description="Azure Machine Learning (Pulumi program on pulumi-azure-native; runtime through azure-ai-ml).",
     factories={},

@@ -6,8 +6,10 @@ Its capabilities are registered here as they land; until then each raises
 from __future__ import annotations
 
 from mlplat.providers import ProviderBundle
+from mlplat_providers.gcp.settings import GcpProviderSpec
 
 provider = ProviderBundle(
+    settings_model=GcpProviderSpec,
     name="gcp",
     description="Google Vertex AI (Pulumi program on pulumi-gcp; runtime through google-cloud-aiplatform).",
     factories={},

@@ -6,8 +6,9 @@ for offline features, an ASGI gateway on 127.0.0.1 for serving.
 """
 from __future__ import annotations
 
-from mlplat.components import Capability
+from mlplat.contracts import Capability
 from mlplat.providers import ProviderBundle
+from mlplat_providers.local.settings import LocalProviderSpec
 
 
 def _provisioner(spec, ctx):
@@ -59,6 +60,7 @@ def _features(spec, ctx):
 
 
 provider = ProviderBundle(
+    settings_model=LocalProviderSpec,
     name="local",
     description="The whole platform on this machine: MLflow on SQLite, SQLite, DuckDB, a gateway on 127.0.0.1.",
     factories={

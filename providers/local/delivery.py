@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from mlplat.components import DeliveryPipeline, Endpoint, Package
+from mlplat.contracts import DeliveryPipeline, Endpoint, Package
 from mlplat.errors import ExternalError, MlplatError
 from mlplat.serving.staging import ServerProcesses, wait_healthy
 from mlplat.services import packaging

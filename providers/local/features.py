@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from mlplat.contracts import FeatureStoreBackend, ViewSelection
 from mlplat.db import Database
 from mlplat.errors import MlplatError
-from mlplat.features.contract import FeatureStoreBackend, ViewSelection
 from mlplat.features.definitions import (
     ACCEPTS,
     DTYPES,

@@ -5,10 +5,9 @@ import json
 import sqlite3
 from typing import Any
 
+from mlplat.contracts import Capture, CostSource, Deployment, Monitor, Usage
 from mlplat.db import Database
 from mlplat.errors import MlplatError
-from mlplat.services.monitoring.contracts import Capture, CostSource, Monitor
-from mlplat.services.monitoring.cost import Deployment, Usage
 from mlplat_providers.local.layout import StateLayout
 
 MIGRATION = "0005_monitoring"

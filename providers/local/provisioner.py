@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from mlplat import lineage
-from mlplat.components import Plan, PlannedChange, Provisioner, ResourceStatus
+from mlplat.contracts import Plan, PlannedChange, Provisioner, ResourceStatus
 from mlplat.db import Database
 from mlplat.locking import stack_lock
 from mlplat.errors import ExternalError, IntegrityError, StackError
@@ -50,12 +50,15 @@ class LocalProvisioner(Provisioner):
         self.ctx = ctx
         self.layout = StateLayout(spec.state_dir)
         self.db = Database(self.layout.platform_db)
-        self.lock_wait = lock_wait
+        self._lock_wait = lock_wait
+
+    def set_lock_wait(self, seconds: float) -> None:
+        self._lock_wait = seconds
 
     # --- ownership of the state directory -------------------------------------------------
 
     def _configured_absolute(self) -> bool:
-        configured = getattr(self.spec.provider, "state_dir", None)
+        configured = self.spec.provider.configured_state_dir()
         return bool(configured) and Path(configured).is_absolute()
 
     def _fix_hint(self) -> str:
@@ -261,7 +264,7 @@ class LocalProvisioner(Provisioner):
     # --- writing -------------------------------------------------------------------------
 
     def apply(self, plan: Plan) -> Plan:
-        with stack_lock(self.layout.lock, operation=f"up {self.spec.name}", wait_seconds=self.lock_wait):
+        with stack_lock(self.layout.lock, operation=f"up {self.spec.name}", wait_seconds=self._lock_wait):
             fresh = self.plan()  # the world may have moved while we waited
             layout = self.layout
             if fresh.has_changes:
@@ -373,7 +376,7 @@ class LocalProvisioner(Provisioner):
 
     def destroy(self) -> Plan:
         """Remove what the ownership marker lists; keep every other entry, and the directory if any is left."""
-        with stack_lock(self.layout.lock, operation=f"destroy {self.spec.name}", wait_seconds=self.lock_wait):
+        with stack_lock(self.layout.lock, operation=f"destroy {self.spec.name}", wait_seconds=self._lock_wait):
             plan = self.plan_destroy()
             destroyable = self._destroyable()
             if destroyable is None:

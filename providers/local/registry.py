@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
-from mlplat.components import ModelRegistry, StoredVersion
+from mlplat.contracts import ModelRegistry, StoredVersion
 from mlplat.db import Database
 from mlplat.errors import ExternalError, IntegrityError, MlplatError, NotFound
 from mlplat.locking import stack_lock

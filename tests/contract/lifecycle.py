@@ -76,7 +76,7 @@ def approve(project: Path, stack: str, version: int, *, decision: str = "approve
 
 def serving(project: Path, stack: str, user: str = AUTHOR):
     from mlplat import providers
-    from mlplat.components import Capability
+    from mlplat.contracts import Capability
 
     ctx = context(project, user)
     return providers.capability(ctx.stack(stack), ctx, Capability.SERVING)

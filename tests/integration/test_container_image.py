@@ -120,7 +120,7 @@ def test_the_image_serves_the_predictions_of_the_registered_model(project, monke
     import pandas as pd
 
     import mlflow.pyfunc
-    from mlplat.components import Package
+    from mlplat.contracts import Package
     from mlplat.services import registry as reg
 
     monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))

@@ -7,11 +7,12 @@ import json
 import pytest
 
 from mlplat import providers
-from mlplat.components import Capability
+from mlplat.contracts import Capability
 from mlplat.context import Context
 from mlplat.providers import ProviderBundle
 from mlplat.services.policy_check import check
 from mlplat_providers.aws.provisioner import AwsProvisioner
+from mlplat_providers.aws.settings import AwsProviderSpec
 from tests.conftest import REPO, write_project
 
 pytestmark = pytest.mark.pulumi
@@ -38,7 +39,8 @@ class DriftingProvisioner(AwsProvisioner):
 def drifting_aws():
     providers.reset()
     providers.register(ProviderBundle("aws", "test: drifting program",
-                                      {Capability.PROVISIONER: lambda spec, ctx: DriftingProvisioner(spec, ctx)}))
+                                      {Capability.PROVISIONER: lambda spec, ctx: DriftingProvisioner(spec, ctx)},
+                                      settings_model=AwsProviderSpec))
     yield
     providers.reset()
 

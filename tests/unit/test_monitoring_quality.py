@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from mlplat.contracts import Capture, split_predictions
 from mlplat.db import Database
 from mlplat.services.monitoring import quality as q
-from mlplat.services.monitoring.contracts import Capture, split_predictions
 
 
 def test_labels_normalise_to_classes():

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
+from mlplat.contracts import Deployment, Usage
 from mlplat.errors import MlplatError
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -77,30 +78,6 @@ def parse_period(text: str, now: float | None = None) -> Period:
         return Period(a, b, text)
     raise PeriodError(f"cannot read period '{text}'",
                       hint="use 7d, 24h, month, 2026-11 or 2026-11-01..2026-11-15")
-
-
-@dataclass(frozen=True)
-class Deployment:
-    model: str
-    version: int
-    environment: str
-    started: float
-    ended: float | None = None
-    instance_type: str | None = None
-    instances: int = 1
-    price_per_hour: float | None = None  # overrides the stack's price table
-    team: str = ""
-    variant: str = ""
-
-
-@dataclass(frozen=True)
-class Usage:
-    model: str
-    version: int
-    environment: str
-    predictions: int
-    busy_seconds: float
-    team: str = ""
 
 
 class _Rates:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplat import providers
-from mlplat.components import Capability
+from mlplat.contracts import Capability, Capture
 from mlplat.context import Context
 from mlplat.errors import MlplatError, NotFound
 from mlplat.services import registry
@@ -27,7 +27,6 @@ from mlplat.services.monitoring import cost as cost_mod
 from mlplat.services.monitoring import drift as drift_mod
 from mlplat.services.monitoring import quality as quality_mod
 from mlplat.services.monitoring import retrain as retrain_mod
-from mlplat.services.monitoring.contracts import Capture
 from mlplat.services.monitoring.windows import labels_for, monitor_for, window_frame
 
 QUALITY_BREACH = "breach"

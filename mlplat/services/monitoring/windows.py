@@ -12,9 +12,8 @@ import json
 from typing import Any
 
 from mlplat import providers
-from mlplat.components import Capability
+from mlplat.contracts import Capability, Capture
 from mlplat.services.monitoring import drift as drift_mod
-from mlplat.services.monitoring.contracts import Capture
 
 LABEL_CHUNK = 500  # request ids per query: below SQLite's bound-parameter limit
 

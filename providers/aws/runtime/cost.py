@@ -10,8 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from mlplat.services.monitoring.contracts import CostSource
-from mlplat.services.monitoring.cost import Deployment, Usage
+from mlplat.contracts import CostSource, Deployment, Usage
 from mlplat_providers.aws.runtime.session import AwsSession
 from mlplat_providers.aws.runtime.state import AwsState
 

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from mlplat.components import DeliveryPipeline, Endpoint, Package
+from mlplat.contracts import DeliveryPipeline, Endpoint, Package
 from mlplat.errors import NotFound
 from mlplat.services import packaging
 from mlplat.serving.staging import ServerProcesses

@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
-from mlplat.components import ModelRegistry, StoredVersion
+from mlplat.contracts import ModelRegistry, StoredVersion
 from mlplat.errors import IntegrityError, NotFound
 from mlplat_providers.aws.runtime.session import AwsSession
 from mlplat_providers.aws.runtime.state import AwsState

@@ -30,9 +30,10 @@ import uuid
 from functools import cached_property
 from typing import Any, Sequence
 
+from mlplat.contracts import EndpointDeployer
 from mlplat.errors import Conflict, Denied, NotFound, StackError
 from mlplat.services import rollout as ro
-from mlplat.services.serving import EndpointDeployer, check_deploy
+from mlplat.services.serving import check_deploy
 from mlplat_providers.aws.runtime.session import AwsSession
 from mlplat_providers.aws.runtime.state import AwsState
 

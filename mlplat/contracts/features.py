@@ -1,4 +1,4 @@
-"""The feature-store capability a provider implements (``Capability.FEATURES``).
+"""``Capability.FEATURES``: the feature store a provider implements.
 
 The client (:mod:`mlplat.features.client`) validates user input, resolves feature
 references and records lineage; a backend only stores and computes. Every method
@@ -10,6 +10,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from mlplat.contracts.base import Contract
 from mlplat.features.definitions import Definitions
 from mlplat.features.plan import FeaturePlan
 
@@ -24,7 +25,7 @@ class ViewSelection:
 
     @property
     def name(self) -> str:
-        return self.document["name"]
+        return str(self.document["name"])
 
     @property
     def version(self) -> int:
@@ -35,7 +36,7 @@ class ViewSelection:
         return [e["join_key"] for e in self.document["entities"]]
 
 
-class FeatureStoreBackend(abc.ABC):
+class FeatureStoreBackend(Contract):
     """Registry of definitions, offline point-in-time retrieval, online store."""
 
     # --- registry -------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""What the monitoring service needs from a provider (Capability.MONITORING and COST).
+"""``Capability.MONITORING``: captured traffic, reference samples and monitoring state of a stack.
 
-The local provider reads the gateway's ``captures`` table and the registry's
-reference samples; a cloud provider maps the same calls onto its data-capture
-bucket and model registry.
+The local provider reads the gateway's ``captures`` table; a cloud provider maps the same
+calls onto its data-capture bucket. :class:`Capture` is the provider-neutral record of one
+request, and :func:`split_predictions` reads the answers of the servers the platform runs.
 """
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import abc
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from mlplat.services.monitoring.cost import Deployment, Usage
+from mlplat.contracts.base import Contract
+
+if TYPE_CHECKING:
+    from mlplat.db import Database
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def split_predictions(outputs: Any) -> list[tuple[Any, float | None]]:
     return [_label_and_score(outputs, None)]
 
 
-def _first(mapping: dict, *keys: str) -> Any:
+def _first(mapping: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         if key in mapping:
             return mapping[key]
@@ -125,12 +128,12 @@ def _label_and_score(label: Any, score: float | None) -> tuple[Any, float | None
     return label, score
 
 
-class Monitor(abc.ABC):
+class Monitor(Contract):
     """Captured traffic, reference samples and monitoring state of one stack."""
 
     @abc.abstractmethod
-    def database(self):
-        """The stack's platform database (``mlplat.db.Database``), migrated."""
+    def database(self) -> Database:
+        """The stack's platform database, migrated."""
 
     @abc.abstractmethod
     def deployed(self) -> list[tuple[str, int, str]]:
@@ -151,15 +154,3 @@ class Monitor(abc.ABC):
         Providers that keep the caller's own request id beside the platform's map it too (one caller
         id may name several captures); by default only platform ids are known."""
         return {i: [i] for i in self.known_request_ids(ids)}
-
-
-class CostSource(abc.ABC):
-    """Metered usage of a stack's serving: deployments with instance types, and traffic."""
-
-    @abc.abstractmethod
-    def deployments(self, start: float, end: float) -> list[Deployment]:
-        """Deployments alive at any time in ``[start, end)``."""
-
-    @abc.abstractmethod
-    def usage(self, start: float, end: float) -> list[Usage]:
-        """Predictions served and busy seconds per (model, version, environment) in ``[start, end)``."""

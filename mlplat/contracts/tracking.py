@@ -1,0 +1,97 @@
+"""``Capability.TRACKING``: experiments, runs, parameters, metrics, tags and artifacts."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+from mlplat.contracts.base import Contract
+
+NO_VALUES: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass
+class RunRecord:
+    """A tracked run, provider-neutral. ``metrics`` holds the latest value of each metric."""
+
+    run_id: str
+    experiment: str
+    name: str
+    status: str  # RUNNING | FINISHED | FAILED | KILLED
+    user: str
+    start_time: float | None
+    end_time: float | None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    artifact_uri: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    value: float
+    step: int
+    timestamp_ms: int
+
+
+class ExperimentTracker(Contract):
+    """Experiments, runs, parameters, metrics, tags and artifacts."""
+
+    @abc.abstractmethod
+    def start_run(self, experiment: str, *, name: str | None, tags: Mapping[str, str]) -> str:
+        """Create a RUNNING run in ``experiment`` (created if missing) and return its id."""
+
+    @abc.abstractmethod
+    def log_batch(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, str] = NO_VALUES,
+        metrics: Sequence[MetricPoint] = (),
+        tags: Mapping[str, str] = NO_VALUES,
+    ) -> None:
+        """Write many values in as few round trips as the backend allows. Blocking."""
+
+    @abc.abstractmethod
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        """Copy a file into the run's artifacts."""
+
+    @abc.abstractmethod
+    def end_run(self, run_id: str, status: str) -> None:
+        """Mark the run FINISHED, FAILED or KILLED. Idempotent."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run, or ``NotFound`` naming the id."""
+
+    @abc.abstractmethod
+    def list_runs(self, *, experiment: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """Most recent first."""
+
+    @abc.abstractmethod
+    def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        """Every logged point of one metric, in step order."""
+
+    @abc.abstractmethod
+    def download_artifacts(self, run_id: str, path: str, dst: str) -> str:
+        """Fetch an artifact file or folder to ``dst``; return the local path."""
+
+    def activate(self, run_id: str) -> Any:  # pragma: no cover - provider specific
+        """Make ``run_id`` the framework-level active run so autologging lands in it.
+        Returns a handle passed back to :meth:`deactivate`. Default: the backend has no
+        framework-level run, so autologging has nowhere to land and nothing is done."""
+        return None
+
+    def deactivate(self, handle: Any, status: str) -> None:  # pragma: no cover
+        """End what :meth:`activate` started. Default: nothing was started."""
+        return None
+
+    def ui_command(self, *, host: str, port: int) -> list[str]:
+        """Optional. The command line (argv) of a web UI over this tracking store, listening on
+        ``host:port``; ``mlplat ui`` replaces its own process with it. Nothing is started here."""
+        self._unsupported("tracking UI", hint="open the stack's tracking server in its cloud console")
