@@ -277,23 +277,18 @@ def fingerprint(name: str, data: Any, base: Path | None = None) -> DatasetFinger
             raise MlplatError(f"dataset '{name}' not found at {data}", hint="pass an existing file path or a DataFrame")
         rows, schema = _file_shape(path)
         return DatasetFingerprint(name, "file", file_sha256(path), rows, schema, str(path.resolve()))
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover
-        pd = None
-    if pd is not None and isinstance(data, pd.Series):
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(data, pd.Series):
         data = data.to_frame()
-    if pd is not None and isinstance(data, pd.DataFrame):
+    if isinstance(data, pd.DataFrame):
         hashed = pd.util.hash_pandas_object(data, index=True).to_numpy()
         hasher = hashlib.sha256(hashed.tobytes())
         hasher.update("|".join(f"{c}:{t}" for c, t in data.dtypes.astype(str).items()).encode())
         return DatasetFingerprint(name, "dataframe", hasher.hexdigest(), int(len(data)),
                                   {str(c): str(t) for c, t in data.dtypes.items()})
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        np = None
-    if np is not None and isinstance(data, np.ndarray):
+    if isinstance(data, np.ndarray):
         array = np.ascontiguousarray(data)
         hasher = hashlib.sha256(array.tobytes())
         hasher.update(f"{array.dtype}{array.shape}".encode())

@@ -9,6 +9,9 @@ from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
 from mlplat.errors import ExitCode
 from mlplat.formatting import when
 
+# The monitoring services import numpy and pandas: each command imports them when it runs, so
+# `mlplat monitor --help` stays light.
+
 
 @click.group()
 def monitor() -> None:
