@@ -295,3 +295,53 @@ def test_every_gate_metric_has_a_range():
     from mlplat.stack import GATE_METRICS, METRIC_RANGES
 
     assert set(METRIC_RANGES) == set(GATE_METRICS)
+
+
+# --- each provider declares its own settings model -------------------------------------------------
+
+
+def test_a_provider_brings_its_own_settings_model_without_an_edit_in_core(tmp_path):
+    from typing import Literal
+
+    from pydantic import Field
+
+    from mlplat import providers
+    from mlplat.contracts import ProviderSettings
+    from mlplat.providers import ProviderBundle
+
+    class OnPremProviderSpec(ProviderSettings):
+        kind: Literal["onprem"] = Field(description="A cluster in the company's own data centre.")
+        rack: str = Field(pattern=r"^r\d+$", description="Rack of the cluster.", examples=["r12"])
+
+    providers.reset()
+    providers.register(ProviderBundle("onprem", "test: settings only", settings_model=OnPremProviderSpec))
+    try:
+        spec = parse(GOOD.replace("{kind: aws, region: eu-west-1}", "{kind: onprem, rack: r7}"), tmp_path)
+        assert isinstance(spec.provider, OnPremProviderSpec) and spec.provider.rack == "r7"
+        assert spec.model_dump(by_alias=True)["provider"] == {"kind": "onprem", "rack": "r7"}
+        message = error_of(GOOD.replace("{kind: aws, region: eu-west-1}", "{kind: onprem, rack: seven}"), tmp_path)
+        assert ("Pulumi.t.yaml:5: mlplat:provider.rack: String should match pattern '^r\\d+$' (got 'seven'); "
+                "expected Rack of the cluster; for example 'r12'") in message
+        message = error_of(GOOD.replace("{kind: aws, region: eu-west-1}", "{kind: onprem, rack: r7, region: x}"),
+                           tmp_path)
+        assert "mlplat:provider.region: unknown key 'region'; allowed keys: kind, rack" in message
+        message = error_of(GOOD.replace("{kind: aws, region: eu-west-1}", "{kind: oracle}"), tmp_path)
+        assert "expected one of: aws, azure, gcp, local, onprem" in message
+        provider_schema = json_schema()["properties"]["provider"]
+        assert provider_schema["discriminator"]["mapping"]["onprem"] == "#/$defs/OnPremProviderSpec"
+        assert json_schema()["$defs"]["OnPremProviderSpec"]["properties"]["rack"]["description"] == "Rack of the cluster."
+    finally:
+        providers.reset()
+    assert "onprem" not in providers.names()
+
+
+def test_the_schema_documents_each_installed_provider():
+    from mlplat import providers
+
+    schema = json_schema()
+    mapping = schema["properties"]["provider"]["discriminator"]["mapping"]
+    assert set(mapping) == set(providers.names())
+    for kind, ref in mapping.items():
+        model = schema["$defs"][ref.rsplit("/", 1)[1]]
+        assert model["properties"]["kind"]["const"] == kind and model["additionalProperties"] is False
+        assert all("description" in field for field in model["properties"].values())
