@@ -9,7 +9,6 @@ registered versions still land in SageMaker's model registry and the stack's buc
 """
 from __future__ import annotations
 
-from mlplat.errors import CapabilityNotSupported
 from mlplat.mlflow_tracking import MlflowTracker
 
 
@@ -25,5 +24,4 @@ class AwsTracker(MlflowTracker):
         super().__init__(self.state.tracking_uri, str(self.state.artifacts))
 
     def ui_command(self, *, host: str, port: int) -> list[str]:
-        raise CapabilityNotSupported("aws", "tracking UI",
-                                     hint="open the stack's SageMaker MLflow tracking server in the AWS console")
+        self._unsupported("tracking UI", hint="open the stack's SageMaker MLflow tracking server in the AWS console")
