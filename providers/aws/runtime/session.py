@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any, Callable, Iterable
 
 from mlplat.errors import ExitCode, ExternalError, NotFound, StackError
+from mlplat_providers.aws.settings import AwsProviderSpec
 
 THROTTLING = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "TooManyRequestsException", "RequestLimitExceeded",
@@ -118,16 +119,13 @@ class AwsSession:
     """The stack's AWS settings, checked, and cached boto3 clients."""
 
     def __init__(self, spec, *, retry: RetryPolicy | None = None):
-        if spec.provider.kind != "aws":
+        if not isinstance(spec.provider, AwsProviderSpec):
             raise StackError(f"stack '{spec.name}' uses the {spec.provider.kind} provider, not aws",
                              where=spec.path or None)
         self.spec = spec
         self.retry = retry or RetryPolicy()
         self._clients: dict[str, Any] = {}
-        region = getattr(spec.provider, "region", None)
-        if not region:
-            raise StackError(f"stack '{spec.name}' has no AWS region", where=spec.path or None,
-                             hint="set mlplat:provider.region (e.g. eu-west-1) in the stack file")
+        region = spec.provider.region  # required by the stack's settings model
         pulumi_region = (spec.pulumi_config or {}).get("aws:region")
         if pulumi_region and pulumi_region != region:
             raise StackError(f"aws:region ({pulumi_region}) and mlplat:provider.region ({region}) disagree",
