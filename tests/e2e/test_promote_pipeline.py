@@ -117,8 +117,8 @@ def test_two_concurrent_promotions_one_wins(project):
     env = {**os.environ, "MLPLAT_PROJECT_DIR": str(project), "MLPLAT_USER": AUTHOR}
     first = subprocess.Popen([str(BIN / "mlplat"), "models", "promote", "scorer", "2", "--to", "staging"], cwd=project,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: db(project).execute("SELECT 1 FROM promotions WHERE version=2 AND state='running'").fetchone(),
-               timeout=60, message="the first promotion never started")
+    running = "SELECT 1 FROM promotions WHERE version=2 AND state='running'"
+    wait_until(lambda: db(project).execute(running).fetchone(), timeout=60, message="the first promotion never started")
     second = cli_in(project, "models", "promote", "scorer", "2", "--to", "staging")
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err

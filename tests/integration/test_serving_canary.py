@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 URL = "/endpoints/scorer/invocations"
 # A bake time no run of this file reaches: a step can end only on its verdict.
 NEVER = 3600.0
+TWIN = 8  # a second version made of version 1's model folder: same predictions, another version
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +197,14 @@ def routed_keys(live, per_variant: int, start: int = 0) -> dict[str, list[int]]:
     return keys
 
 
-def send_keyed(h: GatewayHarness, numbers: list[int]) -> list[str]:
-    """POST the rows of ``numbers`` with their routing keys; the variant that answered each."""
+def send_keyed(h: GatewayHarness, numbers: list[int], rows: list[int]) -> list[str]:
+    """POST ``row(rows[k])`` with the routing key of ``numbers[k]``; the variant that answered each.
+
+    Which row a request carries is independent of where its key routes it, so both variants can
+    be sent the same rows: a version and its twin then predict the same distribution, and only
+    what a test varies (latency, time) can decide the step."""
     with httpx.Client(base_url=h.url, timeout=10) as c:
-        responses = [c.post(URL, json=row(i), headers=key(0, i)) for i in numbers]
+        responses = [c.post(URL, json=row(r), headers=key(0, i)) for i, r in zip(numbers, rows, strict=True)]
     assert {r.status_code for r in responses} == {200}
     return [r.headers["x-mlplat-variant"] for r in responses]
 
@@ -209,45 +214,52 @@ def test_a_latency_stall_is_judged_again_on_fresh_traffic(harness):
     judged on one pass: the step is taken once fresh traffic shows the stall has passed."""
     from mlplat.serving import predictor
 
-    stalls = {"left": 3}
+    stalls = {"left": 0}
+    harness.models[TWIN] = harness.models[1]
 
     def loader(path, name, version):
         model = predictor.load(path, name=name, version=version)
-        if version == 2:
-            inner = model._predict
+        if version == TWIN:
+            predict = model.predict
 
             def stalling(inputs):
+                # the stall is the machine's, not the model's: the gateway times it, the model's
+                # own predict time (which picks inline or thread-pool execution) does not see it
                 if stalls["left"]:
                     stalls["left"] -= 1
-                    threading.Event().wait(0.5)  # the stall itself, inside the model
-                return inner(inputs)
+                    threading.Event().wait(0.5)
+                return predict(inputs)
 
-            model._predict = stalling
+            model.predict = stalling
         return model
 
     clock = ManualClock()
     harness.deploy(1)
-    endpoint = harness.deploy(2, "canary", canary=policy(min_requests=10, max_latency_ratio=TOLERANT), now=clock())
+    endpoint = harness.deploy(TWIN, "canary", canary=policy(min_requests=10, max_latency_ratio=TOLERANT),
+                              now=clock())
     rid = endpoint.rollout_id
     harness.start(controller=False, clock=clock, loader=loader)
     gateway = harness.gateway
     live = gateway.table["scorer"]
+    warm(live, json.dumps(row()).encode())
+    stalls["left"] = 3  # three of the candidate's first requests stall
     first = routed_keys(live, 30)
-    assert send_keyed(harness, first["canary"] + first["stable"]) == ["canary"] * 30 + ["stable"] * 30
-    assert stalls["left"] == 0
+    sent = send_keyed(harness, first["canary"] + first["stable"], rows=[*range(30), *range(30)])
+    assert sent == ["canary"] * 30 + ["stable"] * 30 and stalls["left"] == 0
     assert gateway.control_once() == []  # suspect: one pass over stalled samples decides nothing
     assert rollout_state(harness, rid) == "running"
     fresh = routed_keys(live, 30, start=max(first["canary"] + first["stable"]) + 1)
-    send_keyed(harness, fresh["canary"])
-    assert gateway.control_once() == [(rid, "step")]
+    assert send_keyed(harness, fresh["canary"], rows=list(range(30))) == ["canary"] * 30
+    assert gateway.control_once() == [(rid, "step")], harness.query("SELECT reason FROM rollout_events")
 
 
 def test_a_step_bakes_on_the_controllers_clock(harness):
     """The bake time is read from the clock the gateway is given: enough traffic, no breach, and the
     step still waits until that clock has moved past the bake time - however much real time passed."""
     clock = ManualClock()
+    harness.models[TWIN] = harness.models[1]
     harness.deploy(1)
-    endpoint = harness.deploy(2, "canary", canary=policy(min_requests=10, bake=300, steps=(50, 100),
+    endpoint = harness.deploy(TWIN, "canary", canary=policy(min_requests=10, bake=300, steps=(50, 100),
                                                          max_latency_ratio=TOLERANT), now=clock())
     rid = endpoint.rollout_id
     harness.start(controller=False, clock=clock)
@@ -255,7 +267,8 @@ def test_a_step_bakes_on_the_controllers_clock(harness):
     live = gateway.table["scorer"]
     warm(live, json.dumps(row()).encode())
     keys = routed_keys(live, 30)
-    assert send_keyed(harness, keys["canary"] + keys["stable"]) == ["canary"] * 30 + ["stable"] * 30
+    sent = send_keyed(harness, keys["canary"] + keys["stable"], rows=[*range(30), *range(30)])
+    assert sent == ["canary"] * 30 + ["stable"] * 30
 
     assert gateway.control_once() == []
     analysis = harness.query("SELECT last_analysis, analyzed_at FROM rollouts WHERE id=?", rid)[0]

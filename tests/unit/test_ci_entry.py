@@ -42,7 +42,8 @@ def ci_tree(tmp_path: Path, install_exit: int) -> tuple[Path, dict[str, str]]:
     tree = tmp_path / "repo"
     (tree / ".ci").mkdir(parents=True)
     shutil.copy(REPO / ".ci" / "run", tree / ".ci" / "run")
-    (tree / ".ci" / "system-packages.sh").write_text(f"echo 'E: Unable to locate package chromium'\nexit {install_exit}\n")
+    (tree / ".ci" / "system-packages.sh").write_text(
+        f"echo 'E: Unable to locate package chromium'\nexit {install_exit}\n")
     (tree / "Makefile").write_text("test:\n\t@echo \"make test ran with CI=$$CI\"\n")
     stubs = tmp_path / "bin"
     stubs.mkdir()
