@@ -1,6 +1,7 @@
 """The aws provider: Amazon SageMaker (Pulumi program on pulumi-aws; runtime through boto3).
 
-Its capabilities are registered here as they land; until then each raises
+Stacks validate with :class:`AwsProviderSpec` (no SDK needed). The capabilities below import
+Pulumi and boto3 when built; monitoring and features are not offered, and asking for them raises
 `CapabilityNotSupported` naming the provider and the capability.
 """
 from __future__ import annotations

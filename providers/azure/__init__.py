@@ -1,7 +1,7 @@
 """The azure provider: Azure Machine Learning (Pulumi program on pulumi-azure-native; runtime through azure-ai-ml).
 
-Its capabilities are registered here as they land; until then each raises
-`CapabilityNotSupported` naming the provider and the capability.
+Stacks validate with :class:`AzureProviderSpec` (no SDK needed); no capability is offered yet, so
+each raises `CapabilityNotSupported` naming the provider and the capability.
 """
 from __future__ import annotations
 

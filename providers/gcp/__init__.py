@@ -1,7 +1,7 @@
 """The gcp provider: Google Vertex AI (Pulumi program on pulumi-gcp; runtime through google-cloud-aiplatform).
 
-Its capabilities are registered here as they land; until then each raises
-`CapabilityNotSupported` naming the provider and the capability.
+Stacks validate with :class:`GcpProviderSpec` (no SDK needed); no capability is offered yet, so
+each raises `CapabilityNotSupported` naming the provider and the capability.
 """
 from __future__ import annotations
 
