@@ -13,6 +13,7 @@ of a provider's own ``mlplat:provider`` settings model.
 from __future__ import annotations
 
 from mlplat.contracts.base import Contract
+from mlplat.contracts.canary import CanaryMetrics, CanaryWindow, VariantStats
 from mlplat.contracts.capabilities import CONTRACTS, Capability
 from mlplat.contracts.cost import CostSource, Deployment, Usage
 from mlplat.contracts.delivery import DeliveryPipeline, Endpoint, Package
@@ -27,6 +28,8 @@ from mlplat.contracts.tracking import ExperimentTracker, MetricPoint, RunRecord
 __all__ = [
     "CONTRACTS",
     "SETTINGS_CONFIG",
+    "CanaryMetrics",
+    "CanaryWindow",
     "Capability",
     "Capture",
     "Contract",
@@ -49,6 +52,7 @@ __all__ = [
     "RunRecord",
     "StoredVersion",
     "Usage",
+    "VariantStats",
     "ViewSelection",
     "split_predictions",
 ]

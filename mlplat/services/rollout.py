@@ -7,19 +7,26 @@ appends to the audit log and bumps ``serving_revision``, which the running gatew
 polls, so a change is live within a poll interval and a crash never half-applies it.
 
 The analysis functions are pure: they take per-variant statistics and thresholds
-and return a decision with its reasons; the gateway's controller feeds them live
-traffic and applies the decision through :func:`advance` / :func:`rollback`.
+and return a decision with its reasons. :class:`CanaryJudge` is the one canary
+controller pass of every provider: it reads a provider's
+:class:`~mlplat.contracts.canary.CanaryMetrics` source, judges, re-checks a latency or
+prediction-shift breach on fresh traffic, and applies the decision through
+:func:`advance` / :func:`rollback` / :func:`record_analysis`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from mlplat.contracts.canary import CanaryMetrics, VariantStats
+from mlplat.db import Database
 from mlplat.errors import Conflict, MlplatError, NotFound
+from mlplat.services.monitoring.drift import psi  # the platform's one PSI (ro.psi)
 
 STRATEGIES = ("direct", "ab", "canary", "shadow")
 MAX_SHADOW_PERCENT = 50
@@ -154,74 +161,8 @@ def canary_routes(stable: int, candidate: int, percent: int) -> list[Route]:
 # --- statistics ---------------------------------------------------------------------------------
 
 
-@dataclass
-class VariantStats:
-    """What one variant served during an analysis window."""
-
-    requests: int = 0
-    errors: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-    predictions: list[float] = field(default_factory=list)
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def p95_ms(self) -> float | None:
-        return percentile(self.latencies_ms, 95)
-
-    def summary(self) -> dict[str, Any]:
-        p95 = self.p95_ms
-        return {"requests": self.requests, "errors": self.errors, "error_rate": round(self.error_rate, 4),
-                "p50_ms": _round(percentile(self.latencies_ms, 50)), "p95_ms": _round(p95),
-                "mean_prediction": _round(sum(self.predictions) / len(self.predictions)) if self.predictions else None}
-
-
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] if lo == hi else ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def psi(expected: Sequence[float], actual: Sequence[float], *, bins: int = 10, floor: float = 1e-4) -> float:
-    """Population stability index of ``actual`` against ``expected``.
-
-    Few distinct values (labels) are compared category by category; continuous values
-    in quantile bins of ``expected``. Empty shares are floored so the log stays finite.
-    """
-    if not expected or not actual:
-        return 0.0
-    distinct = sorted(set(expected) | set(actual))
-    if len(distinct) <= 20:
-        edges_share_e = [sum(1 for v in expected if v == d) / len(expected) for d in distinct]
-        edges_share_a = [sum(1 for v in actual if v == d) / len(actual) for d in distinct]
-    else:
-        ordered = sorted(expected)
-        cuts = sorted({ordered[min(len(ordered) - 1, int(len(ordered) * i / bins))] for i in range(1, bins)})
-        edges_share_e = _shares(expected, cuts)
-        edges_share_a = _shares(actual, cuts)
-    total = 0.0
-    for e, a in zip(edges_share_e, edges_share_a):
-        e, a = max(e, floor), max(a, floor)
-        total += (a - e) * math.log(a / e)
-    return total
-
-
-def _shares(values: Sequence[float], cuts: list[float]) -> list[float]:
-    import bisect
-
-    counts = [0] * (len(cuts) + 1)
-    for v in values:
-        counts[bisect.bisect_right(cuts, v)] += 1
-    return [c / len(values) for c in counts]
 
 
 def two_proportion_test(success_a: int, n_a: int, success_b: int, n_b: int) -> dict[str, float | None]:
@@ -284,6 +225,126 @@ def analyze(stable: VariantStats, candidate: VariantStats, policy: CanaryPolicy,
     if elapsed < policy.bake_seconds:
         return Decision("wait", (f"baking: {elapsed:.0f} of {policy.bake_seconds:.0f} s",), metrics)
     return Decision("pass", ("error rate, latency and prediction shift within limits",), metrics)
+
+
+def errors_breached(decision: Decision) -> bool:
+    """Whether the error rate is among a rollback decision's reasons (acted on at once)."""
+    return any(reason.startswith("error rate") for reason in decision.reasons)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judgement of one running rollout.
+
+    ``decision`` is what the judge concluded (``None``: the source had no view of the current
+    step, nothing was decided). ``acted`` is ``"rollback"``, ``"step"`` or ``"promoted"`` when a
+    change was applied, else ``None`` (waiting, a breach held for a re-check, or a change another
+    controller made first). ``endpoint`` is the endpoint after that change and ``applied`` what the
+    judge's ``on_change`` hook returned for it.
+    """
+
+    rollout_id: int
+    decision: Decision | None
+    acted: str | None = None
+    endpoint: Endpoint | None = None
+    applied: Any = None
+
+
+class CanaryJudge:
+    """The canary controller pass of every provider, fed by that provider's metrics source.
+
+    Per running rollout: :func:`analyze` the candidate of the current step against the stable
+    version; a provider's own alarm and an error-rate breach roll back at once. A latency or
+    prediction-shift breach is held as suspect and judged again on fresh traffic only (what
+    the candidate served after the first breaching look, at least ``max(5, min_requests // 2)``
+    requests), so one stall of a loaded machine (a GC pause, an fsync, a cold start) does not
+    roll back a good version; if the fresh traffic passes, the step is judged on it. A pass
+    advances (or promotes after the last step); a wait is recorded for ``mlplat rollout
+    status``, at most once per ``record_every`` seconds per rollout.
+
+    Suspicions live in this object: a controller keeps one judge across its passes.
+    ``on_change`` runs inside the transaction that changed the endpoint (a cloud provider applies
+    the new routing there, so a failed cloud call leaves the ledger as it was).
+    """
+
+    def __init__(self, source: CanaryMetrics, *, actor: str, clock: Callable[[], float] = time.time,
+                 record_every: float = 0.0, instance_type: str | None = None, price_per_hour: float | None = None,
+                 on_change: Callable[[Endpoint], Any] | None = None):
+        self.source = source
+        self.actor = actor
+        self.clock = clock
+        self.record_every = record_every
+        self.instance_type = instance_type
+        self.price_per_hour = price_per_hour
+        self.on_change = on_change
+        self._suspect: dict[int, tuple[int, float]] = {}  # rollout id -> (step, mark of the first breaching look)
+
+    def decide(self, rollout: Mapping[str, Any], now: float) -> tuple[Decision | None, bool]:
+        """The decision for one running rollout at ``now``, and whether it is a breach held for a re-check
+        (then a ``wait`` that is not recorded). Reads the source; changes no store."""
+        rid, step = int(rollout["id"]), int(rollout["step_index"])
+        window = self.source.window(rollout, now)
+        if window is None:
+            return None, False
+        policy = CanaryPolicy.from_json(rollout["policy"])
+        elapsed = now - float(rollout["step_started_at"])
+        context = {"step_index": step, "percent": policy.steps[step], **window.metrics}
+        decision = analyze(window.stable, window.candidate, policy, elapsed=elapsed)
+        if window.alarms:
+            decision = Decision("rollback", tuple(window.alarms), decision.metrics)
+        decision.metrics.update(context)
+        if decision.action != "rollback" or window.alarms or errors_breached(decision):
+            if decision.action != "rollback":
+                self._suspect.pop(rid, None)
+            return decision, False
+        held = Decision("wait", ("breach held until fresh traffic confirms it: " + "; ".join(decision.reasons),),
+                        decision.metrics)
+        suspect = self._suspect.get(rid)
+        fresh = None
+        if suspect is not None and suspect[0] == step:
+            fresh = self.source.since(rollout, suspect[1], now)
+        if fresh is None:
+            self._suspect[rid] = (step, window.mark)
+            return held, True
+        if fresh.requests < max(5, policy.min_requests // 2):
+            return held, True
+        recheck = dataclasses.replace(policy, min_requests=fresh.requests)
+        decision = analyze(window.stable, fresh, recheck, elapsed=elapsed)
+        decision.metrics.update({**context, "rechecked": True})
+        if decision.action != "rollback":  # the stall passed: the step is judged on the fresh samples
+            self._suspect.pop(rid, None)
+        return decision, False
+
+    def judge(self, db: Database, conn: sqlite3.Connection, rollout: Mapping[str, Any],
+              recorded: dict[int, float] | None = None) -> Verdict:
+        """Decide for one running rollout and apply the decision, each change one transaction on ``conn``.
+        ``recorded`` (rollout id -> when its last wait was recorded) is the caller's, kept across passes."""
+        recorded = {} if recorded is None else recorded
+        rid, step = int(rollout["id"]), int(rollout["step_index"])
+        now = self.clock()
+        decision, held = self.decide(rollout, now)
+        if decision is None or held:
+            return Verdict(rid, decision)
+        common = dict(instance_type=self.instance_type, price_per_hour=self.price_per_hour, now=now)
+        if decision.action in ("rollback", "pass"):
+            with db.transaction(conn):
+                if decision.action == "rollback":
+                    done = rollback(conn, model=rollout["model"], environment=rollout["environment"], actor=self.actor,
+                                    reason="canary breach: " + "; ".join(decision.reasons), metrics=decision.metrics,
+                                    expect_rollout=rid, **common)
+                else:
+                    done = advance(conn, rid, actor=self.actor, decision=decision, expect_step=step, **common)
+                applied = self.on_change(done) if done is not None and self.on_change is not None else None
+            if done is None:
+                return Verdict(rid, decision)
+            acted = "rollback" if decision.action == "rollback" else (
+                "promoted" if done.rollout_id is None else "step")
+            return Verdict(rid, decision, acted, done, applied)
+        if now - recorded.get(rid, 0.0) >= self.record_every:
+            with db.transaction(conn):
+                record_analysis(conn, rid, decision, now)
+            recorded[rid] = now
+        return Verdict(rid, decision)
 
 
 # --- persistence -------------------------------------------------------------------------------
@@ -575,7 +636,7 @@ def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: s
     else:
         raise Conflict(f"'{model}' in '{environment}' has only ever served version {endpoint.stable_version}: "
                        "there is no earlier version to roll back to",
-                       hint=f"deploy another version, or name one with --to")
+                       hint="deploy another version, or name one with --to")
     if serving == [target] and endpoint.shadow is None and endpoint.rollout_id is None:
         raise Conflict(f"'{model}' in '{environment}' already serves version {target} only",
                        hint="`mlplat deployments show` lists the versions it served")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mlplat.contracts import EndpointDeployer
+from mlplat.contracts.canary import percentile
 from mlplat.db import Database
 from mlplat.errors import MlplatError
 from mlplat.services import rollout as ro
@@ -171,7 +172,7 @@ def _shadow_readout(conn, model: str, environment: str, version: int, since: flo
     s_lat = [r["s_ms"] for r in rows]
     return {"version": version, "compared": pairs, "errors": errors,
             "agreement": round(agree / (pairs - errors), 4) if pairs > errors else None,
-            "primary_p95_ms": _r(ro.percentile(p_lat, 95)), "shadow_p95_ms": _r(ro.percentile(s_lat, 95))}
+            "primary_p95_ms": _r(percentile(p_lat, 95)), "shadow_p95_ms": _r(percentile(s_lat, 95))}
 
 
 def _r(value: float | None) -> float | None:

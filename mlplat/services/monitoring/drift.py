@@ -1,9 +1,10 @@
 """Data and prediction drift between a reference sample and a window of captured traffic.
 
-Numerical features: Population Stability Index over the reference's decile bins and
-the two-sample Kolmogorov-Smirnov test. Categorical features: chi-squared test of
-homogeneity on the 2 x K contingency table and the Jensen-Shannon distance (base 2,
-in [0, 1]). The prediction column is judged like any feature and reported apart.
+Numerical features: Population Stability Index over the reference's decile bins (value
+by value for a feature of few distinct values) and the two-sample Kolmogorov-Smirnov
+test. Categorical features: chi-squared test of homogeneity on the 2 x K contingency
+table and the Jensen-Shannon distance (base 2, in [0, 1]). The prediction column is
+judged like any feature and reported apart.
 
 A feature drifts only when the test is significant *and* the effect is large:
 ``p < pValue`` and ``PSI > psi`` (numerical), ``p < chi2PValue`` and
@@ -27,6 +28,9 @@ import numpy as np
 PREDICTION = "__prediction__"
 N_BINS = 10
 EPS = 1e-4  # floor of a bin share so an empty bin gives a finite PSI
+# Samples with at most this many distinct values (labels, counts) are compared value by value:
+# deciles would merge rare values into their neighbours' bins and hide a shift between them.
+MAX_PSI_CATEGORIES = 20
 EXACT_KS_MAX_N = 10_000  # scipy's own switch from the exact to the asymptotic KS distribution
 
 OK, DRIFT, INSUFFICIENT = "ok", "drift", "insufficient data"
@@ -174,15 +178,50 @@ def ks_2samp_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def psi_sorted(reference: np.ndarray, current: np.ndarray, bins: int = N_BINS) -> float:
-    """PSI = sum((p - q) * ln(p / q)) over the reference's quantile bins (scipy's ``rel_entr`` both ways)."""
+    """PSI = sum((p - q) * ln(p / q)) of two sorted, finite, non-empty samples (scipy's ``rel_entr`` both ways).
+
+    The platform's one PSI: drift per numerical feature here, prediction shift in canary
+    analysis (:func:`psi`). Shares are taken value by value when the two samples together have
+    at most ``MAX_PSI_CATEGORIES`` distinct values, else over the reference's ``bins`` quantile
+    bins; every share is floored at ``EPS`` so an empty bin gives a finite PSI.
+    """
     from scipy.special import rel_entr
 
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    ref_counts = np.diff(np.concatenate([[0], np.searchsorted(reference, edges, side="right"), [reference.size]]))
-    cur_counts = np.diff(np.concatenate([[0], np.searchsorted(current, edges, side="right"), [current.size]]))
+    ref_values = _distinct_sorted(reference, MAX_PSI_CATEGORIES)
+    cur_values = _distinct_sorted(current, MAX_PSI_CATEGORIES)
+    values = None
+    if ref_values is not None and cur_values is not None:
+        values = np.union1d(ref_values, cur_values)
+    if values is not None and values.size <= MAX_PSI_CATEGORIES:
+        ref_counts = np.searchsorted(reference, values, side="right") - np.searchsorted(reference, values, side="left")
+        cur_counts = np.searchsorted(current, values, side="right") - np.searchsorted(current, values, side="left")
+    else:
+        edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+        ref_counts = np.diff(np.concatenate([[0], np.searchsorted(reference, edges, side="right"), [reference.size]]))
+        cur_counts = np.diff(np.concatenate([[0], np.searchsorted(current, edges, side="right"), [current.size]]))
     p = np.clip(ref_counts / reference.size, EPS, None)
     q = np.clip(cur_counts / current.size, EPS, None)
     return float(np.sum(rel_entr(p, q) + rel_entr(q, p)))
+
+
+def psi(reference: Any, current: Any, bins: int = N_BINS) -> float:
+    """:func:`psi_sorted` of two unsorted samples; missing and non-finite values are left out.
+    ``0.0`` when either sample has no value left (nothing to compare)."""
+    ref, _ = _finite_sorted(reference)
+    cur, _ = _finite_sorted(current)
+    if not ref.size or not cur.size:
+        return 0.0
+    return psi_sorted(ref, cur, bins)
+
+
+def _distinct_sorted(values: np.ndarray, limit: int) -> np.ndarray | None:
+    """The distinct values of a sorted array, or ``None`` when there are more than ``limit``."""
+    if not values.size:
+        return values
+    starts = np.flatnonzero(values[1:] != values[:-1]) + 1
+    if starts.size + 1 > limit:
+        return None
+    return np.concatenate([values[:1], values[starts]])
 
 
 def numerical_drift(name: str, reference: Any, current: Any, th: Thresholds, *, presorted: bool = False) -> FeatureDrift:

@@ -14,23 +14,25 @@ primary's. A change that only moves traffic between versions already on the endp
 new endpoint configuration and ``UpdateEndpoint`` (``CreateEndpoint`` the first time).
 
 Canary: SageMaker's own canary has two steps, so the platform steps the weights itself
-through the stack's ``serving.canary.steps``. ``step`` judges the current step from the
-endpoint's rollback alarms (any in ALARM rolls back) and its CloudWatch metrics per
-variant (invocations, 5xx errors, p95 latency against the stable variant, with the
-stack's thresholds and minimum requests), then advances, waits or rolls back.
-``mlplat serve`` on an AWS stack runs that controller in a loop.
+through the stack's ``serving.canary.steps``. ``step`` runs the provider-neutral canary
+judge (``mlplat.services.rollout.CanaryJudge``) on the endpoint's rollback alarms (any in
+ALARM rolls back) and its CloudWatch metrics per variant (invocations, 5xx errors, p95
+latency against the stable variant, with the stack's thresholds and minimum requests; a
+latency breach is judged again on the minutes after it), then advances, waits or rolls
+back. ``mlplat serve`` on an AWS stack runs that controller in a loop.
 """
 from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import math
 import os
 import time
 import uuid
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from mlplat.contracts import EndpointDeployer
+from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer
 from mlplat.errors import Conflict, Denied, NotFound, StackError
 from mlplat.services import rollout as ro
 from mlplat.services.serving import check_deploy
@@ -255,34 +257,17 @@ class AwsServing(EndpointDeployer):
 
     # --- the canary controller -------------------------------------------------------------------
 
-    def _alarms_firing(self, endpoint_name: str) -> list[str]:
+    @cached_property
+    def judge(self) -> ro.CanaryJudge:
+        """The provider-neutral canary judge on this stack's CloudWatch metrics. One per instance:
+        a breach it holds for a re-check on fresh traffic is remembered across :meth:`step` calls."""
+        return ro.CanaryJudge(CloudWatchCanaryMetrics(self.aws.call, self.endpoint_name, self._rollback_alarms),
+                              actor=CONTROLLER, on_change=self.apply, **self._cost)
+
+    def _rollback_alarms(self, endpoint_name: str) -> list[str]:
         from mlplat_providers.aws.plan import alarm_plans, slug
 
-        names = [slug(f"{endpoint_name}-{a.suffix}", 255) for a in alarm_plans(self.spec) if a.rollback]
-        alarms = self.aws.call("cloudwatch", "describe_alarms", AlarmNames=names,
-                               what=f"reading the rollback alarms of {endpoint_name}").get("MetricAlarms", [])
-        return [f"CloudWatch alarm {a['AlarmName']} is in ALARM ({a.get('StateReason', '')})".strip()
-                for a in alarms if a.get("StateValue") == "ALARM"]
-
-    def variant_stats(self, endpoint_name: str, version: int, since: float, until: float) -> ro.VariantStats:
-        """Invocations, 5xx errors and p95 model latency of one variant, from CloudWatch."""
-        start = dt.datetime.fromtimestamp(int(since // 60) * 60, dt.timezone.utc)
-        end = dt.datetime.fromtimestamp(until + 60, dt.timezone.utc)
-        dims = [{"Name": "EndpointName", "Value": endpoint_name}, {"Name": "VariantName", "Value": variant(version)}]
-
-        def query(qid: str, metric: str, stat: str) -> dict[str, Any]:
-            return {"Id": qid, "MetricStat": {"Metric": {"Namespace": "AWS/SageMaker", "MetricName": metric,
-                                                         "Dimensions": dims}, "Period": 60, "Stat": stat}}
-
-        result = self.aws.call("cloudwatch", "get_metric_data", StartTime=start, EndTime=end, ScanBy="TimestampAscending",
-                               MetricDataQueries=[query("invocations", "Invocations", "Sum"),
-                                                  query("errors", "Invocation5XXErrors", "Sum"),
-                                                  query("latency", "ModelLatency", "p95")],
-                               what=f"reading the metrics of {endpoint_name}/{variant(version)}")
-        values = {r["Id"]: r.get("Values") or [] for r in result.get("MetricDataResults", [])}
-        latencies_ms = [v / 1000.0 for v in values.get("latency", [])]  # ModelLatency is in microseconds
-        return ro.VariantStats(requests=int(sum(values.get("invocations", []))),
-                               errors=int(sum(values.get("errors", []))), latencies_ms=latencies_ms)
+        return [slug(f"{endpoint_name}-{a.suffix}", 255) for a in alarm_plans(self.spec) if a.rollback]
 
     def step(self, name: str, *, environment: str) -> dict[str, Any]:
         """Judge the running canary of ``name`` once: advance to the next step, wait, or roll back."""
@@ -291,44 +276,21 @@ class AwsServing(EndpointDeployer):
             rollout = conn.execute("SELECT * FROM rollouts WHERE model=? AND environment=? AND state='running'",
                                    (name, environment)).fetchone()
             rollout = dict(rollout) if rollout else None
+            if rollout is None:
+                raise Conflict(f"no canary rollout of '{name}' is running in '{environment}'",
+                               hint=f"start one with `mlplat deploy {name} VERSION --env {environment} "
+                                    "--strategy canary`")
+            verdict = self.judge.judge(self.db, conn, rollout)
         finally:
             conn.close()
-        if rollout is None:
-            raise Conflict(f"no canary rollout of '{name}' is running in '{environment}'",
-                           hint=f"start one with `mlplat deploy {name} VERSION --env {environment} --strategy canary`")
-        rid, index = int(rollout["id"]), int(rollout["step_index"])
-        policy = ro.CanaryPolicy.from_json(rollout["policy"])
-        endpoint_name = self.endpoint_name(name, environment)
-        now = time.time()
-        elapsed = now - float(rollout["step_started_at"])
-        firing = self._alarms_firing(endpoint_name)
-        stable = self.variant_stats(endpoint_name, int(rollout["stable_version"]), float(rollout["created_at"]), now)
-        candidate = self.variant_stats(endpoint_name, int(rollout["candidate_version"]),
-                                       float(rollout["step_started_at"]), now)
-        decision = ro.analyze(stable, candidate, policy, elapsed=elapsed)
-        if firing:
-            decision = ro.Decision("rollback", tuple(firing), decision.metrics)
-        decision.metrics.update({"step_index": index, "percent": policy.steps[index], "alarms": firing,
-                                 "source": "cloudwatch"})
-        applied = None
-        with self.db.transaction() as conn:
-            if decision.action == "rollback":
-                endpoint = ro.rollback(conn, model=name, environment=environment, actor=CONTROLLER,
-                                       reason="canary breach: " + "; ".join(decision.reasons), metrics=decision.metrics,
-                                       expect_rollout=rid, **self._cost)
-            elif decision.action == "pass":
-                endpoint = ro.advance(conn, rid, actor=CONTROLLER, decision=decision, expect_step=index, **self._cost)
-            else:
-                ro.record_analysis(conn, rid, decision, now)
-                endpoint = None
-            if endpoint is not None:
-                applied = self.apply(endpoint)
+        decision = verdict.decision
+        assert decision is not None  # CloudWatch always gives a view of the current step
         current = self.show(name, environment=environment)
         action = decision.action if decision.action != "pass" else (
             "promoted" if current.get("rollout_id") is None else "step")
         return {"action": action, "reasons": list(decision.reasons), "metrics": decision.metrics,
                 "endpoint": {k: v for k, v in current.items() if k not in ("history", "events")},
-                "sagemaker": applied}
+                "sagemaker": verdict.applied}
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -380,3 +342,55 @@ class AwsServing(EndpointDeployer):
                                        highlight=False)
             time.sleep(interval)
 
+
+class CloudWatchCanaryMetrics(CanaryMetrics):
+    """A canary as SageMaker reports it: per variant, CloudWatch's invocations, 5xx errors and p95
+    model latency per minute (predictions are not seen: prediction shift is not judged), and the
+    endpoint's rollback alarms. A window's ``mark`` is the time of that look."""
+
+    def __init__(self, call: Callable[..., dict[str, Any]], endpoint_name: Callable[[str, str], str],
+                 rollback_alarms: Callable[[str], list[str]]):
+        self.call = call  # AwsSession.call: (service, operation, **params)
+        self.endpoint_name = endpoint_name
+        self.rollback_alarms = rollback_alarms
+
+    def window(self, rollout: Mapping[str, Any], now: float) -> CanaryWindow:
+        endpoint = self.endpoint_name(rollout["model"], rollout["environment"])
+        firing = self.alarms_firing(endpoint)
+        stable = self.variant_stats(endpoint, int(rollout["stable_version"]), float(rollout["created_at"]), now)
+        candidate = self.variant_stats(endpoint, int(rollout["candidate_version"]),
+                                       float(rollout["step_started_at"]), now)
+        return CanaryWindow(stable, candidate, mark=now, alarms=tuple(firing),
+                            metrics={"alarms": firing, "source": "cloudwatch"})
+
+    def since(self, rollout: Mapping[str, Any], mark: float, now: float) -> ro.VariantStats:
+        # a datapoint covers its whole minute: the minute holding the mark is partly older traffic
+        start = max(math.ceil(mark / 60) * 60, float(rollout["step_started_at"]))
+        endpoint = self.endpoint_name(rollout["model"], rollout["environment"])
+        return self.variant_stats(endpoint, int(rollout["candidate_version"]), start, now)
+
+    def alarms_firing(self, endpoint_name: str) -> list[str]:
+        alarms = self.call("cloudwatch", "describe_alarms", AlarmNames=self.rollback_alarms(endpoint_name),
+                           what=f"reading the rollback alarms of {endpoint_name}").get("MetricAlarms", [])
+        return [f"CloudWatch alarm {a['AlarmName']} is in ALARM ({a.get('StateReason', '')})".strip()
+                for a in alarms if a.get("StateValue") == "ALARM"]
+
+    def variant_stats(self, endpoint_name: str, version: int, since: float, until: float) -> ro.VariantStats:
+        """Invocations, 5xx errors and p95 model latency of one variant, from CloudWatch."""
+        start = dt.datetime.fromtimestamp(int(since // 60) * 60, dt.timezone.utc)
+        end = dt.datetime.fromtimestamp(until + 60, dt.timezone.utc)
+        dims = [{"Name": "EndpointName", "Value": endpoint_name}, {"Name": "VariantName", "Value": variant(version)}]
+
+        def query(qid: str, metric: str, stat: str) -> dict[str, Any]:
+            return {"Id": qid, "MetricStat": {"Metric": {"Namespace": "AWS/SageMaker", "MetricName": metric,
+                                                         "Dimensions": dims}, "Period": 60, "Stat": stat}}
+
+        result = self.call("cloudwatch", "get_metric_data", StartTime=start, EndTime=end, ScanBy="TimestampAscending",
+                           MetricDataQueries=[query("invocations", "Invocations", "Sum"),
+                                              query("errors", "Invocation5XXErrors", "Sum"),
+                                              query("latency", "ModelLatency", "p95")],
+                           what=f"reading the metrics of {endpoint_name}/{variant(version)}")
+        values = {r["Id"]: r.get("Values") or [] for r in result.get("MetricDataResults", [])}
+        latencies_ms = [v / 1000.0 for v in values.get("latency", [])]  # ModelLatency is in microseconds
+        return ro.VariantStats(requests=int(sum(values.get("invocations", []))),
+                               errors=int(sum(values.get("errors", []))), latencies_ms=latencies_ms)
