@@ -47,6 +47,9 @@ def policy(min_requests: int = 30, bake: float = 0.0, steps=(50, 100), max_laten
 # Tests of a good candidate's progression allow for scheduling noise on a loaded machine; the
 # latency breach itself is tested with a candidate that is slower by a wide margin.
 TOLERANT = 5.0
+# A good candidate is judged on enough requests that the sampling noise of its predictions (0/1
+# labels of other rows than the stable version's) stays far below the PSI limit of 0.2.
+SETTLED = 100
 
 
 def key(client: int, i: int) -> dict[str, str]:
@@ -99,7 +102,7 @@ def serves_only(h: GatewayHarness, version: int) -> bool:
 
 def test_good_candidate_is_promoted_step_by_step(harness):
     harness.deploy(1)
-    endpoint = harness.deploy(2, "canary", canary=policy(max_latency_ratio=TOLERANT))
+    endpoint = harness.deploy(2, "canary", canary=policy(min_requests=SETTLED, max_latency_ratio=TOLERANT))
     harness.start(process=True)
     with Traffic(harness.url):
         assert harness.wait_for(lambda: finished(harness, endpoint.rollout_id), timeout=60) == "succeeded"
@@ -156,19 +159,19 @@ def test_unloadable_candidate_is_rolled_back(harness, tmp_path):
 
 def test_gateway_restart_mid_canary_resumes_from_the_database(harness):
     harness.deploy(1)
-    endpoint = harness.deploy(2, "canary", canary=policy(min_requests=20, steps=(10, 50, 100),
+    endpoint = harness.deploy(2, "canary", canary=policy(min_requests=SETTLED, steps=(25, 50, 100),
                                                          max_latency_ratio=TOLERANT))
     rid = endpoint.rollout_id
     harness.start(process=True)
     step = lambda: harness.query("SELECT step_index FROM rollouts WHERE id=?", rid)[0]["step_index"]  # noqa: E731
-    # one request at a time, stopping as soon as the first step is taken: the second step then has
-    # too little traffic for a verdict, so the restart always lands mid-rollout at step 1
+    # ten requests at a time, stopping as soon as the first step is taken: the second step then has
+    # far too little traffic for a verdict, so the restart always lands mid-rollout at step 1
     with httpx.Client(base_url=harness.url, timeout=10) as c:
         sent = iter(range(100_000))
 
         def one_more() -> bool:
-            i = next(sent)
-            assert c.post(URL, json=row(i), headers=key(0, i)).status_code == 200
+            for i in [next(sent) for _ in range(10)]:
+                assert c.post(URL, json=row(i), headers=key(0, i)).status_code == 200
             return step() >= 1
 
         harness.wait_for(one_more, timeout=60, interval=0)
