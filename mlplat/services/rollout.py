@@ -325,15 +325,16 @@ class CanaryJudge:
         decision, held = self.decide(rollout, now)
         if decision is None or held:
             return Verdict(rid, decision)
-        common = dict(instance_type=self.instance_type, price_per_hour=self.price_per_hour, now=now)
         if decision.action in ("rollback", "pass"):
             with db.transaction(conn):
                 if decision.action == "rollback":
                     done = rollback(conn, model=rollout["model"], environment=rollout["environment"], actor=self.actor,
                                     reason="canary breach: " + "; ".join(decision.reasons), metrics=decision.metrics,
-                                    expect_rollout=rid, **common)
+                                    expect_rollout=rid, now=now, instance_type=self.instance_type,
+                                    price_per_hour=self.price_per_hour)
                 else:
-                    done = advance(conn, rid, actor=self.actor, decision=decision, expect_step=step, **common)
+                    done = advance(conn, rid, actor=self.actor, decision=decision, expect_step=step, now=now,
+                                   instance_type=self.instance_type, price_per_hour=self.price_per_hour)
                 applied = self.on_change(done) if done is not None and self.on_change is not None else None
             if done is None:
                 return Verdict(rid, decision)

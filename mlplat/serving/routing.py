@@ -70,12 +70,6 @@ class ModelPool:
 
 
 def _default_loader(path: Path, name: str, version: int) -> LoadedModel:
-    from mlplat.serving import predictor
-
-    return predictor.load(path, name=name, version=version)
-
-
-def _default_loader(path: Path, name: str, version: int) -> LoadedModel:
     return predictor.load(path, name=name, version=version)
 
 
