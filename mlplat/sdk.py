@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlplat import lineage, providers
-from mlplat.contracts import Capability, MetricPoint
 from mlplat.context import Context
+from mlplat.contracts import Capability, MetricPoint
 from mlplat.errors import MlplatError, TrackingRequired
 from mlplat.lineage import relative_inside
 from mlplat.services import registry as registry_service
@@ -295,7 +295,6 @@ def start_run(
         "run_id": run_id,
         "stack": spec.name,
         "team": spec.team,
-        "environment": spec.environment,
         "user": ctx.user,
         "command": command,
         "cwd": os.getcwd(),

@@ -7,16 +7,16 @@ import click
 
 from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option
 from mlplat.formatting import when
-from mlplat.services import approvals as approvals_service
-from mlplat.services import gate as gate_service
-from mlplat.services import governance as governance_service
-from mlplat.services import promotion
-from mlplat.services import registry as reg
+
+# The services load the stack model (pydantic) on import: each command imports them when it runs,
+# so `mlplat models --help` stays light.
 
 STAGE_COLOUR = {"dev": "white", "staging": "yellow", "production": "green", "archived": "dim"}
 
 
 def _open(ctx, stack: str):
+    from mlplat.services import registry as reg
+
     spec = ctx.stack(stack)
     registry = reg.registry_for(spec, ctx)
     return spec, registry, registry.database().connect()
@@ -34,6 +34,9 @@ def models() -> None:
 @pass_ctx
 def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None:
     """Every registered version with its stage."""
+    from mlplat.services import governance as governance_service
+    from mlplat.services import registry as reg
+
     spec, registry, conn = _open(ctx, stack)
     environment = environment or spec.environment
     try:
@@ -70,6 +73,12 @@ def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None
 @pass_ctx
 def show(ctx, name: str, version: int | None, stack: str, environment: str | None, as_json: bool) -> None:
     """Stage, lineage, gate reports, approvals, promotions and deployments of a model (latest version by default)."""
+    from mlplat.services import approvals as approvals_service
+    from mlplat.services import gate as gate_service
+    from mlplat.services import governance as governance_service
+    from mlplat.services import promotion
+    from mlplat.services import registry as reg
+
     spec, registry, conn = _open(ctx, stack)
     environment = environment or spec.environment
     try:
@@ -178,6 +187,8 @@ def promote(ctx, name: str, version: int, target: str, stack: str, environment: 
     """Gate -> (approvals) -> package -> staging endpoint -> integration tests -> stage change.
 
     Rerunning after an interruption resumes where it stopped."""
+    from mlplat.services import promotion
+
     spec = ctx.stack(stack)
     started: dict[str, float] = {}
     spinner: list = []
@@ -219,6 +230,8 @@ def promote(ctx, name: str, version: int, target: str, stack: str, environment: 
 
 def _decide(ctx, decision: str, name: str, version: int, reason: str, stack: str, environment: str | None,
             as_json: bool) -> None:
+    from mlplat.services import approvals as approvals_service
+
     spec = ctx.stack(stack)
     status = approvals_service.decide(spec, ctx, name, version, decision=decision, reason=reason,
                                       environment=environment)

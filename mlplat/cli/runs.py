@@ -6,19 +6,27 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mlplat import lineage as lin
-from mlplat import providers
 from mlplat import reproduce as bundles
 from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
-from mlplat.contracts import Capability, RunRecord
 from mlplat.errors import ExitCode, MlplatError, NotFound
 from mlplat.formatting import when
 
+if TYPE_CHECKING:
+    from mlplat.contracts import RunRecord
+
+# The provider registry and the contracts load the stack model (pydantic) on import: each command
+# imports them when it runs, so `mlplat runs --help` stays light.
+
 
 def _tracker(ctx, stack: str):
+    from mlplat import providers
+    from mlplat.contracts import Capability
+
     spec = ctx.stack(stack)
     return spec, providers.capability(spec, ctx, Capability.TRACKING)
 

@@ -1,21 +1,22 @@
 """`mlplat serve | deploy | rollback | deployments list|show | rollout status`."""
 from __future__ import annotations
 
-import time
-
 import click
 
-from mlplat import providers
 from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option
-from mlplat.contracts import Capability
 from mlplat.formatting import when
 from mlplat.netguard import require_loopback
-from mlplat.services.monitoring.scheduler import MonitorLoop
+
+# The provider registry, the contracts and the monitoring loop load the stack model (pydantic) on import: each command
+# imports them when it runs, so `mlplat serve --help` stays light.
 
 STRATEGIES = ("direct", "ab", "canary", "shadow")
 
 
 def _serving(ctx, stack: str):
+    from mlplat import providers
+    from mlplat.contracts import Capability
+
     spec = ctx.stack(stack)
     return spec, providers.capability(spec, ctx, Capability.SERVING)
 
@@ -63,6 +64,8 @@ def serve(ctx, stack: str, environment: str | None, host: str, port: int | None,
     spec, serving = _serving(ctx, stack)
     loop = None
     if not no_monitor:
+        from mlplat.services.monitoring.scheduler import MonitorLoop
+
         loop = MonitorLoop(spec, ctx).start()
     try:
         serving.serve(environment=environment or spec.environment, host=host,

@@ -6,10 +6,11 @@ import sys
 
 import click
 
-from mlplat import providers
 from mlplat.cli.options import pass_ctx, stack_option
-from mlplat.contracts import Capability
 from mlplat.netguard import require_loopback
+
+# The provider registry and the contracts load the stack model (pydantic) on import: the command
+# imports them when it runs, so `mlplat ui --help` stays light.
 
 
 @click.command()
@@ -19,6 +20,9 @@ from mlplat.netguard import require_loopback
 @pass_ctx
 def ui(ctx, stack: str, host: str, port: int) -> None:
     """Start the MLflow UI on STACK's tracking store (blocks until interrupted)."""
+    from mlplat import providers
+    from mlplat.contracts import Capability
+
     spec = ctx.stack(stack)
     require_loopback(host)
     tracker = providers.capability(spec, ctx, Capability.TRACKING)  # refuses a stack that is not provisioned

@@ -22,15 +22,14 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from mlplat import providers
-from mlplat.contracts import Capability, FeatureStoreBackend, ViewSelection
 from mlplat.context import Context
+from mlplat.contracts import Capability, FeatureStoreBackend, ViewSelection
 from mlplat.features.definitions import Definitions, FeatureRef, collect, digest_of, load_module
 from mlplat.features.errors import FeatureDataError, UnknownFeature, nearest
 from mlplat.features.plan import FeaturePlan

@@ -23,7 +23,7 @@ from mlplat.errors import CheckFailed, MlplatError
 from mlplat.services import audit, model_loading
 from mlplat.services import registry as reg
 from mlplat.services.holdout import HoldoutError, load_holdout, resolve_holdout
-from mlplat.stack import HIGHER_IS_BETTER, LOWER_IS_BETTER
+from mlplat.stack import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:
     from mlplat.context import Context
@@ -283,5 +283,5 @@ def reports(conn, name: str, version: int) -> list[dict[str, Any]]:
     return [dict(r) | {"report": json.loads(r["report"])} for r in rows]
 
 
-__all__ = ["run_gate", "raise_if_failed", "latest_report", "load_holdout", "resolve_holdout", "HoldoutError",
-           "MlplatError"]
+__all__ = ["HoldoutError", "MlplatError", "latest_report", "load_holdout", "raise_if_failed", "resolve_holdout",
+           "run_gate"]

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from mlplat import providers
-from mlplat.contracts import Capability, Capture
 from mlplat.context import Context
+from mlplat.contracts import Capability, Capture
 from mlplat.errors import MlplatError, NotFound
 from mlplat.services import registry
 from mlplat.services.monitoring import alerts as alerts_mod
