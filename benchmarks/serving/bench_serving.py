@@ -61,8 +61,8 @@ def platform_db(name: str, steps: list[tuple]) -> Path:
     path.parent.mkdir(parents=True)
     db = Database(path)
     db.migrate()
-    with db.transaction() as conn:
-        for version, strategy, kw in steps:
+    for version, strategy, kw in steps:  # one transaction each: the audit head file follows each commit
+        with db.transaction() as conn:
             ro.deploy(conn, model="credit", environment="production", version=version, strategy=strategy,
                       actor="bench", **kw)
     return path
