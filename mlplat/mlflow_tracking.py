@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 from mlplat.contracts import ExperimentTracker, MetricPoint, RunRecord
@@ -15,11 +16,16 @@ MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 
 class MlflowTracker(ExperimentTracker):
     def __init__(self, tracking_uri: str, artifact_root: str):
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @cached_property
+    def client(self):
+        """MLflow's client, made on first use: importing MLflow takes seconds, and a command that only
+        needs the store's address (``mlplat ui``) never pays for it."""
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     # --- writing -------------------------------------------------------------------------
 
