@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -138,7 +139,7 @@ entity_key_serialization_version: 3
 
 def worker_feast() -> dict:
     import shutil
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     import pandas as pd
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource
@@ -165,7 +166,7 @@ def worker_feast() -> dict:
         times.append(time.perf_counter() - t0)
     result.to_parquet(WORK / "result-feast.parquet", index=False)
     t0 = time.perf_counter()
-    store.materialize(datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 4, 1, tzinfo=timezone.utc))
+    store.materialize(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC))
     materialize_s = time.perf_counter() - t0
     lookups = []
     for rows in lookup_keys():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from mlplat.contracts import ExperimentTracker, MetricPoint, RunRecord
 from mlplat.errors import ExternalError, NotFound

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Literal, overload
+from typing import Any, Literal, overload
 
 from mlplat.contracts import (
     CONTRACTS,
@@ -25,8 +26,8 @@ from mlplat.contracts import (
     FeatureStoreBackend,
     ModelRegistry,
     Monitor,
-    Provisioner,
     ProviderSettings,
+    Provisioner,
 )
 from mlplat.errors import CapabilityNotSupported, MlplatError, StackError
 

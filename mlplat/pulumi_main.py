@@ -15,8 +15,8 @@ from pathlib import Path
 def build(stack_name: str, project_dir: Path) -> None:
     """Run the program of ``stack_name`` inside the current Pulumi deployment."""
     from mlplat import providers
-    from mlplat.contracts import Capability
     from mlplat.context import Context
+    from mlplat.contracts import Capability
     from mlplat.errors import CapabilityNotSupported, MlplatError
     from mlplat.stack import load_stack
 

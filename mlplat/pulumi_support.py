@@ -17,9 +17,10 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mlplat.errors import ExternalError, MlplatError, ToolMissing
 

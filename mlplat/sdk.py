@@ -21,8 +21,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mlplat import lineage, providers
 from mlplat.context import Context
@@ -38,15 +39,15 @@ REPRODUCES_ENV = "MLPLAT_REPRODUCES"  # set by a reproduce bundle: the run being
 FLUSH_INTERVAL_S = 1.0
 FLUSH_BATCH = 5000
 
-_active: list["Run"] = []
+_active: list[Run] = []
 _lock = threading.Lock()
 
 
-def active_run() -> "Run | None":
+def active_run() -> Run | None:
     return _active[-1] if _active else None
 
 
-def _require_run(action: str) -> "Run":
+def _require_run(action: str) -> Run:
     run = active_run()
     if run is None:
         raise TrackingRequired(
@@ -204,7 +205,7 @@ class Run:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

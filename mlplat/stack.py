@@ -110,7 +110,7 @@ class CostTags(Spec):
     owner: str = Field(min_length=3, description="Owning contact (an email or group).", examples=["fraud-leads@example.com"])
 
     @model_validator(mode="after")
-    def _extra_tags_are_strings(self) -> "CostTags":
+    def _extra_tags_are_strings(self) -> CostTags:
         for key, value in (self.model_extra or {}).items():
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/=+@-]{0,127}", key):
                 raise ValueError(f"tag key {key!r} is not a valid tag key (letters, digits and _.:/=+@-)")
@@ -148,7 +148,7 @@ class Governance(Spec):
         return value
 
     @model_validator(mode="after")
-    def _enough_approvers(self) -> "Governance":
+    def _enough_approvers(self) -> Governance:
         critical = self.risk_tier == RiskTier.critical or any(
             m.risk_tier == RiskTier.critical for m in self.models.values()
         )
@@ -302,7 +302,7 @@ class Channel(Spec):
     backoff_seconds: float = Field(1.0, ge=0, le=3600, description="Wait before the first retry; doubles each retry.")
 
     @model_validator(mode="after")
-    def _target(self) -> "Channel":
+    def _target(self) -> Channel:
         if self.kind == "log" and not self.path:
             raise ValueError("a log channel needs 'path'")
         if self.kind == "webhook" and not (self.url and re.match(r"^https?://", self.url)):
@@ -316,7 +316,7 @@ class Retrain(Spec):
     evaluation_windows: int = Field(5, ge=1, description="... out of the last n windows that trigger retraining.")
 
     @model_validator(mode="after")
-    def _k_le_n(self) -> "Retrain":
+    def _k_le_n(self) -> Retrain:
         if self.violation_windows > self.evaluation_windows:
             raise ValueError(
                 f"violationWindows ({self.violation_windows}) cannot exceed evaluationWindows ({self.evaluation_windows})"
@@ -417,7 +417,7 @@ class StackSpec(Spec):
         return provider_settings(value)
 
     @model_validator(mode="after")
-    def _tags_agree(self) -> "StackSpec":
+    def _tags_agree(self) -> StackSpec:
         if self.tags.team != self.team:
             raise ValueError(f"tags.team ({self.tags.team!r}) must equal team ({self.team!r}) so costs land on the right team")
         if self.tags.environment != self.environment:
@@ -778,7 +778,8 @@ def json_schema() -> dict[str, Any]:
     installed providers' settings models tagged by ``kind``."""
     models = tuple(providers.settings_models().values())
     provider_field = StackSpec.model_fields["provider"]
-    annotation: Any = Annotated[Union[models], Field(discriminator="kind")] if len(models) > 1 else models[0]
+    annotation: Any = (Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007 (a runtime tuple of models)
+                       if len(models) > 1 else models[0])
     documented = create_model(
         "StackSpec", __base__=StackSpec, __doc__=StackSpec.__doc__,
         provider=(annotation, Field(default_factory=default_provider_settings,

@@ -16,13 +16,13 @@ else:  # run as a script: the pack's own folder holds rules.py
     import rules  # type: ignore[no-redef]
 
 
-def _resource(arg) -> "rules.Resource":
+def _resource(arg) -> rules.Resource:
     parent = getattr(arg, "parent", None)
     return rules.Resource(type=arg.resource_type, name=arg.name, props=dict(arg.props or {}), urn=arg.urn,
                           parent=getattr(parent, "urn", None))
 
 
-def _config(policy: "rules.Policy", args) -> dict:
+def _config(policy: rules.Policy, args) -> dict:
     config = policy.defaults()
     config.update({k: v for k, v in dict(args.get_config() or {}).items() if k != "enforcementLevel"})
     return config

@@ -26,8 +26,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 try:
     from .taggable_aws import TAGGABLE_AWS

@@ -8,7 +8,8 @@ transitions' ``now``), so bake times pass when the test says so.
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 

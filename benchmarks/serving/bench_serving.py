@@ -191,7 +191,7 @@ def main() -> None:
 def report(results: list[dict], rollback: dict, seconds: float) -> None:
     base = results[0]
     ceiling = next(r for r in results if r["server"].startswith("bare"))
-    lines = [f"| server | c | req/s | p50 ms | p99 ms | RPS vs MLflow | p99 vs MLflow | RPS vs bare |",
+    lines = ["| server | c | req/s | p50 ms | p99 ms | RPS vs MLflow | p99 vs MLflow | RPS vs bare |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         for c in (1, 16):

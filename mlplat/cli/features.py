@@ -1,6 +1,8 @@
 """`mlplat features apply | list | materialize | skew`."""
 from __future__ import annotations
 
+from datetime import UTC
+
 import click
 
 from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, yes_option
@@ -85,7 +87,7 @@ def apply_cmd(ctx, stack: str, definitions_path: str | None, dry_run: bool, yes:
 @pass_ctx
 def list_cmd(ctx, stack: str, as_json: bool) -> None:
     """Registered feature views and versions, their last materialization and the runs that read them."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     store = _store(ctx, stack)
     views = store.registered(refresh=True)
@@ -101,7 +103,7 @@ def list_cmd(ctx, stack: str, as_json: bool) -> None:
             "features": [f"{f['name']}:{f['dtype']}" for f in doc["features"]],
             "ttl_seconds": doc.get("ttl_seconds"),
             "source": doc["source"].get("path") or doc["source"]["kind"],
-            "materialized_until": (datetime.fromtimestamp(last["end_us"] / 1e6, tz=timezone.utc).isoformat()
+            "materialized_until": (datetime.fromtimestamp(last["end_us"] / 1e6, tz=UTC).isoformat()
                                    if last else None),
             "online_rows": last["rows"] if last else None,
             "runs": runs,

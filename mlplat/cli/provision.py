@@ -7,7 +7,7 @@ import click
 
 from mlplat.cli.options import emit_json, json_option, lock_wait_option, pass_ctx, stack_option, yes_option
 from mlplat.contracts import Capability, Plan
-from mlplat.errors import Aborted, ExitCode, MlplatError
+from mlplat.errors import Aborted, ExitCode
 
 SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red"), "unchanged": ("=", "dim")}
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -7,8 +7,9 @@ that takes timestamps takes integer microseconds since the epoch, UTC.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from mlplat.contracts.base import Contract
 from mlplat.features.definitions import Definitions

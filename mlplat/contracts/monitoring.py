@@ -9,8 +9,9 @@ from __future__ import annotations
 import abc
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from mlplat.contracts.base import Contract
 

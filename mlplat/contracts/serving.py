@@ -8,7 +8,8 @@ before applying it.
 from __future__ import annotations
 
 import abc
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mlplat.contracts.base import Contract
 

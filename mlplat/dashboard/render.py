@@ -1,8 +1,9 @@
 """The dashboard page: one HTML document with inline CSS and SVG, refreshed by the browser."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from html import escape
-from typing import Any, Iterable
+from typing import Any
 
 from mlplat.dashboard import svg
 from mlplat.formatting import when

@@ -1,8 +1,8 @@
 """Small server-rendered SVG charts: no JavaScript, no CDN, readable without colour alone."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2")
 

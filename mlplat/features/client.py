@@ -22,10 +22,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from mlplat import providers
 from mlplat.context import Context
@@ -195,7 +196,7 @@ def _parse_time(value: Any, where: str) -> int:
 
 
 def _iso(us: int) -> str:
-    return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat()
 
 
 @dataclass
@@ -327,7 +328,7 @@ class FeatureStore:
 
         hashed = pd.util.hash_pandas_object(entity_df, index=False).to_numpy()
         record = {
-            "at": datetime.now(timezone.utc).isoformat(),
+            "at": datetime.now(UTC).isoformat(),
             "stack": self.spec.name,
             "features": list(refs) if not isinstance(refs, str) else [refs],
             "timestamp_column": timestamp_column,

@@ -26,10 +26,11 @@ import hashlib
 import json
 import re
 import runpy
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from mlplat.features.errors import FeatureDefinitionError, nearest
 
@@ -121,7 +122,7 @@ class Entity:
         return {"name": self.name, "join_key": self.join_key, "dtype": self.dtype, "description": self.description}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Entity":
+    def from_dict(cls, data: Mapping[str, Any]) -> Entity:
         return cls(data["name"], data["join_key"], data["dtype"], data.get("description", ""))
 
 
@@ -249,7 +250,7 @@ class FeatureView:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureView":
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureView:
         return cls(
             data["name"],
             entities=[Entity.from_dict(e) for e in data["entities"]],
@@ -356,7 +357,7 @@ class FeatureRef:
     feature: str | None  # None = every feature of the view
 
     @classmethod
-    def parse(cls, text: Any, *, need_feature: bool = False) -> "FeatureRef":
+    def parse(cls, text: Any, *, need_feature: bool = False) -> FeatureRef:
         match = REF.fullmatch(text) if isinstance(text, str) else None
         if match is None or (need_feature and not match.group("feature")):
             raise FeatureDefinitionError(

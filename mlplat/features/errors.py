@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 from mlplat.errors import Denied, MlplatError, NotFound, StackError
 

@@ -9,8 +9,9 @@ refused; declaring ``version=N+1`` instead leaves version N as it was.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from mlplat.features.definitions import Definitions, digest_of
 from mlplat.features.errors import BreakingChange

@@ -36,7 +36,7 @@ def required(governance: Governance, name: str) -> int:
     return governance.required_approvals if governance.risk_tier_for(name) == RiskTier.critical else 0
 
 
-def status(conn, spec: "StackSpec", name: str, version: int, environment: str,
+def status(conn, spec: StackSpec, name: str, version: int, environment: str,
            governance: Governance | None = None) -> dict[str, Any]:
     """Where the approval of ``name`` ``version`` stands for its current binding.
 
@@ -92,7 +92,7 @@ def require_audited(st: dict[str, Any], what: str) -> None:
                                   "row no audited decision produced")
 
 
-def decide(spec: "StackSpec", ctx: "Context", name: str, version: int, *, decision: str, reason: str,
+def decide(spec: StackSpec, ctx: Context, name: str, version: int, *, decision: str, reason: str,
            environment: str | None = None) -> dict[str, Any]:
     """Record ``ctx.user``'s approval or rejection of ``name`` ``version``; return the new status."""
     if decision not in ("approved", "rejected"):
@@ -156,7 +156,7 @@ def decide(spec: "StackSpec", ctx: "Context", name: str, version: int, *, decisi
     return result
 
 
-def pending(conn, spec: "StackSpec", environment: str, *, include_decided: bool = False) -> list[dict[str, Any]]:
+def pending(conn, spec: StackSpec, environment: str, *, include_decided: bool = False) -> list[dict[str, Any]]:
     """Versions of critical models in staging (or with a passed gate) and where their approval stands."""
     governance = governance_service.effective(conn, spec).governance
     out = []

@@ -36,9 +36,10 @@ import secrets
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from mlplat.errors import IntegrityError
 
@@ -70,7 +71,7 @@ def _row_hash(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
-def _row_mac(key: "AuditKey", row: Mapping[str, Any]) -> str:
+def _row_mac(key: AuditKey, row: Mapping[str, Any]) -> str:
     body = {**{k: row[k] for k in _FIELDS}, "scheme": SCHEME_KEYED, "key_id": key.key_id}
     return hmac.new(key.secret, canonical(body).encode("utf-8"), hashlib.sha256).hexdigest()
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mlplat.stack import StackSpec
 
 
-def assert_deployable(spec: "StackSpec", ctx: "Context", name: str, version: int, environment: str) -> dict[str, Any]:
+def assert_deployable(spec: StackSpec, ctx: Context, name: str, version: int, environment: str) -> dict[str, Any]:
     """Raise unless ``name`` ``version`` may serve traffic in ``environment``; return the evidence.
 
     Rules: the version exists (``NotFound``); its files match the sealed manifest (``IntegrityError``);

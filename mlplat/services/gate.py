@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from mlplat.errors import CheckFailed, MlplatError
 from mlplat.services import audit, model_loading
@@ -182,7 +183,7 @@ def report_digest(report: Mapping[str, Any]) -> str:
     return hashlib.sha256(audit.canonical(report).encode("utf-8")).hexdigest()
 
 
-def run_gate(spec: "StackSpec", ctx: "Context", name: str, version: int, environment: str, *,
+def run_gate(spec: StackSpec, ctx: Context, name: str, version: int, environment: str, *,
              registry=None, record: bool = True) -> dict[str, Any]:
     """Evaluate ``name`` ``version``; store the report (and an audit entry); return it with its digest.
     Does not raise on a failing check: callers decide (``raise_if_failed``)."""

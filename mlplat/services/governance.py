@@ -53,7 +53,7 @@ class Effective:
     differs: list[str] = field(default_factory=list)  # keys where the file differs from what is applied
     entry: int | None = None  # the audit entry that recorded it
 
-    def warning(self, spec: "StackSpec") -> str | None:
+    def warning(self, spec: StackSpec) -> str | None:
         where = spec.path or f"stacks/Pulumi.{spec.name}.yaml"
         if not self.applied:
             return (f"warning: the governance settings of stack '{spec.name}' were never applied to its ledger; "
@@ -79,7 +79,7 @@ def applied_entry(conn: sqlite3.Connection, key: audit.AuditKey | None = None) -
     return entry
 
 
-def effective(conn: sqlite3.Connection, spec: "StackSpec") -> Effective:
+def effective(conn: sqlite3.Connection, spec: StackSpec) -> Effective:
     """The governance in force on this ledger for ``spec`` (read-only)."""
     current = document(spec.governance)
     entry = applied_entry(conn)
@@ -90,7 +90,7 @@ def effective(conn: sqlite3.Connection, spec: "StackSpec") -> Effective:
                      differs=differing_keys(recorded, current), entry=int(entry["seq"]))
 
 
-def effective_for(spec: "StackSpec", ctx: "Context", conn: sqlite3.Connection) -> Effective:
+def effective_for(spec: StackSpec, ctx: Context, conn: sqlite3.Connection) -> Effective:
     """:func:`effective`, and its warning on ``ctx.err`` (once per command)."""
     result = effective(conn, spec)
     message = result.warning(spec)
@@ -102,7 +102,7 @@ def effective_for(spec: "StackSpec", ctx: "Context", conn: sqlite3.Connection) -
     return result
 
 
-def record(conn: sqlite3.Connection, spec: "StackSpec", actor: str) -> list[str] | None:
+def record(conn: sqlite3.Connection, spec: StackSpec, actor: str) -> list[str] | None:
     """Record ``spec``'s governance as applied, inside the caller's transaction, if it changed.
 
     Returns the keys that changed (all of them the first time), or None when already in force.
@@ -120,7 +120,7 @@ def record(conn: sqlite3.Connection, spec: "StackSpec", actor: str) -> list[str]
     return changed
 
 
-def record_applied(db, spec: "StackSpec", actor: str) -> list[str] | None:
+def record_applied(db, spec: StackSpec, actor: str) -> list[str] | None:
     """What ``mlplat up`` calls once the stack is provisioned, on the stack's platform database
     (``mlplat.db.Database``): :func:`record` in its own transaction."""
     with db.transaction() as conn:

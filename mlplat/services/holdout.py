@@ -7,8 +7,9 @@ not at promotion time.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from mlplat.errors import CheckFailed
 from mlplat.lineage import file_sha256
@@ -21,7 +22,7 @@ class HoldoutError(CheckFailed):
     """The held-out set is missing, unreadable or lacks the columns the model needs."""
 
 
-def resolve_holdout(spec: "StackSpec", row: Mapping[str, Any]) -> dict[str, str]:
+def resolve_holdout(spec: StackSpec, row: Mapping[str, Any]) -> dict[str, str]:
     doc = row.get("holdout") or (spec.gate.holdout.model_dump() if spec.gate.holdout else None)
     if not doc:
         raise HoldoutError(f"no held-out set for {row['model']} version {row['version']}",

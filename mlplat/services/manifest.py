@@ -19,9 +19,6 @@ from mlplat.lineage import file_sha256
 from mlplat.services.audit import canonical
 
 
-
-
-
 def _files(root: Path) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):

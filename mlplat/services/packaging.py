@@ -28,8 +28,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from mlplat.services.audit import canonical
 from mlplat.services.manifest import file_sha256

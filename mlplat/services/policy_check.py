@@ -108,7 +108,7 @@ def check_resources(spec, planned: list[dict[str, Any]]) -> StackResult:
     return result
 
 
-def check_stack(name: str, project_dir: Path, ctx: "Context") -> StackResult:
+def check_stack(name: str, project_dir: Path, ctx: Context) -> StackResult:
     """Check one stack; never raises for a problem of the stack itself (it lands in the result)."""
     from mlplat import providers
     from mlplat.stack import load_stack, stack_path
@@ -144,7 +144,7 @@ def check_stack(name: str, project_dir: Path, ctx: "Context") -> StackResult:
     return checked
 
 
-def check(names: list[str], project_dir: Path, ctx: "Context", *, graph_dir: Path | None = None) -> CheckReport:
+def check(names: list[str], project_dir: Path, ctx: Context, *, graph_dir: Path | None = None) -> CheckReport:
     """Check each named stack in turn; with ``graph_dir``, also write each stack's resource graph as JSON."""
     started = time.perf_counter()
     report = CheckReport(str(project_dir))

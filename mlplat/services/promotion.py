@@ -16,8 +16,9 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from mlplat.contracts import Capability, Endpoint, Package
 from mlplat.errors import CheckFailed, Conflict, Denied, MlplatError
@@ -48,7 +49,7 @@ def _fault(step: str, phase: str) -> None:
 
 
 class Promotion:
-    def __init__(self, spec: "StackSpec", ctx: "Context", name: str, version: int, target: str,
+    def __init__(self, spec: StackSpec, ctx: Context, name: str, version: int, target: str,
                  environment: str | None = None, progress: Progress | None = None):
         from mlplat import providers
 
@@ -363,7 +364,7 @@ def _short(step: str, detail: Any) -> str:
 # --- integration tests against the staging endpoint -------------------------------------------------
 
 
-def integration_tests(spec: "StackSpec", row: dict[str, Any], url: str, registry) -> list[dict[str, Any]]:
+def integration_tests(spec: StackSpec, row: dict[str, Any], url: str, registry) -> list[dict[str, Any]]:
     """Health, predictions equal to in-process predictions on held-out rows, a malformed payload
     rejected with 4xx, and the p95 latency of single-row requests within ``serving.latencyBudgetMs``."""
     import httpx
@@ -425,7 +426,7 @@ def integration_tests(spec: "StackSpec", row: dict[str, Any], url: str, registry
     return results
 
 
-def promote(spec: "StackSpec", ctx: "Context", name: str, version: int, target: str, *,
+def promote(spec: StackSpec, ctx: Context, name: str, version: int, target: str, *,
             environment: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
     return Promotion(spec, ctx, name, version, target, environment, progress).run()
 

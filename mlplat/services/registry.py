@@ -21,8 +21,9 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlplat import lineage, providers
 from mlplat.contracts import Capability, ModelRegistry
@@ -49,8 +50,8 @@ class TrackedRun(Protocol):
     experiment: str
     lineage: dict[str, Any]
     datasets: dict[str, Any]
-    spec: "StackSpec"
-    ctx: "Context"
+    spec: StackSpec
+    ctx: Context
 
     def set_tag(self, key: str, value: Any) -> None: ...
 
@@ -64,7 +65,7 @@ FLAVOR_REQUIREMENTS = {
 }
 
 
-def registry_for(spec: "StackSpec", ctx: "Context") -> ModelRegistry:
+def registry_for(spec: StackSpec, ctx: Context) -> ModelRegistry:
     return providers.capability(spec, ctx, Capability.REGISTRY)
 
 
@@ -267,7 +268,7 @@ def _model_columns(model: Any, frame, label: str | None):
     return X if expected is None or X.shape[1] == int(expected) else None
 
 
-def _infer_signature(model: Any, framework: str, run: TrackedRun, holdout_doc, spec: "StackSpec") -> tuple[Any, str]:
+def _infer_signature(model: Any, framework: str, run: TrackedRun, holdout_doc, spec: StackSpec) -> tuple[Any, str]:
     """``(signature, source)`` for a model logged with neither a signature nor an input example: its
     input columns and types from the run's ``train`` dataset (the rows the reference sample comes from),
     else from the gate's held-out set; ``(None, why not)`` when neither holds the model's columns."""
@@ -521,7 +522,7 @@ def verify_row(registry: ModelRegistry, row: Mapping[str, Any]) -> Path:
     return folder
 
 
-def verified_model_dir(spec: "StackSpec", ctx: "Context", name: str, version: int) -> Path:
+def verified_model_dir(spec: StackSpec, ctx: Context, name: str, version: int) -> Path:
     """Local folder of the MLflow model of ``name`` ``version``, after verifying every file's sha256
     against the manifest sealed at registration. ``NotFound`` / ``IntegrityError`` otherwise."""
     registry = registry_for(spec, ctx)
@@ -539,13 +540,13 @@ def verified_model_dir(spec: "StackSpec", ctx: "Context", name: str, version: in
 SUSPECT_ALIASES = ("production", "prod", "champion")
 
 
-def alias_for(spec: "StackSpec", environment: str, stage: str) -> str:
+def alias_for(spec: StackSpec, environment: str, stage: str) -> str:
     """The MLflow alias mirroring ``stage`` in ``environment``: the stage name in the stack's own
     environment, ``<environment>-<stage>`` in others (aliases are per model, not per environment)."""
     return stage if environment == spec.environment else f"{environment}-{stage}"
 
 
-def aliases_pointing(registry: ModelRegistry, spec: "StackSpec", name: str, environment: str) -> dict[str, int]:
+def aliases_pointing(registry: ModelRegistry, spec: StackSpec, name: str, environment: str) -> dict[str, int]:
     """Production-looking aliases of ``name`` in the provider's registry and the versions they name."""
     names = {alias_for(spec, environment, "production")}
     if environment == spec.environment:
@@ -566,7 +567,7 @@ def list_models(conn, environment: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def alias_drift(registry: ModelRegistry, spec: "StackSpec", conn, name: str, environment: str) -> list[str]:
+def alias_drift(registry: ModelRegistry, spec: StackSpec, conn, name: str, environment: str) -> list[str]:
     """Messages for each production-looking alias that disagrees with the platform database."""
     prod = production_version(conn, name, environment)
     return [f"MLflow alias @{alias} points at version {version} but the platform database has "

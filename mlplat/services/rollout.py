@@ -20,8 +20,9 @@ import json
 import math
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from mlplat.contracts.canary import CanaryMetrics, VariantStats
 from mlplat.db import Database
@@ -59,7 +60,7 @@ class CanaryPolicy:
     min_requests: int
 
     @classmethod
-    def from_stack(cls, canary: Any, *, steps: Sequence[int] | None = None, bake: float | None = None) -> "CanaryPolicy":
+    def from_stack(cls, canary: Any, *, steps: Sequence[int] | None = None, bake: float | None = None) -> CanaryPolicy:
         policy = cls(tuple(steps or canary.steps), float(canary.bake_seconds if bake is None else bake),
                      canary.max_error_rate, canary.max_latency_ratio, canary.max_prediction_shift, canary.min_requests)
         policy.check()
@@ -79,7 +80,7 @@ class CanaryPolicy:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "CanaryPolicy":
+    def from_json(cls, text: str) -> CanaryPolicy:
         data = json.loads(text)
         data["steps"] = tuple(data["steps"])
         return cls(**data)

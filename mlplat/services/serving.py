@@ -4,8 +4,9 @@ The serving contract itself is ``mlplat.contracts.EndpointDeployer``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from mlplat.serving.predictor import LoadedModel
 from mlplat.serving.protocol import Inputs, RequestError, dumps
@@ -90,7 +91,7 @@ async def read_body(scope: dict[str, Any], receive: Callable[[], Awaitable[dict]
                 message = await receive()
             else:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             promised = f" of the {expected} promised (content-length)" if expected is not None else ""
             raise RequestError(f"the request body did not arrive within {timeout:g} s: got {size} bytes{promised} "
                                "(serving.bodyTimeoutSeconds in the stack)", 408) from None

@@ -7,8 +7,9 @@ is in the database, so a restarted gateway resumes the rollout at its current st
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from mlplat.contracts.canary import CanaryMetrics, CanaryWindow, VariantStats
 from mlplat.db import Database

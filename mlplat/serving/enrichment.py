@@ -3,7 +3,7 @@ version was trained on filled from the online store."""
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from mlplat.features.errors import FeatureDataError
 from mlplat.serving import jsonlimit

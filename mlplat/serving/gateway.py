@@ -23,9 +23,10 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mlplat.serving import asgi
 from mlplat.serving.capture import CaptureWriter
@@ -338,10 +339,10 @@ class Gateway:
         if live.shadow is not None and random.random() * 100.0 < live.shadow_percent:
             self.shadow.mirror(request_id, live, inputs, predictions, correlation)
 
-    async def _send(self, send, status: int, obj: Any, reply: "_Reply") -> None:
+    async def _send(self, send, status: int, obj: Any, reply: _Reply) -> None:
         await asgi.send(send, status, dumps(obj), reply.headers(None, status))
 
-    async def _send_error(self, send, exc: RequestError, reply: "_Reply") -> None:
+    async def _send_error(self, send, exc: RequestError, reply: _Reply) -> None:
         await self._send(send, exc.status, exc.body(reply.request_id, v2=reply.v2), reply)
 
     def _observe(self, live: LiveEndpoint, route: LiveRoute, status: int, started: float, predictions: Any) -> float:

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -133,7 +134,7 @@ class Signature:
         return [{"name": c.name, "datatype": _column_v2(c.type), "shape": [-1]} for c in self.columns]
 
     @classmethod
-    def from_mlmodel(cls, mlmodel: dict[str, Any]) -> "Signature":
+    def from_mlmodel(cls, mlmodel: dict[str, Any]) -> Signature:
         raw = (mlmodel.get("signature") or {}).get("inputs")
         if not raw:
             return cls()
@@ -152,7 +153,7 @@ class Signature:
         return cls(columns=tuple(columns))
 
     @classmethod
-    def from_model_dir(cls, model_dir: Path | str) -> "Signature":
+    def from_model_dir(cls, model_dir: Path | str) -> Signature:
         import yaml
 
         path = Path(model_dir) / "MLmodel"

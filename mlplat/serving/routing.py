@@ -14,9 +14,9 @@ import random
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from mlplat.db import Database
 from mlplat.services import rollout as ro

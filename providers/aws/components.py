@@ -9,8 +9,9 @@ stack's cost tags (``plan.tags``), which tests/pulumi pins for every component.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws

@@ -6,7 +6,8 @@ no credentials. That is what ``mlplat preview --offline`` prints and what
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mlplat.contracts import Plan, PlannedChange, Provisioner, ResourceStatus
 from mlplat.errors import CheckFailed, ExternalError

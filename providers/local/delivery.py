@@ -35,13 +35,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from mlplat.contracts import DeliveryPipeline, Endpoint, Package
 from mlplat.errors import ExternalError, MlplatError
-from mlplat.serving.staging import ServerProcesses, wait_healthy
 from mlplat.services import packaging
+from mlplat.serving.staging import ServerProcesses, wait_healthy
 from mlplat_providers.local.layout import StateLayout
 
 CONTAINER_START_TIMEOUT_S = 600.0  # vfs copies the image's file system for every new container

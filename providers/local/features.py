@@ -16,8 +16,10 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from mlplat.contracts import FeatureStoreBackend, ViewSelection
 from mlplat.db import Database
@@ -30,7 +32,7 @@ from mlplat.features.definitions import (
     FeatureView,
     digest_of,
 )
-from mlplat.features.errors import FeatureDataError, FeatureDefinitionError, nearest
+from mlplat.features.errors import FeatureDataError, nearest
 from mlplat.features.plan import FeaturePlan, make_plan, refuse_breaking
 from mlplat_providers.local.layout import StateLayout
 
@@ -138,7 +140,7 @@ class LocalFeatureStore(FeatureStoreBackend):
             if not kind.startswith(ACCEPTS[entity.dtype]):
                 raise FeatureDataError(
                     f"join key '{entity.join_key}' has type {kind} in the source but entity '{entity.name}' is {entity.dtype}",
-                    where=where, hint=f"declare Entity(dtype=...) to match the data, or convert the column")
+                    where=where, hint="declare Entity(dtype=...) to match the data, or convert the column")
         for feature in view.features:
             kind = need(feature.name, "feature")
             if not kind.startswith(ACCEPTS[feature.dtype]):
@@ -518,8 +520,8 @@ def _from_sqlite(dtype: str):
     if dtype == "bool":
         return bool
     if dtype == "timestamp":
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
 
-        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
         return lambda us: epoch + timedelta(microseconds=us)
     return lambda v: v

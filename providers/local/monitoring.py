@@ -143,7 +143,7 @@ class LocalMonitor(Monitor, CostSource):
         if not {"model", "version"} <= cols or started is None:
             return None  # a shape this reader does not know: fall back to captured traffic
         ended = next((c for c in ("ended_at", "stopped_at", "retired_at", "ended") if c in cols), None)
-        select = [f"model", "version", f"{started} AS started",
+        select = ["model", "version", f"{started} AS started",
                   f"{ended} AS ended" if ended else "NULL AS ended",
                   "environment" if "environment" in cols else "NULL AS environment",
                   "instance_type" if "instance_type" in cols else "NULL AS instance_type",

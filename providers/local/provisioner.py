@@ -23,8 +23,8 @@ from pathlib import Path
 from mlplat import lineage
 from mlplat.contracts import Plan, PlannedChange, Provisioner, ResourceStatus
 from mlplat.db import Database
-from mlplat.locking import stack_lock
 from mlplat.errors import ExternalError, IntegrityError, StackError
+from mlplat.locking import stack_lock
 from mlplat_providers.local.layout import MARKER, MARKER_KIND, PLATFORM_ENTRIES, StateLayout
 
 T_STATE = "mlplat:local:StateDirectory"

@@ -10,9 +10,10 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mlplat.contracts import ModelRegistry, StoredVersion
 from mlplat.db import Database
@@ -41,7 +42,7 @@ class LocalModelRegistry(ModelRegistry):
         self._db: Database | None = None
 
     @classmethod
-    def for_stack(cls, spec) -> "LocalModelRegistry":
+    def for_stack(cls, spec) -> LocalModelRegistry:
         return cls(spec)
 
     # --- platform state -------------------------------------------------------------------

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from mlplat.contracts import EndpointDeployer
 from mlplat.contracts.canary import percentile
@@ -105,8 +106,8 @@ class LocalServing(EndpointDeployer):
     # --- the gateway -------------------------------------------------------------------------
 
     def gateway(self, *, environment: str, controller: bool = True, poll_interval: float = 0.2):
-        from mlplat.serving.gateway import Gateway, GatewayConfig
         from mlplat.services import registry
+        from mlplat.serving.gateway import Gateway, GatewayConfig
 
         serving = self.spec.serving
         config = GatewayConfig(environment=environment, max_body_bytes=serving.max_body_bytes,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from mlplat.errors import ExitCode
+from tests.conftest import write_project
 from tests.contract import moto_support as ms
 from tests.contract.lifecycle import context
-from tests.conftest import write_project
 
 pytestmark = pytest.mark.integration
 

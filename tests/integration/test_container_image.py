@@ -116,10 +116,10 @@ def test_the_image_serves_the_predictions_of_the_registered_model(project, monke
     """Run the promoted image directly: same predictions as the model loaded in this process,
     malformed input refused with 4xx, the model files inside equal the sealed ones."""
     import httpx
+    import mlflow.pyfunc
     import numpy as np
     import pandas as pd
 
-    import mlflow.pyfunc
     from mlplat.contracts import Package
     from mlplat.services import registry as reg
 

@@ -1,7 +1,7 @@
 """Online store (SQLite), materialization, the gateway's enrich(), and the skew report."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pandas as pd
 import pytest
@@ -54,7 +54,7 @@ def test_materialize_writes_the_latest_value_in_the_window_with_types(fs):
     rows = store.get_online_features([{"driver_id": 1}, {"driver_id": 2}, {"driver_id": 3}, {"driver_id": 1}],
                                      ["stats:value", "stats:count", "stats:active", "stats:tier", "stats:seen"])
     assert rows[0] == {"driver_id": 1, "value": 2.5, "count": 3, "active": True, "tier": "c",
-                       "seen": datetime(2024, 1, 1, 0, 0, 20, tzinfo=timezone.utc)}
+                       "seen": datetime(2024, 1, 1, 0, 0, 20, tzinfo=UTC)}
     assert rows[3] == rows[0] and rows[1]["value"] == 5.0 and rows[1]["active"] is True
     assert rows[2] == {"driver_id": 3, "value": None, "count": None, "active": None, "tier": None, "seen": None}
 
@@ -96,7 +96,7 @@ def test_enrich_serves_the_version_a_model_was_trained_on(fs):
     ctx = Context(_user="gateway")
     rows = enrich(spec, ctx, ["stats@1"], [{"driver_id": 1, "amount": 3}])
     assert rows == [{"driver_id": 1, "amount": 3, "value": 2.5, "count": 3, "active": True, "tier": "c",
-                     "seen": datetime(2024, 1, 1, 0, 0, 20, tzinfo=timezone.utc)}]
+                     "seen": datetime(2024, 1, 1, 0, 0, 20, tzinfo=UTC)}]
     v2 = enrich(spec, ctx, ["stats@2"], [{"driver_id": 1}])
     assert v2 == [{"driver_id": 1, "value": 2.5, "count": 3.0}] and isinstance(v2[0]["count"], float)
     assert enrich(spec, ctx, ["stats@2:value"], [{"driver_id": 9}]) == [{"driver_id": 9, "value": None}]

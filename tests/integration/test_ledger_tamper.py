@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from mlplat.errors import IntegrityError
+from tests.conftest import run_cli, write_project
 from tests.integration.conftest_registry import APPROVER, AUTHOR, cli_in, stack_text, train
 from tests.integration.conftest_serving import GatewayHarness, row, save_sklearn
-from tests.conftest import run_cli, write_project
 from tests.timing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ledger-tamper")]

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 from mlplat.errors import CheckFailed, Denied, IntegrityError, TrackingRequired
-from tests.integration.conftest_registry import (APPROVER, AUTHOR, cli_in, db, in_project, registered,  # noqa: F401
-                                                 spec_ctx)
+from tests.integration.conftest_registry import APPROVER, AUTHOR, cli_in, db, in_project, registered, spec_ctx  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("registry-governance")]
 
@@ -51,8 +50,9 @@ def test_log_model_outside_a_run_is_refused(in_project):
 
 
 def test_registration_with_a_bad_holdout_writes_nothing(in_project):
-    import mlplat
     from sklearn.dummy import DummyClassifier
+
+    import mlplat
 
     conn = db(in_project)
     before = conn.execute("SELECT count(*) FROM model_versions").fetchone()[0]

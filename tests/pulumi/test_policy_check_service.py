@@ -7,8 +7,8 @@ import json
 import pytest
 
 from mlplat import providers
-from mlplat.contracts import Capability
 from mlplat.context import Context
+from mlplat.contracts import Capability
 from mlplat.providers import ProviderBundle
 from mlplat.services.policy_check import check
 from mlplat_providers.aws.provisioner import AwsProvisioner

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from mlplat.db import Database
+from mlplat.services import rollout as ro
+from mlplat.services.monitoring import drift as d
 from mlplat.serving.controller import GatewayCanaryMetrics
 from mlplat.serving.metrics import RolloutStats
 from mlplat.serving.routing import LiveEndpoint, ModelPool, Routing
-from mlplat.services import rollout as ro
-from mlplat.services.monitoring import drift as d
 from tests.contract import moto_support as ms
 
 T0 = 1_767_225_600.0  # a minute boundary (2026-01-01T00:00:00Z): the rollout starts here
@@ -75,7 +75,7 @@ class CloudWatchSide:
     def serve(self, variant: str, traffic: Traffic, minute: int) -> None:
         version = 1 if variant == "stable" else 2
         dims = [{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": f"v{version}"}]
-        at = dt.datetime.fromtimestamp(T0 + 60 * minute + 5, dt.timezone.utc)
+        at = dt.datetime.fromtimestamp(T0 + 60 * minute + 5, dt.UTC)
         self.cloudwatch.put_metric_data(Namespace="AWS/SageMaker", MetricData=[
             {"MetricName": "Invocations", "Dimensions": dims, "Value": float(traffic.requests), "Unit": "Count",
              "Timestamp": at},

@@ -44,7 +44,7 @@ def ci_tree(tmp_path: Path, install_exit: int) -> tuple[Path, dict[str, str]]:
     shutil.copy(REPO / ".ci" / "run", tree / ".ci" / "run")
     (tree / ".ci" / "system-packages.sh").write_text(
         f"echo 'E: Unable to locate package chromium'\nexit {install_exit}\n")
-    (tree / "Makefile").write_text("test:\n\t@echo \"make test ran with CI=$$CI\"\n")
+    (tree / "Makefile").write_text("lint:\n\t@echo \"make lint ran\"\ntest:\n\t@echo \"make test ran with CI=$$CI\"\n")
     stubs = tmp_path / "bin"
     stubs.mkdir()
     for name, body in (("apt-get", "exit 0"), ("id", "echo 0")):

@@ -1,7 +1,7 @@
 """Feature definitions, references, the apply plan and timestamp rules: pure logic, no stores."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -182,13 +182,13 @@ def test_breaking_change_refused_only_when_a_production_model_uses_the_version()
 def test_naive_timestamps_are_utc_and_aware_ones_are_converted():
     naive = pd.Series(pd.to_datetime(["2024-01-01 12:00:00"]))
     aware = pd.Series(pd.to_datetime(["2024-01-01 13:00:00"]).tz_localize("Europe/Paris"))
-    python_aware = pd.Series([datetime(2024, 1, 1, 12, tzinfo=timezone.utc)], dtype=object)
+    python_aware = pd.Series([datetime(2024, 1, 1, 12, tzinfo=UTC)], dtype=object)
     expected = int(pd.Timestamp("2024-01-01 12:00:00", tz="UTC").value // 1000)
     assert to_utc_micros(naive, "ts")[0] == to_utc_micros(aware, "ts")[0] == to_utc_micros(python_aware, "ts")[0] == expected
 
 
 def test_mixed_naive_and_aware_is_an_error():
-    mixed = pd.Series([datetime(2024, 1, 1), datetime(2024, 1, 1, tzinfo=timezone.utc)], dtype=object)
+    mixed = pd.Series([datetime(2024, 1, 1), datetime(2024, 1, 1, tzinfo=UTC)], dtype=object)
     with pytest.raises(FeatureDataError, match="mixes timezone-naive and timezone-aware"):
         to_utc_micros(mixed, "ts")
 

@@ -93,11 +93,9 @@ def test_forest_is_saved_with_skops_and_scored_in_process(tmp_path):
 
 def test_skops_type_listed_only_in_mlmodel_is_refused(tmp_path, payload):
     """The attacker writes the model file and adds its type to MLmodel's trusted list: refused, nothing runs."""
-    import skops.io
-
-    from sklearn.linear_model import LogisticRegression
-
     import evil_payload
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
 
     X, y = _frame()
     folder = tmp_path / "m"
@@ -161,11 +159,10 @@ def test_xgboost_is_native_and_its_class_is_allow_listed(tmp_path):
 
 def test_pickle_format_is_scored_in_a_child_process_only(tmp_path, payload):
     """An estimator skops cannot hold safely is cloudpickled, and its pickle runs in a child, never here."""
+    import evil_payload
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
-
-    import evil_payload
 
     X, y = _frame()
     model = make_pipeline(FunctionTransformer(evil_payload.double), LogisticRegression()).fit(X, y)

@@ -1,14 +1,14 @@
 """Cost arithmetic, checked by hand on a small case, and period parsing."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
 
 from mlplat.services.monitoring import cost as c
 
 HOUR = 3600.0
-T0 = datetime(2026, 11, 10, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2026, 11, 10, tzinfo=UTC).timestamp()
 
 
 def prices(instance_type):
@@ -83,12 +83,12 @@ def test_merge_sums_budgets_across_stacks():
 @pytest.mark.parametrize("text,hours", [("7d", 168), ("24h", 24), ("90m", 1.5), ("2026-10", 31 * 24),
                                         ("2026-11-01..2026-11-02", 48)])
 def test_periods(text, hours):
-    now = datetime(2026, 12, 5, tzinfo=timezone.utc).timestamp()
+    now = datetime(2026, 12, 5, tzinfo=UTC).timestamp()
     assert c.parse_period(text, now).hours == pytest.approx(hours)
 
 
 def test_month_to_date_and_bad_periods():
-    now = datetime(2026, 11, 3, 12, tzinfo=timezone.utc).timestamp()
+    now = datetime(2026, 11, 3, 12, tzinfo=UTC).timestamp()
     assert c.parse_period("month", now).hours == pytest.approx(2.5 * 24)
     for bad in ("week", "2026-13", "2026-11-05..2026-11-01", "0d"):
         with pytest.raises(c.PeriodError) as info:

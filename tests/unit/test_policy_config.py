@@ -101,7 +101,7 @@ def test_default_policy_config_is_empty_so_existing_stacks_stay_valid(tmp_path):
 
 def test_crossguard_policies_wrap_the_same_validators():
     from pulumi_policy import ResourceValidationArgs, ResourceValidationPolicy, StackValidationArgs, StackValidationPolicy
-    from pulumi_policy.policy import PolicyResource, PolicyResourceOptions, PolicyCustomTimeouts
+    from pulumi_policy.policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions
 
     from mlplat_policies.__main__ import build_policies
 

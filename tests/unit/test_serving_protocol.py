@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from mlplat.serving.protocol import (
-    Column, RequestError, Signature, TensorSpec, parse_scoring, parse_v2, to_list, v2_outputs,
+    Column,
+    RequestError,
+    Signature,
+    TensorSpec,
+    parse_scoring,
+    parse_v2,
+    to_list,
+    v2_outputs,
 )
 
 SIG = Signature(columns=(Column("a", "double"), Column("b", "double"), Column("n", "long")))

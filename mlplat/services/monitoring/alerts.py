@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 BUILTIN_DRIFT_RULE = "drift"
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from mlplat.contracts import Deployment, Usage
 from mlplat.errors import MlplatError
@@ -55,22 +56,22 @@ def parse_period(text: str, now: float | None = None) -> Period:
             raise PeriodError(f"period '{text}' is empty", hint="use a positive length such as 7d")
         return Period(now - seconds, now, f"last {text}")
     if text == "month":
-        day = datetime.fromtimestamp(now, tz=timezone.utc)
-        start = datetime(day.year, day.month, 1, tzinfo=timezone.utc).timestamp()
+        day = datetime.fromtimestamp(now, tz=UTC)
+        start = datetime(day.year, day.month, 1, tzinfo=UTC).timestamp()
         return Period(start, now, f"{day:%Y-%m} to date")
     match = re.fullmatch(r"(\d{4})-(\d{2})", text)
     if match:
         year, month = int(match.group(1)), int(match.group(2))
         if not 1 <= month <= 12:
             raise PeriodError(f"period '{text}' names month {month}", hint="months run from 01 to 12")
-        start = datetime(year, month, 1, tzinfo=timezone.utc).timestamp()
+        start = datetime(year, month, 1, tzinfo=UTC).timestamp()
         end = start + calendar.monthrange(year, month)[1] * 86400
         return Period(start, min(end, now), text)
     match = re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text)
     if match:
         try:
-            a = datetime.strptime(match.group(1), "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
-            b = datetime.strptime(match.group(2), "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp() + 86400
+            a = datetime.strptime(match.group(1), "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+            b = datetime.strptime(match.group(2), "%Y-%m-%d").replace(tzinfo=UTC).timestamp() + 86400
         except ValueError as exc:
             raise PeriodError(f"period '{text}': {exc}") from None
         if b <= a:

@@ -20,8 +20,9 @@ them would hide real drift.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -126,7 +127,7 @@ class Thresholds:
     min_reference_rows: int = 100
 
     @classmethod
-    def from_spec(cls, monitoring) -> "Thresholds":
+    def from_spec(cls, monitoring) -> Thresholds:
         d = monitoring.drift
         return cls(d.psi, d.ks_p_value, d.chi2_p_value, d.js_distance, getattr(d, "share", 0.5),
                    monitoring.window.min_rows, d.min_reference_rows)

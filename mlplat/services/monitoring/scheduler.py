@@ -27,7 +27,7 @@ class MonitorLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlplat-monitor", daemon=True)
 
-    def start(self) -> "MonitorLoop":
+    def start(self) -> MonitorLoop:
         self._thread.start()
         return self
 

@@ -18,7 +18,7 @@ COST_METRIC = "UnblendedCost"
 
 
 def _day(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
 
 def cost_request(team_tag: str, start: float, end: float, *, team: str | None = None) -> dict[str, Any]:
@@ -90,8 +90,8 @@ class AwsCost(CostSource):
         values: dict[str, list[float]] = {}
         for chunk in range(0, len(queries), 500):
             result = self.aws.call("cloudwatch", "get_metric_data", MetricDataQueries=queries[chunk:chunk + 500],
-                                   StartTime=dt.datetime.fromtimestamp(start, dt.timezone.utc),
-                                   EndTime=dt.datetime.fromtimestamp(end, dt.timezone.utc),
+                                   StartTime=dt.datetime.fromtimestamp(start, dt.UTC),
+                                   EndTime=dt.datetime.fromtimestamp(end, dt.UTC),
                                    what="reading endpoint traffic for the cost report")
             for r in result.get("MetricDataResults", []):
                 values[r["Id"]] = r.get("Values") or []

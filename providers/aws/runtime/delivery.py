@@ -13,8 +13,8 @@ from __future__ import annotations
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from mlplat.contracts import DeliveryPipeline, Endpoint, Package
 from mlplat.errors import NotFound
@@ -22,6 +22,7 @@ from mlplat.services import packaging
 from mlplat.serving.staging import ServerProcesses
 from mlplat_providers.aws.runtime.session import AwsSession
 from mlplat_providers.aws.runtime.state import AwsState
+
 
 class AwsDeliveryPipeline(DeliveryPipeline):
     def __init__(self, spec, ctx, session: AwsSession | None = None):

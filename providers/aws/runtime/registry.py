@@ -16,9 +16,10 @@ import shutil
 import tarfile
 import tempfile
 import uuid
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mlplat.contracts import ModelRegistry, StoredVersion
 from mlplat.errors import IntegrityError, NotFound
@@ -68,7 +69,7 @@ class AwsModelRegistry(ModelRegistry):
         self._db = None
 
     @classmethod
-    def for_stack(cls, spec) -> "AwsModelRegistry":
+    def for_stack(cls, spec) -> AwsModelRegistry:
         return cls(spec)
 
     # --- platform state ----------------------------------------------------------------------

@@ -29,8 +29,9 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer
 from mlplat.errors import Conflict, Denied, NotFound, StackError
@@ -377,8 +378,8 @@ class CloudWatchCanaryMetrics(CanaryMetrics):
 
     def variant_stats(self, endpoint_name: str, version: int, since: float, until: float) -> ro.VariantStats:
         """Invocations, 5xx errors and p95 model latency of one variant, from CloudWatch."""
-        start = dt.datetime.fromtimestamp(int(since // 60) * 60, dt.timezone.utc)
-        end = dt.datetime.fromtimestamp(until + 60, dt.timezone.utc)
+        start = dt.datetime.fromtimestamp(int(since // 60) * 60, dt.UTC)
+        end = dt.datetime.fromtimestamp(until + 60, dt.UTC)
         dims = [{"Name": "EndpointName", "Value": endpoint_name}, {"Name": "VariantName", "Value": variant(version)}]
 
         def query(qid: str, metric: str, stat: str) -> dict[str, Any]:

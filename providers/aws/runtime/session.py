@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from mlplat.errors import ExitCode, ExternalError, NotFound, StackError
 from mlplat_providers.aws.settings import AwsProviderSpec

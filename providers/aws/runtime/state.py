@@ -18,7 +18,6 @@ from mlplat.db import Database
 from mlplat.errors import IntegrityError
 from mlplat.locking import stack_lock
 
-
 _READY: set[Path] = set()  # state roots checked by this process
 
 
@@ -58,7 +57,7 @@ class AwsState:
     def lock(self) -> Path:
         return self.root.parent / f".{self.root.name}.lock"
 
-    def ensure(self) -> "AwsState":
+    def ensure(self) -> AwsState:
         """Create what is missing (idempotent); migrate the platform database."""
         if self.root in _READY and self.platform_db.is_file():
             return self
