@@ -133,7 +133,8 @@ def main() -> None:
     drifted = sorted(k for k, v in ours["verdicts"].items() if v)
     print(f"### Drift: {ROWS:,} reference × {ROWS:,} current rows × {FEATURES} numerical features — "
           f"`benchmarks/bench_drift.py`\n")
-    print("| tool | time (median of 3) | peak memory allocated by the drift run | whole-process peak RSS | ratio (time, memory) |")
+    print("| tool | time (median of 3) | peak memory allocated by the drift run | whole-process peak RSS "
+          "| ratio (time, memory) |")
     print("|---|---|---|---|---|")
     print(f"| Evidently {EVIDENTLY.split('==')[1]} DataDriftPreset | {t_theirs:.2f} s | {m_theirs:.0f} MB | "
           f"{theirs['peak_mb']:.0f} MB | 1, 1 |")

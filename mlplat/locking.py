@@ -54,4 +54,5 @@ def _read_holder(path: Path) -> str:
         return "holder unknown"
     if not info:
         return "holder unknown"
-    return f"pid {info.get('pid')} running '{info.get('operation')}' since {time.strftime('%H:%M:%S', time.localtime(info.get('since', 0)))}"
+    since = time.strftime('%H:%M:%S', time.localtime(info.get('since', 0)))
+    return f"pid {info.get('pid')} running '{info.get('operation')}' since {since}"

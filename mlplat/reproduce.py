@@ -193,7 +193,8 @@ def render(*, run, commit: str | None, stack: str, provider_kind: str, remote: s
         'WORK="$(cd "${MLPLAT_REPRO_DIR:-$BUNDLE/work}" && pwd)"',
         'SRC="$WORK/src"',
         'if [ -e "$SRC" ]; then',
-        '  [ -f "$WORK/.mlplat-reproduce" ] || die "$SRC exists and this script did not make it: set MLPLAT_REPRO_DIR to a new folder"',
+        '  [ -f "$WORK/.mlplat-reproduce" ] || '
+        'die "$SRC exists and this script did not make it: set MLPLAT_REPRO_DIR to a new folder"',
         '  rm -rf "$SRC"',
         "fi",
         ': > "$WORK/.mlplat-reproduce"',
@@ -208,7 +209,8 @@ def render(*, run, commit: str | None, stack: str, provider_kind: str, remote: s
             '[ -n "$SOURCE" ] || die "nothing here holds commit $COMMIT: pass the repository, ./reproduce.sh PATH-OR-URL"',
             'say "code: commit $COMMIT from $SOURCE"',
             'git clone --quiet --no-checkout -- "$SOURCE" "$SRC"',
-            'git -C "$SRC" -c advice.detachedHead=false checkout --quiet --detach "$COMMIT" || die "commit $COMMIT is not in $SOURCE"',
+            'git -C "$SRC" -c advice.detachedHead=false checkout --quiet --detach "$COMMIT" '
+            '|| die "commit $COMMIT is not in $SOURCE"',
             'if [ -f "$BUNDLE/code.diff" ]; then',
             '  say "code: applying the run\'s uncommitted changes (code.diff)"',
             '  git -C "$SRC" apply --whitespace=nowarn "$BUNDLE/code.diff"',

@@ -1,7 +1,8 @@
 """Generate the policy pack's tables of taggable resource types from the installed Pulumi providers.
 
 A resource type is taggable when its constructor accepts ``tags`` (pulumi-aws). The table is read
-from the provider package's own source text (importing its ~900 modules would take far longer), so it needs the provider installed but no cloud account and no Pulumi CLI.
+from the provider package's own source text (importing its ~900 modules would take far longer), so it needs the
+provider installed but no cloud account and no Pulumi CLI.
 
 Regenerate after moving the pulumi-aws pin:  ``python -m mlplat_policies.generate_tables``
 ``tests/policies/test_generated_tables.py`` fails while a checked-in table is stale.

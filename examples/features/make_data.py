@@ -68,5 +68,5 @@ def make(seed: int = 7, drivers: int = 200, customers: int = 300, days: int = 30
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=7)
-    for name, path in make(parser.parse_args().seed).items():
+    for path in make(parser.parse_args().seed).values():
         print(f"wrote {path}")

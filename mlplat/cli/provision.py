@@ -24,7 +24,8 @@ def _provisioner(ctx, stack: str, lock_wait: float = 0.0):
 
 def print_plan(ctx, spec, plan: Plan, *, verb: str = "Plan") -> None:
     console = ctx.console
-    console.print(f"[bold]{verb} for stack {spec.name}[/] (provider {spec.provider.kind}, team {spec.team}, env {spec.environment})")
+    console.print(f"[bold]{verb} for stack {spec.name}[/] "
+                  f"(provider {spec.provider.kind}, team {spec.team}, env {spec.environment})")
     width = max((len(c.resource) for c in plan.changes), default=10)
     for change in plan.changes:
         symbol, colour = SYMBOLS.get(change.action, ("?", "white"))

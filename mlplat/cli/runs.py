@@ -127,7 +127,8 @@ def show(ctx, run_ref: str, stack: str, as_json: bool) -> None:
     if lineage.get("datasets"):
         t = Table("dataset", "kind", "rows", "sha256", "schema", title="data")
         for d in lineage["datasets"]:
-            t.add_row(d["name"], d["kind"], str(d["rows"]), d["sha256"][:16], ", ".join(f"{k}:{v}" for k, v in list(d["schema"].items())[:6]))
+            schema = ", ".join(f"{k}:{v}" for k, v in list(d["schema"].items())[:6])
+            t.add_row(d["name"], d["kind"], str(d["rows"]), d["sha256"][:16], schema)
         c.print(t)
     for title, values in (("params", run.params), ("metrics", run.metrics)):
         if values:

@@ -20,7 +20,8 @@ th{color:#475569;font-weight:600} .muted{color:#64748b;font-size:12px}
 .badge{display:inline-block;padding:1px 6px;border-radius:9px;font-size:11px;font-weight:600}
 .ok{background:#dcfce7;color:#166534} .drift,.breach,.critical,.failed,.rolled_back{background:#fee2e2;color:#991b1b}
 .warning,.pending,.running,.training{background:#fef3c7;color:#92400e} .info,.staged,.succeeded{background:#dbeafe;color:#1e40af}
-.production{background:#dcfce7;color:#166534} .staging{background:#fef3c7;color:#92400e} .dev,.archived{background:#f1f5f9;color:#475569}
+.production{background:#dcfce7;color:#166534} .staging{background:#fef3c7;color:#92400e}
+.dev,.archived{background:#f1f5f9;color:#475569}
 .insufficient{background:#f1f5f9;color:#475569}
 """
 

@@ -6,7 +6,8 @@
 Routes: ``POST /invocations``, ``GET /ping``, ``GET /health``, ``GET /v2`` (server metadata),
 ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2/models/{name}``,
 ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer`` (JSON, or the binary tensor
-data extension). Errors are JSON with ``x-request-id``; on ``/v2`` routes they carry ``error``. Used as the staging endpoint and inside the
+data extension). Errors are JSON with ``x-request-id``; on ``/v2`` routes they carry ``error``. Used as the staging
+endpoint and inside the
 container image. Binding beyond loopback is refused: there is no authentication.
 With ``--port 0`` the kernel picks a free port; ``--port-file`` receives it once
 the server accepts connections.

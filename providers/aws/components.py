@@ -244,7 +244,8 @@ class Serving(pulumi.ComponentResource):
                     "blue_green_update_policy": {
                         "traffic_routing_configuration": p.traffic_routing(canary.steps, canary.bake_seconds),
                         "termination_wait_in_seconds": 300,
-                        "maximum_execution_timeout_in_seconds": min(14400, max(600, canary.bake_seconds * (len(canary.steps) + 1))),
+                        "maximum_execution_timeout_in_seconds":
+                            min(14400, max(600, canary.bake_seconds * (len(canary.steps) + 1))),
                     },
                     "auto_rollback_configuration": {"alarms": [{"alarm_name": a.name} for a in rollback]},
                 },

@@ -216,8 +216,8 @@ def dashboard_body(plan: StackPlan) -> str:
     }]
     y = 2
     for model in plan.models:
-        def metric(name: str, variant: str, stat: str = "Sum") -> list[Any]:
-            return ["AWS/SageMaker", name, "EndpointName", model.endpoint, "VariantName", variant, {"stat": stat}]
+        def metric(name: str, variant: str, stat: str = "Sum", endpoint: str = model.endpoint) -> list[Any]:
+            return ["AWS/SageMaker", name, "EndpointName", endpoint, "VariantName", variant, {"stat": stat}]
 
         panels = [
             ("Invocations", [metric("Invocations", v) for v in ("primary", "shadow")]),
@@ -279,8 +279,9 @@ def pipeline_definition(plan: StackPlan, model: ModelPlan, *, tracking_arn: str,
             "IfSteps": [{"Name": "Register", "Type": "RegisterModel", "Arguments": {
                 "ModelPackageGroupName": model.group,
                 "ModelApprovalStatus": model.approval_status,
-                "InferenceSpecification": {"Containers": [{"Image": image.replace("/train:", "/serve:"),
-                                                            "ModelDataUrl": {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}}],
+                "InferenceSpecification": {"Containers": [{
+                                               "Image": image.replace("/train:", "/serve:"),
+                                               "ModelDataUrl": {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}}],
                                            "SupportedContentTypes": ["application/json"],
                                            "SupportedResponseMIMETypes": ["application/json"]},
                 "CustomerMetadataProperties": {"mlplat-stack": spec.name, "mlplat-risk-tier": model.risk_tier.value},

@@ -333,7 +333,8 @@ class LocalFeatureStore(FeatureStoreBackend):
             return con.sql(sql).to_arrow_table()
         except duckdb.ConversionException as exc:
             raise FeatureDataError(f"a source value does not convert to its declared type: {str(exc).splitlines()[0]}",
-                                   hint="fix the declared dtype or the data; `mlplat features apply` checks column types") from None
+                                   hint="fix the declared dtype or the data; "
+                                        "`mlplat features apply` checks column types") from None
         except duckdb.IOException as exc:
             raise FeatureDataError(f"a feature source cannot be read: {str(exc).splitlines()[0]}",
                                    hint="the file moved or was deleted since `mlplat features apply`") from None
@@ -406,7 +407,8 @@ class LocalFeatureStore(FeatureStoreBackend):
             return con.execute(sql).fetchall()
         except duckdb.Error as exc:
             raise FeatureDataError(f"reading the source of {doc['name']}@{doc['version']} failed: "
-                                   f"{str(exc).splitlines()[0]}", hint="run `mlplat features apply` to re-check the source") from None
+                                   f"{str(exc).splitlines()[0]}",
+                                   hint="run `mlplat features apply` to re-check the source") from None
         finally:
             con.close()
 
@@ -418,8 +420,9 @@ class LocalFeatureStore(FeatureStoreBackend):
         now = time.time()
         assignments = ", ".join(f"{q(c)}=excluded.{q(c)}" for c in ["__event_us", "__created_us", "__written_at", *feats])
         # never replace a newer value: an older window re-materialized, or two materializations racing
+        oldest = -9223372036854775808
         newer = (f"excluded.__event_us > {table}.__event_us OR (excluded.__event_us = {table}.__event_us AND "
-                 f"coalesce(excluded.__created_us, -9223372036854775808) >= coalesce({table}.__created_us, -9223372036854775808))")
+                 f"coalesce(excluded.__created_us, {oldest}) >= coalesce({table}.__created_us, {oldest}))")
         sql = (f"INSERT INTO {table} ({', '.join(q(c) for c in cols)}, __written_at) "
                f"VALUES ({', '.join('?' for _ in cols)}, {now!r}) "
                f"ON CONFLICT({', '.join(q(k) for k in keys)}) DO UPDATE SET {assignments} WHERE {newer}")

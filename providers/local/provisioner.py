@@ -221,7 +221,8 @@ class LocalProvisioner(Provisioner):
         document = config_document(self.spec)
         before = recorded.get((T_CONFIG, self.spec.name))
         if before is None:
-            plan.changes.append(PlannedChange(T_CONFIG, self.spec.name, "create", f"team {self.spec.team}, env {self.spec.environment}"))
+            plan.changes.append(PlannedChange(T_CONFIG, self.spec.name, "create",
+                                              f"team {self.spec.team}, env {self.spec.environment}"))
         elif json.loads(before)["digest"] != _digest(document):
             old = json.loads(before)["document"]
             changed = sorted(k for k in set(old) | set(document) if old.get(k) != document.get(k))

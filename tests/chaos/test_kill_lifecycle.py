@@ -11,8 +11,25 @@ import random
 import pytest
 
 import mlplat.db as mlplat_db
-from tests.chaos.support import (ENV, KILLED, MODEL, SEED, Load, Trial, census, check_invariants, clone, db,
-                                 feature_rows, mlplat, no_orphans, pick, start_gateway, stop_process, wait_until)
+from tests.chaos.support import (
+    ENV,
+    KILLED,
+    MODEL,
+    SEED,
+    Load,
+    Trial,
+    census,
+    check_invariants,
+    clone,
+    db,
+    feature_rows,
+    mlplat,
+    no_orphans,
+    pick,
+    start_gateway,
+    stop_process,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.chaos]
 

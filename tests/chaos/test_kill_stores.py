@@ -6,8 +6,22 @@ import random
 
 import pytest
 
-from tests.chaos.support import (ENV, KILLED, MODEL, SEED, Trial, census, chaos_stack, check_invariants, clone, db,
-                                 mlplat, no_orphans, ok, pick)
+from tests.chaos.support import (
+    ENV,
+    KILLED,
+    MODEL,
+    SEED,
+    Trial,
+    census,
+    chaos_stack,
+    check_invariants,
+    clone,
+    db,
+    mlplat,
+    no_orphans,
+    ok,
+    pick,
+)
 from tests.conftest import write_project
 
 pytestmark = [pytest.mark.chaos]

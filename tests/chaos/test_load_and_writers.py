@@ -11,8 +11,22 @@ from collections import Counter
 
 import pytest
 
-from tests.chaos.support import (ENV, MODEL, Load, check_invariants, clone, db, env_for, feature_rows, mlplat,
-                                 no_orphans, ok, start_gateway, stop_process, wait_until)
+from tests.chaos.support import (
+    ENV,
+    MODEL,
+    Load,
+    check_invariants,
+    clone,
+    db,
+    env_for,
+    feature_rows,
+    mlplat,
+    no_orphans,
+    ok,
+    start_gateway,
+    stop_process,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.chaos]
 WRITERS = 8
@@ -62,7 +76,7 @@ def test_eight_concurrent_writers_lose_nothing(bases, tmp_path, report):
              for i in range(WRITERS)]
     go.write_text("go")
     outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (_out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     versions = sorted(int(re.search(r"VERSION (\d+)", out).group(1)) for out, _ in outputs)
     runs = {r for out, _ in outputs for r in re.findall(r"RUN (\w+)", out)}

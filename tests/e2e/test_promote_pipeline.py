@@ -74,7 +74,7 @@ def test_kill_at_every_step_then_rerun_resumes(project):
         assert _stage(project) == "dev", fault  # the stage changes only in the last step's transaction
         # the parent-death signal reaches the orphaned server: it exits on its own
         wait_until(lambda: _servers_of(project) == [], timeout=30,
-                   message=lambda: f"staging server {_servers_of(project)} left running after kill at {fault}")
+                   message=lambda fault=fault: f"staging server {_servers_of(project)} left running after kill at {fault}")
         _check_invariants(project)
         state = db(project).execute("SELECT state, steps FROM promotions ORDER BY id DESC").fetchone()
         assert state[0] == "running", fault

@@ -8,6 +8,7 @@ environment (serving tests) and in the stack's ``production`` environment (appro
 from __future__ import annotations
 
 import pytest
+from botocore.exceptions import ClientError
 
 from mlplat.errors import Conflict, Denied, StackError
 from mlplat.services.rollout import RolloutError
@@ -162,7 +163,7 @@ def test_production_serves_only_packages_sagemaker_lists_as_approved(aws):
     with pytest.raises(Denied, match="Rejected in SageMaker"):
         dep.deploy("scorer", 1, environment="production", strategy="direct")
     assert dep.list("production") == []  # nothing recorded
-    with pytest.raises(Exception):
+    with pytest.raises(ClientError):
         sm().describe_endpoint(EndpointName=ENDPOINT)  # nothing created
     promote(aws, STACK, 1, "production")  # a rerun re-mirrors the platform's state: Approved again
     assert package(1)["ModelApprovalStatus"] == "Approved"

@@ -134,8 +134,8 @@ def test_drift_fires_one_alert_while_it_lasts_then_resolves(env):
     assert third["windows"][0]["drift"]["verdict"] == "ok"
     assert [(e["rule"], e["event"]) for e in third["events"]] == [("drift", "resolved")]
 
-    lines = [json.loads(l) for l in (env["root"] / "logs" / "alerts.jsonl").read_text().splitlines()]
-    assert [(l["rule"], l["event"]) for l in lines] == [("drift", "fired"), ("drift", "resolved")]
+    lines = [json.loads(line) for line in (env["root"] / "logs" / "alerts.jsonl").read_text().splitlines()]
+    assert [(line["rule"], line["event"]) for line in lines] == [("drift", "fired"), ("drift", "resolved")]
     status = json.loads(cli(env, "monitor", "status", "credit-risk", "--stack", "dev", "--json").stdout)
     assert status["alerts"]["firing"] == []
     assert [e["kind"] for e in status["alerts"]["recent"]] == ["resolved", "fired"]

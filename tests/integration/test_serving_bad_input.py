@@ -98,7 +98,7 @@ def test_gateway_answers_hostile_input_with_4xx_json_and_a_request_id(harness):
     harness.deploy(1)
     harness.start()
     with httpx.Client(base_url=harness.url, timeout=60) as c:
-        for what, route, kwargs, status, fragment in HOSTILE:
+        for _what, route, kwargs, status, fragment in HOSTILE:
             response = c.post(route, **kwargs)
             assert_refused(response, status, fragment, route == INFER)
         assert c.post(SCORE, json=row()).status_code == 200  # still serving
@@ -115,7 +115,7 @@ def test_model_server_answers_hostile_input_with_4xx_json(models, tmp_path):
     proc, url = start_model_server(models[1], tmp_path, "--name", "scorer", "--max-body-bytes", "200000")
     try:
         with httpx.Client(base_url=url, timeout=60) as c:
-            for what, route, kwargs, status, fragment in HOSTILE:
+            for _what, route, kwargs, status, fragment in HOSTILE:
                 response = c.post("/invocations" if route == SCORE else route, **kwargs)
                 assert_refused(response, status, fragment, route == INFER)
             assert c.get("/v2").json()["extensions"] == ["binary_tensor_data"]

@@ -32,7 +32,7 @@ def test_small_case_by_hand():
     ]
     report = c.attribute(deployments, usage, period, price_for=prices, default_instance_type="local.cpu", by="version",
                          budgets={"fraud": 730.5})
-    lines = {(l.model, l.version): l for l in report.lines}
+    lines = {(line.model, line.version): line for line in report.lines}
     assert lines[("scorer", 1)].cost_usd == pytest.approx(3.00)
     assert lines[("scorer", 1)].instance_hours == pytest.approx(6.0)
     assert lines[("scorer", 1)].cost_per_prediction == pytest.approx(0.003)

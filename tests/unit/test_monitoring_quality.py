@@ -105,4 +105,4 @@ def test_predictions_are_read_from_common_shapes(outputs, expected):
 
 def test_batch_capture_rows_get_row_ids():
     cap = Capture("r9", 1.0, "m", 1, "", "dev", [{"x": 1}, {"x": 2}], {"predictions": [1, 0]}, 3.0, 200, False)
-    assert [(i, f, l) for i, f, l, _ in cap.rows()] == [("r9#0", {"x": 1}, 1), ("r9#1", {"x": 2}, 0)]
+    assert [(i, f, label) for i, f, label, _ in cap.rows()] == [("r9#0", {"x": 1}, 1), ("r9#1", {"x": 2}, 0)]

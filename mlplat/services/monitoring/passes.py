@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlplat import providers
 from mlplat.context import Context
@@ -28,6 +28,12 @@ from mlplat.services.monitoring import drift as drift_mod
 from mlplat.services.monitoring import quality as quality_mod
 from mlplat.services.monitoring import retrain as retrain_mod
 from mlplat.services.monitoring.windows import labels_for, monitor_for, window_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlplat.contracts import Monitor
+    from mlplat.stack import StackSpec
 
 QUALITY_BREACH = "breach"
 
@@ -60,7 +66,7 @@ class PassReport:
                 "retraining": self.retraining, "notes": self.notes}
 
 
-def reference_frame(spec, ctx, model: str, version: int):
+def reference_frame(spec: StackSpec, ctx: Context, model: str, version: int) -> pd.DataFrame | None:
     """The version's ``reference.parquet`` from its verified artifacts, or ``None``."""
     try:
         folder = registry.verified_model_dir(spec, ctx, model, version)
@@ -74,7 +80,8 @@ def reference_frame(spec, ctx, model: str, version: int):
     return pd.read_parquet(path)
 
 
-def _align_predictions(reference, recent: list[Capture]):
+def _align_predictions(reference: pd.DataFrame | None, recent: list[Capture]
+                       ) -> tuple[pd.DataFrame | None, bool, bool]:
     """Make the reference's ``__prediction__`` comparable with what the server answered.
 
     Returns ``(reference, use_score, as_classes)``. Registration stores P(positive) for
@@ -100,7 +107,7 @@ def _align_predictions(reference, recent: list[Capture]):
     return reference, False, True
 
 
-def judge_version(spec, ctx, monitor, model: str, version: int, environment: str,
+def judge_version(spec: StackSpec, ctx: Context, monitor: Monitor, model: str, version: int, environment: str,
                   th: drift_mod.Thresholds, rules: list[alerts_mod.Rule]) -> VersionWindow:
     size = spec.monitoring.window.size
     reference = reference_frame(spec, ctx, model, version)
@@ -147,17 +154,19 @@ def _ts(captures: list[Capture], index: int) -> float | None:
     return captures[index].ts if captures else None
 
 
-def _quality(monitor, labelled: list[Capture], min_rows: int) -> dict[str, Any]:
+def _quality(monitor: Monitor, labelled: list[Capture], min_rows: int) -> dict[str, Any]:
     row_ids: list[str] = []
     predicted: list[Any] = []
     scores: list[float | None] = []
     for capture in labelled:
-        for row_id, _features, label, score in capture.rows():
+        for row_id, _features, label, row_score in capture.rows():
             row_ids.append(row_id)
             predicted.append(label)
-            scores.append(score)
+            scores.append(row_score)
     labels = labels_for(monitor, row_ids)
-    truth, pred, score = [], [], []
+    truth: list[Any] = []
+    pred: list[Any] = []
+    score: list[float | None] = []
     for row_id, p, s in zip(row_ids, predicted, scores):
         if row_id in labels and p is not None:
             truth.append(labels[row_id])
@@ -173,7 +182,7 @@ def _quality(monitor, labelled: list[Capture], min_rows: int) -> dict[str, Any]:
     return doc | {"verdict": drift_mod.OK, "metrics": metrics}
 
 
-def cost_metrics(spec, ctx, now: float) -> dict[str, float]:
+def cost_metrics(spec: StackSpec, ctx: Context, now: float) -> dict[str, float]:
     source = providers.capability(spec, ctx, Capability.COST)
     period = cost_mod.parse_period("month", now)
     report = cost_mod.attribute(source.deployments(period.start, period.end), source.usage(period.start, period.end),
@@ -183,7 +192,7 @@ def cost_metrics(spec, ctx, now: float) -> dict[str, float]:
     return cost_mod.metrics_for(report, spec.team)
 
 
-def run_pass(spec, ctx, *, deliver: str = "background", retrain: str = "run", now: float | None = None) -> PassReport:
+def run_pass(spec: StackSpec, ctx: Context, *, deliver: str = "background", retrain: str = "run", now: float | None = None) -> PassReport:
     """One monitoring pass (see the module doc). ``deliver``: background | sync | none;
     ``retrain``: run (carry out triggered retraining now) | defer (record the trigger only) | off."""
     if deliver not in ("background", "sync", "none") or retrain not in ("run", "defer", "off"):
@@ -241,7 +250,7 @@ def run_pass(spec, ctx, *, deliver: str = "background", retrain: str = "run", no
     return report
 
 
-def ingest_labels(spec, ctx, batch: quality_mod.LabelBatch, *, source: str) -> quality_mod.JoinResult:
+def ingest_labels(spec: StackSpec, ctx: Context, batch: quality_mod.LabelBatch, *, source: str) -> quality_mod.JoinResult:
     """Store a validated label batch; ids that were never captured are counted, not stored.
 
     A label may name the platform's request id or the caller's own (``x-request-id``, a v2
@@ -259,7 +268,7 @@ def ingest_labels(spec, ctx, batch: quality_mod.LabelBatch, *, source: str) -> q
         return quality_mod.store_labels(conn, batch, known_ids=known, source=source, now=ctx.clock())
 
 
-def log_labels(labels: dict[str, Any] | list[tuple[str, Any]], *, stack: str | None = None, ctx=None
+def log_labels(labels: dict[str, Any] | list[tuple[str, Any]], *, stack: str | None = None, ctx: Context | None = None
                ) -> quality_mod.JoinResult:
     """SDK: ``mlplat.monitoring.log_labels({"req-1": 1, "req-2": 0}, stack="dev")``."""
     ctx = ctx or Context()

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import sqlite3
+from typing import TYPE_CHECKING, Any
 
-from mlplat.services.monitoring.passes import monitor_for
+from mlplat.services.monitoring.windows import monitor_for
+
+if TYPE_CHECKING:
+    from mlplat.context import Context
+    from mlplat.stack import StackSpec
 
 
-def status(spec, ctx, *, model: str | None = None, history: int = 5) -> dict[str, Any]:
+def status(spec: StackSpec, ctx: Context, *, model: str | None = None, history: int = 5) -> dict[str, Any]:
     """Newest ``history`` windows per (model, version, kind), firing alerts, recent events and retraining."""
     db = monitor_for(spec, ctx).database()
     conn = db.connect()
@@ -36,7 +41,7 @@ def status(spec, ctx, *, model: str | None = None, history: int = 5) -> dict[str
             "retraining": triggers}
 
 
-def series(spec, ctx, *, model: str, kind: str, limit: int = 200) -> list[dict[str, Any]]:
+def series(spec: StackSpec, ctx: Context, *, model: str, kind: str, limit: int = 200) -> list[dict[str, Any]]:
     """Windows of one model and kind, oldest first (for plots over time)."""
     db = monitor_for(spec, ctx).database()
     conn = db.connect()
@@ -48,7 +53,7 @@ def series(spec, ctx, *, model: str, kind: str, limit: int = 200) -> list[dict[s
     return [_window(r) for r in rows]
 
 
-def _window(row) -> dict[str, Any]:
+def _window(row: sqlite3.Row) -> dict[str, Any]:
     out = {k: row[k] for k in ("id", "pass_id", "ts", "model", "version", "environment", "kind", "verdict", "rows",
                                "first_ts", "last_ts", "breach")}
     out["metrics"] = json.loads(row["metrics"])

@@ -9,26 +9,34 @@ sample; retraining writes it, with its labels, as the data the new version train
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlplat import providers
 from mlplat.contracts import Capability, Capture
 from mlplat.services.monitoring import drift as drift_mod
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlplat.context import Context
+    from mlplat.contracts import Monitor
+    from mlplat.stack import StackSpec
+
 LABEL_CHUNK = 500  # request ids per query: below SQLite's bound-parameter limit
 
 
-def monitor_for(spec, ctx):
+def monitor_for(spec: StackSpec, ctx: Context) -> Monitor:
     """The stack's monitoring capability (captures, labels, the platform database)."""
     return providers.capability(spec, ctx, Capability.MONITORING)
 
 
-def window_frame(captures: list[Capture], *, use_score: bool):
+def window_frame(captures: list[Capture], *, use_score: bool) -> tuple[pd.DataFrame, list[str]]:
     """``(frame, row ids)``: feature rows of a window plus ``__prediction__`` (the score when
     ``use_score`` and the server returned one, else the predicted label), in capture order."""
     import pandas as pd
 
-    records, ids = [], []
+    records: list[dict[str, Any]] = []
+    ids: list[str] = []
     for capture in captures:
         for row_id, features, label, score in capture.rows():
             record = dict(features)
@@ -39,7 +47,7 @@ def window_frame(captures: list[Capture], *, use_score: bool):
     return frame, ids
 
 
-def labels_for(monitor, row_ids: list[str]) -> dict[str, Any]:
+def labels_for(monitor: Monitor, row_ids: list[str]) -> dict[str, Any]:
     """The stored label of each row id that has one (ids without a label are absent)."""
     if not row_ids:
         return {}

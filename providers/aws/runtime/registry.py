@@ -126,7 +126,7 @@ class AwsModelRegistry(ModelRegistry):
 
     def store_version(self, name: str, run_id: str, local_dir: Any, *, tags: Mapping[str, str]) -> StoredVersion:
         local_dir = Path(local_dir)
-        self.aws.account  # missing or mismatched account settings fail before anything is uploaded
+        _ = self.aws.account  # missing or mismatched account settings fail before anything is uploaded
         run_tags = self.run_tags(run_id)
         group = self.ensure_group(name)
         key = f"models/{name}/{uuid.uuid4().hex[:16]}/model.tar.gz"

@@ -227,7 +227,7 @@ class AwsServing(EndpointDeployer):
                steps: Sequence[int] | None = None, bake_seconds: float | None = None,
                percent: int | None = None) -> dict[str, Any]:
         self.check_instance_type()
-        self.aws.account  # missing or mismatched account settings fail before anything is read or written
+        _ = self.aws.account  # missing or mismatched account settings fail before anything is read or written
         checked = check_deploy(self.spec, self.ctx, name, version, environment=environment, strategy=strategy,
                                weights=weights, steps=steps, bake_seconds=bake_seconds, percent=percent)
         versions = checked.versions
