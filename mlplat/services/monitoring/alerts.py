@@ -17,12 +17,18 @@ pass.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlplat.context import Context
+    from mlplat.db import Database
+    from mlplat.stack import StackSpec
 
 BUILTIN_DRIFT_RULE = "drift"
 
@@ -53,7 +59,7 @@ class Event:
     threshold: float
     message: str
 
-    def payload(self, spec=None) -> dict[str, Any]:
+    def payload(self, spec: StackSpec | None = None) -> dict[str, Any]:
         out = {"event": self.kind, "rule": self.rule, "subject": self.subject, "severity": self.severity,
                "metric": self.metric, "value": self.value, "threshold": self.threshold, "ts": self.ts,
                "message": self.message}
@@ -62,7 +68,7 @@ class Event:
         return out
 
 
-def rules_for(spec) -> list[Rule]:
+def rules_for(spec: StackSpec) -> list[Rule]:
     """The stack's rules, plus one per budget alert share, plus a drift rule when no rule watches drift."""
     rules = [Rule(r.name, r.metric, r.threshold, r.op, r.severity, r.retrain) for r in spec.monitoring.alerts]
     if not any(r.metric.startswith("drift.") for r in rules):
@@ -74,7 +80,7 @@ def rules_for(spec) -> list[Rule]:
     return rules
 
 
-def evaluate(conn, rules: Iterable[Rule], metrics: Mapping[str, Mapping[str, float]], *, now: float) -> list[Event]:
+def evaluate(conn: sqlite3.Connection, rules: Iterable[Rule], metrics: Mapping[str, Mapping[str, float]], *, now: float) -> list[Event]:
     """Advance the alert state for every (rule, subject) with a value; return the new events.
 
     Runs inside the caller's transaction so state and events move together.
@@ -115,7 +121,7 @@ def evaluate(conn, rules: Iterable[Rule], metrics: Mapping[str, Mapping[str, flo
     return events
 
 
-def _record(conn, event: Event) -> Event:
+def _record(conn: sqlite3.Connection, event: Event) -> Event:
     cur = conn.execute(
         "INSERT INTO alert_events(ts, rule, subject, kind, severity, metric, value, threshold, message) "
         "VALUES (?,?,?,?,?,?,?,?,?)",
@@ -128,7 +134,7 @@ def _record(conn, event: Event) -> Event:
 # --- channels --------------------------------------------------------------------------------
 
 
-def dispatch(conn, spec, ctx, events: list[Event], *, now: float) -> None:
+def dispatch(conn: sqlite3.Connection, spec: StackSpec, ctx: Context, events: list[Event], *, now: float) -> None:
     """Console and log channels write now; webhooks are queued in the outbox (same transaction)."""
     if not events:
         return
@@ -141,6 +147,8 @@ def dispatch(conn, spec, ctx, events: list[Event], *, now: float) -> None:
                 ctx.err.print(f"[{colour}]alert {e.kind}[/] " + escape(f"[{e.severity}] {e.message}"), markup=True,
                               highlight=False)
         elif channel.kind == "log":
+            if channel.path is None:  # the stack schema requires a path for log channels; Path(None) fails the same way
+                raise TypeError("log channel without a path")
             path = Path(channel.path)
             if not path.is_absolute():
                 path = Path(spec.project_dir) / path
@@ -157,7 +165,8 @@ def dispatch(conn, spec, ctx, events: list[Event], *, now: float) -> None:
                      channel.max_attempts, channel.backoff_seconds, now))
 
 
-def deliver_due(db, *, deadline: float | None = None, clock=time.time, sleep=time.sleep) -> dict[str, int]:
+def deliver_due(db: Database, *, deadline: float | None = None, clock: Callable[[], float] = time.time,
+                sleep: Callable[[float], None] = time.sleep) -> dict[str, int]:
     """Send queued webhooks until none is due or retrying (or ``deadline`` passes).
 
     Each message is claimed with a lease so two processes never send it twice at
@@ -216,7 +225,7 @@ _senders: dict[str, threading.Thread] = {}
 _senders_lock = threading.Lock()
 
 
-def deliver_in_background(db) -> threading.Thread:
+def deliver_in_background(db: Database) -> threading.Thread:
     """At most one daemon sender per database per process; returns it (tests join it)."""
     key = str(db.path)
     with _senders_lock:
@@ -229,7 +238,7 @@ def deliver_in_background(db) -> threading.Thread:
         return thread
 
 
-def _deliver_quietly(db) -> None:
+def _deliver_quietly(db: Database) -> None:
     import logging
 
     try:

@@ -22,9 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mlplat.stack import Monitoring
 
 PREDICTION = "__prediction__"
 N_BINS = 10
@@ -127,7 +130,7 @@ class Thresholds:
     min_reference_rows: int = 100
 
     @classmethod
-    def from_spec(cls, monitoring) -> Thresholds:
+    def from_spec(cls, monitoring: Monitoring) -> Thresholds:
         d = monitoring.drift
         return cls(d.psi, d.ks_p_value, d.chi2_p_value, d.js_distance, getattr(d, "share", 0.5),
                    monitoring.window.min_rows, d.min_reference_rows)

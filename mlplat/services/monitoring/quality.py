@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mlplat.errors import MlplatError, NotFound
 
@@ -145,7 +147,7 @@ class JoinResult:
         return dict(self.__dict__)
 
 
-def store_labels(conn, batch: LabelBatch, *, known_ids: set[str], source: str, now: float) -> JoinResult:
+def store_labels(conn: sqlite3.Connection, batch: LabelBatch, *, known_ids: set[str], source: str, now: float) -> JoinResult:
     """Write the labels whose request id was captured (inside the caller's transaction)."""
     stored = updated = 0
     unknown: list[str] = []
@@ -170,17 +172,17 @@ def store_labels(conn, batch: LabelBatch, *, known_ids: set[str], source: str, n
 # --- metrics ------------------------------------------------------------------------------
 
 
-def expected_calibration_error(y_true: Sequence[int], y_score: Sequence[float], bins: int = ECE_BINS) -> float:
+def expected_calibration_error(y_true: ArrayLike, y_score: ArrayLike, bins: int = ECE_BINS) -> float:
     """Share-weighted gap between mean score and observed positive rate over equal-width score bins."""
-    y_true = np.asarray(y_true, dtype=float)
-    y_score = np.clip(np.asarray(y_score, dtype=float), 0.0, 1.0)
-    index = np.minimum((y_score * bins).astype(int), bins - 1)
+    true_arr = np.asarray(y_true, dtype=float)
+    score_arr = np.clip(np.asarray(y_score, dtype=float), 0.0, 1.0)
+    index = np.minimum((score_arr * bins).astype(int), bins - 1)
     counts = np.bincount(index, minlength=bins)
-    mean_score = np.bincount(index, weights=y_score, minlength=bins)
-    positives = np.bincount(index, weights=y_true, minlength=bins)
+    mean_score = np.bincount(index, weights=score_arr, minlength=bins)
+    positives = np.bincount(index, weights=true_arr, minlength=bins)
     filled = counts > 0
     gaps = np.abs(positives[filled] / counts[filled] - mean_score[filled] / counts[filled])
-    return float(np.sum(gaps * counts[filled]) / y_true.size)
+    return float(np.sum(gaps * counts[filled]) / true_arr.size)
 
 
 def quality_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], y_score: Sequence[float | None] | None = None
@@ -219,15 +221,15 @@ def quality_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], y_score: Seque
     return out
 
 
-def calibration_bins(y_true: Sequence[int], y_score: Sequence[float], bins: int = ECE_BINS) -> list[dict[str, float]]:
+def calibration_bins(y_true: ArrayLike, y_score: ArrayLike, bins: int = ECE_BINS) -> list[dict[str, float]]:
     """Reliability diagram data: per filled bin, mean score, observed rate and count."""
-    y_true = np.asarray(y_true, dtype=float)
-    y_score = np.clip(np.asarray(y_score, dtype=float), 0, 1)
-    index = np.minimum((y_score * bins).astype(int), bins - 1)
-    out = []
+    true_arr = np.asarray(y_true, dtype=float)
+    score_arr = np.clip(np.asarray(y_score, dtype=float), 0, 1)
+    index = np.minimum((score_arr * bins).astype(int), bins - 1)
+    out: list[dict[str, float]] = []
     for b in range(bins):
         mask = index == b
         if mask.any():
-            out.append({"bin": b, "mean_score": float(y_score[mask].mean()), "observed": float(y_true[mask].mean()),
+            out.append({"bin": b, "mean_score": float(score_arr[mask].mean()), "observed": float(true_arr[mask].mean()),
                         "count": int(mask.sum())})
     return out

@@ -22,26 +22,33 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sqlite3
 import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlplat.errors import MlplatError
 from mlplat.services import audit, promotion
 from mlplat.services.monitoring.windows import labels_for, monitor_for, window_frame
 
+if TYPE_CHECKING:
+    from mlplat.context import Context
+    from mlplat.db import Database
+    from mlplat.stack import StackSpec
+
 ACTOR = "mlplat-monitor"
 TAIL = 2000
 
 
-def _audit(conn, spec, action: str, model: str, version: int | None, reason: str, evidence: dict[str, Any]) -> None:
+def _audit(conn: sqlite3.Connection, spec: StackSpec, action: str, model: str, version: int | None, reason: str, evidence: dict[str, Any]) -> None:
     audit.append(conn, actor=ACTOR, action=action, model=model, version=version, environment=spec.environment,
                  reason=reason, evidence=evidence)
 
 
-def maybe_trigger(spec, ctx, db, model: str, environment: str, version: int, *, now: float) -> str | None:
+def maybe_trigger(spec: StackSpec, ctx: Context, db: Database, model: str, environment: str, version: int, *,
+                  now: float) -> str | None:
     """Record a trigger when k of the last n judged drift windows since the last trigger breach."""
     rule = spec.monitoring.retrain
     with db.transaction() as conn:
@@ -51,6 +58,8 @@ def maybe_trigger(spec, ctx, db, model: str, environment: str, version: int, *, 
                             "('pending', 'training', 'registered')", (model, environment)).fetchone()
         if busy is not None:
             return None
+        if rule is None:  # callers check monitoring.retrain first; the attribute access below would fail the same way
+            raise AttributeError("the stack has no monitoring.retrain rule")
         rows = conn.execute(
             "SELECT pass_id, ts, version, breach, verdict FROM monitor_windows WHERE model=? AND environment=? "
             "AND kind='drift' AND verdict NOT IN ('insufficient data', 'insufficient reference', 'no reference') AND ts>? "
@@ -70,14 +79,14 @@ def maybe_trigger(spec, ctx, db, model: str, environment: str, version: int, *, 
     return trigger
 
 
-def _set(db, trigger: str, ts: float, **fields: Any) -> None:
+def _set(db: Database, trigger: str, ts: float, **fields: Any) -> None:
     assignments = ", ".join(f"{k}=?" for k in fields)
     with db.transaction() as conn:
         conn.execute(f"UPDATE retrain_triggers SET {assignments}, updated_at=? WHERE id=?",
                      (*fields.values(), ts, trigger))
 
 
-def execute(spec, ctx, trigger: str) -> dict[str, Any]:
+def execute(spec: StackSpec, ctx: Context, trigger: str) -> dict[str, Any]:
     """Advance a trigger to ``staged`` (or ``failed``); resumes from the recorded step."""
     monitor = monitor_for(spec, ctx)
     db = monitor.database()
@@ -105,6 +114,8 @@ def execute(spec, ctx, trigger: str) -> dict[str, Any]:
 
     if status == "training":
         started = row["ts"]
+        if spec.monitoring.retrain is None:  # triggers exist only for stacks with a retrain rule
+            raise AttributeError("the stack has no monitoring.retrain rule")
         command = spec.monitoring.retrain.command
         env = {**os.environ, "MLPLAT_STACK": spec.name, "MLPLAT_PROJECT_DIR": str(spec.project_dir),
                "MLPLAT_RETRAIN_DATA": str(data_path), "MLPLAT_RETRAIN_MODEL": model,
@@ -153,7 +164,7 @@ def execute(spec, ctx, trigger: str) -> dict[str, Any]:
     return final
 
 
-def _fail(spec, db, ctx, trigger: str, model: str, error: str, version: int | None = None) -> dict[str, Any]:
+def _fail(spec: StackSpec, db: Database, ctx: Context, trigger: str, model: str, error: str, version: int | None = None) -> dict[str, Any]:
     _set(db, trigger, ctx.clock(), status="failed", error=error[-4000:])
     with db.transaction() as conn:
         _audit(conn, spec, "retraining.failed", model, version, error[:500], {"trigger": trigger})
@@ -164,7 +175,7 @@ def _fail(spec, db, ctx, trigger: str, model: str, error: str, version: int | No
         conn.close()
 
 
-def _newest_version(db, model: str, since: float) -> tuple[int, str] | None:
+def _newest_version(db: Database, model: str, since: float) -> tuple[int, str] | None:
     conn = db.connect()
     try:
         row = conn.execute("SELECT version, run_id FROM model_versions WHERE model=? AND created_at>=? "
@@ -174,7 +185,7 @@ def _newest_version(db, model: str, since: float) -> tuple[int, str] | None:
         conn.close()
 
 
-def _promote_to_staging(spec, ctx, model: str, version: int) -> str | None:
+def _promote_to_staging(spec: StackSpec, ctx: Context, model: str, version: int) -> str | None:
     """Promote through the promotion service, as ``mlplat models promote --to staging`` does, so the
     gate, the staging checks and their audit entries are the normal ones. ``None`` when the version
     is in staging, else why it is not (the refusal's message and hint)."""

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from mlplat.stack import duration_seconds
+
+if TYPE_CHECKING:
+    from mlplat.context import Context
+    from mlplat.stack import StackSpec
 
 log = logging.getLogger("mlplat.monitoring")
 
 
 class MonitorLoop:
-    def __init__(self, spec, ctx, *, interval: float | None = None, retrain: str = "run"):
+    def __init__(self, spec: StackSpec, ctx: Context, *, interval: float | None = None, retrain: str = "run") -> None:
         self.spec = spec
         self.ctx = ctx
         self.interval = float(interval if interval is not None else duration_seconds(spec.monitoring.schedule))
