@@ -27,9 +27,14 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from mlplat.errors import ExternalError, IntegrityError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from numpy.typing import NDArray
 
 # Types skops does not trust by default but that scikit-learn's own estimators keep inside them
 # (tree structures, neighbour indexes, optimiser state, calibrators, kernels). Each is a data
@@ -108,7 +113,7 @@ def describe(model_dir: Path | str) -> ModelFormat:
     """The storage format of the MLflow model in ``model_dir``, from its MLmodel file."""
     flavors = _mlmodel(Path(model_dir))["flavors"]
     pyfunc = flavors.get("python_function") if isinstance(flavors.get("python_function"), dict) else {}
-    run = dict(loader=pyfunc.get("loader_module"), code=bool(pyfunc.get("code")))
+    run: dict[str, Any] = dict(loader=pyfunc.get("loader_module"), code=bool(pyfunc.get("code")))
     for name in ("sklearn", "xgboost"):
         if isinstance(flavors.get(name), dict) and flavors[name].get("code"):
             run["code"] = True
@@ -138,7 +143,7 @@ def _data_file(model_dir: Path, fmt: ModelFormat) -> Path:
     return path
 
 
-def load_native(model_dir: Path | str, *, what: str = "the model"):
+def load_native(model_dir: Path | str, *, what: str = "the model") -> Any:
     """The estimator of a safe-format model folder, loaded in this process without running code from it.
 
     ``IntegrityError`` when the folder is not in a safe format, when its skops file holds a type
@@ -191,7 +196,7 @@ def xgboost_class(model_dir: Path | str, *, what: str = "the model") -> str:
 # --- predictions ------------------------------------------------------------------------------------
 
 
-def predictions(model: Any, X) -> tuple[Any, Any, Any]:
+def predictions(model: Any, X: pd.DataFrame) -> tuple[Any, Any, Any]:
     """``(predictions, probabilities or None, classes or None)``: class probabilities when the model
     has ``predict_proba`` and ``classes_``, else ``predict`` (the first column of a one-column frame)."""
     import numpy as np
@@ -207,23 +212,23 @@ def predictions(model: Any, X) -> tuple[Any, Any, Any]:
     return _one_column(model.predict(X)), None, None
 
 
-def _one_column(out):
+def _one_column(out: Any) -> NDArray[Any]:
     import numpy as np
 
-    out = np.asarray(out.iloc[:, 0] if hasattr(out, "iloc") and getattr(out, "ndim", 1) == 2 else out)
-    if out.ndim == 2 and out.shape[1] == 1:
-        out = out[:, 0]
-    return out
+    arr = np.asarray(out.iloc[:, 0] if hasattr(out, "iloc") and getattr(out, "ndim", 1) == 2 else out)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    return arr
 
 
-def _one_column_frame(out):
+def _one_column_frame(out: Any) -> NDArray[Any]:
     """A pyfunc's answer as an array (a DataFrame or Series becomes its values)."""
     import numpy as np
 
     return np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out)
 
 
-def _serving_predict(model: Any, X, model_dir: Path):
+def _serving_predict(model: Any, X: pd.DataFrame, model_dir: Path) -> NDArray[Any]:
     """What the model server answers for ``X``: the method named by the pyfunc ``predict_fn``
     (default ``predict``) for scikit-learn, ``predict`` for XGBoost."""
     import numpy as np
@@ -255,11 +260,11 @@ class Scores:
     proba: Any = None
     classes: Any = None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter((self.predictions, self.proba, self.classes))
 
 
-def score(model_dir: Path | str, X, *, serving: bool = False, what: str = "the model") -> Scores:
+def score(model_dir: Path | str, X: pd.DataFrame, *, serving: bool = False, what: str = "the model") -> Scores:
     """Score ``X`` (a DataFrame) with the model in ``model_dir`` (already verified by the caller).
 
     ``serving=False``: what the gate needs (:func:`predictions`); ``serving=True``: what the model server
@@ -279,7 +284,7 @@ def score(model_dir: Path | str, X, *, serving: bool = False, what: str = "the m
         raise ScoringFailed(f"{type(exc).__name__}: {exc}"[:500], stage="predict") from None
 
 
-def _score_in_child(model_dir: Path, X, *, serving: bool, what: str) -> Scores:
+def _score_in_child(model_dir: Path, X: pd.DataFrame, *, serving: bool, what: str) -> Scores:
     import numpy as np
 
     from mlplat.serving.staging import die_with_parent
@@ -318,20 +323,20 @@ def _score_in_child(model_dir: Path, X, *, serving: bool, what: str) -> Scores:
 # --- the child process --------------------------------------------------------------------------------
 
 
-def _plain(array):
+def _plain(array: Any) -> NDArray[Any]:
     """A numpy array np.save can write without pickle: object arrays become numbers or strings."""
     import numpy as np
 
-    array = np.asarray(array)
-    if array.dtype != object:
-        return array
+    arr = np.asarray(array)
+    if arr.dtype != object:
+        return arr
     try:
-        return array.astype(float)
+        return arr.astype(float)
     except (TypeError, ValueError):
-        return array.astype(str)
+        return arr.astype(str)
 
 
-def _load_any(model_dir: Path):
+def _load_any(model_dir: Path) -> Any:
     """In the child only: the native estimator for scikit-learn, else the MLflow pyfunc."""
     import mlflow.pyfunc
 
@@ -372,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.serving:
             native = describe(args.model_dir).flavor == "sklearn"
-            out = {"predictions": _plain(_serving_predict(model, X, args.model_dir) if native else
+            out: dict[str, Any] = {"predictions": _plain(_serving_predict(model, X, args.model_dir) if native else
                                          _one_column_frame(model.predict(X)))}
         else:
             pred, proba, classes = predictions(model, X)
