@@ -25,9 +25,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mlplat.errors import ExternalError, IntegrityError

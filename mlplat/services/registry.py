@@ -20,8 +20,9 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +36,9 @@ from mlplat.services.model_loading import SKOPS_TRUSTED, describe
 from mlplat.stack import MODEL_NAME, MODEL_NAME_RULE
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from numpy.typing import NDArray
+
     from mlplat.context import Context
     from mlplat.stack import StackSpec
 
@@ -112,7 +116,7 @@ def _holdout_doc(holdout: Any, project_dir: Path) -> dict[str, str] | None:
     return doc
 
 
-def _as_frame(data: Any):
+def _as_frame(data: Any) -> pd.DataFrame | None:
     import numpy as np
     import pandas as pd
 
@@ -147,7 +151,7 @@ def _feature_names(model: Any, signature: Any) -> list[str] | None:
     return [str(n) for n in names] if names is not None else None
 
 
-def _predict_reference(model: Any, framework: str, frame, model_dir: Path):
+def _predict_reference(model: Any, framework: str, frame: pd.DataFrame, model_dir: Path) -> NDArray[Any]:
     """Predictions on the reference rows: P(positive class) for binary classifiers, else ``predict``."""
     import numpy as np
 
@@ -168,7 +172,7 @@ def _predict_reference(model: Any, framework: str, frame, model_dir: Path):
     return out
 
 
-def profile(frame, *, label: str | None = None) -> dict[str, Any]:
+def profile(frame: pd.DataFrame, *, label: str | None = None) -> dict[str, Any]:
     """Per-column dtype, kind (numerical | categorical) and summary statistics."""
     import numpy as np
     import pandas as pd
@@ -195,7 +199,8 @@ def profile(frame, *, label: str | None = None) -> dict[str, Any]:
     return {"rows": int(len(frame)), "columns": columns, "prediction_column": PREDICTION_COLUMN, "label": label}
 
 
-def _reference_source(reference_data, run_datasets: Mapping[str, Any], run_lineage, input_example):
+def _reference_source(reference_data: Any, run_datasets: Mapping[str, Any], run_lineage: Mapping[str, Any],
+                      input_example: Any) -> tuple[str | None, pd.DataFrame | None]:
     """``(description, frame)`` of the rows the reference sample is drawn from, in order of preference:
     ``reference_data``, the run's ``train`` dataset (the object given to ``start_run`` — a DataFrame,
     Series or array — or the file it named), the input example. ``(None, None)`` when there is none."""
@@ -218,8 +223,9 @@ def _reference_source(reference_data, run_datasets: Mapping[str, Any], run_linea
     return None, None
 
 
-def _write_reference(model, framework, model_dir: Path, *, reference_data, run_lineage, input_example,
-                     signature, holdout, run_datasets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _write_reference(model: Any, framework: str, model_dir: Path, *, reference_data: Any,
+                     run_lineage: Mapping[str, Any], input_example: Any, signature: Any,
+                     holdout: Mapping[str, Any] | None, run_datasets: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write ``reference.parquet`` and ``profile.json`` into the model folder; return what was used:
     ``source`` (where the rows came from), ``source_rows`` (rows available there) and ``rows`` (kept,
     at most ``REFERENCE_ROWS``, sampled with a fixed seed)."""
@@ -253,7 +259,7 @@ def _write_reference(model, framework, model_dir: Path, *, reference_data, run_l
 SIGNATURE_ROWS = 1000  # rows a signature is inferred from: enough to see every column's type
 
 
-def _model_columns(model: Any, frame, label: str | None):
+def _model_columns(model: Any, frame: pd.DataFrame, label: str | None) -> pd.DataFrame | None:
     """The columns of ``frame`` the model was fitted on (``feature_names_in_``, an XGBoost booster's
     ``feature_names``), or every column but ``label`` when the count matches ``n_features_in_``;
     ``None`` when the frame does not hold them."""
@@ -268,7 +274,8 @@ def _model_columns(model: Any, frame, label: str | None):
     return X if expected is None or X.shape[1] == int(expected) else None
 
 
-def _infer_signature(model: Any, framework: str, run: TrackedRun, holdout_doc, spec: StackSpec) -> tuple[Any, str]:
+def _infer_signature(model: Any, framework: str, run: TrackedRun, holdout_doc: Mapping[str, Any] | None,
+                     spec: StackSpec) -> tuple[Any, str | None]:
     """``(signature, source)`` for a model logged with neither a signature nor an input example: its
     input columns and types from the run's ``train`` dataset (the rows the reference sample comes from),
     else from the gate's held-out set; ``(None, why not)`` when neither holds the model's columns."""
@@ -279,7 +286,7 @@ def _infer_signature(model: Any, framework: str, run: TrackedRun, holdout_doc, s
     holdout = holdout_doc or (spec.gate.holdout.model_dump() if spec.gate.holdout else None)
     label = (holdout or {}).get("label")
 
-    def candidates():
+    def candidates() -> Iterator[tuple[str | None, pd.DataFrame]]:
         source, frame = _reference_source(None, getattr(run, "datasets", None) or {}, run.lineage, None)
         if frame is not None:
             yield source, frame
@@ -325,7 +332,7 @@ def _sklearn_serialization(model: Any) -> tuple[str, list[str], str | None]:
     return "skops", sorted(untrusted), None
 
 
-def _save(model, framework: str, path: Path, *, requirements, signature, input_example) -> dict[str, Any]:
+def _save(model: Any, framework: str, path: Path, *, requirements: list[str], signature: Any, input_example: Any) -> dict[str, Any]:
     """Save the MLflow model; return its storage ``{"format", "safe", "reason"?}`` (see
     :mod:`mlplat.services.model_loading`: safe formats load without running code from the file)."""
     # MLflow warns about pickle formats on every save; mlplat keeps them out of lifecycle processes.
@@ -475,7 +482,7 @@ def log_model(run: TrackedRun, model: Any, name: str, *, input_example: Any = No
 # --- reading ---------------------------------------------------------------------------------
 
 
-def version_row(conn, name: str, version: int) -> dict[str, Any]:
+def version_row(conn: sqlite3.Connection, name: str, version: int) -> dict[str, Any]:
     row = conn.execute("SELECT * FROM model_versions WHERE model = ? AND version = ?", (name, int(version))).fetchone()
     if row is None:
         known = conn.execute("SELECT group_concat(version) FROM model_versions WHERE model = ?", (name,)).fetchone()[0]
@@ -493,13 +500,13 @@ def version_row(conn, name: str, version: int) -> dict[str, Any]:
     return out
 
 
-def stage_of(conn, name: str, version: int, environment: str) -> str:
+def stage_of(conn: sqlite3.Connection, name: str, version: int, environment: str) -> str:
     row = conn.execute("SELECT stage FROM model_stages WHERE model=? AND version=? AND environment=?",
                        (name, int(version), environment)).fetchone()
     return row[0] if row else "dev"
 
 
-def production_version(conn, name: str, environment: str) -> int | None:
+def production_version(conn: sqlite3.Connection, name: str, environment: str) -> int | None:
     row = conn.execute("SELECT version FROM model_stages WHERE model=? AND environment=? AND stage='production'",
                        (name, environment)).fetchone()
     return int(row[0]) if row else None
@@ -559,7 +566,7 @@ def aliases_pointing(registry: ModelRegistry, spec: StackSpec, name: str, enviro
     return out
 
 
-def list_models(conn, environment: str) -> list[dict[str, Any]]:
+def list_models(conn: sqlite3.Connection, environment: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT v.model, v.version, v.author, v.framework, v.task, v.run_id, v.created_at, v.artifact_digest, "
         "COALESCE(s.stage, 'dev') AS stage FROM model_versions v LEFT JOIN model_stages s ON s.model = v.model "
@@ -567,7 +574,7 @@ def list_models(conn, environment: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def alias_drift(registry: ModelRegistry, spec: StackSpec, conn, name: str, environment: str) -> list[str]:
+def alias_drift(registry: ModelRegistry, spec: StackSpec, conn: sqlite3.Connection, name: str, environment: str) -> list[str]:
     """Messages for each production-looking alias that disagrees with the platform database."""
     prod = production_version(conn, name, environment)
     return [f"MLflow alias @{alias} points at version {version} but the platform database has "
