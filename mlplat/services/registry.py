@@ -332,7 +332,8 @@ def _sklearn_serialization(model: Any) -> tuple[str, list[str], str | None]:
     return "skops", sorted(untrusted), None
 
 
-def _save(model: Any, framework: str, path: Path, *, requirements: list[str], signature: Any, input_example: Any) -> dict[str, Any]:
+def _save(model: Any, framework: str, path: Path, *, requirements: list[str], signature: Any,
+          input_example: Any) -> dict[str, Any]:
     """Save the MLflow model; return its storage ``{"format", "safe", "reason"?}`` (see
     :mod:`mlplat.services.model_loading`: safe formats load without running code from the file)."""
     # MLflow warns about pickle formats on every save; mlplat keeps them out of lifecycle processes.
