@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from mlplat.contracts import Capability, Endpoint, Package
+from mlplat.contracts import Capability, Endpoint, ModelRegistry, Package
 from mlplat.errors import CheckFailed, Conflict, Denied, MlplatError
 from mlplat.services import approvals as approvals_service
 from mlplat.services import audit
@@ -68,11 +69,11 @@ class Promotion:
 
     # --- persistence ---------------------------------------------------------------------------
 
-    def _save(self, conn=None, **fields: Any) -> None:
+    def _save(self, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
         fields = {"steps": json.dumps(self.steps, sort_keys=True, default=str), "updated_at": time.time(), **fields}
         sets = ", ".join(f"{k} = ?" for k in fields)
 
-        def write(c):
+        def write(c: sqlite3.Connection) -> None:
             c.execute(f"UPDATE promotions SET {sets} WHERE id = ?", (*fields.values(), self.id))
 
         if conn is not None:
@@ -210,15 +211,16 @@ class Promotion:
         return {"model": self.name, "version": self.version, "environment": self.environment, "stage": self.target,
                 "changed": True, "promotion": self.id, "steps": self.steps}
 
-    def _step_gate(self, row, digest) -> dict[str, Any]:
+    def _step_gate(self, row: dict[str, Any], digest: str) -> dict[str, Any]:
         report = gate_service.run_gate(self.spec, self.ctx, self.name, self.version, self.environment,
                                        registry=self.registry)
-        self.steps["gate"]["detail"] = {"digest": report["digest"], "passed": report["passed"],
-                                        "metrics": report["metrics"], "summary": gate_service.summary(report)}
+        detail: dict[str, Any] = {"digest": report["digest"], "passed": report["passed"],
+                                  "metrics": report["metrics"], "summary": gate_service.summary(report)}
+        self.steps["gate"]["detail"] = detail
         gate_service.raise_if_failed(report)
-        return self.steps["gate"]["detail"]
+        return detail
 
-    def _step_approval(self, row, digest) -> dict[str, Any]:
+    def _step_approval(self, row: dict[str, Any], digest: str) -> dict[str, Any]:
         conn = self.db.connect()
         try:
             # rules of the last `mlplat up`, decisions re-checked against its approver list and the audit log
@@ -245,7 +247,7 @@ class Promotion:
             hint=f"an approver (not {st['author']}) runs `mlplat models approve {self.name} {self.version} --reason ...`, "
                  f"then rerun this promotion")
 
-    def _step_package(self, row, digest) -> dict[str, Any]:
+    def _step_package(self, row: dict[str, Any], digest: str) -> dict[str, Any]:
         from mlplat.services import packaging
 
         model_dir = reg.verify_row(self.registry, row)
@@ -267,7 +269,7 @@ class Promotion:
         d = (self.steps.get("endpoint") or {}).get("detail")
         return Endpoint(d["url"], d["kind"], d["handle"], d["port"]) if d and "handle" in d else None
 
-    def _step_endpoint(self, row, digest) -> dict[str, Any]:
+    def _step_endpoint(self, row: dict[str, Any], digest: str) -> dict[str, Any]:
         previous = self._endpoint()
         if previous is not None and self.delivery.endpoint_alive(previous):
             return previous.__dict__ | {"note": "reused the endpoint started before the interruption"}
@@ -277,15 +279,18 @@ class Promotion:
         endpoint = self.delivery.start_endpoint(package, self.name, self.version)
         note = ("container image " + package.image if package.image else
                 "no container engine (buildah and podman not found): the model server runs as a local process")
-        self.steps["endpoint"]["detail"] = endpoint.__dict__ | {"note": note}
+        detail: dict[str, Any] = endpoint.__dict__ | {"note": note}
+        self.steps["endpoint"]["detail"] = detail
         self._save()
-        return self.steps["endpoint"]["detail"]
+        return detail
 
-    def _step_integration(self, row, digest) -> dict[str, Any]:
+    def _step_integration(self, row: dict[str, Any], digest: str) -> dict[str, Any]:
         endpoint = self._endpoint()
         if endpoint is None or not self.delivery.endpoint_alive(endpoint):
             self._step_endpoint(row, digest)  # the endpoint died with the interrupted run: start it again
             endpoint = self._endpoint()
+        if endpoint is None:  # _step_endpoint records the endpoint it started; endpoint.url would fail the same way
+            raise AttributeError("no endpoint recorded for the integration tests")
         try:
             results = integration_tests(self.spec, row, endpoint.url, self.registry)
         finally:
@@ -298,7 +303,7 @@ class Promotion:
                               hint="see `mlplat models show` for the full results", tests=results)
         return {"tests": results, "endpoint_stopped": True}
 
-    def _step_stage(self, row, digest) -> dict[str, Any]:
+    def _step_stage(self, row: dict[str, Any], digest: str) -> dict[str, Any]:
         now = time.time()
         with self.db.transaction() as conn:
             current = reg.version_row(conn, self.name, self.version)
@@ -346,11 +351,11 @@ def _short(step: str, detail: Any) -> str:
     if not isinstance(detail, dict):
         return ""
     if step == "gate":
-        return detail.get("summary", "")
+        return cast(str, detail.get("summary", ""))
     if step == "approval":
-        return detail.get("detail") or f"approved by {', '.join(detail.get('approvers', []))}"
+        return cast(str, detail.get("detail")) or f"approved by {', '.join(detail.get('approvers', []))}"
     if step == "package":
-        return detail.get("image") or detail.get("context_dir", "")
+        return cast(str, detail.get("image") or detail.get("context_dir", ""))
     if step == "endpoint":
         return f"{detail.get('url')} ({detail.get('note')})"
     if step == "integration":
@@ -364,7 +369,7 @@ def _short(step: str, detail: Any) -> str:
 # --- integration tests against the staging endpoint -------------------------------------------------
 
 
-def integration_tests(spec: StackSpec, row: dict[str, Any], url: str, registry) -> list[dict[str, Any]]:
+def integration_tests(spec: StackSpec, row: dict[str, Any], url: str, registry: ModelRegistry) -> list[dict[str, Any]]:
     """Health, predictions equal to in-process predictions on held-out rows, a malformed payload
     rejected with 4xx, and the p95 latency of single-row requests within ``serving.latencyBudgetMs``."""
     import httpx
@@ -431,7 +436,7 @@ def promote(spec: StackSpec, ctx: Context, name: str, version: int, target: str,
     return Promotion(spec, ctx, name, version, target, environment, progress).run()
 
 
-def history(conn, name: str, version: int | None = None) -> list[dict[str, Any]]:
+def history(conn: sqlite3.Connection, name: str, version: int | None = None) -> list[dict[str, Any]]:
     sql = "SELECT * FROM promotions WHERE model=?" + (" AND version=?" if version is not None else "") + " ORDER BY id"
     rows = conn.execute(sql, (name, int(version)) if version is not None else (name,)).fetchall()
     return [dict(r) | {"steps": json.loads(r["steps"])} for r in rows]
