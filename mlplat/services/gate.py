@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +28,10 @@ from mlplat.services.holdout import HoldoutError, load_holdout, resolve_holdout
 from mlplat.stack import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mlplat.context import Context
+    from mlplat.contracts import ModelRegistry
     from mlplat.stack import StackSpec
 
 ECE_BINS = 10
@@ -41,12 +45,12 @@ def _round(value: float) -> float:
 # --- scoring ----------------------------------------------------------------------------------
 
 
-def predict(model: Any, X) -> tuple[Any, Any, Any]:
+def predict(model: Any, X: pd.DataFrame) -> tuple[Any, Any, Any]:
     """``(predictions, probabilities or None, classes or None)`` of an already loaded model."""
     return model_loading.predictions(model, X)
 
 
-def infer_task(y) -> str:
+def infer_task(y: Any) -> str:
     import numpy as np
     import pandas as pd
 
@@ -59,7 +63,7 @@ def infer_task(y) -> str:
     return "regression"
 
 
-def expected_calibration_error(y_true, proba, bins: int = ECE_BINS) -> float:
+def expected_calibration_error(y_true: Any, proba: Any, bins: int = ECE_BINS) -> float:
     """Weighted mean |accuracy - confidence| over equal-width confidence bins."""
     import numpy as np
 
@@ -78,7 +82,7 @@ def expected_calibration_error(y_true, proba, bins: int = ECE_BINS) -> float:
     return float(total)
 
 
-def metrics_for(task: str, y_true, y_pred, proba, classes) -> dict[str, float]:
+def metrics_for(task: str, y_true: Any, y_pred: Any, proba: Any, classes: Any) -> dict[str, float]:
     import numpy as np
     from sklearn import metrics as m
 
@@ -118,8 +122,8 @@ def metrics_for(task: str, y_true, y_pred, proba, classes) -> dict[str, float]:
     return {k: _round(v) for k, v in out.items()}
 
 
-def evaluate(model_dir: Path, frame, label: str, features: list[str] | None, task: str | None, *,
-             what: str = "the model") -> tuple[str, dict]:
+def evaluate(model_dir: Path, frame: pd.DataFrame, label: str, features: list[str] | None, task: str | None, *,
+             what: str = "the model") -> tuple[str, dict[str, Any]]:
     X = frame[features] if features else frame.drop(columns=[label])
     y = frame[label].to_numpy()
     # Safe formats (skops, XGBoost's own) score here; pickle formats only in a child process.
@@ -168,7 +172,7 @@ def checks(task: str, metrics: Mapping[str, float], thresholds: Mapping[str, flo
                     "passed": margin >= 0, "margin": _round(margin)})
     if champion is not None:
         compared = [m for m in thresholds if m in metrics and m in champion] or \
-                   [m for m in (PRIMARY.get(task),) if m in metrics and m in champion]
+                   [m for m in (PRIMARY.get(task),) if m is not None and m in metrics and m in champion]
         for metric in sorted(compared):
             value, best = metrics[metric], champion[metric]
             higher = metric in HIGHER_IS_BETTER
@@ -184,7 +188,7 @@ def report_digest(report: Mapping[str, Any]) -> str:
 
 
 def run_gate(spec: StackSpec, ctx: Context, name: str, version: int, environment: str, *,
-             registry=None, record: bool = True) -> dict[str, Any]:
+             registry: ModelRegistry | None = None, record: bool = True) -> dict[str, Any]:
     """Evaluate ``name`` ``version``; store the report (and an audit entry); return it with its digest.
     Does not raise on a failing check: callers decide (``raise_if_failed``)."""
     registry = registry or reg.registry_for(spec, ctx)
@@ -193,8 +197,8 @@ def run_gate(spec: StackSpec, ctx: Context, name: str, version: int, environment
     try:
         row = reg.version_row(conn, name, version)
         champion_version = reg.production_version(conn, name, environment)
-        champion_row = reg.version_row(conn, name, champion_version) if champion_version not in (None, int(version)) \
-            else None
+        champion_row = reg.version_row(conn, name, champion_version) \
+            if champion_version is not None and champion_version != int(version) else None
     finally:
         conn.close()
     model_dir = reg.verify_row(registry, row)
@@ -267,7 +271,8 @@ def raise_if_failed(report: Mapping[str, Any]) -> None:
     )
 
 
-def latest_report(conn, name: str, version: int, environment: str, artifact_digest: str) -> dict[str, Any] | None:
+def latest_report(conn: sqlite3.Connection, name: str, version: int, environment: str,
+                  artifact_digest: str) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT digest, passed, report, created_at, created_by FROM gate_reports WHERE model=? AND version=? AND "
         "environment=? AND artifact_digest=? ORDER BY created_at DESC LIMIT 1",
@@ -278,7 +283,7 @@ def latest_report(conn, name: str, version: int, environment: str, artifact_dige
             "created_at": row["created_at"], "created_by": row["created_by"]}
 
 
-def reports(conn, name: str, version: int) -> list[dict[str, Any]]:
+def reports(conn: sqlite3.Connection, name: str, version: int) -> list[dict[str, Any]]:
     rows = conn.execute("SELECT * FROM gate_reports WHERE model=? AND version=? ORDER BY created_at",
                         (name, int(version))).fetchall()
     return [dict(r) | {"report": json.loads(r["report"])} for r in rows]
