@@ -15,6 +15,7 @@ database by hand) is never counted and makes production promotions refuse.
 """
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ def required(governance: Governance, name: str) -> int:
     return governance.required_approvals if governance.risk_tier_for(name) == RiskTier.critical else 0
 
 
-def status(conn, spec: StackSpec, name: str, version: int, environment: str,
+def status(conn: sqlite3.Connection, spec: StackSpec, name: str, version: int, environment: str,
            governance: Governance | None = None) -> dict[str, Any]:
     """Where the approval of ``name`` ``version`` stands for its current binding.
 
@@ -156,7 +157,8 @@ def decide(spec: StackSpec, ctx: Context, name: str, version: int, *, decision: 
     return result
 
 
-def pending(conn, spec: StackSpec, environment: str, *, include_decided: bool = False) -> list[dict[str, Any]]:
+def pending(conn: sqlite3.Connection, spec: StackSpec, environment: str, *,
+            include_decided: bool = False) -> list[dict[str, Any]]:
     """Versions of critical models in staging (or with a passed gate) and where their approval stands."""
     governance = governance_service.effective(conn, spec).governance
     out = []

@@ -263,7 +263,9 @@ def append(
     else:
         pending = getattr(conn, "after_commit", None)
         if pending is not None and not any(getattr(cb, "audit_head", False) for cb in pending):
-            def anchor(conn=conn, key=key) -> None:
+            anchor_key: AuditKey = key  # bound now: the callback runs after the commit
+
+            def anchor(conn: sqlite3.Connection = conn, key: AuditKey = anchor_key) -> None:
                 write_head_file(conn, key)
 
             anchor.audit_head = True  # type: ignore[attr-defined]
@@ -367,7 +369,7 @@ def verify(conn: sqlite3.Connection, key: AuditKey | None = None) -> Verificatio
                         key.key_id if key and first_keyed is not None else None, head_state)
 
 
-def _check_head_file(conn, key: AuditKey | None, rows: list[dict[str, Any]], first_keyed: int | None,
+def _check_head_file(conn: sqlite3.Connection, key: AuditKey | None, rows: list[dict[str, Any]], first_keyed: int | None,
                      problems: list[str]) -> str:
     anchor = read_head_file(conn)
     name = HEAD_FILE

@@ -22,6 +22,7 @@ from mlplat.stack import Governance
 
 if TYPE_CHECKING:
     from mlplat.context import Context
+    from mlplat.db import Database
     from mlplat.stack import StackSpec
 
 ACTION = "governance.applied"
@@ -120,7 +121,7 @@ def record(conn: sqlite3.Connection, spec: StackSpec, actor: str) -> list[str] |
     return changed
 
 
-def record_applied(db, spec: StackSpec, actor: str) -> list[str] | None:
+def record_applied(db: Database, spec: StackSpec, actor: str) -> list[str] | None:
     """What ``mlplat up`` calls once the stack is provisioned, on the stack's platform database
     (``mlplat.db.Database``): :func:`record` in its own transaction."""
     with db.transaction() as conn:

@@ -7,14 +7,16 @@ not at promotion time.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from mlplat.errors import CheckFailed
 from mlplat.lineage import file_sha256
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mlplat.stack import StackSpec
 
 
@@ -31,7 +33,16 @@ def resolve_holdout(spec: StackSpec, row: Mapping[str, Any]) -> dict[str, str]:
     return {"path": doc["path"], "label": doc["label"]}
 
 
-def load_holdout(doc: Mapping[str, str], project_dir: Path, *, columns_only: bool = False, features=None):
+@overload
+def load_holdout(doc: Mapping[str, str], project_dir: Path, *, columns_only: Literal[False] = False,
+                 features: Iterable[str] | None = None) -> tuple[pd.DataFrame, str, Path]: ...
+@overload
+def load_holdout(doc: Mapping[str, str], project_dir: Path, *, columns_only: bool,
+                 features: Iterable[str] | None = None) -> tuple[pd.DataFrame, str, Path] | None: ...
+
+
+def load_holdout(doc: Mapping[str, str], project_dir: Path, *, columns_only: bool = False,
+                 features: Iterable[str] | None = None) -> tuple[pd.DataFrame, str, Path] | None:
     """Read the held-out set (Parquet or CSV; path relative to the project). ``HoldoutError`` when the
     file is missing or unreadable, the label column is absent, or a feature the model needs is missing."""
     path = Path(doc["path"])

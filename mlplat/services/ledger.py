@@ -67,9 +67,9 @@ class Ledger:
     def _authentic(self, entry: Mapping[str, Any]) -> bool:
         if self._first_keyed is False:
             self._first_keyed = audit.first_keyed_seq(self.conn)
-        return audit.entry_problem(entry, self.key, first_keyed=self._first_keyed) is None  # type: ignore[arg-type]
+        return audit.entry_problem(entry, self.key, first_keyed=self._first_keyed) is None
 
-    def _entries(self, sql: str, args: tuple) -> list[dict[str, Any]]:
+    def _entries(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         rows = [dict(r) for r in self.conn.execute(sql, args)]
         return [r for r in rows if self._authentic(r)]
 
@@ -167,7 +167,8 @@ class Ledger:
         return self._legacy_endpoint_problem(entry, evidence, state, what)
 
     @staticmethod
-    def _legacy_endpoint_problem(entry, evidence, state, what) -> str | None:
+    def _legacy_endpoint_problem(entry: Mapping[str, Any], evidence: Mapping[str, Any], state: Mapping[str, Any],
+                                 what: str) -> str | None:
         """Entries written before the routing was recorded in full: compare what they did record."""
         routes = [dict(r) for r in state["routes"] or []]
         versions = {int(r["version"]) for r in routes}

@@ -23,6 +23,7 @@ from mlplat_policies import rules
 
 if TYPE_CHECKING:
     from mlplat.context import Context
+    from mlplat.stack import StackSpec
 
 STACK_VALID = "stack-valid"
 STACK_VALID_REMEDIATION = "fix the stack file; `mlplat stack validate --stack S` shows every problem"
@@ -96,7 +97,7 @@ def _status(findings: list[rules.Finding]) -> str:
     return WARNED if findings else PASSED
 
 
-def check_resources(spec, planned: list[dict[str, Any]]) -> StackResult:
+def check_resources(spec: StackSpec, planned: list[dict[str, Any]]) -> StackResult:
     """Evaluate the policy pack over a stack's planned resources (already produced by its provider)."""
     result = StackResult(spec.name, spec.path, spec.provider.kind, resources=planned)
     try:

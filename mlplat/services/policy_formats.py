@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree as ET
 
 from mlplat.services.policy_check import (
@@ -135,8 +136,9 @@ def render_sarif(report: CheckReport) -> str:
             findings.append(rules.Finding(STACK_VALID, rules.MANDATORY, f"the stack's program failed: {result.error}",
                                           STACK_VALID_REMEDIATION, "stack", result.stack))
         for f in findings:
-            location: dict = {"physicalLocation": {"artifactLocation": {"uri": uri or f"stacks/Pulumi.{result.stack}.yaml"},
-                                                   "region": {"startLine": _line_of(result.path, POLICY_KEYS.get(f.policy))}}}
+            location: dict[str, Any] = {"physicalLocation": {
+                "artifactLocation": {"uri": uri or f"stacks/Pulumi.{result.stack}.yaml"},
+                "region": {"startLine": _line_of(result.path, POLICY_KEYS.get(f.policy))}}}
             if f.urn or f.resource_name:
                 location["logicalLocations"] = [{"fullyQualifiedName": f.urn or f"{f.resource_type}::{f.resource_name}",
                                                  "name": f.resource_name, "kind": "resource"}]
