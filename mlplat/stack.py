@@ -18,7 +18,7 @@ import types
 import typing
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -32,11 +32,14 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mlplat import providers
 from mlplat.contracts.settings import SETTINGS_CONFIG, ProviderSettings
 from mlplat.errors import StackError
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
 
 NAMESPACE = "mlplat"
 # Pydantic checks ``pattern=`` with Rust's regex engine, where ``$`` is the end of the text; Python's
@@ -640,7 +643,7 @@ def _walk_model(loc: tuple[Any, ...], provider_model: type[ProviderSettings] | N
     return names, model
 
 
-def _field_by_key(model: Any, key: str):
+def _field_by_key(model: Any, key: str) -> FieldInfo | None:
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return None
     for fname, field in model.model_fields.items():
@@ -682,7 +685,7 @@ def _allowed_keys(model: Any) -> list[str]:
     return []
 
 
-def _describe(err: dict[str, Any], node: yaml.Node | None, keys: dict[str, str],
+def _describe(err: ErrorDetails, node: yaml.Node | None, keys: dict[str, str],
               provider_model: type[ProviderSettings] | None = None) -> str:
     loc = tuple(err["loc"])
     names, _ = _walk_model(loc, provider_model)

@@ -30,9 +30,10 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import cast
 
+from mlplat.lineage import file_sha256
 from mlplat.services.audit import canonical
-from mlplat.services.manifest import file_sha256
 
 BASE_SUITE = "bookworm"
 BASE_MIRROR = "http://deb.debian.org/debian"
@@ -111,7 +112,7 @@ exec "$PYTHON" -m mlplat.serving.model_server --model-dir "${MODEL_DIR:-/model}"
 """
 
 
-class Pins(list):
+class Pins(list[str]):
     """The pinned requirements (a list of ``name==version``) with the run's whole environment as
     ``constraints``: transitive packages are installed at the versions the model was trained with."""
 
@@ -170,7 +171,7 @@ def write_context(dest: Path, *, name: str, version: int, model_dir: Path, requi
         try:
             doc = json.loads(marker.read_text())
             if doc.get("artifact_digest") == artifact_digest and doc.get("digest") == context_digest(dest):
-                return doc["digest"]
+                return cast(str, doc["digest"])
         except ValueError:
             pass
     dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -416,7 +416,7 @@ def events(conn: sqlite3.Connection, model: str, environment: str, limit: int = 
     return out
 
 
-def _audit(conn, *, actor: str, action: str, endpoint: Endpoint, version: int | None, reason: str,
+def _audit(conn: sqlite3.Connection, *, actor: str, action: str, endpoint: Endpoint, version: int | None, reason: str,
            evidence: Mapping[str, Any]) -> None:
     """Audit a routing change with the full routing it leaves, which the gateway and later changes check
     the ``endpoints`` row against (:mod:`mlplat.services.ledger`)."""
@@ -443,7 +443,7 @@ def require_audited(conn: sqlite3.Connection, endpoint: Endpoint | None,
         raise IntegrityError(f"refusing to change routing set outside mlplat: {problem}", hint=ledger.FIX)
 
 
-def _event(conn, endpoint: Endpoint, *, actor: str, event: str, reason: str, rollout_id: int | None = None,
+def _event(conn: sqlite3.Connection, endpoint: Endpoint, *, actor: str, event: str, reason: str, rollout_id: int | None = None,
            step_index: int | None = None, percent: int | None = None, metrics: Mapping[str, Any] | None = None,
            now: float) -> None:
     conn.execute("INSERT INTO rollout_events (rollout_id, model, environment, ts, actor, event, step_index, percent, "
@@ -452,7 +452,7 @@ def _event(conn, endpoint: Endpoint, *, actor: str, event: str, reason: str, rol
                   json.dumps(metrics or {}, default=str)))
 
 
-def _save(conn, endpoint: Endpoint, *, now: float, instance_type: str | None, price: float | None) -> None:
+def _save(conn: sqlite3.Connection, endpoint: Endpoint, *, now: float, instance_type: str | None, price: float | None) -> None:
     conn.execute(
         "INSERT INTO endpoints (model, environment, strategy, routes, shadow, stable_version, previous_version, "
         "rollout_id, created_at, updated_at, updated_by) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
@@ -466,7 +466,8 @@ def _save(conn, endpoint: Endpoint, *, now: float, instance_type: str | None, pr
     bump_revision(conn)
 
 
-def _sync_history(conn, endpoint: Endpoint, *, now: float, instance_type: str | None, price: float | None) -> None:
+def _sync_history(conn: sqlite3.Connection, endpoint: Endpoint, *, now: float, instance_type: str | None,
+                  price: float | None) -> None:
     """Open/close served-version intervals so cost follows what actually took traffic."""
     serving = {(r.version, r.variant) for r in endpoint.routes if r.weight > 0}
     if endpoint.shadow:
@@ -483,7 +484,8 @@ def _sync_history(conn, endpoint: Endpoint, *, now: float, instance_type: str | 
                      (endpoint.model, endpoint.environment, version, variant, now, instance_type, price))
 
 
-def _finish_running(conn, model: str, environment: str, *, state: str, reason: str, now: float) -> dict | None:
+def _finish_running(conn: sqlite3.Connection, model: str, environment: str, *, state: str, reason: str,
+                    now: float) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM rollouts WHERE model=? AND environment=? AND state='running'",
                        (model, environment)).fetchone()
     if row is None:
@@ -532,6 +534,8 @@ def deploy(conn: sqlite3.Connection, *, model: str, environment: str, version: i
         cur = conn.execute("INSERT INTO rollouts (model, environment, stable_version, candidate_version, policy, "
                            "step_index, step_started_at, state, created_at, created_by) VALUES (?,?,?,?,?,0,?,"
                            "'running',?,?)", (model, environment, stable, version, canary.to_json(), now, now, actor))
+        if cur.lastrowid is None:  # set by every INSERT on a rowid table; int(None) would fail the same way
+            raise TypeError("the rollout row has no id")
         rollout_id = int(cur.lastrowid)
         routes = canary_routes(stable, version, first) if first < 100 else [Route("canary", version, 100)]
         new_stable, new_previous = stable, previous

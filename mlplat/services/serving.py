@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlplat.context import Context
+    from mlplat.stack import StackSpec
 
 
 @dataclass
@@ -19,7 +23,7 @@ class CheckedDeploy:
     versions: list[int]  # the version deployed first, then any other A/B variant named in the weights
 
 
-def check_deploy(spec, ctx, name: str, version: int, *, environment: str, strategy: str, weights: str | None,
+def check_deploy(spec: StackSpec, ctx: Context, name: str, version: int, *, environment: str, strategy: str, weights: str | None,
                  steps: Sequence[int] | None, bake_seconds: float | None, percent: int | None) -> CheckedDeploy:
     """Validate the rollout spec and that every version it names may serve in ``environment``
     (gate passed; approvals for production). Reads only; raises on the first refusal."""
@@ -30,11 +34,12 @@ def check_deploy(spec, ctx, name: str, version: int, *, environment: str, strate
         raise ro.RolloutError(f"unknown strategy '{strategy}'", hint="one of: " + ", ".join(ro.STRATEGIES))
     canary = ro.CanaryPolicy.from_stack(spec.serving.canary, steps=steps, bake=bake_seconds) \
         if strategy == "canary" else None
-    if strategy == "shadow" and percent is None:
-        percent = spec.serving.shadow.percent
-    if strategy == "shadow" and not 1 <= int(percent) <= ro.MAX_SHADOW_PERCENT:
-        raise ro.RolloutError(f"--percent {percent}: shadow traffic must be between 1 and {ro.MAX_SHADOW_PERCENT} %",
-                              hint="mirror at most half of the traffic")
+    if strategy == "shadow":
+        if percent is None:
+            percent = spec.serving.shadow.percent
+        if not 1 <= int(percent) <= ro.MAX_SHADOW_PERCENT:
+            raise ro.RolloutError(f"--percent {percent}: shadow traffic must be between 1 and {ro.MAX_SHADOW_PERCENT} %",
+                                  hint="mirror at most half of the traffic")
     evidence = deployability.assert_deployable(spec, ctx, name, int(version), environment)
     versions = [int(version)]
     if strategy == "ab" and weights and "=" in weights:
