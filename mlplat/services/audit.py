@@ -141,7 +141,7 @@ def load_key(conn: sqlite3.Connection, *, create: bool = False) -> AuditKey | No
             return None
         if _has_keyed(conn):
             raise IntegrityError("the stack's secret key is missing but the audit log holds entries signed with it",
-                                 where=str(path), hint="restore the key file from a backup; do not create a new one")
+                                 where=str(path), hint="restore the key file from a backup; do not create a new one") from None
         _create_secret(path)
         raw = path.read_bytes().strip()
     except OSError as exc:
