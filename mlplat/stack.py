@@ -228,7 +228,8 @@ class Canary(Spec):
     bake_seconds: int = Field(300, ge=0, le=86_400, description="Time each step is observed before the next.")
     max_error_rate: float = Field(0.02, ge=0, le=1, description="Candidate error rate that triggers rollback.")
     max_latency_ratio: float = Field(1.5, gt=1, description="Candidate p95 latency / stable p95 that triggers rollback.")
-    max_prediction_shift: float = Field(0.2, gt=0, description="PSI between candidate and stable predictions that triggers rollback.")
+    max_prediction_shift: float = Field(0.2, gt=0,
+                                        description="PSI between candidate and stable predictions that triggers rollback.")
     min_requests: int = Field(20, ge=1, description="Requests the candidate must serve in a step before it is judged.")
 
     @field_validator("steps")
@@ -250,7 +251,8 @@ class Shadow(Spec):
 class Serving(Spec):
     instance_type: str = Field("local.cpu", min_length=1, description="Instance type of endpoints.", examples=["ml.m5.large"])
     price_per_hour: float = Field(0.0, ge=0, description="Price per instance-hour in USD for instanceType.")
-    price_table: dict[str, float] = Field(default_factory=dict, description="Instance type → USD per hour, overriding pricePerHour.")
+    price_table: dict[str, float] = Field(default_factory=dict,
+                                         description="Instance type → USD per hour, overriding pricePerHour.")
     port: int = Field(8080, ge=1, le=65535, description="Port of the local serving gateway.")
     capture_sampling: float = Field(1.0, ge=0, le=1, description="Share of requests captured for monitoring.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted.")
@@ -338,7 +340,8 @@ class Monitoring(Spec):
 
 class FeatureStoreSettings(Spec):
     definitions: str = Field("features/definitions.py", min_length=1,
-                             description="Python module with the Entity and FeatureView definitions, relative to the project root.",
+                             description="Python module with the Entity and FeatureView definitions, "
+                                         "relative to the project root.",
                              examples=["features/definitions.py"])
     timestamp_column: str = Field("event_timestamp", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                   description="Default timestamp column of entity DataFrames (naive timestamps are UTC).")
@@ -406,7 +409,8 @@ class StackSpec(Spec):
     budget: Budget | None = Field(None, description="Monthly budget.")
     features: FeatureStoreSettings = Field(default_factory=lambda: FeatureStoreSettings(),
                                            description="Feature store settings.")
-    policy: PolicySpec = Field(default_factory=lambda: PolicySpec(), description="Policy enforcement for this stack (see policies/).")
+    policy: PolicySpec = Field(default_factory=lambda: PolicySpec(),
+                               description="Policy enforcement for this stack (see policies/).")
 
     # Set by the loader, not read from the file.
     name: str = Field("", exclude=True, description="Stack name (from the file name).")
@@ -509,7 +513,8 @@ def stack_path(name: str, project_dir: Path | None = None) -> Path:
         existing = list_stacks(project_dir)
         near = difflib.get_close_matches(name, existing, n=1)
         raise StackError(
-            f"stack '{name}' not found (looked for {path.relative_to(project_dir) if path.is_relative_to(project_dir) else path})",
+            f"stack '{name}' not found "
+            f"(looked for {path.relative_to(project_dir) if path.is_relative_to(project_dir) else path})",
             hint=(f"did you mean '{near[0]}'? " if near else "")
             + (f"existing stacks: {', '.join(existing)}" if existing else "create stacks/Pulumi.<stack>.yaml"),
             stacks=existing,
@@ -577,7 +582,8 @@ def parse_stack(text: str, *, path: Path, name: str, project_dir: Path) -> Stack
         if problem:
             line = _line_of(node, ["config", keys.get("provider", f"{NAMESPACE}:provider"), "stateDir"])
             raise StackError(
-                f"invalid stack '{name}' (1 problem):\n  - {shown}:{line}: {keys.get('provider', f'{NAMESPACE}:provider')}.stateDir: "
+                f"invalid stack '{name}' (1 problem):\n  - {shown}:{line}: "
+                f"{keys.get('provider', f'{NAMESPACE}:provider')}.stateDir: "
                 f"{problem} (got {configured!r})",
                 hint="use a path inside the project such as .mlplat/<stack>, or an absolute path to a directory "
                      "that does not exist yet, which `mlplat up` creates",

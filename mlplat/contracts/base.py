@@ -7,7 +7,7 @@ from typing import NoReturn
 from mlplat.errors import CapabilityNotSupported
 
 
-class Contract(abc.ABC):
+class Contract(abc.ABC):  # noqa: B024 (the common base; each capability ABC declares its own abstract methods)
     """Base of the capability ABCs.
 
     An operation a contract marks *optional* has a default that raises

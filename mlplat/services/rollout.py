@@ -567,7 +567,8 @@ def deploy(conn: sqlite3.Connection, *, model: str, environment: str, version: i
 
 
 def advance(conn: sqlite3.Connection, rollout_id: int, *, actor: str, decision: Decision,
-            expect_step: int | None = None, now: float | None = None, instance_type: str | None = None, price_per_hour: float | None = None
+            expect_step: int | None = None, now: float | None = None, instance_type: str | None = None,
+            price_per_hour: float | None = None
             ) -> Endpoint | None:
     """Move a running canary to its next step, or promote the candidate after the last one.
 

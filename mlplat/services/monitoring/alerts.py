@@ -80,7 +80,8 @@ def rules_for(spec: StackSpec) -> list[Rule]:
     return rules
 
 
-def evaluate(conn: sqlite3.Connection, rules: Iterable[Rule], metrics: Mapping[str, Mapping[str, float]], *, now: float) -> list[Event]:
+def evaluate(conn: sqlite3.Connection, rules: Iterable[Rule], metrics: Mapping[str, Mapping[str, float]], *,
+             now: float) -> list[Event]:
     """Advance the alert state for every (rule, subject) with a value; return the new events.
 
     Runs inside the caller's transaction so state and events move together.

@@ -204,7 +204,7 @@ def attribute(
                                          price_for(default_instance_type))
         line.predictions += int(use.predictions)
         line.busy_seconds += float(use.busy_seconds)
-    ordered = sorted(lines.values(), key=lambda l: (l.team, l.model, l.version, l.environment))
+    ordered = sorted(lines.values(), key=lambda line: (line.team, line.model, line.version, line.environment))
     return CostReport(period, by, ordered, _groups(ordered, by), dict(budgets or {}))
 
 
@@ -227,9 +227,9 @@ def report_rows(report: CostReport) -> list[dict[str, Any]]:
 
 def metrics_for(report: CostReport, team: str) -> dict[str, float]:
     """``cost.*`` metrics of a team, for alert rules."""
-    lines = [l for l in report.lines if l.team == team]
-    spent = sum(l.cost_usd for l in lines)
-    served = sum(l.predictions for l in lines)
+    lines = [line for line in report.lines if line.team == team]
+    spent = sum(line.cost_usd for line in lines)
+    served = sum(line.predictions for line in lines)
     out = {"cost.usd": spent, "cost.predictions": float(served)}
     if report.period.days > 0:
         out["cost.daily_usd"] = spent / report.period.days
@@ -250,7 +250,7 @@ def merge(reports: Sequence[CostReport], by: str) -> CostReport:
         for team, monthly in r.budgets.items():
             budgets[team] = budgets.get(team, 0.0) + monthly
     lines = sorted((line for r in reports for line in r.lines),
-                   key=lambda l: (l.team, l.model, l.version, l.environment))
+                   key=lambda line: (line.team, line.model, line.version, line.environment))
     return CostReport(reports[0].period, by, lines, _groups(lines, by), budgets)
 
 

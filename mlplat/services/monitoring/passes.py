@@ -192,7 +192,8 @@ def cost_metrics(spec: StackSpec, ctx: Context, now: float) -> dict[str, float]:
     return cost_mod.metrics_for(report, spec.team)
 
 
-def run_pass(spec: StackSpec, ctx: Context, *, deliver: str = "background", retrain: str = "run", now: float | None = None) -> PassReport:
+def run_pass(spec: StackSpec, ctx: Context, *, deliver: str = "background", retrain: str = "run",
+             now: float | None = None) -> PassReport:
     """One monitoring pass (see the module doc). ``deliver``: background | sync | none;
     ``retrain``: run (carry out triggered retraining now) | defer (record the trigger only) | off."""
     if deliver not in ("background", "sync", "none") or retrain not in ("run", "defer", "off"):

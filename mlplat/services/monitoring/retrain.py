@@ -42,7 +42,8 @@ ACTOR = "mlplat-monitor"
 TAIL = 2000
 
 
-def _audit(conn: sqlite3.Connection, spec: StackSpec, action: str, model: str, version: int | None, reason: str, evidence: dict[str, Any]) -> None:
+def _audit(conn: sqlite3.Connection, spec: StackSpec, action: str, model: str, version: int | None, reason: str,
+           evidence: dict[str, Any]) -> None:
     audit.append(conn, actor=ACTOR, action=action, model=model, version=version, environment=spec.environment,
                  reason=reason, evidence=evidence)
 
@@ -164,7 +165,8 @@ def execute(spec: StackSpec, ctx: Context, trigger: str) -> dict[str, Any]:
     return final
 
 
-def _fail(spec: StackSpec, db: Database, ctx: Context, trigger: str, model: str, error: str, version: int | None = None) -> dict[str, Any]:
+def _fail(spec: StackSpec, db: Database, ctx: Context, trigger: str, model: str, error: str,
+          version: int | None = None) -> dict[str, Any]:
     _set(db, trigger, ctx.clock(), status="failed", error=error[-4000:])
     with db.transaction() as conn:
         _audit(conn, spec, "retraining.failed", model, version, error[:500], {"trigger": trigger})
