@@ -175,12 +175,13 @@ def read_head_file(conn: sqlite3.Connection) -> dict[str, Any] | None:
         return {"seq": -1, "hash": "", "key_id": "", "mac": "", "unreadable": True}
 
 
-def write_head_file(conn: sqlite3.Connection, key: AuditKey) -> None:
-    """Anchor the committed head outside the database (only ever forwards)."""
+def write_head_file(conn: sqlite3.Connection, key: AuditKey, head: tuple[int, str] | None = None) -> None:
+    """Anchor the committed head (or ``head``) outside the database (only ever forwards)."""
     path = head_path(conn)
     if path is None:
         return
-    head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+    if head is None:
+        head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     if head is None:
         return
     current = read_head_file(conn)
@@ -232,6 +233,11 @@ def append(
         evidence_text = canonical(dict(evidence or {}))
         head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        if read_head_file(conn) is None:
+            # The first keyed entry: anchor the head it extends *before* it commits. The head file
+            # is written after each commit, so a kill between this entry's COMMIT and that write
+            # leaves a file one entry behind (accepted) rather than none (read as a deleted anchor).
+            write_head_file(conn, key, (seq - 1, prev))
         row = {
             "seq": seq,
             "ts": round(float(ts if ts is not None else time.time()), 6),
@@ -389,9 +395,11 @@ def _check_head_file(conn: sqlite3.Connection, key: AuditKey | None, rows: list[
                                                                    anchor["mac"]):
         problems.append(f"the head file {name} is not signed with the stack's key (it was forged or replaced)")
         return "forged"
+    last = rows[-1]["seq"] if rows else 0
+    if anchor["seq"] == 0 and anchor["hash"] == GENESIS:
+        return "ok" if last == 0 else "behind"  # anchored before the first entry committed
     by_seq = {r["seq"]: r for r in rows}
     named = by_seq.get(anchor["seq"])
-    last = rows[-1]["seq"] if rows else 0
     if named is None:
         problems.append(f"the signed head file names entry #{anchor['seq']} but the log ends at #{last} "
                         f"(entries at the end were cut, and the in-database head moved with them)")
