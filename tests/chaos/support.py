@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import REPO, write_project
-from tests.integration.conftest_registry import AUTHOR, stack_text, train
 from tests.integration.monitoring_support import insert_captures
+from tests.integration.support_registry import AUTHOR, stack_text, train
 
 BIN = Path(sys.executable).parent
 SEED = 20240517

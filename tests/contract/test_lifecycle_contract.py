@@ -63,7 +63,7 @@ class LocalDriver:
         import httpx
         import pandas as pd
 
-        from tests.integration.conftest_serving import warm
+        from tests.integration.support_serving import warm
 
         frame = pd.read_parquet(self.project / "data" / "holdout.parquet").drop(columns=["label"]).head(1)
         body = {"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}}

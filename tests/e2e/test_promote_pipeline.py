@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from tests.conftest import BIN
-from tests.integration.conftest_registry import APPROVER, AUTHOR, cli_in, db, make_registered_project, train
+from tests.integration.support_registry import APPROVER, AUTHOR, cli_in, db, make_registered_project, train
 from tests.timing import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("registry-promote-e2e")]

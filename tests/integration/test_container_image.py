@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.conftest import require_tools
-from tests.integration.conftest_registry import cli_in, db, make_registered_project, spec_ctx
+from tests.integration.support_registry import cli_in, db, make_registered_project, spec_ctx
 
 pytestmark = [pytest.mark.container, pytest.mark.xdist_group("container-image")]
 

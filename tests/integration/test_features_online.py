@@ -9,7 +9,7 @@ import pytest
 from mlplat.context import Context
 from mlplat.features import Entity, Feature, FeatureView, enrich
 from mlplat.features.errors import FeatureDataError, UnknownFeature
-from tests.integration.conftest_features import feature_project, seconds, store_for
+from tests.integration.support_features import feature_project, seconds, store_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mlplat.features import Entity, Feature, FeatureView
 from mlplat.features.errors import FeatureDataError, UnknownFeature
-from tests.integration.conftest_features import BASE, brute_force, feature_project, plain, seconds, store_for
+from tests.integration.support_features import BASE, brute_force, feature_project, plain, seconds, store_for
 
 pytestmark = pytest.mark.integration
 

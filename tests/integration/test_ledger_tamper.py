@@ -20,8 +20,8 @@ import pytest
 
 from mlplat.errors import IntegrityError
 from tests.conftest import run_cli, write_project
-from tests.integration.conftest_registry import APPROVER, AUTHOR, cli_in, stack_text, train
-from tests.integration.conftest_serving import GatewayHarness, row, save_sklearn
+from tests.integration.support_registry import APPROVER, AUTHOR, cli_in, stack_text, train
+from tests.integration.support_serving import GatewayHarness, row, save_sklearn
 from tests.timing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ledger-tamper")]
@@ -131,7 +131,7 @@ def test_a_hand_set_stage_and_approval_are_refused_and_reported(staged):
 
 def test_a_hand_inserted_approval_for_a_staged_version_blocks_its_promotion(staged):
     from mlplat.services import approvals
-    from tests.integration.conftest_registry import spec_ctx
+    from tests.integration.support_registry import spec_ctx
 
     with restored(staged):
         conn = raw(staged)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from mlplat.errors import CheckFailed, Denied, IntegrityError, TrackingRequired
-from tests.integration.conftest_registry import APPROVER, AUTHOR, cli_in, db, in_project, registered, spec_ctx  # noqa: F401
+from tests.integration.support_registry import APPROVER, AUTHOR, cli_in, db, in_project, registered, spec_ctx  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("registry-governance")]
 

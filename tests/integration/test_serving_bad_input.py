@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest_serving import GatewayHarness, row, save_sklearn, start_model_server, stop, training_frame
+from tests.integration.support_serving import GatewayHarness, row, save_sklearn, start_model_server, stop, training_frame
 
 pytestmark = pytest.mark.integration
 SCORE = "/endpoints/scorer/invocations"

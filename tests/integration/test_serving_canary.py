@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from mlplat.services.rollout import CanaryPolicy
-from tests.integration.conftest_serving import GatewayHarness, row, save_sklearn, save_toy, warm
+from tests.integration.support_serving import GatewayHarness, row, save_sklearn, save_toy, warm
 from tests.timing import ManualClock
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from tests.conftest import BIN
-from tests.integration.conftest_registry import AUTHOR, cli_in, make_registered_project, spec_ctx, train
-from tests.integration.conftest_serving import stop, wait_for_port_file
+from tests.integration.support_registry import AUTHOR, cli_in, make_registered_project, spec_ctx, train
+from tests.integration.support_serving import stop, wait_for_port_file
 
 pytestmark = pytest.mark.integration
 ROW = {"dataframe_records": [{f"x{i}": 0.1 * i for i in range(6)}]}

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest_serving import GatewayHarness, row, save_sklearn, save_toy
+from tests.integration.support_serving import GatewayHarness, row, save_sklearn, save_toy
 
 pytestmark = pytest.mark.integration
 URL = "/endpoints/scorer/invocations"

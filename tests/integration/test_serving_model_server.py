@@ -7,7 +7,7 @@ import sys
 import httpx
 import pytest
 
-from tests.integration.conftest_serving import save_sklearn, save_toy, start_model_server, stop
+from tests.integration.support_serving import save_sklearn, save_toy, start_model_server, stop
 
 pytestmark = pytest.mark.integration
 

@@ -170,7 +170,7 @@ class GatewayHarness:
                 "models": {str(k): str(v) for k, v in self.models.items()}, "port_file": str(port_file),
                 "sampling": self.sampling, "max_body_bytes": self.max_body_bytes,
                 "controller_interval": self.controller_interval}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.integration.conftest_serving", json.dumps(spec)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.integration.support_serving", json.dumps(spec)],
                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=env_with_repo())
         self.url = f"http://127.0.0.1:{wait_for_port_file(port_file, self.proc)}"
@@ -242,7 +242,7 @@ def row(i: int = 0) -> dict:
 
 
 def _serve_from_spec(text: str) -> None:
-    """Child-process gateway for the tests (``python -m tests.integration.conftest_serving SPEC``)."""
+    """Child-process gateway for the tests (``python -m tests.integration.support_serving SPEC``)."""
     import json
 
     from mlplat.serving.gateway import Gateway, GatewayConfig
