@@ -45,6 +45,11 @@ class Context:
     assume_yes: bool = False
     clock: Callable[[], float] = time.time
     _user: str | None = None
+    # Set in `mlplat server` (and the platform processes it runs): this process owns the ledger, so
+    # operations run here even when the stack names a control-plane URL. ``database_url`` then
+    # points the ledger at the server's database instead of the state directory's SQLite file.
+    ledger_owner: bool = False
+    database_url: str | None = None
 
     @property
     def user(self) -> str:

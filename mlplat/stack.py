@@ -389,6 +389,58 @@ class PolicySpec(Spec):
         return {"enforcementLevel": self.enforcement_level, "policies": self.policies}
 
 
+# --- the control plane ------------------------------------------------------------
+
+
+class ControlPlane(Spec):
+    """Where the stack's ledger lives: embedded (no ``url``, the default) or behind ``mlplat server``."""
+
+    url: str | None = Field(
+        None, description="Base URL of the stack's `mlplat server`. Set: every command and SDK call reads and "
+        "writes the ledger through its API. Unset: the process opens the ledger itself (embedded).",
+        examples=["http://127.0.0.1:8770", "https://mlplat.fraud.example.com"],
+    )
+    tracking: str | None = Field(
+        None, description="MLflow tracking server every run of the stack goes to in server mode "
+        "(`mlplat server --tracking-port` runs one beside the server for a single node).",
+        examples=["http://127.0.0.1:8771"],
+    )
+    database: str | None = Field(
+        None, description="The server's database URL, without a password (libpq's PGPASSWORD or ~/.pgpass, or "
+        "the whole URL in MLPLAT_DATABASE_URL, supply it). Default: SQLite in the stack's state directory.",
+        examples=["postgresql://mlplat@127.0.0.1:5432/mlplat"],
+    )
+
+    @field_validator("url", "tracking")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL (expected e.g. http://127.0.0.1:8770)")
+        if parts.password or parts.username:
+            raise ValueError("credentials do not belong in the URL of a stack file")
+        return value.rstrip("/")
+
+    @field_validator("database")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg", "sqlite"):
+            raise ValueError(f"database {value!r} must be a postgresql:// or sqlite:// URL")
+        if parts.password:
+            raise ValueError("a database password must not be written in a stack file: drop it from the URL and "
+                             "supply it with PGPASSWORD or ~/.pgpass, or pass the whole URL in MLPLAT_DATABASE_URL")
+        return value
+
+
 # --- the stack --------------------------------------------------------------------
 
 
@@ -411,6 +463,8 @@ class StackSpec(Spec):
                                            description="Feature store settings.")
     policy: PolicySpec = Field(default_factory=lambda: PolicySpec(),
                                description="Policy enforcement for this stack (see policies/).")
+    control_plane: ControlPlane = Field(default_factory=lambda: ControlPlane(),
+                                        description="Where the ledger lives: embedded, or a shared `mlplat server`.")
 
     # Set by the loader, not read from the file.
     name: str = Field("", exclude=True, description="Stack name (from the file name).")

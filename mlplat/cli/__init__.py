@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("mlplat.cli.serving:rollback", "Return a deployment's traffic to its stable (warm) version."),
     "deployments": ("mlplat.cli.serving:deployments", "List and inspect deployments."),
     "rollout": ("mlplat.cli.serving:rollout", "Rollout status: current step, metrics per variant, decisions."),
+    "server": ("mlplat.cli.server:server", "Serve the stack's platform API: the shared ledger a whole team reaches."),
 }
 
 

@@ -34,18 +34,11 @@ def models() -> None:
 @pass_ctx
 def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None:
     """Every registered version with its stage."""
-    from mlplat.services import governance as governance_service
-    from mlplat.services import registry as reg
+    from mlplat.api.plane import plane_for
 
-    spec, registry, conn = _open(ctx, stack)
-    environment = environment or spec.environment
-    try:
-        rows = reg.list_models(conn, environment)
-        governance = governance_service.effective_for(spec, ctx, conn).governance
-    finally:
-        conn.close()
-    for r in rows:
-        r["risk_tier"] = governance.risk_tier_for(r["model"]).value
+    spec = ctx.stack(stack)
+    doc = plane_for(spec, ctx).call("models.list", environment=environment)
+    environment, rows = doc["environment"], doc["versions"]
     if as_json:
         emit_json({"environment": environment, "versions": rows})
         return

@@ -1,0 +1,101 @@
+"""`mlplat server`: the stack's platform API, the one process that opens its ledger."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from mlplat.cli.options import pass_ctx, stack_option
+from mlplat.errors import ExternalError
+
+
+@click.command("server")
+@stack_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind: loopback only until the platform authenticates callers.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8770, show_default=True)
+@click.option("--database", "database", default=None, metavar="URL",
+              help="postgresql://… or sqlite:///… (default: $MLPLAT_DATABASE_URL, then the stack's "
+                   "controlPlane.database, then SQLite in the stack's state directory).")
+@click.option("--tracking-port", type=click.IntRange(1, 65535), default=None,
+              help="Also run MLflow's tracking server on this port (single node), runs and artifacts "
+                   "under the stack's state directory.")
+@pass_ctx
+def server(ctx, stack: str, host: str, port: int, database: str | None, tracking_port: int | None) -> None:
+    """Serve the stack's platform API (/api/v1, OpenAPI at /api/v1/openapi.json, /healthz, /readyz, /metrics)."""
+    from mlplat.netguard import require_loopback
+
+    require_loopback(host)
+    spec = ctx.stack(stack)
+    ctx.ledger_owner = True
+    ctx.database_url = database or os.environ.get("MLPLAT_DATABASE_URL") or spec.control_plane.database
+    run(ctx, spec, host=host, port=port, tracking_port=tracking_port)
+
+
+def ledger_database(spec, ctx):
+    """The server's ledger database, migrated to the current schema."""
+    from mlplat.services import registry as reg
+
+    return reg.registry_for(spec, ctx).database()
+
+
+def run(ctx, spec, *, host: str, port: int, tracking_port: int | None) -> None:
+    import socket
+
+    import uvicorn
+
+    from mlplat.api.server import create_app
+
+    db = ledger_database(spec, ctx)
+    ran = db.migrate()
+    if ran:
+        ctx.err.print(f"mlplat server: applied {len(ran)} migration(s) to the ledger: {', '.join(ran)}",
+                      highlight=False, markup=False)
+
+    def ready() -> None:
+        pending = ledger_database(spec, ctx).pending()
+        if pending:
+            raise RuntimeError(f"the ledger schema is behind ({', '.join(pending)}): run `mlplat db upgrade`")
+
+    tracking = start_tracking(spec, tracking_port) if tracking_port else None
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ExternalError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                            hint="choose another --port, or stop the process holding it") from None
+    bound = sock.getsockname()[1]
+    app = create_app(spec, project_dir=Path(spec.project_dir), database_url=ctx.database_url, clock=ctx.clock,
+                     ready=ready)
+    dialect = (ctx.database_url or "sqlite").split(":", 1)[0]
+    ctx.console.print(f"mlplat server for stack '{spec.name}' on http://{host}:{bound} "
+                      f"(ledger: {dialect}{', tracking: http://127.0.0.1:' + str(tracking_port) if tracking else ''})",
+                      highlight=False, markup=False)
+    ctx.console.print("loopback only: the platform does not authenticate callers yet; reach it through an SSH "
+                      "tunnel or an authenticating proxy", highlight=False, markup=False)
+    sys.stdout.flush()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if tracking is not None:
+            tracking.terminate()
+            try:
+                tracking.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                tracking.kill()
+
+
+def start_tracking(spec, port: int) -> subprocess.Popen:
+    """MLflow's tracking server beside the platform API: runs in SQLite, artifacts served over HTTP."""
+    root = spec.state_dir / "tracking-server"
+    root.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+               "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts", "--workers", "1"]
+    log = open(root / "server.log", "ab")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
