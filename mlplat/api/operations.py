@@ -62,6 +62,10 @@ class Operation:
     def url_path(self, values: dict[str, Any]) -> str:
         from urllib.parse import quote
 
+        for name in self.path_params:
+            if "/" in str(values[name]):
+                raise InvalidRequest(f"{name} must not contain '/': {values[name]!r}", where=name,
+                                     hint="names of models, deployments and views are slugs")
         return API_PREFIX + _PATH_PARAM.sub(lambda m: quote(str(values[m.group(1)]), safe=""), self.path)
 
     def validate(self, raw: dict[str, Any]) -> Params:

@@ -168,7 +168,11 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
             started = time.perf_counter()
             status = 500
             try:
-                user = check_headers(request)
+                try:
+                    user = check_headers(request)
+                except MlplatError as exc:
+                    status = 400
+                    return _error(exc, 400)
                 params = op.validate(await parse(request, op))
                 captured = CapturedConsole()
                 result = await run_in_threadpool(op.invoke, spec, context(user, captured.console), params)
