@@ -20,12 +20,15 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlplat.api import operations
 from mlplat.api.operations import API_VERSION, InvalidRequest, Operation
 from mlplat.api.plane import STACK_HEADER, USER_HEADER, VERSION_HEADER, CapturedConsole
 from mlplat.errors import ExitCode, MlplatError
+
+if TYPE_CHECKING:
+    from starlette.responses import JSONResponse
 
 log = logging.getLogger("mlplat.server")
 
@@ -88,8 +91,8 @@ class Metrics:
                   "# TYPE mlplat_api_request_seconds histogram"]
         for op, buckets in sorted(self.latency.items()):
             total = 0.0
-            for bound, count in zip((*BUCKETS_S, float("inf")), buckets, strict=True):
-                total += count
+            for bound, observed in zip((*BUCKETS_S, float("inf")), buckets, strict=True):
+                total += observed
                 le = "+Inf" if bound == float("inf") else repr(bound)
                 lines.append(f'mlplat_api_request_seconds_bucket{{operation="{op}",le="{le}"}} {int(total)}')
             lines.append(f'mlplat_api_request_seconds_sum{{operation="{op}"}} {self.sums[op]:.6f}')
@@ -97,7 +100,7 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def _error(exc: MlplatError, status: int | None = None) -> Any:
+def _error(exc: MlplatError, status: int | None = None) -> JSONResponse:
     from starlette.responses import JSONResponse
 
     code = status or STATUS.get(exc.exit_code, 400)
