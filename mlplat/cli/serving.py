@@ -1,4 +1,9 @@
-"""`mlplat serve | deploy | rollback | deployments list|show | rollout status`."""
+"""`mlplat serve | deploy | rollback | deployments list|show | rollout status`.
+
+`serve` runs the gateway, a platform process that opens the ledger itself. The other commands
+run platform operations (:mod:`mlplat.api.ops.serving`) through the stack's control plane and
+render what comes back.
+"""
 from __future__ import annotations
 
 import click
@@ -13,12 +18,19 @@ from mlplat.netguard import require_loopback
 STRATEGIES = ("direct", "ab", "canary", "shadow")
 
 
-def _serving(ctx, stack: str):
+def _serving(ctx, spec):
     from mlplat import providers
     from mlplat.contracts import Capability
 
+    return providers.capability(spec, ctx, Capability.SERVING)
+
+
+def _plane(ctx, stack: str):
+    """The stack and its control plane: deployments live in the ledger, wherever it is."""
+    from mlplat.api.plane import plane_for
+
     spec = ctx.stack(stack)
-    return spec, providers.capability(spec, ctx, Capability.SERVING)
+    return spec, plane_for(spec, ctx)
 
 
 def _int_list(_ctx, _param, value: str | None) -> list[int] | None:
@@ -28,7 +40,6 @@ def _int_list(_ctx, _param, value: str | None) -> list[int] | None:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of percentages, e.g. 1,10,50,100") from None
-
 
 
 def _routes(endpoint: dict) -> str:
@@ -47,9 +58,13 @@ def _routes(endpoint: dict) -> str:
 @click.option("--port-file", type=click.Path(dir_okay=False), default=None, help="Write the bound port here once serving.")
 @click.option("--no-controller", is_flag=True, help="Do not run the canary controller in this gateway.")
 @click.option("--no-monitor", is_flag=True, help="Do not run monitoring passes on the stack's schedule.")
+@click.option("--database", "database", default=None, metavar="URL",
+              help="The ledger database, as `mlplat server` opens it: postgresql://… or sqlite:///… (default: "
+                   "$MLPLAT_DATABASE_URL, then the stack's controlPlane.database, then SQLite in the stack's "
+                   "state directory).")
 @pass_ctx
 def serve(ctx, stack: str, environment: str | None, host: str, port: int | None, port_file: str | None,
-          no_controller: bool, no_monitor: bool) -> None:
+          no_controller: bool, no_monitor: bool, database: str | None) -> None:
     """Run the serving gateway for every deployment of the stack's environment (blocks).
 
     \b
@@ -59,9 +74,17 @@ def serve(ctx, stack: str, environment: str | None, host: str, port: int | None,
     Deploys, canary steps and rollbacks apply within a second, without restart.
     Monitoring passes (drift, quality, cost, alerts, retraining) run on the stack's
     monitoring.schedule in the background unless --no-monitor.
+    The gateway is a platform process: with a control plane it runs beside `mlplat server`
+    and opens the same ledger database itself. Any number of gateways may run; one at a time
+    judges and steps each rollout.
     """
+    import os
+
     require_loopback(host)
-    spec, serving = _serving(ctx, stack)
+    spec = ctx.stack(stack)
+    ctx.ledger_owner = True
+    ctx.database_url = database or os.environ.get("MLPLAT_DATABASE_URL") or spec.control_plane.database
+    serving = _serving(ctx, spec)
     loop = None
     if not no_monitor:
         from mlplat.services.monitoring.scheduler import MonitorLoop
@@ -97,10 +120,10 @@ def deploy(ctx, name: str, version: int, stack: str, environment: str | None, st
         raise click.UsageError("--steps and --bake apply to --strategy canary")
     if percent is not None and strategy != "shadow":
         raise click.UsageError("--percent applies to --strategy shadow")
-    spec, serving = _serving(ctx, stack)
-    env = environment or spec.environment
-    endpoint = serving.deploy(name, version, environment=env, strategy=strategy, weights=weights, steps=steps,
-                              bake_seconds=bake, percent=percent)
+    _, plane = _plane(ctx, stack)
+    endpoint = plane.call("deployments.create", model=name, version=version, environment=environment,
+                          strategy=strategy, weights=weights, steps=steps, bake_seconds=bake, percent=percent)
+    env = endpoint["environment"]
     if as_json:
         emit_json(endpoint)
         return
@@ -122,9 +145,9 @@ def deploy(ctx, name: str, version: int, stack: str, environment: str | None, st
 def rollback(ctx, name: str, stack: str, environment: str | None, to_version: int | None, reason: str | None,
              as_json: bool) -> None:
     """Move 100 % of NAME's traffic back to its stable (kept warm) version, ending any rollout."""
-    spec, serving = _serving(ctx, stack)
-    env = environment or spec.environment
-    endpoint = serving.rollback(name, environment=env, to=to_version, reason=reason)
+    _, plane = _plane(ctx, stack)
+    endpoint = plane.call("deployments.rollback", model=name, environment=environment, to=to_version, reason=reason)
+    env = endpoint["environment"]
     if as_json:
         emit_json(endpoint)
         return
@@ -144,8 +167,8 @@ def deployments() -> None:
 @pass_ctx
 def list_cmd(ctx, stack: str, environment: str | None, as_json: bool) -> None:
     """Every deployment with its strategy and routing."""
-    _, serving = _serving(ctx, stack)
-    rows = serving.list(environment)
+    _, plane = _plane(ctx, stack)
+    rows = plane.call("deployments.list", environment=environment)
     if as_json:
         emit_json(rows)
         return
@@ -170,8 +193,8 @@ def list_cmd(ctx, stack: str, environment: str | None, as_json: bool) -> None:
 @pass_ctx
 def show_cmd(ctx, name: str, stack: str, environment: str | None, as_json: bool) -> None:
     """One deployment: routing, served-version history, recent decisions."""
-    spec, serving = _serving(ctx, stack)
-    data = serving.show(name, environment=environment or spec.environment)
+    _, plane = _plane(ctx, stack)
+    data = plane.call("deployments.show", model=name, environment=environment)
     if as_json:
         emit_json(data)
         return
@@ -213,8 +236,8 @@ def rollout() -> None:
 @pass_ctx
 def status_cmd(ctx, name: str, stack: str, environment: str | None, as_json: bool) -> None:
     """Current step, latest analysis per variant (canary), A/B readout, shadow comparison, decisions."""
-    spec, serving = _serving(ctx, stack)
-    data = serving.rollout_status(name, environment=environment or spec.environment)
+    _, plane = _plane(ctx, stack)
+    data = plane.call("rollouts.status", model=name, environment=environment)
     if as_json:
         emit_json(data)
         return
