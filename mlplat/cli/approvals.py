@@ -19,18 +19,13 @@ def approvals() -> None:
 @pass_ctx
 def list_(ctx, stack: str, environment: str | None, show_all: bool, as_json: bool) -> None:
     """Versions waiting for approval (approve with `mlplat models approve NAME VERSION --reason ...`)."""
-    from mlplat.services import approvals as approvals_service
-    from mlplat.services import registry as reg
+    from mlplat.api.plane import plane_for
 
     spec = ctx.stack(stack)
-    environment = environment or spec.environment
-    conn = reg.registry_for(spec, ctx).database().connect()
-    try:
-        items = approvals_service.pending(conn, spec, environment, include_decided=show_all)
-    finally:
-        conn.close()
+    doc = plane_for(spec, ctx).call("approvals.list", environment=environment, include_decided=show_all)
+    environment, approvers, items = doc["environment"], doc["approvers"], doc["items"]
     if as_json:
-        emit_json({"environment": environment, "approvers": spec.governance.approvers, "items": items})
+        emit_json({"environment": environment, "approvers": approvers, "items": items})
         return
     if not items:
         ctx.console.print("Nothing waiting for approval." + ("" if show_all else " (--all shows decided ones)"))
@@ -38,7 +33,7 @@ def list_(ctx, stack: str, environment: str | None, show_all: bool, as_json: boo
     from rich.table import Table
 
     table = Table("model", "version", "stage", "author", "state", "approvals", "gate report",
-                  title=f"approvals in '{environment}' (approvers: {', '.join(spec.governance.approvers)})")
+                  title=f"approvals in '{environment}' (approvers: {', '.join(approvers)})")
     for i in items:
         table.add_row(i["model"], str(i["version"]), i["stage"], i["author"], i["state"],
                       f"{i['approvals']}/{i['required']}", (i["gate_digest"] or "-")[:12])

@@ -9,13 +9,6 @@ from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
 from mlplat.errors import IntegrityError
 
 
-def _conn(ctx, stack: str):
-    from mlplat.services import registry as reg
-
-    spec = ctx.stack(stack)
-    return reg.registry_for(spec, ctx).database().connect()
-
-
 @click.group()
 def audit() -> None:
     """The keyed, hash-chained audit log: who did what, when, why, with which evidence."""
@@ -30,13 +23,10 @@ def audit() -> None:
 @pass_ctx
 def log(ctx, stack: str, model: str | None, limit: int, as_json: bool) -> None:
     """Show the audit log, oldest of the newest LIMIT first."""
-    from mlplat.services import audit as audit_service
+    from mlplat.api.plane import plane_for
 
-    conn = _conn(ctx, stack)
-    try:
-        rows = audit_service.entries(conn, model=model, limit=limit)
-    finally:
-        conn.close()
+    spec = ctx.stack(stack)
+    rows = plane_for(spec, ctx).call("audit.log", model=model, limit=limit)
     if as_json:
         emit_json(rows)
         return
@@ -60,21 +50,21 @@ def log(ctx, stack: str, model: str | None, limit: int, as_json: bool) -> None:
 def verify(ctx, stack: str, as_json: bool) -> None:
     """Check the keyed hash chain, its signed head file and every decision row (stages, approvals,
     routing) against it; exit 8 if anything was edited, forged, reordered, deleted or set by hand."""
+    from mlplat.api.plane import plane_for
     from mlplat.services import audit as audit_service
-    from mlplat.services import ledger
 
-    conn = _conn(ctx, stack)
-    try:
-        result = ledger.verify(conn)
-    finally:
-        conn.close()
+    spec = ctx.stack(stack)
+    doc = plane_for(spec, ctx).call("audit.verify")
+    result = audit_service.Verification(ok=doc["ok"], entries=doc["entries"], problems=doc["problems"], head=doc["head"],
+                                        schemes=doc["schemes"], key_id=doc["key_id"], head_file=doc["head_file"],
+                                        rows=doc["decision_rows"])
     if not result.ok:
         raise IntegrityError(f"the audit log was tampered with ({len(result.problems)} problem(s)):"
                              + audit_service.format_problems(result.problems),
                              hint="restore the platform database from a backup and investigate who had write access",
                              problems=result.problems, schemes=result.schemes)
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(doc)
     else:
         ctx.console.print(f"[green]ok[/] audit log intact: {result.entries} entries, head {str(result.head)[:16]}; "
                           f"schemes: {result.describe_schemes()}; head file {result.head_file}; "

@@ -8,18 +8,10 @@ import click
 from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option
 from mlplat.formatting import when
 
-# The services load the stack model (pydantic) on import: each command imports them when it runs,
-# so `mlplat models --help` stays light.
+# The platform API and the services load the stack model (pydantic) on import: each command imports
+# them when it runs, so `mlplat models --help` stays light.
 
 STAGE_COLOUR = {"dev": "white", "staging": "yellow", "production": "green", "archived": "dim"}
-
-
-def _open(ctx, stack: str):
-    from mlplat.services import registry as reg
-
-    spec = ctx.stack(stack)
-    registry = reg.registry_for(spec, ctx)
-    return spec, registry, registry.database().connect()
 
 
 @click.group()
@@ -66,51 +58,18 @@ def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None
 @pass_ctx
 def show(ctx, name: str, version: int | None, stack: str, environment: str | None, as_json: bool) -> None:
     """Stage, lineage, gate reports, approvals, promotions and deployments of a model (latest version by default)."""
-    from mlplat.services import approvals as approvals_service
-    from mlplat.services import gate as gate_service
-    from mlplat.services import governance as governance_service
-    from mlplat.services import promotion
-    from mlplat.services import registry as reg
+    from mlplat.api.plane import plane_for
 
-    spec, registry, conn = _open(ctx, stack)
-    environment = environment or spec.environment
-    try:
-        governance = governance_service.effective_for(spec, ctx, conn).governance
-        if version is None:
-            latest = conn.execute("SELECT max(version) FROM model_versions WHERE model=?", (name,)).fetchone()[0]
-            version = latest if latest is not None else 1
-        row = reg.version_row(conn, name, version)
-        doc = {
-            "model": name, "version": version, "environment": environment,
-            "stage": reg.stage_of(conn, name, version, environment),
-            "production_version": reg.production_version(conn, name, environment),
-            "risk_tier": governance.risk_tier_for(name).value, "author": row["author"], "run_id": row["run_id"],
-            "framework": row["framework"], "task": row["task"], "created_at": row["created_at"],
-            "artifact_digest": row["artifact_digest"], "files": sorted(row["manifest"]["files"]),
-            "source": row["source"], "lineage": row["lineage"],
-            "gate_reports": [{k: r[k] for k in ("digest", "environment", "passed", "created_at", "created_by")}
-                             | {"report": r["report"]} for r in gate_service.reports(conn, name, version)],
-            "approvals": approvals_service.status(conn, spec, name, version, environment, governance),
-            "promotions": promotion.history(conn, name, version),
-            "deployments": _deployments(conn, name, version),
-            "stages": [dict(r) for r in conn.execute(
-                "SELECT environment, stage, updated_at, updated_by FROM model_stages WHERE model=? AND version=?",
-                (name, version))],
-        }
-        drift = reg.alias_drift(registry, spec, conn, name, environment)
-    finally:
-        conn.close()
-    doc["alias_warnings"] = drift
+    spec = ctx.stack(stack)
+    plane = plane_for(spec, ctx)
+    if version is None:
+        doc = plane.call("models.show_latest", name=name, environment=environment)
+    else:
+        doc = plane.call("models.show", name=name, version=version, environment=environment)
     if as_json:
         emit_json(doc)
         return
     _print_show(ctx, doc)
-
-
-def _deployments(conn, name: str, version: int) -> list[dict]:
-    """Every period the version served (in any environment and variant), oldest first."""
-    return [dict(r) for r in conn.execute("SELECT * FROM deployments WHERE model=? AND version=? ORDER BY id",
-                                          (name, int(version)))]
 
 
 def _print_show(ctx, doc: dict) -> None:
@@ -180,39 +139,15 @@ def promote(ctx, name: str, version: int, target: str, stack: str, environment: 
     """Gate -> (approvals) -> package -> staging endpoint -> integration tests -> stage change.
 
     Rerunning after an interruption resumes where it stopped."""
-    from mlplat.services import promotion
+    from mlplat.api.plane import plane_for
 
     spec = ctx.stack(stack)
-    started: dict[str, float] = {}
-    spinner: list = []
-
-    def progress(step: str, status: str, detail: str) -> None:
-        if as_json:
-            return
-        while spinner:
-            spinner.pop().stop()
-        if status == "running":
-            started[step] = time.perf_counter()
-            live = ctx.console.status(f"{step} ...")
-            live.start()
-            spinner.append(live)
-        elif status == "done":
-            took = time.perf_counter() - started.get(step, time.perf_counter())
-            ctx.console.print(f"  [green]ok[/]  {step:<12} {took:6.2f}s  {detail}", highlight=False)
-        elif status == "skipped":
-            ctx.console.print(f"  [dim]--  {step:<12}          {detail}[/]", highlight=False)
-        else:
-            ctx.console.print(f"  {detail}", highlight=False)
-
     if not as_json:
         ctx.console.print(f"Promoting [bold]{name}[/] version {version} to [bold]{target}[/] "
                           f"in '{environment or spec.environment}'")
     t0 = time.perf_counter()
-    try:
-        result = promotion.promote(spec, ctx, name, version, target, environment=environment, progress=progress)
-    finally:
-        while spinner:
-            spinner.pop().stop()
+    result = plane_for(spec, ctx).call("models.promote", name=name, version=version, target=target,
+                                       environment=environment, progress=not as_json)
     if as_json:
         emit_json(result | {"seconds": round(time.perf_counter() - t0, 3)})
     else:
@@ -223,11 +158,11 @@ def promote(ctx, name: str, version: int, target: str, stack: str, environment: 
 
 def _decide(ctx, decision: str, name: str, version: int, reason: str, stack: str, environment: str | None,
             as_json: bool) -> None:
-    from mlplat.services import approvals as approvals_service
+    from mlplat.api.plane import plane_for
 
     spec = ctx.stack(stack)
-    status = approvals_service.decide(spec, ctx, name, version, decision=decision, reason=reason,
-                                      environment=environment)
+    operation = {"approved": "models.approve", "rejected": "models.reject"}[decision]
+    status = plane_for(spec, ctx).call(operation, name=name, version=version, reason=reason, environment=environment)
     if as_json:
         emit_json(status)
         return
