@@ -11,33 +11,6 @@ def cost() -> None:
     """Cost per prediction and per team / model / version / environment, against the budget."""
 
 
-def build_report(ctx, stacks: list[str], by: str, period_text: str, billed: list | None = None):
-    """The metered report; with ``billed`` (a list to fill), also what each stack's cloud billed."""
-    from mlplat import providers
-    from mlplat.contracts import Capability
-    from mlplat.errors import CapabilityNotSupported
-    from mlplat.services.monitoring import cost as cost_mod
-
-    period = cost_mod.parse_period(period_text, ctx.clock())
-    reports = []
-    for name in stacks:
-        spec = ctx.stack(name)
-        source = providers.capability(spec, ctx, Capability.COST)
-        if billed is not None:
-            try:
-                bill = source.billed(period.start, period.end)
-            except CapabilityNotSupported as exc:
-                raise CapabilityNotSupported(exc.provider, exc.capability,
-                                             hint=f"the {exc.provider} provider meters usage itself: drop --billed",
-                                             ) from None
-            billed.append({"stack": name, **bill})
-        reports.append(cost_mod.attribute(
-            source.deployments(period.start, period.end), source.usage(period.start, period.end), period,
-            price_for=spec.serving.price_for, default_instance_type=spec.serving.instance_type, by=by,
-            budgets={spec.team: spec.budget.monthly_usd} if spec.budget else {}))
-    return reports[0] if len(reports) == 1 else cost_mod.merge(reports, by)
-
-
 @cost.command("report")
 @stack_option
 @click.option("--all-stacks", is_flag=True, help="Every provisioned local stack of the project, side by side.")
@@ -51,30 +24,16 @@ def build_report(ctx, stacks: list[str], by: str, period_text: str, billed: list
 @pass_ctx
 def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as_json: bool, billed: bool) -> None:
     """Instance-hours × price, predictions, cost per prediction, busy share, and the budget used."""
-    from mlplat.services.monitoring import cost as cost_mod
+    from mlplat.api.plane import plane_for
 
-    names = [stack]
-    if all_stacks:
-        from mlplat.stack import list_stacks, load_stack
-
-        names = []
-        for name in list_stacks(ctx.project()):
-            spec = load_stack(name, ctx.project())
-            store = spec.provider.metering_store(spec.state_dir)  # None: the provider meters in its cloud
-            if store is not None and store.is_file():
-                names.append(name)
-        if not names:
-            from mlplat.errors import NotFound
-
-            raise NotFound("no provisioned local stack in this project", hint="run `mlplat up --stack dev` first")
-    bills: list | None = [] if billed else None
-    result = build_report(ctx, names, by, period, billed=bills)
-    rows = cost_mod.report_rows(result)
+    spec = _stack(ctx, stack, all_stacks)
+    doc = plane_for(spec, ctx).call("cost.report", by=by, period=period, all_stacks=all_stacks, billed=billed)
+    rows = doc["rows"]
     if as_json or fmt == "json":
-        emit_json(result.to_dict() | {"rows": rows} | ({"billed": bills} if bills is not None else {}))
+        emit_json(doc)
         return
     columns = [by, "cost_usd", "instance_hours", "predictions", "cost_per_prediction_usd", "busy_seconds", "utilisation"]
-    if by == "team" and result.budgets:
+    if by == "team" and doc["budget"]:
         columns += ["budget_period_usd", "budget_share"]
     if fmt == "csv":
         import csv
@@ -87,22 +46,39 @@ def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as
         return
     from rich.table import Table
 
-    table = Table(*columns, title=f"cost by {by}, {result.period.label} ({result.period.days:.2f} days)")
+    table = Table(*columns, title=f"cost by {by}, {doc['period']['label']} ({doc['period']['days']:.2f} days)")
     for row in rows:
         table.add_row(*[_cell(k, row.get(k)) for k in columns])
     ctx.console.print(table)
-    per = result.total_usd / result.predictions if result.predictions else None
-    ctx.console.print(f"total ${result.total_usd:.4f} for {result.predictions} predictions"
+    per = doc["cost_per_prediction_usd"]
+    ctx.console.print(f"total ${doc['total_usd']:.4f} for {doc['predictions']} predictions"
                       + (f" (${per:.6f} per prediction)" if per is not None else ""), highlight=False)
-    for team, monthly in result.budgets.items():
-        share = result.budget_share(team)
-        ctx.console.print(f"budget of {team}: ${monthly:,.2f}/month, ${result.budget_for_period(team):,.2f} for this "
+    for team, budget in doc["budget"].items():
+        monthly, share = budget["monthly_usd"], budget["share"]
+        ctx.console.print(f"budget of {team}: ${monthly:,.2f}/month, ${budget['period_usd']:,.2f} for this "
                           f"period, {share:.1%} used" if share is not None else f"budget of {team}: ${monthly:,.2f}/month",
                           highlight=False)
-    for bill in bills or []:
+    for bill in doc.get("billed") or []:
         teams = ", ".join(f"{team} ${usd:,.2f}" for team, usd in sorted(bill["by_team"].items())) or "nothing billed"
         ctx.console.print(f"billed ({bill['source']}, {bill['metric']}) for stack {bill['stack']}: {teams}",
                           highlight=False)
+
+
+def _stack(ctx, stack: str, all_stacks: bool):
+    """The stack whose control plane answers; with --all-stacks any stack of the project will do."""
+    from mlplat.errors import StackError
+
+    try:
+        return ctx.stack(stack)
+    except StackError:
+        if not all_stacks:
+            raise
+        from mlplat.stack import list_stacks
+
+        names = list_stacks(ctx.project())
+        if not names:
+            raise
+        return ctx.stack(names[0])
 
 
 def _cell(key: str, value) -> str:

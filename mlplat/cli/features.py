@@ -1,8 +1,6 @@
 """`mlplat features apply | list | materialize | skew`."""
 from __future__ import annotations
 
-from datetime import UTC
-
 import click
 
 from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, yes_option
@@ -11,22 +9,45 @@ from mlplat.errors import CheckFailed
 SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "unchanged": ("=", "dim"), "kept": ("=", "dim")}
 
 
-def _store(ctx, stack: str):
-    from mlplat.features.client import FeatureStore
-
-    return FeatureStore(stack=stack, ctx=ctx)
-
-
 @click.group()
 def features() -> None:
     """Register feature definitions, materialize them online, check training/serving skew."""
 
 
-def print_plan(ctx, store, plan) -> None:
+def _plane(ctx, stack: str):
+    from mlplat.api.plane import plane_for
+
+    spec = ctx.stack(stack)
+    return spec, plane_for(spec, ctx)
+
+
+def load_definitions(spec, path: str | None):
+    """The definitions module at ``path`` (relative to the working directory), else the stack's
+    features.definitions (relative to the project root), loaded and validated here."""
+    from pathlib import Path
+
+    from mlplat.features.definitions import load_module
+
+    target = Path(path) if path else Path(spec.features.definitions)
+    if not target.is_absolute():
+        target = (Path(spec.project_dir or ".") / target) if path is None else target.resolve()
+    return load_module(target)
+
+
+def plan_from(doc: dict):
+    """A plan document (``FeaturePlan.to_dict()``) as the plan it describes."""
+    from mlplat.features.plan import EntityChange, FeaturePlan, ViewChange
+
+    return FeaturePlan([EntityChange(e["entity"], e["action"], list(e["changes"])) for e in doc["entities"]],
+                       [ViewChange(v["view"], v["version"], v["action"], list(v["changes"]), list(v["breaking"]),
+                                   list(v["used_by"])) for v in doc["views"]])
+
+
+def print_plan(ctx, spec, plan) -> None:
     from rich.markup import escape
 
     c = ctx.console
-    c.print(f"[bold]Feature plan for stack {store.spec.name}[/]")
+    c.print(f"[bold]Feature plan for stack {spec.name}[/]")
     for e in plan.entities:
         symbol, colour = SYMBOLS.get(e.action, ("?", "white"))
         detail = f"  {escape('; '.join(e.changes))}" if e.changes and e.action != "unchanged" else ""
@@ -56,28 +77,33 @@ def print_plan(ctx, store, plan) -> None:
 @json_option
 @pass_ctx
 def apply_cmd(ctx, stack: str, definitions_path: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Register entities and feature views: validates sources, shows the diff, then applies it."""
+    """Register entities and feature views: validates sources, shows the diff, then applies it.
+
+    The definitions module is loaded here; its sources are read where the platform runs (relative
+    paths from that project's root)."""
+    from mlplat.api.ops.features import definitions_doc
     from mlplat.cli.provision import _confirm
     from mlplat.features.plan import refuse_breaking
 
-    store = _store(ctx, stack)
-    definitions = store.load_definitions(definitions_path)
-    plan = store.plan(definitions)
+    spec, plane = _plane(ctx, stack)
+    document = definitions_doc(load_definitions(spec, definitions_path))
+    planned = plane.call("features.plan", definitions=document)
+    plan = plan_from(planned)
     if not as_json:
-        print_plan(ctx, store, plan)
+        print_plan(ctx, spec, plan)
     refuse_breaking(plan)
     if dry_run or not plan.has_changes:
         if as_json:
-            emit_json(plan.to_dict() | {"applied": False})
+            emit_json(planned | {"applied": False})
         elif not plan.has_changes:
             ctx.console.print("[green]No changes.[/] The registered definitions are up to date.")
         return
     _confirm(ctx, "Apply these changes?", yes or as_json)
-    applied = store.apply(definitions, plan=plan)
+    applied = plane.call("features.apply", definitions=document)
     if as_json:
-        emit_json(applied.to_dict() | {"applied": True})
+        emit_json(applied | {"applied": True})
     else:
-        counts = applied.counts()
+        counts = plan_from(applied).counts()
         ctx.console.print(f"[green]Applied.[/] {counts.get('create', 0)} created, {counts.get('update', 0)} updated.")
 
 
@@ -87,34 +113,14 @@ def apply_cmd(ctx, stack: str, definitions_path: str | None, dry_run: bool, yes:
 @pass_ctx
 def list_cmd(ctx, stack: str, as_json: bool) -> None:
     """Registered feature views and versions, their last materialization and the runs that read them."""
-    from datetime import datetime
-
-    store = _store(ctx, stack)
-    views = store.registered(refresh=True)
-    done = store.backend.materializations()
-    usage = store.backend.usage()
-    rows = []
-    for (name, version), doc in sorted(views.items()):
-        last = next((m for m in done if m["name"] == name and m["version"] == version and m["state"] == "succeeded"), None)
-        runs = sorted({u["run_id"] for u in usage if u["view"] == name and u["version"] == version})
-        rows.append({
-            "view": name, "version": version,
-            "entities": [e["join_key"] for e in doc["entities"]],
-            "features": [f"{f['name']}:{f['dtype']}" for f in doc["features"]],
-            "ttl_seconds": doc.get("ttl_seconds"),
-            "source": doc["source"].get("path") or doc["source"]["kind"],
-            "materialized_until": (datetime.fromtimestamp(last["end_us"] / 1e6, tz=UTC).isoformat()
-                                   if last else None),
-            "online_rows": last["rows"] if last else None,
-            "runs": runs,
-            "production_models": store.backend.production_users(name, version),
-        })
+    spec, plane = _plane(ctx, stack)
+    rows = plane.call("features.list")
     if as_json:
         emit_json(rows)
         return
     if not rows:
         ctx.console.print("No feature views registered. Define them in "
-                          f"{store.settings.definitions} and run `mlplat features apply`.")
+                          f"{spec.features.definitions} and run `mlplat features apply`.")
         return
     from rich.table import Table
 
@@ -139,11 +145,11 @@ def materialize_cmd(ctx, views: tuple[str, ...], stack: str, start: str, end: st
     """Write the latest value per entity in [START, END] into the online store (all views, or VIEWS)."""
     import time as _time
 
-    store = _store(ctx, stack)
+    spec, plane = _plane(ctx, stack)
     if end == "now":
         end = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(ctx.clock()))
     t0 = _time.perf_counter()
-    results = store.materialize(start, end, list(views) or None)
+    results = plane.call("features.materialize", start=start, end=end, views=list(views) or None)
     if as_json:
         emit_json(results)
         return
@@ -165,31 +171,31 @@ def skew_cmd(ctx, view: str, stack: str, sample: int | None, at: str | None, see
     """Compare online values with offline point-in-time values for a sample of entities.
 
     Exits 1 when the mismatch rate is above the stack's features.maxSkewRate."""
-    store = _store(ctx, stack)
-    report = store.skew(view, sample=sample or store.settings.skew_sample, seed=seed, at=at)
-    limit = store.settings.max_skew_rate
+    spec, plane = _plane(ctx, stack)
+    report = plane.call("features.skew", view=view, sample=sample, at=at, seed=seed)
+    limit = report["max_skew_rate"]
     if as_json:
-        emit_json(report.to_dict() | {"max_skew_rate": limit, "ok": report.mismatch_rate <= limit})
+        emit_json(report)
     else:
         c = ctx.console
-        c.print(f"[bold]Skew of {report.view}@{report.version}[/] at {report.at}: {report.sampled} entities, "
-                f"{report.compared} values compared", highlight=False)
+        c.print(f"[bold]Skew of {report['view']}@{report['version']}[/] at {report['at']}: "
+                f"{report['sampled_entities']} entities, {report['compared_values']} values compared", highlight=False)
         from rich.table import Table
 
         table = Table("feature", "mismatches", "rate")
-        per = max(report.sampled, 1)
-        for feature, count in report.mismatches.items():
+        per = max(report["sampled_entities"], 1)
+        for feature, count in report["by_feature"].items():
             table.add_row(feature, str(count), f"{count / per:.1%}", style="red" if count else None)
         c.print(table)
-        if report.kinds:
-            c.print("by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(report.kinds.items())), highlight=False)
-        for ex in report.examples[:5]:
+        if report["by_kind"]:
+            c.print("by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(report["by_kind"].items())), highlight=False)
+        for ex in report["examples"][:5]:
             c.print(f"  e.g. {ex['key']} {ex['feature']}: offline={ex['offline']!r} online={ex['online']!r} ({ex['kind']})",
                     highlight=False, markup=False)
-        colour = "green" if report.mismatch_rate <= limit else "red"
-        c.print(f"[{colour}]mismatch rate {report.mismatch_rate:.2%}[/] (allowed {limit:.2%})")
-    if report.mismatch_rate > limit:
-        raise CheckFailed(f"{report.mismatch_count} of {report.compared} values differ between the offline and online "
-                          f"store for {report.view}@{report.version}",
+        colour = "green" if report["ok"] else "red"
+        c.print(f"[{colour}]mismatch rate {report['mismatch_rate']:.2%}[/] (allowed {limit:.2%})")
+    if not report["ok"]:
+        raise CheckFailed(f"{report['mismatches']} of {report['compared_values']} values differ between the offline and "
+                          f"online store for {report['view']}@{report['version']}",
                           hint="re-run `mlplat features materialize` over a window that ends now; late-arriving rows "
                                "and a window shorter than the TTL both show up here")

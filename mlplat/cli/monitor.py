@@ -12,11 +12,12 @@ from mlplat.formatting import when
 # The monitoring services import numpy and pandas: each command imports them when it runs, so
 # `mlplat monitor --help` stays light.
 
+LABEL_BATCH = 5_000  # labels per request (the operation refuses more)
+
 
 @click.group()
 def monitor() -> None:
     """Drift, quality with delayed labels, calibration, alerts and retraining on captured traffic."""
-
 
 
 def _fmt(value) -> str:
@@ -35,48 +36,49 @@ def _fmt(value) -> str:
 @pass_ctx
 def run_cmd(ctx, stack: str, no_retrain: bool, fail_on_breach: bool, as_json: bool) -> int:
     """One monitoring pass: judge the newest window of every served version, alert, retrain if due."""
-    from mlplat.services.monitoring.passes import run_pass
+    from mlplat.api.plane import plane_for
 
     spec = ctx.stack(stack)
-    report = run_pass(spec, ctx, deliver="sync", retrain="defer" if no_retrain else "run")
+    report = plane_for(spec, ctx).call("monitoring.run", retrain=not no_retrain)
     if as_json:
-        emit_json(report.to_dict())
+        emit_json(report)
     else:
         _print_pass(ctx, report)
-    breached = any((w.drift or {}).get("verdict") == "drift" or (w.quality or {}).get("verdict") == "breach"
-                   for w in report.windows) or any(e["event"] == "fired" for e in report.events)
+    breached = any((w["drift"] or {}).get("verdict") == "drift" or (w["quality"] or {}).get("verdict") == "breach"
+                   for w in report["windows"]) or any(e["event"] == "fired" for e in report["events"])
     return ExitCode.FAILED if (breached and fail_on_breach) else ExitCode.OK
 
 
-def _print_pass(ctx, report) -> None:
+def _print_pass(ctx, report: dict) -> None:
     from rich.table import Table
 
     c = ctx.console
-    if not report.windows:
-        c.print(f"No captured traffic on stack '{report.stack}' yet: serve a model (`mlplat serve`) and send requests.")
+    if not report["windows"]:
+        c.print(f"No captured traffic on stack '{report['stack']}' yet: serve a model (`mlplat serve`) and send requests.")
     table = Table("model", "version", "env", "drift", "rows", "drifted features", "quality", "labelled",
-                  "accuracy", "roc_auc", "ece", title=f"monitoring pass {report.pass_id}")
-    for w in report.windows:
-        d, q, m = w.drift or {}, w.quality or {}, w.metrics
+                  "accuracy", "roc_auc", "ece", title=f"monitoring pass {report['pass_id']}")
+    for w in report["windows"]:
+        d, q, m = w["drift"] or {}, w["quality"] or {}, w["metrics"]
         colour = {"drift": "red", "ok": "green", "breach": "red"}
-        table.add_row(w.model, str(w.version), w.environment,
+        table.add_row(w["model"], str(w["version"]), w["environment"],
                       f"[{colour.get(d.get('verdict'), 'yellow')}]{d.get('verdict')}[/]", str(d.get("rows", 0)),
                       ", ".join(d.get("drifted_features", [])) or "-",
                       f"[{colour.get(q.get('verdict'), 'yellow')}]{q.get('verdict')}[/]", str(q.get("rows", 0)),
                       _fmt(m.get("quality.accuracy")), _fmt(m.get("quality.roc_auc")), _fmt(m.get("quality.ece")))
-    if report.windows:
+    if report["windows"]:
         c.print(table)
-    if report.cost:
-        share = report.cost.get("cost.budget_share")
-        c.print(f"cost this month: ${report.cost.get('cost.usd', 0):.4f} for {int(report.cost.get('cost.predictions', 0))} "
+    cost = report["cost"]
+    if cost:
+        share = cost.get("cost.budget_share")
+        c.print(f"cost this month: ${cost.get('cost.usd', 0):.4f} for {int(cost.get('cost.predictions', 0))} "
                 f"predictions" + (f", {share:.1%} of the prorated budget" if share is not None else ""))
-    for e in report.events:
+    for e in report["events"]:
         c.print(f"alert {e['event']}: [{e['severity']}] {e['message']}", highlight=False, markup=False)
-    for r in report.retraining:
+    for r in report["retraining"]:
         c.print(f"retraining {r.get('id')}: {r.get('status')}"
                 + (f", new version {r['new_version']}" if r.get("new_version") else "")
                 + (f" ({r['error'][:300]})" if r.get("error") else ""), highlight=False)
-    for note in report.notes:
+    for note in report["notes"]:
         c.print(f"note: {note}", highlight=False)
 
 
@@ -89,10 +91,10 @@ def _print_pass(ctx, report) -> None:
 @pass_ctx
 def status_cmd(ctx, name: str | None, stack: str, history: int, as_json: bool) -> None:
     """Latest windows, firing alerts and retraining of the stack's models (or of NAME)."""
-    from mlplat.services.monitoring.status import status
+    from mlplat.api.plane import plane_for
 
     spec = ctx.stack(stack)
-    doc = status(spec, ctx, model=name, history=history)
+    doc = plane_for(spec, ctx).call("monitoring.status", model=name, history=history)
     if as_json:
         emit_json(doc)
         return
@@ -132,23 +134,55 @@ def status_cmd(ctx, name: str | None, stack: str, history: int, as_json: bool) -
 @json_option
 @pass_ctx
 def labels_cmd(ctx, name: str | None, path: Path, id_column: str, label_column: str, stack: str, as_json: bool) -> None:
-    """Join ground truth to captured predictions by request id (NAME is informational)."""
-    from mlplat.services.monitoring.passes import ingest_labels
+    """Join ground truth to captured predictions by request id (NAME is informational).
+
+    The file is read and validated here as a whole, then sent in batches of at most 5,000 labels,
+    each under its own batch id (a batch delivered twice is stored once)."""
     from mlplat.services.monitoring.quality import read_label_file
 
     spec = ctx.stack(stack)
     batch = read_label_file(path, id_column=id_column, label_column=label_column)
-    result = ingest_labels(spec, ctx, batch, source=str(path))
+    result = _send_labels(ctx, spec, batch, source=str(path))
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(result)
         return
     c = ctx.console
-    c.print(f"{result.received} rows: {result.stored} labels stored, {result.updated} updated, "
-            f"{result.unknown} unknown request id(s), {result.missing_ids} without an id, "
-            f"{result.duplicates} duplicate(s)", highlight=False)
-    if result.unknown_ids:
-        c.print(f"[yellow]unknown ids (not captured on stack '{spec.name}'):[/] {', '.join(result.unknown_ids)}"
-                + (" ..." if result.unknown > len(result.unknown_ids) else ""), highlight=False)
-    if result.conflicting:
-        c.print(f"[yellow]ids with conflicting labels in the file (last one kept):[/] {', '.join(result.conflicting)}",
+    c.print(f"{result['received']} rows: {result['stored']} labels stored, {result['updated']} updated, "
+            f"{result['unknown']} unknown request id(s), {result['missing_ids']} without an id, "
+            f"{result['duplicates']} duplicate(s)", highlight=False)
+    if result["unknown_ids"]:
+        c.print(f"[yellow]unknown ids (not captured on stack '{spec.name}'):[/] {', '.join(result['unknown_ids'])}"
+                + (" ..." if result["unknown"] > len(result["unknown_ids"]) else ""), highlight=False)
+    if result["conflicting"]:
+        c.print(f"[yellow]ids with conflicting labels in the file (last one kept):[/] {', '.join(result['conflicting'])}",
                 highlight=False)
+
+
+def _send_labels(ctx, spec, batch, *, source: str) -> dict:
+    """Send ``batch`` in requests of at most LABEL_BATCH labels; the counts of the whole file."""
+    import uuid
+
+    from mlplat.api.plane import plane_for
+    from mlplat.errors import MlplatError
+    from mlplat.services.monitoring.quality import MAX_LISTED
+
+    items = [{"request_id": request_id, "label": label} for request_id, label in batch.labels.items()]
+    chunks = [items[i:i + LABEL_BATCH] for i in range(0, len(items), LABEL_BATCH)] or [[]]
+    upload = uuid.uuid4().hex
+    plane = plane_for(spec, ctx)
+    stored = updated = unknown = 0
+    unknown_ids: set[str] = set()
+    for number, chunk in enumerate(chunks):
+        try:
+            answer = plane.call("monitoring.labels", labels=chunk, source=source, batch_id=f"{upload}-{number}")
+        except MlplatError as exc:
+            if number:
+                exc.hint = (f"{number} of {len(chunks)} batches ({stored + updated} labels) were stored before this "
+                            "one failed; sending the file again is safe: labels are kept per request id"
+                            + (f". {exc.hint}" if exc.hint else ""))
+            raise
+        stored, updated, unknown = stored + answer["stored"], updated + answer["updated"], unknown + answer["unknown"]
+        unknown_ids.update(answer["unknown_ids"])
+    return {"received": batch.rows, "stored": stored, "updated": updated, "unknown": unknown,
+            "unknown_ids": sorted(unknown_ids)[:MAX_LISTED], "missing_ids": batch.missing_ids,
+            "duplicates": batch.duplicates, "conflicting": batch.conflicting[:MAX_LISTED]}

@@ -251,13 +251,24 @@ def run_pass(spec: StackSpec, ctx: Context, *, deliver: str = "background", retr
     return report
 
 
-def ingest_labels(spec: StackSpec, ctx: Context, batch: quality_mod.LabelBatch, *, source: str) -> quality_mod.JoinResult:
+LABEL_BATCHES_MIGRATION = "0008_label_batches"
+
+
+def ingest_labels(spec: StackSpec, ctx: Context, batch: quality_mod.LabelBatch, *, source: str,
+                  batch_id: str | None = None) -> quality_mod.JoinResult:
     """Store a validated label batch; ids that were never captured are counted, not stored.
 
     A label may name the platform's request id or the caller's own (``x-request-id``, a v2
-    request's ``id``); it is stored under the platform id of every capture it names."""
+    request's ``id``); it is stored under the platform id of every capture it names.
+
+    With ``batch_id`` the call is idempotent: a batch received again under the same id writes
+    nothing and returns the answer of its first delivery (the same id with other labels is a
+    ``Conflict``)."""
     monitor = monitor_for(spec, ctx)
     db = monitor.database()
+    digest = quality_mod.batch_digest(batch)
+    if batch_id is not None and LABEL_BATCHES_MIGRATION in db.pending():  # a stack provisioned before it shipped
+        db.migrate()
     resolved = monitor.resolve_request_ids(list(batch.labels))
     labels: dict[str, Any] = {}
     for given, label in batch.labels.items():
@@ -266,7 +277,14 @@ def ingest_labels(spec: StackSpec, ctx: Context, batch: quality_mod.LabelBatch, 
     known = {request_id for ids in resolved.values() for request_id in ids}
     batch = replace(batch, labels=labels)
     with db.transaction() as conn:
-        return quality_mod.store_labels(conn, batch, known_ids=known, source=source, now=ctx.clock())
+        if batch_id is not None:
+            replayed = quality_mod.replayed_batch(conn, batch_id, digest)
+            if replayed is not None:
+                return replayed
+        result = quality_mod.store_labels(conn, batch, known_ids=known, source=source, now=ctx.clock())
+        if batch_id is not None:
+            quality_mod.record_batch(conn, batch_id, digest, result, source=source, now=ctx.clock())
+        return result
 
 
 def log_labels(labels: dict[str, Any] | list[tuple[str, Any]], *, stack: str | None = None, ctx: Context | None = None

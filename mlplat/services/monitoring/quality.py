@@ -12,6 +12,7 @@ Brier score and expected calibration error (the last three need a score).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mlplat.errors import MlplatError, NotFound
+from mlplat.errors import Conflict, MlplatError, NotFound
 
 ECE_BINS = 10
 MAX_LISTED = 20
@@ -142,6 +143,7 @@ class JoinResult:
     missing_ids: int
     duplicates: int
     conflicting: list[str]
+    replayed: bool = False  # answered from the record of a batch received before under the same id
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -167,6 +169,31 @@ def store_labels(conn: sqlite3.Connection, batch: LabelBatch, *, known_ids: set[
             updated += 1
     return JoinResult(batch.rows, stored, updated, len(unknown), sorted(unknown)[:MAX_LISTED], batch.missing_ids,
                       batch.duplicates, batch.conflicting[:MAX_LISTED])
+
+
+def batch_digest(batch: LabelBatch) -> str:
+    """What identifies a batch's content: its labels, in order."""
+    text = json.dumps(sorted(batch.labels.items()), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def replayed_batch(conn: sqlite3.Connection, batch_id: str, digest: str) -> JoinResult | None:
+    """The answer given when batch ``batch_id`` first arrived, or ``None`` if it is new.
+    The same id with other labels is a ``Conflict``: batch ids are never reused."""
+    row = conn.execute("SELECT digest, result FROM monitor_label_batches WHERE batch_id=?", (batch_id,)).fetchone()
+    if row is None:
+        return None
+    if row[0] != digest:
+        raise Conflict(f"label batch '{batch_id}' was already received with other labels", where="batch_id",
+                       hint="send new labels under a new batch id; a batch id names one batch only")
+    return JoinResult(**json.loads(row[1]) | {"replayed": True})
+
+
+def record_batch(conn: sqlite3.Connection, batch_id: str, digest: str, result: JoinResult, *, source: str,
+                 now: float) -> None:
+    """Remember batch ``batch_id`` and its answer (inside the transaction that stored its labels)."""
+    conn.execute("INSERT INTO monitor_label_batches(batch_id, digest, source, received_at, result) VALUES (?,?,?,?,?)",
+                 (batch_id, digest, source, now, json.dumps(result.to_dict())))
 
 
 # --- metrics ------------------------------------------------------------------------------
