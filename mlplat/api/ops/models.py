@@ -116,7 +116,8 @@ class _Progress:
             self.spinner = self.console.status(f"{step} ...")
             self.spinner.start()
         elif status == "done":
-            took = time.perf_counter() - self.started.get(step, time.perf_counter())
+            now = time.perf_counter()
+            took = now - self.started.get(step, now)
             self.console.print(f"  [green]ok[/]  {step:<12} {took:6.2f}s  {detail}", highlight=False)
         elif status == "skipped":
             self.console.print(f"  [dim]--  {step:<12}          {detail}[/]", highlight=False)
