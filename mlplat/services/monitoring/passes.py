@@ -251,9 +251,6 @@ def run_pass(spec: StackSpec, ctx: Context, *, deliver: str = "background", retr
     return report
 
 
-LABEL_BATCHES_MIGRATION = "0008_label_batches"
-
-
 def ingest_labels(spec: StackSpec, ctx: Context, batch: quality_mod.LabelBatch, *, source: str,
                   batch_id: str | None = None) -> quality_mod.JoinResult:
     """Store a validated label batch; ids that were never captured are counted, not stored.
@@ -267,8 +264,6 @@ def ingest_labels(spec: StackSpec, ctx: Context, batch: quality_mod.LabelBatch, 
     monitor = monitor_for(spec, ctx)
     db = monitor.database()
     digest = quality_mod.batch_digest(batch)
-    if batch_id is not None and LABEL_BATCHES_MIGRATION in db.pending():  # a stack provisioned before it shipped
-        db.migrate()
     resolved = monitor.resolve_request_ids(list(batch.labels))
     labels: dict[str, Any] = {}
     for given, label in batch.labels.items():

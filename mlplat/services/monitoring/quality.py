@@ -177,23 +177,27 @@ def batch_digest(batch: LabelBatch) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+BATCH_KEY = "monitoring.label_batch:"  # + batch id: the record of a received batch in the ledger's ``meta`` table
+
+
 def replayed_batch(conn: sqlite3.Connection, batch_id: str, digest: str) -> JoinResult | None:
     """The answer given when batch ``batch_id`` first arrived, or ``None`` if it is new.
     The same id with other labels is a ``Conflict``: batch ids are never reused."""
-    row = conn.execute("SELECT digest, result FROM monitor_label_batches WHERE batch_id=?", (batch_id,)).fetchone()
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (BATCH_KEY + batch_id,)).fetchone()
     if row is None:
         return None
-    if row[0] != digest:
+    record = json.loads(row[0])
+    if record["digest"] != digest:
         raise Conflict(f"label batch '{batch_id}' was already received with other labels", where="batch_id",
                        hint="send new labels under a new batch id; a batch id names one batch only")
-    return JoinResult(**json.loads(row[1]) | {"replayed": True})
+    return JoinResult(**record["result"] | {"replayed": True})
 
 
 def record_batch(conn: sqlite3.Connection, batch_id: str, digest: str, result: JoinResult, *, source: str,
                  now: float) -> None:
     """Remember batch ``batch_id`` and its answer (inside the transaction that stored its labels)."""
-    conn.execute("INSERT INTO monitor_label_batches(batch_id, digest, source, received_at, result) VALUES (?,?,?,?,?)",
-                 (batch_id, digest, source, now, json.dumps(result.to_dict())))
+    record = {"digest": digest, "source": source, "received_at": now, "result": result.to_dict()}
+    conn.execute("INSERT INTO meta(key, value) VALUES (?,?)", (BATCH_KEY + batch_id, json.dumps(record)))
 
 
 # --- metrics ------------------------------------------------------------------------------
