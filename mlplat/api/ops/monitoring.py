@@ -3,11 +3,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from mlplat.api.operations import operation
 
 MAX_LABELS_PER_REQUEST = 5_000
+
+
+def _class_label(value: Any) -> Any:
+    """A class: an integer (a whole float or a boolean counts as one) or a class name; nothing else."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int | str):
+        return value
+    raise ValueError(f"a label is a class, an integer or a class name, not {value!r}")
 
 
 class LabelRow(BaseModel):
@@ -16,7 +27,7 @@ class LabelRow(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     request_id: Annotated[str, Field(min_length=1, max_length=512)]
-    label: int | str
+    label: Annotated[int | str, BeforeValidator(_class_label)]
 
 
 @operation("monitoring.run", "POST", "/monitoring/passes")
