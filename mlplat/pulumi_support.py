@@ -62,6 +62,22 @@ def _kebab(text: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", text).lower()
 
 
+def _computed(typ: str, inputs: dict[str, Any], physical: str, region: str) -> dict[str, Any]:
+    """Outputs the cloud computes rather than echoes, for the resources whose programs read them back."""
+    if typ == "aws:rds/instance:Instance":
+        host = f"{inputs.get('identifier') or physical}.c0mlplat0000.{region}.rds.amazonaws.com"
+        out: dict[str, Any] = {"address": host, "endpoint": f"{host}:{inputs.get('port') or 5432}"}
+        if inputs.get("manageMasterUserPassword"):
+            out["masterUserSecrets"] = [{
+                "secretArn": f"arn:aws:secretsmanager:{region}:{FAKE_ACCOUNT}:secret:rds!db-{physical}-AbC123",
+                "secretStatus": "active", "kmsKeyId": f"arn:aws:kms:{region}:{FAKE_ACCOUNT}:key/aws-secretsmanager"}]
+        return out
+    if typ in ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"):
+        internal = "internal-" if inputs.get("internal") else ""
+        return {"dnsName": f"{internal}{physical}-1234567890.{region}.elb.amazonaws.com"}
+    return {}
+
+
 def _build_mocks(region: str, records: list[RecordedResource]):
     import pulumi
     from pulumi.runtime.mocks import MockMonitor
@@ -75,7 +91,7 @@ def _build_mocks(region: str, records: list[RecordedResource]):
             service, _, kind = args.typ.partition(":")[2].partition("/")
             kind = kind.split(":")[-1] if kind else service
             arn = f"arn:aws:{service}:{region}:{FAKE_ACCOUNT}:{_kebab(kind)}/{physical}"
-            outputs = {**args.inputs, "arn": arn, "id": physical}
+            outputs = {**args.inputs, "arn": arn, "id": physical, **_computed(args.typ, args.inputs, physical, region)}
             if "name" not in outputs:
                 outputs["name"] = physical
             records.append(RecordedResource(
@@ -90,6 +106,9 @@ def _build_mocks(region: str, records: list[RecordedResource]):
                         "userId": "AIDAMLPLAT", "id": FAKE_ACCOUNT}
             if args.token == "aws:index/getRegion:getRegion":
                 return {"name": region, "region": region, "id": region}
+            if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+                return {"names": [f"{region}{z}" for z in "abc"], "zoneIds": [f"{region[:2]}1-az{i}" for i in (1, 2, 3)],
+                        "id": region, "region": region}
             return {}
 
     class RecordingMonitor(MockMonitor):

@@ -65,7 +65,7 @@ def main() -> None:
     from pulumi_policy import PolicyPack
 
     PolicyPack(name=rules.PACK_NAME, policies=build_policies(),
-               description="mlplat: cost tags, tracking, approvals, monitoring, safe rollout, storage, spend.")
+               description="mlplat: cost tags, tracking, approvals, monitoring, safe rollout, storage, spend, databases.")
 
 
 if __name__ == "__main__":

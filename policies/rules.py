@@ -113,6 +113,8 @@ T_EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
 T_TOPIC = "aws:sns/topic:Topic"
 T_BUDGET = "aws:budgets/budget:Budget"
 T_CLOUDCONTROL = "aws:cloudcontrol/resource:Resource"
+T_DB_INSTANCE = "aws:rds/instance:Instance"
+T_DB_CLUSTER = "aws:rds/cluster:Cluster"
 
 L_TRACKING = LOCAL_PREFIX + "TrackingStore"
 L_TRAINING = LOCAL_PREFIX + "TrainingRunner"
@@ -604,6 +606,52 @@ def validate_spend(resources: Sequence[Resource], config: Mapping[str, Any], rep
                 report(f"{budget.label} notifies nobody when spend crosses it", budget.urn or None)
 
 
+# --- 8. databases ---------------------------------------------------------------------------
+
+# Properties through which an RDS instance or cluster inherits its data and credentials from another
+# database (a read replica, a snapshot or point-in-time restore, a global cluster's secondary).
+_INHERITS = ("replicateSourceDb", "snapshotIdentifier", "restoreToPointInTime", "replicationSourceIdentifier",
+             "globalClusterIdentifier", "s3Import")
+_LITERAL_PASSWORDS = ("password", "passwordWo", "masterPassword", "masterPasswordWo")
+
+
+def validate_database(resource: Resource, config: Mapping[str, Any], report: ReportViolation) -> None:
+    """A database (an RDS instance or cluster, such as the control plane's ledger) is encrypted at rest,
+    never publicly accessible, and its master password is kept by RDS in Secrets Manager.
+
+    Reads ``storageEncrypted``, ``publiclyAccessible``, ``manageMasterUserPassword`` and the literal
+    password properties of ``aws:rds/instance:Instance`` and ``aws:rds/cluster:Cluster``.
+    """
+    if resource.type not in (T_DB_INSTANCE, T_DB_CLUSTER):
+        return
+    props = resource.props
+    inherits = any(props.get(key) for key in _INHERITS)
+    # Encryption at rest is chosen when the database is created and uses a KMS key (kmsKeyId, else the
+    # account's aws/rds key); left unset, a new database is NOT encrypted.
+    # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Overview.Encryption.html
+    encrypted = props.get("storageEncrypted")
+    if encrypted is False or (encrypted is None and not inherits):
+        report(f"{resource.label} is not encrypted at rest (storageEncrypted is {'off' if encrypted is False else 'unset'})",
+               resource.urn or None)
+    # A publicly accessible instance gets a public DNS name resolving to a public address; the control
+    # plane's database is reached only from inside its VPC.
+    # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_VPC.WorkingWithRDSInstanceinaVPC.html#USER_VPC.Hiding
+    if props.get("publiclyAccessible") is True:
+        report(f"{resource.label} is publicly accessible", resource.urn or None)
+    # With manageMasterUserPassword RDS generates the master password and keeps (and rotates) it in
+    # Secrets Manager; a password given to the resource is a literal in the program, its config or state.
+    # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-secrets-manager.html
+    if not config.get("requireManagedPassword", True):
+        return
+    literal = [key for key in _LITERAL_PASSWORDS if props.get(key)]
+    if literal:
+        report(f"{resource.label} is given its master password in {', '.join(literal)}; let RDS manage it in "
+               "Secrets Manager (manageMasterUserPassword: true)", resource.urn or None)
+    elif props.get("manageMasterUserPassword") is not True and not inherits:
+        report(f"{resource.label} does not keep its master password in Secrets Manager "
+               "(manageMasterUserPassword is not set)", resource.urn or None)
+
+
 # --- the catalog ------------------------------------------------------------------------
 
 _STRINGS = {"type": "array", "items": {"type": "string"}}
@@ -694,6 +742,18 @@ POLICIES: tuple[Policy, ...] = (
                                 "description": "GPU instances the team may run at once."},
             "requireBudget": {"type": "boolean", "default": True, "description": "Require a budget resource."},
         },
+    ),
+    Policy(
+        name="database",
+        description="Databases (the control plane's ledger) are encrypted at rest, not publicly accessible, and "
+                    "keep their master password in Secrets Manager.",
+        remediation="Use mlplat's control plane component (storageEncrypted, publiclyAccessible: false, "
+                    "manageMasterUserPassword: true); never pass a database password to the program.",
+        kind="resource",
+        validate=validate_database,
+        config_schema={"requireManagedPassword": {
+            "type": "boolean", "default": True,
+            "description": "Require the master password managed by RDS in Secrets Manager (no literal password)."}},
     ),
 )
 BY_NAME: dict[str, Policy] = {p.name: p for p in POLICIES}

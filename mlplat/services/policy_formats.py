@@ -26,6 +26,7 @@ FORMATS = ("text", "json", "junit", "sarif")
 POLICY_KEYS = {
     "required-cost-tags": "tags", "tracking-required": "provider", "approval-required": "governance",
     "monitoring-required": "monitoring", "safe-rollout": "serving", "storage": "provider", "spend": "serving",
+    "database": "provider",
     STACK_VALID: None,
 }
 

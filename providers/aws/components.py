@@ -17,6 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from mlplat_providers.aws import plan as p
+from mlplat_providers.aws.control_plane import ControlPlane, ControlPlaneArgs
 
 
 def _child(parent: pulumi.Resource, **extra: Any) -> pulumi.ResourceOptions:
@@ -402,11 +403,14 @@ class TeamPlatform(pulumi.ComponentResource):
         self.features = FeatureStore(f"{name}-features", FeatureStoreArgs(
             plan, self.tracking.role.arn, self.tracking.bucket.id), _child(self))
         self.cost = Cost(f"{name}-cost", CostArgs(plan, self.alerts.topic.arn), _child(self))
+        self.control_plane = ControlPlane(f"{name}-control-plane", ControlPlaneArgs(
+            plan, account, self.tracking.bucket.id), _child(self))
         self.register_outputs({
             "bucket": self.tracking.bucket.id,
             "tracking_server_arn": self.tracking.server.arn,
             "alert_topic_arn": self.alerts.topic.arn,
             "endpoints": {m: e.name for m, e in self.serving.endpoints.items()},
+            "control_plane_url": self.control_plane.url,
         })
 
 
@@ -417,3 +421,6 @@ def program(spec) -> None:
     pulumi.export("bucket", platform.tracking.bucket.id)
     pulumi.export("tracking_server_arn", platform.tracking.server.arn)
     pulumi.export("endpoints", {m: e.name for m, e in platform.serving.endpoints.items()})
+    # `mlplat up` prints these; the stack file's mlplat:controlPlane names them for every command
+    pulumi.export("controlPlaneUrl", platform.control_plane.url)
+    pulumi.export("trackingUrl", platform.control_plane.tracking_url)

@@ -86,10 +86,17 @@ class AwsProvisioner(Provisioner):
         stack = self._stack()
         events: list[PlannedChange] = []
         try:
-            stack.up(on_event=self._collect(events), on_output=lambda line: self.ctx.console.print(line, highlight=False))
+            result = stack.up(on_event=self._collect(events),
+                              on_output=lambda line: self.ctx.console.print(line, highlight=False))
         except Exception as exc:
             raise ExternalError(f"pulumi up of stack '{self.spec.name}' failed: {str(exc).strip()[-800:]}",
                                 hint="fix the error above and rerun; Pulumi resumes from its state") from exc
+        from mlplat_providers.aws.control_plane import up_lines
+
+        outputs = {key: getattr(value, "value", value) for key, value in (result.outputs or {}).items()}
+        for line in up_lines(self.spec, outputs):
+            (self.ctx.err if self.ctx.json else self.ctx.console).print(line, markup=False, highlight=False,
+                                                                          soft_wrap=True)
         return Plan(self.spec.name, [e for e in events if e.resource != "pulumi:pulumi:Stack"])
 
     def plan_destroy(self) -> Plan:

@@ -3,12 +3,86 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from mlplat.contracts import ProviderSettings
+from mlplat.contracts.settings import SETTINGS_CONFIG
+from mlplat_providers.aws import service_rules as rules
+
+
+class AwsControlPlaneSettings(BaseModel):
+    """How the AWS program provisions the stack's control plane (RDS for PostgreSQL, ECS on Fargate)."""
+
+    model_config = SETTINGS_CONFIG
+
+    image: str | None = Field(
+        None, description="Container image of the platform API server: it runs `mlplat server` and MLflow's "
+        "tracking server, and holds the project (its stacks/). Default: the stack account's ECR repository "
+        "`mlplat/server` (`<account>.dkr.ecr.<region>.amazonaws.com/mlplat/server:latest`), named like the "
+        "pipelines' `mlplat/train` image.",
+        examples=["123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlplat/server:1.4.0"])
+    certificate_arn: str | None = Field(
+        None, pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$",
+        description="ACM certificate for `hostname`: the load balancer then listens with HTTPS only. Unset: "
+        "the control plane is internal HTTP (inside the VPC, unencrypted).")
+    hostname: str | None = Field(
+        None, max_length=253, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+        description="DNS name the certificate covers, pointed (alias record) at the internal load balancer; the "
+        "control plane's URL is https://<hostname>. Required with `certificateArn`.",
+        examples=["mlplat.fraud.internal.example.com"])
+    client_cidrs: tuple[str, ...] = Field(
+        (), description="IPv4 networks allowed to reach the load balancer (VPN, peered networks). Default: the "
+        "control plane's own VPC only.", examples=[["10.0.0.0/8"]])
+    vpc_cidr: str = Field("10.42.0.0/16", description="IPv4 block of the control plane's VPC (/16 to /26): "
+                          "two private subnets, one public subnet for the NAT gateway.")
+    cpu: int = Field(1024, description="Fargate task CPU units (1024 = 1 vCPU), shared by the two containers.")
+    memory: int = Field(2048, description="Fargate task memory in MiB; must be a size Fargate offers for `cpu`.")
+    db_instance_class: str = Field("db.t4g.micro", pattern=rules.DB_INSTANCE_CLASS,
+                                   description="RDS instance class of the ledger database.")
+    postgres_version: str = Field("16", description="RDS for PostgreSQL engine version, MAJOR (minor versions "
+                                  "upgraded by RDS) or MAJOR.MINOR.", examples=["16", "16.4"])
+    backup_retention_days: int = Field(7, ge=1, le=35, description="Days RDS keeps automated backups (1-35).")
+
+    @field_validator("client_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        problems = [p for p in map(rules.cidr_problem, value) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc(cls, value: str) -> str:
+        problem = rules.vpc_cidr_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("postgres_version")
+    @classmethod
+    def _postgres(cls, value: str) -> str:
+        problem = rules.postgres_version_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AwsControlPlaneSettings:
+        problem = rules.fargate_size_problem(self.cpu, self.memory)
+        if problem:
+            raise ValueError(problem)
+        if self.certificate_arn and not self.hostname:
+            raise ValueError("certificateArn needs hostname: the name the certificate covers is the control plane's URL")
+        if self.hostname and not self.certificate_arn:
+            raise ValueError("hostname needs certificateArn: the load balancer serves a hostname with HTTPS only")
+        return self
 
 
 class AwsProviderSpec(ProviderSettings):
     kind: Literal["aws"] = Field(description="Amazon SageMaker through pulumi-aws and boto3.")
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$", description="AWS region.", examples=["eu-west-1"])
     account_id: str | None = Field(None, pattern=r"^\d{12}$", description="12-digit AWS account id.")
+    control_plane: AwsControlPlaneSettings = Field(
+        default_factory=lambda: AwsControlPlaneSettings(),
+        description="How the program provisions the control plane (ledger database and platform API server).")

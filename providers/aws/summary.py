@@ -49,7 +49,45 @@ def _rule(props: dict[str, Any]) -> str:
     return f"{props.get('name')}: on {detail.get('ModelPackageGroupName')} {detail.get('ModelApprovalStatus')}"
 
 
+def _n(value: Any) -> Any:
+    """A number as the program wrote it (the engine hands integers back as floats)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _database(props: dict[str, Any]) -> str:
+    return (f"{props.get('identifier')}: {props.get('engine')} {props.get('engineVersion')} "
+            f"{props.get('instanceClass')}, {'encrypted' if props.get('storageEncrypted') else 'NOT ENCRYPTED'}, "
+            f"{'PUBLIC' if props.get('publiclyAccessible') else 'private'}, "
+            f"{'password in Secrets Manager' if props.get('manageMasterUserPassword') else 'UNMANAGED PASSWORD'}, "
+            f"backups {_n(props.get('backupRetentionPeriod'))} d"
+            + (", deletion protection" if props.get("deletionProtection") else ""))
+
+
+def _containers(props: dict[str, Any]) -> str:
+    containers = _loads(props.get("containerDefinitions")) or []
+    return f"{props.get('family')} ({props.get('cpu')} CPU, {props.get('memory')} MiB): " + ", ".join(
+        f"{c.get('name')}:{','.join(str(m.get('containerPort')) for m in c.get('portMappings') or [])}"
+        + (f" secrets {','.join(s.get('name') for s in c.get('secrets') or [])}" if c.get("secrets") else "")
+        for c in containers if isinstance(c, dict))
+
+
+def _security_group(props: dict[str, Any]) -> str:
+    rules = []
+    for rule in props.get("ingress") or []:
+        sources = list(rule.get("cidrBlocks") or []) + [f"sg {g}" for g in rule.get("securityGroups") or []]
+        low, high = _n(rule.get("fromPort")), _n(rule.get("toPort"))
+        ports = low if low == high else f"{low}-{high}"
+        rules.append(f"{ports} from {', '.join(sources) or 'nobody'}")
+    return f"{props.get('description')}: in " + ("; ".join(rules) or "nothing")
+
+
 SUMMARIES: dict[str, Summary] = {
+    "aws:rds/instance:Instance": _database,
+    "aws:ecs/taskDefinition:TaskDefinition": _containers,
+    "aws:ec2/securityGroup:SecurityGroup": _security_group,
+    "aws:lb/loadBalancer:LoadBalancer": lambda p: f"{p.get('name')}: {'internal' if p.get('internal') else 'INTERNET-FACING'} {p.get('loadBalancerType')}",
+    "aws:lb/listener:Listener": lambda p: f"{p.get('protocol')} :{_n(p.get('port'))}" + (" (internal HTTP, unencrypted)" if p.get("protocol") == "HTTP" else ""),
+    "aws:ecs/service:Service": lambda p: f"{p.get('name')}: {_n(p.get('desiredCount'))} x {p.get('launchType')}, {len(p.get('loadBalancers') or [])} target group(s)",
     "aws:s3/bucket:Bucket": lambda p: f"{p.get('bucket')}",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": lambda p: "sse " + ", ".join(
         (r.get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm", "?") for r in p.get("rules") or []),

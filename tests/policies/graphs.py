@@ -74,6 +74,9 @@ def aws_graph() -> list[Resource]:
                                     "scheduleConfig": {"scheduleExpression": "cron(0 * ? * * *)"}}),
         r("aws:budgets/budget:Budget", "budget", name="b", limitAmount="100", tags=TAGS,
           notifications=[{"threshold": 80}]),
+        r("aws:rds/instance:Instance", "ledger", identifier="fraud-ledger", engine="postgres", tags=TAGS,
+          storageEncrypted=True, kmsKeyId="arn:aws:kms:eu-west-1:123456789012:key/k", publiclyAccessible=False,
+          manageMasterUserPassword=True, username="mlplat"),
     ]
 
 

@@ -249,3 +249,50 @@ def test_spend_budget_required():
     assert "no budget" in run("spend", without(local_graph(), "budget"))[0]
     assert run("spend", without(aws_graph(), "budget"), requireBudget=False) == []
     assert "notifies nobody" in run("spend", replace(aws_graph(), "budget", notifications=[]))[0]
+
+
+# --- database ------------------------------------------------------------------------------
+
+
+def test_database_unencrypted_or_encryption_left_unset():
+    assert "not encrypted at rest (storageEncrypted is off)" in run("database", replace(
+        aws_graph(), "ledger", storageEncrypted=False))[0]
+    # RDS's default for a new database is unencrypted: leaving the switch out is a finding, not a pass
+    assert "storageEncrypted is unset" in run("database", replace(aws_graph(), "ledger", storageEncrypted=None))[0]
+
+
+def test_database_publicly_accessible():
+    messages = run("database", replace(aws_graph(), "ledger", publiclyAccessible=True))
+    assert len(messages) == 1 and "publicly accessible" in messages[0] and "ledger" in messages[0]
+
+
+def test_database_literal_or_unmanaged_master_password():
+    literal = run("database", replace(aws_graph(), "ledger", manageMasterUserPassword=None, password="hunter22"))
+    assert len(literal) == 1 and "in password" in literal[0] and "manageMasterUserPassword" in literal[0]
+    write_only = run("database", replace(aws_graph(), "ledger", passwordWo="hunter22"))
+    assert len(write_only) == 1 and "passwordWo" in write_only[0]
+    assert "not set" in run("database", replace(aws_graph(), "ledger", manageMasterUserPassword=None))[0]
+    assert run("database", replace(aws_graph(), "ledger", manageMasterUserPassword=None),
+               requireManagedPassword=False) == []
+
+
+def test_database_replicas_inherit_encryption_and_credentials():
+    replica = r("aws:rds/instance:Instance", "replica", tags=TAGS, replicateSourceDb="fraud-ledger")
+    assert run("database", [replica]) == []
+    assert "storageEncrypted is off" in run("database", [r("aws:rds/instance:Instance", "replica", tags=TAGS,
+                                                           replicateSourceDb="fraud-ledger", storageEncrypted=False)])[0]
+
+
+def test_database_clusters_are_held_to_the_same_rules():
+    cluster = r("aws:rds/cluster:Cluster", "aurora", tags=TAGS, engine="aurora-postgresql", storageEncrypted=True,
+                manageMasterUserPassword=True)
+    assert run("database", [cluster]) == []
+    messages = run("database", [r("aws:rds/cluster:Cluster", "aurora", tags=TAGS, masterPassword="x" * 12)])
+    assert len(messages) == 2 and any("masterPassword" in m for m in messages)
+
+
+def test_database_findings_through_evaluate_are_mandatory_and_point_at_the_resource():
+    findings = [f for f in rules.evaluate(replace(aws_graph(), "ledger", publiclyAccessible=True, storageEncrypted=False))
+                if f.policy == "database"]
+    assert len(findings) == 2 and {f.level for f in findings} == {rules.MANDATORY}
+    assert {f.resource_name for f in findings} == {"ledger"}

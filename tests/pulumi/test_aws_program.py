@@ -67,7 +67,8 @@ def test_components_use_mlplat_tokens_and_parent_every_child(fraud):
     records = run_program(fraud)
     components = {r.urn: r for r in records if not r.custom}
     assert {r.type for r in components.values()} == {f"mlplat:aws:{t}" for t in (
-        "TeamPlatform", "Tracking", "Alerts", "Registry", "Pipelines", "Serving", "Monitoring", "FeatureStore", "Cost")}
+        "TeamPlatform", "Tracking", "Alerts", "Registry", "Pipelines", "Serving", "Monitoring", "FeatureStore", "Cost",
+        "ControlPlane")}
     for record in records:
         if record.custom:
             parent = components.get(record.parent)
