@@ -8,8 +8,8 @@ evidence it concerns, the previous row's hash and its own hash.
 Hash schemes, named per entry (``scheme``, ``key_id``):
 
 * ``hmac-sha256`` (current): ``hash = HMAC-SHA256(k, canonical JSON of the row without hash)``
-  where ``k`` is derived from the stack's secret (``keys/platform.key`` beside the platform
-  database, 0600; the same secret that seals model manifests). Without the key nobody can
+  where ``k`` is derived from the stack's secret (``keys/platform.key`` in the stack's state
+  directory, beside a SQLite ledger, 0600; the same secret that seals model manifests). Without the key nobody can
   recompute a chain, so an edited, inserted or reordered entry cannot be re-hashed into place.
 * ``sha256`` (entries written by earlier versions, ``scheme`` NULL): plain SHA-256 of the same
   JSON without ``scheme``/``key_id``. They still verify as such; the first keyed entry links to
@@ -93,11 +93,24 @@ def derive_key(stack_secret: bytes) -> AuditKey:
 
 
 def database_file(conn: sqlite3.Connection) -> Path | None:
-    """The file of the connection's main database (None in memory)."""
+    """The file of the connection's main database (None in memory, or on a database server)."""
+    if not isinstance(conn, sqlite3.Connection):
+        return None
     for row in conn.execute("PRAGMA database_list"):
         if row[1] == "main":
             return Path(row[2]) if row[2] else None
     return None
+
+
+def state_dir(conn: sqlite3.Connection) -> Path | None:
+    """Where the stack's key (``keys/platform.key``) and the signed head file live: the state directory
+    the connection names (``key_dir``: a PostgreSQL ledger's, set by ``mlplat.db``), else the folder
+    of its database file (None in memory)."""
+    named = getattr(conn, "key_dir", None)
+    if named is not None:
+        return Path(named)
+    db_file = database_file(conn)
+    return db_file.parent if db_file else None
 
 
 def _create_secret(path: Path) -> None:
@@ -128,12 +141,12 @@ def load_key(conn: sqlite3.Connection, *, create: bool = False) -> AuditKey | No
     ``create``: make the stack's secret if it does not exist yet and the chain holds no keyed
     entry (a missing key under keyed entries is tampering, never silently replaced).
     """
-    from mlplat.db import key_path
+    from mlplat.db import KEY_FILE
 
-    db_file = database_file(conn)
-    if db_file is None:
+    folder = state_dir(conn)
+    if folder is None:
         return None
-    path = key_path(db_file)
+    path = folder / KEY_FILE
     try:
         raw = path.read_bytes().strip()
     except FileNotFoundError:
@@ -155,8 +168,8 @@ def load_key(conn: sqlite3.Connection, *, create: bool = False) -> AuditKey | No
 
 
 def head_path(conn: sqlite3.Connection) -> Path | None:
-    db_file = database_file(conn)
-    return db_file.parent / HEAD_FILE if db_file else None
+    folder = state_dir(conn)
+    return folder / HEAD_FILE if folder else None
 
 
 def _head_mac(key: AuditKey, seq: int, digest: str) -> str:
