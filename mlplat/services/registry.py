@@ -486,7 +486,8 @@ def log_model(run: TrackedRun, model: Any, name: str, *, input_example: Any = No
 def version_row(conn: sqlite3.Connection, name: str, version: int) -> dict[str, Any]:
     row = conn.execute("SELECT * FROM model_versions WHERE model = ? AND version = ?", (name, int(version))).fetchone()
     if row is None:
-        known = conn.execute("SELECT group_concat(version) FROM model_versions WHERE model = ?", (name,)).fetchone()[0]
+        known = ",".join(str(r[0]) for r in conn.execute(
+            "SELECT version FROM model_versions WHERE model = ? ORDER BY version", (name,)))
         if known:
             raise NotFound(f"model '{name}' has no version {version}", hint=f"known versions: {known}")
         models = [r[0] for r in conn.execute("SELECT DISTINCT model FROM model_versions ORDER BY model")]

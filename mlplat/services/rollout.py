@@ -694,8 +694,8 @@ def ab_readout(conn: sqlite3.Connection, model: str, environment: str, variants:
         if since is not None:
             where += " AND ts>=?"
             args.append(since)
-        row = conn.execute(f"SELECT COUNT(*) AS n, SUM(status>=500) AS errors, AVG(latency_ms) AS mean_ms "
-                           f"FROM captures WHERE {where}", args).fetchone()
+        row = conn.execute(f"SELECT COUNT(*) AS n, SUM(CASE WHEN status>=500 THEN 1 ELSE 0 END) AS errors, "
+                           f"AVG(latency_ms) AS mean_ms FROM captures WHERE {where}", args).fetchone()
         item = {"version": route.version, "weight": route.weight, "captured": int(row["n"] or 0),
                 "errors": int(row["errors"] or 0), "mean_latency_ms": _round(row["mean_ms"])}
         if has_labels:

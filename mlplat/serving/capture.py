@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mlplat.db import Database
+from mlplat.db import open_database
 from mlplat.serving.protocol import Inputs, to_list
 
 log = logging.getLogger("mlplat.gateway")
@@ -51,7 +51,7 @@ class CaptureWriter:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        db = Database(self.db_path)
+        db = open_database(self.db_path)
         conn = db.connect()
         try:
             # a ledger not yet migrated (mlplat up not rerun) has no column for the caller's request id

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.contracts.canary import CanaryMetrics, CanaryWindow, VariantStats
-from mlplat.db import Database
+from mlplat.db import ledger_target, open_database
 from mlplat.services import rollout as ro
 from mlplat.serving.routing import Routing
 
@@ -62,7 +62,7 @@ class CanaryController:
 
     def __init__(self, db_path: Path, environment: str, routing: Routing, clock: Callable[[], float], *,
                  instance_type: str | None = None, price_per_hour: float | None = None):
-        self.db_path = Path(db_path)
+        self.db_path = ledger_target(db_path)
         self.environment = environment
         # waits are recorded at most once a second per rollout: the controller passes several times a second
         self.judge = ro.CanaryJudge(GatewayCanaryMetrics(routing), actor=CONTROLLER, clock=clock, record_every=1.0,
@@ -71,7 +71,7 @@ class CanaryController:
     def control_once(self, last_recorded: dict[int, float] | None = None) -> list[tuple[int, str]]:
         """Judge every running rollout once; returns ``(rollout id, action)`` for those acted on."""
         last_recorded = {} if last_recorded is None else last_recorded
-        db = Database(self.db_path)
+        db = open_database(self.db_path)
         conn = db.connect()
         acted = []
         try:

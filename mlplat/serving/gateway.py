@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlplat.db import ledger_target
 from mlplat.serving import asgi
 from mlplat.serving.capture import CaptureWriter
 from mlplat.serving.controller import CanaryController
@@ -81,7 +82,7 @@ class Gateway:
 
     def __init__(self, db_path: Path, config: GatewayConfig, resolver: Resolver, loader: Loader | None = None,
                  enricher: Enricher | None = None, clock: Callable[[], float] = time.time):
-        self.db_path = Path(db_path)
+        self.db_path = ledger_target(db_path)
         self.config = config
         # the canary controller's time (bake time, step start, analysis stamps): injectable, so a
         # test can let a step bake without waiting for it

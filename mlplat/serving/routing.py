@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlplat.db import Database
+from mlplat.db import ledger_target, open_database
 from mlplat.services import rollout as ro
 from mlplat.services.ledger import Ledger
 from mlplat.serving import predictor
@@ -118,7 +118,7 @@ class Routing:
     statistics of each running canary rollout (``rollout_stats``: rollout id -> :class:`RolloutStats`)."""
 
     def __init__(self, db_path: Path, environment: str, pool: ModelPool):
-        self.db_path = Path(db_path)
+        self.db_path = ledger_target(db_path)
         self.environment = environment
         self.pool = pool
         self.table: dict[str, LiveEndpoint] = {}
@@ -137,7 +137,7 @@ class Routing:
         Refusals are logged and kept in ``self.refused`` (model -> reason).
         """
         with self._lock:
-            conn = Database(self.db_path).connect()
+            conn = open_database(self.db_path).connect()
             try:
                 rev = ro.revision(conn)
                 if rev == self.revision and not force:

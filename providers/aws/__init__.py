@@ -26,7 +26,7 @@ def _tracker(spec, ctx):
 def _registry(spec, ctx):
     from mlplat_providers.aws.runtime.registry import AwsModelRegistry
 
-    return AwsModelRegistry(spec)
+    return AwsModelRegistry(spec, ctx=ctx)
 
 
 def _delivery(spec, ctx):

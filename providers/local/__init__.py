@@ -32,7 +32,7 @@ def _tracker(spec, ctx):
 def _registry(spec, ctx):
     from mlplat_providers.local.registry import LocalModelRegistry
 
-    return LocalModelRegistry.for_stack(spec)
+    return LocalModelRegistry.for_stack(spec, ctx)
 
 
 def _delivery(spec, ctx):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.contracts import FeatureStoreBackend, ViewSelection
-from mlplat.db import Database
+from mlplat.db import Database, ledger_for
 from mlplat.errors import MlplatError
 from mlplat.features.definitions import (
     ACCEPTS,
@@ -60,7 +60,7 @@ class LocalFeatureStore(FeatureStoreBackend):
         self.ctx = ctx
         self.layout = StateLayout(spec.state_dir)
         self.project = Path(spec.project_dir or ".")
-        self.db = Database(self.layout.platform_db)
+        self.db = ledger_for(self.layout.platform_db, ctx)
         if not self.layout.platform_db.is_file():
             raise MlplatError(f"stack '{spec.name}' is not provisioned (no platform database under {self.layout.root})",
                               hint=f"run `mlplat up --stack {spec.name}` first")

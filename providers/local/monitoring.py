@@ -6,7 +6,7 @@ import sqlite3
 from typing import Any
 
 from mlplat.contracts import Capture, CostSource, Deployment, Monitor, Usage
-from mlplat.db import Database
+from mlplat.db import Database, ledger_for
 from mlplat.errors import MlplatError
 from mlplat_providers.local.layout import StateLayout
 
@@ -19,7 +19,7 @@ class LocalMonitor(Monitor, CostSource):
         self.spec = spec
         self.ctx = ctx
         self.layout = StateLayout(spec.state_dir)
-        self._db = Database(self.layout.platform_db)
+        self._db = ledger_for(self.layout.platform_db, ctx)
 
     def database(self) -> Database:
         if not self.layout.platform_db.is_file():

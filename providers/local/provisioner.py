@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlplat import lineage
 from mlplat.contracts import Plan, PlannedChange, Provisioner, ResourceStatus
-from mlplat.db import Database
+from mlplat.db import ledger_for
 from mlplat.errors import ExternalError, IntegrityError, StackError
 from mlplat.locking import stack_lock
 from mlplat_providers.local.layout import MARKER, MARKER_KIND, PLATFORM_ENTRIES, StateLayout
@@ -49,7 +49,7 @@ class LocalProvisioner(Provisioner):
         self.spec = spec
         self.ctx = ctx
         self.layout = StateLayout(spec.state_dir)
-        self.db = Database(self.layout.platform_db)
+        self.db = ledger_for(self.layout.platform_db, ctx)
         self._lock_wait = lock_wait
 
     def set_lock_wait(self, seconds: float) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.contracts import ModelRegistry, StoredVersion
-from mlplat.db import Database
+from mlplat.db import Database, ledger_for
 from mlplat.errors import ExternalError, IntegrityError, MlplatError, NotFound
 from mlplat.locking import stack_lock
 from mlplat_providers.local.layout import StateLayout
@@ -31,8 +31,9 @@ def _path_of(uri: str) -> Path:
 
 
 class LocalModelRegistry(ModelRegistry):
-    def __init__(self, spec):
+    def __init__(self, spec, ctx=None):
         self.spec = spec
+        self.ctx = ctx
         self.layout = StateLayout(spec.state_dir)
         if not self.layout.exists():
             raise MlplatError(
@@ -42,14 +43,14 @@ class LocalModelRegistry(ModelRegistry):
         self._db: Database | None = None
 
     @classmethod
-    def for_stack(cls, spec) -> LocalModelRegistry:
-        return cls(spec)
+    def for_stack(cls, spec, ctx=None) -> LocalModelRegistry:
+        return cls(spec, ctx)
 
     # --- platform state -------------------------------------------------------------------
 
     def database(self) -> Database:
         if self._db is None:
-            db = Database(self.layout.platform_db)
+            db = ledger_for(self.layout.platform_db, self.ctx)
             if db.pending():  # a stack provisioned before this migration shipped
                 db.migrate()
             self._db = db

@@ -14,7 +14,7 @@ from typing import Any
 
 from mlplat.contracts import EndpointDeployer
 from mlplat.contracts.canary import percentile
-from mlplat.db import Database
+from mlplat.db import ledger_for
 from mlplat.errors import MlplatError
 from mlplat.services import rollout as ro
 from mlplat.services.serving import check_deploy
@@ -29,7 +29,7 @@ class LocalServing(EndpointDeployer):
         if not self.layout.exists():
             raise MlplatError(f"stack '{spec.name}' is not provisioned (no stores under {self.layout.root})",
                               hint=f"run `mlplat up --stack {spec.name}` first")
-        self.db = Database(self.layout.platform_db)
+        self.db = ledger_for(self.layout.platform_db, ctx)
         if "0003_serving" in self.db.pending():  # a stack provisioned before serving shipped
             self.db.migrate()
 
@@ -136,7 +136,7 @@ class LocalServing(EndpointDeployer):
 
             return lambda rows: enrich(spec, ctx, views, rows)
 
-        return Gateway(self.layout.platform_db, config, resolve, enricher=enricher)
+        return Gateway(self.db, config, resolve, enricher=enricher)
 
     def serve(self, *, environment: str, host: str, port: int, port_file: str | None = None,
               controller: bool = True) -> None:

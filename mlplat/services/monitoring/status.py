@@ -20,7 +20,7 @@ def status(spec: StackSpec, ctx: Context, *, model: str | None = None, history: 
         where, args = ("WHERE model=?", [model]) if model else ("", [])
         rows = conn.execute(
             f"SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY model, version, environment, kind "
-            f"ORDER BY ts DESC, id DESC) AS rn FROM monitor_windows {where}) WHERE rn<=? "
+            f"ORDER BY ts DESC, id DESC) AS rn FROM monitor_windows {where}) AS w WHERE rn<=? "
             f"ORDER BY model, version DESC, kind, ts DESC", (*args, history)).fetchall()
         windows = [_window(r) for r in rows]
         subject_filter = ("AND (subject LIKE ? OR subject LIKE 'team:%')", [f"{model}@%"]) if model else ("", [])
@@ -47,7 +47,7 @@ def series(spec: StackSpec, ctx: Context, *, model: str, kind: str, limit: int =
     conn = db.connect()
     try:
         rows = conn.execute("SELECT * FROM (SELECT * FROM monitor_windows WHERE model=? AND kind=? ORDER BY ts DESC, "
-                            "id DESC LIMIT ?) ORDER BY ts, id", (model, kind, limit)).fetchall()
+                            "id DESC LIMIT ?) AS w ORDER BY ts, id", (model, kind, limit)).fetchall()
     finally:
         conn.close()
     return [_window(r) for r in rows]

@@ -52,7 +52,7 @@ class AwsCost(CostSource):
         self.spec = spec
         self.ctx = ctx
         self.aws = session or AwsSession(spec)
-        self.state = AwsState(spec.state_dir).ensure()
+        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure()
 
     def deployments(self, start: float, end: float) -> list[Deployment]:
         conn = self.state.database().connect()

@@ -62,10 +62,10 @@ def split_s3(uri: str) -> tuple[str, str]:
 
 
 class AwsModelRegistry(ModelRegistry):
-    def __init__(self, spec, session: AwsSession | None = None):
+    def __init__(self, spec, session: AwsSession | None = None, ctx=None):
         self.spec = spec
         self.aws = session or AwsSession(spec)
-        self.state = AwsState(spec.state_dir).ensure()
+        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure()
         self._db = None
 
     @classmethod

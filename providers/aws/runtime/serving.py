@@ -70,7 +70,7 @@ class AwsServing(EndpointDeployer):
         self.spec = spec
         self.ctx = ctx
         self.aws = session or AwsSession(spec)
-        self.state = AwsState(spec.state_dir).ensure()
+        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure()
         self.db = self.state.database()
 
     @cached_property

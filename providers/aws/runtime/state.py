@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlplat.db import Database
+from mlplat.db import Database, PgDatabase, open_database
 from mlplat.errors import IntegrityError
 from mlplat.locking import stack_lock
 
@@ -24,6 +24,7 @@ _READY: set[Path] = set()  # state roots checked by this process
 @dataclass(frozen=True)
 class AwsState:
     root: Path
+    database_url: str | None = None  # the server's ledger (PostgreSQL); None: SQLite under root
 
     @property
     def platform_db(self) -> Path:
@@ -59,16 +60,17 @@ class AwsState:
 
     def ensure(self) -> AwsState:
         """Create what is missing (idempotent); migrate the platform database."""
-        if self.root in _READY and self.platform_db.is_file():
+        if self.root in _READY and (self.database_url or self.platform_db.is_file()):
             return self
-        if self.platform_db.is_file() and self.signing_key.is_file() and not Database(self.platform_db).pending():
+        if (self.database_url or self.platform_db.is_file()) and self.signing_key.is_file() \
+                and not self._ledger().pending():
             return self
         self.root.parent.mkdir(parents=True, exist_ok=True)
         with stack_lock(self.lock, operation="initialise the AWS stack's local state", wait_seconds=60):
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             for sub in (self.artifacts, self.cache, self.tmp, self.signing_key.parent):
                 sub.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = Database(self.platform_db)
+            db = self._ledger()
             if db.pending():
                 db.migrate()
             if not self.signing_key.is_file():
@@ -80,8 +82,13 @@ class AwsState:
         _READY.add(self.root)
         return self
 
-    def database(self) -> Database:
-        return Database(self.ensure().platform_db)
+    def _ledger(self) -> Database | PgDatabase:
+        if self.database_url:
+            return open_database(self.database_url, key_dir=self.root)
+        return Database(self.platform_db)
+
+    def database(self) -> Database | PgDatabase:
+        return self.ensure()._ledger()
 
     def key(self) -> bytes:
         self.ensure()
