@@ -1,5 +1,6 @@
 """Experiment tracking on an MLflow store, shared by every provider whose tracking speaks MLflow
-(the local provider's SQLite store, an AWS stack's store, Azure ML's MLflow-compatible workspace)."""
+(the local provider's SQLite store or the stack's shared tracking server, an AWS stack's store,
+Azure ML's MLflow-compatible workspace)."""
 from __future__ import annotations
 
 import os
@@ -13,12 +14,32 @@ from mlplat.errors import ExternalError, NotFound
 
 # MLflow's per-request limits for log_batch
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
+# MLflow retries a request to a tracking server 7 times with a doubling backoff: four minutes before a
+# command learns the server is down. Three quick retries still ride out a restart.
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def is_server_uri(uri: str) -> bool:
+    """True for a tracking server (``http(s)://``), False for a store this process opens itself."""
+    return uri.startswith(("http://", "https://"))
+
+
+def use_tracking_server(uri: str) -> None:
+    """Prepare this process to talk to the tracking server at ``uri``: fail in seconds, not minutes,
+    when it does not answer (an explicit ``MLFLOW_HTTP_REQUEST_*`` setting wins)."""
+    if is_server_uri(uri):
+        for key, value in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(key, value)
 
 
 class MlflowTracker(ExperimentTracker):
-    def __init__(self, tracking_uri: str, artifact_root: str):
+    """``artifact_root``: where new experiments keep their artifacts; ``None`` lets the store choose
+    (a tracking server started with ``--serve-artifacts`` stores them itself and serves them over HTTP)."""
+
+    def __init__(self, tracking_uri: str, artifact_root: str | None):
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
+        use_tracking_server(tracking_uri)
 
     @cached_property
     def client(self):
@@ -36,8 +57,9 @@ class MlflowTracker(ExperimentTracker):
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
+        location = os.path.join(self.artifact_root, _safe(name)) if self.artifact_root else None
         try:
-            return self.client.create_experiment(name, artifact_location=os.path.join(self.artifact_root, _safe(name)))
+            return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # lost a creation race with another process
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -46,11 +68,24 @@ class MlflowTracker(ExperimentTracker):
 
     def ui_command(self, *, host: str, port: int) -> list[str]:
         """MLflow's own UI (``python -m mlflow ui``) over this store and artifact root."""
+        if is_server_uri(self.tracking_uri) or not self.artifact_root:
+            self._unsupported("tracking UI", hint=f"the stack's tracking server serves its own UI: open "
+                                                  f"{self.tracking_uri} in a browser")
         return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.tracking_uri,
                 "--default-artifact-root", self.artifact_root, "--host", host, "--port", str(port)]
 
     def start_run(self, experiment: str, *, name: str | None, tags: Mapping[str, str]) -> str:
-        run = self.client.create_run(self._experiment_id(experiment), run_name=name, tags=dict(tags))
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.create_run(self._experiment_id(experiment), run_name=name, tags=dict(tags))
+        except MlflowException as exc:
+            if not is_server_uri(self.tracking_uri):
+                raise
+            raise ExternalError(f"the tracking server at {self.tracking_uri} could not start a run: {exc}"[:600],
+                                where="mlplat:controlPlane.tracking",
+                                hint="check that it runs (`mlplat server --tracking-port N` starts one) and that "
+                                     "the stack file names it") from None
         return run.info.run_id
 
     def log_batch(self, run_id: str, *, params: Mapping[str, str] = (), metrics: Sequence[MetricPoint] = (),

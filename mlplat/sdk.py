@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplat import lineage, providers
+from mlplat.api.plane import plane_for
 from mlplat.context import Context
 from mlplat.contracts import Capability, MetricPoint
 from mlplat.errors import MlplatError, TrackingRequired
@@ -167,7 +168,10 @@ class Run:
     def log_model(self, model: Any, name: str, **kwargs: Any) -> Any:
         """Register ``model`` as a new version of ``name`` with this run's lineage.
 
-        ``TrackingRequired`` once the run has ended: untracked models are never registered."""
+        The files are saved here and stored in the stack's registry; the version is recorded through
+        the stack's control plane (``models.register``: this process, or ``mlplat server``, which seals
+        the manifest and names the caller as author). ``TrackingRequired`` once the run has ended:
+        untracked models are never registered."""
         with _lock:
             active = not self._ended and self in _active
         if not active:
@@ -179,11 +183,8 @@ class Run:
 
     def _say_reference(self, name: str, version: int) -> None:
         """Tell the user where the monitoring reference sample came from, and when it is too small to judge."""
-        conn = registry_service.registry_for(self.spec, self.ctx).database().connect()
-        try:
-            reference = (registry_service.version_row(conn, name, version)["lineage"] or {}).get("reference") or {}
-        finally:
-            conn.close()
+        record = plane_for(self.spec, self.ctx).call("models.sealed_version", name=name, version=version)
+        reference = (record.get("lineage") or {}).get("reference") or {}
         minimum = self.spec.monitoring.drift.min_reference_rows
         err = self.ctx.err
         if not reference.get("reference"):

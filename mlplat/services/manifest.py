@@ -46,9 +46,20 @@ def seal(manifest: dict[str, Any], key: bytes) -> str:
 
 def verify(root: Path, manifest: dict[str, Any], sealed: str, key: bytes, *, what: str) -> None:
     """Raise ``IntegrityError`` naming the first problem: a forged manifest, or a changed, missing or extra file."""
+    check_seal(manifest, sealed, key, what=what)
+    verify_files(root, manifest, what=what)
+
+
+def check_seal(manifest: dict[str, Any], sealed: str, key: bytes, *, what: str) -> None:
+    """``IntegrityError`` unless ``sealed`` is the seal of ``manifest`` under ``key``."""
     if not hmac.compare_digest(seal(manifest, key), sealed):
         raise IntegrityError(f"the manifest of {what} does not match its seal: it was altered in the platform database",
                              hint="restore the platform database from a backup; do not serve this version")
+
+
+def verify_files(root: Path, manifest: dict[str, Any], *, what: str) -> None:
+    """The file half of :func:`verify`, for a manifest whose seal was checked where the key is
+    (a client of ``mlplat server`` gets the manifest from the server, which holds the key)."""
     expected: dict[str, str] = manifest["files"]
     present = set(_files(root))
     for rel, sha in sorted(expected.items()):

@@ -1,11 +1,14 @@
 """Registering model versions and the provider-neutral registry rules.
 
-``Run.log_model`` lands in :func:`log_model`: the model is saved with its MLflow
-flavor *without* pip-requirement inference (the run already recorded its
-environment), a reference sample and a profile for monitoring are written beside
-it, every file is hashed into a manifest sealed with the stack's key, and the
-version is created in the provider's registry and recorded — lineage, author,
-manifest, stage ``dev`` and an audit entry — in the platform database.
+``Run.log_model`` lands in :func:`log_model`, which runs where the model is (the user's
+process): the model is saved with its MLflow flavor *without* pip-requirement inference
+(the run already recorded its environment), a reference sample and a profile for
+monitoring are written beside it, and the version's files are stored in the provider's
+registry. It then asks the stack's control plane (``models.register``, embedded or
+``mlplat server``) to record it: :func:`register_version` runs where the ledger is, fetches
+the version's files from the registry, hashes every one into a manifest sealed with the
+key kept there, and records lineage, author (the caller), manifest, stage ``dev`` and an
+audit entry in one transaction.
 
 The platform database is the source of truth for stages. This module is the version
 ledger: registration, lookups, stages, verification of sealed files and sealed loading.
@@ -21,14 +24,14 @@ import os
 import re
 import shutil
 import sqlite3
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlplat import lineage, providers
+from mlplat.api.plane import plane_for
 from mlplat.contracts import Capability, ModelRegistry
-from mlplat.errors import IntegrityError, MlplatError, NotFound, TrackingRequired
+from mlplat.errors import Conflict, IntegrityError, MlplatError, NotFound, TrackingRequired
 from mlplat.services import audit
 from mlplat.services import holdout as holdouts
 from mlplat.services import manifest as manifests
@@ -399,18 +402,18 @@ def log_model(run: TrackedRun, model: Any, name: str, *, input_example: Any = No
 
     ``run`` must be active: :meth:`mlplat.sdk.Run.log_model`, the way in, refuses an ended run.
     """
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise MlplatError(f"invalid model name {name!r}", hint=f"use {MODEL_NAME_RULE}")
+    _check_name(name)
     if task not in (None, "classification", "regression"):
         raise MlplatError(f"task must be 'classification' or 'regression', got {task!r}")
     spec, ctx = run.spec, run.ctx
     registry = registry_for(spec, ctx)
     tags = registry.run_tags(run.run_id)
-    if tags.get("mlplat.tracked") != "true":
-        raise TrackingRequired(f"run {run.run_id} is not a tracked mlplat run (tag mlplat.tracked is not 'true')",
-                               hint="start runs with mlplat.start_run so lineage is recorded")
+    _require_tracked(run.run_id, tags)
     framework = detect_framework(model)
     holdout_doc = _holdout_doc(holdout, Path(spec.project_dir))
+    plane = plane_for(spec, ctx)
+    # Before any file is stored: the ledger answers, and finds this run in the tracking store it reads.
+    plane.call("models.check_registration", name=name, run_id=run.run_id)
     environment = registry.run_environment(run.run_id)
     requirements = pinned_requirements(framework, environment)
 
@@ -433,13 +436,11 @@ def log_model(run: TrackedRun, model: Any, name: str, *, input_example: Any = No
                                      run_lineage=run.lineage, input_example=input_example,
                                      signature=mlmodel.signature, holdout=holdout_doc,
                                      run_datasets=getattr(run, "datasets", None))
-        author = tags.get("mlplat.user") or run.lineage.get("user") or ctx.user
-        sealed_manifest = manifests.build(model_dir, model=name, run_id=run.run_id, framework=framework,
-                                          serialization=storage["format"])
-        digest = manifests.digest(sealed_manifest)
-        seal = manifests.seal(sealed_manifest, registry.signing_key())
+        # The ledger seals the manifest of the files it fetches back; this digest proves they are these.
+        digest = manifests.digest(manifests.build(model_dir, model=name, run_id=run.run_id, framework=framework,
+                                                  serialization=storage["format"]))
         lineage_doc = {
-            "run_id": run.run_id, "experiment": run.experiment, "author": author,
+            "run_id": run.run_id, "experiment": run.experiment, "author": ctx.user,
             "framework": framework, "task": task or _task(model),
             "datasets": {d["name"]: {"sha256": d["sha256"], "rows": d.get("rows"), "kind": d.get("kind"),
                                      "path": d.get("path")} for d in run.lineage.get("datasets", [])},
@@ -451,33 +452,130 @@ def log_model(run: TrackedRun, model: Any, name: str, *, input_example: Any = No
             "features": lineage.views_of_run(tags),
         }
         stored = registry.store_version(name, run.run_id, model_dir, tags={
-            "mlplat.artifact_digest": digest, "mlplat.author": author, "mlplat.framework": framework})
+            "mlplat.artifact_digest": digest, "mlplat.author": ctx.user, "mlplat.framework": framework})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    db = registry.database()
-    now = time.time()
-    with db.transaction() as conn:
-        conn.execute(
-            "INSERT INTO model_versions (model, version, run_id, author, framework, task, source, manifest, "
-            "artifact_digest, seal, lineage, signature, holdout, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (name, stored.version, run.run_id, author, framework, lineage_doc["task"], stored.source,
-             audit.canonical(sealed_manifest), digest, seal, json.dumps(lineage_doc, sort_keys=True, default=str),
-             json.dumps(signature_doc) if signature_doc else None, json.dumps(holdout_doc) if holdout_doc else None,
-             now))
-        conn.execute("INSERT INTO model_stages (model, version, environment, stage, updated_at, updated_by) "
-                     "VALUES (?,?,?,?,?,?)", (name, stored.version, spec.environment, "dev", now, author))
-        audit.append(conn, actor=author, action="model.registered", model=name, version=stored.version,
-                     environment=spec.environment, reason=f"registered from run {run.run_id}", digest=digest,
-                     evidence={"run_id": run.run_id, "framework": framework, "files": len(sealed_manifest["files"]),
-                               "datasets": {k: v["sha256"] for k, v in lineage_doc["datasets"].items()},
-                               "commit": lineage_doc["code"].get("commit"),
-                               "environment_hash": lineage_doc["environment"]["hash"]})
+    plane.call("models.register", name=name, version=stored.version, run_id=run.run_id, source=stored.source,
+               artifact_digest=digest, framework=framework, lineage=lineage_doc, signature=signature_doc,
+               holdout=holdout_doc)
     run.set_tag(f"mlplat.registered.{name}", str(stored.version))
     if signature_doc is None:
         ctx.err.print(f"mlplat: {name} version {stored.version} has no input signature: {signature_source}",
                       highlight=False, markup=False)
     return stored.version
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise MlplatError(f"invalid model name {name!r}", hint=f"use {MODEL_NAME_RULE}")
+
+
+def _require_tracked(run_id: str, tags: Mapping[str, str]) -> None:
+    if tags.get("mlplat.tracked") != "true":
+        raise TrackingRequired(f"run {run_id} is not a tracked mlplat run (tag mlplat.tracked is not 'true')",
+                               hint="start runs with mlplat.start_run so lineage is recorded")
+
+
+def _run_tags(registry: ModelRegistry, run_id: str) -> dict[str, str]:
+    """The run's tags from the tracking store this process reads (where the ledger is)."""
+    try:
+        return registry.run_tags(run_id)
+    except NotFound as exc:
+        raise NotFound(f"{exc} (registration reads the run from the stack's tracking store)", where=exc.where,
+                       hint="every machine of the stack must name the same mlplat:controlPlane.tracking, "
+                            "and runs must be started with mlplat.start_run on that stack") from None
+
+
+def check_registration(spec: StackSpec, ctx: Context, name: str, run_id: str) -> dict[str, Any]:
+    """Whether run ``run_id`` may register a version of ``name`` here: a valid name, and a tracked run
+    in the tracking store this ledger reads. Writes nothing."""
+    _check_name(name)
+    _require_tracked(run_id, _run_tags(registry_for(spec, ctx), run_id))
+    return {"model": name, "run_id": run_id, "environment": spec.environment, "author": ctx.user}
+
+
+def _check_lineage(run_id: str, doc: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    """The lineage a client sends must agree with what its run recorded when it started."""
+    if doc.get("run_id") != run_id:
+        raise MlplatError(f"the lineage names run {doc.get('run_id')!r}, not {run_id}", where="lineage.run_id")
+    for key in ("datasets", "code", "environment", "storage"):
+        if not isinstance(doc.get(key), Mapping):
+            raise MlplatError(f"the lineage's {key} is not a mapping", where=f"lineage.{key}")
+    for role, entry in doc["datasets"].items():
+        if not isinstance(entry, Mapping):
+            raise MlplatError(f"dataset '{role}' of the lineage is not a mapping", where=f"lineage.datasets.{role}")
+        recorded = tags.get(f"mlplat.data.{role}.sha256")
+        if recorded is not None and entry.get("sha256") != recorded:
+            raise IntegrityError(f"dataset '{role}' of the lineage does not match run {run_id}'s recorded sha256",
+                                 where=f"lineage.datasets.{role}", hint="register from the run that trained the model")
+    recorded_env = tags.get("mlplat.env.hash")
+    if recorded_env is not None and doc["environment"].get("hash") != recorded_env:
+        raise IntegrityError(f"the environment of the lineage does not match run {run_id}'s", where="lineage.environment")
+
+
+def register_version(spec: StackSpec, ctx: Context, *, name: str, version: int, run_id: str, source: str,
+                     artifact_digest: str, framework: str, lineage_doc: Mapping[str, Any],
+                     signature: Mapping[str, Any] | None, holdout: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Record version ``version`` of ``name``, whose files :func:`log_model` stored at ``source``, in the
+    ledger: the files are fetched from the registry, hashed into a manifest sealed with this ledger's key
+    (the manifest :func:`verified_model_dir` checks later), and recorded with the lineage, the caller as
+    author, stage ``dev`` and an audit entry in one transaction.
+
+    ``IntegrityError`` when the fetched files are not the ones the caller hashed (``artifact_digest``),
+    ``Conflict`` when the version is already recorded; nothing is written then."""
+    _check_name(name)
+    if framework not in FLAVOR_REQUIREMENTS:
+        raise MlplatError(f"unknown framework {framework!r}", where="framework",
+                          hint=f"one of {', '.join(FLAVOR_REQUIREMENTS)}")
+    task = lineage_doc.get("task")
+    if task not in (None, "classification", "regression"):
+        raise MlplatError(f"task must be 'classification' or 'regression', got {task!r}", where="lineage.task")
+    registry = registry_for(spec, ctx)
+    tags = _run_tags(registry, run_id)
+    _require_tracked(run_id, tags)
+    _check_lineage(run_id, lineage_doc, tags)
+    what = f"{name} version {version}"
+    folder = Path(registry.local_dir(name, version, source))
+    stored = describe(folder)
+    sealed_manifest = manifests.build(folder, model=name, run_id=run_id, framework=framework,
+                                      serialization=stored.serialization)
+    digest = manifests.digest(sealed_manifest)
+    if digest != artifact_digest:
+        raise IntegrityError(f"the files of {what} in the registry are not the files that were logged (their manifest "
+                             "digest differs)", where=source,
+                             hint="the artifact store changed while the version was registered; log the model again")
+    seal = manifests.seal(sealed_manifest, registry.signing_key())
+    author = ctx.user
+    doc = {**lineage_doc, "author": author,
+           "storage": {**(lineage_doc.get("storage") or {}), "format": stored.serialization, "safe": stored.safe}}
+    code: Mapping[str, Any] = doc.get("code") or {}
+    environment: Mapping[str, Any] = doc.get("environment") or {}
+    datasets: Mapping[str, Any] = doc["datasets"]
+    db = registry.database()
+    now = ctx.clock()
+    try:
+        with db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO model_versions (model, version, run_id, author, framework, task, source, manifest, "
+                "artifact_digest, seal, lineage, signature, holdout, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (name, version, run_id, author, framework, task, source, audit.canonical(sealed_manifest), digest,
+                 seal, json.dumps(doc, sort_keys=True, default=str), json.dumps(signature) if signature else None,
+                 json.dumps(holdout) if holdout else None, now))
+            conn.execute("INSERT INTO model_stages (model, version, environment, stage, updated_at, updated_by) "
+                         "VALUES (?,?,?,?,?,?)", (name, version, spec.environment, "dev", now, author))
+            audit.append(conn, actor=author, action="model.registered", model=name, version=version,
+                         environment=spec.environment, reason=f"registered from run {run_id}", digest=digest,
+                         evidence={"run_id": run_id, "framework": framework, "files": len(sealed_manifest["files"]),
+                                   "datasets": {k: v.get("sha256") for k, v in datasets.items()},
+                                   "commit": code.get("commit"), "environment_hash": environment.get("hash")})
+    except sqlite3.IntegrityError as exc:
+        if "UNIQUE" not in str(exc) and "PRIMARY KEY" not in str(exc).upper():
+            raise
+        raise Conflict(f"{what} is already registered", where=f"{name}/{version}",
+                       hint="`mlplat models list` shows the registered versions") from None
+    return {"model": name, "version": version, "environment": spec.environment, "stage": "dev", "author": author,
+            "artifact_digest": digest, "files": len(sealed_manifest["files"]), "reference": doc.get("reference")}
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -514,14 +612,27 @@ def production_version(conn: sqlite3.Connection, name: str, environment: str) ->
     return int(row[0]) if row else None
 
 
-def verify_row(registry: ModelRegistry, row: Mapping[str, Any]) -> Path:
-    """The version's local folder after checking the seal and every file's sha256."""
-    folder = Path(registry.local_dir(row["model"], row["version"], row["source"]))
+def check_sealed(registry: ModelRegistry, row: Mapping[str, Any]) -> None:
+    """``IntegrityError`` unless the row's manifest is the one its digest names and its seal signs."""
     what = f"{row['model']} version {row['version']}"
     if manifests.digest(row["manifest"]) != row["artifact_digest"]:
         raise IntegrityError(f"the recorded artifact digest of {what} does not match its manifest",
                              hint="the platform database was altered; restore it from a backup")
-    manifests.verify(folder, row["manifest"], row["seal"], registry.signing_key(), what=what)
+    manifests.check_seal(row["manifest"], row["seal"], registry.signing_key(), what=what)
+
+
+def verify_row(registry: ModelRegistry, row: Mapping[str, Any]) -> Path:
+    """The version's local folder after checking the seal and every file's sha256."""
+    folder = Path(registry.local_dir(row["model"], row["version"], row["source"]))
+    check_sealed(registry, row)
+    return verify_files(folder, row)
+
+
+def verify_files(folder: Path, row: Mapping[str, Any]) -> Path:
+    """``folder`` after checking every file against the row's manifest and the model format it records;
+    the manifest itself must have passed :func:`check_sealed` (here or where the ledger is)."""
+    what = f"{row['model']} version {row['version']}"
+    manifests.verify_files(folder, row["manifest"], what=what)
     recorded = row["manifest"].get("serialization")
     if recorded:  # versions sealed before the format was recorded have none
         found = describe(folder).serialization
@@ -531,16 +642,28 @@ def verify_row(registry: ModelRegistry, row: Mapping[str, Any]) -> Path:
     return folder
 
 
-def verified_model_dir(spec: StackSpec, ctx: Context, name: str, version: int) -> Path:
-    """Local folder of the MLflow model of ``name`` ``version``, after verifying every file's sha256
-    against the manifest sealed at registration. ``NotFound`` / ``IntegrityError`` otherwise."""
+def sealed_version(spec: StackSpec, ctx: Context, name: str, version: int) -> dict[str, Any]:
+    """The ledger's record of ``name`` ``version`` once its manifest was checked against its digest and
+    seal here, where the key is (the seal itself stays here). ``NotFound`` / ``IntegrityError`` otherwise."""
     registry = registry_for(spec, ctx)
     conn = registry.database().connect()
     try:
         row = version_row(conn, name, version)
     finally:
         conn.close()
-    folder = verify_row(registry, row)
+    check_sealed(registry, row)
+    return {k: v for k, v in row.items() if k != "seal"} | {"sealed": True}
+
+
+def verified_model_dir(spec: StackSpec, ctx: Context, name: str, version: int) -> Path:
+    """Local folder of the MLflow model of ``name`` ``version``, after verifying every file's sha256
+    against the manifest sealed at registration. ``NotFound`` / ``IntegrityError`` otherwise.
+
+    The record and its seal are checked where the ledger is (``models.sealed_version``: this process,
+    or ``mlplat server``); the files are fetched from the registry and checked here, against it."""
+    record = plane_for(spec, ctx).call("models.sealed_version", name=name, version=version)
+    folder = Path(registry_for(spec, ctx).local_dir(record["model"], record["version"], record["source"]))
+    verify_files(folder, record)
     allow_sealed_loading()
     return folder
 

@@ -1,8 +1,9 @@
 """The local provider: the whole platform on one machine, with real parts.
 
-MLflow (SQLite backend + local artifact root) for tracking and model versions, the
-platform database (SQLite, WAL) for governance and operations, DuckDB over Parquet
-for offline features, an ASGI gateway on 127.0.0.1 for serving.
+MLflow (SQLite backend + local artifact root, or the stack's shared tracking server named by
+``mlplat:controlPlane.tracking``) for tracking and model versions, the platform database
+(SQLite, WAL) for governance and operations, DuckDB over Parquet for offline features, an ASGI
+gateway on 127.0.0.1 for serving.
 """
 from __future__ import annotations
 
@@ -22,8 +23,18 @@ def _tracker(spec, ctx):
     from mlplat.mlflow_tracking import MlflowTracker
     from mlplat_providers.local.layout import StateLayout
 
+    if spec.control_plane.tracking:  # the stack's shared tracking server: it keeps runs and artifacts
+        return MlflowTracker(spec.control_plane.tracking, None)
     layout = StateLayout(spec.state_dir)
     if not layout.exists():
+        import os
+
+        url = os.environ.get("MLPLAT_CONTROL_PLANE_URL") or spec.control_plane.url
+        if url and not ctx.ledger_owner:
+            raise MlplatError(f"stack '{spec.name}' uses the control plane at {url} but names no tracking server, "
+                              "so runs of this machine have nowhere to go", where="mlplat:controlPlane.tracking",
+                              hint="add `tracking: http://<server>:<port>` under mlplat:controlPlane "
+                                   "(`mlplat server --tracking-port N` runs one beside the server)")
         raise MlplatError(f"stack '{spec.name}' is not provisioned (no stores under {layout.root})",
                           hint=f"run `mlplat up --stack {spec.name}` first")
     return MlflowTracker(layout.tracking_uri, str(layout.artifacts))

@@ -18,6 +18,7 @@ def _sqlite(name: str) -> tuple[str, ...]:
 PLATFORM_ENTRIES: tuple[str, ...] = (
     *_sqlite("platform.db"), *_sqlite("mlflow.db"), "mlflow.db.partial", *_sqlite("online.db"),
     "artifacts", "keys", "tmp", "locks", "monitoring", "features", "packages", "audit-head.json",
+    "tracking-server", "cache",
 )
 
 
@@ -62,6 +63,11 @@ class StateLayout:
     @property
     def tmp(self) -> Path:
         return self.root / "tmp"
+
+    @property
+    def cache(self) -> Path:
+        """Local copies of files kept elsewhere (a tracking server's model versions): safe to delete."""
+        return self.root / "cache"
 
     def exists(self) -> bool:
         return self.platform_db.is_file() and self.mlflow_db.is_file()
