@@ -343,7 +343,6 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if revision == "head" and self.path.exists() and not self.pending():
             return []
-        before = self.applied()
         from sqlalchemy import create_engine, event
         from sqlalchemy import exc as sa_exc
         from sqlalchemy.pool import NullPool
@@ -352,7 +351,8 @@ class Database:
         # the connection is in autocommit mode (isolation_level=None): the transaction is ours
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         try:
-            with engine.begin() as conn:
+            with engine.begin() as conn:  # what ran before is read under the lock: a racing loser ran nothing
+                before = _applied_names(*self._versions(conn.connection.dbapi_connection))
                 _alembic_upgrade(conn, revision)
         except sa_exc.OperationalError as exc:
             if "locked" in str(exc):
@@ -899,6 +899,8 @@ class PgConnection:
                 else:
                     cursor.execute(statement.text, args)
                 rows = cursor.fetchall() if cursor.description is not None else []
+                rowcount = cursor.rowcount  # before RELEASE SAVEPOINT resets it
+                names = [c.name for c in cursor.description] if cursor.description is not None else None
             except psycopg.Error as exc:
                 if savepoint and not conn.broken:
                     cursor.execute("ROLLBACK TO SAVEPOINT mlplat_statement")
@@ -908,9 +910,8 @@ class PgConnection:
             if savepoint:
                 cursor.execute("RELEASE SAVEPOINT mlplat_statement")
             if statement.returns_id:
-                return Cursor([], None, cursor.rowcount, rows[0][0] if rows else None)
-            names = [c.name for c in cursor.description] if cursor.description is not None else None
-            return Cursor(rows, names, cursor.rowcount)
+                return Cursor([], None, rowcount, rows[0][0] if rows else None)
+            return Cursor(rows, names, rowcount)
         finally:
             cursor.close()
 
@@ -1067,7 +1068,6 @@ class PgDatabase:
         _check_revision(revision)
         if revision == "head" and not self.pending():
             return []
-        before = self.applied()
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
@@ -1075,6 +1075,10 @@ class PgDatabase:
         try:
             with engine.begin() as conn:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LEDGER_LOCK})")
+                stamped = None  # read under the lock: a racing loser finds the history done and runs nothing
+                if conn.exec_driver_sql("SELECT to_regclass('alembic_version') IS NOT NULL").scalar():
+                    stamped = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+                before = _applied_names(set(), stamped)
                 _alembic_upgrade(conn, revision)
         finally:
             engine.dispose()
