@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deployments": ("mlplat.cli.serving:deployments", "List and inspect deployments."),
     "rollout": ("mlplat.cli.serving:rollout", "Rollout status: current step, metrics per variant, decisions."),
     "server": ("mlplat.cli.server:server", "Serve the stack's platform API: the shared ledger a whole team reaches."),
+    "db": ("mlplat.cli.db:db", "The ledger's database: upgrade its schema, export it, import it (SQLite, PostgreSQL)."),
 }
 
 
