@@ -490,8 +490,9 @@ def _finish_running(conn: sqlite3.Connection, model: str, environment: str, *, s
                        (model, environment)).fetchone()
     if row is None:
         return None
-    conn.execute("UPDATE rollouts SET state=?, finished_at=?, reason=? WHERE id=?", (state, now, reason, row["id"]))
-    return dict(row)
+    cur = conn.execute("UPDATE rollouts SET state=?, finished_at=?, reason=? WHERE id=? AND state='running'",
+                       (state, now, reason, row["id"]))
+    return dict(row) if int(cur.rowcount) == 1 else None  # None: another transaction ended it first
 
 
 def deploy(conn: sqlite3.Connection, *, model: str, environment: str, version: int, strategy: str, actor: str,
@@ -592,8 +593,9 @@ def advance(conn: sqlite3.Connection, rollout_id: int, *, actor: str, decision: 
         endpoint.previous_version, endpoint.stable_version = stable, candidate
         endpoint.rollout_id = None
         endpoint.updated_by = actor
-        conn.execute("UPDATE rollouts SET state='succeeded', finished_at=?, reason=? WHERE id=?",
-                     (now, "promoted after the last step", rollout_id))
+        if not _take_step(conn, rollout_id, step - 1, "UPDATE rollouts SET state='succeeded', finished_at=?, reason=?",
+                          (now, "promoted after the last step")):
+            return None
         _save(conn, endpoint, now=now, instance_type=instance_type, price=price_per_hour)
         _event(conn, endpoint, actor=actor, event="promoted", rollout_id=rollout_id, step_index=step - 1,
                percent=100, reason="; ".join(decision.reasons), metrics=decision.metrics, now=now)
@@ -604,7 +606,8 @@ def advance(conn: sqlite3.Connection, rollout_id: int, *, actor: str, decision: 
     percent = policy.steps[step]
     endpoint.routes = canary_routes(stable, candidate, percent) if percent < 100 else [Route("canary", candidate, 100)]
     endpoint.updated_by = actor
-    conn.execute("UPDATE rollouts SET step_index=?, step_started_at=? WHERE id=?", (step, now, rollout_id))
+    if not _take_step(conn, rollout_id, step - 1, "UPDATE rollouts SET step_index=?, step_started_at=?", (step, now)):
+        return None
     _save(conn, endpoint, now=now, instance_type=instance_type, price=price_per_hour)
     _event(conn, endpoint, actor=actor, event="step", rollout_id=rollout_id, step_index=step, percent=percent,
            reason="; ".join(decision.reasons), metrics=decision.metrics, now=now)
@@ -612,6 +615,14 @@ def advance(conn: sqlite3.Connection, rollout_id: int, *, actor: str, decision: 
            reason=f"canary step {step + 1}/{len(policy.steps)}: {percent} % to version {candidate}",
            evidence={"rollout_id": rollout_id, "metrics": decision.metrics})
     return endpoint
+
+
+def _take_step(conn: sqlite3.Connection, rollout_id: int, from_step: int, update: str, args: tuple[Any, ...]) -> bool:
+    """Apply ``update`` to the rollout only if it is still running at ``from_step``: the step is a
+    compare-and-set, so two controllers that judged the same step (one of them holding a lease that
+    had expired) take it once. The first write of the transaction: on False nothing was written."""
+    cur = conn.execute(update + " WHERE id=? AND state='running' AND step_index=?", (*args, rollout_id, from_step))
+    return int(cur.rowcount) == 1
 
 
 def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: str, to: int | None = None,
@@ -649,6 +660,8 @@ def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: s
                        hint="`mlplat deployments show` lists the versions it served")
     from_versions = serving + ([endpoint.shadow["version"]] if endpoint.shadow else [])
     finished = _finish_running(conn, model, environment, state="rolled_back", reason=reason, now=now)
+    if expect_rollout is not None and finished is None:
+        return None  # ended meanwhile (another controller's verdict): nothing was written
     old_stable = endpoint.stable_version
     endpoint.routes = [Route("primary", target, 100)]
     endpoint.shadow = None

@@ -4,6 +4,13 @@ A controller thread judges running rollouts on live per-variant statistics and a
 rolls them back through :class:`mlplat.services.rollout.CanaryJudge`, the same judge, rules and
 audit entries as every provider's, and the same rollback path as ``mlplat rollback``. Its state
 is in the database, so a restarted gateway resumes the rollout at its current step.
+
+Several gateways (one per host, or beside each of several servers) may serve one environment;
+one controller at a time judges a rollout: the one holding the ledger lease
+``rollout:<model>:<environment>`` (:mod:`mlplat.services.leases`). It judges on the traffic it
+served itself. When it stops renewing (its gateway stopped, crashed or hung), another gateway's
+controller takes the lease over once it expires. A step is also a compare-and-set on the
+rollout's current step, so a holder that was paused past its lease cannot take a step twice.
 """
 from __future__ import annotations
 
@@ -12,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.contracts.canary import CanaryMetrics, CanaryWindow, VariantStats
-from mlplat.db import ledger_target, open_database
+from mlplat.db import Database, PgDatabase, ledger_target, open_database
 from mlplat.services import rollout as ro
+from mlplat.services.leases import DEFAULT_TTL_S, Leases
 from mlplat.serving.routing import Routing
 
 CONTROLLER = "mlplat-canary-controller"
@@ -57,28 +65,60 @@ def tail(stats: VariantStats, start: int) -> VariantStats:
     return VariantStats(requests=len(latencies), errors=0, latencies_ms=list(latencies), predictions=list(predictions))
 
 
+def lease_name(rollout: Mapping[str, Any]) -> str:
+    """The lease a controller holds while it judges ``rollout``: one per (model, environment)."""
+    return f"rollout:{rollout['model']}:{rollout['environment']}"
+
+
 class CanaryController:
-    """Judges every running rollout of one environment once per :meth:`control_once` call."""
+    """Judges every running rollout of one environment it holds the lease of, once per
+    :meth:`control_once` call. ``holder`` names it among the controllers (default: host:pid:random)."""
 
     def __init__(self, db_path: Path, environment: str, routing: Routing, clock: Callable[[], float], *,
-                 instance_type: str | None = None, price_per_hour: float | None = None):
+                 instance_type: str | None = None, price_per_hour: float | None = None, holder: str | None = None,
+                 lease_ttl: float = DEFAULT_TTL_S):
         self.db_path = ledger_target(db_path)
         self.environment = environment
         # waits are recorded at most once a second per rollout: the controller passes several times a second
         self.judge = ro.CanaryJudge(GatewayCanaryMetrics(routing), actor=CONTROLLER, clock=clock, record_every=1.0,
                                     instance_type=instance_type, price_per_hour=price_per_hour)
+        self.leases = Leases(holder, ttl=lease_ttl, clock=clock)
+
+    def database(self) -> Database | PgDatabase:
+        return open_database(self.db_path)
 
     def control_once(self, last_recorded: dict[int, float] | None = None) -> list[tuple[int, str]]:
-        """Judge every running rollout once; returns ``(rollout id, action)`` for those acted on."""
+        """Judge every running rollout whose lease this controller holds (or takes now) once;
+        returns ``(rollout id, action)`` for those acted on."""
         last_recorded = {} if last_recorded is None else last_recorded
-        db = open_database(self.db_path)
+        db = self.database()
         conn = db.connect()
         acted = []
         try:
-            for rollout in ro.running_rollouts(conn, self.environment):
+            running = ro.running_rollouts(conn, self.environment)
+            for rollout in running:
+                if not self.leases.hold(db, conn, lease_name(rollout)):
+                    continue  # another controller judges it
                 verdict = self.judge.judge(db, conn, rollout, last_recorded)
                 if verdict.acted is not None:
                     acted.append((verdict.rollout_id, verdict.acted))
+            live = {lease_name(r) for r in running}
+            for name in self.leases:
+                if name not in live:  # that rollout ended: let whoever runs the next one take it at once
+                    self.leases.release(db, conn, name)
         finally:
             conn.close()
         return acted
+
+    def release(self) -> None:
+        """Give up every lease this controller holds (a stopping gateway hands its rollouts over at once)."""
+        names = list(self.leases)
+        if not names:
+            return
+        db = self.database()
+        conn = db.connect()
+        try:
+            for name in names:
+                self.leases.release(db, conn, name)
+        finally:
+            conn.close()

@@ -133,6 +133,10 @@ class Gateway:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        try:
+            self.controller.release()  # hand this gateway's rollouts to another one's controller at once
+        except Exception as exc:
+            log.warning("could not release the canary controller's leases: %s", exc)
         self.capture.stop()
         self.shadow.stop()
         self.started = False
