@@ -241,3 +241,23 @@ def test_a_bad_skew_query_is_refused_naming_the_field(site):
     response = httpx.get(site["server"].url + "/api/v1/features/views/driver_stats/skew", params={"sample": "0"},
                          headers={"Mlplat-User": USER}, timeout=30)
     assert response.status_code == 422 and "sample" in response.json()["message"]
+
+
+def test_the_dashboard_reads_the_same_figures_through_the_server(site):
+    from mlplat.api.plane import EmbeddedPlane
+    from mlplat.dashboard import data
+
+    ctx = Context(project_dir=site["root"], _user=USER)
+    spec = ctx.stack("dev")
+    here = EmbeddedPlane(spec, ctx).call("dashboard.snapshot")
+    api = site["server"].plane(spec, ctx)
+    try:
+        there = api.call("dashboard.snapshot")
+    finally:
+        api.close()
+    moving = ("now", "cost")  # the month to date ends when it is asked
+    assert {k: v for k, v in here.items() if k not in moving} == {k: v for k, v in there.items() if k not in moving}
+    assert [w["model"] for w in there["drift"]] == ["scorer"]
+    assert [(r["version"], r["predictions"]) for r in here["cost"]["versions"]] == [
+        (r["version"], r["predictions"]) for r in there["cost"]["versions"]]
+    assert data.snapshot(spec, ctx)["quality"]["scorer"][-1]["rows"] == 500
