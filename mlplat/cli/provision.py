@@ -7,7 +7,7 @@ import click
 
 from mlplat.cli.options import emit_json, json_option, lock_wait_option, pass_ctx, stack_option, yes_option
 from mlplat.contracts import Capability, Plan
-from mlplat.errors import Aborted, ExitCode
+from mlplat.errors import Aborted, Conflict, ExitCode, ExternalError, StackError
 
 SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red"), "unchanged": ("=", "dim")}
 
@@ -20,6 +20,83 @@ def _provisioner(ctx, stack: str, lock_wait: float = 0.0):
     if lock_wait:  # not waiting is every provisioner's default; asking one that cannot wait is refused
         provisioner.set_lock_wait(lock_wait)
     return spec, provisioner
+
+
+def _served_by(ctx, spec) -> str | None:
+    """The URL of the `mlplat server` that holds STACK's platform for this process, or None (embedded)."""
+    from mlplat.api.plane import RemotePlane, plane_for
+
+    plane = plane_for(spec, ctx)
+    plane.close()
+    return plane.url if isinstance(plane, RemotePlane) else None
+
+
+def _answers(url: str, path: str) -> tuple[bool, str]:
+    """``(True, detail)`` when GET ``url + path`` answers 200, else ``(False, why)``."""
+    import httpx
+
+    try:
+        response = httpx.get(url.rstrip("/") + path, timeout=httpx.Timeout(10.0, connect=5.0), trust_env=False)
+    except httpx.HTTPError as exc:
+        return False, f"unreachable: {exc}"
+    if response.status_code != 200:
+        try:
+            reason = response.json().get("reason") or response.text[:200]
+        except ValueError:
+            reason = response.text[:200]
+        return False, f"HTTP {response.status_code}: {reason}"
+    return True, "ready" if path == "/readyz" else "answers"
+
+
+def _served_stack(url: str) -> str | None:
+    """The stack the platform API at ``url`` serves (``/api/v1/version``)."""
+    import httpx
+
+    from mlplat.api.operations import API_PREFIX
+
+    try:
+        doc = httpx.get(url.rstrip("/") + API_PREFIX + "/version", timeout=10.0, trust_env=False).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ExternalError(f"{url} answered /readyz but not {API_PREFIX}/version: is it an `mlplat server`? ({exc})",
+                            where="mlplat:controlPlane.url") from None
+    return doc.get("stack") if isinstance(doc, dict) else None
+
+
+def _remote_checks(spec, url: str) -> list[tuple[str, str, bool, str, str]]:
+    """``(what, url, ok, detail, stack key)`` for the control plane and the tracking server of a client."""
+    ok, detail = _answers(url, "/readyz")
+    checks = [("control plane", url, ok, detail, "mlplat:controlPlane.url")]
+    tracking = spec.control_plane.tracking
+    if tracking:
+        ok, detail = _answers(tracking, "/health")
+        checks.append(("tracking server", tracking, ok, detail, "mlplat:controlPlane.tracking"))
+    return checks
+
+
+def _client_up(ctx, spec, url: str, as_json: bool) -> None:
+    """`up` where the stack is served by `mlplat server`: check that it and the tracking server answer."""
+    for what, where, ok, detail, key in _remote_checks(spec, url):
+        if not ok:
+            raise ExternalError(f"the {what} at {where} of stack '{spec.name}' does not answer ({detail})",
+                                where=key, hint=f"start it with `mlplat server --stack {spec.name}"
+                                + (" --tracking-port N`" if what == "tracking server" else "`")
+                                + " where the platform lives, or fix the URL in the stack file; nothing was written")
+    served = _served_stack(url)
+    if served != spec.name:
+        raise StackError(f"the control plane at {url} serves stack '{served}', not '{spec.name}'",
+                         where="mlplat:controlPlane.url", hint="point controlPlane.url at the server of this stack")
+    tracking = spec.control_plane.tracking
+    if as_json:
+        emit_json({"stack": spec.name, "mode": "server", "control_plane": url, "tracking": tracking,
+                   "changes": [], "applied": False})
+        return
+    ctx.console.print(f"Stack {spec.name} is served by the control plane at {url} (ready)"
+                      + (f", tracking at {tracking} (answers)." if tracking else "."), highlight=False, soft_wrap=True)
+    if not tracking:
+        ctx.err.print("warning: mlplat:controlPlane.tracking is not set: runs started on this machine have no shared "
+                      "tracking server to go to", highlight=False, markup=False, soft_wrap=True)
+    ctx.console.print(f"Nothing to provision on this machine: the platform lives where `mlplat server --stack "
+                      f"{spec.name}` runs.", highlight=False, markup=False, soft_wrap=True)
 
 
 def print_plan(ctx, spec, plan: Plan, *, verb: str = "Plan") -> None:
@@ -65,7 +142,14 @@ def _apply_governance(ctx, spec, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def up(ctx, stack: str, yes: bool, lock_wait: float, as_json: bool) -> None:
-    """Provision STACK: print the plan, confirm, apply. Idempotent."""
+    """Provision STACK: print the plan, confirm, apply. Idempotent.
+
+    A stack served by `mlplat server` (mlplat:controlPlane.url) is provisioned where the server runs:
+    here, `up` only checks that the server and the tracking server answer."""
+    url = _served_by(ctx, ctx.stack(stack))
+    if url:
+        _client_up(ctx, ctx.stack(stack), url, as_json)
+        return
     spec, provisioner = _provisioner(ctx, stack, lock_wait)
     plan = provisioner.plan()
     if not as_json:
@@ -121,6 +205,12 @@ def preview(ctx, stack: str, offline: bool, as_json: bool) -> None:
 @pass_ctx
 def destroy(ctx, stack: str, yes: bool, lock_wait: float) -> None:
     """Remove what STACK's `up` created (asks first); files the platform did not create are kept."""
+    url = _served_by(ctx, ctx.stack(stack))
+    if url:
+        raise Conflict(f"stack '{stack}' is served by the control plane at {url}: its platform lives on that server",
+                       where="mlplat:controlPlane.url",
+                       hint=f"run `mlplat destroy --stack {stack}` on the machine where `mlplat server --stack {stack}` "
+                            "runs; nothing was changed")
     spec, provisioner = _provisioner(ctx, stack, lock_wait)
     plan = provisioner.plan_destroy()
     if not plan.changes:
@@ -140,20 +230,43 @@ def destroy(ctx, stack: str, yes: bool, lock_wait: float) -> None:
 @json_option
 @pass_ctx
 def status(ctx, stack: str, as_json: bool) -> int:
-    """Show which of STACK's resources exist."""
+    """Show which of STACK's resources exist, and where its platform lives (embedded, or a server's URL)."""
+    url = _served_by(ctx, ctx.stack(stack))
+    if url:
+        return _client_status(ctx, ctx.stack(stack), url, as_json)
     spec, provisioner = _provisioner(ctx, stack)
     rows = provisioner.status()
     if as_json:
-        emit_json({"stack": spec.name, "resources": [r.__dict__ for r in rows]})
+        emit_json({"stack": spec.name, "mode": "embedded", "resources": [r.__dict__ for r in rows]})
     else:
         from rich.table import Table
 
-        table = Table("resource", "name", "exists", "detail", title=f"stack {spec.name} ({spec.provider.kind})")
+        table = Table("resource", "name", "exists", "detail",
+                      title=f"stack {spec.name} ({spec.provider.kind}, embedded)")
         for r in rows:
             table.add_row(r.resource, r.name, "[green]yes[/]" if r.exists else "[red]no[/]", r.detail)
         ctx.console.print(table)
     if not all(r.exists for r in rows):
         if not as_json:
             ctx.console.print(f"[yellow]Some resources are missing:[/] run `mlplat up --stack {spec.name}`.")
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def _client_status(ctx, spec, url: str, as_json: bool) -> int:
+    checks = _remote_checks(spec, url)
+    if as_json:
+        emit_json({"stack": spec.name, "mode": "server", "control_plane": url, "resources": [
+            {"resource": what, "name": where, "exists": ok, "detail": detail} for what, where, ok, detail, _ in checks]})
+    else:
+        from rich.table import Table
+
+        table = Table("resource", "name", "answers", "detail", title=f"stack {spec.name} (server: {url})")
+        for what, where, ok, detail, _ in checks:
+            table.add_row(what, where, "[green]yes[/]" if ok else "[red]no[/]", detail)
+        ctx.console.print(table)
+    if not all(ok for _, _, ok, _, _ in checks):
+        if not as_json:
+            ctx.console.print(f"[yellow]Not every server answers:[/] start them with `mlplat server --stack {spec.name}`.")
         return ExitCode.FAILED
     return ExitCode.OK
