@@ -1,11 +1,24 @@
-"""The provider contract: one lifecycle, the same assertions, on every provider.
+"""The provider contract: one lifecycle, the same assertions, on every provider and control plane.
 
 register → gate (promotion to staging) → four-eyes approval → production → deploy →
-canary → one step → rollback, through the provider-neutral services only
-(``mlplat.services.*`` and the capabilities ``mlplat.providers`` hands out). The
-providers differ only in what stands in for live traffic when a canary step is judged:
-real requests through the local gateway, or the CloudWatch metrics SageMaker publishes
-(moto in this process) for the AWS provider.
+canary → one step → rollback. The test acts as a user: it trains in this process and does
+everything else through the stack's control plane (``plane_for(spec, ctx).call``: models.promote,
+models.approve, models.show, deployments.create/show/rollback, rollouts.status, audit.log/verify).
+The canary step is a platform component's act, not a user's: the gateway's controller for the
+local provider, the metrics SageMaker publishes to CloudWatch (moto in this process) for AWS.
+
+Configurations (the ``driver`` fixture's ids):
+
+- ``local-embedded``: the ledger is the state directory's SQLite, opened by this process;
+- ``local-server-sqlite``: a real ``mlplat server`` process on the project serves the same
+  SQLite ledger, and this process is its client (``MLPLAT_CONTROL_PLANE_URL``);
+- ``local-server-postgres``: the same with the server's ledger in PostgreSQL (``tests/pg.py``);
+- ``aws-embedded``: the AWS provider, embedded only, since moto runs inside this process and a
+  server in another process would not see its fake AWS.
+
+In the server configurations the gateway that takes the canary step runs in this process as the
+platform process it is beside the server (``ctx.ledger_owner``, the server's database), and
+the test checks that the server answered each of the user's writes.
 """
 from __future__ import annotations
 
@@ -15,7 +28,21 @@ import json
 import pytest
 
 from tests.contract import moto_support as ms
-from tests.contract.lifecycle import AUTHOR, approve, context, new_project, promote, serving, train
+from tests.contract.lifecycle import (
+    AUTHOR,
+    approve,
+    call,
+    context,
+    deployments,
+    new_project,
+    plane_mode,
+    platform_serving,
+    promote,
+    show,
+    train,
+)
+from tests.pg import fresh_database
+from tests.server_support import running_server
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +78,8 @@ class LocalDriver:
 
     def __init__(self, project):
         self.project = project
+        self.server = None  # the `mlplat server` process the test is a client of, if any
+        self.database_url: str | None = None  # the server's ledger when it is not the state directory's SQLite
 
     def provision(self) -> None:
         from mlplat_providers.local.provisioner import LocalProvisioner
@@ -59,7 +88,11 @@ class LocalDriver:
         provisioner = LocalProvisioner(ctx.stack(STACK), ctx)
         provisioner.apply(provisioner.plan())
 
-    def judge_step(self, dep) -> str:
+    @property
+    def mode(self) -> str:
+        return "embedded" if self.server is None else "server"
+
+    def judge_step(self) -> str:
         import httpx
         import pandas as pd
 
@@ -67,7 +100,8 @@ class LocalDriver:
 
         frame = pd.read_parquet(self.project / "data" / "holdout.parquet").drop(columns=["label"]).head(1)
         body = {"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}}
-        gateway = dep.gateway(environment=ENV, controller=False)
+        serving = platform_serving(self.project, STACK, database_url=self.database_url)
+        gateway = serving.gateway(environment=ENV, controller=False)
         gateway.start()
         try:
             live = gateway.table["scorer"]
@@ -119,6 +153,8 @@ class AwsDriver:
     """Traffic for a canary step: the metrics SageMaker publishes to CloudWatch, then ``step``."""
 
     name = "aws"
+    mode = "embedded"
+    server = None
 
     def __init__(self, project):
         self.project = project
@@ -126,28 +162,40 @@ class AwsDriver:
     def provision(self) -> None:
         ms.provision_cloud(context(self.project).stack(STACK))
 
-    def judge_step(self, dep) -> str:
-        endpoint = dep.endpoint_name("scorer", ENV)
+    def judge_step(self) -> str:
+        serving = platform_serving(self.project, STACK)
+        endpoint = serving.endpoint_name("scorer", ENV)
         ms.put_variant_metrics(endpoint, 1, invocations=135)
         ms.put_variant_metrics(endpoint, 2, invocations=15)
-        return dep.step("scorer", environment=ENV)["action"]
+        return serving.step("scorer", environment=ENV)["action"]
 
 
-@pytest.fixture(params=["local", "aws"])
+@pytest.fixture(params=["local-embedded", "local-server-sqlite",
+                        pytest.param("local-server-postgres", marks=pytest.mark.postgres), "aws-embedded"])
 def driver(request, tmp_path, monkeypatch):
-    kind = request.param
+    kind, _, ledger = request.param.partition("-")
     text = local_stack_text() if kind == "local" else ms.aws_stack_text(approvers=APPROVERS)
     project = new_project(tmp_path / "project", {STACK: text})
     monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
     monkeypatch.setenv("MLPLAT_USER", AUTHOR)
     monkeypatch.delenv("MLPLAT_STACK", raising=False)
+    monkeypatch.delenv("MLPLAT_CONTROL_PLANE_URL", raising=False)
     monkeypatch.chdir(project)
     if kind == "local":
         # the staging endpoint as a local process, as on AWS; images are the `container` tests' subject
         monkeypatch.setattr("mlplat_providers.local.delivery.container_engine", lambda: None)
         drv = LocalDriver(project)
         drv.provision()
-        yield drv
+        if ledger == "embedded":
+            yield drv
+            return
+        if ledger == "server-postgres":
+            drv.database_url = fresh_database(request.getfixturevalue("postgres"))
+        with running_server(project, STACK, database_url=drv.database_url,
+                            env={"MLPLAT_CONTAINER_ENGINE": "none"}) as server:
+            drv.server = server
+            monkeypatch.setenv("MLPLAT_CONTROL_PLANE_URL", server.url)  # this process is the server's client
+            yield drv
         return
     from moto import mock_aws
 
@@ -176,29 +224,35 @@ def release(project, version: int) -> None:
     assert promote(project, STACK, version, "production")["stage"] == "production"
 
 
+def requests_answered(server) -> dict[tuple[str, str], int]:
+    """``{(operation, HTTP status): count}`` from the server's /metrics."""
+    import re
+
+    import httpx
+
+    text = httpx.get(server.url + "/metrics", timeout=10, trust_env=False).text
+    return {(op, status): int(n) for op, status, n in
+            re.findall(r'mlplat_api_requests_total\{operation="([^"]+)",status="(\d+)"\} (\d+)', text)}
+
+
 def test_register_gate_approve_deploy_step_rollback(driver):
     from mlplat.errors import Denied
-    from mlplat.services import audit
     from mlplat.services import registry as reg
 
     project = driver.project
     spec, ctx = context(project).stack(STACK), context(project)
     assert spec.provider.kind == driver.name
+    assert plane_mode(project, STACK) == driver.mode
 
     # register: versions count up from 1 and carry their lineage in the ledger
     assert train(project, STACK) == 1
     assert train(project, STACK, c=0.5) == 2
-    registry = reg.registry_for(spec, ctx)
-    conn = registry.database().connect()
-    try:
-        row = reg.version_row(conn, "scorer", 2)
-        assert reg.stage_of(conn, "scorer", 2, ENV) == "dev"
-    finally:
-        conn.close()
+    row = show(project, STACK, 2, environment=ENV)
+    assert row["stage"] == "dev"
     assert row["lineage"]["datasets"]["train"]["sha256"] and row["author"] == AUTHOR
     assert reg.verified_model_dir(spec, ctx, "scorer", 2).joinpath("MLmodel").is_file()
 
-    dep = serving(project, STACK)
+    dep = deployments(project, STACK)
     with pytest.raises(Denied):
         dep.deploy("scorer", 1, environment=ENV, strategy="direct")  # not gated, not approved
 
@@ -211,7 +265,7 @@ def test_register_gate_approve_deploy_step_rollback(driver):
     assert routes(canary) == [("canary", 2, 10), ("stable", 1, 90)]
     assert canary["rollout_id"] is not None
 
-    assert driver.judge_step(dep) == "step"
+    assert driver.judge_step() == "step"
     stepped = dep.show("scorer", environment=ENV)
     assert routes(stepped) == [("canary", 2, 50), ("stable", 1, 50)]
     status = dep.rollout_status("scorer", environment=ENV)
@@ -224,14 +278,17 @@ def test_register_gate_approve_deploy_step_rollback(driver):
     events = [e["event"] for e in status["events"]]
     assert events[-4:] == ["deployed", "deployed", "step", "rolled_back"]
 
-    conn = registry.database().connect()
-    try:
-        actions = [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY seq")]
-        verification = audit.verify(conn)
-    finally:
-        conn.close()
+    actions = [e["action"] for e in call(project, STACK, "audit.log", limit=1_000_000)]
+    verification = call(project, STACK, "audit.verify")
     for action in ("model.registered", "approval.approved", "stage.changed", "deployment.created",
                    "deployment.step", "deployment.rolled_back"):
         assert action in actions, action
-    assert verification.ok, verification.problems
-    assert verification.entries == len(actions)
+    assert verification["ok"], verification["problems"]
+    assert verification["entries"] == len(actions)
+
+    if driver.server is not None:  # every write of the user was the server's, refusals included
+        answered = requests_answered(driver.server)
+        expected = {("models.register", "200"): 2, ("models.promote", "200"): 4, ("models.promote", "403"): 2,
+                    ("models.approve", "200"): 2, ("models.approve", "403"): 2, ("deployments.create", "200"): 2,
+                    ("deployments.create", "403"): 1, ("deployments.rollback", "200"): 1}
+        assert {key: answered.get(key, 0) for key in expected} == expected, answered
