@@ -67,8 +67,11 @@ def error_from(doc: dict[str, Any], *, status: int) -> MlplatError:
                                                   errors.IntegrityError, errors.ExternalError, errors.Aborted)}
         cls = by_code.get(int(doc.get("exit_code") or 0), MlplatError)
     exc = cls.__new__(cls)
+    details = dict(doc.get("details") or {})
+    if doc.get("messages"):
+        details["messages"] = list(doc["messages"])
     MlplatError.__init__(exc, str(doc.get("message") or f"the control plane answered HTTP {status}"),
-                         where=doc.get("where"), hint=doc.get("hint"), **(doc.get("details") or {}))
+                         where=doc.get("where"), hint=doc.get("hint"), **details)
     exit_code = doc.get("exit_code")
     if isinstance(exit_code, int) and exit_code != int(cls.exit_code):
         try:
@@ -110,11 +113,19 @@ class RemotePlane(ControlPlane):
             send = lambda: self.http.get(path, params=query)  # noqa: E731
         else:
             send = lambda: self.http.post(path, json=rest)  # noqa: E731
-        doc = self._send(send, op)
-        for message in doc.get("messages") or []:
+        try:
+            doc = self._send(send, op)
+        except MlplatError as exc:
+            self._print(exc.details.pop("messages", None) or [])
+            raise
+        self._print(doc.get("messages") or [])
+        return doc.get("result")
+
+    def _print(self, messages: list[str]) -> None:
+        """Lines the operation printed on the server, printed here as they would have been embedded."""
+        for message in messages:
             if self.err is not None:
                 self.err.print(message, highlight=False, markup=False, soft_wrap=True)
-        return doc.get("result")
 
     def _send(self, send: Any, op: operations.Operation) -> dict[str, Any]:
         import httpx
@@ -128,6 +139,12 @@ class RemotePlane(ControlPlane):
                                     hint="the operation may still complete on the server; check with a read "
                                          "command before retrying it") from None
             except httpx.TransportError as exc:
+                if op.writes and not isinstance(exc, httpx.ConnectError):
+                    # the request reached the server, which went away before it answered
+                    raise ExternalError(f"the control plane at {self.url} closed the connection before answering "
+                                        f"{op.name}: {exc or type(exc).__name__}",
+                                        hint="the operation may have been partly or wholly carried out: check with a "
+                                             "read command, or rerun it (promotions resume where they stopped)") from None
                 if op.writes or attempt == RETRIES:
                     raise ExternalError(f"the control plane at {self.url} is unreachable: {exc}",
                                         where="mlplat:controlPlane.url",

@@ -100,11 +100,13 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def _error(exc: MlplatError, status: int | None = None) -> JSONResponse:
+def _error(exc: MlplatError, status: int | None = None, messages: list[str] | None = None) -> JSONResponse:
+    """The error document; ``messages`` are the lines the operation printed before it failed."""
     from starlette.responses import JSONResponse
 
     code = status or STATUS.get(exc.exit_code, 400)
-    return JSONResponse(exc.to_dict(), status_code=code, headers={VERSION_HEADER: str(API_VERSION)})
+    body = exc.to_dict() | ({"messages": messages} if messages else {})
+    return JSONResponse(body, status_code=code, headers={VERSION_HEADER: str(API_VERSION)})
 
 
 def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
@@ -170,6 +172,7 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
         async def handle(request: Request) -> Response:
             started = time.perf_counter()
             status = 500
+            captured = CapturedConsole()
             try:
                 try:
                     user = check_headers(request)
@@ -177,13 +180,12 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
                     status = 400
                     return _error(exc, 400)
                 params = op.validate(await parse(request, op))
-                captured = CapturedConsole()
                 result = await run_in_threadpool(op.invoke, spec, context(user, captured.console), params)
                 status = 200
                 body = json.dumps({"result": result, "messages": captured.messages()})
                 return Response(body, media_type="application/json", headers=headers)
             except MlplatError as exc:
-                response = _error(exc, 422 if isinstance(exc, InvalidRequest) else None)
+                response = _error(exc, 422 if isinstance(exc, InvalidRequest) else None, captured.messages())
                 status = response.status_code
                 return response
             except Exception as exc:

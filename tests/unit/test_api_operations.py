@@ -51,6 +51,12 @@ def test_operations():
         """Never found."""
         raise NotFound("no such thing", hint="list them first", known=["a", "b"])
 
+    @operation("test.half", "POST", "/test/half")
+    def half(spec: Any, ctx: Any) -> None:
+        """Print a step, then fail."""
+        ctx.console.print("ok  gate  0.10s")
+        raise Conflict("staging tests failed", hint="see the report")
+
     @operation("test.bug", "GET", "/test/bug")
     def bug(spec: Any, ctx: Any) -> None:
         """A bug."""
@@ -225,3 +231,14 @@ def test_a_non_platform_answer_is_reported_as_such():
 def test_error_from_unknown_class_falls_back_by_exit_code():
     exc = error_from({"error": "SomethingNew", "message": "m", "exit_code": 4}, status=404)
     assert isinstance(exc, NotFound) and exc.message == "m"
+
+
+def test_lines_printed_before_a_failure_reach_the_client(plane):
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    plane.err = console
+    with pytest.raises(Conflict) as err:
+        plane.call("test.half")
+    assert "ok  gate  0.10s" in console.export_text()
+    assert "messages" not in err.value.details
