@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -79,15 +80,38 @@ def run(ctx, spec, *, host: str, port: int, tracking_port: int | None) -> None:
                       "tunnel or an authenticating proxy", highlight=False, markup=False)
     sys.stdout.flush()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
+    if tracking is not None:
+        # uvicorn stops on SIGTERM, restores the handler it found and raises the signal again, so no
+        # `finally` would run: the handler it restores stops the tracking server first.
+        def stop_then_exit(signum, _frame) -> None:
+            stop_tracking(tracking)
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+        signal.signal(signal.SIGTERM, stop_then_exit)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         if tracking is not None:
-            tracking.terminate()
-            try:
-                tracking.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                tracking.kill()
+            stop_tracking(tracking)
+
+
+def stop_tracking(process: subprocess.Popen) -> None:
+    """Stop MLflow's tracking server and every process it started (its workers and job runners share
+    its process group): SIGTERM, then SIGKILL for whatever is left after a grace period."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def start_tracking(spec, port: int) -> subprocess.Popen:

@@ -103,6 +103,8 @@ def site(tmp_path_factory):
         yield SimpleNamespace(server=server, project=server_project, tracking=tracking, client=clients[0],
                               other=clients[1], run_id=trained.stdout.split("RUN ")[1].split()[0],
                               version=int(trained.stdout.split("VERSION ")[1].split()[0]), output=trained)
+    # `mlplat server` stops the tracking server it started, with every process of it
+    wait_until(lambda: not tracking_up(tracking), timeout=60, message="the tracking server outlived mlplat server")
 
 
 def test_a_version_logged_on_a_client_is_in_the_servers_ledger_sealed_and_audited(site):
