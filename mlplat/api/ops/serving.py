@@ -34,12 +34,15 @@ def check_options(strategy: str, *, weights: str | None, steps: list[int] | None
                   percent: int | None) -> None:
     """Refuse an option that does not belong to ``strategy`` (the CLI checks the same before it calls)."""
     if weights and strategy != "ab":
-        raise DeployOptionError("--weights applies to --strategy ab", where="weights")
+        raise DeployOptionError("--weights applies to --strategy ab", where="weights",
+                                hint=f"drop the weights, or deploy with --strategy ab (not {strategy})")
     if (steps or bake_seconds is not None) and strategy != "canary":
         raise DeployOptionError("--steps and --bake apply to --strategy canary",
-                                where="steps" if steps else "bake_seconds")
+                                where="steps" if steps else "bake_seconds",
+                                hint=f"drop them, or deploy with --strategy canary (not {strategy})")
     if percent is not None and strategy != "shadow":
-        raise DeployOptionError("--percent applies to --strategy shadow", where="percent")
+        raise DeployOptionError("--percent applies to --strategy shadow", where="percent",
+                                hint=f"drop it, or deploy with --strategy shadow (not {strategy})")
 
 
 @operation("deployments.create", "POST", "/deployments")
