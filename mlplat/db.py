@@ -44,6 +44,7 @@ BUSY_TIMEOUT_MS = 60_000
 # manifests and keys the audit chain.
 KEY_FILE = Path("keys") / "platform.key"
 LEDGER_FILE = "platform.db"  # the SQLite ledger's name in a stack's state directory
+AUDIT_HEADS = "audit-heads"  # the signed head files of the other ledgers keyed from a state directory
 # The SQL scripts the Alembic history starts from (its first revision builds exactly their schema).
 BASELINE = ("0001_core", "0002_registry", "0003_serving", "0004_features", "0005_monitoring", "0006_ledger",
             "0007_capture_correlation")
@@ -71,13 +72,15 @@ class Connection(sqlite3.Connection):
 
     The audit log uses it to rewrite its signed head file only for entries that really
     committed (a rolled-back append must not move the anchor). ``key_dir``: where the stack's key
-    and the head file live when not beside the database file.
+    and the head file live when not beside the database file; ``head_file``: the head file's name
+    there when it is not the stack's own ledger (see :func:`head_file_name`).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.after_commit: list = []
         self.key_dir: Path | None = None
+        self.head_file: Path | None = None
 
     def run_after_commit(self) -> None:
         callbacks, self.after_commit = self.after_commit, []
@@ -227,6 +230,16 @@ def ledger_target(target: Any) -> Any:
     return target if isinstance(target, Database | PgDatabase) else Path(target)
 
 
+def head_file_name(identity: str) -> Path:
+    """Where, in the state directory, the audit chain's signed head file of a ledger other than the
+    stack's own SQLite one lives (``audit-head.json`` is that one's): one file per database, so two
+    ledgers keyed from one state directory (the local one and a server's) never share an anchor."""
+    import hashlib
+
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", identity)[:80]
+    return Path(AUDIT_HEADS) / f"{readable}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}.json"
+
+
 def redact(url: str) -> str:
     """``url`` without its password (for messages and logs)."""
     return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
@@ -256,6 +269,8 @@ class Database:
                                check_same_thread=False, factory=Connection)
         conn.row_factory = sqlite3.Row
         conn.key_dir = self.key_dir
+        if self.key_dir is not None and self.path.resolve() != (self.key_dir / LEDGER_FILE).resolve():
+            conn.head_file = head_file_name(f"sqlite {self.path.resolve()}")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
@@ -392,7 +407,9 @@ class _Server:
 
         self.engine = create_engine(
             url, pool_pre_ping=True, pool_size=8, max_overflow=32, pool_timeout=30, pool_recycle=1800,
-            isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10, "application_name": "mlplat"})
+            isolation_level="AUTOCOMMIT",
+            # no server-side prepared statements: a migration by another process would invalidate their plans
+            connect_args={"connect_timeout": 10, "application_name": "mlplat", "prepare_threshold": None})
         event.listen(self.engine, "connect", _on_connect)
         self.lock = threading.Lock()
         self.statements: dict[str, _Statement] = {}
@@ -826,6 +843,7 @@ class PgConnection:
         self._held: Any = None  # the pooled connection of the open transaction
         self.after_commit: list = []
         self.key_dir = database.key_dir
+        self.head_file = database.head_file
         self.closed = False
 
     @property
@@ -1007,9 +1025,17 @@ class PgDatabase:
         self.url = normalize_url(url)
         self.path = redact(url)  # what messages and per-database registries name it by
         self.key_dir = Path(key_dir) if key_dir is not None else None
+        self.head_file = head_file_name(self.identity())
 
     def __repr__(self) -> str:
         return f"PgDatabase({self.path!r})"
+
+    def identity(self) -> str:
+        """The database, whoever connects to it: ``postgresql host:port/name``."""
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(self.url)
+        return f"postgresql {parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
 
     def describe(self) -> str:
         return f"PostgreSQL {redact(self.url.replace('+psycopg', ''))}"

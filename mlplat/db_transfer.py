@@ -163,4 +163,13 @@ def import_ledger(db: Database | PgDatabase, doc: Any, *, where: str = "(export)
             anchor_key = key
             conn.after_commit.append(lambda: audit.write_head_file(conn, anchor_key))
     return {"database": db.describe(), "revision": revision, "tables": len(items), "rows": sum(counts.values()),
-            "counts": counts, "key_found": key is not None}
+            "counts": counts, "keyed_entries": _keyed_entries(items), "key_found": key is not None}
+
+
+def _keyed_entries(items: list[dict[str, Any]]) -> int:
+    """Audit entries of the export signed with the stack's key (they verify only where the key is)."""
+    for item in items:
+        if item["name"] == "audit_log" and "scheme" in item["columns"]:
+            at = item["columns"].index("scheme")
+            return sum(1 for row in item["rows"] if row[at] is not None)
+    return 0

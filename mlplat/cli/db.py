@@ -125,6 +125,7 @@ def import_(ctx, file: str, stack: str, database: str | None, as_json: bool) -> 
         return
     ctx.console.print(f"imported {summary['rows']} rows in {summary['tables']} tables into {summary['database']} "
                       f"(revision {summary['revision']})", highlight=False, markup=False)
-    if not summary["key_found"]:
-        ctx.err.print(f"warning: the stack's key is not in {ledger.key_dir} (keys/platform.key): the audit chain "
-                      "cannot be verified until it is restored there", highlight=False, markup=False)
+    if summary["keyed_entries"] and not summary["key_found"]:
+        ctx.err.print(f"warning: the stack's key is not in {ledger.key_dir} (keys/platform.key): the audit chain's "
+                      f"{summary['keyed_entries']} keyed entries cannot be verified until it is restored there",
+                      highlight=False, markup=False)

@@ -168,8 +168,10 @@ def load_key(conn: sqlite3.Connection, *, create: bool = False) -> AuditKey | No
 
 
 def head_path(conn: sqlite3.Connection) -> Path | None:
+    """The signed head file: ``audit-head.json`` beside the stack's SQLite ledger; a ledger elsewhere (a
+    PostgreSQL server's) names its own (``head_file``, set by ``mlplat.db``) in the same state directory."""
     folder = state_dir(conn)
-    return folder / HEAD_FILE if folder else None
+    return folder / (getattr(conn, "head_file", None) or HEAD_FILE) if folder else None
 
 
 def _head_mac(key: AuditKey, seq: int, digest: str) -> str:
@@ -202,6 +204,7 @@ def write_head_file(conn: sqlite3.Connection, key: AuditKey, head: tuple[int, st
             and current["key_id"] == key.key_id:
         return
     doc = {"seq": int(head[0]), "hash": head[1], "key_id": key.key_id, "mac": _head_mac(key, int(head[0]), head[1])}
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".audit-head-")
     with os.fdopen(fd, "w") as handle:
         json.dump(doc, handle, sort_keys=True)
