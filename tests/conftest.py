@@ -17,6 +17,7 @@ BIN = Path(sys.executable).parent
 # Staging endpoints run as local processes unless a test asks for a container image (the
 # `container` tests set MLPLAT_CONTAINER_ENGINE=podman for their own subprocesses).
 os.environ.setdefault("MLPLAT_CONTAINER_ENGINE", "none")
+pytest_plugins = ["tests.pg"]  # the session's PostgreSQL server: the `postgres` fixture
 
 
 def in_ci() -> bool:
