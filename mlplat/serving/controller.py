@@ -14,6 +14,7 @@ rollout's current step, so a holder that was paused past its lease cannot take a
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from mlplat.services.leases import DEFAULT_TTL_S, Leases
 from mlplat.serving.routing import Routing
 
 CONTROLLER = "mlplat-canary-controller"
+log = logging.getLogger("mlplat.gateway")
 
 
 class GatewayCanaryMetrics(CanaryMetrics):
@@ -83,6 +85,7 @@ class CanaryController:
         self.judge = ro.CanaryJudge(GatewayCanaryMetrics(routing), actor=CONTROLLER, clock=clock, record_every=1.0,
                                     instance_type=instance_type, price_per_hour=price_per_hour)
         self.leases = Leases(holder, ttl=lease_ttl, clock=clock)
+        self._leased: bool | None = None  # whether the ledger has the leases table (None: not looked yet)
 
     def database(self) -> Database | PgDatabase:
         return open_database(self.db_path)
@@ -96,19 +99,36 @@ class CanaryController:
         acted = []
         try:
             running = ro.running_rollouts(conn, self.environment)
+            leased = self._has_leases(conn) if running else bool(self._leased)
             for rollout in running:
-                if not self.leases.hold(db, conn, lease_name(rollout)):
+                if leased and not self.leases.hold(db, conn, lease_name(rollout)):
                     continue  # another controller judges it
                 verdict = self.judge.judge(db, conn, rollout, last_recorded)
                 if verdict.acted is not None:
                     acted.append((verdict.rollout_id, verdict.acted))
             live = {lease_name(r) for r in running}
-            for name in self.leases:
+            for name in self.leases if leased else ():
                 if name not in live:  # that rollout ended: let whoever runs the next one take it at once
                     self.leases.release(db, conn, name)
         finally:
             conn.close()
         return acted
+
+    def _has_leases(self, conn: Any) -> bool:
+        """Whether the ledger has its ``leases`` table. A ledger not yet migrated to it (``mlplat up``
+        or ``mlplat db upgrade`` not rerun) is judged without a lease, as a single gateway did before
+        leases: its steps stay compare-and-sets, so even two such gateways never take a step twice."""
+        if self._leased:
+            return True
+        try:
+            conn.execute("SELECT holder FROM leases WHERE name = ?", ("",)).fetchall()
+            self._leased = True
+        except Exception as exc:
+            if self._leased is None:
+                log.warning("the ledger has no leases table (%s): every gateway's canary controller judges its "
+                            "rollouts; run `mlplat up` (or `mlplat db upgrade`) so one at a time does", exc)
+            self._leased = False
+        return self._leased
 
     def release(self) -> None:
         """Give up every lease this controller holds (a stopping gateway hands its rollouts over at once)."""

@@ -192,6 +192,28 @@ def test_a_paused_holder_never_takes_a_step_twice(pair):
     assert a.query("SELECT step_index FROM rollouts WHERE id=?", rid) == [{"step_index": 1}]
 
 
+def test_a_ledger_without_the_leases_table_still_has_its_canaries_judged(tmp_path, model_dir, caplog):
+    """A stack whose ledger was not migrated since leases shipped: its gateway's controller judges
+    without a lease (and says to migrate), its steps still taken once."""
+    h = GatewayHarness(tmp_path, {1: model_dir, TWIN: model_dir})
+    with h.db.transaction() as conn:
+        conn.execute("DROP TABLE leases")
+    clock = ManualClock()
+    h.deploy(1)
+    rid = h.deploy(TWIN, "canary", canary=CanaryPolicy((50, 100), 0.0, max_error_rate=0.02,
+                                                       max_latency_ratio=NO_LATENCY_LIMIT, max_prediction_shift=0.2,
+                                                       min_requests=10), now=clock()).rollout_id
+    try:
+        h.start(controller=False, clock=clock)
+        serve_both_variants(h, 0)
+        with caplog.at_level("WARNING", logger="mlplat.gateway"):
+            assert h.gateway.control_once() == [(rid, "step")]
+        assert "no leases table" in caplog.text and "mlplat db upgrade" in caplog.text
+    finally:
+        h.stop()
+    assert events(h, rid) == [("deployed", 0), ("step", 1)]
+
+
 def test_lease_statements(ledger):
     """acquire / renew / release on the ledger's table: free, held, expired, another holder's."""
     h = ledger({})
