@@ -13,7 +13,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SDK = {"start_run", "active_run", "log_metric", "log_param", "log_model", "Run"}
+_SDK = {"start_run", "active_run", "log_metric", "log_param", "log_model", "log_labels", "Run"}
 
 
 def __getattr__(name: str) -> Any:

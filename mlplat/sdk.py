@@ -71,6 +71,21 @@ def log_model(model: Any, name: str, **kwargs: Any) -> Any:
     return _require_run("log a model").log_model(model, name=name, **kwargs)
 
 
+def log_labels(labels: Mapping[str, Any] | list[tuple[str, Any]], *, stack: str | None = None,
+               ctx: Context | None = None) -> dict[str, Any]:
+    """Ground truth for captured predictions, by request id: ``mlplat.log_labels({"req-1": 1}, stack="dev")``.
+
+    Sent through the stack's control plane (this process's ledger, or ``mlplat server``) in
+    idempotent batches; returns the counts (stored, updated, unknown ids, duplicates, ...)."""
+    from mlplat.api.labels import send_labels
+    from mlplat.services.monitoring import quality
+
+    ctx = ctx or Context()
+    spec = ctx.stack(stack or os.environ.get(STACK_ENV, "dev"))
+    pairs = list(labels.items()) if isinstance(labels, Mapping) else list(labels)
+    return send_labels(plane_for(spec, ctx), quality.parse_records(pairs, source="sdk"), source="sdk")
+
+
 class _MetricBuffer:
     """Appends are O(1) under a lock; a daemon thread drains to the tracker in batches."""
 

@@ -12,8 +12,6 @@ from mlplat.formatting import when
 # The monitoring services import numpy and pandas: each command imports them when it runs, so
 # `mlplat monitor --help` stays light.
 
-LABEL_BATCH = 5_000  # labels per request (the operation refuses more)
-
 
 @click.group()
 def monitor() -> None:
@@ -142,7 +140,10 @@ def labels_cmd(ctx, name: str | None, path: Path, id_column: str, label_column: 
 
     spec = ctx.stack(stack)
     batch = read_label_file(path, id_column=id_column, label_column=label_column)
-    result = _send_labels(ctx, spec, batch, source=str(path))
+    from mlplat.api.labels import send_labels
+    from mlplat.api.plane import plane_for
+
+    result = send_labels(plane_for(spec, ctx), batch, source=str(path))
     if as_json:
         emit_json(result)
         return
@@ -157,32 +158,3 @@ def labels_cmd(ctx, name: str | None, path: Path, id_column: str, label_column: 
         c.print(f"[yellow]ids with conflicting labels in the file (last one kept):[/] {', '.join(result['conflicting'])}",
                 highlight=False)
 
-
-def _send_labels(ctx, spec, batch, *, source: str) -> dict:
-    """Send ``batch`` in requests of at most LABEL_BATCH labels; the counts of the whole file."""
-    import uuid
-
-    from mlplat.api.plane import plane_for
-    from mlplat.errors import MlplatError
-    from mlplat.services.monitoring.quality import MAX_LISTED
-
-    items = [{"request_id": request_id, "label": label} for request_id, label in batch.labels.items()]
-    chunks = [items[i:i + LABEL_BATCH] for i in range(0, len(items), LABEL_BATCH)] or [[]]
-    upload = uuid.uuid4().hex
-    plane = plane_for(spec, ctx)
-    stored = updated = unknown = 0
-    unknown_ids: set[str] = set()
-    for number, chunk in enumerate(chunks):
-        try:
-            answer = plane.call("monitoring.labels", labels=chunk, source=source, batch_id=f"{upload}-{number}")
-        except MlplatError as exc:
-            if number:
-                exc.hint = (f"{number} of {len(chunks)} batches ({stored + updated} labels) were stored before this "
-                            "one failed; sending the file again is safe: labels are kept per request id"
-                            + (f". {exc.hint}" if exc.hint else ""))
-            raise
-        stored, updated, unknown = stored + answer["stored"], updated + answer["updated"], unknown + answer["unknown"]
-        unknown_ids.update(answer["unknown_ids"])
-    return {"received": batch.rows, "stored": stored, "updated": updated, "unknown": unknown,
-            "unknown_ids": sorted(unknown_ids)[:MAX_LISTED], "missing_ids": batch.missing_ids,
-            "duplicates": batch.duplicates, "conflicting": batch.conflicting[:MAX_LISTED]}

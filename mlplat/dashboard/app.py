@@ -83,14 +83,18 @@ def create_app(spec, ctx, *, port: int, refresh: int = 10):
         else:
             return JSONResponse({"error": "expected {\"labels\": {id: label}} or {\"labels\": [{request_id, label}]}"},
                                 status_code=422)
-        from mlplat.services.monitoring.passes import ingest_labels
+        from starlette.concurrency import run_in_threadpool
+
+        from mlplat.api.labels import send_labels
+        from mlplat.api.plane import plane_for
         from mlplat.services.monitoring.quality import parse_records
 
         try:
-            result = ingest_labels(spec, ctx, parse_records(pairs, source="http"), source="http")
+            batch = parse_records(pairs, source="http")
+            result = await run_in_threadpool(send_labels, plane_for(spec, ctx), batch, source="http")
         except MlplatError as exc:
             return JSONResponse(exc.to_dict(), status_code=422)
-        return JSONResponse(result.to_dict())
+        return JSONResponse(result)
 
     routes = [
         Route("/", index, methods=["GET"]),

@@ -180,8 +180,8 @@ def test_cost_report_matches_captured_traffic(env):
 
 
 def test_labels_over_http_and_sdk(env):
+    import mlplat
     from mlplat.context import Context
-    from mlplat.services.monitoring import log_labels
 
-    result = log_labels({env["ids"][260]: 1, "ghost-9": 0}, stack="dev", ctx=Context(project_dir=env["root"]))
-    assert (result.stored + result.updated, result.unknown) == (1, 1)
+    result = mlplat.log_labels({env["ids"][260]: 1, "ghost-9": 0}, stack="dev", ctx=Context(project_dir=env["root"]))
+    assert (result["stored"] + result["updated"], result["unknown"], result["unknown_ids"]) == (1, 1, ["ghost-9"])
