@@ -43,6 +43,22 @@ def ledger_database(spec, ctx):
     return reg.registry_for(spec, ctx).database()
 
 
+# Operations import MLflow lazily, in whichever request first needs it. Two requests doing that at once,
+# in two threads, can deadlock inside MLflow's circular imports, and Python breaks the deadlock by handing
+# one of them a half-initialized module (ImportError). The server imports it once, before it serves.
+PRELOAD = ("mlflow", "mlflow.pyfunc")
+
+
+def preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # not installed: no operation of this stack can need it
+            pass
+
+
 def run(ctx, spec, *, host: str, port: int, tracking_port: int | None) -> None:
     import socket
 
@@ -50,6 +66,7 @@ def run(ctx, spec, *, host: str, port: int, tracking_port: int | None) -> None:
 
     from mlplat.api.server import create_app
 
+    preload()
     db = ledger_database(spec, ctx)
     ran = db.migrate()
     if ran:

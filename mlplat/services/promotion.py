@@ -98,24 +98,37 @@ class Promotion:
         conn = self.db.connect()
         try:
             row = reg.version_row(conn, self.name, self.version)
-            # the stage a promotion starts from must be one an audited decision set
-            stage = ledger_service.Ledger(conn).stage(self.name, self.version, self.environment)
             governance_service.effective_for(self.spec, self.ctx, conn)
         finally:
             conn.close()
+        stage = self._stage()
         if stage == self.target or (self.target == "staging" and stage == "production"):
             return self._already(stage)
-        if self.target == "production" and stage != "staging":
-            raise Denied(f"{self.what} is in stage '{stage}'; production promotions start from staging",
-                         hint=f"run `mlplat models promote {self.name} {self.version} --to staging` first")
         lock = Path(self.spec.state_dir) / "locks" / f"promote-{self.name}-{self.environment}.lock"
         with stack_lock(lock, operation=f"promote {self.name} {self.version} --to {self.target}"):
+            # read again under the lock: a promotion of this version that finished between the first
+            # read and the lock must be found done here, not run a second time
+            stage = self._stage()
+            if stage == self.target or (self.target == "staging" and stage == "production"):
+                return self._already(stage)
             self._open(row)
             try:
                 return self._steps(row)
             except Exception as exc:  # recorded as failed, then re-raised unchanged for the CLI handler
                 self._fail(exc)
                 raise
+
+    def _stage(self) -> str:
+        """The version's stage, as an audited decision set it; ``Denied`` if production cannot start from it."""
+        conn = self.db.connect()
+        try:
+            stage = ledger_service.Ledger(conn).stage(self.name, self.version, self.environment)
+        finally:
+            conn.close()
+        if self.target == "production" and stage not in ("staging", "production"):
+            raise Denied(f"{self.what} is in stage '{stage}'; production promotions start from staging",
+                         hint=f"run `mlplat models promote {self.name} {self.version} --to staging` first")
+        return stage
 
     def _already(self, stage: str) -> dict[str, Any]:
         # Idempotent rerun (e.g. after a kill right after the commit): re-mirror the alias, change nothing else.
