@@ -1,8 +1,8 @@
 """Leases: one named lease (e.g. a rollout's controller) held by one holder until it expires."""
 from alembic import op
 
-revision = "0009_leases"
-down_revision = "0008_label_batches"
+revision = "0008_leases"
+down_revision = "0007_baseline"
 branch_labels = None
 depends_on = None
 
