@@ -1,8 +1,9 @@
 """A team on one `mlplat server`: two client project folders, two users, one ledger in PostgreSQL.
 
-The server's project is provisioned (``mlplat up``) and runs ``mlplat server --tracking-port N
---database <postgres url>`` (the ledger in a fresh database of the session's PostgreSQL, runs and
-model files in the tracking server beside it). Client A (the data scientist) and client B (the
+The server's project is provisioned (``mlplat up``: governance applied), its ledger moved into a
+fresh database of the session's PostgreSQL (``mlplat db export``/``import``), and it runs
+``mlplat server --tracking-port N --database <postgres url>`` (runs and model files in the tracking
+server beside it). Client A (the data scientist) and client B (the
 risk officer) are separate folders, each with its own stack file naming
 ``controlPlane: {url, tracking}`` and a copy of the example data; they share nothing but those
 URLs, and every command runs as its own process in its own folder. The gate runs on the server,
@@ -66,6 +67,7 @@ def folder_env(folder: Path, user: str) -> dict[str, str]:
 def mlplat(folder: Path, *args: str, user: str) -> subprocess.CompletedProcess:
     result = subprocess.run([str(Path(sys.executable).parent / "mlplat"), *args, "--stack", STACK], cwd=folder,
                             env=folder_env(folder, user), capture_output=True, text=True, timeout=600)
+    assert "never applied" not in result.stderr, result.stderr  # the governance in force is the server's ledger's
     return result
 
 
@@ -104,7 +106,11 @@ def test_two_clients_share_one_registry_approvals_audit_and_deployments(postgres
 
     server_project = write_project(tmp_path / "server", {STACK: stack_text(tracking=tracking)})
     shutil.copytree(example, server_project / EXAMPLE)  # the gate's held-out set, where the gate runs
-    ok(run_cli("up", "--stack", STACK, "--yes", cwd=server_project, env=folder_env(server_project, OPERATOR)))
+    operator = folder_env(server_project, OPERATOR)
+    ok(run_cli("up", "--stack", STACK, "--yes", cwd=server_project, env=operator))  # governance applied, audited
+    ledger = tmp_path / "ledger.json"  # the provisioned ledger moves into PostgreSQL, audit chain and all
+    ok(run_cli("db", "export", str(ledger), "--stack", STACK, cwd=server_project, env=operator))
+    ok(run_cli("db", "import", str(ledger), "--stack", STACK, "--database", database, cwd=server_project, env=operator))
     with running_server(server_project, STACK, database_url=database,
                         args=("--tracking-port", tracking.rsplit(":", 1)[1]),
                         env={"MLPLAT_USER": OPERATOR, "MLPLAT_CONTAINER_ENGINE": "none"}) as server:
@@ -154,7 +160,7 @@ def test_two_clients_share_one_registry_approvals_audit_and_deployments(postgres
         log = as_json(a, "audit", "log", "--limit", "1000", user=AUTHOR)
         assert as_json(b, "audit", "log", "--limit", "1000", user=APPROVER) == log
         actors = {(e["action"], e["actor"]) for e in log}
-        for entry in (("model.registered", AUTHOR), ("approval.approved", APPROVER), ("stage.changed", AUTHOR),
+        for entry in (("governance.applied", OPERATOR), ("model.registered", AUTHOR), ("approval.approved", APPROVER), ("stage.changed", AUTHOR),
                       ("deployment.created", APPROVER)):
             assert entry in actors, entry
         for client, user in ((a, AUTHOR), (b, APPROVER)):
