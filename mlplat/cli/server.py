@@ -13,6 +13,11 @@ from mlplat.cli.options import pass_ctx, stack_option
 from mlplat.errors import ExternalError
 
 
+# MLflow's server also starts a job runner with a pool of consumer processes for its GenAI jobs; the
+# platform runs none, so the tracking server beside it starts without them (a dozen fewer processes).
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @click.command("server")
 @stack_option
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -139,4 +144,5 @@ def start_tracking(spec, port: int) -> subprocess.Popen:
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts", "--workers", "1"]
     log = open(root / "server.log", "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, **MLFLOW_SERVER_ENV}
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)

@@ -29,4 +29,5 @@ def ui(ctx, stack: str, host: str, port: int) -> None:
     args = tracker.ui_command(host=host, port=port)
     ctx.console.print(f"MLflow UI for stack {spec.name}: http://{host}:{port}")
     sys.stdout.flush()
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no GenAI job runner: the UI only reads
     os.execv(args[0], args)

@@ -261,7 +261,7 @@ def test_ui_serves_the_stack_store_on_loopback_only(up_project, cli):
         assert body is not None and "OK" in body
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.wait(timeout=60)  # a bound on a hang: MLflow's UI stops its workers one by one
 
 
 def test_xgboost_parameters_are_autologged(up_project):
