@@ -32,6 +32,19 @@ env_option = click.option("--env", "environment", default=None,
 lock_wait_option = click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
                                 help="Seconds to wait for another operation on the stack to finish.")
 
+
+
+def _server_side(click_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        click_ctx.ensure_object(Context).ledger_owner = True
+    return value
+
+
+server_side_option = click.option(
+    "--server-side", is_flag=True, callback=_server_side, expose_value=False,
+    help="This machine runs the stack's `mlplat server`: act on the platform here (its ledger is "
+         "$MLPLAT_DATABASE_URL, else controlPlane.database, else SQLite), not as one of its clients.")
+
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
 
 

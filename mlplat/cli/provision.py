@@ -1,11 +1,20 @@
 """`mlplat up | preview | destroy | status`."""
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, lock_wait_option, pass_ctx, stack_option, yes_option
+from mlplat.cli.options import (
+    emit_json,
+    json_option,
+    lock_wait_option,
+    pass_ctx,
+    server_side_option,
+    stack_option,
+    yes_option,
+)
 from mlplat.contracts import Capability, Plan
 from mlplat.errors import Aborted, Conflict, ExitCode, ExternalError, StackError
 
@@ -23,9 +32,12 @@ def _provisioner(ctx, stack: str, lock_wait: float = 0.0):
 
 
 def _served_by(ctx, spec) -> str | None:
-    """The URL of the `mlplat server` that holds STACK's platform for this process, or None (embedded)."""
+    """The URL of the `mlplat server` that holds STACK's platform for this process, or None (embedded,
+    or ``--server-side``: this machine runs the server and its ledger)."""
     from mlplat.api.plane import RemotePlane, plane_for
 
+    if ctx.ledger_owner and ctx.database_url is None:
+        ctx.database_url = os.environ.get("MLPLAT_DATABASE_URL") or spec.control_plane.database
     plane = plane_for(spec, ctx)
     plane.close()
     return plane.url if isinstance(plane, RemotePlane) else None
@@ -137,6 +149,7 @@ def _apply_governance(ctx, spec, as_json: bool) -> None:
 
 @click.command()
 @stack_option
+@server_side_option
 @yes_option
 @lock_wait_option
 @json_option
@@ -200,6 +213,7 @@ def preview(ctx, stack: str, offline: bool, as_json: bool) -> None:
 
 @click.command()
 @stack_option
+@server_side_option
 @yes_option
 @lock_wait_option
 @pass_ctx
@@ -227,6 +241,7 @@ def destroy(ctx, stack: str, yes: bool, lock_wait: float) -> None:
 
 @click.command()
 @stack_option
+@server_side_option
 @json_option
 @pass_ctx
 def status(ctx, stack: str, as_json: bool) -> int:

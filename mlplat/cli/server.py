@@ -12,7 +12,6 @@ import click
 from mlplat.cli.options import pass_ctx, stack_option
 from mlplat.errors import ExternalError
 
-
 # MLflow's server also starts a job runner with a pool of consumer processes for its GenAI jobs; the
 # platform runs none, so the tracking server beside it starts without them (a dozen fewer processes).
 MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -76,6 +75,12 @@ def run(ctx, spec, *, host: str, port: int, tracking_port: int | None) -> None:
     ran = db.migrate()
     if ran:
         ctx.err.print(f"mlplat server: applied {len(ran)} migration(s) to the ledger: {', '.join(ran)}",
+                      highlight=False, markup=False)
+    from mlplat.services import governance
+
+    changed = governance.record_applied(db, spec, ctx.user)  # the stack file's governance is the one in force
+    if changed:
+        ctx.err.print(f"mlplat server: governance applied: {', '.join(changed)} (recorded in the audit log)",
                       highlight=False, markup=False)
 
     def ready() -> None:

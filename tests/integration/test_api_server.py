@@ -77,3 +77,24 @@ def test_control_plane_settings_are_validated(tmp_path, block, message):
     assert result.returncode == 3, result.stdout + result.stderr
     assert message in result.stdout + result.stderr
     assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_the_server_machine_provisions_with_server_side_even_when_the_stack_names_the_server(tmp_path):
+    port = free_port()
+    project = write_project(tmp_path / "platform", {"dev": stack_with_control_plane(f"http://127.0.0.1:{port}")})
+    env = {"MLPLAT_PROJECT_DIR": str(project)}
+    as_client = run_cli("up", "--stack", "dev", "--yes", cwd=project, env=env)
+    assert as_client.returncode == 9 and not (project / ".mlplat").exists()
+    here = run_cli("up", "--stack", "dev", "--yes", "--server-side", cwd=project, env=env)
+    assert here.returncode == 0, here.stderr
+    assert (project / ".mlplat" / "dev" / ".mlplat-state.json").is_file()
+    with running_server(project, "dev", port=port):
+        status = run_cli("status", "--stack", "dev", "--json", cwd=project, env=env)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["control_plane"] == f"http://127.0.0.1:{port}"
+        audit = run_cli("audit", "log", "--stack", "dev", "--json", cwd=project, env=env)
+        assert [e["action"] for e in json.loads(audit.stdout)] == ["governance.applied"]
+    gone = run_cli("destroy", "--stack", "dev", "--yes", cwd=project, env=env)
+    assert gone.returncode == 5 and (project / ".mlplat" / "dev").is_dir()
+    removed = run_cli("destroy", "--stack", "dev", "--yes", "--server-side", cwd=project, env=env)
+    assert removed.returncode == 0, removed.stderr
