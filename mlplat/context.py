@@ -50,6 +50,9 @@ class Context:
     # points the ledger at the server's database instead of the state directory's SQLite file.
     ledger_owner: bool = False
     database_url: str | None = None
+    # Set by `mlplat server` for its requests: it brought the ledger's schema up to date when it started
+    # (its /readyz says when that no longer holds), so a request does not check the schema again.
+    ledger_current: bool = False
 
     @property
     def user(self) -> str:

@@ -127,12 +127,19 @@ def operation(name: str, method: Method, path: str, *, writes: bool | None = Non
     return register
 
 
-def load() -> dict[str, Operation]:
-    """Import every module of :mod:`mlplat.api.ops` so the table is complete."""
-    from mlplat.api import ops
+_loaded = False
 
-    for module in pkgutil.iter_modules(ops.__path__):
-        importlib.import_module(f"{ops.__name__}.{module.name}")
+
+def load() -> dict[str, Operation]:
+    """Import every module of :mod:`mlplat.api.ops` so the table is complete (once per process: every
+    call of an operation looks it up here)."""
+    global _loaded
+    if not _loaded:
+        from mlplat.api import ops
+
+        for module in pkgutil.iter_modules(ops.__path__):
+            importlib.import_module(f"{ops.__name__}.{module.name}")
+        _loaded = True
     return OPERATIONS
 
 

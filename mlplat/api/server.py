@@ -110,8 +110,10 @@ def _error(exc: MlplatError, status: int | None = None, messages: list[str] | No
 
 
 def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
-               clock: Callable[[], float] = time.time, ready: Callable[[], None] | None = None) -> Any:
-    """The ASGI app serving ``spec``'s ledger. ``ready()`` raises when the database cannot serve."""
+               clock: Callable[[], float] = time.time, ready: Callable[[], None] | None = None,
+               migrated: bool = False) -> Any:
+    """The ASGI app serving ``spec``'s ledger. ``ready()`` raises when the database cannot serve;
+    ``migrated``: the caller brought the ledger's schema up to date, requests need not check it."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -126,7 +128,8 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
 
     def context(user: str, console: Any) -> Context:
         return Context(project_dir=project_dir, console=console, err=console, json=True, assume_yes=True,
-                       clock=clock, _user=user, ledger_owner=True, database_url=database_url)
+                       clock=clock, _user=user, ledger_owner=True, database_url=database_url,
+                       ledger_current=migrated)
 
     def check_headers(request: Request) -> str:
         version = request.headers.get(VERSION_HEADER)

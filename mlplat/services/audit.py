@@ -296,12 +296,18 @@ def append(
 
 
 def entries(conn: sqlite3.Connection, *, model: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Entries in chain order (oldest first); ``limit`` keeps the newest ``limit``."""
-    sql = "SELECT * FROM audit_log" + (" WHERE model = ?" if model else "") + " ORDER BY seq"
-    rows = [dict(r) for r in conn.execute(sql, (model,) if model else ())]
+    """Entries in chain order (oldest first); ``limit`` keeps the newest ``limit`` (only those are read)."""
+    where = " WHERE model = ?" if model else ""
+    args: tuple[Any, ...] = (model,) if model else ()
+    if limit:
+        sql = f"SELECT * FROM (SELECT * FROM audit_log{where} ORDER BY seq DESC LIMIT ?) AS newest ORDER BY seq"
+        args += (int(limit),)
+    else:
+        sql = f"SELECT * FROM audit_log{where} ORDER BY seq"
+    rows = [dict(r) for r in conn.execute(sql, args)]
     for row in rows:
         row["evidence"] = json.loads(row["evidence"])
-    return rows[-limit:] if limit else rows
+    return rows
 
 
 @dataclass

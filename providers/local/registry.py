@@ -116,7 +116,8 @@ class LocalModelRegistry(ModelRegistry):
         if self._db is None:
             self._require_state()
             db = ledger_for(self.layout.platform_db, self.ctx)
-            if db.pending():  # a stack provisioned before this migration shipped
+            # a stack provisioned before this migration shipped (mlplat server checked its ledger at start)
+            if not getattr(self.ctx, "ledger_current", False) and db.pending():
                 db.migrate()
             self._db = db
         return self._db
