@@ -28,6 +28,7 @@ from mlplat.errors import Conflict, MlplatError, NotFound
 
 ECE_BINS = 10
 MAX_LISTED = 20
+LOOKUP_CHUNK = 500  # request ids per lookup statement (SQLite allows 32,766 parameters, PostgreSQL 65,535)
 
 
 class LabelError(MlplatError):
@@ -150,24 +151,28 @@ class JoinResult:
 
 
 def store_labels(conn: sqlite3.Connection, batch: LabelBatch, *, known_ids: set[str], source: str, now: float) -> JoinResult:
-    """Write the labels whose request id was captured (inside the caller's transaction)."""
-    stored = updated = 0
-    unknown: list[str] = []
-    for request_id, label in batch.labels.items():
-        if request_id not in known_ids:
-            unknown.append(request_id)
-            continue
-        encoded = json.dumps(label)
-        before = conn.execute("SELECT label FROM monitor_labels WHERE request_id=?", (request_id,)).fetchone()
-        if before is None:
-            conn.execute("INSERT INTO monitor_labels(request_id, label, received_at, source) VALUES (?,?,?,?)",
-                         (request_id, encoded, now, source))
-            stored += 1
-        elif before[0] != encoded:
-            conn.execute("UPDATE monitor_labels SET label=?, received_at=?, source=? WHERE request_id=?",
-                         (encoded, now, source, request_id))
-            updated += 1
-    return JoinResult(batch.rows, stored, updated, len(unknown), sorted(unknown)[:MAX_LISTED], batch.missing_ids,
+    """Write the labels whose request id was captured (inside the caller's transaction): the labels
+    already stored are read in a few statements, the new and changed ones written in one each."""
+    unknown = [request_id for request_id in batch.labels if request_id not in known_ids]
+    known = [request_id for request_id in batch.labels if request_id in known_ids]
+    before: dict[str, str] = {}
+    for start in range(0, len(known), LOOKUP_CHUNK):
+        chunk = known[start:start + LOOKUP_CHUNK]
+        before.update((r[0], r[1]) for r in conn.execute(
+            f"SELECT request_id, label FROM monitor_labels WHERE request_id IN ({','.join('?' * len(chunk))})", chunk))
+    new: list[tuple[str, str, float, str]] = []
+    changed: list[tuple[str, float, str, str]] = []
+    for request_id in known:
+        encoded = json.dumps(batch.labels[request_id])
+        if request_id not in before:
+            new.append((request_id, encoded, now, source))
+        elif before[request_id] != encoded:
+            changed.append((encoded, now, source, request_id))
+    if new:
+        conn.executemany("INSERT INTO monitor_labels(request_id, label, received_at, source) VALUES (?,?,?,?)", new)
+    if changed:
+        conn.executemany("UPDATE monitor_labels SET label=?, received_at=?, source=? WHERE request_id=?", changed)
+    return JoinResult(batch.rows, len(new), len(changed), len(unknown), sorted(unknown)[:MAX_LISTED], batch.missing_ids,
                       batch.duplicates, batch.conflicting[:MAX_LISTED])
 
 
