@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -105,7 +106,13 @@ class Promotion:
         if stage == self.target or (self.target == "staging" and stage == "production"):
             return self._already(stage)
         lock = Path(self.spec.state_dir) / "locks" / f"promote-{self.name}-{self.environment}.lock"
-        with stack_lock(lock, operation=f"promote {self.name} {self.version} --to {self.target}"):
+        with ExitStack() as held:
+            try:
+                held.enter_context(stack_lock(lock, operation=f"promote {self.name} {self.version} --to {self.target}"))
+            except Conflict as exc:  # refused before anything was written: say how to go on
+                exc.hint = (f"rerun `mlplat models promote {self.name} {self.version} --to {self.target}` once it has "
+                            "finished: if it promoted this version, the rerun reports it done")
+                raise
             # read again under the lock: a promotion of this version that finished between the first
             # read and the lock must be found done here, not run a second time
             stage = self._stage()

@@ -68,7 +68,9 @@ def outcome(process: subprocess.Popen) -> tuple[int, dict]:
 
 
 def is_lock_conflict(code: int, doc: dict) -> bool:
-    return code == 5 and doc.get("error") == "Conflict" and "holds the stack lock" in doc.get("message", "")
+    """Refused because another promotion of the model holds its lock; the hint says to run it again."""
+    return (code == 5 and doc.get("error") == "Conflict" and "holds the stack lock" in doc.get("message", "")
+            and (doc.get("hint") or "").startswith("rerun `mlplat models promote "))
 
 
 def test_sixteen_clients_promote_label_and_capture_at_once(tmp_path, tmp_path_factory, worker_id, postgres):
