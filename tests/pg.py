@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import in_ci
+from tests.server_support import free_port
 
 INSTALL = "apt-get install postgresql (Debian), or run .ci/system-packages.sh"
 
@@ -36,12 +37,6 @@ def postgres_bin() -> Path | None:
         return tuple(int(part) for part in path.parent.name.split(".") if part.isdigit())
 
     return max(found, key=version) if found else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -109,7 +104,7 @@ def start_server() -> PostgresServer:
     root = Path(tempfile.mkdtemp(prefix="mlplat-pg-"))
     if as_postgres:
         shutil.chown(root, "postgres", "postgres")
-    server = PostgresServer(binaries, root, _free_port(), as_postgres)
+    server = PostgresServer(binaries, root, free_port(), as_postgres)
     server.run("initdb", "-D", str(server.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
     server.start()
     return server

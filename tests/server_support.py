@@ -83,6 +83,17 @@ class ServerProcess:
             return False
 
 
+def requests_served(server: ServerProcess, operation: str, status: int = 200) -> int:
+    """How many requests for ``operation`` the server answered with ``status`` (from its /metrics)."""
+    import re
+
+    import httpx
+
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    found = re.search(rf'mlplat_api_requests_total{{operation="{re.escape(operation)}",status="{status}"}} (\d+)', text)
+    return int(found.group(1)) if found else 0
+
+
 def start_server(project: Path, stack: str, *, database_url: str | None = None, port: int | None = None,
                  args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> ServerProcess:
     port = port or free_port()

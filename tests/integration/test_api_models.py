@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.integration.support_registry import APPROVER, AUTHOR, cli_in, db, make_registered_project
-from tests.server_support import running_server
+from tests.server_support import requests_served, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("api-models")]
 
@@ -47,13 +47,6 @@ def remote(served, *args: str, user: str = AUTHOR):
 def embedded(served, *args: str, user: str = AUTHOR):
     project, _ = served
     return cli_in(project, *args, user=user)
-
-
-def requests_served(server, operation: str, status: int = 200) -> int:
-    """How many requests for ``operation`` the server answered with ``status`` (from its /metrics)."""
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    found = re.search(rf'mlplat_api_requests_total{{operation="{re.escape(operation)}",status="{status}"}} (\d+)', text)
-    return int(found.group(1)) if found else 0
 
 
 def counts(project) -> dict[str, int]:

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import BIN
 from tests.integration.support_registry import AUTHOR, cli_in, db, make_registered_project, spec_ctx, train
 from tests.integration.support_serving import stop, wait_for_port_file
-from tests.server_support import running_server
+from tests.server_support import requests_served, running_server
 from tests.timing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("api-serving")]
@@ -59,13 +59,6 @@ def remote(served, *args: str, user: str = AUTHOR):
 def embedded(served, *args: str, user: str = AUTHOR):
     project, _ = served
     return cli_in(project, *args, user=user)
-
-
-def requests_served(server, operation: str, status: int = 200) -> int:
-    """How many requests for ``operation`` the server answered with ``status`` (from its /metrics)."""
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    found = re.search(rf'mlplat_api_requests_total{{operation="{re.escape(operation)}",status="{status}"}} (\d+)', text)
-    return int(found.group(1)) if found else 0
 
 
 def ledger_rows(project) -> dict[str, int]:
