@@ -105,3 +105,18 @@ def spec_ctx(project: Path, stack: str = "dev", user: str = AUTHOR):
 
     ctx = Context(project_dir=project, console=Console(file=open(os.devnull, "w")), _user=user)
     return ctx.stack(stack), ctx
+
+
+# --- the same command embedded and through a served ledger: ``served`` is ``(project, ServerProcess)`` ---
+
+
+def remote(served, *args: str, user: str = AUTHOR):
+    """``mlplat ARGS`` in the project as a client of its server."""
+    project, server = served
+    return cli_in(project, *args, user=user, env=server.client_env())
+
+
+def embedded(served, *args: str, user: str = AUTHOR):
+    """``mlplat ARGS`` in the project on its own ledger."""
+    project, _ = served
+    return cli_in(project, *args, user=user)

@@ -13,7 +13,7 @@ import re
 import httpx
 import pytest
 
-from tests.integration.support_registry import APPROVER, AUTHOR, cli_in, db, make_registered_project
+from tests.integration.support_registry import APPROVER, AUTHOR, cli_in, db, embedded, make_registered_project, remote
 from tests.server_support import requests_served, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("api-models")]
@@ -37,16 +37,6 @@ def served(tmp_path_factory):
     project = make_registered_project(tmp_path_factory.mktemp("api-models") / "project")
     with running_server(project, "dev") as server:
         yield project, server
-
-
-def remote(served, *args: str, user: str = AUTHOR):
-    project, server = served
-    return cli_in(project, *args, user=user, env=server.client_env())
-
-
-def embedded(served, *args: str, user: str = AUTHOR):
-    project, _ = served
-    return cli_in(project, *args, user=user)
 
 
 def counts(project) -> dict[str, int]:

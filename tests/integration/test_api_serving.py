@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import BIN
-from tests.integration.support_registry import AUTHOR, cli_in, db, make_registered_project, spec_ctx, train
+from tests.integration.support_registry import AUTHOR, cli_in, db, embedded, make_registered_project, remote, spec_ctx, train
 from tests.integration.support_serving import stop, wait_for_port_file
 from tests.server_support import requests_served, running_server
 from tests.timing import wait_until
@@ -49,16 +49,6 @@ def served(tmp_path_factory):
         assert promoted.returncode == 0, promoted.stderr
     with running_server(project, "dev") as server:
         yield project, server
-
-
-def remote(served, *args: str, user: str = AUTHOR):
-    project, server = served
-    return cli_in(project, *args, user=user, env=server.client_env())
-
-
-def embedded(served, *args: str, user: str = AUTHOR):
-    project, _ = served
-    return cli_in(project, *args, user=user)
 
 
 def ledger_rows(project) -> dict[str, int]:
