@@ -78,15 +78,17 @@ CANDIDATE=$(python examples/sklearn_tabular/train.py --stack dev --register cred
 mlplat models promote credit-risk "$CANDIDATE" --to staging --stack dev
 mlplat deploy credit-risk "$CANDIDATE" --stack dev --strategy canary --steps 50,100 --bake 3
 python - "$GATEWAY" <<'PY'
-import random, sys, time, httpx
+import sys, time, httpx, pandas as pd
 url = sys.argv[1]
-features = ["income", "debt_ratio", "age", "utilization", "late_payments", "accounts", "inquiries", "tenure"]
-served, deadline = {}, time.time() + 90
+# live-like traffic: rows of the held-out set in a seeded order (the canary judges prediction shift on it)
+rows = pd.read_parquet("examples/sklearn_tabular/data/holdout.parquet").drop(columns="label")
+records = rows.sample(frac=1.0, random_state=11).to_dict("records")
+served, deadline, sent = {}, time.time() + 90, 0
 with httpx.Client(base_url=url, timeout=10) as client:
     while time.time() < deadline:  # until the controller promotes (or rolls back) the candidate
         for _ in range(100):
-            r = client.post("/endpoints/credit-risk/invocations",
-                            json={"dataframe_records": [{f: random.gauss(0, 1) for f in features}]})
+            record, sent = records[sent % len(records)], sent + 1
+            r = client.post("/endpoints/credit-risk/invocations", json={"dataframe_records": [record]})
             key = f"HTTP {r.status_code} from v{r.headers.get('x-mlplat-version')}"
             served[key] = served.get(key, 0) + 1
         if client.get("/endpoints/credit-risk").json()["strategy"] == "direct":
