@@ -4,29 +4,21 @@ Tests build their own ``Context`` (another project dir, a fixed clock, a named u
 """
 from __future__ import annotations
 
-import getpass
-import os
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 
-def current_user() -> str:
-    """Identity of the person at the keyboard: ``MLPLAT_USER``, else git ``user.email``, else the OS user."""
-    user = os.environ.get("MLPLAT_USER", "").strip()
-    if user:
-        return user
-    try:
-        email = subprocess.run(
-            ["git", "config", "user.email"], capture_output=True, text=True, timeout=5, check=False
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        email = ""
-    return email or getpass.getuser()
+def current_user(mode: str | None = None) -> str:
+    """Name of the person at the keyboard of an embedded command: the OS user, or ``MLPLAT_USER``
+    where the stack declares ``mlplat:access: {mode: trusted-local}`` (see :mod:`mlplat.identity`)."""
+    from mlplat.identity import embedded_principal
+
+    return embedded_principal(mode).name
 
 
 def _console(stderr: bool) -> Console:
@@ -54,11 +46,34 @@ class Context:
     # (its /readyz says when that no longer holds), so a request does not check the schema again.
     ledger_current: bool = False
 
+    # How ``user`` was established (an mlplat.identity method: oidc, aws-iam, os-user, trusted-local...).
+    # Set with ``_user`` by the server from the request's verified credentials; embedded, it follows
+    # from the access mode of the stack this context loaded.
+    auth_method: str | None = None
+    # The verified caller of a server request (an mlplat.identity.Principal); None embedded.
+    principal: Any = None
+    access_mode: str | None = None
+
     @property
     def user(self) -> str:
         if self._user is None:
-            self._user = current_user()
+            from mlplat.identity import embedded_principal
+
+            principal = embedded_principal(self.access_mode)
+            if self.access_mode is None:  # no stack loaded yet: not cached (a stack may trust MLPLAT_USER)
+                return principal.name
+            self._user, self.auth_method = principal.name, principal.method
         return self._user
+
+    @property
+    def method(self) -> str:
+        """How :attr:`user` was established (recorded beside it in the audit log)."""
+        if self.auth_method is None:
+            _ = self.user  # resolves (and, once a stack is loaded, records) the embedded identity
+        if self.auth_method is not None:
+            return self.auth_method
+        # a name handed to the context directly (tests, tools) is only as trusted as whoever handed it
+        return "trusted-local" if self._user is not None else "os-user"
 
     def project(self) -> Path:
         from mlplat.stack import find_project_dir
@@ -70,4 +85,8 @@ class Context:
     def stack(self, name: str):
         from mlplat.stack import load_stack
 
-        return load_stack(name, self.project())
+        spec = load_stack(name, self.project())
+        if self.access_mode is None:
+            mode = spec.access.mode
+            self.access_mode = mode.value if mode is not None else "os-user"
+        return spec

@@ -82,6 +82,18 @@ class Denied(MlplatError):
     exit_code = ExitCode.DENIED
 
 
+class Unauthenticated(Denied):
+    """The caller's credentials are missing, malformed, expired or not trusted (HTTP 401)."""
+
+    http_status = 401
+
+
+class Forbidden(Denied):
+    """An authenticated caller whose roles do not allow the operation (HTTP 403)."""
+
+    http_status = 403
+
+
 class TrackingRequired(Denied):
     """A model was logged or registered outside a tracked run."""
 

@@ -392,6 +392,124 @@ class PolicySpec(Spec):
 # --- the control plane ------------------------------------------------------------
 
 
+# --- access: identity and roles -------------------------------------------------------
+
+ROLES = ("viewer", "developer", "approver", "operator", "admin")
+
+
+class AccessMode(str, Enum):
+    """How the platform establishes who is calling."""
+
+    os_user = "os-user"  # embedded: the operating-system user running the command
+    trusted_local = "trusted-local"  # embedded: MLPLAT_USER is believed (tests and demos only)
+    oidc = "oidc"  # bearer tokens from the company's OpenID Connect identity provider
+    aws_iam = "aws-iam"  # a presigned sts:GetCallerIdentity request, executed by the server
+    google = "google"  # Google-signed ID tokens
+    entra = "entra"  # Microsoft Entra ID access tokens
+
+
+class OidcSettings(Spec):
+    issuer: str = Field(description="The identity provider's issuer URL (its `iss` claim); discovery is read from "
+                        "`<issuer>/.well-known/openid-configuration`.", examples=["https://login.example.com"])
+    audience: str = Field(description="The `aud` every token must carry (the platform's client or API id).",
+                          examples=["mlplat"])
+    client_id: str | None = Field(None, description="Public client id `mlplat login` uses for the device-code flow "
+                                  "(default: the audience).")
+    principal_claim: str = Field("email", description="The claim naming the caller (falls back to `sub`).")
+    groups_claim: str = Field("groups", description="The claim listing the caller's groups.")
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256"],
+                                  description="Signature algorithms accepted (asymmetric only).")
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) issuer URL")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"issuer {value!r} must use https (plain http only on loopback, for tests)")
+        return value.rstrip("/")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+        bad = [a for a in value if a not in allowed]
+        if bad or not value:
+            raise ValueError(f"algorithms must be asymmetric JWS algorithms ({', '.join(sorted(allowed))}); "
+                             f"refused: {', '.join(bad) or '(none given)'}")
+        return value
+
+
+class AwsIamSettings(Spec):
+    region: str = Field("us-east-1", description="Region of the STS endpoint clients sign for.")
+    sts_endpoint: str | None = Field(None, description="STS endpoint the server executes the signed request "
+                                     "against (default: the regional endpoint `https://sts.<region>.amazonaws.com`).")
+    server_id: str | None = Field(None, description="Value of the signed `X-Mlplat-Server-Id` header binding a "
+                                  "request to this server, so it cannot be replayed to another (default: the stack "
+                                  "name).")
+
+
+class GoogleSettings(Spec):
+    audience: str = Field(description="The `aud` of the Google-signed ID tokens (the server's URL or client id).")
+    hosted_domain: str | None = Field(None, description="Only accept accounts of this Google Workspace domain (`hd`).")
+
+
+class EntraSettings(Spec):
+    tenant_id: str = Field(description="The Entra ID (Azure AD) tenant id.")
+    audience: str = Field(description="The `aud` of the access tokens (the platform app's id or App ID URI).")
+    authority: str = Field("https://login.microsoftonline.com", description="The Entra authority host.")
+
+
+class FeatureGrant(Spec):
+    views: list[str] = Field(min_length=1, description="Feature views other teams may read.")
+    principals: list[str] = Field(min_length=1, description="Who may read them (principal patterns: `group:NAME`, "
+                                  "an e-mail, an IAM role ARN, `*`).")
+
+
+class Access(Spec):
+    """Who may call the platform and what each may do (``mlplat:access``)."""
+
+    mode: AccessMode | None = Field(None, description="How callers are identified. Default: `os-user` for an "
+                                    "embedded ledger; a server with a control-plane URL needs one of oidc, aws-iam, "
+                                    "google or entra to bind beyond loopback.")
+    oidc: OidcSettings | None = Field(None, description="OIDC identity provider (mode oidc).")
+    aws: AwsIamSettings | None = Field(None, description="AWS IAM authentication (mode aws-iam).")
+    google: GoogleSettings | None = Field(None, description="Google ID tokens (mode google).")
+    entra: EntraSettings | None = Field(None, description="Entra ID tokens (mode entra).")
+    roles: dict[str, list[str]] = Field(
+        default_factory=dict, description="Role → principal patterns: `group:NAME` (an IdP group), an e-mail or "
+        "principal name, an IAM role ARN (matches its assumed-role sessions), `*` (anyone authenticated). Roles: "
+        + ", ".join(ROLES) + ". Deny by default: a caller matching no pattern may do nothing.",
+        examples=[{"developer": ["group:fraud-ds"], "approver": ["risk-office@example.com"], "admin": ["group:platform"]}],
+    )
+    feature_grants: list[FeatureGrant] = Field(default_factory=list,
+                                               description="Feature views shared for reading with other teams.")
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = [r for r in value if r not in ROLES]
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(map(repr, unknown))}; roles are {', '.join(ROLES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _settings_for_mode(self) -> Access:
+        needs = {AccessMode.oidc: "oidc", AccessMode.aws_iam: "aws", AccessMode.google: "google",
+                 AccessMode.entra: "entra"}
+        if self.mode in needs and getattr(self, needs[self.mode]) is None:
+            raise ValueError(f"mode {self.mode.value} needs its settings under access.{needs[self.mode]}")
+        return self
+
+    @property
+    def authenticated(self) -> bool:
+        """True when callers prove who they are (a token or a signed request), not merely name themselves."""
+        return self.mode in (AccessMode.oidc, AccessMode.aws_iam, AccessMode.google, AccessMode.entra)
+
+
 class ControlPlane(Spec):
     """Where the stack's ledger lives: embedded (no ``url``, the default) or behind ``mlplat server``."""
 
@@ -465,6 +583,8 @@ class StackSpec(Spec):
                                description="Policy enforcement for this stack (see policies/).")
     control_plane: ControlPlane = Field(default_factory=lambda: ControlPlane(),
                                         description="Where the ledger lives: embedded, or a shared `mlplat server`.")
+    access: Access = Field(default_factory=lambda: Access(),
+                           description="Identity and roles: how callers are authenticated and what each may do.")
 
     # Set by the loader, not read from the file.
     name: str = Field("", exclude=True, description="Stack name (from the file name).")

@@ -104,14 +104,14 @@ def _error(exc: MlplatError, status: int | None = None, messages: list[str] | No
     """The error document; ``messages`` are the lines the operation printed before it failed."""
     from starlette.responses import JSONResponse
 
-    code = status or STATUS.get(exc.exit_code, 400)
+    code = status or getattr(exc, "http_status", None) or STATUS.get(exc.exit_code, 400)
     body = exc.to_dict() | ({"messages": messages} if messages else {})
     return JSONResponse(body, status_code=code, headers={VERSION_HEADER: str(API_VERSION)})
 
 
 def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
                clock: Callable[[], float] = time.time, ready: Callable[[], None] | None = None,
-               migrated: bool = False) -> Any:
+               migrated: bool = False, authenticator: Any = None) -> Any:
     """The ASGI app serving ``spec``'s ledger. ``ready()`` raises when the database cannot serve;
     ``migrated``: the caller brought the ledger's schema up to date, requests need not check it."""
     from starlette.applications import Starlette
@@ -126,12 +126,36 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
     metrics = Metrics()
     headers = {VERSION_HEADER: str(API_VERSION)}
 
-    def context(user: str, console: Any) -> Context:
-        return Context(project_dir=project_dir, console=console, err=console, json=True, assume_yes=True,
-                       clock=clock, _user=user, ledger_owner=True, database_url=database_url,
-                       ledger_current=migrated)
+    from mlplat.identity import TRUSTED_LOCAL, Principal, rbac, verifiers
 
-    def check_headers(request: Request) -> str:
+    authenticator = authenticator if authenticator is not None else verifiers.authenticator_for(spec)
+    access = getattr(spec, "access", None)
+    access_mode = access.mode.value if access is not None and access.mode is not None else None
+
+    def context(principal: Principal, console: Any) -> Context:
+        return Context(project_dir=project_dir, console=console, err=console, json=True, assume_yes=True,
+                       clock=clock, _user=principal.name, auth_method=principal.method, principal=principal,
+                       access_mode=access_mode,
+                       ledger_owner=True, database_url=database_url, ledger_current=migrated)
+
+    def identify(request: Request) -> Principal:
+        """The caller: from its verified credentials, or (a trusted-local server on one machine only)
+        the name it sends."""
+        check_headers(request)
+        if authenticator is not None:
+            return authenticator.authenticate(request.headers)
+        user = (request.headers.get(USER_HEADER) or "").strip()
+        if not user:
+            raise MlplatError(f"the {USER_HEADER} header is missing", where=USER_HEADER,
+                              hint="send the caller's name (the mlplat CLI and SDK do)")
+        return Principal(user, TRUSTED_LOCAL)
+
+    def run(op: Operation, principal: Principal, console: Any, params: Any) -> Any:
+        ctx = context(principal, console)
+        rbac.authorize(spec, ctx, principal, op, params)  # Forbidden (403) names the role needed
+        return op.invoke(spec, ctx, params)
+
+    def check_headers(request: Request) -> None:
         version = request.headers.get(VERSION_HEADER)
         if version is not None and version != str(API_VERSION):
             raise MlplatError(f"this client speaks platform API v{version} but the server speaks v{API_VERSION}",
@@ -142,11 +166,6 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
             raise MlplatError(f"this server serves stack '{spec.name}', not '{stack}'",
                               where="mlplat:controlPlane.url",
                               hint="point the stack file's controlPlane.url at the server of that stack")
-        user = (request.headers.get(USER_HEADER) or "").strip()
-        if not user:
-            raise MlplatError(f"the {USER_HEADER} header is missing", where=USER_HEADER,
-                              hint="send the caller's name (the mlplat CLI and SDK do)")
-        return user
 
     async def parse(request: Request, op: Operation) -> dict[str, Any]:
         raw: dict[str, Any] = {}
@@ -178,12 +197,13 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
             captured = CapturedConsole()
             try:
                 try:
-                    user = check_headers(request)
+                    principal = identify(request)
                 except MlplatError as exc:
-                    status = 400
-                    return _error(exc, 400)
+                    response = _error(exc, getattr(exc, "http_status", None) or 400)
+                    status = response.status_code
+                    return response
                 params = op.validate(await parse(request, op))
-                result = await run_in_threadpool(op.invoke, spec, context(user, captured.console), params)
+                result = await run_in_threadpool(run, op, principal, captured.console, params)
                 status = 200
                 body = json.dumps({"result": result, "messages": captured.messages()})
                 return Response(body, media_type="application/json", headers=headers)
