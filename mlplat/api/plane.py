@@ -20,6 +20,7 @@ from mlplat import errors
 from mlplat.api import operations
 from mlplat.api.operations import API_VERSION, InvalidRequest
 from mlplat.errors import ExternalError, MlplatError
+from mlplat.identity.client import Credentials, NoCredentials, credentials_for, login_hint
 
 VERSION_HEADER = "Mlplat-Api-Version"
 USER_HEADER = "Mlplat-User"
@@ -87,13 +88,16 @@ class RemotePlane(ControlPlane):
     mode = "server"
 
     def __init__(self, url: str, *, stack: str, user: str, err: Any = None, timeout: float = 600.0,
-                 transport: Any = None, sleep: Any = time.sleep):
+                 transport: Any = None, sleep: Any = time.sleep, credentials: Credentials | None = None):
         import httpx
 
         self.url = url.rstrip("/")
         self.stack = stack
         self.err = err
         self.sleep = sleep
+        # What proves the caller's identity to the server (mlplat.identity.client); none for a server
+        # that does not authenticate, which reads the Mlplat-User header instead.
+        self.credentials = credentials if credentials is not None else NoCredentials()
         headers = {VERSION_HEADER: str(API_VERSION), USER_HEADER: user, STACK_HEADER: stack,
                    "User-Agent": f"mlplat/{_version()}"}
         self.http = httpx.Client(base_url=self.url, headers=headers, transport=transport,
@@ -110,9 +114,9 @@ class RemotePlane(ControlPlane):
         rest = {k: v for k, v in values.items() if k not in op.path_params}
         if op.method == "GET":
             query = {k: v for k, v in rest.items() if v is not None}
-            send = lambda: self.http.get(path, params=query)  # noqa: E731
+            send = lambda headers: self.http.get(path, params=query, headers=headers)  # noqa: E731
         else:
-            send = lambda: self.http.post(path, json=rest)  # noqa: E731
+            send = lambda headers: self.http.post(path, json=rest, headers=headers)  # noqa: E731
         try:
             doc = self._send(send, op)
         except MlplatError as exc:
@@ -131,9 +135,11 @@ class RemotePlane(ControlPlane):
         import httpx
 
         delay = 0.2
-        for attempt in range(RETRIES + 1):
+        attempt = 0
+        refreshed = False
+        while True:
             try:
-                response = send()
+                response = send(self.credentials.headers())
             except httpx.TimeoutException as exc:
                 raise ExternalError(f"the control plane at {self.url} did not answer {op.name} in time: {exc}",
                                     hint="the operation may still complete on the server; check with a read "
@@ -152,6 +158,7 @@ class RemotePlane(ControlPlane):
                                              "in the stack file; nothing was written") from None
                 self.sleep(delay)
                 delay *= 2
+                attempt += 1
                 continue
             server_version = response.headers.get(VERSION_HEADER)
             if server_version is not None and server_version != str(API_VERSION):
@@ -162,7 +169,14 @@ class RemotePlane(ControlPlane):
                 retry_after = response.headers.get("Retry-After")
                 self.sleep(float(retry_after) if retry_after and retry_after.replace(".", "").isdigit() else delay)
                 delay *= 2
+                attempt += 1
                 continue
+            if response.status_code == 401 and not refreshed:
+                # The server refused the credential before running anything, so even a write may be
+                # sent again: once, with a renewed token (expired, or signed by a key since rotated).
+                refreshed = True
+                if self.credentials.refresh():
+                    continue
             try:
                 doc = response.json()
             except ValueError:
@@ -172,9 +186,12 @@ class RemotePlane(ControlPlane):
                                     "platform API response: is it an `mlplat server`?",
                                     where="mlplat:controlPlane.url")
             if response.status_code >= 400:
-                raise error_from(doc if isinstance(doc, dict) else {}, status=response.status_code)
+                refusal = error_from(doc if isinstance(doc, dict) else {}, status=response.status_code)
+                if response.status_code == 401 and not isinstance(refusal, errors.Unauthenticated):
+                    raise errors.Unauthenticated(refusal.message, where=refusal.where,
+                                                 hint=refusal.hint or login_hint(self.stack), **refusal.details)
+                raise refusal
             return doc if isinstance(doc, dict) else {}
-        raise AssertionError("unreachable")
 
 
 def _version() -> str:
@@ -189,7 +206,8 @@ def plane_for(spec: Any, ctx: Any) -> ControlPlane:
         return EmbeddedPlane(spec, ctx)
     url = os.environ.get("MLPLAT_CONTROL_PLANE_URL") or spec.control_plane.url
     if url:
-        return RemotePlane(url, stack=spec.name, user=ctx.user, err=ctx.err)
+        return RemotePlane(url, stack=spec.name, user=ctx.user, err=ctx.err,
+                           credentials=credentials_for(spec, clock=ctx.clock))
     return EmbeddedPlane(spec, ctx)
 
 

@@ -40,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollout": ("mlplat.cli.serving:rollout", "Rollout status: current step, metrics per variant, decisions."),
     "server": ("mlplat.cli.server:server", "Serve the stack's platform API: the shared ledger a whole team reaches."),
     "db": ("mlplat.cli.db:db", "The ledger's database: upgrade its schema, export it, import it (SQLite, PostgreSQL)."),
+    "login": ("mlplat.cli.access:login", "Sign in to the stack's identity provider (OIDC device code); tokens cached 0600."),
+    "logout": ("mlplat.cli.access:logout", "Forget the tokens `mlplat login` cached for a stack's identity provider."),
+    "whoami": ("mlplat.cli.access:whoami", "Who the platform takes you for: principal, how established, groups, roles."),
+    "access": ("mlplat.cli.access:access", "Roles and grants: `access list` shows who may do what."),
 }
 
 
