@@ -29,6 +29,7 @@ USER_ENV = "MLPLAT_USER"
 OIDC, AWS_IAM, GOOGLE, ENTRA = "oidc", "aws-iam", "google", "entra"
 OS_USER, TRUSTED_LOCAL, API_KEY, SYSTEM = "os-user", "trusted-local", "api-key", "system"
 AUTHENTICATED_METHODS = (OIDC, AWS_IAM, GOOGLE, ENTRA)
+METHODS = (*AUTHENTICATED_METHODS, OS_USER, TRUSTED_LOCAL, API_KEY, SYSTEM)  # the audit log's CHECK lists these
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def decide(spec: StackSpec, ctx: Context, name: str, version: int, *, decision: 
             "gate_digest, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
             (name, int(version), environment, user, decision, reason, binding["artifact_digest"],
              binding["gate_digest"], time.time()))
-        audit.append(conn, actor=user, action=f"approval.{decision}", model=name, version=version,
+        audit.append(conn, actor=user, method=ctx.method, action=f"approval.{decision}", model=name, version=version,
                      environment=environment, reason=reason, digest=binding["artifact_digest"],
                      evidence={"gate_digest": binding["gate_digest"], "author": row["author"]})
         result = status(conn, spec, name, version, environment, governance)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.errors import IntegrityError
+from mlplat.identity import METHODS
 
 GENESIS = "0" * 64
 SCHEME_LEGACY = "sha256"
@@ -65,14 +66,23 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _body(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The hashed fields of an entry. ``auth_method`` is one of them when the entry has one: entries
+    written before it existed hash as they always did, and adding, changing or removing it on any
+    entry changes the hash."""
+    body = {k: row[k] for k in _FIELDS}
+    if row.get("auth_method") is not None:
+        body["auth_method"] = row["auth_method"]
+    return body
+
+
 def _row_hash(row: Mapping[str, Any]) -> str:
     """The legacy (unkeyed) hash of an entry: sha256 of its canonical JSON."""
-    body = {k: row[k] for k in _FIELDS}
-    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical(_body(row)).encode("utf-8")).hexdigest()
 
 
 def _row_mac(key: AuditKey, row: Mapping[str, Any]) -> str:
-    body = {**{k: row[k] for k in _FIELDS}, "scheme": SCHEME_KEYED, "key_id": key.key_id}
+    body = {**_body(row), "scheme": SCHEME_KEYED, "key_id": key.key_id}
     return hmac.new(key.secret, canonical(body).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
@@ -218,6 +228,7 @@ def append(
     conn: sqlite3.Connection,
     *,
     actor: str,
+    method: str,
     action: str,
     model: str | None = None,
     version: int | None = None,
@@ -230,6 +241,10 @@ def append(
 ) -> dict[str, Any]:
     """Append one keyed entry and return it (with ``seq`` and ``hash``).
 
+    ``method`` is how ``actor``'s identity was established (a method of :mod:`mlplat.identity`:
+    ``ctx.method`` for a caller, ``system`` for the platform acting on its own); the keyed hash
+    covers it.
+
     Call it inside the caller's ``Database.transaction()`` so the entry commits with the
     decision it records (the signed head file follows after the commit). Outside a
     transaction it takes the write lock itself (``BEGIN IMMEDIATE``), so sequence numbers
@@ -238,6 +253,8 @@ def append(
     """
     if not actor or not action:
         raise ValueError("audit entries need an actor and an action")
+    if method not in METHODS:
+        raise ValueError(f"unknown identity method {method!r} for an audit entry (one of {', '.join(METHODS)})")
     own = not conn.in_transaction
     if own:
         conn.execute("BEGIN IMMEDIATE")
@@ -266,13 +283,14 @@ def append(
             "evidence": evidence_text,
             "digest": digest or hashlib.sha256(evidence_text.encode("utf-8")).hexdigest(),
             "prev_hash": prev,
+            "auth_method": method,
         }
         row["scheme"], row["key_id"] = SCHEME_KEYED, key.key_id
         row["hash"] = _row_mac(key, row)
         conn.execute(
             "INSERT INTO audit_log (seq, ts, actor, action, model, version, environment, reason, evidence, digest, "
-            "prev_hash, hash, scheme, key_id) VALUES (:seq, :ts, :actor, :action, :model, :version, :environment, "
-            ":reason, :evidence, :digest, :prev_hash, :hash, :scheme, :key_id)", row)
+            "prev_hash, hash, scheme, key_id, auth_method) VALUES (:seq, :ts, :actor, :action, :model, :version, "
+            ":environment, :reason, :evidence, :digest, :prev_hash, :hash, :scheme, :key_id, :auth_method)", row)
         conn.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
                      "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash", (seq, row["hash"]))
     except BaseException:
@@ -438,3 +456,187 @@ def format_problems(problems: Iterable[str], limit: int = 10) -> str:
     shown = problems[:limit]
     more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
     return "\n  - " + "\n  - ".join(shown) + more
+
+
+# --- signed archives ----------------------------------------------------------------------------
+#
+# An archive is a gzip'd tar of two files, made to be kept on write-once storage (S3 Object Lock in
+# compliance mode; see the README) and checked offline, with the stack's key, long after the ledger
+# moved on:
+#
+# * ``entries.jsonl``: the entries ``since+1`` … head, one canonical JSON object a line, exactly as
+#   stored (the evidence as its hashed text), so each keeps its own keyed hash;
+# * ``manifest.json``: the stack, the range, the count, the hash the first entry links to, the head,
+#   the SHA-256 of ``entries.jsonl``, the key id, and an HMAC-SHA256 signature of all of it with the
+#   audit key (the body names its kind, so it cannot pass for an entry or a head file).
+#
+# The signature binds the manifest; the manifest binds the entries file by its digest; each entry is
+# keyed and linked to the one before, from ``prev_hash`` on. An archive that starts at #1 links to GENESIS.
+
+ARCHIVE_KIND = "mlplat audit archive"
+ARCHIVE_FORMAT = 1
+ARCHIVE_MANIFEST = "manifest.json"
+ARCHIVE_ENTRIES = "entries.jsonl"
+_ARCHIVE_COLUMNS = (*_FIELDS, "hash", "scheme", "key_id", "auth_method")
+
+
+def _archive_mac(key: AuditKey, manifest: Mapping[str, Any]) -> str:
+    body = canonical({k: v for k, v in manifest.items() if k != "signature"})
+    return hmac.new(key.secret, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def export_archive(conn: sqlite3.Connection, *, stack: str, since: int = 0, key: AuditKey | None = None,
+                   now: float | None = None) -> tuple[bytes, dict[str, Any]]:
+    """The entries after ``since`` as a signed archive (``.tar.gz`` bytes) and its manifest.
+
+    Read-only. Refuses a chain that does not verify (an archive signs what it holds: it must never
+    launder a forged entry), a log without entries after ``since``, and a ledger without its key."""
+    from mlplat.errors import NotFound
+
+    key = key or load_key(conn)
+    if key is None:
+        raise IntegrityError("the stack's audit key is missing: an archive cannot be signed",
+                             hint="run the export where the ledger's state directory (keys/platform.key) is")
+    checked = verify(conn, key)
+    if not checked.ok:
+        raise IntegrityError(f"the audit log does not verify, so it is not archived ({len(checked.problems)} "
+                             f"problem(s)):" + format_problems(checked.problems),
+                             hint="run `mlplat audit verify` and investigate before archiving")
+    since = int(since)
+    if since < 0:
+        raise ValueError(f"since must be 0 or an entry number, not {since}")
+    last = conn.execute("SELECT max(seq) FROM audit_log").fetchone()[0]
+    if last is None:
+        raise NotFound("the audit log is empty: there is nothing to archive")
+    if since >= int(last):
+        raise NotFound(f"the audit log ends at entry #{last}: there is nothing after #{since} to archive",
+                       where="since", hint=f"pass --since below {last} (the last archive's last entry)")
+    prev = GENESIS
+    if since:
+        prev = conn.execute("SELECT hash FROM audit_log WHERE seq = ?", (since,)).fetchone()[0]
+    listed = ", ".join(_ARCHIVE_COLUMNS)
+    rows = [dict(r) for r in conn.execute(f"SELECT {listed} FROM audit_log WHERE seq > ? ORDER BY seq", (since,))]
+    lines = "".join(canonical(r) + "\n" for r in rows).encode("utf-8")
+    created = round(float(now if now is not None else time.time()), 6)
+    manifest: dict[str, Any] = {
+        "kind": ARCHIVE_KIND, "format": ARCHIVE_FORMAT, "stack": stack,
+        "first_seq": rows[0]["seq"], "last_seq": rows[-1]["seq"], "count": len(rows),
+        "prev_hash": prev, "head": rows[-1]["hash"],
+        "entries_file": ARCHIVE_ENTRIES, "entries_sha256": hashlib.sha256(lines).hexdigest(),
+        "created_at": created, "key_id": key.key_id, "signature_alg": "hmac-sha256",
+    }
+    manifest["signature"] = _archive_mac(key, manifest)
+    return _pack({ARCHIVE_MANIFEST: (json.dumps(manifest, sort_keys=True, indent=1) + "\n").encode("utf-8"),
+                  ARCHIVE_ENTRIES: lines}, mtime=int(created)), manifest
+
+
+def _pack(files: Mapping[str, bytes], *, mtime: int) -> bytes:
+    """A gzip'd tar of ``files`` whose bytes depend only on their names, contents and ``mtime``."""
+    import gzip
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=mtime) as zipped:
+        with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), mtime, 0o444
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass
+class ArchiveVerification:
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    entries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "problems": self.problems, "entries": self.entries, "manifest": self.manifest}
+
+
+def _unpack(data: bytes) -> tuple[dict[str, bytes] | None, str | None]:
+    """The archive's two files, or why it is not an archive (nothing is extracted to disk)."""
+    import io
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            members = tar.getmembers()
+            names = sorted(m.name for m in members)
+            if names != sorted((ARCHIVE_MANIFEST, ARCHIVE_ENTRIES)) or not all(m.isfile() for m in members):
+                return None, (f"it holds {', '.join(names) or 'nothing'}, not exactly the files {ARCHIVE_MANIFEST} "
+                              f"and {ARCHIVE_ENTRIES}")
+            files = {}
+            for member in members:
+                handle = tar.extractfile(member)
+                assert handle is not None  # a regular file
+                files[member.name] = handle.read()
+            return files, None
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        return None, f"it is not a gzip'd tar ({exc})"
+
+
+def verify_archive(data: bytes, key: AuditKey | None) -> ArchiveVerification:
+    """Check an archive offline: its manifest's signature with ``key``, the entries file against the
+    manifest's digest, range and count, and every entry's keyed hash and link. Lists every problem."""
+    files, why = _unpack(data)
+    if files is None:
+        return ArchiveVerification(False, [f"not an mlplat audit archive: {why}"])
+    try:
+        manifest = json.loads(files[ARCHIVE_MANIFEST])
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        return ArchiveVerification(False, [f"{ARCHIVE_MANIFEST} is not a JSON object ({exc})"])
+    problems: list[str] = []
+    if manifest.get("kind") != ARCHIVE_KIND or manifest.get("format") != ARCHIVE_FORMAT:
+        problems.append(f"{ARCHIVE_MANIFEST} is not an mlplat audit archive manifest of format {ARCHIVE_FORMAT} "
+                        f"(kind {manifest.get('kind')!r}, format {manifest.get('format')!r})")
+        return ArchiveVerification(False, problems, manifest)
+    if key is None:
+        problems.append("the manifest's signature cannot be checked: no key (pass the stack's key)")
+    elif manifest.get("key_id") != key.key_id:
+        problems.append(f"the archive is signed with key id {manifest.get('key_id')}, not the stack's key {key.key_id} "
+                        f"(another stack's archive, or the key was replaced)")
+    elif not hmac.compare_digest(_archive_mac(key, manifest), str(manifest.get("signature", ""))):
+        problems.append("the manifest's signature does not match its content (the manifest was edited, or signed "
+                        "without the stack's key)")
+    lines_data = files[ARCHIVE_ENTRIES]
+    if hashlib.sha256(lines_data).hexdigest() != manifest.get("entries_sha256"):
+        problems.append(f"{ARCHIVE_ENTRIES} is not the file the manifest names (its SHA-256 differs: entries were "
+                        f"edited, added or removed)")
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(lines_data.decode("utf-8", errors="replace").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or any(c not in row for c in _ARCHIVE_COLUMNS):
+                raise ValueError("not an audit entry")
+        except ValueError as exc:
+            problems.append(f"{ARCHIVE_ENTRIES} line {number} is not an audit entry ({exc})")
+            continue
+        rows.append(row)
+    if len(rows) != manifest.get("count"):
+        problems.append(f"the archive holds {len(rows)} entries, the manifest says {manifest.get('count')}")
+    if rows and (rows[0]["seq"], rows[-1]["seq"]) != (manifest.get("first_seq"), manifest.get("last_seq")):
+        problems.append(f"the entries run #{rows[0]['seq']}..#{rows[-1]['seq']}, the manifest says "
+                        f"#{manifest.get('first_seq')}..#{manifest.get('last_seq')}")
+    if manifest.get("first_seq") == 1 and manifest.get("prev_hash") != GENESIS:
+        problems.append("the archive starts at entry #1 but does not link to the start of the chain")
+    first_keyed = next((r["seq"] for r in rows if r.get("scheme") is not None), None)
+    prev, expected = manifest.get("prev_hash"), manifest.get("first_seq")
+    for row in rows:
+        if row["seq"] != expected:
+            problems.append(f"entry #{row['seq']}: expected #{expected} here: entries are missing or renumbered")
+        if row["prev_hash"] != prev:
+            problems.append(f"entry #{row['seq']}: does not link to the entry before it "
+                            f"(deleted, inserted or reordered entries)")
+        problem = entry_problem(row, key, first_keyed=first_keyed)
+        if problem:
+            problems.append(problem)
+        prev, expected = row["hash"], int(row["seq"]) + 1
+    if rows and rows[-1]["hash"] != manifest.get("head"):
+        problems.append(f"the last entry (#{rows[-1]['seq']}) is not the head the manifest names")
+    return ArchiveVerification(not problems, problems, manifest, len(rows))

@@ -234,7 +234,8 @@ def run_gate(spec: StackSpec, ctx: Context, name: str, version: int, environment
                 "created_at = excluded.created_at, created_by = excluded.created_by",
                 (digest, name, int(version), environment, row["artifact_digest"], int(report["passed"]),
                  audit.canonical(report), time.time(), ctx.user))
-            audit.append(conn, actor=ctx.user, action="gate.passed" if report["passed"] else "gate.failed", model=name,
+            audit.append(conn, actor=ctx.user, method=ctx.method,
+                         action="gate.passed" if report["passed"] else "gate.failed", model=name,
                          version=version, environment=environment, digest=row["artifact_digest"],
                          reason=summary(report), evidence={"gate_digest": digest, "metrics": metrics,
                                                            "failed": [c["check"] for c in results if not c["passed"]]})

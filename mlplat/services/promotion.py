@@ -152,16 +152,17 @@ class Promotion:
                                    (self.name, self.environment)).fetchone()
             if running is not None and (running["version"], running["target"]) == (self.version, self.target):
                 self.id, self.steps = running["id"], json.loads(running["steps"])
-                audit.append(conn, actor=self.ctx.user, action="promotion.step", model=self.name, version=self.version,
-                             environment=self.environment, reason=f"resumed promotion #{self.id} to {self.target}",
-                             digest=row["artifact_digest"], evidence={"promotion": self.id, "steps": self.steps})
+                audit.append(conn, actor=self.ctx.user, method=self.ctx.method, action="promotion.step", model=self.name,
+                             version=self.version, environment=self.environment,
+                             reason=f"resumed promotion #{self.id} to {self.target}", digest=row["artifact_digest"],
+                             evidence={"promotion": self.id, "steps": self.steps})
                 resumed = True
             else:
                 if running is not None:
                     conn.execute("UPDATE promotions SET state='abandoned', error=?, updated_at=? WHERE id=?",
                                  (f"interrupted; superseded by a promotion of version {self.version} to {self.target}",
                                   time.time(), running["id"]))
-                    audit.append(conn, actor=self.ctx.user, action="promotion.abandoned", model=self.name,
+                    audit.append(conn, actor=self.ctx.user, method=self.ctx.method, action="promotion.abandoned", model=self.name,
                                  version=running["version"], environment=self.environment,
                                  reason=f"interrupted promotion #{running['id']} superseded",
                                  evidence={"promotion": running["id"], "steps": json.loads(running["steps"])})
@@ -172,7 +173,7 @@ class Promotion:
                     "updated_at) VALUES (?,?,?,?,'running','{}',?,?,?)",
                     (self.name, self.version, self.environment, self.target, self.ctx.user, now, now))
                 self.id = cur.lastrowid
-                audit.append(conn, actor=self.ctx.user, action="promotion.requested", model=self.name,
+                audit.append(conn, actor=self.ctx.user, method=self.ctx.method, action="promotion.requested", model=self.name,
                              version=self.version, environment=self.environment, reason=f"promote to {self.target}",
                              digest=row["artifact_digest"], evidence={"promotion": self.id, "target": self.target})
                 resumed = False
@@ -192,8 +193,8 @@ class Promotion:
         self._stop_recorded(self.steps)
         with self.db.transaction() as conn:
             self._save(conn, state="failed", error=f"{type(exc).__name__}: {message}"[:2000])
-            audit.append(conn, actor=self.ctx.user, action="promotion.failed", model=self.name, version=self.version,
-                         environment=self.environment, reason=message[:1000],
+            audit.append(conn, actor=self.ctx.user, method=self.ctx.method, action="promotion.failed", model=self.name,
+                         version=self.version, environment=self.environment, reason=message[:1000],
                          evidence={"promotion": self.id, "step": step, "error": type(exc).__name__})
 
     def _stop_recorded(self, steps: dict[str, Any]) -> None:
@@ -353,12 +354,12 @@ class Promotion:
                                    "detail": detail}
             self._save(conn, state="succeeded", step="stage")
             gate_digest = self.steps["gate"]["detail"]["digest"]
-            audit.append(conn, actor=self.ctx.user, action="stage.changed", model=self.name, version=self.version,
-                         environment=self.environment, reason=f"promoted to {self.target}", digest=digest,
+            audit.append(conn, actor=self.ctx.user, method=self.ctx.method, action="stage.changed", model=self.name,
+                         version=self.version, environment=self.environment, reason=f"promoted to {self.target}", digest=digest,
                          evidence={"promotion": self.id, "gate_digest": gate_digest, "stage": self.target,
                                    "approval": self.steps.get("approval", {}).get("detail"),
                                    "archived": previous})
-            audit.append(conn, actor=self.ctx.user, action="promotion.succeeded", model=self.name,
+            audit.append(conn, actor=self.ctx.user, method=self.ctx.method, action="promotion.succeeded", model=self.name,
                          version=self.version, environment=self.environment, reason=f"promoted to {self.target}",
                          digest=digest, evidence={"promotion": self.id, "package": self.steps["package"]["detail"]})
             _fault("stage", "commit")  # inside the transaction: a kill here must leave nothing changed

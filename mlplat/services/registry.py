@@ -564,7 +564,7 @@ def register_version(spec: StackSpec, ctx: Context, *, name: str, version: int, 
                  json.dumps(holdout) if holdout else None, now))
             conn.execute("INSERT INTO model_stages (model, version, environment, stage, updated_at, updated_by) "
                          "VALUES (?,?,?,?,?,?)", (name, version, spec.environment, "dev", now, author))
-            audit.append(conn, actor=author, action="model.registered", model=name, version=version,
+            audit.append(conn, actor=author, method=ctx.method, action="model.registered", model=name, version=version,
                          environment=spec.environment, reason=f"registered from run {run_id}", digest=digest,
                          evidence={"run_id": run_id, "framework": framework, "files": len(sealed_manifest["files"]),
                                    "datasets": {k: v.get("sha256") for k, v in datasets.items()},

@@ -27,6 +27,7 @@ from typing import Any
 from mlplat.contracts.canary import CanaryMetrics, VariantStats
 from mlplat.db import Database
 from mlplat.errors import Conflict, MlplatError, NotFound
+from mlplat.identity import SYSTEM
 from mlplat.services.monitoring.drift import psi  # the platform's one PSI (ro.psi)
 
 STRATEGIES = ("direct", "ab", "canary", "shadow")
@@ -330,11 +331,12 @@ class CanaryJudge:
             with db.transaction(conn):
                 if decision.action == "rollback":
                     done = rollback(conn, model=rollout["model"], environment=rollout["environment"], actor=self.actor,
+                                    method=SYSTEM,  # the controller acts on its own
                                     reason="canary breach: " + "; ".join(decision.reasons), metrics=decision.metrics,
                                     expect_rollout=rid, now=now, instance_type=self.instance_type,
                                     price_per_hour=self.price_per_hour)
                 else:
-                    done = advance(conn, rid, actor=self.actor, decision=decision, expect_step=step, now=now,
+                    done = advance(conn, rid, actor=self.actor, method=SYSTEM, decision=decision, expect_step=step, now=now,
                                    instance_type=self.instance_type, price_per_hour=self.price_per_hour)
                 applied = self.on_change(done) if done is not None and self.on_change is not None else None
             if done is None:
@@ -416,13 +418,13 @@ def events(conn: sqlite3.Connection, model: str, environment: str, limit: int = 
     return out
 
 
-def _audit(conn: sqlite3.Connection, *, actor: str, action: str, endpoint: Endpoint, version: int | None, reason: str,
-           evidence: Mapping[str, Any]) -> None:
+def _audit(conn: sqlite3.Connection, *, actor: str, method: str, action: str, endpoint: Endpoint, version: int | None,
+           reason: str, evidence: Mapping[str, Any]) -> None:
     """Audit a routing change with the full routing it leaves, which the gateway and later changes check
     the ``endpoints`` row against (:mod:`mlplat.services.ledger`)."""
     from mlplat.services import audit, ledger
 
-    audit.append(conn, actor=actor, action=action, model=endpoint.model, version=version,
+    audit.append(conn, actor=actor, method=method, action=action, model=endpoint.model, version=version,
                  environment=endpoint.environment, reason=reason,
                  evidence={**dict(evidence), "endpoint": ledger.endpoint_state(endpoint.to_dict())})
 
@@ -496,7 +498,7 @@ def _finish_running(conn: sqlite3.Connection, model: str, environment: str, *, s
 
 
 def deploy(conn: sqlite3.Connection, *, model: str, environment: str, version: int, strategy: str, actor: str,
-           canary: CanaryPolicy | None = None, weights: str | None = None, shadow_percent: int | None = None,
+           method: str, canary: CanaryPolicy | None = None, weights: str | None = None, shadow_percent: int | None = None,
            evidence: Mapping[str, Any] | None = None, instance_type: str | None = None,
            price_per_hour: float | None = None, now: float | None = None) -> Endpoint:
     """Apply one rollout spec. Call inside ``Database.transaction()``; returns the new endpoint."""
@@ -562,12 +564,12 @@ def deploy(conn: sqlite3.Connection, *, model: str, environment: str, version: i
     _event(conn, endpoint, actor=actor, event="deployed", rollout_id=rollout_id, step_index=0 if rollout_id else None,
            percent=routes[0].weight if strategy == "canary" else None,
            reason=f"{strategy} deployment of version {version}", metrics=detail, now=now)
-    _audit(conn, actor=actor, action="deployment.created", endpoint=endpoint, version=version,
+    _audit(conn, actor=actor, method=method, action="deployment.created", endpoint=endpoint, version=version,
            reason=f"{strategy} deployment", evidence=detail)
     return endpoint
 
 
-def advance(conn: sqlite3.Connection, rollout_id: int, *, actor: str, decision: Decision,
+def advance(conn: sqlite3.Connection, rollout_id: int, *, actor: str, method: str, decision: Decision,
             expect_step: int | None = None, now: float | None = None, instance_type: str | None = None,
             price_per_hour: float | None = None
             ) -> Endpoint | None:
@@ -599,7 +601,7 @@ def advance(conn: sqlite3.Connection, rollout_id: int, *, actor: str, decision: 
         _save(conn, endpoint, now=now, instance_type=instance_type, price=price_per_hour)
         _event(conn, endpoint, actor=actor, event="promoted", rollout_id=rollout_id, step_index=step - 1,
                percent=100, reason="; ".join(decision.reasons), metrics=decision.metrics, now=now)
-        _audit(conn, actor=actor, action="deployment.step", endpoint=endpoint, version=candidate,
+        _audit(conn, actor=actor, method=method, action="deployment.step", endpoint=endpoint, version=candidate,
                reason=f"canary promoted: version {candidate} takes 100 % (stable was {stable})",
                evidence={"rollout_id": rollout_id, "metrics": decision.metrics})
         return endpoint
@@ -611,7 +613,7 @@ def advance(conn: sqlite3.Connection, rollout_id: int, *, actor: str, decision: 
     _save(conn, endpoint, now=now, instance_type=instance_type, price=price_per_hour)
     _event(conn, endpoint, actor=actor, event="step", rollout_id=rollout_id, step_index=step, percent=percent,
            reason="; ".join(decision.reasons), metrics=decision.metrics, now=now)
-    _audit(conn, actor=actor, action="deployment.step", endpoint=endpoint, version=candidate,
+    _audit(conn, actor=actor, method=method, action="deployment.step", endpoint=endpoint, version=candidate,
            reason=f"canary step {step + 1}/{len(policy.steps)}: {percent} % to version {candidate}",
            evidence={"rollout_id": rollout_id, "metrics": decision.metrics})
     return endpoint
@@ -625,7 +627,8 @@ def _take_step(conn: sqlite3.Connection, rollout_id: int, from_step: int, update
     return int(cur.rowcount) == 1
 
 
-def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: str, to: int | None = None,
+def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: str, method: str,
+             to: int | None = None,
              reason: str = "manual rollback", metrics: Mapping[str, Any] | None = None,
              expect_rollout: int | None = None, now: float | None = None, instance_type: str | None = None,
              price_per_hour: float | None = None) -> Endpoint | None:
@@ -676,7 +679,7 @@ def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: s
               "rollout_id": finished["id"] if finished else None}
     _event(conn, endpoint, actor=actor, event="rolled_back", rollout_id=finished["id"] if finished else None,
            step_index=finished["step_index"] if finished else None, percent=0, reason=reason, metrics=detail, now=now)
-    _audit(conn, actor=actor, action="deployment.rolled_back", endpoint=endpoint, version=target, reason=reason,
+    _audit(conn, actor=actor, method=method, action="deployment.rolled_back", endpoint=endpoint, version=target, reason=reason,
            evidence=detail)
     return endpoint
 

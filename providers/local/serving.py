@@ -47,7 +47,7 @@ class LocalServing(EndpointDeployer):
                                weights=weights, steps=steps, bake_seconds=bake_seconds, percent=percent)
         with self.db.transaction() as conn:
             endpoint = ro.deploy(conn, model=name, environment=environment, version=int(version), strategy=strategy,
-                                 actor=self.ctx.user, canary=checked.canary, weights=weights,
+                                 actor=self.ctx.user, method=self.ctx.method, canary=checked.canary, weights=weights,
                                  shadow_percent=checked.shadow_percent, evidence=checked.evidence, **self._cost)
         return endpoint.to_dict()
 
@@ -59,7 +59,8 @@ class LocalServing(EndpointDeployer):
             deployability.assert_deployable(self.spec, self.ctx, name, int(to), environment)
         started = time.time()
         with self.db.transaction() as conn:
-            endpoint = ro.rollback(conn, model=name, environment=environment, actor=self.ctx.user, to=to,
+            endpoint = ro.rollback(conn, model=name, environment=environment, actor=self.ctx.user,
+                                   method=self.ctx.method, to=to,
                                    reason=reason or "manual rollback", **self._cost)
         assert endpoint is not None
         out = endpoint.to_dict()

@@ -194,13 +194,13 @@ class GatewayHarness:
 
         with self.db.transaction() as conn:
             return ro.deploy(conn, model=model, environment=self.environment, version=version, strategy=strategy,
-                             actor="ds@example.com", **kw)
+                             actor="ds@example.com", method="trusted-local", **kw)
 
     def rollback(self, model: str = "scorer", **kw):
         from mlplat.services import rollout as ro
 
         with self.db.transaction() as conn:
-            return ro.rollback(conn, model=model, environment=self.environment, actor="ds@example.com", **kw)
+            return ro.rollback(conn, model=model, environment=self.environment, actor="ds@example.com", method="trusted-local", **kw)
 
     def query(self, sql: str, *args):
         conn = self.db.connect()

@@ -161,7 +161,7 @@ def test_a_ledger_the_sql_scripts_built_upgrades_in_place_keeping_every_row(tmp_
     if scripts == len(BASELINE):
         conn = db.connect()
         for i in range(3):
-            audit.append(conn, actor="old@example.com", action="deployment.created", model="m", version=1, reason=f"r{i}")
+            audit.append(conn, method="os-user", actor="old@example.com", action="deployment.created", model="m", version=1, reason=f"r{i}")
         conn.close()
     else:  # before 0006 the chain was unkeyed
         audit_tests._legacy_chain(db, 3)
@@ -331,7 +331,7 @@ def test_the_audit_chain_on_postgres(test, url, tmp_path, monkeypatch):
     conn = db.connect()
     for i in range(5):
         with db.transaction(conn):
-            audit.append(conn, actor=f"user{i}@example.com", action="approval.approved", model="m", version=i + 1,
+            audit.append(conn, method="os-user", actor=f"user{i}@example.com", action="approval.approved", model="m", version=i + 1,
                          environment="dev", reason=f"reason {i}", evidence={"i": i})
     # tampering as a superuser would: past the append-only triggers
     monkeypatch.setattr(audit_tests, "_untrigger", lambda c: c.execute("ALTER TABLE audit_log DISABLE TRIGGER USER"))
@@ -347,16 +347,16 @@ def test_the_audit_chain_on_postgres(test, url, tmp_path, monkeypatch):
 def test_a_rolled_back_append_moves_neither_the_chain_nor_its_head_file(pg, state):
     conn = pg.connect()
     with pg.transaction(conn):
-        audit.append(conn, actor="a@example.com", action="approval.approved", model="m", reason="first")
+        audit.append(conn, method="os-user", actor="a@example.com", action="approval.approved", model="m", reason="first")
     head_file = state / pg.head_file
     before = head_file.read_text()
     with pytest.raises(RuntimeError):
         with pg.transaction(conn):
-            audit.append(conn, actor="x@example.com", action="approval.approved", model="m", reason="r")
+            audit.append(conn, method="os-user", actor="x@example.com", action="approval.approved", model="m", reason="r")
             raise RuntimeError("the decision failed after its audit entry")
     assert head_file.read_text() == before and audit.verify(conn).ok and audit.verify(conn).entries == 1
     assert not conn.in_transaction and conn.after_commit == []
-    entry = audit.append(conn, actor="x@example.com", action="approval.approved", model="m", reason="own lock")
+    entry = audit.append(conn, method="os-user", actor="x@example.com", action="approval.approved", model="m", reason="own lock")
     assert entry["seq"] == 2 and json.loads(head_file.read_text())["seq"] == 2
     assert (state / "keys" / "platform.key").is_file()
 
@@ -431,7 +431,7 @@ sys.stdin.read(1)  # everyone ready: go
 for n in range(count):
     held = n % 2 == 0  # half on the process's own connection, half on a fresh one per transaction
     with db.transaction(conn if held else None) as tx:
-        audit.append(tx, actor=f"writer{worker}@example.com", action="test.write", evidence={"worker": worker, "n": n})
+        audit.append(tx, method="os-user", actor=f"writer{worker}@example.com", action="test.write", evidence={"worker": worker, "n": n})
         tx.execute("INSERT INTO rollout_events (rollout_id, model, environment, ts, actor, event, step_index, percent, "
                    "reason, metrics) VALUES (?,?,?,?,?,?,?,?,?,?)",
                    (None, f"m{worker}", "dev", float(n), f"writer{worker}", "step", n, worker, "concurrent", "{}"))
@@ -445,7 +445,7 @@ print("done")
 def test_sixteen_writer_processes_lose_nothing_and_the_chain_verifies(pg, url, state):
     writers, count = 16, 12
     conn = pg.connect()
-    audit.append(conn, actor="setup@example.com", action="test.start", reason="creates the stack's key")
+    audit.append(conn, method="os-user", actor="setup@example.com", action="test.start", reason="creates the stack's key")
     runs = [subprocess.Popen([sys.executable, "-c", WRITER, url, str(state), str(w), str(count)], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
             for w in range(writers)]
@@ -474,7 +474,7 @@ def test_sixteen_writer_processes_lose_nothing_and_the_chain_verifies(pg, url, s
 def test_a_transaction_after_a_server_restart_succeeds_on_the_same_connection(postgres, pg):
     kept = pg.connect()
     with pg.transaction(kept):
-        audit.append(kept, actor="a@example.com", action="test.before", reason="before the restart")
+        audit.append(kept, method="os-user", actor="a@example.com", action="test.before", reason="before the restart")
         kept.execute(EVENT, (None, "m", "dev", 1.0, "a", "step", 0, 0, "before", "{}"))
     spare = [pg.server.checkout() for _ in range(3)]  # several pooled connections go stale
     for fairy in spare:
@@ -483,7 +483,7 @@ def test_a_transaction_after_a_server_restart_succeeds_on_the_same_connection(po
     postgres.restart()
 
     with pg.transaction(kept):  # the pool's ping finds the stale connection and replaces it
-        audit.append(kept, actor="a@example.com", action="test.after", reason="after the restart")
+        audit.append(kept, method="os-user", actor="a@example.com", action="test.after", reason="after the restart")
         kept.execute(EVENT, (None, "m", "dev", 2.0, "a", "step", 1, 0, "after", "{}"))
     with pg.transaction() as fresh:
         fresh.execute(EVENT, (None, "m", "dev", 3.0, "a", "step", 2, 0, "after, own connection", "{}"))
@@ -506,7 +506,7 @@ def test_sqlite_to_postgres_to_sqlite_keeps_ids_and_the_audit_chain(up_project, 
     conn = local.connect()
     with local.transaction(conn):
         for i in range(3):
-            audit.append(conn, actor="ds@example.com", action="test.moved", model="m", version=i, reason=f"entry {i}",
+            audit.append(conn, method="os-user", actor="ds@example.com", action="test.moved", model="m", version=i, reason=f"entry {i}",
                          evidence={"i": i, "text": "naïve ✓ 100%"})
         for rid in ("z", "a", "m"):  # equal timestamps: insertion order breaks the tie, and survives the move
             conn.execute(invariants.CAPTURE.format(rid=rid, shadow=0))
@@ -560,7 +560,7 @@ def test_an_import_into_a_ledger_with_rows_writes_nothing(pg, state, tmp_path):
     from mlplat.errors import Conflict, MlplatError
 
     conn = pg.connect()
-    audit.append(conn, actor="a@example.com", action="test.first", reason="r")
+    audit.append(conn, method="os-user", actor="a@example.com", action="test.first", reason="r")
     doc = export_ledger(pg)
     other = open_database(f"sqlite:///{tmp_path / 'other.db'}", key_dir=state)
     other.migrate()

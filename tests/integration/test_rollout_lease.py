@@ -185,7 +185,7 @@ def test_a_paused_holder_never_takes_a_step_twice(pair):
         clock.advance(ga.controller.leases.ttl + 1)  # a is paused here
         assert gb.control_once() == [(rid, "step")]
         with a.db.transaction(conn_a):
-            assert ro.advance(conn_a, rid, actor="stale", decision=decision, expect_step=0, now=clock()) is None
+            assert ro.advance(conn_a, rid, actor="stale", method="system", decision=decision, expect_step=0, now=clock()) is None
     finally:
         conn_a.close()
     assert events(a, rid) == [("deployed", 0), ("step", 1)]

@@ -155,9 +155,9 @@ def test_aws_holds_a_latency_breach_then_rolls_back_through_the_ledger(tmp_path,
     conn = db.connect()
     try:
         with db.transaction(conn):
-            ro.deploy(conn, model="scorer", environment="qa", version=1, strategy="direct", actor="ds", now=T0 - 60)
+            ro.deploy(conn, model="scorer", environment="qa", version=1, strategy="direct", actor="ds", method="os-user", now=T0 - 60)
         with db.transaction(conn):
-            rid = ro.deploy(conn, model="scorer", environment="qa", version=2, strategy="canary", actor="ds",
+            rid = ro.deploy(conn, model="scorer", environment="qa", version=2, strategy="canary", actor="ds", method="os-user",
                             canary=POLICY, now=T0).rollout_id
         side = CloudWatchSide()
         applied = []

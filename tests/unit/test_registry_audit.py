@@ -14,7 +14,7 @@ def conn(tmp_path):
     c = db.connect()
     for i in range(5):
         with db.transaction(c):
-            audit.append(c, actor=f"user{i}@example.com", action="approval.approved", model="m", version=i + 1,
+            audit.append(c, method="os-user", actor=f"user{i}@example.com", action="approval.approved", model="m", version=i + 1,
                          environment="dev", reason=f"reason {i}", evidence={"i": i})
     yield c
     c.close()
@@ -35,7 +35,7 @@ def test_intact_chain_verifies_and_links(conn):
 
 
 def test_append_outside_a_transaction_takes_the_lock_itself(conn):
-    entry = audit.append(conn, actor="x@example.com", action="deployment.created", model="m", version=1,
+    entry = audit.append(conn, method="os-user", actor="x@example.com", action="deployment.created", model="m", version=1,
                          environment="dev", reason="r", evidence={})
     assert entry["seq"] == 6 and not conn.in_transaction and audit.verify(conn).ok
 
@@ -191,11 +191,11 @@ def test_a_rolled_back_append_does_not_move_the_head_file(conn, tmp_path):
     before = (tmp_path / audit.HEAD_FILE).read_text()
     with pytest.raises(RuntimeError):
         with db.transaction(conn):
-            audit.append(conn, actor="x@example.com", action="approval.approved", model="m", reason="r")
+            audit.append(conn, method="os-user", actor="x@example.com", action="approval.approved", model="m", reason="r")
             raise RuntimeError("the decision failed after its audit entry")
     assert (tmp_path / audit.HEAD_FILE).read_text() == before and audit.verify(conn).ok
     with db.transaction(conn):
-        audit.append(conn, actor="x@example.com", action="approval.approved", model="m", reason="r")
+        audit.append(conn, method="os-user", actor="x@example.com", action="approval.approved", model="m", reason="r")
     assert json.loads((tmp_path / audit.HEAD_FILE).read_text())["seq"] == 6
 
 
@@ -204,7 +204,7 @@ def test_a_missing_key_under_keyed_entries_is_never_replaced(conn, tmp_path):
 
     (tmp_path / "keys" / "platform.key").unlink()
     with pytest.raises(IntegrityError, match="key is missing"):
-        audit.append(conn, actor="x@example.com", action="approval.approved", model="m", reason="r")
+        audit.append(conn, method="os-user", actor="x@example.com", action="approval.approved", model="m", reason="r")
     assert not (tmp_path / "keys" / "platform.key").exists()
     assert any("key is missing" in p for p in audit.verify(conn).problems)
 
@@ -217,7 +217,7 @@ def test_a_legacy_chain_still_verifies_and_the_keyed_entries_continue_it(tmp_pat
     try:
         result = audit.verify(conn)
         assert result.ok and result.schemes == {audit.SCHEME_LEGACY: 3} and result.head_file == "absent", result
-        entry = audit.append(conn, actor="new@example.com", action="approval.approved", model="m", reason="r")
+        entry = audit.append(conn, method="os-user", actor="new@example.com", action="approval.approved", model="m", reason="r")
         assert entry["prev_hash"] == audit.entries(conn)[2]["hash"] and entry["scheme"] == audit.SCHEME_KEYED
         result = audit.verify(conn)
         assert result.ok and result.schemes == {audit.SCHEME_LEGACY: 3, audit.SCHEME_KEYED: 1}, result.problems

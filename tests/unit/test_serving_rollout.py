@@ -74,7 +74,7 @@ def tx(db, conn, fn, **kw):
 
 def test_deploy_canary_advance_promote_and_rollback_transitions(conn):
     db, c = conn
-    common = dict(model="m", environment="prod", actor="ds@example.com")
+    common = dict(model="m", environment="prod", actor="ds@example.com", method="os-user")
     with pytest.raises(ro.RolloutError, match="no deployment"):
         tx(db, c, ro.deploy, version=2, strategy="canary", canary=POLICY, **common)
     assert c.execute("SELECT COUNT(*) FROM endpoints").fetchone()[0] == 0  # nothing written
@@ -85,13 +85,13 @@ def test_deploy_canary_advance_promote_and_rollback_transitions(conn):
     assert canary.routes == [ro.Route("canary", 2, 10), ro.Route("stable", 1, 90)] and canary.rollout_id
     decision = ro.Decision("pass", ("fine",), {})
     with db.transaction(c):
-        step = ro.advance(c, canary.rollout_id, actor="ctl", decision=decision, expect_step=0)
+        step = ro.advance(c, canary.rollout_id, actor="ctl", method="system", decision=decision, expect_step=0)
     assert step.routes[0] == ro.Route("canary", 2, 50)
     with db.transaction(c):  # a stale controller that still thinks it is at step 0 does nothing
-        assert ro.advance(c, canary.rollout_id, actor="ctl", decision=decision, expect_step=0) is None
+        assert ro.advance(c, canary.rollout_id, actor="ctl", method="system", decision=decision, expect_step=0) is None
     with db.transaction(c):
-        ro.advance(c, canary.rollout_id, actor="ctl", decision=decision)
-        done = ro.advance(c, canary.rollout_id, actor="ctl", decision=decision)
+        ro.advance(c, canary.rollout_id, actor="ctl", method="system", decision=decision)
+        done = ro.advance(c, canary.rollout_id, actor="ctl", method="system", decision=decision)
     assert done.routes == [ro.Route("primary", 2, 100)] and done.stable_version == 2 and done.previous_version == 1
     assert ro.get_rollout(c, canary.rollout_id)["state"] == "succeeded"
 
@@ -100,7 +100,7 @@ def test_deploy_canary_advance_promote_and_rollback_transitions(conn):
     with pytest.raises(Conflict, match="already serves version 1"):
         tx(db, c, ro.rollback, to=1, **common)
     with pytest.raises(NotFound, match="no deployment of 'other'"):
-        tx(db, c, ro.rollback, model="other", environment="prod", actor="x")
+        tx(db, c, ro.rollback, model="other", environment="prod", actor="x", method="os-user")
 
     events = [e["event"] for e in ro.events(c, "m", "prod")]
     assert events == ["deployed", "deployed", "step", "step", "promoted", "rolled_back"]
@@ -114,7 +114,7 @@ def test_deploy_canary_advance_promote_and_rollback_transitions(conn):
 
 def test_shadow_and_ab_then_rollback_returns_to_stable(conn):
     db, c = conn
-    common = dict(model="m", environment="prod", actor="ds@example.com")
+    common = dict(model="m", environment="prod", actor="ds@example.com", method="os-user")
     tx(db, c, ro.deploy, version=1, strategy="direct", **common)
     with pytest.raises(ro.RolloutError, match="between 1 and 50"):
         tx(db, c, ro.deploy, version=2, strategy="shadow", shadow_percent=60, **common)
@@ -141,7 +141,7 @@ def test_transitions_are_stamped_with_the_callers_clock(conn):
     """Bake time is measured from ``step_started_at``: every transition takes the caller's ``now``
     (the controller's clock), so a step's bake runs on the same clock that later judges it."""
     db, c = conn
-    common = dict(model="m", environment="prod", actor="ds@example.com")
+    common = dict(model="m", environment="prod", actor="ds@example.com", method="os-user")
     tx(db, c, ro.deploy, version=1, strategy="direct", now=1000.0, **common)
     canary = tx(db, c, ro.deploy, version=2, strategy="canary", canary=POLICY, now=2000.0, **common)
     assert ro.get_rollout(c, canary.rollout_id)["step_started_at"] == 2000.0
@@ -149,7 +149,7 @@ def test_transitions_are_stamped_with_the_callers_clock(conn):
     assert waiting.action == "wait" and "baking: 4 of 5 s" in waiting.reasons[0]
     with db.transaction(c):
         ro.record_analysis(c, canary.rollout_id, waiting, now=2004.0)
-        ro.advance(c, canary.rollout_id, actor="ctl", decision=ro.Decision("pass", ("fine",), {}), now=2005.0)
+        ro.advance(c, canary.rollout_id, actor="ctl", method="system", decision=ro.Decision("pass", ("fine",), {}), now=2005.0)
     rollout = ro.get_rollout(c, canary.rollout_id)
     assert (rollout["analyzed_at"], rollout["step_index"], rollout["step_started_at"]) == (2004.0, 1, 2005.0)
     with db.transaction(c):

@@ -33,3 +33,21 @@ def verify(spec: Any, ctx: Any) -> dict[str, Any]:
         return ledger.verify(conn).to_dict()
     finally:
         conn.close()
+
+
+@operation("audit.export", "GET", "/audit/archive")
+def export(spec: Any, ctx: Any, *, since: Annotated[int, Field(ge=0)] = 0) -> dict[str, Any]:
+    """The entries after ``since`` as a signed archive (``.tar.gz``, base64 in ``archive``) and its manifest.
+
+    Read-only; refused when the chain does not verify or nothing follows ``since``."""
+    import base64
+
+    from mlplat.services import audit as audit_service
+    from mlplat.services import registry as reg
+
+    conn = reg.registry_for(spec, ctx).database().connect()
+    try:
+        data, manifest = audit_service.export_archive(conn, stack=spec.name, since=since, now=ctx.clock())
+    finally:
+        conn.close()
+    return {"archive": base64.b64encode(data).decode("ascii"), "manifest": manifest}

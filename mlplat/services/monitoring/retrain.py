@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlplat.errors import MlplatError
+from mlplat.identity import SYSTEM
 from mlplat.services import audit, promotion
 from mlplat.services.monitoring.windows import labels_for, monitor_for, window_frame
 
@@ -44,7 +45,7 @@ TAIL = 2000
 
 def _audit(conn: sqlite3.Connection, spec: StackSpec, action: str, model: str, version: int | None, reason: str,
            evidence: dict[str, Any]) -> None:
-    audit.append(conn, actor=ACTOR, action=action, model=model, version=version, environment=spec.environment,
+    audit.append(conn, actor=ACTOR, method=SYSTEM, action=action, model=model, version=version, environment=spec.environment,
                  reason=reason, evidence=evidence)
 
 

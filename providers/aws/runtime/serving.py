@@ -234,7 +234,7 @@ class AwsServing(EndpointDeployer):
         self.check_approved(name, versions, environment)
         with self.db.transaction() as conn:
             endpoint = ro.deploy(conn, model=name, environment=environment, version=int(version), strategy=strategy,
-                                 actor=self.ctx.user, canary=checked.canary, weights=weights,
+                                 actor=self.ctx.user, method=self.ctx.method, canary=checked.canary, weights=weights,
                                  shadow_percent=checked.shadow_percent, evidence=checked.evidence, **self._cost)
             applied = self.apply(endpoint)
         return endpoint.to_dict() | {"sagemaker": applied}
@@ -248,7 +248,8 @@ class AwsServing(EndpointDeployer):
             self.check_approved(name, [int(to)], environment)
         started = time.time()
         with self.db.transaction() as conn:
-            endpoint = ro.rollback(conn, model=name, environment=environment, actor=self.ctx.user, to=to,
+            endpoint = ro.rollback(conn, model=name, environment=environment, actor=self.ctx.user,
+                                   method=self.ctx.method, to=to,
                                    reason=reason or "manual rollback", **self._cost)
             assert endpoint is not None
             applied = self.apply(endpoint)
