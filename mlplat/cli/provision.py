@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -98,17 +99,37 @@ def _client_up(ctx, spec, url: str, as_json: bool) -> None:
         raise StackError(f"the control plane at {url} serves stack '{served}', not '{spec.name}'",
                          where="mlplat:controlPlane.url", hint="point controlPlane.url at the server of this stack")
     tracking = spec.control_plane.tracking
+    changed = _apply_through_server(ctx, spec)
     if as_json:
         emit_json({"stack": spec.name, "mode": "server", "control_plane": url, "tracking": tracking,
-                   "changes": [], "applied": False})
+                   "changes": [], "applied": False, "governance_changed": changed})
         return
     ctx.console.print(f"Stack {spec.name} is served by the control plane at {url} (ready)"
                       + (f", tracking at {tracking} (answers)." if tracking else "."), highlight=False, soft_wrap=True)
+    if changed:
+        ctx.console.print(f"Governance applied: {', '.join(changed)} (recorded in the server's audit log).",
+                          highlight=False, markup=False, soft_wrap=True)
     if not tracking:
         ctx.err.print("warning: mlplat:controlPlane.tracking is not set: runs started on this machine have no shared "
                       "tracking server to go to", highlight=False, markup=False, soft_wrap=True)
     ctx.console.print(f"Nothing to provision on this machine: the platform lives where `mlplat server --stack "
                       f"{spec.name}` runs.", highlight=False, markup=False, soft_wrap=True)
+
+
+def _apply_through_server(ctx: Any, spec: Any) -> list[str]:
+    """Send the stack file's governance and access rules to the server (``governance.apply``): recorded under
+    the caller's principal when they change something, which only an admin may do (403 otherwise, nothing
+    changed). Returns the keys that changed."""
+    from mlplat.api.plane import plane_for
+    from mlplat.services import governance
+
+    plane = plane_for(spec, ctx)
+    try:
+        result = plane.call("governance.apply", governance=governance.document(spec.governance),
+                            access=governance.access_document(spec.access))
+    finally:
+        plane.close()
+    return list(result.get("changed") or [])
 
 
 def print_plan(ctx, spec, plan: Plan, *, verb: str = "Plan") -> None:
@@ -142,7 +163,7 @@ def _apply_governance(ctx, spec, as_json: bool) -> None:
     from mlplat.services import governance
     from mlplat.services import registry as reg
 
-    changed = governance.record_applied(reg.registry_for(spec, ctx).database(), spec, ctx.user)
+    changed = governance.record_applied(reg.registry_for(spec, ctx).database(), spec, ctx.user, ctx.method)
     if changed and not as_json:
         ctx.console.print(f"Governance applied: {', '.join(changed)} (recorded in the audit log).", highlight=False)
 

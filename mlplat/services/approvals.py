@@ -4,22 +4,32 @@ An approval (or rejection) is a record bound to the version's artifact digest an
 to the digest of the gate report that passed for it. If either changes (new files
 sealed for the version, a new gate report: other held-out bytes, another champion),
 earlier decisions no longer count. Rules, each a clear refusal with nothing written:
-approvers come from the governance applied by the last ``mlplat up`` (not the edited
-stack file, see :mod:`governance`); the version's author never approves; a reason is
-required; every decision is final for its binding (one per approver, and nothing after a
-rejection or once enough approvals are in).
+approving needs the ``approver`` role (or ``admin``) or a match in ``mlplat:governance.approvers``,
+both as applied by the last ``mlplat up`` (not the edited stack file, see :mod:`governance`); the
+version's author never approves or rejects it, whatever roles they hold (separation of duties:
+the deciding principal's name and ids are compared with the author's, recorded at registration;
+names compare case-insensitively, and two sessions of one IAM role count as one person); a
+reason is required; every decision is final for its binding (one per approver, and nothing
+after a rejection or once enough approvals are in).
 
-Decisions are re-checked whenever they are counted: one by someone no longer among the
-applied approvers is void, and an approval row without its audit entry (written into the
-database by hand) is never counted and makes production promotions refuse.
+Identity is the caller's principal: on ``mlplat server`` the one its credentials proved (a
+``Mlplat-User`` header naming someone else is ignored there), embedded the OS user (or
+``MLPLAT_USER`` on a ``trusted-local`` stack).
+
+Decisions are re-checked whenever they are counted: one by someone who no longer holds the
+approver role under the applied settings is void, and an approval row without its audit entry
+(written into the database by hand) is never counted and makes production promotions refuse.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
 from mlplat.errors import Conflict, Denied, IntegrityError, MlplatError
+from mlplat.identity import Principal, rbac
 from mlplat.services import audit
 from mlplat.services import gate as gate_service
 from mlplat.services import governance as governance_service
@@ -35,6 +45,42 @@ if TYPE_CHECKING:
 def required(governance: Governance, name: str) -> int:
     """Approvals a production promotion of ``name`` needs under ``governance``: 0 for low-risk models."""
     return governance.required_approvals if governance.risk_tier_for(name) == RiskTier.critical else 0
+
+
+def _names(principal: Principal) -> set[str]:
+    return {n.lower() for n in (principal.name, *principal.ids) if n}
+
+
+def author_of(conn: sqlite3.Connection, row: Any) -> Principal:
+    """The principal that registered a version: its name, and the ids its registration recorded."""
+    entry = conn.execute("SELECT evidence FROM audit_log WHERE action = 'model.registered' AND model = ? AND "
+                         "version = ? ORDER BY seq LIMIT 1", (row["model"], int(row["version"]))).fetchone()
+    evidence = json.loads(entry["evidence"] or "{}") if entry else {}
+    return Principal(row["author"], "", ids=tuple(str(i) for i in evidence.get("author_ids") or ()))
+
+
+def same_person(principal: Principal, author: Principal) -> bool:
+    """Separation of duties: whether ``principal`` is (or shares a name or id with) the version's author."""
+    return bool(_names(principal) & _names(author))
+
+
+def caller(ctx: Context) -> Principal:
+    """The principal deciding: the server's verified caller, or the embedded user."""
+    return ctx.principal if getattr(ctx, "principal", None) is not None else Principal(ctx.user, ctx.method)
+
+
+def _decider(conn: sqlite3.Connection, d: dict[str, Any]) -> Principal:
+    """The principal behind a recorded decision, with the groups and ids its audit entry recorded."""
+    for entry in conn.execute(
+            "SELECT evidence FROM audit_log WHERE action = ? AND model = ? AND version = ? AND environment = ? AND "
+            "actor = ? AND digest = ? ORDER BY seq", (f"approval.{d['decision']}", d["model"], int(d["version"]),
+                                                      d["environment"], d["approver"], d["artifact_digest"])):
+        evidence = json.loads(entry["evidence"] or "{}")
+        if evidence.get("gate_digest") == d["gate_digest"] and isinstance(evidence.get("approver"), dict):
+            who = evidence["approver"]
+            return Principal(d["approver"], str(who.get("method") or ""), groups=tuple(who.get("groups") or ()),
+                             ids=tuple(who.get("ids") or ()))
+    return Principal(d["approver"], "")
 
 
 def status(conn: sqlite3.Connection, spec: StackSpec, name: str, version: int, environment: str,
@@ -56,7 +102,8 @@ def status(conn: sqlite3.Connection, spec: StackSpec, name: str, version: int, e
         "SELECT id, model, version, environment, approver, decision, reason, artifact_digest, gate_digest, created_at "
         "FROM approvals WHERE model=? AND version=? AND environment=? ORDER BY id", (name, int(version), environment))]
     ledger = ledger_service.Ledger(conn)
-    approvers = set(governance.approvers)
+    access = dataclasses.replace(governance_service.access_in_force(conn, spec), approvers=tuple(governance.approvers))
+    author = author_of(conn, row)
     unaudited = []
     for d in decisions:
         problem = ledger.approval_problem(d)
@@ -64,10 +111,14 @@ def status(conn: sqlite3.Connection, spec: StackSpec, name: str, version: int, e
         if problem:
             unaudited.append(problem)
         bound = d["artifact_digest"] == binding["artifact_digest"] and d["gate_digest"] == binding["gate_digest"]
-        d["valid"] = bound and d["audited"] and d["approver"] in approvers
+        decider = _decider(conn, d) if bound and d["audited"] else None
+        entitled = decider is not None and rbac.allows(rbac.roles_of(decider, access), rbac.APPROVE)
+        own = decider is not None and same_person(decider, author)
+        d["valid"] = bound and d["audited"] and entitled and not own
         if not d["valid"]:
             d["void"] = ("not in the audit log" if not d["audited"] else
-                         "artifact or gate report changed since" if not bound else "no longer an approver")
+                         "artifact or gate report changed since" if not bound else
+                         "the version's author" if own else "no longer an approver")
     valid = [d for d in decisions if d["valid"]]
     approvals = [d for d in valid if d["decision"] == "approved"]
     if need == 0:
@@ -102,24 +153,31 @@ def decide(spec: StackSpec, ctx: Context, name: str, version: int, *, decision: 
     if not reason:
         raise MlplatError("a reason is required", hint='pass --reason "validated on the Q3 holdout"')
     environment = environment or spec.environment
-    user = ctx.user
+    principal = caller(ctx)
+    user = principal.name
     registry = reg.registry_for(spec, ctx)
     db = registry.database()
     conn = db.connect()
     try:
         row = reg.version_row(conn, name, version)
         governance = governance_service.effective_for(spec, ctx, conn).governance
+        access = dataclasses.replace(governance_service.access_in_force(conn, spec),
+                                     approvers=tuple(governance.approvers))
+        author = author_of(conn, row)
     finally:
         conn.close()
     what = f"{name} version {version}"
-    if user not in governance.approvers:
-        raise Denied(f"{user} is not an approver of stack '{spec.name}'",
+    roles = rbac.roles_of(principal, access)
+    if same_person(principal, author):
+        raise Denied(f"{user} registered {what} and cannot approve or reject it (four-eyes rule: the author of a "
+                     "version never decides on it, whatever roles they hold)",
+                     hint="ask another approver: " + (", ".join(a for a in governance.approvers
+                                                                if a.lower() not in _names(author)) or "none listed"))
+    if not rbac.allows(roles, rbac.APPROVE):
+        raise Denied(f"{user} is not an approver of stack '{spec.name}' (roles: {', '.join(roles) or 'none'})",
                      hint="approvers: " + (", ".join(governance.approvers) or "none listed") +
-                          " (mlplat:governance.approvers, as applied by the last `mlplat up`); identity comes from "
-                          "MLPLAT_USER, git user.email or the OS user")
-    if user == row["author"]:
-        raise Denied(f"{user} registered {what} and cannot approve or reject it (four-eyes rule)",
-                     hint="ask another approver: " + ", ".join(a for a in governance.approvers if a != user))
+                          " (mlplat:governance.approvers), or the approver role in mlplat:access.roles, as applied by "
+                          f"the last `mlplat up`; you are {user} ({principal.method})")
     reg.verify_row(registry, row)  # a tampered artifact is never approved
     with db.transaction() as conn:  # decide on the state as it is under the write lock
         current = status(conn, spec, name, version, environment, governance)
@@ -148,7 +206,9 @@ def decide(spec: StackSpec, ctx: Context, name: str, version: int, *, decision: 
              binding["gate_digest"], time.time()))
         audit.append(conn, actor=user, method=ctx.method, action=f"approval.{decision}", model=name, version=version,
                      environment=environment, reason=reason, digest=binding["artifact_digest"],
-                     evidence={"gate_digest": binding["gate_digest"], "author": row["author"]})
+                     evidence={"gate_digest": binding["gate_digest"], "author": row["author"], "roles": roles,
+                               "approver": {"method": principal.method, "ids": list(principal.ids),
+                                            "groups": list(principal.groups)}})
         result = status(conn, spec, name, version, environment, governance)
     # the provider's registry mirrors the committed decision (e.g. SageMaker's ModelApprovalStatus)
     registry.record_approval(name, int(version), state=result["state"], environment=environment,

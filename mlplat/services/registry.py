@@ -568,7 +568,10 @@ def register_version(spec: StackSpec, ctx: Context, *, name: str, version: int, 
                          environment=spec.environment, reason=f"registered from run {run_id}", digest=digest,
                          evidence={"run_id": run_id, "framework": framework, "files": len(sealed_manifest["files"]),
                                    "datasets": {k: v.get("sha256") for k, v in datasets.items()},
-                                   "commit": code.get("commit"), "environment_hash": environment.get("hash")})
+                                   "commit": code.get("commit"), "environment_hash": environment.get("hash"),
+                                   # the author's other names, for the four-eyes check of approvals
+                                   **({"author_ids": list(ctx.principal.ids)} if getattr(ctx, "principal", None)
+                                      is not None and ctx.principal.ids else {})})
     except sqlite3.IntegrityError as exc:
         if "UNIQUE" not in str(exc) and "PRIMARY KEY" not in str(exc).upper():
             raise

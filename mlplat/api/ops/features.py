@@ -160,6 +160,9 @@ def list_views(spec: Any, ctx: Any) -> list[dict[str, Any]]:
 
     store = _store(spec, ctx)
     views = store.registered(refresh=True)
+    granted = _granted_only(spec, ctx)
+    if granted is not None:  # another team's reader: only the views granted to it
+        views = {key: doc for key, doc in views.items() if key[0] in granted}
     done = store.backend.materializations()
     usage = store.backend.usage()
     rows = []
@@ -178,6 +181,17 @@ def list_views(spec: Any, ctx: Any) -> list[dict[str, Any]]:
             "production_models": store.backend.production_users(name, version),
         })
     return rows
+
+
+def _granted_only(spec: Any, ctx: Any) -> set[str] | None:
+    """The views a server caller without the read action may see (its feature grants), or None: all of them."""
+    if ctx.principal is None:
+        return None
+    from mlplat.identity import rbac
+    from mlplat.services import governance
+
+    access = governance.access_in_force_for(spec, ctx)
+    return None if rbac.reads_all_features(ctx.principal, access) else rbac.granted_views(ctx.principal, access)
 
 
 @operation("features.materialize", "POST", "/features/materialize")
