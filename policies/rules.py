@@ -652,6 +652,45 @@ def validate_database(resource: Resource, config: Mapping[str, Any], report: Rep
                "(manageMasterUserPassword is not set)", resource.urn or None)
 
 
+# --- 9. access ------------------------------------------------------------------------------
+
+# The stack file's mlplat:access as the policy pack reads it: one resource per stack, added to the
+# graph by `mlplat policy check` (and to every `up` of a cloud stack) from the stack file. Props:
+# ``provider`` (local | aws | gcp | azure), ``mode`` (the access mode, or None when unset),
+# ``roles`` (role → principal patterns).
+T_ACCESS = "mlplat:stack:Access"
+CLOUD_PROVIDERS = ("aws", "gcp", "azure")
+AUTHENTICATED_MODES = ("oidc", "aws-iam", "google", "entra")
+
+
+def validate_access(resources: Sequence[Resource], config: Mapping[str, Any], report: ReportViolation) -> None:
+    """A stack on a cloud provider authenticates every caller and names its admins.
+
+    On aws, gcp or azure the access mode is one where the server verifies a credential (oidc, aws-iam,
+    google, entra): ``os-user`` and ``trusted-local`` let a caller name themselves, which is only
+    acceptable on one machine (the local provider). With ``requireAdmin``, at least one principal
+    pattern holds the admin role, and not ``*`` (every authenticated caller).
+    """
+    for access in _of(resources, T_ACCESS):
+        provider = str(access.props.get("provider") or "")
+        if provider not in CLOUD_PROVIDERS:
+            continue
+        mode = access.props.get("mode")
+        if mode not in AUTHENTICATED_MODES:
+            named = f"mode {mode!r}" if mode else "no mode (embedded, the OS user)"
+            report(f"stack on {provider} declares {named} under mlplat:access; a cloud stack must authenticate "
+                   f"its callers with one of {', '.join(AUTHENTICATED_MODES)}", access.urn or None)
+        if not config.get("requireAdmin", True):
+            continue
+        admins = [str(p).strip() for p in ((access.props.get("roles") or {}).get("admin") or []) if str(p).strip()]
+        if not admins:
+            report(f"stack on {provider} names no admin under mlplat:access.roles.admin; someone must be able to "
+                   f"apply governance and roles", access.urn or None)
+        elif "*" in admins:
+            report(f"stack on {provider} makes every authenticated caller an admin (mlplat:access.roles.admin "
+                   f"lists '*'); name the admins (an IdP group, a principal, an IAM role ARN)", access.urn or None)
+
+
 # --- the catalog ------------------------------------------------------------------------
 
 _STRINGS = {"type": "array", "items": {"type": "string"}}
@@ -754,6 +793,17 @@ POLICIES: tuple[Policy, ...] = (
         config_schema={"requireManagedPassword": {
             "type": "boolean", "default": True,
             "description": "Require the master password managed by RDS in Secrets Manager (no literal password)."}},
+    ),
+    Policy(
+        name="access",
+        description="Stacks on a cloud provider authenticate every caller (oidc, aws-iam, google or entra) and name "
+                    "at least one admin; trusted-local and os-user are for the local provider only.",
+        remediation="Set mlplat:access.mode to oidc (with access.oidc: issuer, audience), aws-iam, google or entra, "
+                    "and list the admins under mlplat:access.roles.admin (an IdP group, a principal, an IAM role ARN).",
+        kind="stack",
+        validate=validate_access,
+        config_schema={"requireAdmin": {"type": "boolean", "default": True,
+                                        "description": "Require at least one named admin (not '*')."}},
     ),
 )
 BY_NAME: dict[str, Policy] = {p.name: p for p in POLICIES}

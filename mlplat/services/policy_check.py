@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 STACK_VALID = "stack-valid"
 STACK_VALID_REMEDIATION = "fix the stack file; `mlplat stack validate --stack S` shows every problem"
 PASSED, FAILED, WARNED, ERROR, SKIPPED = "passed", "failed", "warned", "error", "skipped"
+SETTINGS_POLICIES = ("access",)  # policies that read the stack file's settings (access_resource), not a program's
 
 
 @dataclass
@@ -97,8 +98,18 @@ def _status(findings: list[rules.Finding]) -> str:
     return WARNED if findings else PASSED
 
 
+def access_resource(spec: StackSpec) -> dict[str, Any]:
+    """The stack file's ``mlplat:access`` as the policy pack reads it (``rules.T_ACCESS``)."""
+    mode = spec.access.mode
+    return {"type": rules.T_ACCESS, "name": spec.name,
+            "props": {"provider": spec.provider.kind, "mode": mode.value if mode is not None else None,
+                      "roles": {role: list(patterns) for role, patterns in spec.access.roles.items()}}}
+
+
 def check_resources(spec: StackSpec, planned: list[dict[str, Any]]) -> StackResult:
-    """Evaluate the policy pack over a stack's planned resources (already produced by its provider)."""
+    """Evaluate the policy pack over a stack's planned resources (already produced by its provider) and
+    its stack-file settings (:func:`access_resource`)."""
+    planned = [*planned, access_resource(spec)]
     result = StackResult(spec.name, spec.path, spec.provider.kind, resources=planned)
     try:
         result.findings = rules.evaluate(_as_resources(spec.name, planned), spec.policy.as_settings())
@@ -133,7 +144,14 @@ def check_stack(name: str, project_dir: Path, ctx: Context) -> StackResult:
         provisioner = providers.capability(spec, ctx, Capability.PROVISIONER)
         planned = provisioner.planned_resources()
     except CapabilityNotSupported as exc:
-        result.status, result.error = SKIPPED, f"provider '{spec.provider.kind}' has no program to check: {exc.message}"
+        # no resource graph: only the policies of the stack file's own settings apply (the others would
+        # report the resources a program was never asked for)
+        settings_only = check_resources(spec, [])
+        result.resources = settings_only.resources
+        result.findings = [f for f in settings_only.findings if f.policy in SETTINGS_POLICIES]
+        result.status = FAILED if _status(result.findings) == FAILED else SKIPPED
+        result.error = (f"provider '{spec.provider.kind}' has no program to check (only the stack file's settings "
+                        f"were): {exc.message}")
         result.seconds = time.perf_counter() - started
         return result
     except MlplatError as exc:
