@@ -94,6 +94,14 @@ class Forbidden(Denied):
     http_status = 403
 
 
+class IdentityProviderUnavailable(MlplatError):
+    """The identity provider (its keys, or STS) could not be reached to check a caller: nothing was
+    decided, the caller may retry (HTTP 503)."""
+
+    exit_code = ExitCode.EXTERNAL
+    http_status = 503
+
+
 class TrackingRequired(Denied):
     """A model was logged or registered outside a tracked run."""
 

@@ -10,8 +10,9 @@ nothing was written, and 500 only for a bug.
 Also: ``/healthz`` (the process answers), ``/readyz`` (the database answers and its schema is
 current), ``/metrics`` (Prometheus), ``/api/v1/openapi.json``, ``/api/v1/version``.
 
-Until the platform authenticates callers, the caller's name is the ``Mlplat-User`` header and
-the server binds loopback only (see :mod:`mlplat.netguard`).
+Callers are identified by the stack's ``mlplat:access.mode`` (:mod:`mlplat.identity.verifiers`):
+a verified bearer token or signed AWS request, else 401 with ``WWW-Authenticate``; only a
+``trusted-local`` server (loopback only, see :mod:`mlplat.netguard`) takes the ``Mlplat-User`` header.
 """
 from __future__ import annotations
 
@@ -150,6 +151,13 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
                               hint="send the caller's name (the mlplat CLI and SDK do)")
         return Principal(user, TRUSTED_LOCAL)
 
+    def challenge(request: Request) -> str:
+        """RFC 7235 §4.1 / RFC 6750 §3: the scheme to authenticate with; ``invalid_token`` when
+        credentials were sent and refused."""
+        scheme = getattr(authenticator, "scheme", "Bearer")
+        sent = bool((request.headers.get("authorization") or "").strip())
+        return f'{scheme} realm="mlplat"' + (', error="invalid_token"' if sent else "")
+
     def run(op: Operation, principal: Principal, console: Any, params: Any) -> Any:
         ctx = context(principal, console)
         rbac.authorize(spec, ctx, principal, op, params)  # Forbidden (403) names the role needed
@@ -197,9 +205,12 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
             captured = CapturedConsole()
             try:
                 try:
-                    principal = identify(request)
+                    # verifying may fetch the issuer's keys or call STS: off the event loop
+                    principal = await run_in_threadpool(identify, request)
                 except MlplatError as exc:
                     response = _error(exc, getattr(exc, "http_status", None) or 400)
+                    if response.status_code == 401:
+                        response.headers["WWW-Authenticate"] = challenge(request)
                     status = response.status_code
                     return response
                 params = op.validate(await parse(request, op))
