@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("mlplat.cli.models:models",
                "Registered models: list, show, promote (gate, package, staging tests), approve, reject."),
     "approvals": ("mlplat.cli.approvals:approvals", "Production promotions waiting for an approver."),
-    "audit": ("mlplat.cli.audit:audit", "The hash-chained audit log: show it, verify it."),
+    "audit": ("mlplat.cli.audit:audit", "The hash-chained audit log: show it, verify it, export a signed archive."),
     "features": ("mlplat.cli.features:features", "Feature store: apply definitions, list, materialize online, skew report."),
     "monitor": ("mlplat.cli.monitor:monitor", "Drift, quality with delayed labels, alerts, retraining: run, status, labels."),
     "cost": ("mlplat.cli.cost:cost", "Cost per prediction and per team/model/env against the budget."),

@@ -78,7 +78,7 @@ def run(ctx, spec, *, host: str, port: int, tracking_port: int | None) -> None:
                       highlight=False, markup=False)
     from mlplat.services import governance
 
-    changed = governance.record_applied(db, spec, ctx.user)  # the stack file's governance is the one in force
+    changed = governance.record_applied(db, spec, ctx.user, ctx.method)  # the stack file's governance is the one in force
     if changed:
         ctx.err.print(f"mlplat server: governance applied: {', '.join(changed)} (recorded in the audit log)",
                       highlight=False, markup=False)

@@ -602,7 +602,7 @@ def test_a_stacks_services_use_the_ledger_the_process_was_given(up_project, post
     db = reg.registry_for(spec, ctx).database()
     assert isinstance(db, PgDatabase) and db.pending() == [] and db.key_dir == spec.state_dir
 
-    assert governance.record_applied(db, spec, ctx.user)  # an audit entry keyed with the stack's key
+    assert governance.record_applied(db, spec, ctx.user, ctx.method)  # an audit entry keyed with the stack's key
     conn = db.connect()
     assert audit.verify(conn).ok and audit.load_key(conn).key_id == audit.load_key(local.connect()).key_id
     with pytest.raises(NotFound, match="is not registered"):
