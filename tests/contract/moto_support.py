@@ -5,7 +5,7 @@ from endpoint configurations, and answers no value for CloudWatch percentile sta
 (``p95``) in ``GetMetricData``. :func:`install_sagemaker_gaps` adds both to moto's
 SageMaker backend (in this process: ``mock_aws`` and ``ThreadedMotoServer`` alike),
 doing what SageMaker documents: the endpoint takes the new configuration's variants
-and weights; percentiles are interpolated over the published samples. The request shapes themselves are pinned with botocore's Stubber in
+and weights, and refuses a deployment configuration when the variant names change; percentiles are interpolated over the published samples. The request shapes themselves are pinned with botocore's Stubber in
 tests/integration/test_aws_runtime_shapes.py.
 """
 from __future__ import annotations
@@ -40,6 +40,13 @@ def install_sagemaker_gaps() -> None:
         config = backend.endpoint_configs.get(config_name)
         if endpoint is None or config is None:
             raise ValidationError(message=f"Could not find endpoint '{name}' or configuration '{config_name}'.")
+        if self._get_param("DeploymentConfig"):
+            # deployment guardrails need the same variant names in the old and the new configuration
+            old = backend.endpoint_configs[endpoint.endpoint_config_name]
+            names = [{v["VariantName"] for v in c.production_variants} for c in (old, config)]
+            if names[0] != names[1]:
+                raise ValidationError(message="A DeploymentConfig needs the same variant names in the current and "
+                                              f"the new endpoint configuration ({sorted(names[0])} vs {sorted(names[1])}).")
         endpoint.endpoint_config_name = config_name
         endpoint.production_variants = endpoint._process_production_variants(config.production_variants)
         return ActionResult({"EndpointArn": endpoint.arn})
@@ -127,15 +134,17 @@ def aws_stack_text(*, environment: str = "production", account: str | None = ACC
         "    pricePerHour: 0.115",
         "    canary: {steps: [10, 50, 100], bakeSeconds: 0, minRequests: 5}",
         "  mlplat:budget: {monthlyUsd: 5000}",
+        "  mlplat:access: {mode: trusted-local}",  # the tests play several people with MLPLAT_USER
     ]
     return "\n".join(lines) + "\n" + extra
 
 
 def provision_cloud(spec) -> None:
-    """What `mlplat up` creates and the runtime expects: the artifact bucket and the rollback alarms."""
+    """What `mlplat up` creates and the runtime expects: the artifact bucket and the rollback alarms (one per
+    guarded variant and metric, named and dimensioned as the program makes them)."""
     import boto3
 
-    from mlplat_providers.aws.plan import alarm_plans, slug, stack_plan
+    from mlplat_providers.aws.plan import rollback_alarms, slug, stack_plan
 
     plan = stack_plan(spec)
     s3 = boto3.client("s3", region_name=REGION)
@@ -143,21 +152,21 @@ def provision_cloud(spec) -> None:
     cw = boto3.client("cloudwatch", region_name=REGION)
     for model in ("scorer",):
         endpoint = slug(f"{plan.prefix}-{model}", 55)
-        for alarm in alarm_plans(spec):
-            if alarm.rollback:
-                cw.put_metric_alarm(AlarmName=slug(f"{endpoint}-{alarm.suffix}", 255), Namespace=alarm.namespace,
-                                    MetricName=alarm.metric, Statistic="Sum", Period=60, EvaluationPeriods=1,
-                                    Threshold=float(alarm.threshold), ComparisonOperator="GreaterThanThreshold",
-                                    Dimensions=[{"Name": "EndpointName", "Value": endpoint}])
+        for name, variant, alarm in rollback_alarms(spec, endpoint):
+            cw.put_metric_alarm(AlarmName=name, Namespace=alarm.namespace, MetricName=alarm.metric, Statistic="Sum",
+                                Period=60, EvaluationPeriods=1, Threshold=float(alarm.threshold),
+                                ComparisonOperator="GreaterThanThreshold",
+                                Dimensions=[{"Name": "EndpointName", "Value": endpoint},
+                                            {"Name": "VariantName", "Value": variant}])
 
 
-def put_variant_metrics(endpoint: str, version: int, *, invocations: int, errors: int = 0,
+def put_variant_metrics(endpoint: str, variant: str, *, invocations: int, errors: int = 0,
                         latency_ms: float = 5.0) -> None:
-    """What SageMaker publishes for a variant that served traffic."""
+    """What SageMaker publishes for a variant (``primary``, ``canary``) that served traffic."""
     import boto3
 
     cw = boto3.client("cloudwatch", region_name=REGION)
-    dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": f"v{version}"}]
+    dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}]
     cw.put_metric_data(Namespace="AWS/SageMaker", MetricData=[
         {"MetricName": "Invocations", "Dimensions": dims, "Value": float(invocations), "Unit": "Count"},
         {"MetricName": "Invocation5XXErrors", "Dimensions": dims, "Value": float(errors), "Unit": "Count"},

@@ -33,6 +33,7 @@ STACK = (REPO / "stacks" / "Pulumi.dev.yaml").read_text().split("  mlplat:monito
       - {kind: console}
       - {kind: log, path: logs/alerts.jsonl}
   mlplat:budget: {monthlyUsd: 200}
+  mlplat:access: {mode: trusted-local}
 """
 
 

@@ -21,6 +21,7 @@ STACK = (REPO / "stacks" / "Pulumi.dev.yaml").read_text().split("  mlplat:monito
   mlplat:monitoring:
     window: {size: 300, minRows: 100}
     retrain: {command: "python retrain.py", violationWindows: 2, evaluationWindows: 3}
+  mlplat:access: {mode: trusted-local}
 """
 
 
