@@ -20,7 +20,8 @@ MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 @click.command("server")
 @stack_option
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind: loopback only until the platform authenticates callers.")
+              help="Address to bind. Beyond loopback (e.g. 0.0.0.0) only when the stack authenticates callers "
+                   "(mlplat:access.mode oidc, aws-iam, google or entra).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8770, show_default=True)
 @click.option("--database", "database", default=None, metavar="URL",
               help="postgresql://… or sqlite:///… (default: $MLPLAT_DATABASE_URL, then the stack's "
@@ -30,14 +31,40 @@ MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
                    "under the stack's state directory.")
 @pass_ctx
 def server(ctx, stack: str, host: str, port: int, database: str | None, tracking_port: int | None) -> None:
-    """Serve the stack's platform API (/api/v1, OpenAPI at /api/v1/openapi.json, /healthz, /readyz, /metrics)."""
-    from mlplat.netguard import require_loopback
+    """Serve the stack's platform API (/api/v1, OpenAPI at /api/v1/openapi.json, /healthz, /readyz, /metrics).
 
-    require_loopback(host)
+    Every caller is authenticated as the stack's mlplat:access.mode says (an OIDC, Google or Entra
+    token, or a signed AWS request); a trusted-local stack's server believes the names its callers
+    send and listens on loopback only.
+    """
     spec = ctx.stack(stack)
+    authenticator = checked_authenticator(spec, host)
     ctx.ledger_owner = True
     ctx.database_url = database or os.environ.get("MLPLAT_DATABASE_URL") or spec.control_plane.database
-    run(ctx, spec, host=host, port=port, tracking_port=tracking_port)
+    run(ctx, spec, host=host, port=port, tracking_port=tracking_port, authenticator=authenticator)
+
+
+MODES_HINT = "set mlplat:access.mode to oidc, aws-iam, google or entra (or trusted-local for a single-machine server)"
+
+
+def checked_authenticator(spec, host: str):
+    """The stack's authenticator, its identity provider checked (``StackError`` naming the setting
+    otherwise); None for a trusted-local server, which may then bind loopback only."""
+    from mlplat.errors import StackError
+    from mlplat.identity import TRUSTED_LOCAL
+    from mlplat.identity.verifiers import authenticator_for
+    from mlplat.netguard import require_loopback
+
+    mode = spec.access.mode.value if spec.access.mode is not None else None
+    if not spec.access.authenticated and mode != TRUSTED_LOCAL:
+        raise StackError(f"mlplat server cannot tell who calls it: the stack's access mode is "
+                         f"{mode or 'unset'} (the OS user of a command on this machine), and a server cannot know a "
+                         "remote caller's OS user", where="mlplat:access.mode", hint=MODES_HINT)
+    require_loopback(host, authenticated=spec.access.authenticated, how=MODES_HINT.split(" (")[0])
+    authenticator = authenticator_for(spec)
+    if authenticator is not None:
+        authenticator.check()  # the issuer answers with its keys, or the server does not start
+    return authenticator
 
 
 def ledger_database(spec, ctx):
@@ -63,7 +90,7 @@ def preload() -> None:
             pass
 
 
-def run(ctx, spec, *, host: str, port: int, tracking_port: int | None) -> None:
+def run(ctx, spec, *, host: str, port: int, tracking_port: int | None, authenticator=None) -> None:
     import socket
 
     import uvicorn
@@ -102,13 +129,18 @@ def run(ctx, spec, *, host: str, port: int, tracking_port: int | None) -> None:
                             hint="choose another --port, or stop the process holding it") from None
     bound = sock.getsockname()[1]
     app = create_app(spec, project_dir=Path(spec.project_dir), database_url=ctx.database_url, clock=ctx.clock,
-                     ready=ready, migrated=True)
+                     ready=ready, migrated=True, authenticator=authenticator)
     dialect = (ctx.database_url or "sqlite").split(":", 1)[0]
     ctx.console.print(f"mlplat server for stack '{spec.name}' on http://{host}:{bound} "
                       f"(ledger: {dialect}{', tracking: http://127.0.0.1:' + str(tracking_port) if tracking else ''})",
                       highlight=False, markup=False)
-    ctx.console.print("loopback only: the platform does not authenticate callers yet; reach it through an SSH "
-                      "tunnel or an authenticating proxy", highlight=False, markup=False)
+    if authenticator is not None:
+        ctx.console.print(f"callers authenticated by {authenticator.method} (mlplat:access); requests without valid "
+                          "credentials are refused with 401", highlight=False, markup=False)
+    else:
+        ctx.console.print("trusted-local: callers name themselves (Mlplat-User), so it listens on loopback only; "
+                          "reach it through an SSH tunnel, or set mlplat:access.mode to oidc, aws-iam, google or "
+                          "entra", highlight=False, markup=False)
     sys.stdout.flush()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
     if tracking is not None:
