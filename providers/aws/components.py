@@ -70,6 +70,7 @@ class Tracking(pulumi.ComponentResource):
 @dataclass
 class AlertsArgs:
     plan: p.StackPlan
+    account: pulumi.Input[str]
 
 
 class Alerts(pulumi.ComponentResource):
@@ -78,13 +79,18 @@ class Alerts(pulumi.ComponentResource):
     def __init__(self, name: str, args: AlertsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplat:aws:Alerts", name, None, opts)
         plan = args.plan
-        self.topic = aws.sns.Topic(f"{name}-topic", name=p.slug(f"{plan.prefix}-alerts", 256),
-                                   kms_master_key_id="alias/aws/sns", tags=plan.tags, opts=_child(self))
-        aws.sns.TopicPolicy(f"{name}-topic-policy", arn=self.topic.arn, policy=self.topic.arn.apply(lambda arn: json.dumps({
-            "Version": "2012-10-17", "Statement": [{
-                "Sid": "AlarmsAndBudgets", "Effect": "Allow",
-                "Principal": {"Service": ["cloudwatch.amazonaws.com", "budgets.amazonaws.com"]},
-                "Action": "SNS:Publish", "Resource": arn}]})), opts=_child(self))
+        # a customer managed key: alarms and budgets cannot publish to a topic under alias/aws/sns
+        self.key = aws.kms.Key(f"{name}-key", description=f"mlplat alert topic of {plan.spec.team}/{plan.spec.environment}",
+                               enable_key_rotation=True, deletion_window_in_days=30,
+                               policy=pulumi.Output.from_input(args.account).apply(p.alert_key_policy),
+                               tags=plan.tags, opts=_child(self))
+        aws.kms.Alias(f"{name}-key-alias", name=f"alias/{p.alert_topic_name(plan)}", target_key_id=self.key.id,
+                      opts=_child(self))
+        self.topic = aws.sns.Topic(f"{name}-topic", name=p.alert_topic_name(plan), kms_master_key_id=self.key.arn,
+                                   tags=plan.tags, opts=_child(self))
+        aws.sns.TopicPolicy(f"{name}-topic-policy", arn=self.topic.arn, policy=pulumi.Output.all(
+            self.topic.arn, args.account).apply(lambda a: p.alert_topic_policy(a[0], a[1], plan.region)),
+            opts=_child(self))
         for i, channel in enumerate(plan.spec.monitoring.channels):
             if channel.kind == "webhook" and channel.url:
                 aws.sns.TopicSubscription(f"{name}-webhook-{i}", topic=self.topic.arn,
@@ -327,7 +333,7 @@ class FeatureStore(pulumi.ComponentResource):
     def __init__(self, name: str, args: FeatureStoreArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplat:aws:FeatureStore", name, None, opts)
         plan, tags = args.plan, args.plan.tags
-        database = aws.glue.CatalogDatabase(f"{name}-catalog", name=p.slug(f"{plan.prefix}-features").replace("-", "_"),
+        database = aws.glue.CatalogDatabase(f"{name}-catalog", name=p.feature_database(plan),
                                             description=f"Offline features of {plan.spec.team}", tags=tags,
                                             opts=_child(self))
         for group in p.feature_groups(plan.spec):
@@ -355,13 +361,16 @@ class CostArgs:
 
 
 class Cost(pulumi.ComponentResource):
-    """The cost-allocation tags activated for Cost Explorer, and the team's monthly budget with notifications."""
+    """The team's monthly budget with notifications, and (when the stack opts in) the cost tags activated as cost
+    allocation tags for Cost Explorer."""
 
     def __init__(self, name: str, args: CostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplat:aws:Cost", name, None, opts)
         plan = args.plan
-        for key in ("team", "cost-center", "environment", "owner"):
-            aws.costexplorer.CostAllocationTag(f"{name}-tag-{key}", tag_key=key, status="Active", opts=_child(self))
+        # opt-in, account-wide, and left active on destroy: another stack of the account may rely on them
+        for key in p.cost_allocation_tags(plan.spec):
+            aws.costexplorer.CostAllocationTag(f"{name}-tag-{key}", tag_key=key, status="Active",
+                                               opts=_child(self, retain_on_delete=True))
         budget = p.budget_plan(plan.spec)
         outputs: dict[str, Any] = {}
         if budget is not None:
@@ -392,7 +401,7 @@ class TeamPlatform(pulumi.ComponentResource):
         account: pulumi.Input[str] = plan.spec.provider.account_id or aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)).account_id
         self.tracking = Tracking(f"{name}-tracking", TrackingArgs(plan), _child(self))
-        self.alerts = Alerts(f"{name}-alerts", AlertsArgs(plan), _child(self))
+        self.alerts = Alerts(f"{name}-alerts", AlertsArgs(plan, account), _child(self))
         self.registry = Registry(f"{name}-registry", RegistryArgs(plan, account), _child(self))
         self.pipelines = Pipelines(f"{name}-pipelines", PipelinesArgs(
             plan, account, self.tracking.role.arn, self.tracking.server.arn, dict(self.registry.groups)), _child(self))

@@ -13,6 +13,7 @@ from typing import Any
 
 from mlplat.errors import StackError
 from mlplat.stack import RiskTier, StackSpec, duration_seconds
+from mlplat_providers.aws.account_rules import ALERT_PUBLISHERS
 
 # Model Monitor analyzer images (account per region; the image name is the same everywhere).
 MODEL_MONITOR_ACCOUNTS = {
@@ -323,17 +324,103 @@ def assume_role_policy(*services: str) -> str:
         "Effect": "Allow", "Principal": {"Service": list(services)}, "Action": "sts:AssumeRole"}]})
 
 
-def platform_role_policy(plan: StackPlan) -> str:
-    """What the platform role may do: its own bucket, SageMaker in the team's scope, alarms and topics."""
+# SageMaker creates that carry the stack's tags. IAM sees no resource tags on a create call (the
+# resource does not exist yet), so these are allowed on the tags the request sends (aws:RequestTag)
+# and on which tag keys it may send (aws:TagKeys); tags sent with a create may be authorized as
+# sagemaker:AddTags too, under the same conditions.
+# https://docs.aws.amazon.com/IAM/latest/UserGuide/access_tags.html#access_tags_control-requests
+# https://docs.aws.amazon.com/sagemaker/latest/dg/security_iam_id-based-policy-examples.html
+SAGEMAKER_TAGGED_CREATES = (
+    "sagemaker:CreateModel", "sagemaker:CreateEndpointConfig", "sagemaker:CreateEndpoint",
+    "sagemaker:CreateModelPackageGroup", "sagemaker:CreateTrainingJob", "sagemaker:CreateProcessingJob",
+    "sagemaker:CreatePipeline", "sagemaker:CreateFeatureGroup", "sagemaker:CreateMonitoringSchedule",
+    "sagemaker:CreateDataQualityJobDefinition", "sagemaker:CreateModelQualityJobDefinition", "sagemaker:AddTags",
+)
+# Everything else the platform does to its own SageMaker resources, allowed on their team tag.
+SAGEMAKER_ON_TEAM_RESOURCES = (
+    "sagemaker:Describe*", "sagemaker:Update*", "sagemaker:Delete*", "sagemaker:InvokeEndpoint*",
+    "sagemaker:StartPipelineExecution", "sagemaker:StopPipelineExecution", "sagemaker:RetryPipelineExecution",
+    "sagemaker:SendPipelineExecutionStep*", "sagemaker:StartMonitoringSchedule", "sagemaker:StopMonitoringSchedule",
+    "sagemaker:PutRecord", "sagemaker:GetRecord", "sagemaker:BatchGetRecord", "sagemaker:DeleteRecord",
+    "sagemaker:ListTags", "sagemaker:GetModelPackageGroupPolicy",
+)
+# Versions in a model package group carry no tags of their own: they are scoped by the group's name
+# (<team>-<model>) in their ARN instead.
+SAGEMAKER_MODEL_PACKAGES = ("sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage",
+                            "sagemaker:UpdateModelPackage", "sagemaker:BatchDescribeModelPackage",
+                            "sagemaker:ListTags")
+# List and search calls name no resource: IAM cannot scope them by resource or tag.
+# https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html
+SAGEMAKER_LISTS = ("sagemaker:List*", "sagemaker:Search")
+# The offline store of a feature group: SageMaker writes Parquet under the store's S3 prefix and
+# keeps the group's Glue table in step (AmazonSageMakerFeatureStoreAccess, scoped to this stack).
+# https://docs.aws.amazon.com/sagemaker/latest/dg/security-iam-awsmanpol-feature-store.html
+FEATURE_STORE_GLUE = ("glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable",
+                      "glue:GetPartitions", "glue:BatchCreatePartition")
+# Jobs, endpoints and pipelines log to /aws/sagemaker/* and create their log groups on first use.
+# https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html
+LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams")
+
+
+def feature_database(plan: StackPlan) -> str:
+    """The Glue database of the stack's offline feature store (Glue names take underscores, not hyphens)."""
+    return slug(f"{plan.prefix}-features").replace("-", "_")
+
+
+def platform_role_arn(plan: StackPlan, account: str | None = None) -> str:
+    """The platform role's ARN (any account when the stack names none)."""
+    return f"arn:aws:iam::{account or plan.spec.provider.account_id or '*'}:role/{slug(f'{plan.prefix}-platform', 64)}"
+
+
+def platform_role_policy(plan: StackPlan, account: str | None = None) -> str:
+    """What the platform role may do: its bucket, SageMaker on the team's resources (created with the team's
+    tags), passing itself to SageMaker, the offline feature store, logs, metrics and images.
+
+    Every rule of :mod:`mlplat_providers.aws.account_rules` holds for the document (tests/unit pins it)."""
+    account = account or plan.spec.provider.account_id or "*"
+    region, team, bucket = plan.region, plan.spec.team, plan.bucket
+    sm = f"arn:aws:sagemaker:{region}:{account}"
+    database = feature_database(plan)
+    tag_keys = sorted({*plan.tags, "risk-tier"})
     return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket",
-                                       "s3:GetBucketLocation"],
-         "Resource": [f"arn:aws:s3:::{plan.bucket}", f"arn:aws:s3:::{plan.bucket}/*"]},
-        {"Effect": "Allow", "Action": ["sagemaker:*"], "Resource": "*",
-         "Condition": {"StringEquals": {"aws:ResourceTag/team": plan.spec.team}}},
-        {"Effect": "Allow", "Action": ["sagemaker-mlflow:*", "cloudwatch:PutMetricData", "cloudwatch:GetMetricData",
-                                       "logs:CreateLogStream", "logs:PutLogEvents", "ecr:GetAuthorizationToken",
-                                       "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], "Resource": "*"},
+        {"Sid": "ArtifactBucket", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:GetBucketLocation",
+                    # uploads carry object tags (team, model): PutObject with tags needs s3:PutObjectTagging
+                    # https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html
+                    "s3:PutObjectTagging", "s3:GetObjectTagging"],
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]},
+        {"Sid": "SageMakerCreateWithTeamTags", "Effect": "Allow", "Action": list(SAGEMAKER_TAGGED_CREATES),
+         "Resource": f"{sm}:*",
+         "Condition": {"StringEquals": {"aws:RequestTag/team": team},
+                       "ForAllValues:StringEquals": {"aws:TagKeys": tag_keys}}},
+        {"Sid": "SageMakerOnTeamResources", "Effect": "Allow", "Action": list(SAGEMAKER_ON_TEAM_RESOURCES),
+         "Resource": f"{sm}:*", "Condition": {"StringEquals": {"aws:ResourceTag/team": team}}},
+        {"Sid": "SageMakerTeamModelPackages", "Effect": "Allow", "Action": list(SAGEMAKER_MODEL_PACKAGES),
+         "Resource": [f"{sm}:model-package/{team}-*", f"{sm}:model-package-group/{team}-*"]},
+        # the registry's aliases are tags on the team's groups (mlplat:alias:<name>), moved by the runtime
+        {"Sid": "AliasTagsOnTeamGroups", "Effect": "Allow", "Action": ["sagemaker:AddTags", "sagemaker:DeleteTags"],
+         "Resource": f"{sm}:model-package-group/{team}-*",
+         "Condition": {"ForAllValues:StringLike": {"aws:TagKeys": ["mlplat:alias:*"]}}},
+        {"Sid": "SageMakerListAndSearch", "Effect": "Allow", "Action": list(SAGEMAKER_LISTS), "Resource": "*"},
+        {"Sid": "TrackingServer", "Effect": "Allow",
+         "Action": ["sagemaker-mlflow:*", "sagemaker:CreatePresignedMlflowTrackingServerUrl"],
+         "Resource": f"{sm}:mlflow-tracking-server/{plan.tracking_server}"},
+        {"Sid": "PassPlatformRoleToSageMaker", "Effect": "Allow", "Action": "iam:PassRole",
+         "Resource": platform_role_arn(plan, account),
+         "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
+        {"Sid": "OfflineFeatureStoreCatalog", "Effect": "Allow", "Action": list(FEATURE_STORE_GLUE),
+         "Resource": [f"arn:aws:glue:{region}:{account}:catalog", f"arn:aws:glue:{region}:{account}:database/{database}",
+                      f"arn:aws:glue:{region}:{account}:table/{database}/*"]},
+        {"Sid": "OfflineFeatureStoreObjects", "Effect": "Allow",
+         "Action": ["s3:GetBucketAcl", "s3:PutObjectAcl"],
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/features/*"]},
+        {"Sid": "SageMakerLogs", "Effect": "Allow", "Action": list(LOG_ACTIONS),
+         "Resource": f"arn:aws:logs:{region}:{account}:log-group:/aws/sagemaker/*"},
+        {"Sid": "MetricsAlarmsImagesBills", "Effect": "Allow",
+         "Action": ["cloudwatch:PutMetricData", "cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics",
+                    "cloudwatch:DescribeAlarms", "ecr:GetAuthorizationToken", "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "ce:GetCostAndUsage"],
+         "Resource": "*"},
     ]}, sort_keys=True)
 
 
@@ -345,6 +432,41 @@ def group_policy(group_arn: str, account: str) -> str:
                    "sagemaker:DescribeModelPackageGroup", "sagemaker:CreateModelPackage"],
         "Resource": [group_arn, group_arn.replace(":model-package-group/", ":model-package/") + "/*"]}]},
         sort_keys=True)
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+# CloudWatch alarms and AWS Budgets publish to the alert topic. The topic is encrypted with a customer
+# managed key: the AWS managed alias/aws/sns key's policy cannot let those services use it, so their
+# notifications would never arrive (account_rules.topic_publisher_problems says why, with sources).
+def alert_topic_name(plan: StackPlan) -> str:
+    return slug(f"{plan.prefix}-alerts", 256)
+
+
+def alert_key_policy(account: str) -> str:
+    """The alert topic's KMS key policy: the account administers the key (IAM policies decide who else may);
+    the publishing services may decrypt and generate data keys, which SNS does on their behalf."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "AccountAdministersKey", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+         "Action": "kms:*", "Resource": "*"},
+        {"Sid": "AlarmAndBudgetPublishers", "Effect": "Allow", "Principal": {"Service": list(ALERT_PUBLISHERS)},
+         "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*"},
+    ]}, sort_keys=True)
+
+
+def alert_topic_policy(topic_arn: str, account: str, region: str) -> str:
+    """Who may publish to the alert topic: this account's CloudWatch alarms and budgets, nobody else's.
+    https://docs.aws.amazon.com/cost-management/latest/userguide/budgets-sns-policy.html"""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "CloudWatchAlarms", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
+         "Action": "SNS:Publish", "Resource": topic_arn,
+         "Condition": {"StringEquals": {"aws:SourceAccount": account},
+                       "ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:{region}:{account}:alarm:*"}}},
+        {"Sid": "Budgets", "Effect": "Allow", "Principal": {"Service": "budgets.amazonaws.com"},
+         "Action": "SNS:Publish", "Resource": topic_arn,
+         "Condition": {"StringEquals": {"aws:SourceAccount": account},
+                       "ArnLike": {"aws:SourceArn": f"arn:aws:budgets::{account}:*"}}},
+    ]}, sort_keys=True)
 
 
 # --- features and cost --------------------------------------------------------------------
@@ -377,6 +499,19 @@ def feature_groups(spec: StackSpec) -> list[FeatureGroupPlan]:
 def feature_definitions(group: FeatureGroupPlan) -> list[dict[str, str]]:
     fields = {group.record_id: "String", group.event_time: "String", **group.features}
     return [{"feature_name": name, "feature_type": kind} for name, kind in fields.items()]
+
+
+# Cost allocation tags are activated for the whole account (by the organization's management account),
+# only once Billing has seen the keys (up to 24 hours after first use), and two stacks activating the
+# same keys would fight over them: the program activates them only when the stack opts in
+# (mlplat:provider.activateCostAllocationTags), and never deactivates them on destroy.
+# https://docs.aws.amazon.com/awsaccountbilling/latest/aboutv2/activating-tags.html
+COST_ALLOCATION_TAGS = ("team", "cost-center", "environment", "owner")
+
+
+def cost_allocation_tags(spec: StackSpec) -> list[str]:
+    """The tag keys the program activates for Cost Explorer: none unless the stack opts in."""
+    return list(COST_ALLOCATION_TAGS) if getattr(spec.provider, "activate_cost_allocation_tags", False) else []
 
 
 def budget_plan(spec: StackSpec) -> dict[str, Any] | None:

@@ -83,6 +83,12 @@ class AwsProviderSpec(ProviderSettings):
     kind: Literal["aws"] = Field(description="Amazon SageMaker through pulumi-aws and boto3.")
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$", description="AWS region.", examples=["eu-west-1"])
     account_id: str | None = Field(None, pattern=r"^\d{12}$", description="12-digit AWS account id.")
+    activate_cost_allocation_tags: bool = Field(
+        False, description="Activate the cost tags (team, cost-center, environment, owner) as cost allocation tags "
+        "for Cost Explorer and budgets. Off by default: activation is account-wide and, in an organization, only the "
+        "management account may do it; a key can be activated only once Billing has seen it on a resource (up to 24 "
+        "hours after the first `mlplat up`); and stacks of one account share the keys. Turn it on in one stack of "
+        "the account once Cost Explorer lists the keys; `mlplat destroy` leaves them active.")
     control_plane: AwsControlPlaneSettings = Field(
         default_factory=lambda: AwsControlPlaneSettings(),
         description="How the program provisions the control plane (ledger database and platform API server).")

@@ -15,7 +15,7 @@ from mlplat.pulumi_support import ProgramFailed, run_offline
 from mlplat.stack import REQUIRED_TAGS, load_stack
 from mlplat_policies import rules
 from mlplat_policies.taggable_aws import TAGGABLE_AWS
-from tests.conftest import REPO
+from tests.conftest import REPO, write_project
 
 pytestmark = pytest.mark.pulumi
 
@@ -144,11 +144,17 @@ def test_registry_pipeline_and_approval_rule_per_model(fraud):
     assert len(of(records, "aws:cloudwatch/eventTarget:EventTarget")) == 2
 
 
-def test_budget_and_cost_allocation_tags(fraud):
+def test_budget_and_cost_allocation_tags(fraud, tmp_path):
     records = run_program(fraud)
     budget = of(records, rules.T_BUDGET)[0].inputs
     assert budget["limitAmount"] == "5000.00" and budget["costFilters"][0]["values"] == ["user:team$fraud"]
-    assert {r.inputs["tagKey"] for r in of(records, "aws:costexplorer/costAllocationTag:CostAllocationTag")} == set(REQUIRED_TAGS)
+    # activation is account-wide and fails on a new account: only a stack that opts in activates the tags
+    assert of(records, "aws:costexplorer/costAllocationTag:CostAllocationTag") == []
+    opted = load_stack("fraud-prod", write_project(tmp_path / "p", {"fraud-prod": (
+        REPO / "stacks" / "Pulumi.fraud-prod.yaml").read_text().replace(
+        "    kind: aws\n", "    kind: aws\n    activateCostAllocationTags: true\n", 1)}))
+    tags = of(run_program(opted), "aws:costexplorer/costAllocationTag:CostAllocationTag")
+    assert {r.inputs["tagKey"] for r in tags} == set(REQUIRED_TAGS)
 
 
 def test_the_recorded_graph_passes_the_policy_pack(fraud):
@@ -180,7 +186,7 @@ def _components(plan):
                                             "123456789012", "arn:aws:sagemaker:x:1:mlflow-tracking-server/s")
     return {
         "Tracking": lambda: c.Tracking("t", c.TrackingArgs(plan)),
-        "Alerts": lambda: c.Alerts("a", c.AlertsArgs(plan)),
+        "Alerts": lambda: c.Alerts("a", c.AlertsArgs(plan, account)),
         "Registry": lambda: c.Registry("r", c.RegistryArgs(plan, account)),
         "Pipelines": lambda: c.Pipelines("p", c.PipelinesArgs(plan, account, role, server, {})),
         "Serving": lambda: c.Serving("s", c.ServingArgs(plan, account, role, bucket, topic)),
@@ -226,3 +232,40 @@ def test_pulumi_main_refuses_a_local_stack():
 
     with pytest.raises(MlplatError, match="has no Pulumi program"):
         build("dev", REPO)
+
+
+# --- alerts are delivered, IAM allows what it means to -------------------------------------------------------------
+
+
+def test_alarms_and_budgets_can_publish_to_the_alert_topic(fraud):
+    from mlplat.pulumi_support import FAKE_ACCOUNT
+    from mlplat_providers.aws import account_rules
+
+    records = run_program(fraud)
+    topic = of(records, rules.T_TOPIC)[0]
+    key = of(records, "aws:kms/key:Key")[0]
+    assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"] != account_rules.AWS_MANAGED_SNS_KEY
+    policy = of(records, "aws:sns/topicPolicy:TopicPolicy")[0].inputs["policy"]
+    assert account_rules.topic_publisher_problems(
+        kms_master_key_id=topic.inputs["kmsMasterKeyId"], topic_policy=policy, key_policy=key.inputs["policy"],
+        account=FAKE_ACCOUNT, key_rotation=key.inputs["enableKeyRotation"]) == []
+    granted = [s for s in json.loads(policy)["Statement"] if s["Resource"] == topic.outputs["arn"]]
+    assert {s["Principal"]["Service"] for s in granted} == set(account_rules.ALERT_PUBLISHERS)
+    alias = of(records, "aws:kms/alias:Alias")[0].inputs
+    assert alias["name"] == f"alias/{topic.inputs['name']}" and alias["targetKeyId"] == key.outputs["id"]
+    # every alarm and the budget notify that topic
+    assert {tuple(a.inputs["alarmActions"]) for a in of(records, rules.T_ALARM) if a.inputs.get("alarmActions")} >= {
+        (topic.outputs["arn"],)}
+    notifications = of(records, rules.T_BUDGET)[0].inputs["notifications"]
+    assert all(n["subscriberSnsTopicArns"] == [topic.outputs["arn"]] for n in notifications)
+
+
+def test_every_inline_role_policy_keeps_the_iam_rules(fraud):
+    from mlplat_providers.aws import account_rules
+
+    policies = {r.name: r.inputs["policy"] for r in of(run_program(fraud), "aws:iam/rolePolicy:RolePolicy")}
+    assert len(policies) >= 2
+    for name, document in policies.items():
+        assert account_rules.policy_problems(document) == [], name
+        assert account_rules.create_action_problems(document) == [], name
+        assert account_rules.pass_role_problems(document) == [], name

@@ -8,9 +8,11 @@ AWS actually charged the team, so the estimate can be checked against the bill.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 from mlplat.contracts import CostSource, Deployment, Usage
+from mlplat_providers.aws.account_rules import usage_period
 from mlplat_providers.aws.runtime.session import AwsSession
 from mlplat_providers.aws.runtime.state import AwsState
 
@@ -76,7 +78,9 @@ class AwsCost(CostSource):
             seen[(dep.model, dep.version, dep.environment)] = None
         if not seen:
             return []
-        period = max(60, int((end - start) // 60 + 1) * 60)
+        # one data point over the whole window, in a period CloudWatch answers for data that old (a 30-day
+        # report needs a multiple of 300 s, a 90-day one of 3,600 s; anything else reads zero usage)
+        period = usage_period(start, getattr(self.ctx, "clock", time.time)(), end)
         queries, keys = [], {}
         for i, (model, version, environment) in enumerate(seen):
             dims = [{"Name": "EndpointName", "Value": serving.endpoint_name(model, environment)},
