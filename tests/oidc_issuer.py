@@ -9,7 +9,8 @@
 It serves, like a real identity provider:
 
 * ``/.well-known/openid-configuration`` (issuer, jwks_uri, token and device endpoints);
-* ``/jwks`` (the current public keys; ``jwks_requests`` counts fetches, to test caching);
+* ``/jwks`` (the current public keys; ``jwks_requests`` counts fetches, to test caching), also at
+  ``/<tenant>/discovery/v2.0/keys`` where it stands in for Microsoft Entra's authority;
 * ``/device/code`` and ``/token`` (RFC 8628 device authorization grant, and the refresh-token
   grant). A device code is approved by ``issuer.approve(user_code, claims)`` (what the user
   would do in a browser); until then ``/token`` answers ``authorization_pending``.
@@ -128,11 +129,25 @@ class Issuer:
 
     def approve(self, user_code: str, **claims: Any) -> None:
         """The user signs in at the verification page and approves the device with ``user_code``."""
+        self._device(user_code)["claims"] = claims
+
+    def deny(self, user_code: str) -> None:
+        """The user refuses the request: the next poll answers ``access_denied`` (RFC 8628 §3.5)."""
+        self._device(user_code)["outcome"] = "access_denied"
+
+    def expire(self, user_code: str) -> None:
+        """The code's lifetime ends unapproved: polls answer ``expired_token`` (RFC 8628 §3.5)."""
+        self._device(user_code)["outcome"] = "expired_token"
+
+    def slow_down(self, user_code: str, times: int = 1) -> None:
+        """The next ``times`` polls answer ``slow_down`` (the client polls too often, RFC 8628 §3.5)."""
+        self._device(user_code)["slow_down"] = times
+
+    def _device(self, user_code: str) -> dict[str, Any]:
         with self.lock:
             for device in self.devices.values():
                 if device["user_code"] == user_code:
-                    device["claims"] = claims
-                    return
+                    return device
         raise KeyError(user_code)
 
     def _issue(self, claims: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +165,11 @@ class Issuer:
                 device = self.devices.get(form.get("device_code", ""))
                 if device is None:
                     return 400, {"error": "invalid_grant"}
+                if device.get("outcome"):
+                    return 400, {"error": device["outcome"]}
+                if device.get("slow_down"):
+                    device["slow_down"] -= 1
+                    return 400, {"error": "slow_down"}
                 if device["claims"] is None:
                     return 400, {"error": "authorization_pending"}
                 del self.devices[form["device_code"]]
@@ -186,7 +206,7 @@ def _handler(issuer: Issuer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             if self.path == "/.well-known/openid-configuration":
                 self._send(200, issuer.discovery())
-            elif self.path == "/jwks":
+            elif self.path == "/jwks" or self.path.endswith("/discovery/v2.0/keys"):  # also Entra's keys path
                 with issuer.lock:
                     issuer.jwks_requests += 1
                     keys = [k.jwk() for k in issuer.keys]

@@ -488,9 +488,10 @@ class AwsIamCredentials(Credentials):
         return found
 
     def headers(self) -> dict[str, str]:
+        credentials = self.credentials()
         from mlplat.identity.aws_sign import identity_header
 
-        value = identity_header(self.credentials(), region=self.region, endpoint=self.endpoint,
+        value = identity_header(credentials, region=self.region, endpoint=self.endpoint,
                                 server_id=self.server_id, clock=self.clock)
         return {"Authorization": value}
 
