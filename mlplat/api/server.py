@@ -144,7 +144,8 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
         the name it sends."""
         check_headers(request)
         if authenticator is not None:
-            return authenticator.authenticate(request.headers)
+            verified: Principal = authenticator.authenticate(request.headers)
+            return verified
         user = (request.headers.get(USER_HEADER) or "").strip()
         if not user:
             raise MlplatError(f"the {USER_HEADER} header is missing", where=USER_HEADER,

@@ -6,11 +6,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mlplat.cli.options import pass_ctx, stack_option
 from mlplat.errors import ExternalError
+
+if TYPE_CHECKING:
+    from mlplat.identity import Authenticator
 
 # MLflow's server also starts a job runner with a pool of consumer processes for its GenAI jobs; the
 # platform runs none, so the tracking server beside it starts without them (a dozen fewer processes).
@@ -47,7 +51,7 @@ def server(ctx, stack: str, host: str, port: int, database: str | None, tracking
 MODES_HINT = "set mlplat:access.mode to oidc, aws-iam, google or entra (or trusted-local for a single-machine server)"
 
 
-def checked_authenticator(spec, host: str):
+def checked_authenticator(spec: Any, host: str) -> Authenticator | None:
     """The stack's authenticator, its identity provider checked (``StackError`` naming the setting
     otherwise); None for a trusted-local server, which may then bind loopback only."""
     from mlplat.errors import StackError

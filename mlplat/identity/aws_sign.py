@@ -146,9 +146,8 @@ class AwsIamAuthenticator:
                                hint=self.hint)
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        from mlplat.identity.verifiers import header
-
-        value = header(headers, "Authorization")
+        value = headers.get("authorization") or next(
+            (v for k, v in headers.items() if k.lower() == "authorization"), None)
         if value is None or not value.strip():
             raise Unauthenticated("the request carries no credentials (no Authorization header)",
                                   where="Authorization", hint=self.hint)
