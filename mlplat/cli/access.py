@@ -106,15 +106,21 @@ def logout(ctx: Context, stack: str) -> None:
 def whoami(ctx: Context, stack: str, as_json: bool) -> None:
     """Who the platform takes you for: the principal, how it was established, groups and roles."""
     from mlplat.api.plane import plane_for
+    from mlplat.identity import AUTHENTICATED_METHODS
 
     spec = ctx.stack(stack)
-    doc = plane_for(spec, ctx).call("access.whoami")
+    plane = plane_for(spec, ctx)
+    doc = plane.call("access.whoami")
     if as_json:
         emit_json(doc)
         return
+    roles = ", ".join(doc.get("roles") or []) or "none"
+    if plane.mode == "embedded":
+        roles += " (embedded commands act on this machine's own ledger and are not checked against roles)"
+    elif roles == "none" and doc.get("method") in AUTHENTICATED_METHODS:
+        roles += " (deny by default: an admin grants roles in mlplat:access.roles)"
     rows = [("principal", doc.get("principal")), ("method", doc.get("method")),
-            ("groups", ", ".join(doc.get("groups") or []) or "-"),
-            ("roles", ", ".join(doc.get("roles") or []) or "none (deny by default)"),
+            ("groups", ", ".join(doc.get("groups") or []) or "-"), ("roles", roles),
             ("team", doc.get("team")), ("environment", doc.get("environment")), ("stack", doc.get("stack"))]
     ids = [i for i in doc.get("ids") or [] if i != doc.get("principal")]
     if ids:
