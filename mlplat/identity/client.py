@@ -25,6 +25,7 @@ Heavy libraries (httpx, jwt, boto3, google-auth, azure-identity) are imported wh
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -148,12 +149,19 @@ class TokenCache:
         except FileNotFoundError:
             return {}
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Unauthenticated(f"the token cache {self.path} is a symbolic link: it is read only from a "
+                                      "regular file of your own", where=str(self.path),
+                                      hint=f"point ${CACHE_ENV} at the file itself") from None
             raise Unauthenticated(f"cannot read the token cache {self.path}: {exc.strerror or exc}",
                                   where=str(self.path), hint=f"fix or delete it, then run `mlplat login` "
                                   f"(or point ${CACHE_ENV} at another file)") from None
+        try:
+            self._check_private(os.fstat(fd))  # the file we opened, not whatever the path names now
+        except BaseException:
+            os.close(fd)
+            raise
         with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())  # the file we opened, not whatever the path names now
-            self._check_private(info)
             raw = handle.read()
         try:
             doc = json.loads(raw or b"{}")
@@ -165,6 +173,9 @@ class TokenCache:
         return dict(doc.get("entries") or {})
 
     def _check_private(self, info: os.stat_result) -> None:
+        if not stat.S_ISREG(info.st_mode):
+            raise Unauthenticated(f"the token cache {self.path} is not a regular file", where=str(self.path),
+                                  hint=f"point ${CACHE_ENV} at a file (it is created on `mlplat login`)")
         mode = stat.S_IMODE(info.st_mode)
         if mode & 0o077:
             raise Unauthenticated(

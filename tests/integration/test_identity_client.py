@@ -171,6 +171,25 @@ def test_an_expired_token_is_renewed_with_the_refresh_token_on_the_next_call(iss
     assert issuer.token_requests == polls + 1
 
 
+def test_two_processes_renewing_at_once_share_the_one_renewal(issuer, tmp_path):
+    """Issuers that rotate refresh tokens accept each once: the process that loses the race takes the
+    tokens the winner wrote to the cache instead of failing."""
+    clock = ManualClock(time.time())
+    issuer.clock = clock
+    cache = TokenCache(tmp_path / "tokens.json")
+    login(issuer, cache, ALICE, clock=clock)
+    winner = OidcCredentials(oidc(issuer), stack="dev", cache=cache, clock=clock)
+    loser = OidcCredentials(oidc(issuer), stack="dev", cache=cache, clock=clock)
+    stale = loser.headers()  # loaded before the token expired
+    assert winner.headers() == stale
+    clock.advance(3600)
+    polls = issuer.token_requests
+    renewed = winner.headers()
+    assert renewed != stale and issuer.token_requests == polls + 1
+    assert loser.headers() == renewed  # its refresh token was spent by the winner: invalid_grant, then the cache
+    assert issuer.token_requests == polls + 2
+
+
 def test_a_refresh_token_the_issuer_refuses_names_mlplat_login(issuer, tmp_path):
     cache = TokenCache(tmp_path / "tokens.json")
     entry = login(issuer, cache, ALICE)

@@ -181,3 +181,16 @@ def test_the_token_sent_is_the_one_for_the_platform_audience():
 
 def test_login_hint_names_the_stack():
     assert client.login_hint("fraud-prod").startswith("sign in with `mlplat login --stack fraud-prod`")
+
+
+def test_a_directory_or_a_symbolic_link_is_not_read_as_the_cache(tmp_path):
+    real = TokenCache(tmp_path / "real.json")
+    real.put(ISSUER, "mlplat", entry())
+    (tmp_path / "link.json").symlink_to(real.path)
+    with pytest.raises(Unauthenticated) as linked:
+        TokenCache(tmp_path / "link.json").get(ISSUER, "mlplat")
+    assert "symbolic link" in linked.value.message
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(Unauthenticated) as directory:
+        TokenCache(tmp_path / "dir.json").get(ISSUER, "mlplat")
+    assert "not a regular file" in directory.value.message
