@@ -297,3 +297,37 @@ def test_cost_report_from_the_ledger_cloudwatch_and_cost_explorer(aws):
                                                            "Total": {}, "Estimated": True}]}, ms.ACCOUNT)
     billed = source.billed(now - 86400, now)
     assert billed["by_team"] == {"fraud": 12.5} and billed["source"] == "aws-cost-explorer"
+
+
+def test_a_thirty_day_cost_report_reads_the_usage(aws):
+    """CloudWatch answers nothing when a query's period does not fit the data's age (a multiple of 300 s
+    for data 15 to 63 days old); moto neither ages data nor checks periods. So the report runs as of 20
+    days after the traffic (the context's clock), and every GetMetricData request is checked as it is
+    sent: against botocore's service model and CloudWatch's period rule (account_rules)."""
+    import dataclasses
+    import time
+
+    from botocore.validate import ParamValidator
+
+    from mlplat_providers.aws import account_rules
+    from mlplat_providers.aws.runtime.cost import AwsCost
+
+    later = time.time() + 20 * 86_400
+    ctx = dataclasses.replace(context(aws), clock=lambda: later)
+    source = AwsCost(ctx.stack(STACK), ctx)
+    sent: list[dict] = []
+    problems: list[str] = []
+
+    def check(params, model, **_):
+        report = ParamValidator().validate(params, model.input_shape)
+        problems.extend([report.generate_report()] if report.has_errors() else [])
+        problems.extend(account_rules.metric_request_problems(params, later))
+        sent.append(params)
+
+    source.aws.client("cloudwatch").meta.events.register("provide-client-params.cloudwatch.GetMetricData", check)
+    serving(aws, STACK).deploy("scorer", 1, environment=QA, strategy="direct")
+    ms.put_variant_metrics(QA_ENDPOINT, "primary", invocations=250, latency_ms=4.0)  # a direct deploy serves on primary
+    usage = {(u.environment, u.version): u for u in source.usage(later - 30 * 86_400, later)}
+    assert sent and problems == []
+    assert all(q["MetricStat"]["Period"] % 300 == 0 for request in sent for q in request["MetricDataQueries"])
+    assert usage[(QA, 1)].predictions >= 250 and usage[(QA, 1)].busy_seconds > 0
