@@ -388,3 +388,42 @@ def test_login_on_an_aws_iam_stack_without_credentials_names_aws_sso_login(tmp_p
                     env=env | {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"})
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["source"] == "the AWS credential chain (boto3: env)"
+
+
+def test_whoami_on_an_aws_iam_stack_signs_with_the_boto3_chain(tmp_path, monkeypatch):
+    """The client signs with whatever the boto3 chain finds (here: the environment); the server has
+    moto's STS, standing in for AWS, name the caller."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    sts_port, port = free_port(), free_port()
+    sts = f"http://127.0.0.1:{sts_port}"
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=sts_port)
+    moto.start()
+    try:
+        iam = boto3.client("iam", endpoint_url=sts, region_name="us-east-1", aws_access_key_id="AKIAADMIN0000000000",
+                           aws_secret_access_key="x")
+        arn = iam.create_user(UserName="carol")["User"]["Arn"]
+        key = iam.create_access_key(UserName="carol")["AccessKey"]
+        text = (REPO / "stacks" / "Pulumi.dev.yaml").read_text().replace(
+            "  mlplat:access:\n    mode: trusted-local\n",
+            f"  mlplat:access:\n    mode: aws-iam\n    aws: {{region: us-east-1, stsEndpoint: '{sts}'}}\n"
+            f"    roles: {{viewer: ['{arn}']}}\n  mlplat:controlPlane:\n    url: http://127.0.0.1:{port}\n")
+        project = write_project(tmp_path / "project", {"dev": text})
+        env = {"MLPLAT_PROJECT_DIR": str(project), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+               "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true",
+               "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        up = run_cli("up", "--stack", "dev", "--yes", "--server-side", cwd=project, env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        with running_server(project, "dev", port=port):
+            shown = run_cli("whoami", "--stack", "dev", "--json", cwd=project, env=env)
+            assert shown.returncode == 0, shown.stderr
+            doc = json.loads(shown.stdout)
+            assert (doc["principal"], doc["method"], doc["roles"]) == (arn, "aws-iam", ["viewer"])
+            unsigned = run_cli("whoami", "--stack", "dev", cwd=project,
+                               env=env | {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+            assert unsigned.returncode == 6 and "aws sso login" in unsigned.stderr
+    finally:
+        moto.stop()
