@@ -248,6 +248,14 @@ class Shadow(Spec):
     percent: int = Field(10, ge=1, le=50, description="Share of requests mirrored to the shadow version (at most 50).")
 
 
+class ServingAuth(Spec):
+    api_keys: Literal["off", "optional", "required"] = Field(
+        "off", description="API keys on the gateway's scoring routes: off; optional (a key, when sent, must be "
+                           "valid for the model); required (every scoring request sends `Authorization: Bearer "
+                           "mlp_...` or `X-Api-Key`, from `mlplat keys create`). The gateway binds beyond "
+                           "loopback only when required.")
+
+
 class Serving(Spec):
     instance_type: str = Field("local.cpu", min_length=1, description="Instance type of endpoints.", examples=["ml.m5.large"])
     price_per_hour: float = Field(0.0, ge=0, description="Price per instance-hour in USD for instanceType.")
@@ -262,6 +270,7 @@ class Serving(Spec):
     latency_budget_ms: float = Field(250.0, gt=0, description="p95 latency budget checked by staging integration tests.")
     canary: Canary = Field(default_factory=Canary, description="Default canary rollout.")
     shadow: Shadow = Field(default_factory=Shadow, description="Default shadow mirroring.")
+    auth: ServingAuth = Field(default_factory=ServingAuth, description="Who may call the gateway's scoring routes.")
 
     def price_for(self, instance_type: str | None = None) -> float:
         instance_type = instance_type or self.instance_type

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("mlplat.cli.serving:rollback", "Return a deployment's traffic to its stable (warm) version."),
     "deployments": ("mlplat.cli.serving:deployments", "List and inspect deployments."),
     "rollout": ("mlplat.cli.serving:rollout", "Rollout status: current step, metrics per variant, decisions."),
+    "keys": ("mlplat.cli.keys:keys", "API keys for the serving gateway: create, list, revoke, rotate."),
     "server": ("mlplat.cli.server:server", "Serve the stack's platform API: the shared ledger a whole team reaches."),
     "db": ("mlplat.cli.db:db", "The ledger's database: upgrade its schema, export it, import it (SQLite, PostgreSQL)."),
     "login": ("mlplat.cli.access:login", "Sign in to the stack's identity provider (OIDC device code); tokens cached 0600."),

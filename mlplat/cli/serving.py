@@ -52,7 +52,8 @@ def _routes(endpoint: dict) -> str:
 @click.command()
 @stack_option
 @env_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind (no auth: loopback only).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind: loopback only, unless the stack sets serving.auth.apiKeys: required.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port (default: serving.port of the stack; 0 picks a free one).")
 @click.option("--port-file", type=click.Path(dir_okay=False), default=None, help="Write the bound port here once serving.")
@@ -80,8 +81,9 @@ def serve(ctx, stack: str, environment: str | None, host: str, port: int | None,
     """
     import os
 
-    require_loopback(host)
     spec = ctx.stack(stack)
+    require_loopback(host, authenticated=spec.serving.auth.api_keys == "required",
+                     how="set mlplat:serving.auth.apiKeys: required in the stack")
     ctx.ledger_owner = True
     ctx.database_url = database or os.environ.get("MLPLAT_DATABASE_URL") or spec.control_plane.database
     serving = _serving(ctx, spec)

@@ -7,6 +7,9 @@ Routes
   GET  /endpoints, /endpoints/{name}    what is deployed and how it routes
   GET  /metrics                         Prometheus text
 
+With ``serving.auth.apiKeys: required`` the two scoring routes need an API key scoped to the model
+and environment (:mod:`.auth`); a refused request gets 401/403 JSON and is neither scored nor captured.
+
 :class:`Gateway` wires the parts and serves requests; each part has its own module:
 routing and hot reload without restarts (:mod:`.routing`), the canary controller
 (:mod:`.controller`), shadow traffic (:mod:`.shadow`), data capture (:mod:`.capture`),
@@ -28,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlplat.db import ledger_target
+from mlplat.db import ledger_target, open_database
 from mlplat.serving import asgi
+from mlplat.serving.auth import GatewayAuth, Refused
 from mlplat.serving.capture import CaptureWriter
 from mlplat.serving.controller import CanaryController
 from mlplat.serving.enrichment import enrich_request
@@ -74,6 +78,7 @@ class GatewayConfig:
     run_controller: bool = True
     instance_type: str | None = None
     price_per_hour: float | None = None
+    api_keys: str = "off"  # serving.auth.apiKeys: off | optional | required (see mlplat.serving.auth)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,6 +101,7 @@ class Gateway:
         self.controller = CanaryController(self.db_path, config.environment, self.routing, lambda: self.clock(),
                                            instance_type=config.instance_type, price_per_hour=config.price_per_hour)
         self.shadow = ShadowMirror(self.metrics, self._capture)
+        self.auth = GatewayAuth(config.api_keys, config.environment)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.started = False
@@ -150,8 +156,16 @@ class Gateway:
 
     def reload(self, force: bool = False) -> bool:
         """Re-read the routing if the revision moved; returns whether it changed
-        (see :meth:`mlplat.serving.routing.Routing.reload`)."""
-        return self.routing.reload(force)
+        (see :meth:`mlplat.serving.routing.Routing.reload`). Key changes bump the same revision, so
+        the API keys reload with it, read after the routing: never older than the revision it records."""
+        changed = self.routing.reload(force)
+        if changed and self.auth.enabled:
+            conn = open_database(self.db_path).connect()
+            try:
+                self.auth.reload(conn)
+            finally:
+                conn.close()
+        return changed
 
     def _poll(self) -> None:
         while not self._stop.wait(self.config.poll_interval):
@@ -286,6 +300,12 @@ class Gateway:
         caller's own id (``x-request-id``, or a v2 request's ``id``) is kept beside it."""
         started = time.perf_counter()
         request_id, client_id = asgi.request_ids(scope)
+        try:
+            self.auth.check(scope, name, self.clock())
+        except Refused as exc:  # before the body is read, and never captured
+            headers = list(asgi.JSON) + asgi.id_headers(request_id, client_id) + exc.headers()
+            await asgi.send(send, exc.status, dumps(exc.body(request_id, v2=v2)), headers)
+            return
         live = self.table.get(name)
         if live is None:
             await self._unknown(send, name, v2=v2, request_id=request_id, client_id=client_id)

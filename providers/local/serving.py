@@ -114,7 +114,9 @@ class LocalServing(EndpointDeployer):
         config = GatewayConfig(environment=environment, max_body_bytes=serving.max_body_bytes,
                                body_timeout=serving.body_timeout_seconds,
                                capture_sampling=serving.capture_sampling, poll_interval=poll_interval,
-                               run_controller=controller, **self._cost)
+                               run_controller=controller, api_keys=serving.auth.api_keys, **self._cost)
+        if serving.auth.api_keys != "off" and "0009_api_keys" in self.db.pending():
+            self.db.migrate()  # a stack provisioned before serving keys shipped
         spec, ctx = self.spec, self.ctx
 
         def resolve(name: str, version: int) -> Path:
@@ -144,7 +146,8 @@ class LocalServing(EndpointDeployer):
         from mlplat.netguard import require_loopback
         from mlplat.serving.model_server import bind, run
 
-        require_loopback(host)
+        require_loopback(host, authenticated=self.spec.serving.auth.api_keys == "required",
+                         how="set mlplat:serving.auth.apiKeys: required in the stack")
         app = self.gateway(environment=environment, controller=controller)
         sock = bind(host, port)
         app.start()  # load every deployed version before accepting traffic

@@ -50,6 +50,8 @@ OUTBOX = ("INSERT INTO alert_outbox (event_id, url, payload, timeout_s, max_atte
           "VALUES ({event}, 'http://127.0.0.1:9/', '{{}}', 1, 1, 1, 0, '{status}')")
 RETRAIN = ("INSERT INTO retrain_triggers (id, ts, model, environment, from_version, reason, status, updated_at) "
            "VALUES ('{id}', 0, 'm', 'dev', 1, '{{}}', '{status}', 0)")
+API_KEY = ("INSERT INTO api_keys (id, model, environment, secret_hash, created_by, created_at, expires_at) "
+           "VALUES ('0123456789ab', 'm', 'dev', '{digest}', 'a@example.com', 100, {expires})")
 
 # name -> (statements that set up valid state, the statement that breaks the invariant, error text)
 CASES: dict[str, tuple[list[str], str, str]] = {
@@ -133,6 +135,10 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "a retraining trigger status is known": ([], RETRAIN.format(id="t1", status="queued"), "CHECK"),
     "a retraining trigger id is unique": (
         [RETRAIN.format(id="t1", status="pending")], RETRAIN.format(id="t1", status="failed"), "UNIQUE"),
+    # serving keys
+    "an API key expires after it was created": ([], API_KEY.format(digest="0" * 64, expires=99), "CHECK"),
+    "an API key id is unique": (
+        [API_KEY.format(digest="0" * 64, expires="NULL")], API_KEY.format(digest="1" * 64, expires=200), "UNIQUE"),
 }
 
 # What each case covers in the schema, for the completeness check below.
@@ -144,6 +150,7 @@ COVERED_CHECKS = {
     "serving_revision": {"id"}, "captures": {"shadow"}, "feature_views": {"version"},
     "feature_view_history": {"action"}, "feature_materializations": {"state"}, "monitor_windows": {"kind", "breach"},
     "alert_state": {"firing"}, "alert_events": {"kind"}, "alert_outbox": {"status"}, "retrain_triggers": {"status"},
+    "api_keys": {"expires_at"},
 }
 
 
