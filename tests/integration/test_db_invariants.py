@@ -109,6 +109,9 @@ CASES: dict[str, tuple[list[str], str, str]] = {
         "INSERT INTO audit_log (seq, ts, actor, action, evidence, digest, prev_hash, hash) "
         "VALUES (2, 0, 'a', 'x', '{}', 'd', 'h', 'h')", "UNIQUE"),
     "the audit head is one row": ([], "INSERT INTO audit_head (id, seq, hash) VALUES (2, 1, 'h')", "CHECK"),
+    "an audit entry's identity method is one the platform knows": (
+        [], "INSERT INTO audit_log (seq, ts, actor, action, evidence, digest, prev_hash, hash, auth_method) "
+            "VALUES (1, 0, 'a', 'x', '{}', 'd', 'p', 'h', 'typed-in')", "CHECK"),
     # serving
     "an endpoint strategy is known": ([], ENDPOINT.format(strategy="blue-green"), "CHECK"),
     "one endpoint per model and environment": (
@@ -146,7 +149,7 @@ COVERED_INDEXES = {"one_production_per_model_env", "one_running_promotion"}
 COVERED_TRIGGERS = {"audit_log_no_update", "audit_log_no_delete"}
 COVERED_CHECKS = {
     "model_stages": {"stage"}, "gate_reports": {"passed"}, "approvals": {"decision", "reason"},
-    "promotions": {"target", "state"}, "audit_head": {"id"}, "endpoints": {"strategy"}, "rollouts": {"state"},
+    "promotions": {"target", "state"}, "audit_log": {"auth_method"}, "audit_head": {"id"}, "endpoints": {"strategy"}, "rollouts": {"state"},
     "serving_revision": {"id"}, "captures": {"shadow"}, "feature_views": {"version"},
     "feature_view_history": {"action"}, "feature_materializations": {"state"}, "monitor_windows": {"kind", "breach"},
     "alert_state": {"firing"}, "alert_events": {"kind"}, "alert_outbox": {"status"}, "retrain_triggers": {"status"},
