@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -155,7 +155,7 @@ def _condition_keys(statement: Mapping[str, Any]) -> dict[str, Any]:
 # key the request does not carry fails, except ForAllValues (true over an empty set) and ...IfExists.
 # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html
 # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-single-vs-multi-valued-context-keys.html
-_MATCHERS = {
+_MATCHERS: dict[str, Callable[[str, str], bool]] = {
     "StringEquals": lambda have, want: have == want,
     "StringLike": lambda have, want: fnmatchcase(have, want),
     "ArnEquals": lambda have, want: have == want,

@@ -369,7 +369,8 @@ def feature_database(plan: StackPlan) -> str:
 
 def platform_role_arn(plan: StackPlan, account: str | None = None) -> str:
     """The platform role's ARN (any account when the stack names none)."""
-    return f"arn:aws:iam::{account or plan.spec.provider.account_id or '*'}:role/{slug(f'{plan.prefix}-platform', 64)}"
+    account = account or getattr(plan.spec.provider, "account_id", None) or "*"
+    return f"arn:aws:iam::{account}:role/{slug(f'{plan.prefix}-platform', 64)}"
 
 
 def platform_role_policy(plan: StackPlan, account: str | None = None) -> str:
@@ -377,7 +378,7 @@ def platform_role_policy(plan: StackPlan, account: str | None = None) -> str:
     tags), passing itself to SageMaker, the offline feature store, logs, metrics and images.
 
     Every rule of :mod:`mlplat_providers.aws.account_rules` holds for the document (tests/unit pins it)."""
-    account = account or plan.spec.provider.account_id or "*"
+    account = account or getattr(plan.spec.provider, "account_id", None) or "*"
     region, team, bucket = plan.region, plan.spec.team, plan.bucket
     sm = f"arn:aws:sagemaker:{region}:{account}"
     database = feature_database(plan)
