@@ -472,6 +472,10 @@ def format_problems(problems: Iterable[str], limit: int = 10) -> str:
 #
 # The signature binds the manifest; the manifest binds the entries file by its digest; each entry is
 # keyed and linked to the one before, from ``prev_hash`` on. An archive that starts at #1 links to GENESIS.
+#
+# Write-once storage: S3 Object Lock in compliance mode, where no user (the root user included) can
+# delete the object or shorten its retention (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock.html);
+# the EU AI Act keeps the logs of high-risk systems at least six months (Regulation (EU) 2024/1689, Art. 19, 26(6)).
 
 ARCHIVE_KIND = "mlplat audit archive"
 ARCHIVE_FORMAT = 1
