@@ -50,18 +50,44 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], *, empty: str)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def page(doc: dict[str, Any], *, refresh: int = 10) -> str:
+def page(doc: dict[str, Any], *, refresh: int = 10, identity: dict[str, Any] | None = None,
+         csrf: str | None = None) -> str:
+    """The page. ``identity``: who the dashboard acts as (``principal``, ``method``), shown in the header;
+    ``csrf``: the session's token, which the page's script sends with every state-changing request."""
+    who = ""
+    if identity:
+        who = (f"<span>signed in as <b id='identity'>{escape(str(identity.get('principal')))}</b> "
+               f"({escape(str(identity.get('method')))})</span>")
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<meta http-equiv='refresh' content='{int(refresh)}'>" if refresh else "",
-        f"<title>mlplat · {escape(doc['stack'])}</title><style>{CSS}</style></head><body>",
+        f"<meta name='csrf-token' content='{escape(csrf)}'>" if csrf else "",
+        f"<title>mlplat · {escape(doc['stack'])}</title><style>{CSS}</style>",
+        "<script src='/static/dashboard.js' defer></script></head><body>" if csrf else "</head><body>",
         f"<header><h1>mlplat dashboard</h1><span>stack <b id='stack'>{escape(doc['stack'])}</b></span>"
         f"<span>team {escape(doc['team'])}</span><span>environment {escape(doc['environment'])}</span>"
-        f"<span>provider {escape(doc['provider'])}</span><span>updated {when(doc['now'])}</span></header><main>",
+        f"<span>provider {escape(doc['provider'])}</span><span>updated {when(doc['now'])}</span>{who}</header><main>",
         _models(doc), _serving(doc), _drift(doc), _quality(doc), _cost(doc), _alerts(doc), _approvals(doc),
-        _audit(doc), "</main></body></html>",
+        _audit(doc), _labels() if csrf else "", "</main></body></html>",
     ]
     return "".join(parts)
+
+
+def _labels() -> str:
+    """Delayed labels typed in the page, sent by ``dashboard.js`` as JSON with the session's CSRF token."""
+    return ("<section id='labels'><h2>Record labels</h2><form id='labels-form'>"
+            "<p class='muted'>One <code>request id,label</code> per line (request ids from the captures).</p>"
+            "<textarea id='labels-input' name='labels' rows='4' cols='60'></textarea><br>"
+            "<button type='submit'>Record labels</button> <span id='labels-result' class='muted'></span>"
+            "</form></section>")
+
+
+def login_required(message: str) -> str:
+    """The short page a browser without a session gets (401)."""
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>mlplat · login</title>"
+            f"<style>{CSS}</style></head><body><header><h1>mlplat dashboard</h1></header><main><section>"
+            f"<h2>Login required</h2><p>{escape(message)}</p><p>Open the login link printed by "
+            "<code>mlplat dashboard</code> (it ends in <code>/login?token=...</code>).</p></section></main></body></html>")
 
 
 def _models(doc) -> str:

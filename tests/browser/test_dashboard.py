@@ -1,16 +1,20 @@
-"""The dashboard with real data: rendered in headless Chromium (content asserted, screenshot kept), and
-its HTTP guards, which need no browser and so run wherever the dashboard does."""
+"""The dashboard with real data: rendered in headless Chromium after following the login link `mlplat dashboard`
+prints (content asserted, screenshot kept), and its HTTP guards, which need no browser and so run wherever the
+dashboard does."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -74,12 +78,19 @@ def dashboard(tmp_path):
 
     port = free_port()
     server = subprocess.Popen([str(BIN / "mlplat"), "dashboard", "--stack", "dev", "--port", str(port), "--refresh", "0"],
-                              cwd=root, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                              cwd=root, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
     url = f"http://127.0.0.1:{port}/"
+    printed: list[str] = []
+    threading.Thread(target=lambda: printed.extend(server.stderr), daemon=True).start()
+
+    def login_link() -> str | None:
+        if server.poll() is not None:
+            raise AssertionError(f"dashboard exited {server.returncode}: {''.join(printed)[-2000:]}")
+        found = re.search(r"log in: (http://127\.0\.0\.1:\d+/login\?token=[A-Za-z0-9_-]+)", "".join(printed))
+        return found.group(1) if found else None
 
     def healthy() -> bool:
-        if server.poll() is not None:
-            raise AssertionError(f"dashboard exited {server.returncode}: {server.stderr.read().decode()[-2000:]}")
         try:
             urllib.request.urlopen(url + "healthz", timeout=2)
             return True
@@ -87,19 +98,25 @@ def dashboard(tmp_path):
             return False
 
     try:
+        link = wait_until(login_link, timeout=60, interval=0.2, message="the dashboard printed no login link")
         wait_until(healthy, timeout=60, interval=0.2, message="the dashboard did not answer /healthz")
     except AssertionError:
         server.kill()
         raise
-    yield url
+    yield SimpleNamespace(url=url, link=link)
     server.terminate()
     server.wait(timeout=20)
 
 
 @pytest.mark.browser
 def test_dashboard_renders_models_drift_quality_cost_alerts_and_audit(chromium, dashboard):
-    dom = chromium("--dump-dom", dashboard).stdout
+    # without a session the browser gets the login page only
+    denied = chromium("--dump-dom", dashboard.url).stdout
+    assert "Login required" in denied and "credit-risk" not in denied
+    # the printed link logs the browser in and lands on the page
+    dom = chromium("--dump-dom", dashboard.link).stdout
     assert "mlplat dashboard" in dom and 'id="stack">dev<' in dom
+    assert 'signed in as <b id="identity">ds@example.com</b> (trusted-local)' in dom
     # models, versions and stages
     assert "credit-risk" in dom and "Models, versions and stages" in dom
     # drift per feature: the shifted features are flagged, with a PSI chart
@@ -124,26 +141,36 @@ def test_dashboard_renders_models_drift_quality_cost_alerts_and_audit(chromium, 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
     shot.unlink(missing_ok=True)
-    result = chromium(f"--screenshot={shot}", dashboard)
+    result = chromium(f"--screenshot={shot}", dashboard.link)
     assert shot.is_file() and shot.stat().st_size > 20_000, result.stderr[-1000:]
 
 
 @pytest.mark.integration
 def test_dashboard_refuses_foreign_hosts_and_form_posts(dashboard):
     """Host check and form-post refusal are plain HTTP: no browser needed, never skipped with the browser tests."""
-    request = urllib.request.Request(dashboard, headers={"Host": "evil.example"})
+    import http.cookiejar
+
+    request = urllib.request.Request(dashboard.url, headers={"Host": "evil.example"})
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 403
-    form = urllib.request.Request(dashboard + "api/v1/labels", data=b"labels=1", method="POST",
-                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    page = browser.open(dashboard.link, timeout=30).read().decode()  # logs in, follows the redirect to the page
+    csrf = re.search(r"<meta name='csrf-token' content='([^']+)'>", page).group(1)
+    form = urllib.request.Request(dashboard.url + "api/v1/labels", data=b"labels=1", method="POST",
+                                  headers={"Content-Type": "application/x-www-form-urlencoded", "X-CSRF-Token": csrf})
     with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(form, timeout=10)
+        browser.open(form, timeout=10)
     assert info.value.code == 415
-    ok = urllib.request.Request(dashboard + "api/v1/labels", method="POST",
+    tokenless = urllib.request.Request(dashboard.url + "api/v1/labels", method="POST", data=b'{"labels": {}}',
+                                       headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        browser.open(tokenless, timeout=10)
+    assert info.value.code == 403
+    ok = urllib.request.Request(dashboard.url + "api/v1/labels", method="POST",
                                 data=json.dumps({"labels": {"calm-00001": 1, "nobody": 0}}).encode(),
-                                headers={"Content-Type": "application/json"})
-    doc = json.loads(urllib.request.urlopen(ok, timeout=10).read())
+                                headers={"Content-Type": "application/json", "X-CSRF-Token": csrf})
+    doc = json.loads(browser.open(ok, timeout=10).read())
     assert doc["unknown"] == 1 and doc["stored"] + doc["updated"] <= 1
-    snapshot = json.loads(urllib.request.urlopen(dashboard + "api/v1/snapshot", timeout=30).read())
+    snapshot = json.loads(browser.open(dashboard.url + "api/v1/snapshot", timeout=30).read())
     assert snapshot["stack"] == "dev" and snapshot["drift"][0]["verdict"] == "drift"

@@ -1,6 +1,7 @@
 """The dashboard's label endpoint over real HTTP on 127.0.0.1: the Origin check compares the scheme too, and
 its JSON has the serving path's limits (depth, repeated keys). Refusals happen before any store is
-touched, so the app runs over a stack that is never opened; no browser needed."""
+touched, so the app runs over a stack that is never opened; no browser needed. Requests past the Origin
+check hold a session (from the login link) and send its CSRF token."""
 from __future__ import annotations
 
 import socket
@@ -10,6 +11,8 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+
+TOKEN = "a-login-token-for-the-guard-tests"
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +26,7 @@ def dashboard():
 
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    app = create_app(SimpleNamespace(name="guarded"), None, port=port)
+    app = create_app(SimpleNamespace(name="guarded"), None, port=port, token=TOKEN)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -36,8 +39,18 @@ def dashboard():
     thread.join(timeout=10)
 
 
+def session(port: int) -> tuple[str, str]:
+    """``(cookie header, CSRF token)`` of a fresh session opened through the login link."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        assert c.get(f"/login?token={TOKEN}").status_code == 303
+        csrf = c.get("/api/v1/session").json()["csrf_token"]
+        return "; ".join(f"{k}={v}" for k, v in c.cookies.items()), csrf
+
+
 def post(port: int, content: bytes, origin: str | None = None) -> httpx.Response:
-    headers = {"content-type": "application/json"} | ({"origin": origin} if origin is not None else {})
+    cookie, csrf = session(port)
+    headers = {"content-type": "application/json", "cookie": cookie, "x-csrf-token": csrf}
+    headers |= {"origin": origin} if origin is not None else {}
     return httpx.post(f"http://127.0.0.1:{port}/api/v1/labels", content=content, headers=headers, timeout=30)
 
 
@@ -65,8 +78,10 @@ def test_label_json_has_the_serving_limits(dashboard, content, fragment):
 
 
 def test_an_announced_oversized_body_is_refused_before_it_is_read(dashboard):
+    cookie, csrf = session(dashboard)
     request = (b"POST /api/v1/labels HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-               b"Content-Length: 999999999\r\n\r\n{}" % dashboard)
+               b"Cookie: %s\r\nX-CSRF-Token: %s\r\n"
+               b"Content-Length: 999999999\r\n\r\n{}" % (dashboard, cookie.encode(), csrf.encode()))
     with socket.create_connection(("127.0.0.1", dashboard), timeout=60) as sock:
         sock.sendall(request)
         received = b""
