@@ -312,9 +312,14 @@ def test_a_thirty_day_cost_report_reads_the_usage(aws):
     from mlplat_providers.aws import account_rules
     from mlplat_providers.aws.runtime.cost import AwsCost
 
-    later = time.time() + 20 * 86_400
+    serving(aws, STACK).deploy("scorer", 1, environment=QA, strategy="direct")
+    spec = context(aws).stack(STACK)
+    started = max(d.started for d in AwsCost(spec, context(aws)).deployments(0, time.time() + 60)
+                  if (d.environment, d.version, d.ended) == (QA, 1, None))
+    # 20 days and a minute after the deployment started: a window's length is then no multiple of 300 s
+    later = started + 20 * 86_400 + 60
     ctx = dataclasses.replace(context(aws), clock=lambda: later)
-    source = AwsCost(ctx.stack(STACK), ctx)
+    source = AwsCost(spec, ctx)
     sent: list[dict] = []
     problems: list[str] = []
 
@@ -325,7 +330,6 @@ def test_a_thirty_day_cost_report_reads_the_usage(aws):
         sent.append(params)
 
     source.aws.client("cloudwatch").meta.events.register("provide-client-params.cloudwatch.GetMetricData", check)
-    serving(aws, STACK).deploy("scorer", 1, environment=QA, strategy="direct")
     ms.put_variant_metrics(QA_ENDPOINT, "primary", invocations=250, latency_ms=4.0)  # a direct deploy serves on primary
     usage = {(u.environment, u.version): u for u in source.usage(later - 30 * 86_400, later)}
     assert sent and problems == []
