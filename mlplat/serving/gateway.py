@@ -6,6 +6,7 @@ Routes
   GET  /v2/health/live|ready, /v2/models/{name}[/ready], /ping, /health
   GET  /endpoints, /endpoints/{name}    what is deployed and how it routes
   GET  /metrics                         Prometheus text
+  GET  /openapi.json                    these routes (OpenAPI 3.1, :mod:`.openapi`)
 
 With ``serving.auth.apiKeys: required`` the two scoring routes need an API key scoped to the model
 and environment (:mod:`.auth`); a refused request gets 401/403 JSON and is neither scored nor captured.
@@ -252,6 +253,9 @@ class Gateway:
             await asgi.send_json(send, 200, {"environment": self.config.environment,
                                              "endpoints": [self._describe(e) for e in self.table.values()]})
             return
+        elif path == "/openapi.json" and method == "GET":
+            await asgi.send_json(send, 200, self.openapi())
+            return
         await asgi.send_error(send, RequestError(
             f"no route {method} {path}; try POST /endpoints/{{name}}/invocations, POST /v2/models/{{name}}/infer, "
             "GET /v2, GET /endpoints, GET /metrics", 404), v2=path == "/v2" or path.startswith("/v2/"))
@@ -287,6 +291,16 @@ class Gateway:
         out["step_index"] = live.step_index
         out["invocations"] = f"/endpoints/{live.spec.model}/invocations"
         return out
+
+    def openapi(self) -> dict[str, Any]:
+        """This gateway's routes as an OpenAPI 3.1 document, typed by the signatures it serves now."""
+        from mlplat import __version__
+        from mlplat.serving import openapi
+
+        signatures = {name: next((r.model.signature for r in live.routes if isinstance(r.model, LoadedModel)), None)
+                      for name, live in self.table.items()}
+        return openapi.document(self.config.environment, signatures,
+                                api_keys=getattr(self.config, "api_keys", "off"), version=__version__)
 
     def _v2_metadata(self, live: LiveEndpoint) -> dict[str, Any]:
         model = next((r.model for r in live.routes if isinstance(r.model, LoadedModel)), None)
