@@ -73,9 +73,14 @@ class Spec:
 
 
 @pytest.fixture
-def app(tmp_path):
+def app(tmp_path, monkeypatch):
     from mlplat.api.server import create_app
+    from mlplat.services import governance
 
+    # a stack with no ledger behind it: no roles declared, so its trusted-local callers may run anything
+    open_access = governance.AccessInForce(mode="trusted-local", roles={}, feature_grants=(), approvers=(),
+                                           applied=False)
+    monkeypatch.setattr(governance, "access_in_force_for", lambda spec, ctx: open_access)
     return create_app(Spec(), project_dir=tmp_path)
 
 
