@@ -771,6 +771,18 @@ def parse_stack(text: str, *, path: Path, name: str, project_dir: Path) -> Stack
                 hint="use a path inside the project such as .mlplat/<stack>, or an absolute path to a directory "
                      "that does not exist yet, which `mlplat up` creates",
             )
+    problems = spec.provider.stack_problems(spec)
+    if problems:
+        found: list[str] = []
+        for key, reason in problems:
+            top, *inner = key.split(".")
+            line = _line_of(node, ["config", keys.get(top, f"{NAMESPACE}:{top}"), *inner])
+            found.append(f"{shown}:{line}: {keys.get(top, f'{NAMESPACE}:{top}')}{''.join('.' + r for r in inner)}: "
+                         f"{reason}")
+        raise StackError(
+            f"invalid stack '{name}' ({len(found)} problem{'s' if len(found) > 1 else ''}):\n  - " + "\n  - ".join(found),
+            hint=f"the {spec.provider.kind} provider cannot run these settings together; change one of them",
+        )
     return spec.model_copy(update={
         "name": name, "path": str(path), "project_dir": str(project_dir), "pulumi_config": passthrough,
     })

@@ -106,6 +106,7 @@ T_GROUP = "aws:sagemaker/modelPackageGroup:ModelPackageGroup"
 T_MODEL = "aws:sagemaker/model:Model"
 T_ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 T_ENDPOINT = "aws:sagemaker/endpoint:Endpoint"
+T_SERVING_DECLARATION = "mlplat:aws:Serving"  # a component declaring the endpoints the AWS runtime creates
 T_DQ_JOB = "aws:sagemaker/dataQualityJobDefinition:DataQualityJobDefinition"
 T_SCHEDULE = "aws:sagemaker/monitoringSchedule:MonitoringSchedule"
 T_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
@@ -169,7 +170,51 @@ def tags_of(resource: Resource) -> dict[str, str]:
 
 
 def _of(resources: Iterable[Resource], *types: str) -> list[Resource]:
-    return [r for r in resources if r.type in types]
+    resources = list(resources)
+    found = [r for r in resources if r.type in types]
+    if T_ENDPOINT in types or T_ENDPOINT_CONFIG in types:
+        found += [r for r in _declared_endpoints(resources) if r.type in types]
+    return found
+
+
+def _declared_routing(steps: Sequence[int]) -> dict[str, Any]:
+    """The platform's canary schedule in SageMaker's traffic-routing vocabulary: the share of traffic the
+    first step (CANARY) or every equal step (LINEAR) moves."""
+    deltas = [b - a for a, b in zip([0, *steps], steps)]
+    if list(steps) == [100]:
+        return {"type": "ALL_AT_ONCE"}
+    if len(set(deltas)) == 1 and 10 <= deltas[0] <= 50:
+        return {"type": "LINEAR", "linearStepSize": {"type": "CAPACITY_PERCENT", "value": deltas[0]}}
+    return {"type": "CANARY", "canarySize": {"type": "CAPACITY_PERCENT", "value": steps[0]}}
+
+
+def _declared_endpoints(resources: Sequence[Resource]) -> list[Resource]:
+    """Endpoints a component declares rather than creates (the AWS runtime creates them on the first deploy
+    and steps their traffic itself): an endpoint and its configuration as the policies read them, reported
+    against the declaring component."""
+    out: list[Resource] = []
+    for component in resources:
+        if component.type != T_SERVING_DECLARATION:
+            continue
+        for declared in component.props.get("endpoints") or []:
+            name, tags = declared.get("endpointName"), declared.get("tags") or {}
+            config = f"{name}-declared"
+            count = int(declared.get("instanceCount") or 1)
+            variant = {"instanceType": declared.get("instanceType"), "initialInstanceCount": count}
+            out.append(Resource(T_ENDPOINT, str(name), {
+                "name": name, "endpointConfigName": config, "tags": tags, "deploymentConfig": {
+                    "autoRollbackConfiguration": {"alarms": [{"alarmName": a}
+                                                             for a in declared.get("rollbackAlarms") or []]},
+                    "blueGreenUpdatePolicy": {
+                        "trafficRoutingConfiguration": _declared_routing(declared.get("canarySteps") or [100])}}},
+                component.urn, component.parent))
+            out.append(Resource(T_ENDPOINT_CONFIG, config, {
+                "name": config, "tags": tags, "dataCaptureConfig": declared.get("dataCapture") or {},
+                "productionVariants": [{**variant, "variantName": "primary", "initialVariantWeight": 100.0}],
+                "shadowProductionVariants": [{**variant, "variantName": "shadow",
+                                              "initialVariantWeight": float(declared.get("shadowPercent") or 0)}]},
+                component.urn, component.parent))
+    return out
 
 
 def _is_production(resource: Resource, config: Mapping[str, Any]) -> bool:

@@ -8,6 +8,7 @@ and ``mlplat stack schema`` prints every installed provider's model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -34,6 +35,13 @@ class ProviderSettings(BaseModel):
         stores live. ``StackSpec.state_dir`` resolves it (default ``.mlplat/<stack>``) and the loader
         checks it stays inside the project or is absolute. Default: the provider has no such setting."""
         return None
+
+    def stack_problems(self, spec: Any) -> list[tuple[str, str]]:
+        """What the provider cannot do with the rest of the validated stack ``spec`` (a ``StackSpec``), as
+        (dotted key under ``mlplat:``, reason) pairs: a setting the cloud would refuse given another one,
+        such as a canary schedule the configured fleet cannot run. Loading the stack (``mlplat stack
+        validate`` and every command) refuses it with them, naming each key's line. Default: none."""
+        return []
 
     def metering_store(self, state_dir: Path) -> Path | None:
         """The file in which the provider meters a stack's usage on this machine, given the stack's

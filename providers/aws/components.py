@@ -203,63 +203,53 @@ class ServingArgs:
 
 
 class Serving(pulumi.ComponentResource):
-    """Per model: the SageMaker model (a registry package), the endpoint configuration (production and
-    shadow variants, data capture to S3), rollback alarms, and the endpoint with a blue/green deployment
-    configuration that rolls back automatically on those alarms."""
+    """Per model: the rollback alarms of the endpoint, one per guarded variant and metric.
+
+    The program creates no SageMaker model, endpoint configuration or endpoint: the runtime creates the
+    endpoint on the first deploy of an approved version and owns its configurations, variants and
+    weights (a program that made them would point at a model package before any exists, and a later
+    ``pulumi up`` would put its configuration back over the runtime's). The variants the runtime creates
+    have stable names (``primary``, ``canary``), which these alarms watch, so they get data and can fire;
+    the runtime sends them as the endpoint's auto-rollback alarms and the canary controller reads them.
+    The component's inputs declare what the runtime will run (``plan.serving_declaration``) for the
+    policy pack."""
 
     def __init__(self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlplat:aws:Serving", name, None, opts)
         plan, tags, spec = args.plan, args.plan.tags, args.plan.spec
-        self.endpoints: dict[str, aws.sagemaker.Endpoint] = {}
+        super().__init__("mlplat:aws:Serving", name, {
+            "endpoints": [p.serving_declaration(plan, model) for model in plan.models]}, opts)
+        self.endpoints: dict[str, str] = {}
         self.alarms: dict[str, list[aws.cloudwatch.MetricAlarm]] = {}
         for model in plan.models:
-            package = pulumi.Output.concat("arn:aws:sagemaker:", plan.region, ":", args.account, ":model-package/",
-                                           model.group, "/1")
-            sm_model = aws.sagemaker.Model(
-                f"{name}-{model.model}-model", name=model.sagemaker_model, execution_role_arn=args.role_arn,
-                primary_container={"model_package_name": package},
-                tags={**tags, "risk-tier": model.risk_tier.value}, opts=_child(self))
-            production, shadow = p.variants(spec, model.sagemaker_model)
-            capture = p.capture_percent(spec)
-            config = aws.sagemaker.EndpointConfiguration(
-                f"{name}-{model.model}-config", name=model.endpoint_config,
-                production_variants=production, shadow_production_variants=shadow,
-                data_capture_config={
-                    "enable_capture": capture > 0, "initial_sampling_percentage": capture,
-                    "destination_s3_uri": pulumi.Output.concat("s3://", args.bucket, "/data-capture/", model.model),
-                    "capture_options": [{"capture_mode": "Input"}, {"capture_mode": "Output"}],
-                    "capture_content_type_header": {"json_content_types": ["application/json"]},
-                },
-                tags=tags, opts=_child(self, depends_on=[sm_model]))
             alarms = []
+            for alarm_name, variant, alarm in p.rollback_alarms(spec, model.endpoint):
+                alarms.append(aws.cloudwatch.MetricAlarm(
+                    f"{name}-{model.model}-{variant}-{alarm.suffix}", name=alarm_name,
+                    alarm_description=f"{alarm.description} (variant {variant})", namespace=alarm.namespace,
+                    metric_name=alarm.metric, dimensions={"EndpointName": model.endpoint, "VariantName": variant},
+                    statistic=alarm.statistic, extended_statistic=alarm.extended_statistic,
+                    comparison_operator="GreaterThanThreshold", threshold=alarm.threshold, period=60,
+                    evaluation_periods=2, datapoints_to_alarm=2,
+                    # a variant without traffic (no canary running) has no data: INSUFFICIENT_DATA says so;
+                    # notBreaching would show an alarm that cannot see anything as OK
+                    treat_missing_data="missing",
+                    alarm_actions=[args.alert_topic_arn], ok_actions=[args.alert_topic_arn], tags=tags,
+                    opts=_child(self)))
             for alarm in p.alarm_plans(spec):
+                if alarm.rollback:
+                    continue
                 alarms.append(aws.cloudwatch.MetricAlarm(
                     f"{name}-{model.model}-{alarm.suffix}", name=p.alarm_name(model, alarm),
                     alarm_description=alarm.description, namespace=alarm.namespace, metric_name=alarm.metric,
-                    dimensions={"EndpointName": model.endpoint, **({"VariantName": "primary"}
-                                                                   if alarm.namespace == "AWS/SageMaker" else {})},
+                    dimensions={"EndpointName": model.endpoint},
                     statistic=alarm.statistic, extended_statistic=alarm.extended_statistic,
                     comparison_operator="GreaterThanThreshold", threshold=alarm.threshold, period=60,
                     evaluation_periods=2, datapoints_to_alarm=2, treat_missing_data="notBreaching",
                     alarm_actions=[args.alert_topic_arn], ok_actions=[args.alert_topic_arn], tags=tags,
                     opts=_child(self)))
-            rollback = [a for a, plan_ in zip(alarms, p.alarm_plans(spec)) if plan_.rollback]
-            canary = spec.serving.canary
-            endpoint = aws.sagemaker.Endpoint(
-                f"{name}-{model.model}-endpoint", name=model.endpoint, endpoint_config_name=config.name,
-                deployment_config={
-                    "blue_green_update_policy": {
-                        "traffic_routing_configuration": p.traffic_routing(canary.steps, canary.bake_seconds),
-                        "termination_wait_in_seconds": 300,
-                        "maximum_execution_timeout_in_seconds":
-                            min(14400, max(600, canary.bake_seconds * (len(canary.steps) + 1))),
-                    },
-                    "auto_rollback_configuration": {"alarms": [{"alarm_name": a.name} for a in rollback]},
-                },
-                tags={**tags, "risk-tier": model.risk_tier.value}, opts=_child(self, depends_on=alarms))
-            self.endpoints[model.model] = endpoint
+            self.endpoints[model.model] = model.endpoint
             self.alarms[model.model] = alarms
-        self.register_outputs({"endpoints": {m: e.name for m, e in self.endpoints.items()}})
+        self.register_outputs({"endpoints": dict(self.endpoints)})
 
 
 # --- monitoring --------------------------------------------------------------------------
@@ -408,7 +398,7 @@ class TeamPlatform(pulumi.ComponentResource):
         self.serving = Serving(f"{name}-serving", ServingArgs(
             plan, account, self.tracking.role.arn, self.tracking.bucket.id, self.alerts.topic.arn), _child(self))
         self.monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
-            plan, self.tracking.role.arn, self.tracking.bucket.id, list(self.serving.endpoints.values())), _child(self))
+            plan, self.tracking.role.arn, self.tracking.bucket.id, [self.serving]), _child(self))
         self.features = FeatureStore(f"{name}-features", FeatureStoreArgs(
             plan, self.tracking.role.arn, self.tracking.bucket.id), _child(self))
         self.cost = Cost(f"{name}-cost", CostArgs(plan, self.alerts.topic.arn), _child(self))
@@ -418,7 +408,7 @@ class TeamPlatform(pulumi.ComponentResource):
             "bucket": self.tracking.bucket.id,
             "tracking_server_arn": self.tracking.server.arn,
             "alert_topic_arn": self.alerts.topic.arn,
-            "endpoints": {m: e.name for m, e in self.serving.endpoints.items()},
+            "endpoints": dict(self.serving.endpoints),
             "control_plane_url": self.control_plane.url,
         })
 
@@ -429,7 +419,10 @@ def program(spec) -> None:
     platform = TeamPlatform(plan.prefix, plan)
     pulumi.export("bucket", platform.tracking.bucket.id)
     pulumi.export("tracking_server_arn", platform.tracking.server.arn)
-    pulumi.export("endpoints", {m: e.name for m, e in platform.serving.endpoints.items()})
+    # the runtime creates these endpoints on the first deploy; captured requests land under dataCapture
+    pulumi.export("endpoints", dict(platform.serving.endpoints))
+    pulumi.export("dataCapture", {m.model: p.capture_uri(plan.bucket, m.model, plan.spec.environment)
+                                  for m in plan.models})
     # `mlplat up` prints these; the stack file's mlplat:controlPlane names them for every command
     pulumi.export("controlPlaneUrl", platform.control_plane.url)
     pulumi.export("trackingUrl", platform.control_plane.tracking_url)

@@ -46,8 +46,6 @@ class ModelPlan:
     pipeline: str
     deploy_pipeline: str
     endpoint: str
-    endpoint_config: str
-    sagemaker_model: str
 
     @property
     def approval_status(self) -> str:
@@ -93,8 +91,6 @@ def stack_plan(spec: StackSpec) -> StackPlan:
             pipeline=slug(f"{base}-train"),
             deploy_pipeline=slug(f"{base}-deploy"),
             endpoint=base,
-            endpoint_config=slug(f"{base}-config"),
-            sagemaker_model=slug(f"{base}-v1"),
         ))
     return StackPlan(spec=spec, region=region, prefix=prefix, bucket=bucket,
                      tracking_server=slug(f"{prefix}-mlflow", 32), models=models)
@@ -103,39 +99,103 @@ def stack_plan(spec: StackSpec) -> StackPlan:
 # --- serving ------------------------------------------------------------------------
 
 
-def traffic_routing(steps: list[int], bake_seconds: int) -> dict[str, Any]:
-    """SageMaker's blue/green traffic routing for a canary schedule.
+# One owner per field: the program creates no endpoint, endpoint configuration or SageMaker model (on an
+# empty registry there is nothing to serve, and a versioned package deploys only once Approved). The
+# runtime creates and changes them on every deploy; the program owns what outlives deploys: the rollback
+# alarms, the dashboard and the capture location, all named here for both.
+#
+# Variants have stable names, whatever version they serve: the stable version is ``primary``, a canary or
+# A/B candidate ``canary``, a mirrored version ``shadow``. So the alarms and the dashboard always watch
+# variants that exist, and a change that keeps the names (a new version on ``primary``) runs as a
+# SageMaker blue/green deployment with the stack's traffic routing and rollback alarms.
+PRIMARY, CANARY, SHADOW = "primary", "canary", "shadow"
+GUARDED_VARIANTS = (PRIMARY, CANARY)
+TERMINATION_WAIT = 300  # seconds the old fleet stays after a blue/green deployment, for a quick rollback
+CAPTURE_JSON = ("application/json",)
 
-    SageMaker's native canary has exactly two steps (canary size, then the rest),
-    its linear mode equal steps of 10-50 %, and waits at most 3600 s. Equal steps
-    become LINEAR; anything else becomes a CANARY of the first step, and the runtime
-    steps the variant weights through the rest itself. A single step of 100 % is
-    ALL_AT_ONCE.
+
+def instance_count(spec: StackSpec) -> int:
+    """Instances per production variant (``mlplat:provider.instanceCount``, default 1)."""
+    return int(getattr(spec.provider, "instance_count", 1) or 1)
+
+
+def traffic_routing(steps: list[int], bake_seconds: float, fleet: int = 1) -> dict[str, Any]:
+    """SageMaker's blue/green traffic routing (``TrafficRoutingConfig``, request shape) for a change of the
+    version a variant serves, derived from the stack's canary schedule and the variant's ``fleet``.
+
+    SageMaker's canary is whole instances and at most half the variant's instances, and it waits at most
+    3600 s between shifts (``service_rules``). A fleet of one has no canary: ALL_AT_ONCE, baked for the
+    wait interval under the rollback alarms. A larger fleet's canary is the schedule's first step, in
+    instances (``mlplat stack validate`` refuses a first step that is not whole instances or above half).
+    Longer schedules are the platform's own: it steps variant weights through every step of
+    ``serving.canary.steps`` (``UpdateEndpointWeightsAndCapacities``) for as long as each step bakes.
     """
-    wait = min(max(bake_seconds, 0), 3600)
-    if steps == [100]:
-        return {"type": "ALL_AT_ONCE", "wait_interval_in_seconds": wait}
-    deltas = [b - a for a, b in zip([0, *steps], steps)]
-    if len(set(deltas)) == 1 and 10 <= deltas[0] <= 50:
-        return {"type": "LINEAR", "wait_interval_in_seconds": wait,
-                "linear_step_size": {"type": "CAPACITY_PERCENT", "value": deltas[0]}}
-    return {"type": "CANARY", "wait_interval_in_seconds": wait,
-            "canary_size": {"type": "CAPACITY_PERCENT", "value": min(steps[0], 50)}}
+    wait = int(min(max(bake_seconds, 0), 3600))
+    if fleet <= 1 or steps[0] >= 100:
+        return {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": wait}
+    instances = max(1, min(fleet // 2, round(steps[0] * fleet / 100)))
+    return {"Type": "CANARY", "WaitIntervalInSeconds": wait,
+            "CanarySize": {"Type": "INSTANCE_COUNT", "Value": instances}}
 
 
-def variants(spec: StackSpec, sagemaker_model: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(production variants, shadow variants). The shadow mirrors ``serving.shadow.percent`` of traffic:
-    SageMaker copies shadow weight / production weight of the requests."""
-    instance = spec.serving.instance_type
-    production = [{"variant_name": "primary", "model_name": sagemaker_model, "instance_type": instance,
-                   "initial_instance_count": 1, "initial_variant_weight": 1.0}]
-    shadow = [{"variant_name": "shadow", "model_name": sagemaker_model, "instance_type": instance,
-               "initial_instance_count": 1, "initial_variant_weight": spec.serving.shadow.percent / 100.0}]
-    return production, shadow
+def deployment_config(spec: StackSpec, rollback_alarms: list[str]) -> dict[str, Any]:
+    """The ``DeploymentConfig`` the runtime sends with every ``UpdateEndpoint`` that keeps the variant names:
+    blue/green with the stack's routing, rolled back by SageMaker when a rollback alarm fires."""
+    canary = spec.serving.canary
+    routing = traffic_routing(list(canary.steps), canary.bake_seconds, instance_count(spec))
+    shifts = 2 if routing["Type"] == "CANARY" else 1
+    timeout = min(28_800, max(600, shifts * routing["WaitIntervalInSeconds"] + TERMINATION_WAIT + 1800))
+    config: dict[str, Any] = {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing,
+                                                        "TerminationWaitInSeconds": TERMINATION_WAIT,
+                                                        "MaximumExecutionTimeoutInSeconds": timeout}}
+    if rollback_alarms:  # SageMaker takes 1 to 10; an endpoint outside the stack's environment has none
+        config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in rollback_alarms]}
+    return config
+
+
+def capture_uri(bucket: str, model: str, environment: str) -> str:
+    """Where an endpoint's captured requests go (SageMaker appends <endpoint>/<variant>/yyyy/mm/dd/hh/);
+    the one prefix the runtime configures and monitoring reads."""
+    return f"s3://{bucket}/data-capture/{model}/{environment}"
+
+
+def capture_config(spec: StackSpec, bucket: str, model: str, environment: str) -> dict[str, Any] | None:
+    """The ``DataCaptureConfig`` of an endpoint configuration (request shape): inputs and outputs, JSON
+    kept as JSON (without a content-type header SageMaker base64-encodes payloads). ``None`` when the
+    stack samples nothing."""
+    sampling = capture_percent(spec)
+    if sampling <= 0:
+        return None
+    return {"EnableCapture": True, "InitialSamplingPercentage": sampling,
+            "DestinationS3Uri": capture_uri(bucket, model, environment),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": list(CAPTURE_JSON)}}
 
 
 def capture_percent(spec: StackSpec) -> int:
     return int(round(spec.serving.capture_sampling * 100))
+
+
+def serving_declaration(plan: StackPlan, model: ModelPlan) -> dict[str, Any]:
+    """What the runtime will run for ``model`` in the stack's environment, declared by the program as the
+    ``mlplat:aws:Serving`` component's inputs so the policy pack judges it before any endpoint exists: the
+    endpoint's name, variants, rollout (the platform's canary schedule, rolled back on the alarms), shadow
+    share, data capture, and that production serves Approved model packages only."""
+    spec = plan.spec
+    canary = spec.serving.canary
+    return {
+        "endpointName": model.endpoint, "model": model.model, "environment": spec.environment,
+        "tags": {**plan.tags, "risk-tier": model.risk_tier.value},
+        "instanceType": spec.serving.instance_type, "instanceCount": instance_count(spec),
+        "variants": [PRIMARY, CANARY], "shadowVariant": SHADOW, "shadowPercent": spec.serving.shadow.percent,
+        "canarySteps": list(canary.steps), "bakeSeconds": canary.bake_seconds,
+        "rollbackAlarms": [name for name, _variant, _alarm in rollback_alarms(spec, model.endpoint)],
+        "dataCapture": {"enableCapture": capture_percent(spec) > 0,
+                        "initialSamplingPercentage": capture_percent(spec),
+                        "destinationS3Uri": capture_uri(plan.bucket, model.model, spec.environment),
+                        "captureContentTypeHeader": {"jsonContentTypes": list(CAPTURE_JSON)}},
+        "approvedPackagesOnly": True,
+    }
 
 
 @dataclass(frozen=True)
@@ -166,6 +226,19 @@ def alarm_plans(spec: StackSpec) -> list[AlarmPlan]:
 
 def alarm_name(model: ModelPlan, alarm: AlarmPlan) -> str:
     return slug(f"{model.endpoint}-{alarm.suffix}", 255)
+
+
+def variant_alarm_name(endpoint: str, variant: str, alarm: AlarmPlan) -> str:
+    """A rollback alarm watches one variant: SageMaker publishes its metrics per ``VariantName``."""
+    return slug(f"{endpoint}-{variant}-{alarm.suffix}", 255)
+
+
+def rollback_alarms(spec: StackSpec, endpoint: str) -> list[tuple[str, str, AlarmPlan]]:
+    """(alarm name, variant, plan) of every rollback alarm of ``endpoint``: errors and latency of each
+    guarded variant. The program creates them; the runtime sends them as the auto-rollback alarms and the
+    canary judge reads their state."""
+    return [(variant_alarm_name(endpoint, v, a), v, a) for v in GUARDED_VARIANTS for a in alarm_plans(spec)
+            if a.rollback]
 
 
 # --- monitoring -----------------------------------------------------------------------
@@ -221,9 +294,9 @@ def dashboard_body(plan: StackPlan) -> str:
             return ["AWS/SageMaker", name, "EndpointName", endpoint, "VariantName", variant, {"stat": stat}]
 
         panels = [
-            ("Invocations", [metric("Invocations", v) for v in ("primary", "shadow")]),
-            ("Latency p95 (us)", [metric("ModelLatency", v, "p95") for v in ("primary", "shadow")]),
-            ("Errors per variant", [metric(m, v) for v in ("primary", "shadow")
+            ("Invocations", [metric("Invocations", v) for v in (*GUARDED_VARIANTS, SHADOW)]),
+            ("Latency p95 (us)", [metric("ModelLatency", v, "p95") for v in (*GUARDED_VARIANTS, SHADOW)]),
+            ("Errors per variant", [metric(m, v) for v in (*GUARDED_VARIANTS, SHADOW)
                                     for m in ("Invocation4XXErrors", "Invocation5XXErrors")]),
             ("Drift", [["aws/sagemaker/Endpoints/data-metrics", "feature_baseline_drift_total", "Endpoint",
                         model.endpoint, "MonitoringSchedule", slug(f"{model.endpoint}-data"), {"stat": "Maximum"}]]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
 # --- RDS -------------------------------------------------------------------------------------
 
@@ -137,3 +138,138 @@ def cidr_problem(cidr: str) -> str | None:
     except ValueError as exc:
         return f"{cidr!r} is not a network in CIDR notation ({exc})"
     return None if network.version == 4 else f"{cidr!r} is not IPv4"
+
+
+# --- SageMaker endpoints: deployment guardrails, data capture ------------------------------------
+
+# TrafficRoutingConfig: WaitIntervalInSeconds 0-3600; CanarySize at most 50 % of the variant's instance
+# count; LinearStepSize 10-50 % of it. CapacitySize: INSTANCE_COUNT or CAPACITY_PERCENT, a whole number >= 1.
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TrafficRoutingConfig.html
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CapacitySize.html
+MAX_WAIT_INTERVAL = 3600
+# BlueGreenUpdatePolicy: MaximumExecutionTimeoutInSeconds 600-28800 and larger than the waits it covers;
+# TerminationWaitInSeconds 0-3600.
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_BlueGreenUpdatePolicy.html
+MIN_EXECUTION_TIMEOUT, MAX_EXECUTION_TIMEOUT = 600, 28_800
+MAX_TERMINATION_WAIT = 3600
+# AutoRollbackConfig: 1 to 10 CloudWatch alarms.
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_AutoRollbackConfig.html
+MAX_ROLLBACK_ALARMS = 10
+
+
+def canary_instances(first_step: int, fleet: int) -> float:
+    """The share of a ``fleet`` of instances that a first canary step of ``first_step`` % is, in instances."""
+    return first_step * fleet / 100.0
+
+
+def canary_schedule_problem(steps: list[int], fleet: int) -> str | None:
+    """Why SageMaker cannot run the first step of ``steps`` as the canary of a blue/green deployment of a
+    variant of ``fleet`` instances, or ``None``.
+
+    A fleet of one instance has no canary (half of it is not a whole instance): SageMaker shifts it all at
+    once, after the bake, watched by the rollback alarms. A larger fleet's canary is the first step's share
+    of it, which must be whole instances and at most half the fleet. Later steps are the platform's own
+    (``UpdateEndpointWeightsAndCapacities`` between variants), which SageMaker does not limit.
+    """
+    if fleet < 1:
+        return f"an endpoint variant needs at least one instance, got {fleet}"
+    if fleet == 1 or not steps or steps[0] >= 100:
+        return None
+    instances = canary_instances(steps[0], fleet)
+    if instances != int(instances):
+        return (f"the first canary step, {steps[0]} % of {fleet} instances, is {instances:g} instances; SageMaker's "
+                f"CanarySize is whole instances (choose a first step that is a multiple of {100 / fleet:g} %, "
+                f"or another instanceCount)")
+    if instances > fleet / 2:
+        return (f"the first canary step, {steps[0]} % of {fleet} instances, is {int(instances)} instances; "
+                f"SageMaker's CanarySize is at most half the variant's instances ({fleet // 2})")
+    return None
+
+
+def blue_green_problem(policy: dict[str, Any], *, fleet: int) -> str | None:
+    """Why SageMaker would refuse ``policy`` (a ``BlueGreenUpdatePolicy`` request shape) for a variant of
+    ``fleet`` instances, or ``None``."""
+    routing = policy.get("TrafficRoutingConfiguration") or {}
+    kind = routing.get("Type")
+    wait = routing.get("WaitIntervalInSeconds")
+    if kind not in ("ALL_AT_ONCE", "CANARY", "LINEAR"):
+        return f"TrafficRoutingConfiguration.Type {kind!r} is not ALL_AT_ONCE, CANARY or LINEAR"
+    if not isinstance(wait, int) or not 0 <= wait <= MAX_WAIT_INTERVAL:
+        return f"WaitIntervalInSeconds {wait!r} is outside 0-{MAX_WAIT_INTERVAL}"
+    if kind in ("CANARY", "LINEAR"):
+        size = routing.get("CanarySize" if kind == "CANARY" else "LinearStepSize") or {}
+        value, unit = size.get("Value"), size.get("Type")
+        if not isinstance(value, int) or value < 1 or unit not in ("INSTANCE_COUNT", "CAPACITY_PERCENT"):
+            return f"the {kind} size {size!r} is not a whole INSTANCE_COUNT or CAPACITY_PERCENT of at least 1"
+        instances = value if unit == "INSTANCE_COUNT" else canary_instances(value, fleet)
+        if kind == "CANARY" and (instances != int(instances) or instances > fleet / 2):
+            return (f"CanarySize {value} {unit} of a {fleet}-instance variant is {instances:g} instances; it must be "
+                    "whole instances and at most half the variant's instances")
+        if kind == "LINEAR" and not (0.1 * fleet <= instances <= 0.5 * fleet and instances == int(instances)):
+            return (f"LinearStepSize {value} {unit} of a {fleet}-instance variant is {instances:g} instances; it "
+                    "must be whole instances and 10-50 % of the variant's instances")
+    steps = {"ALL_AT_ONCE": 1, "CANARY": 2}.get(kind, 0)
+    if kind == "LINEAR":
+        size = routing["LinearStepSize"]
+        steps = -(-(fleet if size["Type"] == "INSTANCE_COUNT" else 100) // size["Value"])
+    termination = policy.get("TerminationWaitInSeconds", 0)
+    if not isinstance(termination, int) or not 0 <= termination <= MAX_TERMINATION_WAIT:
+        return f"TerminationWaitInSeconds {termination!r} is outside 0-{MAX_TERMINATION_WAIT}"
+    timeout = policy.get("MaximumExecutionTimeoutInSeconds")
+    if timeout is not None:
+        if not isinstance(timeout, int) or not MIN_EXECUTION_TIMEOUT <= timeout <= MAX_EXECUTION_TIMEOUT:
+            return f"MaximumExecutionTimeoutInSeconds {timeout!r} is outside {MIN_EXECUTION_TIMEOUT}-{MAX_EXECUTION_TIMEOUT}"
+        if timeout <= termination + steps * wait:
+            return (f"MaximumExecutionTimeoutInSeconds {timeout} does not exceed the waits it covers "
+                    f"({steps} x {wait} s + {termination} s)")
+    return None
+
+
+# Deployment guardrails (blue/green with a traffic routing policy and rollback alarms) need the new endpoint
+# configuration to carry the same variant names as the old one; and UpdateEndpoint drops the endpoint's
+# deployment configuration unless the request sends one or sets RetainDeploymentConfig.
+# https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions.html
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpoint.html
+def update_endpoint_problem(request: dict[str, Any], *, old_variants: set[str], new_variants: set[str],
+                            fleet: int) -> str | None:
+    """Why an ``UpdateEndpoint`` request from a configuration with ``old_variants`` to one with ``new_variants``
+    would be refused, or would silently drop the endpoint's guardrails; ``None`` when it is sound."""
+    deployment = request.get("DeploymentConfig")
+    if deployment is not None and old_variants != new_variants:
+        return (f"UpdateEndpoint sends a DeploymentConfig, but the variants change ({sorted(old_variants)} -> "
+                f"{sorted(new_variants)}); deployment guardrails need the same variant names in both configurations")
+    if old_variants == new_variants and deployment is None and not request.get("RetainDeploymentConfig"):
+        return ("UpdateEndpoint between configurations with the same variants sends no DeploymentConfig and does not "
+                "set RetainDeploymentConfig: the blue/green policy and the rollback alarms would be dropped")
+    if deployment is not None:
+        rollback = deployment.get("AutoRollbackConfiguration")
+        alarms = (rollback or {}).get("Alarms") or []
+        if rollback is not None and not 1 <= len(alarms) <= MAX_ROLLBACK_ALARMS:
+            return f"AutoRollbackConfiguration has {len(alarms)} alarms; SageMaker takes 1 to {MAX_ROLLBACK_ALARMS}"
+        policy = deployment.get("BlueGreenUpdatePolicy")
+        if policy is not None:
+            return blue_green_problem(policy, fleet=fleet)
+    return None
+
+
+# Data capture: without CaptureContentTypeHeader SageMaker base64-encodes the captured payloads.
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CaptureContentTypeHeader.html
+def data_capture_problem(config: dict[str, Any]) -> str | None:
+    """Why a ``DataCaptureConfig`` request shape would not give monitoring readable JSON, or ``None``."""
+    if not config.get("EnableCapture", True):
+        return None
+    if not (config.get("CaptureContentTypeHeader") or {}).get("JsonContentTypes"):
+        return "DataCaptureConfig has no CaptureContentTypeHeader.JsonContentTypes: SageMaker would base64-encode payloads"
+    modes = {o.get("CaptureMode") for o in config.get("CaptureOptions") or []}
+    if modes != {"Input", "Output"}:
+        return f"DataCaptureConfig captures {sorted(m for m in modes if m)}; monitoring needs Input and Output"
+    return None
+
+
+# A versioned model package is deployable (CreateModel with ModelPackageName) only once Approved.
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateModelPackage.html (ModelApprovalStatus)
+def package_deploy_problem(status: str) -> str | None:
+    """Why SageMaker would refuse to build a model from a versioned package in ``status``, or ``None``."""
+    if status != "Approved":
+        return f"the model package is {status}; SageMaker deploys a versioned package only once it is Approved"
+    return None

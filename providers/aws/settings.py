@@ -1,7 +1,7 @@
 """The ``mlplat:provider`` settings of an AWS stack; imports neither Pulumi nor boto3."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -89,6 +89,19 @@ class AwsProviderSpec(ProviderSettings):
         "management account may do it; a key can be activated only once Billing has seen it on a resource (up to 24 "
         "hours after the first `mlplat up`); and stacks of one account share the keys. Turn it on in one stack of "
         "the account once Cost Explorer lists the keys; `mlplat destroy` leaves them active.")
+    instance_count: int = Field(
+        1, ge=1, le=100, description="Instances per production variant of each SageMaker endpoint. SageMaker's own "
+        "canary (when a variant changes version) is whole instances and at most half of them: with one instance it "
+        "shifts all at once under the rollback alarms; the first of `mlplat:serving.canary.steps` must then be whole "
+        "instances of a larger fleet.")
     control_plane: AwsControlPlaneSettings = Field(
         default_factory=lambda: AwsControlPlaneSettings(),
         description="How the program provisions the control plane (ledger database and platform API server).")
+
+    def stack_problems(self, spec: Any) -> list[tuple[str, str]]:
+        problems = []
+        problem = rules.canary_schedule_problem(list(spec.serving.canary.steps), self.instance_count)
+        if problem:
+            problems.append(("serving.canary.steps", f"{problem} (mlplat:provider.instanceCount is "
+                                                     f"{self.instance_count})"))
+        return problems

@@ -35,6 +35,20 @@ def _endpoint(props: dict[str, Any]) -> str:
             f"wait {routing.get('waitIntervalInSeconds')}s, rollback on {', '.join(alarms) or 'nothing'}")
 
 
+def _serving(props: dict[str, Any]) -> str:
+    """The endpoints the runtime creates on the first deploy, as the program declares them."""
+    parts = []
+    for e in props.get("endpoints") or []:
+        steps = e.get("canarySteps") or []
+        capture = e.get("dataCapture") or {}
+        kind = "CANARY" if len(steps) > 1 else "ALL_AT_ONCE"
+        parts.append(f"{e.get('endpointName')} (created by the first deploy): {e.get('instanceCount')} x "
+                     f"{e.get('instanceType')}, {kind} {'/'.join(map(str, steps))}% every {e.get('bakeSeconds')}s, "
+                     f"capture {capture.get('initialSamplingPercentage', 0)}% -> {capture.get('destinationS3Uri')}, "
+                     f"rollback on {len(e.get('rollbackAlarms') or [])} alarms")
+    return "; ".join(parts)
+
+
 def _pipeline(props: dict[str, Any]) -> str:
     definition = _loads(props.get("pipelineDefinition")) or {}
     names = []
@@ -102,6 +116,7 @@ SUMMARIES: dict[str, Summary] = {
     "aws:sagemaker/model:Model": lambda p: f"{p.get('name')} <- {(p.get('primaryContainer') or {}).get('modelPackageName')}",
     "aws:sagemaker/endpointConfiguration:EndpointConfiguration": _variants,
     "aws:sagemaker/endpoint:Endpoint": _endpoint,
+    "mlplat:aws:Serving": _serving,
     "aws:cloudwatch/metricAlarm:MetricAlarm": lambda p: f"{p.get('name')}: {p.get('metricName')} {p.get('statistic') or p.get('extendedStatistic')} > {p.get('threshold')} -> {len(p.get('alarmActions') or [])} action(s)",
     "aws:sagemaker/dataQualityJobDefinition:DataQualityJobDefinition": lambda p: f"{p.get('name')} reads {((p.get('dataQualityJobInput') or {}).get('endpointInput') or {}).get('endpointName')}",
     "aws:sagemaker/monitoringSchedule:MonitoringSchedule": lambda p: f"{p.get('name')}: {(p.get('monitoringScheduleConfig') or {}).get('monitoringType')} {((p.get('monitoringScheduleConfig') or {}).get('scheduleConfig') or {}).get('scheduleExpression')}",

@@ -165,8 +165,8 @@ class AwsDriver:
     def judge_step(self) -> str:
         serving = platform_serving(self.project, STACK)
         endpoint = serving.endpoint_name("scorer", ENV)
-        ms.put_variant_metrics(endpoint, 1, invocations=135)
-        ms.put_variant_metrics(endpoint, 2, invocations=15)
+        ms.put_variant_metrics(endpoint, "primary", invocations=135)
+        ms.put_variant_metrics(endpoint, "canary", invocations=15)
         return serving.step("scorer", environment=ENV)["action"]
 
 

@@ -98,7 +98,7 @@ def test_aws_golden_path_through_the_cli(tmp_path, moto_server):
     assert deployed.returncode == 0, deployed.stderr
     assert json.loads(deployed.stdout)["sagemaker"]["action"] == "create"
     endpoint = sm.describe_endpoint(EndpointName="mlplat-fraud-production-scorer")
-    assert [(v["VariantName"], v["CurrentWeight"]) for v in endpoint["ProductionVariants"]] == [("v1", 100.0)]
+    assert [(v["VariantName"], v["CurrentWeight"]) for v in endpoint["ProductionVariants"]] == [("primary", 100.0)]
 
     shown = cli("deployments", "show", "scorer", "--stack", STACK, "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["stable_version"] == 1

@@ -170,8 +170,13 @@ def test_production_serves_only_packages_sagemaker_lists_as_approved(aws):
     out = dep.deploy("scorer", 1, environment="production", strategy="direct")
     assert out["sagemaker"]["action"] == "create"
     state = live(ENDPOINT)
-    assert state["weights"] == {"v1": 100.0}
-    assert state["capture"]["EnableCapture"] and state["capture"]["DestinationS3Uri"].endswith("/capture/scorer/production")
+    assert state["weights"] == {"primary": 100.0}
+    assert state["capture"]["EnableCapture"]
+    assert state["capture"]["DestinationS3Uri"].endswith("/data-capture/scorer/production")  # the one prefix
+    # an Approved package deploys as the package itself
+    model = sm().describe_model(ModelName=state["models"]["primary"])
+    assert [c.get("ModelPackageName") for c in model.get("Containers") or [model.get("PrimaryContainer")]] == [
+        package(1)["ModelPackageArn"]]
 
 
 # --- serving -------------------------------------------------------------------------------------
@@ -185,32 +190,34 @@ def test_canary_steps_by_cloudwatch_metrics_then_rolls_back_on_an_alarm(aws):
     out = dep.deploy("scorer", 2, environment=QA, strategy="canary")
     assert out["sagemaker"]["action"] == "update"
     first = live(QA_ENDPOINT)
-    assert first["weights"] == {"v1": 90.0, "v2": 10.0}
+    assert first["weights"] == {"primary": 90.0, "canary": 10.0}
+    assert out["sagemaker"]["deployment_config"] is None  # a variant was added: no guardrails
     waited = dep.step("scorer", environment=QA)  # no traffic yet: not enough requests to judge
     assert waited["action"] == "wait" and "requests" in waited["reasons"][0]
-    ms.put_variant_metrics(QA_ENDPOINT, 1, invocations=90)
-    ms.put_variant_metrics(QA_ENDPOINT, 2, invocations=12)
+    ms.put_variant_metrics(QA_ENDPOINT, "primary", invocations=90)
+    ms.put_variant_metrics(QA_ENDPOINT, "canary", invocations=12)
     stepped = dep.step("scorer", environment=QA)
     assert stepped["action"] == "step", stepped
     assert stepped["sagemaker"]["action"] == "weights"  # no new instances for a traffic step
     second = live(QA_ENDPOINT)
-    assert second["config"] == first["config"] and second["weights"] == {"v1": 50.0, "v2": 50.0}
+    assert second["config"] == first["config"] and second["weights"] == {"primary": 50.0, "canary": 50.0}
     # the endpoint's rollback alarm fires: the next judgement rolls back to the warm stable variant
     boto3.client("cloudwatch", region_name=ms.REGION).put_metric_alarm(
-        AlarmName=f"{QA_ENDPOINT}-5xx", Namespace="AWS/SageMaker", MetricName="Invocation5XXErrors", Statistic="Sum",
-        Period=60, EvaluationPeriods=1, Threshold=0, ComparisonOperator="GreaterThanThreshold")
+        AlarmName=f"{QA_ENDPOINT}-canary-5xx", Namespace="AWS/SageMaker", MetricName="Invocation5XXErrors",
+        Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=0, ComparisonOperator="GreaterThanThreshold",
+        Dimensions=[{"Name": "EndpointName", "Value": QA_ENDPOINT}, {"Name": "VariantName", "Value": "canary"}])
     boto3.client("cloudwatch", region_name=ms.REGION).set_alarm_state(
-        AlarmName=f"{QA_ENDPOINT}-5xx", StateValue="ALARM", StateReason="5xx above 0")
+        AlarmName=f"{QA_ENDPOINT}-canary-5xx", StateValue="ALARM", StateReason="5xx above 0")
     rolled = dep.step("scorer", environment=QA)
     assert rolled["action"] == "rollback" and "5xx" in rolled["reasons"][0]
     after = live(QA_ENDPOINT)
-    assert after["config"] == first["config"] and after["weights"] == {"v1": 100.0, "v2": 0.0}
+    assert after["config"] == first["config"] and after["weights"] == {"primary": 100.0, "canary": 0.0}
     shown = dep.show("scorer", environment=QA)
     assert shown["routes"] == [{"variant": "primary", "version": 1, "weight": 100}]
     assert [e["event"] for e in shown["events"]][-4:] == ["deployed", "deployed", "step", "rolled_back"]
     with pytest.raises(Conflict):
         dep.step("scorer", environment=QA)  # nothing running any more
-    boto3.client("cloudwatch", region_name=ms.REGION).delete_alarms(AlarmNames=[f"{QA_ENDPOINT}-5xx"])
+    boto3.client("cloudwatch", region_name=ms.REGION).delete_alarms(AlarmNames=[f"{QA_ENDPOINT}-canary-5xx"])
     audit_ok(aws)
 
 
@@ -218,12 +225,12 @@ def test_canary_breaching_the_error_rate_rolls_back(aws):
     dep = serving(aws, STACK)
     dep.deploy("scorer", 1, environment=QA, strategy="direct")
     dep.deploy("scorer", 2, environment=QA, strategy="canary", steps=[25, 100], bake_seconds=0)
-    assert live(QA_ENDPOINT)["weights"] == {"v1": 75.0, "v2": 25.0}
-    ms.put_variant_metrics(QA_ENDPOINT, 2, invocations=40, errors=9)
+    assert live(QA_ENDPOINT)["weights"] == {"primary": 75.0, "canary": 25.0}
+    ms.put_variant_metrics(QA_ENDPOINT, "canary", invocations=40, errors=9)
     result = dep.step("scorer", environment=QA)
     assert result["action"] == "rollback" and "error rate" in result["reasons"][0]
     assert result["metrics"]["candidate"]["errors"] >= 9
-    assert live(QA_ENDPOINT)["weights"] == {"v1": 100.0, "v2": 0.0}
+    assert live(QA_ENDPOINT)["weights"] == {"primary": 100.0, "canary": 0.0}
     status = dep.rollout_status("scorer", environment=QA)
     assert status["rollout"]["state"] == "rolled_back" and status["sagemaker"]["weights"] == {1: 100.0, 2: 0.0}
 
@@ -232,16 +239,62 @@ def test_ab_and_shadow_map_to_variants_and_a_shadow_variant(aws):
     dep = serving(aws, STACK)
     dep.deploy("scorer", 1, environment=QA, strategy="direct")
     dep.deploy("scorer", 2, environment=QA, strategy="ab", weights="1=70,2=30")
-    assert live(QA_ENDPOINT)["weights"] == {"v1": 70.0, "v2": 30.0}
+    assert live(QA_ENDPOINT)["weights"] == {"primary": 70.0, "canary": 30.0}
     dep.deploy("scorer", 1, environment=QA, strategy="direct")
     out = dep.deploy("scorer", 2, environment=QA, strategy="shadow", percent=20)
     state = live(QA_ENDPOINT)
-    assert state["weights"] == {"v1": 100.0}
-    assert [(s["VariantName"], s["InitialVariantWeight"]) for s in state["shadow"]] == [("shadow-v2", 20.0)]
-    assert state["models"]["v1"].endswith("-v1") and state["shadow"][0]["ModelName"].endswith("-v2")
+    assert state["weights"] == {"primary": 100.0}
+    assert [(s["VariantName"], s["InitialVariantWeight"]) for s in state["shadow"]] == [("shadow", 20.0)]
+    assert state["models"]["primary"].endswith("-v1") and state["shadow"][0]["ModelName"].endswith("-v2")
     assert out["shadow"] == {"version": 2, "percent": 20}
     rolled = dep.rollback("scorer", environment=QA)
     assert rolled["shadow"] is None and live(QA_ENDPOINT)["shadow"] is None
+
+
+def test_a_new_version_on_the_same_variant_sends_the_deployment_config(aws):
+    """primary v1 → primary v2 keeps the variant names: a guarded blue/green UpdateEndpoint (moto refuses a
+    DeploymentConfig whose variant names change, as SageMaker documents)."""
+    from mlplat_providers.aws.service_rules import blue_green_problem
+
+    dep = serving(aws, STACK)
+    dep.deploy("scorer", 1, environment=QA, strategy="direct")
+    dep.tidy("scorer", QA)  # a canary of an earlier test may have left a variant at 0
+    out = dep.deploy("scorer", 2, environment=QA, strategy="direct")
+    config = out["sagemaker"]["deployment_config"]
+    assert out["sagemaker"]["action"] == "update" and config is not None
+    assert blue_green_problem(config["BlueGreenUpdatePolicy"], fleet=1) is None
+    assert "AutoRollbackConfiguration" not in config  # `mlplat up` makes alarms for the stack's environment only
+    assert live(QA_ENDPOINT)["models"] == {"primary": f"{QA_ENDPOINT}-v2"}
+
+
+def test_finished_rollouts_leave_no_idle_variant_config_or_model(aws):
+    """After a rollback the candidate's variant sits at weight 0 on paid instances: tidy drops it with a new
+    configuration, then deletes the configurations and models no longer in use, and only the platform's."""
+    dep = serving(aws, STACK)
+    dep.deploy("scorer", 1, environment=QA, strategy="direct")
+    dep.tidy("scorer", QA)
+    dep.deploy("scorer", 2, environment=QA, strategy="canary", steps=[25, 100], bake_seconds=0)
+    assert dep.tidy("scorer", QA)["action"] != "variants"  # a running canary keeps both variants
+    assert live(QA_ENDPOINT)["weights"] == {"primary": 75.0, "canary": 25.0}
+    dep.rollback("scorer", environment=QA)
+    assert live(QA_ENDPOINT)["weights"] == {"primary": 100.0, "canary": 0.0}
+    foreign = sm().create_endpoint_config(EndpointConfigName=f"{QA_ENDPOINT}-by-hand", ProductionVariants=[{
+        "VariantName": "x", "ModelName": f"{QA_ENDPOINT}-v1", "InstanceType": "ml.m5.large",
+        "InitialInstanceCount": 1}])
+    dropped = dep.tidy("scorer", QA)
+    assert dropped["action"] == "variants" and dropped["removed"] == ["canary"]
+    state = live(QA_ENDPOINT)
+    assert state["weights"] == {"primary": 100.0} and state["models"] == {"primary": f"{QA_ENDPOINT}-v1"}
+    deleted = dep.tidy("scorer", QA)
+    assert deleted["action"] == "deleted" and f"{QA_ENDPOINT}-v2" in deleted["removed"]
+    configs = {c["EndpointConfigName"] for c in sm().list_endpoint_configs(MaxResults=100)["EndpointConfigs"]}
+    assert state["config"] in configs and f"{QA_ENDPOINT}-by-hand" in configs and foreign
+    assert not {c for c in configs if c.startswith(QA_ENDPOINT[:40]) and c not in (state["config"],
+                                                                                    f"{QA_ENDPOINT}-by-hand")}
+    models = {m["ModelName"] for m in sm().list_models(MaxResults=100)["Models"]}
+    assert f"{QA_ENDPOINT}-v1" in models and f"{QA_ENDPOINT}-v2" not in models
+    assert dep.tidy("scorer", QA) == {"action": "none", "removed": []}  # idempotent
+    sm().delete_endpoint_config(EndpointConfigName=f"{QA_ENDPOINT}-by-hand")
 
 
 def test_bad_input_is_refused_and_changes_nothing(aws):
@@ -278,7 +331,7 @@ def test_cost_report_from_the_ledger_cloudwatch_and_cost_explorer(aws):
     spec, ctx = context(aws).stack(STACK), context(aws)
     source = AwsCost(spec, ctx)
     now = time.time()
-    ms.put_variant_metrics(ENDPOINT, 1, invocations=400, latency_ms=8.0)
+    ms.put_variant_metrics(ENDPOINT, "primary", invocations=400, latency_ms=8.0)
     deployments = source.deployments(now - 3600, now + 60)
     assert any(d.model == "scorer" and d.instance_type == "ml.m5.large" and d.price_per_hour == 0.115
                for d in deployments)

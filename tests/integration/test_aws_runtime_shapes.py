@@ -85,75 +85,168 @@ def test_access_denied_names_the_iam_action(spec):
     assert exc.value.exit_code == ExitCode.DENIED
 
 
+NAME = "mlplat-fraud-production-scorer"
+ROLE = "arn:aws:iam::123456789012:role/mlplat-fraud-production-platform"
+CAPTURE = {"EnableCapture": True, "InitialSamplingPercentage": 100,
+           "DestinationS3Uri": "s3://mlplat-fraud-production-artifacts-123456789012/data-capture/scorer/production",
+           "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+           "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}}
+
+
 def _endpoint(config: str, weights: dict[str, float]) -> dict:
-    return {"EndpointName": "mlplat-fraud-production-scorer",
-            "EndpointArn": "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/mlplat-fraud-production-scorer",
+    return {"EndpointName": NAME, "EndpointArn": f"arn:aws:sagemaker:eu-west-1:123456789012:endpoint/{NAME}",
             "EndpointConfigName": config, "EndpointStatus": "InService", "CreationTime": "2026-01-01T00:00:00Z",
             "LastModifiedTime": "2026-01-01T00:00:00Z",
             "ProductionVariants": [{"VariantName": k, "CurrentWeight": w, "DesiredWeight": w} for k, w in weights.items()]}
 
 
-def _config(name: str, versions: list[int]) -> dict:
+def _config(name: str, variants: dict[str, int]) -> dict:
     return {"EndpointConfigName": name, "EndpointConfigArn": f"arn:aws:sagemaker:eu-west-1:123456789012:endpoint-config/{name}",
             "CreationTime": "2026-01-01T00:00:00Z",
-            "ProductionVariants": [{"VariantName": f"v{v}", "ModelName": f"m{v}", "InitialInstanceCount": 1,
-                                    "InstanceType": "ml.m5.large", "InitialVariantWeight": 1.0} for v in versions]}
+            "ProductionVariants": [{"VariantName": variant, "ModelName": f"{NAME}-v{v}", "InitialInstanceCount": 1,
+                                    "InstanceType": "ml.m5.large", "InitialVariantWeight": 1.0}
+                                   for variant, v in variants.items()]}
 
 
-def test_a_new_version_gets_a_new_config_and_update_endpoint_with_shadow_and_capture(spec):
-    """moto has no UpdateEndpoint and no shadow variants: the request is checked field by field."""
+def _package(version: int, status: str) -> dict:
+    return {"ModelPackageName": "fraud-scorer", "ModelPackageGroupName": "fraud-scorer", "ModelPackageVersion": version,
+            "ModelPackageArn": f"arn:aws:sagemaker:eu-west-1:123456789012:model-package/fraud-scorer/{version}",
+            "CreationTime": "2026-01-01T00:00:00Z", "ModelPackageStatus": "Completed", "ModelApprovalStatus": status,
+            "ModelPackageStatusDetails": {"ValidationStatuses": []},
+            "InferenceSpecification": {"Containers": [{"Image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlplat/serve:1",
+                                                       "ModelDataUrl": f"s3://b/models/scorer/{version}/model.tar.gz"}],
+                                       "SupportedContentTypes": ["application/json"],
+                                       "SupportedResponseMIMETypes": ["application/json"]}}
+
+
+def _new_model(stub, version: int, status: str, containers: list[dict]) -> None:
     from botocore.stub import ANY
 
-    from mlplat.services.rollout import Endpoint, Route
+    stub.add_client_error("describe_model", service_error_code="ValidationException",
+                          service_message="Could not find model", expected_params={"ModelName": f"{NAME}-v{version}"})
+    stub.add_response("describe_model_package", _package(version, status), {
+        "ModelPackageName": f"arn:aws:sagemaker:eu-west-1:123456789012:model-package/fraud-scorer/{version}"})
+    stub.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:eu-west-1:123456789012:model/{NAME}-v{version}"},
+                      {"ModelName": f"{NAME}-v{version}", "ExecutionRoleArn": ROLE, "Containers": containers,
+                       "Tags": ANY})
+
+
+def _serving(spec):
     from mlplat_providers.aws.runtime.serving import AwsServing
 
     session = session_for(spec)
-    serving = AwsServing(spec, context(Path(spec.project_dir)), session)
+    return AwsServing(spec, context(Path(spec.project_dir)), session), session
+
+
+def test_a_shadow_gets_a_new_config_and_update_endpoint_without_guardrails(spec):
+    """moto has no shadow variants: the request is checked field by field. Adding a variant changes the
+    configuration's variant names, so SageMaker's deployment guardrails cannot run: no DeploymentConfig."""
+    from botocore.stub import ANY
+
+    from mlplat.services.rollout import Endpoint, Route
+
+    serving, session = _serving(spec)
     stub = stubbed(session, "sagemaker")
-    name = "mlplat-fraud-production-scorer"
-    stub.add_response("describe_endpoint", _endpoint("old", {"v1": 100.0}), {"EndpointName": name})
-    stub.add_response("describe_endpoint_config", _config("old", [1]), {"EndpointConfigName": "old"})
-    for version in (1, 2):
-        stub.add_client_error("describe_model", service_error_code="ValidationException",
-                              service_message="Could not find model", expected_params={"ModelName": f"{name}-v{version}"})
-        stub.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:eu-west-1:123456789012:model/{name}-v{version}"}, {
-            "ModelName": f"{name}-v{version}", "ExecutionRoleArn":
-                "arn:aws:iam::123456789012:role/mlplat-fraud-production-platform",
-            "Containers": [{"ModelPackageName":
-                            f"arn:aws:sagemaker:eu-west-1:123456789012:model-package/fraud-scorer/{version}"}],
-            "Tags": ANY})
+    stub.add_response("describe_endpoint", _endpoint("old", {"primary": 100.0}), {"EndpointName": NAME})
+    stub.add_response("describe_endpoint_config", _config("old", {"primary": 1}), {"EndpointConfigName": "old"})
+    stub.add_response("describe_model", {"ModelName": f"{NAME}-v1", "ModelArn": "arn:aws:sagemaker:eu-west-1:1:model/m",
+                                         "CreationTime": "2026-01-01T00:00:00Z", "ExecutionRoleArn": ROLE},
+                      {"ModelName": f"{NAME}-v1"})
+    _new_model(stub, 2, "Approved", [{"ModelPackageName":
+                                      "arn:aws:sagemaker:eu-west-1:123456789012:model-package/fraud-scorer/2"}])
     stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:1:endpoint-config/x"}, {
         "EndpointConfigName": ANY, "Tags": ANY,
-        "ProductionVariants": [{"VariantName": "v1", "ModelName": f"{name}-v1", "InstanceType": "ml.m5.large",
+        "ProductionVariants": [{"VariantName": "primary", "ModelName": f"{NAME}-v1", "InstanceType": "ml.m5.large",
                                 "InitialInstanceCount": 1, "InitialVariantWeight": 100.0}],
-        "ShadowProductionVariants": [{"VariantName": "shadow-v2", "ModelName": f"{name}-v2",
+        "ShadowProductionVariants": [{"VariantName": "shadow", "ModelName": f"{NAME}-v2",
                                       "InstanceType": "ml.m5.large", "InitialInstanceCount": 1,
                                       "InitialVariantWeight": 25.0}],
-        "DataCaptureConfig": {"EnableCapture": True, "InitialSamplingPercentage": 100,
-                              "DestinationS3Uri": "s3://mlplat-fraud-production-artifacts-123456789012/capture/scorer/production",
-                              "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}})
+        "DataCaptureConfig": CAPTURE})
     stub.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:eu-west-1:1:endpoint/x"}, {
-        "EndpointName": name, "EndpointConfigName": ANY, "RetainAllVariantProperties": False})
+        "EndpointName": NAME, "EndpointConfigName": ANY, "RetainAllVariantProperties": False})
     endpoint = Endpoint("scorer", "production", "shadow", [Route("primary", 1, 100)], {"version": 2, "percent": 25}, 1, None)
-    # the existing config serves v1 without a shadow: a new config, then UpdateEndpoint (not a weights call)
     out = serving.apply(endpoint)
-    assert out["action"] == "update" and out["config"].startswith(name[:40])
+    assert out["action"] == "update" and out["config"].startswith(NAME[:40]) and out["deployment_config"] is None
     stub.assert_no_pending_responses()
+
+
+def test_a_new_version_on_the_same_variant_updates_with_the_stacks_deployment_config(spec):
+    """Same variant names before and after: UpdateEndpoint carries blue/green routing and, as rollback alarms,
+    exactly the alarms the program creates for the variants the runtime names."""
+    from botocore.stub import ANY
+
+    from mlplat.services.rollout import Endpoint, Route
+    from mlplat_providers.aws.plan import deployment_config, rollback_alarms
+    from mlplat_providers.aws.service_rules import update_endpoint_problem
+
+    serving, session = _serving(spec)
+    stub = stubbed(session, "sagemaker")
+    watch = stubbed(session, "cloudwatch")
+    alarms = [name for name, _variant, _alarm in rollback_alarms(spec, NAME)]
+    assert {v for _n, v, _a in rollback_alarms(spec, NAME)} == {"primary", "canary"}
+    stub.add_response("describe_endpoint", _endpoint("old", {"primary": 100.0}), {"EndpointName": NAME})
+    stub.add_response("describe_endpoint_config", _config("old", {"primary": 1}), {"EndpointConfigName": "old"})
+    _new_model(stub, 2, "Approved", [{"ModelPackageName":
+                                      "arn:aws:sagemaker:eu-west-1:123456789012:model-package/fraud-scorer/2"}])
+    stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:1:endpoint-config/x"}, {
+        "EndpointConfigName": ANY, "Tags": ANY, "DataCaptureConfig": CAPTURE,
+        "ProductionVariants": [{"VariantName": "primary", "ModelName": f"{NAME}-v2", "InstanceType": "ml.m5.large",
+                                "InitialInstanceCount": 1, "InitialVariantWeight": 100.0}]})
+    watch.add_response("describe_alarms", {"MetricAlarms": [{"AlarmName": a} for a in alarms]}, {"AlarmNames": alarms})
+    expected = deployment_config(spec, alarms)
+    stub.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:eu-west-1:1:endpoint/x"}, {
+        "EndpointName": NAME, "EndpointConfigName": ANY, "RetainAllVariantProperties": False,
+        "DeploymentConfig": expected})
+    out = serving.apply(Endpoint("scorer", "production", "direct", [Route("primary", 2, 100)], None, 2, 1))
+    assert out["action"] == "update" and out["deployment_config"] == expected
+    assert [a["AlarmName"] for a in expected["AutoRollbackConfiguration"]["Alarms"]] == alarms
+    assert expected["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"  # one instance
+    request = {"EndpointName": NAME, "EndpointConfigName": out["config"], "DeploymentConfig": expected}
+    assert update_endpoint_problem(request, old_variants={"primary"}, new_variants={"primary"}, fleet=1) is None
+    stub.assert_no_pending_responses()
+    watch.assert_no_pending_responses()
+
+
+def test_a_version_awaiting_approval_runs_its_container_outside_production(spec):
+    """SageMaker deploys a versioned package only once Approved: a QA endpoint of a pending version is built
+    from the package's own image and model data; production refuses it."""
+    from botocore.stub import ANY
+
+    from mlplat.errors import Denied
+    from mlplat_providers.aws.runtime.serving import AwsServing
+
+    serving, session = _serving(spec)
+    stub = stubbed(session, "sagemaker")
+    qa = f"{NAME}-qa"
+    stub.add_client_error("describe_model", service_error_code="ValidationException",
+                          service_message="Could not find model", expected_params={"ModelName": f"{qa}-v3"})
+    stub.add_response("describe_model_package", _package(3, "PendingManualApproval"), {"ModelPackageName": ANY})
+    stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:eu-west-1:1:model/m"}, {
+        "ModelName": f"{qa}-v3", "ExecutionRoleArn": ROLE, "Tags": ANY, "Containers": [{
+            "Image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlplat/serve:1",
+            "ModelDataUrl": "s3://b/models/scorer/3/model.tar.gz"}]})
+    assert serving.ensure_model("scorer", 3, "qa") == f"{qa}-v3"
+    stub.add_client_error("describe_model", service_error_code="ValidationException",
+                          service_message="Could not find model", expected_params={"ModelName": f"{NAME}-v3"})
+    stub.add_response("describe_model_package", _package(3, "PendingManualApproval"), {"ModelPackageName": ANY})
+    with pytest.raises(Denied, match="PendingManualApproval"):
+        serving.ensure_model("scorer", 3, "production")
+    stub.assert_no_pending_responses()
+    assert isinstance(serving, AwsServing)
 
 
 def test_traffic_steps_between_present_versions_only_move_weights(spec):
     from mlplat.services.rollout import Endpoint, Route
-    from mlplat_providers.aws.runtime.serving import AwsServing
 
-    session = session_for(spec)
-    serving = AwsServing(spec, context(Path(spec.project_dir)), session)
+    serving, session = _serving(spec)
     stub = stubbed(session, "sagemaker")
-    name = "mlplat-fraud-production-scorer"
-    stub.add_response("describe_endpoint", _endpoint("cfg", {"v1": 90.0, "v2": 10.0}), {"EndpointName": name})
-    stub.add_response("describe_endpoint_config", _config("cfg", [1, 2]), {"EndpointConfigName": "cfg"})
+    stub.add_response("describe_endpoint", _endpoint("cfg", {"primary": 90.0, "canary": 10.0}), {"EndpointName": NAME})
+    stub.add_response("describe_endpoint_config", _config("cfg", {"primary": 1, "canary": 2}),
+                      {"EndpointConfigName": "cfg"})
     stub.add_response("update_endpoint_weights_and_capacities", {"EndpointArn": "arn:aws:sagemaker:eu-west-1:1:endpoint/x"},
-                      {"EndpointName": name, "DesiredWeightsAndCapacities": [
-                          {"VariantName": "v1", "DesiredWeight": 0.0}, {"VariantName": "v2", "DesiredWeight": 100.0}]})
+                      {"EndpointName": NAME, "DesiredWeightsAndCapacities": [
+                          {"VariantName": "canary", "DesiredWeight": 100.0},
+                          {"VariantName": "primary", "DesiredWeight": 0.0}]})
     endpoint = Endpoint("scorer", "production", "canary", [Route("canary", 2, 100)], None, 1, None, rollout_id=3)
     assert serving.apply(endpoint)["action"] == "weights"
     stub.assert_no_pending_responses()

@@ -90,46 +90,86 @@ def test_artifact_bucket_is_encrypted_versioned_and_private(fraud):
     assert server["artifactStoreUri"] == f"s3://{name}/mlflow"
 
 
-def test_data_capture_is_on_for_every_endpoint(fraud):
+def declared(records) -> list[dict]:
+    """The endpoints the Serving component declares (the runtime creates them on the first deploy)."""
+    serving = [r for r in records if r.type == "mlplat:aws:Serving"]
+    assert len(serving) == 1
+    return list(serving[0].inputs["endpoints"])
+
+
+def test_an_empty_registry_ups_cleanly_nothing_references_what_does_not_exist_yet(fraud):
+    """No SageMaker model, endpoint configuration or endpoint in the program: they would point at model
+    package version 1 before any version exists (and SageMaker deploys a versioned package only once it is
+    Approved). No input anywhere names a model package version."""
+    import re
+
     records = run_program(fraud)
-    configs = {r.inputs["name"]: r.inputs for r in of(records, rules.T_ENDPOINT_CONFIG)}
-    endpoints = of(records, rules.T_ENDPOINT)
-    assert len(endpoints) == 2
-    for endpoint in endpoints:
-        capture = configs[endpoint.inputs["endpointConfigName"]]["dataCaptureConfig"]
+    assert not of(records, rules.T_MODEL) and not of(records, rules.T_ENDPOINT_CONFIG)
+    assert not of(records, rules.T_ENDPOINT)
+    package_version = re.compile(r":model-package/[^/\"]+/\d+")
+    for record in records:
+        assert not package_version.search(json.dumps(record.inputs, default=str)), record.name
+    assert {e["endpointName"] for e in declared(records)} == {
+        "mlplat-fraud-production-card-scorer", "mlplat-fraud-production-merchant-tagger"}
+
+
+def test_data_capture_is_one_json_prefix_shared_with_the_runtime(fraud):
+    from mlplat_providers.aws import plan as p
+    from mlplat_providers.aws.service_rules import data_capture_problem
+
+    records = run_program(fraud)
+    bucket = of(records, "aws:s3/bucket:Bucket")[0].inputs["bucket"]
+    for endpoint in declared(records):
+        capture = endpoint["dataCapture"]
+        runtime = p.capture_config(fraud, bucket, endpoint["model"], fraud.environment)
         assert capture["enableCapture"] is True and capture["initialSamplingPercentage"] == 100
-        assert capture["destinationS3Uri"].startswith("s3://") and "data-capture" in capture["destinationS3Uri"]
-        assert configs[endpoint.inputs["endpointConfigName"]]["shadowProductionVariants"]
+        assert capture["destinationS3Uri"] == runtime["DestinationS3Uri"] == \
+            f"s3://{bucket}/data-capture/{endpoint['model']}/production"
+        assert capture["captureContentTypeHeader"]["jsonContentTypes"] == ["application/json"]
+        assert data_capture_problem(runtime) is None
 
 
-def test_rollback_alarms_are_wired_to_the_endpoint_and_notify(fraud):
+def test_rollback_alarms_watch_the_variants_the_runtime_creates(fraud):
+    """Rules over the recorded graph: each rollback alarm names its endpoint and a variant the runtime creates
+    (``slots``), is one the runtime sends and reads, notifies, and does not call missing data OK."""
+    from mlplat.services.rollout import Endpoint, Route
+    from mlplat_providers.aws.runtime.serving import AwsServing, slots
+
     records = run_program(fraud)
     alarms = {r.inputs["name"]: r.inputs for r in of(records, rules.T_ALARM)}
     topic = of(records, rules.T_TOPIC)[0].outputs["arn"]
-    for endpoint in of(records, rules.T_ENDPOINT):
-        deployment = endpoint.inputs["deploymentConfig"]
-        rollback = [a["alarmName"] for a in deployment["autoRollbackConfiguration"]["alarms"]]
-        assert len(rollback) == 2
-        for name in rollback:
+    canary = Endpoint("m", "production", "canary", [Route("canary", 2, 10), Route("stable", 1, 90)], None, 1, None)
+    created = set(slots(canary))
+    assert created == {"primary", "canary"}
+    for endpoint in declared(records):
+        names = endpoint["rollbackAlarms"]
+        assert 1 <= len(names) <= 10 and len(names) == 4
+        for name in names:
             alarm = alarms[name]
-            assert alarm["dimensions"]["EndpointName"] == endpoint.inputs["name"]
-            assert alarm["alarmActions"] == [topic]
-        routing = deployment["blueGreenUpdatePolicy"]["trafficRoutingConfiguration"]
-        assert routing["type"] == "CANARY" and routing["canarySize"]["value"] == 1
+            assert alarm["dimensions"]["EndpointName"] == endpoint["endpointName"]
+            assert alarm["dimensions"]["VariantName"] in created
+            assert alarm["namespace"] == "AWS/SageMaker"
+            assert alarm["alarmActions"] == [topic] and alarm["treatMissingData"] == "missing"
+        assert {alarms[n]["dimensions"]["VariantName"] for n in names} == created
+        runtime = object.__new__(AwsServing)  # the runtime's own naming; no session or ledger needed
+        runtime.spec = fraud
+        assert runtime._rollback_alarms(endpoint["endpointName"]) == names
 
 
-def test_dashboard_body_names_every_endpoint(fraud):
+def test_dashboard_body_names_every_endpoint_and_runtime_variant(fraud):
     records = run_program(fraud)
     body = of(records, "aws:cloudwatch/dashboard:Dashboard")[0].inputs["dashboardBody"]
-    names = [e.inputs["name"] for e in of(records, rules.T_ENDPOINT)]
+    names = [e["endpointName"] for e in declared(records)]
     assert names and all(name in body for name in names)
-    assert json.loads(body)["widgets"]
+    variants = {m[5] for w in json.loads(body)["widgets"] for m in (w["properties"].get("metrics") or [])
+                if m[0] == "AWS/SageMaker"}
+    assert variants == {"primary", "canary", "shadow"}
 
 
 def test_monitoring_schedules_read_each_endpoint(fraud):
     records = run_program(fraud)
     graph = [rules.Resource(r.type, r.name, r.inputs, r.urn) for r in records]
-    assert rules._monitored_endpoints(graph) == {e.inputs["name"] for e in of(records, rules.T_ENDPOINT)}
+    assert rules._monitored_endpoints(graph) == {e["endpointName"] for e in declared(records)}
     types = {r.inputs["monitoringScheduleConfig"]["monitoringType"] for r in of(records, rules.T_SCHEDULE)}
     assert types == {"DataQuality", "ModelQuality"}
 

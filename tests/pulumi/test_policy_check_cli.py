@@ -91,7 +91,7 @@ def test_findings_name_resource_level_and_remediation(all_json):
     _result, report = all_json
     stack = next(s for s in report["stacks"] if s["stack"] == "rollout-canary")
     finding = stack["findings"][0]
-    assert finding["resource_type"] == "aws:sagemaker/endpoint:Endpoint"
+    assert finding["resource_type"] == "mlplat:aws:Serving"  # the component declaring the runtime's endpoints
     assert finding["level"] == "mandatory" and "20" in finding["message"] and finding["remediation"]
 
 
@@ -116,7 +116,7 @@ def test_text_report_groups_by_stack_and_resource_with_remediation(project):
     out = result.stdout
     assert result.returncode == 1
     assert "stack rollout-canary (aws" in out and "FAILED" in out and "stack level-advisory" in out and "WARNED" in out
-    assert "aws:sagemaker/endpoint:Endpoint 'mlplat-fraud-production-serving-card-scorer-endpoint'" in out
+    assert "mlplat:aws:Serving 'mlplat-fraud-production-serving'" in out and "card-scorer" in out
     assert "fix: Start serving.canary.steps" in out
     assert "2 stack(s) checked" in out
 
@@ -168,7 +168,7 @@ def test_save_graph_writes_each_stack_graph(project, tmp_path):
     result = check(project, "--stack", "ok-aws", "--stack", "ok-local", "--save-graph", str(tmp_path / "g"))
     assert result.returncode == 0, result.stderr
     graph = json.loads((tmp_path / "g" / "ok-aws.json").read_text())
-    assert any(r["type"] == "aws:sagemaker/endpoint:Endpoint" for r in graph)
+    assert any(r["type"] == "mlplat:aws:Serving" and r["props"]["endpoints"] for r in graph)
     assert (tmp_path / "g" / "ok-local.json").is_file()
 
 

@@ -73,8 +73,9 @@ class CloudWatchSide:
                                               lambda endpoint: [f"{endpoint}-5xx"])
 
     def serve(self, variant: str, traffic: Traffic, minute: int) -> None:
-        version = 1 if variant == "stable" else 2
-        dims = [{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": f"v{version}"}]
+        # SageMaker's variants have stable names: the stable version serves on primary, the candidate on canary
+        name = "primary" if variant == "stable" else "canary"
+        dims = [{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": name}]
         at = dt.datetime.fromtimestamp(T0 + 60 * minute + 5, dt.UTC)
         self.cloudwatch.put_metric_data(Namespace="AWS/SageMaker", MetricData=[
             {"MetricName": "Invocations", "Dimensions": dims, "Value": float(traffic.requests), "Unit": "Count",

@@ -17,19 +17,20 @@ def fraud():
     return load_stack("fraud-prod", REPO)
 
 
-@pytest.mark.parametrize("steps, bake, expected", [
-    ([1, 10, 50, 100], 300, {"type": "CANARY", "wait_interval_in_seconds": 300,
-                             "canary_size": {"type": "CAPACITY_PERCENT", "value": 1}}),
-    ([25, 50, 75, 100], 60, {"type": "LINEAR", "wait_interval_in_seconds": 60,
-                             "linear_step_size": {"type": "CAPACITY_PERCENT", "value": 25}}),
-    ([100], 10, {"type": "ALL_AT_ONCE", "wait_interval_in_seconds": 10}),
-    ([60, 100], 7200, {"type": "CANARY", "wait_interval_in_seconds": 3600,   # SageMaker caps both
-                       "canary_size": {"type": "CAPACITY_PERCENT", "value": 50}}),
-    ([5, 10, 15, 100], 0, {"type": "CANARY", "wait_interval_in_seconds": 0,  # equal steps under 10 % are not LINEAR
-                           "canary_size": {"type": "CAPACITY_PERCENT", "value": 5}}),
+@pytest.mark.parametrize("steps, bake, fleet, expected", [
+    # one instance has no canary (half of it is not an instance): all at once, baked under the alarms
+    ([1, 10, 50, 100], 300, 1, {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 300}),
+    ([25, 50, 100], 60, 4, {"Type": "CANARY", "WaitIntervalInSeconds": 60,
+                            "CanarySize": {"Type": "INSTANCE_COUNT", "Value": 1}}),
+    ([50, 100], 7200, 2, {"Type": "CANARY", "WaitIntervalInSeconds": 3600,  # SageMaker waits at most 3600 s
+                          "CanarySize": {"Type": "INSTANCE_COUNT", "Value": 1}}),
+    ([100], 10, 4, {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 10}),
 ])
-def test_traffic_routing(steps, bake, expected):
-    assert p.traffic_routing(steps, bake) == expected
+def test_traffic_routing(steps, bake, fleet, expected):
+    from mlplat_providers.aws.service_rules import blue_green_problem
+
+    assert p.traffic_routing(steps, bake, fleet) == expected
+    assert blue_green_problem({"TrafficRoutingConfiguration": expected}, fleet=fleet) is None
 
 
 def test_stack_plan_names_and_tiers(fraud):
@@ -46,13 +47,11 @@ def test_stack_plan_refuses_a_local_stack():
         p.stack_plan(load_stack("dev", REPO))
 
 
-def test_shadow_variant_mirrors_the_configured_share(fraud):
-    production, shadow = p.variants(fraud, "m")
-    share = rules.shadow_percent({"productionVariants": [{"initialVariantWeight": v["initial_variant_weight"]}
-                                                          for v in production],
-                                  "shadowProductionVariants": [{"initialVariantWeight": v["initial_variant_weight"]}
-                                                               for v in shadow]})
-    assert share == pytest.approx(fraud.serving.shadow.percent)
+def test_declared_shadow_mirrors_the_configured_share(fraud):
+    plan = p.stack_plan(fraud)
+    graph = [rules.Resource("mlplat:aws:Serving", "s", {"endpoints": [p.serving_declaration(plan, plan.models[0])]})]
+    config = rules._of(graph, rules.T_ENDPOINT_CONFIG)[0]
+    assert rules.shadow_percent(config.props) == pytest.approx(fraud.serving.shadow.percent)
 
 
 def test_pipeline_definition_is_tracked_gated_and_registers_by_tier(fraud):

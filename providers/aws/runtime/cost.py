@@ -13,6 +13,7 @@ from typing import Any
 
 from mlplat.contracts import CostSource, Deployment, Usage
 from mlplat_providers.aws.account_rules import usage_period
+from mlplat_providers.aws.plan import instance_count
 from mlplat_providers.aws.runtime.session import AwsSession
 from mlplat_providers.aws.runtime.state import AwsState
 
@@ -65,48 +66,60 @@ class AwsCost(CostSource):
         finally:
             conn.close()
         return [Deployment(r["model"], int(r["version"]), r["environment"], float(r["started_at"]),
-                           None if r["ended_at"] is None else float(r["ended_at"]), r["instance_type"], 1,
+                           None if r["ended_at"] is None else float(r["ended_at"]), r["instance_type"], instance_count(self.spec),
                            r["price_per_hour"], self.spec.team, r["variant"] or "") for r in rows]
 
     def usage(self, start: float, end: float) -> list[Usage]:
-        """Invocations and busy seconds (ModelLatency average × invocations) per served version, from CloudWatch."""
-        from mlplat_providers.aws.runtime.serving import AwsServing, variant
+        """Invocations and busy seconds (ModelLatency average × invocations) per served version, from CloudWatch.
+
+        SageMaker publishes per variant, and variants have stable names (``primary`` serves the stable
+        version, ``canary`` the candidate), so each version's traffic is read from the variant that served
+        it over the time it served there (the ledger's deployment rows)."""
+        from mlplat_providers.aws.runtime.serving import AwsServing, sagemaker_variant
 
         serving = AwsServing(self.spec, self.ctx, self.aws)
-        seen: dict[tuple[str, int, str], None] = {}
+        now = getattr(self.ctx, "clock", time.time)()
+        windows: dict[tuple[float, float], list[tuple[tuple[str, int, str], list[dict[str, Any]]]]] = {}
+        stables: dict[tuple[str, str], int | None] = {}
         for dep in self.deployments(start, end):
-            seen[(dep.model, dep.version, dep.environment)] = None
-        if not seen:
-            return []
-        # one data point over the whole window, in a period CloudWatch answers for data that old (a 30-day
-        # report needs a multiple of 300 s, a 90-day one of 3,600 s; anything else reads zero usage)
-        period = usage_period(start, getattr(self.ctx, "clock", time.time)(), end)
-        queries, keys = [], {}
-        for i, (model, version, environment) in enumerate(seen):
-            dims = [{"Name": "EndpointName", "Value": serving.endpoint_name(model, environment)},
-                    {"Name": "VariantName", "Value": variant(version)}]
-            for metric, stat in (("Invocations", "Sum"), ("ModelLatency", "Average")):
-                qid = f"q{i}{'n' if metric == 'Invocations' else 'l'}"
-                keys[qid] = (model, version, environment)
-                queries.append({"Id": qid, "MetricStat": {"Metric": {"Namespace": "AWS/SageMaker", "MetricName": metric,
-                                                                     "Dimensions": dims}, "Period": period,
-                                                          "Stat": stat}})
-        values: dict[str, list[float]] = {}
-        for chunk in range(0, len(queries), 500):
-            result = self.aws.call("cloudwatch", "get_metric_data", MetricDataQueries=queries[chunk:chunk + 500],
-                                   StartTime=dt.datetime.fromtimestamp(start, dt.UTC),
-                                   EndTime=dt.datetime.fromtimestamp(end, dt.UTC),
-                                   what="reading endpoint traffic for the cost report")
-            for r in result.get("MetricDataResults", []):
-                values[r["Id"]] = r.get("Values") or []
-        out = []
-        for i, key in enumerate(seen):
-            calls = sum(values.get(f"q{i}n", []))
-            latency_us = values.get(f"q{i}l", [])
-            busy = (sum(latency_us) / len(latency_us)) * calls / 1e6 if latency_us else 0.0
-            if calls:
-                out.append(Usage(key[0], key[1], key[2], int(calls), busy, self.spec.team))
-        return out
+            lo, hi = max(start, dep.started), min(end, end if dep.ended is None else dep.ended)
+            if hi <= lo:
+                continue
+            where = (dep.model, dep.environment)
+            if where not in stables:
+                stables[where] = serving.stable_version(dep.model, dep.environment)
+            dims = [{"Name": "EndpointName", "Value": serving.endpoint_name(dep.model, dep.environment)},
+                    {"Name": "VariantName", "Value": sagemaker_variant(dep.variant, dep.version, stables[where])}]
+            windows.setdefault((lo, hi), []).append(((dep.model, dep.version, dep.environment), dims))
+        totals: dict[tuple[str, int, str], list[float]] = {}
+        for (lo, hi), reads in windows.items():
+            # one data point over the whole window, in a period CloudWatch answers for data that old (a 30-day
+            # report needs a multiple of 300 s, a 90-day one of 3,600 s; anything else reads zero usage)
+            period = usage_period(lo, now, hi)
+            queries, keys = [], {}
+            for i, (key, dims) in enumerate(reads):
+                for metric, stat in (("Invocations", "Sum"), ("ModelLatency", "Average")):
+                    qid = f"q{i}{'n' if metric == 'Invocations' else 'l'}"
+                    keys[qid] = key
+                    queries.append({"Id": qid, "MetricStat": {"Metric": {
+                        "Namespace": "AWS/SageMaker", "MetricName": metric, "Dimensions": dims},
+                        "Period": period, "Stat": stat}})
+            values: dict[str, list[float]] = {}
+            for chunk in range(0, len(queries), 500):
+                result = self.aws.call("cloudwatch", "get_metric_data", MetricDataQueries=queries[chunk:chunk + 500],
+                                       StartTime=dt.datetime.fromtimestamp(lo, dt.UTC),
+                                       EndTime=dt.datetime.fromtimestamp(hi, dt.UTC),
+                                       what="reading endpoint traffic for the cost report")
+                for r in result.get("MetricDataResults", []):
+                    values[r["Id"]] = r.get("Values") or []
+            for i, (key, _dims) in enumerate(reads):
+                calls = sum(values.get(f"q{i}n", []))
+                latency_us = values.get(f"q{i}l", [])
+                total = totals.setdefault(key, [0.0, 0.0])
+                total[0] += calls
+                total[1] += (sum(latency_us) / len(latency_us)) * calls / 1e6 if latency_us else 0.0
+        return [Usage(key[0], key[1], key[2], int(calls), busy, self.spec.team)
+                for key, (calls, busy) in totals.items() if calls]
 
     def billed(self, start: float, end: float, *, team_only: bool = True) -> dict[str, Any]:
         """What AWS charged, by team tag, for the period (Cost Explorer; paginated)."""

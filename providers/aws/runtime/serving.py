@@ -5,13 +5,18 @@ spec, the same validation, the same events and audit entries as on the local gat
 Each change is computed in a platform-database transaction and applied to SageMaker
 before it commits, so a refused or failed AWS call leaves the ledger unchanged.
 
-Mapping: one endpoint per (model, environment), named like the Pulumi program's; one
-production variant per served version (``v<version>``), weights in percent; a shadow
-version is a shadow production variant whose weight is the mirrored share of the
-primary's. A change that only moves traffic between versions already on the endpoint
-(canary steps, rollback to the warm stable version, A/B weights) is
-``UpdateEndpointWeightsAndCapacities``: seconds, no new instances. Anything else gets a
-new endpoint configuration and ``UpdateEndpoint`` (``CreateEndpoint`` the first time).
+Mapping: the runtime owns the endpoint, its configurations, its SageMaker models and the traffic
+(the Pulumi program creates none of them, only the rollback alarms and the dashboard that watch
+them). One endpoint per (model, environment), named like the program's; variants have stable
+names whatever version they serve: ``primary`` the stable version, ``canary`` the candidate of a
+canary or A/B deployment, ``shadow`` a mirrored version (its weight the mirrored share of the
+primary's), weights in percent. A change that only moves traffic between variants already serving
+the right versions (canary steps, rollback to the warm stable version, A/B weights) is
+``UpdateEndpointWeightsAndCapacities``: seconds, no new instances. Anything else gets a new
+endpoint configuration and ``UpdateEndpoint`` (``CreateEndpoint`` the first time), sending the
+stack's ``DeploymentConfig`` whenever the variant names stay the same. :meth:`AwsServing.tidy`
+removes variants left at weight 0 once a rollout is over, then older configurations and unused
+models, all named by the platform.
 
 Canary: SageMaker's own canary has two steps, so the platform steps the weights itself
 through the stack's ``serving.canary.steps``. ``step`` runs the provider-neutral canary
@@ -27,6 +32,7 @@ import datetime as dt
 import fnmatch
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +43,7 @@ from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer
 from mlplat.errors import Conflict, Denied, NotFound, StackError
 from mlplat.services import rollout as ro
 from mlplat.services.serving import check_deploy
+from mlplat_providers.aws.plan import CANARY, PRIMARY
 from mlplat_providers.aws.runtime.session import AwsSession
 from mlplat_providers.aws.runtime.state import AwsState
 
@@ -45,13 +52,40 @@ MISSING = ("Could not find", "does not exist", "ResourceNotFound", "not found")
 PRODUCTION_ENVS = ("production", "prod")
 
 
-def variant(version: int) -> str:
-    return f"v{int(version)}"
+_MODEL_VERSION = re.compile(r"-v(\d+)$")
 
 
-def version_of(variant_name: str) -> int | None:
-    name = variant_name.removeprefix("shadow-")
-    return int(name[1:]) if name.startswith("v") and name[1:].isdigit() else None
+def version_of(model_name: str) -> int | None:
+    """The version a SageMaker model of the platform serves (its name ends in ``-v<version>``)."""
+    match = _MODEL_VERSION.search(model_name or "")
+    return int(match.group(1)) if match else None
+
+
+def sagemaker_variant(ledger_variant: str, version: int, stable: int | None) -> str:
+    """The SageMaker variant that serves a route the ledger names ``ledger_variant`` (``primary`` or
+    ``stable``: the stable version; ``canary``: the candidate; an A/B arm ``v<N>``: ``primary`` when it is
+    the stable version, else ``canary``), as :func:`slots` names them."""
+    if ledger_variant in (PRIMARY, "stable"):
+        return PRIMARY
+    if ledger_variant == CANARY:
+        return CANARY
+    return PRIMARY if stable is not None and int(version) == int(stable) else CANARY
+
+
+def slots(endpoint: ro.Endpoint) -> dict[str, tuple[int, int]]:
+    """Variant name → (version, weight %) for the ledger's ``endpoint``: the stable version on ``primary``,
+    the candidate on ``canary``, any further A/B arm on ``v<version>``. Stable names across deploys keep
+    the alarms and the dashboard on variants that exist, and let SageMaker's guardrails run."""
+    from mlplat_providers.aws.plan import CANARY, PRIMARY
+
+    desired: dict[int, int] = {}
+    for route in endpoint.routes:
+        desired[route.version] = desired.get(route.version, 0) + int(route.weight)
+    out: dict[str, tuple[int, int]] = {}
+    for version, weight in sorted(desired.items(), key=lambda vw: (vw[0] != endpoint.stable_version, vw[0])):
+        name = PRIMARY if version == endpoint.stable_version else CANARY if CANARY not in out else f"v{version}"
+        out[name] = (version, weight)
+    return out
 
 
 def allowed_instance_types(spec) -> list[str] | None:
@@ -97,6 +131,14 @@ class AwsServing(EndpointDeployer):
 
         return slug(f"{self.endpoint_name(model, environment)}-v{int(version)}")
 
+    def stable_version(self, model: str, environment: str) -> int | None:
+        conn = self.db.connect()
+        try:
+            endpoint = ro.get_endpoint(conn, model, environment)
+        finally:
+            conn.close()
+        return None if endpoint is None else endpoint.stable_version
+
     def _tags(self) -> list[dict[str, str]]:
         return [{"Key": k, "Value": v} for k, v in self.spec.tags.as_dict().items()]
 
@@ -129,7 +171,8 @@ class AwsServing(EndpointDeployer):
     # --- SageMaker ----------------------------------------------------------------------------
 
     def describe(self, model: str, environment: str) -> dict[str, Any] | None:
-        """The endpoint as SageMaker has it: status, configuration, weight per version, shadow."""
+        """The endpoint as SageMaker has it: status, configuration, its variants (name → version, weight,
+        model), the weight per version, the shadow."""
         name = self.endpoint_name(model, environment)
         try:
             endpoint = self.aws.call("sagemaker", "describe_endpoint", EndpointName=name, not_found=MISSING)
@@ -137,42 +180,75 @@ class AwsServing(EndpointDeployer):
             return None
         config = self.aws.call("sagemaker", "describe_endpoint_config",
                                EndpointConfigName=endpoint["EndpointConfigName"])
-        weights = {}
         live = {v["VariantName"]: v for v in endpoint.get("ProductionVariants") or []}
+        variants: dict[str, dict[str, Any]] = {}
         for v in config.get("ProductionVariants") or []:
-            version = version_of(v["VariantName"])
-            if version is None:
-                continue
             current = live.get(v["VariantName"], {})
-            weights[version] = float(current.get("CurrentWeight", current.get("DesiredWeight", 0.0)) or 0.0)
+            variants[v["VariantName"]] = {
+                "version": version_of(v.get("ModelName", "")), "model": v.get("ModelName"),
+                "weight": float(current.get("CurrentWeight", current.get("DesiredWeight", 0.0)) or 0.0)}
         shadow = None
         for v in config.get("ShadowProductionVariants") or []:
-            version = version_of(v["VariantName"])
-            if version is not None:
-                shadow = {"version": version, "weight": float(v.get("InitialVariantWeight") or 0.0)}
+            shadow = {"variant": v["VariantName"], "version": version_of(v.get("ModelName", "")),
+                      "model": v.get("ModelName"), "weight": float(v.get("InitialVariantWeight") or 0.0)}
+        weights = {v["version"]: v["weight"] for v in variants.values() if v["version"] is not None}
         return {"endpoint": name, "status": endpoint.get("EndpointStatus"), "config": endpoint["EndpointConfigName"],
-                "weights": weights, "shadow": shadow}
+                "variants": variants, "weights": weights, "shadow": shadow}
 
     def ensure_model(self, model: str, version: int, environment: str) -> str:
+        """The SageMaker model of ``version``: built from its model package once SageMaker lists the package
+        as Approved (SageMaker deploys a versioned package only then). Outside production a version still
+        not Approved (awaiting a production approval, or refused one) runs the package's own container and
+        model data; production serves Approved packages only (:meth:`check_approved` refuses earlier)."""
+        from mlplat_providers.aws.service_rules import package_deploy_problem
+
         name = self.model_name(model, version, environment)
         try:
             self.aws.call("sagemaker", "describe_model", ModelName=name, not_found=MISSING)
+            return name
         except NotFound:
-            self.aws.call("sagemaker", "create_model", ModelName=name,
-                          Containers=[{"ModelPackageName": self.registry.package_arn(model, version)}],
-                          ExecutionRoleArn=self.aws.role_arn, Tags=self._tags(),
-                          what=f"creating the SageMaker model of {model} version {version}")
+            pass
+        package = self.registry.describe_version(model, version)
+        status = str(package.get("ModelApprovalStatus") or "PendingManualApproval")
+        if package_deploy_problem(status) is None:
+            containers = [{"ModelPackageName": self.registry.package_arn(model, version)}]
+        elif environment.lower() in PRODUCTION_ENVS:
+            raise Denied(f"{model} version {version} is {status} in SageMaker's registry; it cannot be served",
+                         where=self.registry.package_arn(model, version),
+                         hint="deploy an approved version, or promote this one again")
+        else:
+            spec = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
+            containers = [{k: spec[0][k] for k in ("Image", "ModelDataUrl", "Environment") if spec[0].get(k)}]
+        self.aws.call("sagemaker", "create_model", ModelName=name, Containers=containers,
+                      ExecutionRoleArn=self.aws.role_arn, Tags=self._tags(),
+                      what=f"creating the SageMaker model of {model} version {version}")
         return name
 
-    def apply(self, endpoint: ro.Endpoint) -> dict[str, Any]:
-        """Make the SageMaker endpoint route as ``endpoint`` says; returns what was done."""
+    def config_name(self, endpoint_name: str) -> str:
+        return f"{endpoint_name[:40]}-{int(time.time() * 1000)}-{uuid.uuid4().hex[:4]}"
+
+    def _owned_config(self, endpoint_name: str, config: str) -> bool:
+        """An endpoint configuration this platform made for ``endpoint_name`` (see :meth:`config_name`)."""
+        return re.fullmatch(re.escape(endpoint_name[:40]) + r"-\d{13}-[0-9a-f]{4}", config) is not None
+
+    def apply(self, endpoint: ro.Endpoint, *, force_config: bool = False) -> dict[str, Any]:
+        """Make the SageMaker endpoint route as ``endpoint`` says; returns what was done.
+
+        A change that only moves traffic between variants already serving the right versions is
+        ``UpdateEndpointWeightsAndCapacities``. Anything else (or ``force_config``) is a new endpoint
+        configuration: ``CreateEndpoint`` the first time, else ``UpdateEndpoint`` — with the stack's
+        ``DeploymentConfig`` (blue/green routing, rollback alarms) whenever the variant names stay the same,
+        which deployment guardrails require; a change of names (a canary or shadow added or removed) is
+        SageMaker's default all-at-once blue/green, the platform's controller watching the same alarms.
+        """
+        from mlplat_providers.aws.plan import SHADOW, capture_config, deployment_config, instance_count
+        from mlplat_providers.aws.service_rules import update_endpoint_problem
+
         model, environment = endpoint.model, endpoint.environment
         name = self.endpoint_name(model, environment)
-        desired: dict[int, int] = {}
-        for route in endpoint.routes:
-            desired[route.version] = desired.get(route.version, 0) + int(route.weight)
-        primary = max(desired.values()) if desired else 100
-        shadow = None
+        wanted = slots(endpoint)
+        primary = max((w for _, w in wanted.values()), default=100)
+        shadow: dict[str, Any] | None = None
         if endpoint.shadow:
             shadow = {"version": int(endpoint.shadow["version"]),
                       "weight": round(primary * int(endpoint.shadow["percent"]) / 100.0, 4)}
@@ -180,46 +256,101 @@ class AwsServing(EndpointDeployer):
         if current is not None and current["status"] not in ("InService", None):
             raise Conflict(f"SageMaker endpoint {name} is {current['status']}; it accepts changes when InService",
                            hint="wait for the running update to finish (mlplat deployments show), then retry")
-        if current is not None and set(desired) <= set(current["weights"]) and \
-                (shadow or {}).get("version") == (current["shadow"] or {}).get("version") and \
-                (shadow is None or abs(shadow["weight"] - current["shadow"]["weight"]) < 1e-6):
-            weights = [{"VariantName": variant(v), "DesiredWeight": float(desired.get(v, 0))}
-                       for v in sorted(current["weights"])]
+        same_shadow = current is not None and (shadow or {}).get("version") == (current["shadow"] or {}).get(
+            "version") and (shadow is None or abs(shadow["weight"] - current["shadow"]["weight"]) < 1e-6)
+        if current is not None and not force_config and same_shadow and all(
+                current["variants"].get(v, {}).get("version") == version for v, (version, _) in wanted.items()):
+            weights = [{"VariantName": v, "DesiredWeight": float(wanted[v][1] if v in wanted else 0)}
+                       for v in sorted(current["variants"])]
             self.aws.call("sagemaker", "update_endpoint_weights_and_capacities", EndpointName=name,
                           DesiredWeightsAndCapacities=weights, what=f"moving traffic on {name}")
             return {"action": "weights", "endpoint": name, "config": current["config"],
-                    "weights": {variant(v): w["DesiredWeight"] for v, w in zip(sorted(current["weights"]), weights)}}
-        instance = self.spec.serving.instance_type
-        variants = [{"VariantName": variant(v), "ModelName": self.ensure_model(model, v, environment),
-                     "InstanceType": instance, "InitialInstanceCount": 1, "InitialVariantWeight": float(w)}
-                    for v, w in sorted(desired.items())]
-        config_name = f"{name[:40]}-{int(time.time() * 1000)}-{uuid.uuid4().hex[:4]}"
+                    "weights": {w["VariantName"]: w["DesiredWeight"] for w in weights}}
+        instance, count = self.spec.serving.instance_type, instance_count(self.spec)
+        variants = [{"VariantName": v, "ModelName": self.ensure_model(model, version, environment),
+                     "InstanceType": instance, "InitialInstanceCount": count, "InitialVariantWeight": float(w)}
+                    for v, (version, w) in wanted.items()]
+        config_name = self.config_name(name)
         params: dict[str, Any] = {"EndpointConfigName": config_name, "ProductionVariants": variants,
                                   "Tags": self._tags()}
         if shadow is not None:
             params["ShadowProductionVariants"] = [{
-                "VariantName": "shadow-" + variant(shadow["version"]),
-                "ModelName": self.ensure_model(model, shadow["version"], environment), "InstanceType": instance,
-                "InitialInstanceCount": 1, "InitialVariantWeight": shadow["weight"]}]
-        sampling = int(round(self.spec.serving.capture_sampling * 100))
-        if sampling > 0:
-            params["DataCaptureConfig"] = {
-                "EnableCapture": True, "InitialSamplingPercentage": sampling,
-                "DestinationS3Uri": f"s3://{self.aws.bucket}/capture/{model}/{environment}",
-                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}
+                "VariantName": SHADOW, "ModelName": self.ensure_model(model, shadow["version"], environment),
+                "InstanceType": instance, "InitialInstanceCount": count, "InitialVariantWeight": shadow["weight"]}]
+        capture = capture_config(self.spec, self.aws.bucket, model, environment)
+        if capture is not None:
+            params["DataCaptureConfig"] = capture
         self.aws.call("sagemaker", "create_endpoint_config", what=f"creating endpoint configuration {config_name}",
                       **params)
+        new_names = {v["VariantName"] for v in variants} | ({SHADOW} if shadow is not None else set())
+        update: dict[str, Any] = {}
         if current is None:
             self.aws.call("sagemaker", "create_endpoint", EndpointName=name, EndpointConfigName=config_name,
                           Tags=self._tags(), what=f"creating endpoint {name}")
             action = "create"
         else:
-            self.aws.call("sagemaker", "update_endpoint", EndpointName=name, EndpointConfigName=config_name,
-                          RetainAllVariantProperties=False, what=f"updating endpoint {name}")
+            old_names = set(current["variants"]) | ({current["shadow"]["variant"]} if current["shadow"] else set())
+            update = {"EndpointName": name, "EndpointConfigName": config_name, "RetainAllVariantProperties": False}
+            if old_names == new_names:
+                update["DeploymentConfig"] = deployment_config(self.spec, self._existing_alarms(name))
+            problem = update_endpoint_problem(update, old_variants=old_names, new_variants=new_names,
+                                              fleet=count)
+            if problem:  # a bug here, not a user error: never send SageMaker what it refuses
+                raise StackError(f"refusing to update endpoint {name}: {problem}", where=self.spec.path or None,
+                                 hint="report this; the endpoint is unchanged")
+            self.aws.call("sagemaker", "update_endpoint", what=f"updating endpoint {name}", **update)
             action = "update"
         return {"action": action, "endpoint": name, "config": config_name,
                 "weights": {v["VariantName"]: v["InitialVariantWeight"] for v in variants},
-                "shadow": params.get("ShadowProductionVariants")}
+                "shadow": params.get("ShadowProductionVariants"),
+                "deployment_config": update.get("DeploymentConfig")}
+
+    def tidy(self, model: str, environment: str) -> dict[str, Any]:
+        """Remove what finished deploys leave on SageMaker, all of it named by this platform: once no rollout
+        runs, variants at weight 0 (they keep paid instances) go with a new configuration; once the endpoint
+        is InService on it, the older configurations and the models no configuration uses are deleted.
+        Idempotent; does nothing while the endpoint is updating (SageMaker forbids deleting a configuration
+        then)."""
+        current = self.describe(model, environment)
+        if current is None or current["status"] != "InService":
+            return {"action": "none", "removed": []}
+        conn = self.db.connect()
+        try:
+            endpoint = ro.require_endpoint(conn, model, environment)
+            running = endpoint.rollout_id is not None
+        finally:
+            conn.close()
+        idle = [v for v, d in current["variants"].items() if d["weight"] <= 0]
+        if idle and not running:
+            applied = self.apply(endpoint, force_config=True)
+            return {"action": "variants", "removed": sorted(idle), "sagemaker": applied}
+        name = current["endpoint"]
+        removed = []
+        configs = self.aws.call("sagemaker", "list_endpoint_configs", NameContains=name[:40], MaxResults=100,
+                                what=f"listing the configurations of {name}").get("EndpointConfigs", [])
+        for config in configs:
+            config_name = config["EndpointConfigName"]
+            if config_name != current["config"] and self._owned_config(name, config_name):
+                try:
+                    self.aws.call("sagemaker", "delete_endpoint_config", EndpointConfigName=config_name,
+                                  not_found=MISSING, what=f"deleting endpoint configuration {config_name}")
+                except NotFound:
+                    continue  # deleted meanwhile
+                removed.append(config_name)
+        used = {d["model"] for d in current["variants"].values()} | (
+            {current["shadow"]["model"]} if current["shadow"] else set())
+        models = self.aws.call("sagemaker", "list_models", NameContains=f"{name}-v", MaxResults=100,
+                               what=f"listing the models of {name}").get("Models", [])
+        for found in models:
+            model_name = found["ModelName"]
+            if model_name not in used and re.fullmatch(re.escape(name) + r"-v\d+", model_name):
+                try:
+                    self.aws.call("sagemaker", "delete_model", ModelName=model_name, not_found=MISSING,
+                                  what=f"deleting model {model_name}")
+                except NotFound:
+                    continue
+                removed.append(model_name)
+        return {"action": "deleted" if removed else "none", "removed": removed}
 
     # --- changes -----------------------------------------------------------------------------------
 
@@ -267,9 +398,16 @@ class AwsServing(EndpointDeployer):
                               actor=CONTROLLER, on_change=self.apply, **self._cost)
 
     def _rollback_alarms(self, endpoint_name: str) -> list[str]:
-        from mlplat_providers.aws.plan import alarm_plans, slug
+        from mlplat_providers.aws.plan import rollback_alarms
 
-        return [slug(f"{endpoint_name}-{a.suffix}", 255) for a in alarm_plans(self.spec) if a.rollback]
+        return [name for name, _variant, _alarm in rollback_alarms(self.spec, endpoint_name)]
+
+    def _existing_alarms(self, endpoint_name: str) -> list[str]:
+        """The endpoint's rollback alarms that exist (`mlplat up` makes them for the stack's environment)."""
+        found = self.aws.call("cloudwatch", "describe_alarms", AlarmNames=self._rollback_alarms(endpoint_name),
+                              what=f"reading the rollback alarms of {endpoint_name}").get("MetricAlarms", [])
+        names = {a["AlarmName"] for a in found}
+        return [n for n in self._rollback_alarms(endpoint_name) if n in names]
 
     def step(self, name: str, *, environment: str) -> dict[str, Any]:
         """Judge the running canary of ``name`` once: advance to the next step, wait, or roll back."""
@@ -342,6 +480,11 @@ class AwsServing(EndpointDeployer):
                 result = self.step(rollout["model"], environment=environment)
                 self.ctx.console.print(f"{rollout['model']}: {result['action']} ({'; '.join(result['reasons'])})",
                                        highlight=False)
+            for deployment in self.list(environment):
+                tidied = self.tidy(deployment["model"], environment)
+                if tidied["removed"]:
+                    self.ctx.console.print(f"{deployment['model']}: removed {', '.join(tidied['removed'])}",
+                                           highlight=False)
             time.sleep(interval)
 
 
@@ -359,9 +502,8 @@ class CloudWatchCanaryMetrics(CanaryMetrics):
     def window(self, rollout: Mapping[str, Any], now: float) -> CanaryWindow:
         endpoint = self.endpoint_name(rollout["model"], rollout["environment"])
         firing = self.alarms_firing(endpoint)
-        stable = self.variant_stats(endpoint, int(rollout["stable_version"]), float(rollout["created_at"]), now)
-        candidate = self.variant_stats(endpoint, int(rollout["candidate_version"]),
-                                       float(rollout["step_started_at"]), now)
+        stable = self.variant_stats(endpoint, PRIMARY, float(rollout["created_at"]), now)
+        candidate = self.variant_stats(endpoint, CANARY, float(rollout["step_started_at"]), now)
         return CanaryWindow(stable, candidate, mark=now, alarms=tuple(firing),
                             metrics={"alarms": firing, "source": "cloudwatch"})
 
@@ -369,7 +511,7 @@ class CloudWatchCanaryMetrics(CanaryMetrics):
         # a datapoint covers its whole minute: the minute holding the mark is partly older traffic
         start = max(math.ceil(mark / 60) * 60, float(rollout["step_started_at"]))
         endpoint = self.endpoint_name(rollout["model"], rollout["environment"])
-        return self.variant_stats(endpoint, int(rollout["candidate_version"]), start, now)
+        return self.variant_stats(endpoint, CANARY, start, now)
 
     def alarms_firing(self, endpoint_name: str) -> list[str]:
         alarms = self.call("cloudwatch", "describe_alarms", AlarmNames=self.rollback_alarms(endpoint_name),
@@ -377,11 +519,12 @@ class CloudWatchCanaryMetrics(CanaryMetrics):
         return [f"CloudWatch alarm {a['AlarmName']} is in ALARM ({a.get('StateReason', '')})".strip()
                 for a in alarms if a.get("StateValue") == "ALARM"]
 
-    def variant_stats(self, endpoint_name: str, version: int, since: float, until: float) -> ro.VariantStats:
-        """Invocations, 5xx errors and p95 model latency of one variant, from CloudWatch."""
+    def variant_stats(self, endpoint_name: str, variant: str, since: float, until: float) -> ro.VariantStats:
+        """Invocations, 5xx errors and p95 model latency of one variant (``primary``: the stable version,
+        ``canary``: the candidate), from CloudWatch."""
         start = dt.datetime.fromtimestamp(int(since // 60) * 60, dt.UTC)
         end = dt.datetime.fromtimestamp(until + 60, dt.UTC)
-        dims = [{"Name": "EndpointName", "Value": endpoint_name}, {"Name": "VariantName", "Value": variant(version)}]
+        dims = [{"Name": "EndpointName", "Value": endpoint_name}, {"Name": "VariantName", "Value": variant}]
 
         def query(qid: str, metric: str, stat: str) -> dict[str, Any]:
             return {"Id": qid, "MetricStat": {"Metric": {"Namespace": "AWS/SageMaker", "MetricName": metric,
@@ -391,7 +534,7 @@ class CloudWatchCanaryMetrics(CanaryMetrics):
                            MetricDataQueries=[query("invocations", "Invocations", "Sum"),
                                               query("errors", "Invocation5XXErrors", "Sum"),
                                               query("latency", "ModelLatency", "p95")],
-                           what=f"reading the metrics of {endpoint_name}/{variant(version)}")
+                           what=f"reading the metrics of {endpoint_name}/{variant}")
         values = {r["Id"]: r.get("Values") or [] for r in result.get("MetricDataResults", [])}
         latencies_ms = [v / 1000.0 for v in values.get("latency", [])]  # ModelLatency is in microseconds
         return ro.VariantStats(requests=int(sum(values.get("invocations", []))),
