@@ -268,3 +268,30 @@ def test_rotation_grace_follows_the_gateway_clock(tmp_path):
         server.should_exit = True
         thread.join(timeout=10)
         gateway.stop()
+
+
+def test_optional_keys_admit_keyless_calls_but_check_any_key_sent():
+    """``optional``: no key is fine, a key sent must be good; ``off`` looks at no key at all."""
+    import secrets
+
+    from mlplat.services.api_keys import KeyEntry, KeyTable, digest
+    from mlplat.serving.auth import GatewayAuth, Refused
+
+    secret = secrets.token_urlsafe(32)
+    table = KeyTable("dev", {"0123456789ab": KeyEntry("scorer", "dev", digest(secret), None, False)})
+    good, bad = f"mlp_0123456789ab_{secret}", f"mlp_0123456789ab_{secrets.token_urlsafe(32)}"
+
+    def scope(key: str | None) -> dict:
+        return {"headers": [(b"x-api-key", key.encode())] if key else []}
+
+    optional, off = GatewayAuth("optional", "dev"), GatewayAuth("off", "dev")
+    optional.table = off.table = table
+    assert optional.check(scope(None), "scorer", 0.0) is None
+    assert optional.check(scope(good), "scorer", 0.0) == "0123456789ab"
+    for key, model, status in ((bad, "scorer", 401), (good, "other", 403), ("nonsense", "scorer", 401)):
+        with pytest.raises(Refused) as refused:
+            optional.check(scope(key), model, 0.0)
+        assert refused.value.status == status
+    assert off.check(scope(bad), "scorer", 0.0) is None
+    with pytest.raises(ValueError, match="serving.auth.apiKeys"):
+        GatewayAuth("sometimes", "dev")
