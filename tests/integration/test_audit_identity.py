@@ -439,3 +439,17 @@ def test_export_through_the_control_plane(project, tmp_path):
     assert json.loads(read_archive(out)["manifest.json"])["count"] == 4
     partial = audit.verify_archive(base64.b64decode(doc["archive"]), key)
     assert partial.ok and (partial.manifest["first_seq"], partial.manifest["last_seq"]) == (3, doc["manifest"]["last_seq"])
+
+
+def test_a_client_of_a_server_needs_a_copy_of_the_key_to_check_an_archive(provisioned, tmp_path):
+    out = tmp_path / "a.tar.gz"
+    assert cli(provisioned, "audit", "export", "--out", str(out)).returncode == 0
+    client = write_project(tmp_path / "client", {"dev": (REPO / "stacks" / "Pulumi.dev.yaml").read_text()
+                                                 + "  mlplat:controlPlane:\n    url: http://127.0.0.1:9\n"})
+    refused = cli(client, "audit", "verify", "--archive", str(out))
+    assert refused.returncode == 3, refused.stderr
+    assert "keeps its ledger and its key on its mlplat server" in refused.stderr and "--key-file" in refused.stderr
+    shutil.copy(provisioned / STATE / "keys" / "platform.key", tmp_path / "platform.key")
+    checked = cli(client, "audit", "verify", "--archive", str(out), "--key-file", str(tmp_path / "platform.key"))
+    assert checked.returncode == 0, checked.stderr
+    assert not (client / ".mlplat").exists()  # checked offline: the server was never called
