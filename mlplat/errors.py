@@ -141,6 +141,8 @@ class CapabilityNotSupported(MlplatError):
 
 
 class ToolMissing(MlplatError):
-    """An external program (pulumi, buildah, podman) is not installed."""
+    """An external program (pulumi, buildah, podman) is not installed (behind ``mlplat server``:
+    HTTP 503, the server lacks a dependency; the caller's request was fine)."""
 
     exit_code = ExitCode.NOT_SUPPORTED
+    http_status = 503

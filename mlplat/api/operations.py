@@ -26,23 +26,71 @@ import pkgutil
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic_core import PydanticCustomError
 
 from mlplat.errors import ExitCode, MlplatError
+from mlplat.stack import SLUG
 
 API_VERSION = 1
 API_PREFIX = f"/api/v{API_VERSION}"
 Method = Literal["GET", "POST"]
 
 _PATH_PARAM = re.compile(r"{([a-z_]+)}")
+# what the ledger's INTEGER/BIGINT columns hold (SQLite and PostgreSQL alike)
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+# An environment an operation acts in: a slug, like the stack's own environment (it becomes part of
+# MLflow aliases, endpoint names and paths).
+Environment = Annotated[str, Field(pattern=SLUG, description="environment name (lowercase slug), e.g. dev, production")]
 
 
 class Params(BaseModel):
-    """Base of every operation's parameter model: unknown fields are refused, by name."""
+    """Base of every operation's parameter model: unknown fields are refused, by name; so is any
+    value, however deeply nested, that the ledger cannot store (see :func:`_storable`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_values(cls, value: Any) -> Any:
+        _storable(value, "")
+        return value
+
+
+def _storable(value: Any, where: str) -> None:
+    """Refuses (naming where, inside a nested value) what the ledger's databases cannot store:
+    an integer beyond 64 bits, a string with a NUL character (PostgreSQL's text refuses it) or
+    with a lone surrogate (no UTF-8 encoding)."""
+    problem = None
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            problem = f"{value} is outside the 64-bit integer range the platform stores"
+    elif isinstance(value, str):
+        if "\x00" in value:
+            problem = "a NUL character (\\u0000) is not allowed in text"
+        else:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                problem = "the text is not valid Unicode (it holds a lone surrogate escape)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, f"{where}.(key)" if where else "(key)")
+            _storable(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _storable(item, f"{where}[{i}]")
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _storable(getattr(value, name), f"{where}.{name}" if where else name)
+    if problem:
+        # the text travels in the context: a key named "{x}" must not be read as a template field
+        raise PydanticCustomError("unstorable", "{problem}", {"problem": f"{where}: {problem}" if where else problem})
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mlplat.server")
 
+# A capability the stack's provider lacks is the request's problem (400: ask for something else), like
+# every refusal a caller can act on; 5xx is kept for the server's own faults and its dependencies.
 STATUS = {
     ExitCode.FAILED: 422, ExitCode.USAGE: 422, ExitCode.CONFIG: 400, ExitCode.NOT_FOUND: 404,
-    ExitCode.CONFLICT: 409, ExitCode.DENIED: 403, ExitCode.NOT_SUPPORTED: 501, ExitCode.INTEGRITY: 409,
+    ExitCode.CONFLICT: 409, ExitCode.DENIED: 403, ExitCode.NOT_SUPPORTED: 400, ExitCode.INTEGRITY: 409,
     ExitCode.EXTERNAL: 502, ExitCode.ABORTED: 409,
 }
 BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)

@@ -14,7 +14,16 @@ import pytest
 from mlplat.api import operations
 from mlplat.api.operations import API_PREFIX, API_VERSION, InvalidRequest, operation
 from mlplat.api.plane import RemotePlane, error_from
-from mlplat.errors import Conflict, Denied, ExitCode, ExternalError, MlplatError, NotFound
+from mlplat.errors import (
+    CapabilityNotSupported,
+    Conflict,
+    Denied,
+    ExitCode,
+    ExternalError,
+    MlplatError,
+    NotFound,
+    ToolMissing,
+)
 
 CALLS: list[dict[str, Any]] = []
 
@@ -61,6 +70,16 @@ def test_operations():
     def bug(spec: Any, ctx: Any) -> None:
         """A bug."""
         raise ZeroDivisionError("boom")
+
+    @operation("test.unsupported", "GET", "/test/unsupported")
+    def unsupported(spec: Any, ctx: Any) -> None:
+        """A capability the provider lacks."""
+        raise CapabilityNotSupported("local", "billed cost", hint="drop --billed")
+
+    @operation("test.tool", "GET", "/test/tool")
+    def tool(spec: Any, ctx: Any) -> None:
+        """A program the server needs is missing."""
+        raise ToolMissing("the pulumi CLI is not installed")
 
     yield
     operations.OPERATIONS.clear()
@@ -119,6 +138,32 @@ def test_params_model_refuses_unknown_and_wrong_types():
         op.validate({"name": "x", "count": 1, "colour": "red"})
 
 
+def test_params_the_ledger_cannot_store_are_refused_naming_the_field():
+    op = operations.get("test.echo")
+    cases = {"count": {"name": "x", "count": 2 ** 63}, "tags": {"name": "x", "count": 1, "tags": ["ok", "a\x00b"]},
+             "name": {"name": "\ud800", "count": 1}}
+    problems = {}
+    for field, raw in cases.items():
+        with pytest.raises(InvalidRequest) as err:
+            op.validate(raw)
+        assert err.value.where == field, raw
+        problems[field] = err.value.details["fields"][0]["problem"]
+    assert problems["count"] == f"{2 ** 63} is outside the 64-bit integer range the platform stores"
+    assert problems["tags"].startswith("[1]: a NUL character")
+    assert "lone surrogate" in problems["name"]
+    assert op.validate({"name": "x", "count": 2 ** 63 - 1}).count == 2 ** 63 - 1
+    assert op.validate({"name": "x", "count": -(2 ** 63)}).count == -(2 ** 63)
+
+
+def test_environment_parameters_are_slugs():
+    op = operations.get("deployments.create")
+    for bad in ("Production", "dev env", "dev\n", "-dev", "../dev"):
+        with pytest.raises(InvalidRequest) as err:
+            op.validate({"model": "scorer", "version": 1, "environment": bad})
+        assert err.value.where == "environment", bad
+    assert op.validate({"model": "scorer", "version": 1, "environment": "prod-eu"}).environment == "prod-eu"
+
+
 def test_remote_call_round_trip_with_messages_and_caller(plane):
     from rich.console import Console
 
@@ -161,6 +206,9 @@ def test_http_statuses_and_error_documents(app):
     listed = client.post(f"{API_PREFIX}/test/echo/n", headers=user, content=b"[1, 2]")
     assert listed.status_code == 422
     assert client.get(f"{API_PREFIX}/test/bug", headers=user).status_code == 500
+    unsupported = client.get(f"{API_PREFIX}/test/unsupported", headers=user)
+    assert unsupported.status_code == 400 and unsupported.json()["error"] == "CapabilityNotSupported"
+    assert client.get(f"{API_PREFIX}/test/tool", headers=user).status_code == 503
     no_user = client.get(f"{API_PREFIX}/test/read")
     assert no_user.status_code == 400 and no_user.json()["where"] == "Mlplat-User"
     other_stack = client.get(f"{API_PREFIX}/test/read", headers=user | {"Mlplat-Stack": "other"})

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlplat.api.operations import operation
+from mlplat.api.operations import Environment, operation
 
 
 @operation("approvals.list", "GET", "/approvals")
-def list_approvals(spec: Any, ctx: Any, *, environment: str | None = None,
+def list_approvals(spec: Any, ctx: Any, *, environment: Environment | None = None,
                    include_decided: bool = False) -> dict[str, Any]:
     """Versions of critical models waiting for approval in ``environment`` (with ``include_decided``: decided ones too)."""
     from mlplat.services import approvals as approvals_service

@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from mlplat.api.operations import operation
+from mlplat.api.operations import Environment, operation
 
 
 @operation("models.list", "GET", "/models")
-def list_models(spec: Any, ctx: Any, *, environment: str | None = None) -> dict[str, Any]:
+def list_models(spec: Any, ctx: Any, *, environment: Environment | None = None) -> dict[str, Any]:
     """Every registered version with its stage and risk tier in ``environment``."""
     from mlplat.services import governance as governance_service
     from mlplat.services import registry as reg
@@ -26,13 +26,13 @@ def list_models(spec: Any, ctx: Any, *, environment: str | None = None) -> dict[
 
 
 @operation("models.show", "GET", "/models/{name}/versions/{version}")
-def show_version(spec: Any, ctx: Any, *, name: str, version: int, environment: str | None = None) -> dict[str, Any]:
+def show_version(spec: Any, ctx: Any, *, name: str, version: int, environment: Environment | None = None) -> dict[str, Any]:
     """Stage, lineage, gate reports, approvals, promotions and deployments of one model version."""
     return _show(spec, ctx, name, version, environment)
 
 
 @operation("models.show_latest", "GET", "/models/{name}")
-def show_latest(spec: Any, ctx: Any, *, name: str, environment: str | None = None) -> dict[str, Any]:
+def show_latest(spec: Any, ctx: Any, *, name: str, environment: Environment | None = None) -> dict[str, Any]:
     """What ``models.show`` returns, for the model's latest registered version."""
     return _show(spec, ctx, name, None, environment)
 
@@ -80,7 +80,7 @@ def _show(spec: Any, ctx: Any, name: str, version: int | None, environment: str 
 
 @operation("models.promote", "POST", "/models/{name}/versions/{version}/promotions")
 def promote(spec: Any, ctx: Any, *, name: str, version: int, target: Literal["staging", "production"],
-            environment: str | None = None, progress: bool = True) -> dict[str, Any]:
+            environment: Environment | None = None, progress: bool = True) -> dict[str, Any]:
     """Gate, approvals, package, staging endpoint, integration tests, then the stage change (resumes a killed run).
 
     Runs to the end before it answers. With ``progress`` each step is printed as it starts and
@@ -127,7 +127,7 @@ class _Progress:
 
 @operation("models.approve", "POST", "/models/{name}/versions/{version}/approvals")
 def approve(spec: Any, ctx: Any, *, name: str, version: int, reason: str,
-            environment: str | None = None) -> dict[str, Any]:
+            environment: Environment | None = None) -> dict[str, Any]:
     """Approve the production promotion of a version as the caller (bound to its artifact and gate report)."""
     from mlplat.services import approvals as approvals_service
 
@@ -137,7 +137,7 @@ def approve(spec: Any, ctx: Any, *, name: str, version: int, reason: str,
 
 @operation("models.reject", "POST", "/models/{name}/versions/{version}/rejections")
 def reject(spec: Any, ctx: Any, *, name: str, version: int, reason: str,
-           environment: str | None = None) -> dict[str, Any]:
+           environment: Environment | None = None) -> dict[str, Any]:
     """Reject the production promotion of a version as the caller (final for its artifact and gate report)."""
     from mlplat.services import approvals as approvals_service
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from mlplat.api.operations import operation
+from mlplat.api.operations import Environment, operation
 from mlplat.errors import ExitCode, MlplatError
 
 Strategy = Literal["direct", "ab", "canary", "shadow"]
@@ -46,7 +46,7 @@ def check_options(strategy: str, *, weights: str | None, steps: list[int] | None
 
 
 @operation("deployments.create", "POST", "/deployments")
-def create(spec: Any, ctx: Any, *, model: str, version: Version, environment: str | None = None,
+def create(spec: Any, ctx: Any, *, model: str, version: Version, environment: Environment | None = None,
            strategy: Strategy = "direct", weights: str | None = None, steps: list[int] | None = None,
            bake_seconds: float | None = None, percent: int | None = None) -> dict[str, Any]:
     """Deploy a version of a model with a rollout strategy (gated, and for production approved, versions only)."""
@@ -57,7 +57,7 @@ def create(spec: Any, ctx: Any, *, model: str, version: Version, environment: st
 
 
 @operation("deployments.rollback", "POST", "/deployments/{model}/rollback")
-def rollback(spec: Any, ctx: Any, *, model: str, environment: str | None = None, to: Version | None = None,
+def rollback(spec: Any, ctx: Any, *, model: str, environment: Environment | None = None, to: Version | None = None,
              reason: str | None = None) -> dict[str, Any]:
     """Move all of a model's traffic back to its stable (kept warm) version, ending any rollout."""
     return dict(_serving(spec, ctx).rollback(model, environment=environment or spec.environment, to=to,
@@ -65,18 +65,18 @@ def rollback(spec: Any, ctx: Any, *, model: str, environment: str | None = None,
 
 
 @operation("deployments.list", "GET", "/deployments")
-def list_deployments(spec: Any, ctx: Any, *, environment: str | None = None) -> list[dict[str, Any]]:
+def list_deployments(spec: Any, ctx: Any, *, environment: Environment | None = None) -> list[dict[str, Any]]:
     """Every deployment (of one environment, or of all) with its strategy and routing."""
     return list(_serving(spec, ctx).list(environment))
 
 
 @operation("deployments.show", "GET", "/deployments/{model}")
-def show(spec: Any, ctx: Any, *, model: str, environment: str | None = None) -> dict[str, Any]:
+def show(spec: Any, ctx: Any, *, model: str, environment: Environment | None = None) -> dict[str, Any]:
     """One deployment: routing, served-version history, recent decisions."""
     return dict(_serving(spec, ctx).show(model, environment=environment or spec.environment))
 
 
 @operation("rollouts.status", "GET", "/rollouts/{model}")
-def rollout_status(spec: Any, ctx: Any, *, model: str, environment: str | None = None) -> dict[str, Any]:
+def rollout_status(spec: Any, ctx: Any, *, model: str, environment: Environment | None = None) -> dict[str, Any]:
     """Current step, latest analysis per variant (canary), A/B readout, shadow comparison, decisions."""
     return dict(_serving(spec, ctx).rollout_status(model, environment=environment or spec.environment))
