@@ -39,6 +39,7 @@ from mlplat.stack import Governance, RiskTier
 
 if TYPE_CHECKING:
     from mlplat.context import Context
+    from mlplat.services.governance import AccessInForce
     from mlplat.stack import StackSpec
 
 
@@ -84,13 +85,14 @@ def _decider(conn: sqlite3.Connection, d: dict[str, Any]) -> Principal:
 
 
 def status(conn: sqlite3.Connection, spec: StackSpec, name: str, version: int, environment: str,
-           governance: Governance | None = None) -> dict[str, Any]:
+           governance: Governance | None = None, access: AccessInForce | None = None) -> dict[str, Any]:
     """Where the approval of ``name`` ``version`` stands for its current binding.
 
     ``state``: ``not_required`` (low risk) | ``no_gate`` (no passed gate report for the current
     artifact) | ``pending`` | ``approved`` | ``rejected``. Rules come from ``governance`` (default:
-    the applied governance of the ledger). Decisions on older bindings, by someone no longer an
-    approver, or without their audit entry (``unaudited``) are listed as void and never counted.
+    the applied governance of the ledger) and ``access`` (the applied access settings: who holds the
+    approver role). Decisions on older bindings, by someone no longer an approver, by the author, or
+    without their audit entry (``unaudited``) are listed as void and never counted.
     """
     governance = governance or governance_service.effective(conn, spec).governance
     row = reg.version_row(conn, name, version)
@@ -102,7 +104,8 @@ def status(conn: sqlite3.Connection, spec: StackSpec, name: str, version: int, e
         "SELECT id, model, version, environment, approver, decision, reason, artifact_digest, gate_digest, created_at "
         "FROM approvals WHERE model=? AND version=? AND environment=? ORDER BY id", (name, int(version), environment))]
     ledger = ledger_service.Ledger(conn)
-    access = dataclasses.replace(governance_service.access_in_force(conn, spec), approvers=tuple(governance.approvers))
+    access = dataclasses.replace(access or governance_service.access_in_force(conn, spec),
+                                 approvers=tuple(governance.approvers))
     author = author_of(conn, row)
     unaudited = []
     for d in decisions:
@@ -180,7 +183,7 @@ def decide(spec: StackSpec, ctx: Context, name: str, version: int, *, decision: 
                           f"the last `mlplat up`; you are {user} ({principal.method})")
     reg.verify_row(registry, row)  # a tampered artifact is never approved
     with db.transaction() as conn:  # decide on the state as it is under the write lock
-        current = status(conn, spec, name, version, environment, governance)
+        current = status(conn, spec, name, version, environment, governance, access)
         require_audited(current, what)
         stage = reg.stage_of(conn, name, version, environment)
         if stage == "archived":
@@ -209,7 +212,7 @@ def decide(spec: StackSpec, ctx: Context, name: str, version: int, *, decision: 
                      evidence={"gate_digest": binding["gate_digest"], "author": row["author"], "roles": roles,
                                "approver": {"method": principal.method, "ids": list(principal.ids),
                                             "groups": list(principal.groups)}})
-        result = status(conn, spec, name, version, environment, governance)
+        result = status(conn, spec, name, version, environment, governance, access)
     # the provider's registry mirrors the committed decision (e.g. SageMaker's ModelApprovalStatus)
     registry.record_approval(name, int(version), state=result["state"], environment=environment,
                              decisions=result["decisions"], artifact_digest=binding["artifact_digest"],
@@ -221,11 +224,12 @@ def pending(conn: sqlite3.Connection, spec: StackSpec, environment: str, *,
             include_decided: bool = False) -> list[dict[str, Any]]:
     """Versions of critical models in staging (or with a passed gate) and where their approval stands."""
     governance = governance_service.effective(conn, spec).governance
+    access = governance_service.access_in_force(conn, spec)
     out = []
     for item in reg.list_models(conn, environment):
         if required(governance, item["model"]) == 0 or item["stage"] in ("archived", "dev"):
             continue
-        st = status(conn, spec, item["model"], item["version"], environment, governance)
+        st = status(conn, spec, item["model"], item["version"], environment, governance, access)
         if include_decided or (st["state"] in ("pending", "no_gate") and item["stage"] == "staging"):
             out.append({"model": item["model"], "version": item["version"], "stage": item["stage"],
                         "author": item["author"], **{k: st[k] for k in ("state", "approvals", "required", "risk_tier")},

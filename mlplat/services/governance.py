@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -182,14 +183,14 @@ def validate_access(doc: dict[str, Any], spec: StackSpec) -> dict[str, Any]:
     unknown = sorted(set(doc) - set(ACCESS_KEYS))
     if unknown:
         raise StackError(f"mlplat:access keys {', '.join(unknown)} cannot be applied through the server",
-                         where="mlplat:access", hint=f"send only {', '.join(ACCESS_KEYS)}")
+                         where="mlplat:access", hint=f"send only {', '.join(ACCESS_KEYS)}; nothing was applied")
     checked = Access.model_validate({k: v for k, v in doc.items() if k != "mode" and v is not None})
     served = spec.access.mode.value if spec.access.mode is not None else None
     if doc.get("mode") != served:
         raise StackError(f"this server identifies callers with mode {served or '(none: os-user)'}, not "
                          f"{doc.get('mode') or '(none)'}", where="mlplat:access.mode",
                          hint="the mode is set by the stack file the server was started with; make the client's "
-                              "mlplat:access.mode the same")
+                              "mlplat:access.mode the same; nothing was applied")
     return access_document(checked.model_copy(update={"mode": spec.access.mode}))
 
 
@@ -239,29 +240,74 @@ def access_document_in_force(conn: sqlite3.Connection, spec: StackSpec) -> dict[
 
 class _HeadCache:
     """Access in force per ledger, valid while the ledger's newest audit entry is the one it was read at
-    (any new entry, an applied change among them, moves the head): a request reads one row, not the chain."""
+    (any new entry, an applied change among them, moves the head): a request reads one row, not the chain.
+
+    The server asks on every request, so it also keeps what that costs to reach: the stack's ledger
+    (``Database``) per stack and database URL, and one read connection per ledger and worker thread (an
+    autocommit SQLite connection sees each commit at its next statement; a PostgreSQL one holds a pooled
+    connection only while a statement runs)."""
 
     def __init__(self, size: int = 16) -> None:
         self.size = size
         self.items: dict[tuple[str, str], tuple[tuple[Any, ...], AccessInForce]] = {}
+        self.databases: dict[tuple[str, str, str | None], Any] = {}
+        self.lock = threading.Lock()  # the server's requests run in a thread pool
+        self.local = threading.local()
+        self.generation = 0  # bumped by clear(): connections of an earlier generation are dropped
 
-    def get(self, db: Any, spec: StackSpec, conn: sqlite3.Connection) -> AccessInForce:
-        row = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-        head = (int(row["seq"]), row["hash"]) if row else (0, None)
-        file_doc = (json.dumps(access_document(spec.access), sort_keys=True), json.dumps(document(spec.governance),
-                                                                                         sort_keys=True))
-        key = (db.describe(), spec.name)
-        hit = self.items.get(key)
-        if hit is not None and hit[0] == (head, file_doc):
-            return hit[1]
-        value = access_in_force(conn, spec)
-        if len(self.items) >= self.size:
-            self.items.pop(next(iter(self.items)))
-        self.items[key] = ((head, file_doc), value)
+    def database(self, spec: StackSpec, ctx: Context) -> Any:
+        from mlplat.services import registry as reg
+
+        key = (spec.name, spec.project_dir, getattr(ctx, "database_url", None))
+        with self.lock:
+            db = self.databases.get(key)
+        if db is None:
+            db = reg.registry_for(spec, ctx).database()
+            with self.lock:
+                if len(self.databases) >= self.size:
+                    self.databases.pop(next(iter(self.databases)))
+                self.databases[key] = db
+        return db
+
+    def connection(self, db: Any) -> Any:
+        conns = self.local.__dict__
+        if conns.get("generation") != self.generation:
+            for conn in conns.get("open", {}).values():
+                conn.close()
+            conns["open"], conns["generation"] = {}, self.generation
+        conn = conns["open"].get(db.describe())
+        if conn is None:
+            conn = conns["open"][db.describe()] = db.connect()
+        return conn
+
+    def get(self, spec: StackSpec, ctx: Context) -> AccessInForce:
+        db = self.database(spec, ctx)
+        conn = self.connection(db)
+        try:
+            row = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+            head = (int(row["seq"]), row["hash"]) if row else (0, None)
+            key = (db.describe(), spec.name)
+            with self.lock:
+                hit = self.items.get(key)
+            file_doc = (access_document(spec.access), document(spec.governance))
+            if hit is not None and hit[0] == (head, file_doc):
+                return hit[1]
+            value = access_in_force(conn, spec)
+        except BaseException:
+            self.local.__dict__.get("open", {}).pop(db.describe(), None)
+            conn.close()
+            raise
+        with self.lock:
+            if key not in self.items and len(self.items) >= self.size:
+                self.items.pop(next(iter(self.items)))
+            self.items[key] = ((head, file_doc), value)
         return value
 
     def clear(self) -> None:
-        self.items.clear()
+        with self.lock:
+            self.items.clear()
+            self.databases.clear()
+            self.generation += 1
 
 
 _ACCESS_CACHE = _HeadCache()
@@ -269,18 +315,11 @@ _ACCESS_CACHE = _HeadCache()
 
 def access_in_force_for(spec: StackSpec, ctx: Context) -> AccessInForce:
     """:func:`access_in_force` on the stack's ledger, cached by its audit head."""
-    from mlplat.services import registry as reg
-
-    db = reg.registry_for(spec, ctx).database()
-    conn = db.connect()
-    try:
-        return _ACCESS_CACHE.get(db, spec, conn)
-    finally:
-        conn.close()
+    return _ACCESS_CACHE.get(spec, ctx)
 
 
 def reset_cache() -> None:
-    """Forget cached access settings (tests that rewrite a ledger underneath)."""
+    """Forget cached access settings and ledgers (tests that rewrite or replace a ledger underneath)."""
     _ACCESS_CACHE.clear()
 
 

@@ -325,3 +325,78 @@ def test_feature_grants_show_only_the_granted_views(fraud):
     assert refused.status_code == 403 and "features.skew of view 'customer_stats'" in refused.json()["message"]
     granted = send(client, "features.skew", {"view": "merchant_stats"}, principal("payments", "developer"))
     assert granted.json().get("error") != "Forbidden", granted.json()
+
+
+@pytest.mark.parametrize("change, where, message", [
+    ({"governance": {"requiredApprovals": "many"}}, "mlplat:governance", "requiredApprovals"),
+    ({"governance": {"colour": "red"}}, "mlplat:governance", "colour"),
+    ({"access": {"mode": "oidc", "roles": {"superuser": ["*"]}}}, "mlplat:access", "unknown role(s) 'superuser'"),
+    ({"access": {"mode": "trusted-local", "roles": {}}}, "mlplat:access.mode", "not trusted-local"),
+    ({"access": {"mode": "oidc", "oidc": {"issuer": "https://evil.example.com"}}}, "mlplat:access",
+     "cannot be applied through the server"),
+])
+def test_an_admins_bad_settings_are_refused_and_nothing_is_applied(fraud, change, where, message):
+    project, client = fraud
+    params = {"governance": stack_governance(project), **{k: v for k, v in change.items() if k == "access"}}
+    if "governance" in change:
+        params["governance"] = {**params["governance"], **change["governance"]}
+    before = audit_state(project)
+    response = send(client, "governance.apply", params, principal("fraud", "admin"))
+    body = response.json()
+    assert response.status_code == 400 and body["where"] == where, body
+    assert message in body["message"] and "nothing was applied" in body["hint"], body
+    assert audit_state(project) == before
+
+
+def test_governance_apply_records_an_admins_change_and_refuses_anyone_elses(fraud):
+    project, client = fraud
+    access = {"mode": "oidc", "roles": {"viewer": ["group:fraud-viewers"], "developer": ["group:fraud-ds"],
+                                        "approver": ["group:fraud-risk"], "operator": ["group:fraud-ops"],
+                                        "admin": ["group:fraud-platform", "group:fraud-ds"]},  # developers made admin
+              "featureGrants": [{"views": ["merchant_stats"], "principals": ["group:payments-ds"]}]}
+    in_force = json.loads(audit_state(project)[1])["governance"]  # earlier tests may have applied approvers
+    params = {"governance": in_force, "access": access}
+    before = audit_state(project)
+    for team, role in (("fraud", "developer"), ("fraud", "operator"), ("fraud", "approver"), ("payments", "admin")):
+        refused = send(client, "governance.apply", params, principal(team, role))
+        assert refused.status_code == 403 and "needs the admin role" in refused.json()["message"], refused.json()
+    assert audit_state(project) == before
+    applied = send(client, "governance.apply", params, principal("fraud", "admin"))
+    assert applied.status_code == 200, applied.json()
+    assert applied.json()["result"]["changed"] == ["access.roles.admin"]
+    count, evidence = audit_state(project)
+    assert count == before[0] + 1
+    recorded = json.loads(evidence)
+    assert recorded["applied_by"] == {"principal": "fraud-admin@example.com", "method": "oidc",
+                                      "ids": ["sub-fraud-admin"], "groups": ["fraud-platform"]}
+    assert recorded["access"]["roles"]["admin"] == ["group:fraud-platform", "group:fraud-ds"]
+    conn = ledger(project)
+    try:
+        actor, method = conn.execute("SELECT actor, auth_method FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    assert (actor, method) == ("fraud-admin@example.com", "oidc")
+    # in force at once: the developer now holds admin, and the same document changes nothing any more
+    roles = send(client, "access.whoami", {}, principal("fraud", "developer")).json()["result"]["roles"]
+    assert roles == ["developer", "admin"]
+    again = send(client, "governance.apply", params, principal("fraud", "viewer"))
+    assert again.status_code == 200 and again.json()["result"]["changed"] == [], again.json()
+    assert audit_state(project)[0] == count
+    # put the roles back for the rest of the module
+    access["roles"]["admin"] = ["group:fraud-platform"]
+    restored = send(client, "governance.apply", {**params, "access": access}, principal("fraud", "admin"))
+    assert restored.status_code == 200 and restored.json()["result"]["changed"] == ["access.roles.admin"]
+
+
+def test_embedded_whoami_is_the_user_of_the_command(project):
+    from mlplat.api.plane import EmbeddedPlane
+    from mlplat.context import Context
+
+    ctx = Context(project_dir=project)
+    spec = ctx.stack("dev")  # trusted-local: MLPLAT_USER (ds@example.com in this fixture) is believed
+    me = EmbeddedPlane(spec, ctx).call("access.whoami")
+    assert (me["principal"], me["method"], me["roles"], me["team"]) == ("ds@example.com", "trusted-local", [],
+                                                                         "ml-core")
+    roles = EmbeddedPlane(spec, ctx).call("access.roles")
+    assert roles == {"mode": "trusted-local", "roles": {}, "feature_grants": [],
+                     "approvers": ["risk-office@example.com", "head-of-ds@example.com"], "applied": False}
