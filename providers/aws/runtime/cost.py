@@ -8,6 +8,7 @@ AWS actually charged the team, so the estimate can be checked against the bill.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from typing import Any
 
@@ -82,9 +83,14 @@ class AwsCost(CostSource):
         windows: dict[tuple[float, float], list[tuple[tuple[str, int, str], list[dict[str, Any]]]]] = {}
         stables: dict[tuple[str, str], int | None] = {}
         for dep in self.deployments(start, end):
-            lo, hi = max(start, dep.started), min(end, end if dep.ended is None else dep.ended)
+            # CloudWatch's datapoints are per minute: each row reads the whole minutes from the one it started in
+            # to the one the next row took over in, so consecutive rows of a variant never count a minute twice
+            lo = math.floor(max(start, dep.started) / 60) * 60
+            hi = math.floor(min(end, end if dep.ended is None else dep.ended) / 60) * 60
+            if dep.ended is None or dep.ended >= end:
+                hi = max(hi, math.ceil(end / 60) * 60)
             if hi <= lo:
-                continue
+                continue  # served for less than a minute boundary: its traffic is the next row's minute
             where = (dep.model, dep.environment)
             if where not in stables:
                 stables[where] = serving.stable_version(dep.model, dep.environment)
