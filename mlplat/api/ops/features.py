@@ -4,7 +4,8 @@ Definitions travel as JSON documents (:class:`DefinitionsDoc`): the client loads
 its Python definitions module where it runs and sends what it declares; the operation rebuilds
 the entities and views and validates them again. A view's offline source named by a relative
 path is read relative to the project *where the operation runs* — the server's own checkout in
-server mode, so the file must exist there — and an absolute path names a file on that machine.
+server mode, so the file must exist there; a server refuses paths that leave its project (absolute,
+``..``, or a symbolic link out), so a client cannot make it read other files of its machine.
 A pandas DataFrame source travels as base64 Parquet and is snapshotted into the stack's state
 where the operation runs, as in embedded mode.
 """
@@ -81,8 +82,30 @@ def definitions_doc(definitions: Any) -> dict[str, Any]:
     return {"entities": [e.to_dict() for e in definitions.entities], "views": views, "path": definitions.path}
 
 
-def _definitions(doc: DefinitionsDoc) -> Any:
-    """The entities and views of ``doc``, validated as the definitions module's own constructors do."""
+def _confined(path: str, root: Any, where: str) -> None:
+    """Refuse a source path that leaves ``root`` (the server's project): a client of ``mlplat server``
+    names files of the server's checkout, never any file the server's user can read."""
+    from pathlib import Path, PurePosixPath
+
+    from mlplat.features.errors import FeatureDefinitionError
+
+    if "://" in path:  # object-store URIs are read with the server's own cloud credentials and rules
+        return
+    candidate = PurePosixPath(path)
+    inside = not candidate.is_absolute() and not Path(path).is_absolute()
+    if inside:
+        base = Path(root).resolve()
+        inside = (base / path).resolve().is_relative_to(base)
+    if not inside:
+        raise FeatureDefinitionError(
+            f"source path {path!r} is outside the server's project", where=f"{where}: source",
+            hint="name the source file relative to the project root (e.g. examples/features/data/x.parquet); a server "
+                 "reads only files of its own checkout")
+
+
+def _definitions(doc: DefinitionsDoc, *, confine_to: Any = None) -> Any:
+    """The entities and views of ``doc``, validated as the definitions module's own constructors do.
+    ``confine_to``: file sources must lie inside this directory (the server's project)."""
     from mlplat.features.definitions import Entity, Feature, FeatureView, Source, collect
     from mlplat.features.errors import FeatureDefinitionError
 
@@ -98,6 +121,8 @@ def _definitions(doc: DefinitionsDoc) -> Any:
             if v.source.parquet_base64 is not None or not v.source.path:
                 raise FeatureDefinitionError(f"a {v.source.kind} source is named by its path only",
                                              where=f"{where}: source", hint="send source.path, without rows")
+            if confine_to is not None:
+                _confined(v.source.path, confine_to, where)
             source = Source(v.source.kind, v.source.path)
         objects.append(FeatureView(
             v.name, version=v.version, entities=[Entity(e.name, e.join_key, e.dtype, e.description) for e in v.entities],
@@ -127,6 +152,11 @@ def _frame(encoded: str, where: str) -> Any:
                                      ) from None
 
 
+def _server_root(ctx: Any) -> Any:
+    """The directory file sources must stay in: the project, where the operation runs for remote clients."""
+    return ctx.project() if ctx.ledger_owner else None
+
+
 def _store(spec: Any, ctx: Any) -> Any:
     from mlplat.features.client import FeatureStore
 
@@ -139,7 +169,7 @@ def plan(spec: Any, ctx: Any, *, definitions: DefinitionsDoc) -> dict[str, Any]:
 
     Offline sources named by a relative path are read relative to the project where the
     operation runs (the server's own checkout in server mode)."""
-    return _store(spec, ctx).plan(_definitions(definitions)).to_dict()
+    return _store(spec, ctx).plan(_definitions(definitions, confine_to=_server_root(ctx))).to_dict()
 
 
 @operation("features.apply", "POST", "/features/apply")
@@ -150,7 +180,7 @@ def apply(spec: Any, ctx: Any, *, definitions: DefinitionsDoc) -> dict[str, Any]
     nothing is written. Offline sources named by a relative path are resolved relative to the
     project where the operation runs (the server's own checkout in server mode); a DataFrame
     source is snapshotted into that stack's state."""
-    return _store(spec, ctx).apply(_definitions(definitions)).to_dict()
+    return _store(spec, ctx).apply(_definitions(definitions, confine_to=_server_root(ctx))).to_dict()
 
 
 @operation("features.list", "GET", "/features/views")
