@@ -102,7 +102,9 @@ def _stack_key(ctx, spec, key_file: Path | None):
         raise StackError(f"stack '{spec.name}' keeps its ledger and its key on its mlplat server",
                          where="--key-file", hint="pass --key-file with a copy of the server's keys/platform.key, or "
                                                   "run this on the server's machine with --server-side")
-    key = audit_service.stack_key(spec, ctx)
+    from mlplat.services import registry as reg
+
+    key = reg.audit_key(spec, ctx)
     if key is None:
         raise IntegrityError(f"stack '{spec.name}' has no audit key here, so the archive cannot be checked",
                              hint="pass --key-file with a copy of the stack's keys/platform.key")

@@ -177,17 +177,6 @@ def load_key(conn: sqlite3.Connection, *, create: bool = False) -> AuditKey | No
 # --- the head file ------------------------------------------------------------------------------
 
 
-def stack_key(spec: Any, ctx: Any) -> AuditKey | None:
-    """The audit key of ``spec``'s ledger on this machine (None when it has none yet); never creates one."""
-    from mlplat.services import registry as reg
-
-    conn = reg.registry_for(spec, ctx).database().connect()
-    try:
-        return load_key(conn)
-    finally:
-        conn.close()
-
-
 def head_path(conn: sqlite3.Connection) -> Path | None:
     """The signed head file: ``audit-head.json`` beside the stack's SQLite ledger; a ledger elsewhere (a
     PostgreSQL server's) names its own (``head_file``, set by ``mlplat.db``) in the same state directory."""

@@ -708,3 +708,12 @@ def alias_drift(registry: ModelRegistry, spec: StackSpec, conn: sqlite3.Connecti
     return [f"MLflow alias @{alias} points at version {version} but the platform database has "
             f"{'version ' + str(prod) if prod else 'none'} in production: set outside mlplat, ignored"
             for alias, version in aliases_pointing(registry, spec, name, environment).items() if version != prod]
+
+
+def audit_key(spec: Any, ctx: Any) -> Any:
+    """The audit key of ``spec``'s ledger on this machine (None when it has none yet); never creates one."""
+    conn = registry_for(spec, ctx).database().connect()
+    try:
+        return audit.load_key(conn)
+    finally:
+        conn.close()
