@@ -307,7 +307,7 @@ def test_feature_grants_show_only_the_granted_views(fraud):
         pd.DataFrame({key: [1, 2, 1, 2], "event_timestamp": times, "spend": [1.0, 2.0, 3.0, 4.0]}).to_parquet(path)
         entity = {"name": key.removesuffix("_id"), "join_key": key}
         views.append({"name": view, "entities": [entity], "features": [{"name": "spend"}],
-                      "source": {"kind": "parquet", "path": str(path)}})
+                      "source": {"kind": "parquet", "path": str(path.relative_to(project))}})
     definitions = {"entities": [v["entities"][0] for v in views], "views": views}
     applied = send(client, "features.apply", {"definitions": definitions}, principal("fraud", "developer"))
     assert applied.status_code == 200, applied.json()
