@@ -30,8 +30,9 @@ CLI does not read Pulumi's state on every command.
 The server binds the task's address (``--host 0.0.0.0``), which ``mlplat server`` allows only when it
 authenticates every caller (``mlplat/netguard.py``): the policy pack's ``access`` policy, which ``mlplat
 up`` enforces before anything is created, refuses an AWS stack whose ``mlplat:access.mode`` is not oidc,
-aws-iam, google or entra, rather than letting it deploy a service that would fail its health checks. With ``aws-iam`` the server executes each caller's presigned
-``sts:GetCallerIdentity`` request itself, through the NAT gateway; it needs no IAM permission for that.
+aws-iam, google or entra, rather than letting it deploy a service that would fail its health checks.
+With ``aws-iam`` the server executes each caller's presigned ``sts:GetCallerIdentity`` request itself,
+through the NAT gateway; it needs no IAM permission for that.
 """
 from __future__ import annotations
 
