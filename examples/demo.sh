@@ -43,9 +43,13 @@ step "Promote to production (one production version per model and environment)"
 mlplat models promote credit-risk "$VERSION" --to production --stack dev
 mlplat models show credit-risk "$VERSION" --stack dev
 
-step "Every decision is in the hash-chained audit log"
+step "Every decision is in the keyed, hash-chained audit log, with who decided and how their identity was established"
+mlplat whoami --stack dev
 mlplat audit log --stack dev --model credit-risk --limit 10
 mlplat audit verify --stack dev
+rm -f .mlplat/audit-archive.tar.gz
+mlplat audit export --stack dev --out .mlplat/audit-archive.tar.gz
+mlplat audit verify --stack dev --archive .mlplat/audit-archive.tar.gz
 
 step "Serve: deploy the production version; one gateway on 127.0.0.1 serves every deployment of the environment"
 mlplat deploy credit-risk "$VERSION" --stack dev
