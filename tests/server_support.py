@@ -122,3 +122,23 @@ def running_server(project: Path, stack: str, **kwargs) -> Iterator[ServerProces
         yield server
     finally:
         server.stop()
+
+
+class HeaderAuthenticator:
+    """A test authenticator for ``create_app(..., authenticator=...)``: the header ``header`` names one of
+    ``principals`` (already verified, as a token would be); anything else is a 401. Authentication itself is
+    tested against a real issuer elsewhere; this lets role tests choose the caller."""
+
+    def __init__(self, principals: dict, header: str = "X-Test-Principal", method: str = "oidc"):
+        self.principals, self.header, self.method = principals, header, method
+
+    def authenticate(self, headers):
+        from mlplat.errors import Unauthenticated
+
+        name = headers.get(self.header)
+        if name not in self.principals:
+            raise Unauthenticated("no valid credentials", hint="run `mlplat login`")
+        return self.principals[name]
+
+    def check(self) -> None:
+        return None

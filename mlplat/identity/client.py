@@ -512,36 +512,17 @@ class AwsIamCredentials(Credentials):
         return True
 
 
-class GoogleCredentials(Credentials):
-    """A Google-signed ID token for the stack's audience from google-auth's credential chain
-    ("Authenticate for using client libraries": a service-account key in
-    GOOGLE_APPLICATION_CREDENTIALS, or the metadata server on GCP)."""
-
-    method, source = "google", "the Google credential chain (google-auth)"
+class _ChainToken(Credentials):
+    """A bearer token fetched from a cloud's credential chain, kept until shortly before it expires."""
 
     def __init__(self, settings: Any, *, stack: str, clock: Callable[[], float] = time.time):
         self.audience, self.stack, self.clock = settings.audience, stack, clock
         self._token: str | None = None
         self._expires_at: float | None = None
 
-    def _fetch(self) -> str:
-        try:
-            import google.auth.exceptions
-            from google.auth.transport.requests import Request
-            from google.oauth2 import id_token
-        except ImportError:
-            raise ToolMissing("google-auth is not installed: it supplies the Google ID tokens this stack signs in "
-                              "with", where="mlplat:access.mode", hint="pip install google-auth requests") from None
-        try:
-            return str(id_token.fetch_id_token(Request(), self.audience))  # type: ignore[no-untyped-call]
-        except google.auth.exceptions.DefaultCredentialsError as exc:
-            raise Unauthenticated(
-                f"no Google credentials that can mint an ID token were found: {exc}", where="mlplat:access.google",
-                hint="use a service account (GOOGLE_APPLICATION_CREDENTIALS, or the metadata server on GCP), or pass "
-                     f"a token: {TOKEN_ENV}=$(gcloud auth print-identity-token --audiences={self.audience})") from None
-        except google.auth.exceptions.GoogleAuthError as exc:
-            raise ExternalError(f"Google refused to issue an ID token for {self.audience}: {exc}",
-                                where="mlplat:access.google") from None
+    def _fetch(self) -> tuple[str, float | None]:
+        """The token and when it expires (epoch seconds; None: unknown)."""
+        raise NotImplementedError
 
     def headers(self) -> dict[str, str]:
         if self._token is None or (self._expires_at is not None
@@ -550,25 +531,47 @@ class GoogleCredentials(Credentials):
         return {"Authorization": f"Bearer {self._token}"}
 
     def refresh(self) -> bool:
-        self._token = self._fetch()
-        exp = (_unverified_claims(self._token) or {}).get("exp")
-        self._expires_at = float(exp) if isinstance(exp, int | float) else None
+        self._token, self._expires_at = self._fetch()
         return True
 
 
-class EntraCredentials(Credentials):
+class GoogleCredentials(_ChainToken):
+    """A Google-signed ID token for the stack's audience from google-auth's credential chain
+    ("Authenticate for using client libraries": a service-account key in
+    GOOGLE_APPLICATION_CREDENTIALS, or the metadata server on GCP)."""
+
+    method, source = "google", "the Google credential chain (google-auth)"
+
+    def _fetch(self) -> tuple[str, float | None]:
+        try:
+            import google.auth.exceptions
+            from google.auth.transport.requests import Request
+            from google.oauth2 import id_token
+        except ImportError:
+            raise ToolMissing("google-auth is not installed: it supplies the Google ID tokens this stack signs in "
+                              "with", where="mlplat:access.mode", hint="pip install google-auth requests") from None
+        try:
+            token = str(id_token.fetch_id_token(Request(), self.audience))  # type: ignore[no-untyped-call]
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise Unauthenticated(
+                f"no Google credentials that can mint an ID token were found: {exc}", where="mlplat:access.google",
+                hint="use a service account (GOOGLE_APPLICATION_CREDENTIALS, or the metadata server on GCP), or pass "
+                     f"a token: {TOKEN_ENV}=$(gcloud auth print-identity-token --audiences={self.audience})") from None
+        except google.auth.exceptions.GoogleAuthError as exc:
+            raise ExternalError(f"Google refused to issue an ID token for {self.audience}: {exc}",
+                                where="mlplat:access.google") from None
+        exp = (_unverified_claims(token) or {}).get("exp")
+        return token, float(exp) if isinstance(exp, int | float) else None
+
+
+class EntraCredentials(_ChainToken):
     """An Entra ID access token for ``<audience>/.default`` from azure-identity's
     ``DefaultAzureCredential`` (environment, workload identity, managed identity, ``az login``).
     The ``.default`` scope: learn.microsoft.com/entra/identity-platform/scopes-oidc."""
 
     method, source = "entra", "the Azure credential chain (azure-identity DefaultAzureCredential)"
 
-    def __init__(self, settings: Any, *, stack: str, clock: Callable[[], float] = time.time):
-        self.audience, self.stack, self.clock = settings.audience, stack, clock
-        self._token: str | None = None
-        self._expires_at: float | None = None
-
-    def _fetch(self) -> Any:
+    def _fetch(self) -> tuple[str, float | None]:
         try:
             from azure.core.exceptions import ClientAuthenticationError
             from azure.identity import DefaultAzureCredential
@@ -580,21 +583,11 @@ class EntraCredentials(Credentials):
                      f"{TOKEN_ENV}=$(az account get-access-token --scope {self.audience}/.default "
                      "--query accessToken -o tsv))") from None
         try:
-            return DefaultAzureCredential().get_token(f"{self.audience.rstrip('/')}/.default")
+            token = DefaultAzureCredential().get_token(f"{self.audience.rstrip('/')}/.default")
         except ClientAuthenticationError as exc:
             raise Unauthenticated(f"no Azure credentials could get a token for {self.audience}: {exc}",
                                   where="mlplat:access.entra", hint="sign in with `az login`, then rerun") from None
-
-    def headers(self) -> dict[str, str]:
-        if self._token is None or (self._expires_at is not None
-                                   and self._expires_at - EXPIRY_MARGIN_S <= self.clock()):
-            self.refresh()
-        return {"Authorization": f"Bearer {self._token}"}
-
-    def refresh(self) -> bool:
-        token = self._fetch()
-        self._token, self._expires_at = str(token.token), float(token.expires_on)
-        return True
+        return str(token.token), float(token.expires_on)
 
 
 def credentials_for(spec: Any, *, env: Mapping[str, str] | None = None, cache: TokenCache | None = None,

@@ -155,13 +155,12 @@ def _old_mac(key: audit.AuditKey, row: dict) -> str:
     return hmac.new(key.secret, audit.canonical(body).encode(), hashlib.sha256).hexdigest()
 
 
-def test_entries_from_before_the_method_column_still_verify(tmp_path):
-    db = Database(tmp_path / "platform.db")
-    db.migrate()
-    conn = db.connect()
+def entries_as_written_before_methods(conn, count: int) -> str:
+    """Append ``count`` keyed entries as the platform wrote them before entries recorded a method (no
+    auth_method, a MAC without it), anchor the head file, and return the last entry's hash."""
     key = audit.load_key(conn, create=True)
     prev = audit.GENESIS
-    for seq in (1, 2):  # written as the previous version wrote them: no auth_method, a MAC without it
+    for seq in range(1, count + 1):
         row = {"seq": seq, "ts": 1_700_000_000.0 + seq, "actor": f"old{seq}@example.com", "action": "approval.approved",
                "model": "m", "version": seq, "environment": "dev", "reason": "before", "evidence": "{}",
                "digest": "d" * 64, "prev_hash": prev}
@@ -174,6 +173,14 @@ def test_entries_from_before_the_method_column_still_verify(tmp_path):
                      "seq = excluded.seq, hash = excluded.hash", (seq, row["hash"]))
         prev = row["hash"]
     audit.write_head_file(conn, key)
+    return prev
+
+
+def test_entries_from_before_the_method_column_still_verify(tmp_path):
+    db = Database(tmp_path / "platform.db")
+    db.migrate()
+    conn = db.connect()
+    prev = entries_as_written_before_methods(conn, 2)
     with db.transaction(conn):
         new = audit.append(conn, actor="new@example.com", method="os-user", action="approval.approved", reason="after")
     assert new["prev_hash"] == prev and new["auth_method"] == "os-user"

@@ -36,6 +36,7 @@ from mlplat.services import audit
 from mlplat.services import ledger as ledger_service
 from tests.conftest import REPO
 from tests.integration import test_db_invariants as invariants
+from tests.integration.test_audit_identity import entries_as_written_before_methods
 from tests.pg import fresh_database
 from tests.unit import test_monitoring_alerts as alert_tests
 from tests.unit import test_registry_audit as audit_tests
@@ -145,26 +146,6 @@ def _dump(db: Database) -> dict:
         conn.close()
 
 
-def _entries_as_0006_wrote_them(conn, count: int) -> None:
-    from tests.integration.test_audit_identity import _old_mac
-
-    key = audit.load_key(conn, create=True)
-    prev = audit.GENESIS
-    for seq in range(1, count + 1):
-        row = {"seq": seq, "ts": 1_700_000_000.0 + seq, "actor": "old@example.com", "action": "deployment.created",
-               "model": "m", "version": 1, "environment": None, "reason": f"r{seq}", "evidence": "{}",
-               "digest": "d" * 64, "prev_hash": prev}
-        row["hash"] = _old_mac(key, row)
-        conn.execute("INSERT INTO audit_log (seq, ts, actor, action, model, version, environment, reason, evidence, "
-                     "digest, prev_hash, hash, scheme, key_id) VALUES (:seq, :ts, :actor, :action, :model, :version, "
-                     ":environment, :reason, :evidence, :digest, :prev_hash, :hash, 'hmac-sha256', :kid)",
-                     {**row, "kid": key.key_id})
-        conn.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                     "seq = excluded.seq, hash = excluded.hash", (seq, row["hash"]))
-        prev = row["hash"]
-    audit.write_head_file(conn, key)
-
-
 @pytest.mark.parametrize("scripts", [len(BASELINE), 5])
 def test_a_ledger_the_sql_scripts_built_upgrades_in_place_keeping_every_row(tmp_path, scripts):
     db = _legacy_ledger(tmp_path / "platform.db", scripts)
@@ -180,7 +161,7 @@ def test_a_ledger_the_sql_scripts_built_upgrades_in_place_keeping_every_row(tmp_
     conn.close()
     if scripts == len(BASELINE):
         conn = db.connect()
-        _entries_as_0006_wrote_them(conn, 3)  # keyed, without the method column of a later revision
+        entries_as_written_before_methods(conn, 3)  # keyed, without the method column of a later revision
         conn.close()
     else:  # before 0006 the chain was unkeyed
         audit_tests._legacy_chain(db, 3)

@@ -24,6 +24,7 @@ from mlplat.api import operations
 from mlplat.errors import Unauthenticated
 from mlplat.identity import OIDC, Principal
 from tests.conftest import REPO, run_cli, write_project
+from tests.server_support import HeaderAuthenticator
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("rbac-matrix")]
 
@@ -61,21 +62,6 @@ def principal(team: str, role: str | None) -> Principal:
 # "fraud" is the stack's team; "payments" principals hold the same roles in their own team's stack
 CALLERS = [(team, role) for team in ("fraud", "payments") for role in (*ROLE_GROUPS, None)]
 PRINCIPALS = {principal(team, role).name: principal(team, role) for team, role in CALLERS}
-
-
-class HeaderAuthenticator:
-    """Maps ``X-Test-Principal`` to one of :data:`PRINCIPALS` (a verified principal); 401 otherwise."""
-
-    method = OIDC
-
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        name = headers.get(HEADER)
-        if name not in PRINCIPALS:
-            raise Unauthenticated("no valid credentials", hint="run `mlplat login`")
-        return PRINCIPALS[name]
-
-    def check(self) -> None:
-        return None
 
 
 ANY = {"viewer", "developer", "approver", "operator", "admin", None}  # with no role too
@@ -158,7 +144,7 @@ def fraud(tmp_path_factory):
     assert up.returncode == 0, up.stderr
     spec = Context(project_dir=project).stack("dev")
     governance.reset_cache()
-    app = create_app(spec, project_dir=project, authenticator=HeaderAuthenticator())
+    app = create_app(spec, project_dir=project, authenticator=HeaderAuthenticator(PRINCIPALS, HEADER))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield project, client
 

@@ -24,7 +24,7 @@ from mlplat.errors import Denied, Unauthenticated
 from mlplat.identity import OIDC, Principal
 from tests.conftest import REPO, run_cli, write_project
 from tests.integration.support_registry import APPROVER, AUTHOR, cli_in, spec_ctx, stack_text, train
-from tests.server_support import running_server
+from tests.server_support import HeaderAuthenticator, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("separation-of-duties")]
 
@@ -44,19 +44,6 @@ PRINCIPALS = {p.name: p for p in (
     Principal(DEVELOPER, OIDC, groups=("fraud-ds",), ids=("sub-mallory",)),
     Principal(ROLE_APPROVER, OIDC, groups=("fraud-risk",), ids=("sub-rita",)),
 )}
-
-
-class HeaderAuthenticator:
-    method = OIDC
-
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        name = headers.get(HEADER)
-        if name not in PRINCIPALS:
-            raise Unauthenticated("no valid credentials", hint="run `mlplat login`")
-        return PRINCIPALS[name]
-
-    def check(self) -> None:
-        return None
 
 
 def stack() -> str:
@@ -82,7 +69,7 @@ def staged(tmp_path_factory):
     spec, _ = spec_ctx(root)
     governance.reset_cache()
     with running_server(root, "dev") as server, \
-            TestClient(create_app(spec, project_dir=root, authenticator=HeaderAuthenticator()),
+            TestClient(create_app(spec, project_dir=root, authenticator=HeaderAuthenticator(PRINCIPALS, HEADER)),
                        raise_server_exceptions=False) as client:
         yield root, server, client
 
