@@ -96,6 +96,8 @@ def test_an_approver_removed_by_up_no_longer_counts(staged):
         # before `up`, the removal is not in force: the approval still counts
         shown = json.loads(cli_in(staged, "models", "show", "scorer", "1", "--json").stdout)
         assert shown["approvals"]["state"] == "approved"
+        listed = json.loads(cli_in(staged, "approvals", "list", "--json").stdout)
+        assert listed["approvers"] == [APPROVER, AUTHOR]  # the applied list, not the edited file's
         applied = cli_in(staged, "up", "--stack", "dev", "--yes")
         assert applied.returncode == 0 and "Governance applied: approvers" in applied.stdout, applied.stdout
         result = cli_in(staged, "models", "promote", "scorer", "1", "--to", "production")
