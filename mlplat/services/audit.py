@@ -384,7 +384,17 @@ def verify(conn: sqlite3.Connection, key: AuditKey | None = None) -> Verificatio
     """Walk the chain; report every edited, forged, reordered, inserted or deleted entry, and a tail
     cut below the signed head file (read-only). Each entry is checked with its own scheme."""
     key = key or load_key(conn)
+    # Read while others may append: the signed head file first (it is written after each commit, so it
+    # never names an entry the reads below cannot see), then the in-database head, then the entries.
+    # An entry committed between those reads comes with its own head update, so entries beyond the head
+    # that a second read of the head covers are a concurrent append (checked next time), not a forgery.
+    anchor = read_head_file(conn)
+    head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     rows = [dict(r) for r in conn.execute("SELECT * FROM audit_log ORDER BY seq")]
+    if head is not None and rows and rows[-1]["seq"] > head[0]:
+        later = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        if later is not None and later[0] >= rows[-1]["seq"]:
+            rows = [r for r in rows if r["seq"] <= head[0]]
     problems: list[str] = []
     schemes: dict[str, int] = {}
     first_keyed = next((r["seq"] for r in rows if r.get("scheme") is not None), None)
@@ -401,7 +411,6 @@ def verify(conn: sqlite3.Connection, key: AuditKey | None = None) -> Verificatio
         if problem:
             problems.append(problem)
         prev = row["hash"]
-    head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     if head is None and rows:
         problems.append("the chain head is missing")
     elif head is not None:
@@ -410,14 +419,13 @@ def verify(conn: sqlite3.Connection, key: AuditKey | None = None) -> Verificatio
         elif (head[0], head[1]) != (rows[-1]["seq"], rows[-1]["hash"]):
             problems.append(f"the chain head names entry #{head[0]} but the last entry is #{rows[-1]['seq']} "
                             f"(entries at the end were deleted or replaced)")
-    head_state = _check_head_file(conn, key, rows, first_keyed, problems)
+    head_state = _check_head_file(anchor, key, rows, first_keyed, problems)
     return Verification(not problems, len(rows), problems, rows[-1]["hash"] if rows else None, schemes,
                         key.key_id if key and first_keyed is not None else None, head_state)
 
 
-def _check_head_file(conn: sqlite3.Connection, key: AuditKey | None, rows: list[dict[str, Any]], first_keyed: int | None,
-                     problems: list[str]) -> str:
-    anchor = read_head_file(conn)
+def _check_head_file(anchor: dict[str, Any] | None, key: AuditKey | None, rows: list[dict[str, Any]],
+                     first_keyed: int | None, problems: list[str]) -> str:
     name = HEAD_FILE
     if anchor is None:
         if first_keyed is not None:

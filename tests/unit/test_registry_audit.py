@@ -246,3 +246,43 @@ def test_an_unkeyed_entry_after_keyed_ones_is_a_forgery(conn):
     conn.execute("UPDATE audit_head SET seq=6, hash=? WHERE id=1", (row["hash"],))
     problems = audit.verify(conn).problems
     assert any("#6" in p and "legacy scheme after keyed entries" in p for p in problems), problems
+
+
+class _AppendsBefore:
+    """A connection that lets another writer append (and write the head file) just before ``verify``
+    reads the given statement: the interleaving of a reader and a writer on a busy ledger."""
+
+    def __init__(self, conn, path, marker: str):
+        self.conn, self.path, self.marker, self.done = conn, path, marker, False
+        self.key_dir = path.parent  # where the key and the head file are, as a PostgreSQL ledger's connection says
+
+    def execute(self, sql, *args):
+        if not self.done and sql.startswith(self.marker):
+            self.done = True
+            db = Database(self.path)
+            other = db.connect()
+            with db.transaction(other):
+                audit.append(other, method="system", actor="controller", action="rollout.advanced", model="m")
+            other.close()
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+@pytest.mark.parametrize("marker", ["SELECT seq, hash FROM audit_head", "SELECT * FROM audit_log"])
+def test_an_append_while_the_chain_is_read_is_not_taken_for_tampering(conn, tmp_path, marker):
+    racing = _AppendsBefore(conn, tmp_path / "platform.db", marker)
+    result = audit.verify(racing)
+    assert racing.done and result.ok, result.problems
+    assert audit.verify(conn).ok and audit.verify(conn).entries == 6
+
+
+def test_an_entry_beyond_the_head_that_no_head_covers_is_still_reported(conn):
+    _untrigger(conn)
+    last = conn.execute("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    conn.execute("INSERT INTO audit_log (seq, ts, actor, action, model, version, environment, reason, evidence, digest, "
+                 "prev_hash, hash, scheme, key_id, auth_method) VALUES (6, 1.0, 'mallory', 'approval.approved', 'm', 9, "
+                 "'dev', 'x', '{}', 'd', ?, 'h', ?, ?, 'oidc')", (last["hash"], last["scheme"], last["key_id"]))
+    problems = audit.verify(conn).problems
+    assert any("the chain head names entry #5 but the last entry is #6" in p for p in problems), problems
