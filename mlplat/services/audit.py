@@ -397,20 +397,10 @@ def verify(conn: sqlite3.Connection, key: AuditKey | None = None) -> Verificatio
             rows = [r for r in rows if r["seq"] <= head[0]]
     problems: list[str] = []
     schemes: dict[str, int] = {}
-    first_keyed = next((r["seq"] for r in rows if r.get("scheme") is not None), None)
-    prev = GENESIS
-    for index, row in enumerate(rows, start=1):
+    for row in rows:
         scheme = row.get("scheme") or SCHEME_LEGACY
         schemes[scheme] = schemes.get(scheme, 0) + 1
-        if row["seq"] != index:
-            problems.append(f"entry #{row['seq']}: expected #{index} here: entries are missing or renumbered")
-        if row["prev_hash"] != prev:
-            problems.append(f"entry #{row['seq']}: does not link to the entry before it "
-                            f"(deleted, inserted or reordered entries)")
-        problem = entry_problem(row, key, first_keyed=first_keyed)
-        if problem:
-            problems.append(problem)
-        prev = row["hash"]
+    first_keyed = _walk(rows, key, first_seq=1, prev_hash=GENESIS, problems=problems)
     if head is None and rows:
         problems.append("the chain head is missing")
     elif head is not None:
@@ -422,6 +412,26 @@ def verify(conn: sqlite3.Connection, key: AuditKey | None = None) -> Verificatio
     head_state = _check_head_file(anchor, key, rows, first_keyed, problems)
     return Verification(not problems, len(rows), problems, rows[-1]["hash"] if rows else None, schemes,
                         key.key_id if key and first_keyed is not None else None, head_state)
+
+
+def _walk(rows: list[dict[str, Any]], key: AuditKey | None, *, first_seq: Any, prev_hash: Any,
+          problems: list[str]) -> int | None:
+    """Check that ``rows`` number on from ``first_seq``, each links to the one before (the first to
+    ``prev_hash``) and carries its own valid hash; append what is wrong to ``problems``. Returns the
+    first keyed entry's number (entries before it may be legacy)."""
+    first_keyed = next((r["seq"] for r in rows if r.get("scheme") is not None), None)
+    prev, expected = prev_hash, first_seq
+    for row in rows:
+        if row["seq"] != expected:
+            problems.append(f"entry #{row['seq']}: expected #{expected} here: entries are missing or renumbered")
+        if row["prev_hash"] != prev:
+            problems.append(f"entry #{row['seq']}: does not link to the entry before it "
+                            f"(deleted, inserted or reordered entries)")
+        problem = entry_problem(row, key, first_keyed=first_keyed)
+        if problem:
+            problems.append(problem)
+        prev, expected = row["hash"], int(row["seq"]) + 1
+    return first_keyed
 
 
 def _check_head_file(anchor: dict[str, Any] | None, key: AuditKey | None, rows: list[dict[str, Any]],
@@ -637,18 +647,7 @@ def verify_archive(data: bytes, key: AuditKey | None) -> ArchiveVerification:
                         f"#{manifest.get('first_seq')}..#{manifest.get('last_seq')}")
     if manifest.get("first_seq") == 1 and manifest.get("prev_hash") != GENESIS:
         problems.append("the archive starts at entry #1 but does not link to the start of the chain")
-    first_keyed = next((r["seq"] for r in rows if r.get("scheme") is not None), None)
-    prev, expected = manifest.get("prev_hash"), manifest.get("first_seq")
-    for row in rows:
-        if row["seq"] != expected:
-            problems.append(f"entry #{row['seq']}: expected #{expected} here: entries are missing or renumbered")
-        if row["prev_hash"] != prev:
-            problems.append(f"entry #{row['seq']}: does not link to the entry before it "
-                            f"(deleted, inserted or reordered entries)")
-        problem = entry_problem(row, key, first_keyed=first_keyed)
-        if problem:
-            problems.append(problem)
-        prev, expected = row["hash"], int(row["seq"]) + 1
+    _walk(rows, key, first_seq=manifest.get("first_seq"), prev_hash=manifest.get("prev_hash"), problems=problems)
     if rows and rows[-1]["hash"] != manifest.get("head"):
         problems.append(f"the last entry (#{rows[-1]['seq']}) is not the head the manifest names")
     return ArchiveVerification(not problems, problems, manifest, len(rows))
