@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, yes_option
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, stack_plane, yes_option
 from mlplat.errors import CheckFailed
 
 SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "unchanged": ("=", "dim"), "kept": ("=", "dim")}
@@ -12,13 +12,6 @@ SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "unchanged": ("=
 @click.group()
 def features() -> None:
     """Register feature definitions, materialize them online, check training/serving skew."""
-
-
-def _plane(ctx, stack: str):
-    from mlplat.api.plane import plane_for
-
-    spec = ctx.stack(stack)
-    return spec, plane_for(spec, ctx)
 
 
 def load_definitions(spec, path: str | None):
@@ -85,7 +78,7 @@ def apply_cmd(ctx, stack: str, definitions_path: str | None, dry_run: bool, yes:
     from mlplat.cli.provision import _confirm
     from mlplat.features.plan import refuse_breaking
 
-    spec, plane = _plane(ctx, stack)
+    spec, plane = stack_plane(ctx, stack)
     document = definitions_doc(load_definitions(spec, definitions_path))
     planned = plane.call("features.plan", definitions=document)
     plan = plan_from(planned)
@@ -113,7 +106,7 @@ def apply_cmd(ctx, stack: str, definitions_path: str | None, dry_run: bool, yes:
 @pass_ctx
 def list_cmd(ctx, stack: str, as_json: bool) -> None:
     """Registered feature views and versions, their last materialization and the runs that read them."""
-    spec, plane = _plane(ctx, stack)
+    spec, plane = stack_plane(ctx, stack)
     rows = plane.call("features.list")
     if as_json:
         emit_json(rows)
@@ -145,7 +138,7 @@ def materialize_cmd(ctx, views: tuple[str, ...], stack: str, start: str, end: st
     """Write the latest value per entity in [START, END] into the online store (all views, or VIEWS)."""
     import time as _time
 
-    spec, plane = _plane(ctx, stack)
+    spec, plane = stack_plane(ctx, stack)
     if end == "now":
         end = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(ctx.clock()))
     t0 = _time.perf_counter()
@@ -171,7 +164,7 @@ def skew_cmd(ctx, view: str, stack: str, sample: int | None, at: str | None, see
     """Compare online values with offline point-in-time values for a sample of entities.
 
     Exits 1 when the mismatch rate is above the stack's features.maxSkewRate."""
-    spec, plane = _plane(ctx, stack)
+    spec, plane = stack_plane(ctx, stack)
     report = plane.call("features.skew", view=view, sample=sample, at=at, seed=seed)
     limit = report["max_skew_rate"]
     if as_json:

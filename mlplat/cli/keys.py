@@ -9,7 +9,7 @@ import re
 
 import click
 
-from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option
+from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option, stack_plane
 from mlplat.formatting import when
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -28,13 +28,6 @@ class Duration(click.ParamType):
             self.fail(f"{value!r} is not a duration: give seconds or a number with s, m, h or d (e.g. 0, 90, 1h, 30d)",
                       param, ctx)
         return float(int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
-
-
-def _plane(ctx, stack: str):
-    from mlplat.api.plane import plane_for
-
-    spec = ctx.stack(stack)
-    return plane_for(spec, ctx)
 
 
 def _print_key(ctx, doc: dict, verb: str) -> None:
@@ -61,7 +54,7 @@ def keys() -> None:
 def create_cmd(ctx, model: str, stack: str, environment: str | None, description: str | None,
                expires_in: float | None, as_json: bool) -> None:
     """A new key for MODEL's endpoint in the stack's environment (or --env); its secret is printed once."""
-    doc = _plane(ctx, stack).call("keys.create", model=model, environment=environment, description=description,
+    doc = stack_plane(ctx, stack)[1].call("keys.create", model=model, environment=environment, description=description,
                                   expires_in=expires_in)
     if as_json:
         emit_json(doc)
@@ -77,7 +70,7 @@ def create_cmd(ctx, model: str, stack: str, environment: str | None, description
 @pass_ctx
 def list_cmd(ctx, model: str | None, stack: str, environment: str | None, as_json: bool) -> None:
     """Keys (of MODEL, if given) with their state; never their secrets."""
-    rows = _plane(ctx, stack).call("keys.list", model=model, environment=environment)
+    rows = stack_plane(ctx, stack)[1].call("keys.list", model=model, environment=environment)
     if as_json:
         emit_json(rows)
         return
@@ -102,7 +95,7 @@ def list_cmd(ctx, model: str | None, stack: str, environment: str | None, as_jso
 @pass_ctx
 def revoke_cmd(ctx, model: str, key_id: str, stack: str, reason: str | None, as_json: bool) -> None:
     """Revoke MODEL's key KEY_ID; running gateways refuse it within their routing poll, without a restart."""
-    doc = _plane(ctx, stack).call("keys.revoke", key_id=key_id, model=model, reason=reason)
+    doc = stack_plane(ctx, stack)[1].call("keys.revoke", key_id=key_id, model=model, reason=reason)
     if as_json:
         emit_json(doc)
         return
@@ -122,7 +115,7 @@ def revoke_cmd(ctx, model: str, key_id: str, stack: str, reason: str | None, as_
 def rotate_cmd(ctx, model: str, key_id: str, stack: str, grace: float, description: str | None,
                as_json: bool) -> None:
     """A new key with KEY_ID's scope; KEY_ID stays valid for --grace, then stops."""
-    doc = _plane(ctx, stack).call("keys.rotate", key_id=key_id, model=model, grace=grace, description=description)
+    doc = stack_plane(ctx, stack)[1].call("keys.rotate", key_id=key_id, model=model, grace=grace, description=description)
     if as_json:
         emit_json(doc)
         return

@@ -52,3 +52,11 @@ def emit_json(data) -> None:
     import json
 
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def stack_plane(ctx, stack: str):
+    """The stack and its control plane (the ledger in this process, or the stack's `mlplat server`)."""
+    from mlplat.api.plane import plane_for
+
+    spec = ctx.stack(stack)
+    return spec, plane_for(spec, ctx)

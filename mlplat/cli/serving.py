@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option
+from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option, stack_plane
 from mlplat.formatting import when
 from mlplat.netguard import require_loopback
 
@@ -23,14 +23,6 @@ def _serving(ctx, spec):
     from mlplat.contracts import Capability
 
     return providers.capability(spec, ctx, Capability.SERVING)
-
-
-def _plane(ctx, stack: str):
-    """The stack and its control plane: deployments live in the ledger, wherever it is."""
-    from mlplat.api.plane import plane_for
-
-    spec = ctx.stack(stack)
-    return spec, plane_for(spec, ctx)
 
 
 def _int_list(_ctx, _param, value: str | None) -> list[int] | None:
@@ -122,7 +114,7 @@ def deploy(ctx, name: str, version: int, stack: str, environment: str | None, st
         raise click.UsageError("--steps and --bake apply to --strategy canary")
     if percent is not None and strategy != "shadow":
         raise click.UsageError("--percent applies to --strategy shadow")
-    _, plane = _plane(ctx, stack)
+    _, plane = stack_plane(ctx, stack)
     endpoint = plane.call("deployments.create", model=name, version=version, environment=environment,
                           strategy=strategy, weights=weights, steps=steps, bake_seconds=bake, percent=percent)
     env = endpoint["environment"]
@@ -147,7 +139,7 @@ def deploy(ctx, name: str, version: int, stack: str, environment: str | None, st
 def rollback(ctx, name: str, stack: str, environment: str | None, to_version: int | None, reason: str | None,
              as_json: bool) -> None:
     """Move 100 % of NAME's traffic back to its stable (kept warm) version, ending any rollout."""
-    _, plane = _plane(ctx, stack)
+    _, plane = stack_plane(ctx, stack)
     endpoint = plane.call("deployments.rollback", model=name, environment=environment, to=to_version, reason=reason)
     env = endpoint["environment"]
     if as_json:
@@ -169,7 +161,7 @@ def deployments() -> None:
 @pass_ctx
 def list_cmd(ctx, stack: str, environment: str | None, as_json: bool) -> None:
     """Every deployment with its strategy and routing."""
-    _, plane = _plane(ctx, stack)
+    _, plane = stack_plane(ctx, stack)
     rows = plane.call("deployments.list", environment=environment)
     if as_json:
         emit_json(rows)
@@ -195,7 +187,7 @@ def list_cmd(ctx, stack: str, environment: str | None, as_json: bool) -> None:
 @pass_ctx
 def show_cmd(ctx, name: str, stack: str, environment: str | None, as_json: bool) -> None:
     """One deployment: routing, served-version history, recent decisions."""
-    _, plane = _plane(ctx, stack)
+    _, plane = stack_plane(ctx, stack)
     data = plane.call("deployments.show", model=name, environment=environment)
     if as_json:
         emit_json(data)
@@ -238,7 +230,7 @@ def rollout() -> None:
 @pass_ctx
 def status_cmd(ctx, name: str, stack: str, environment: str | None, as_json: bool) -> None:
     """Current step, latest analysis per variant (canary), A/B readout, shadow comparison, decisions."""
-    _, plane = _plane(ctx, stack)
+    _, plane = stack_plane(ctx, stack)
     data = plane.call("rollouts.status", model=name, environment=environment)
     if as_json:
         emit_json(data)
