@@ -19,6 +19,17 @@ from mlplat.contracts.cost import CostSource, Deployment, Usage
 from mlplat.contracts.delivery import DeliveryPipeline, Endpoint, Package
 from mlplat.contracts.features import FeatureStoreBackend, ViewSelection
 from mlplat.contracts.monitoring import Capture, Monitor, split_predictions
+from mlplat.contracts.pipelines import (
+    JobStatus,
+    PipelineBackend,
+    PipelineDefinition,
+    PipelineRunStatus,
+    ScheduleInfo,
+    SourceBundle,
+    StepDefinition,
+    StepRun,
+    TrainingJobSpec,
+)
 from mlplat.contracts.provisioning import Plan, PlannedChange, Provisioner, ResourceStatus
 from mlplat.contracts.registry import ModelRegistry, StoredVersion
 from mlplat.contracts.serving import EndpointDeployer
@@ -40,17 +51,26 @@ __all__ = [
     "EndpointDeployer",
     "ExperimentTracker",
     "FeatureStoreBackend",
+    "JobStatus",
     "MetricPoint",
     "ModelRegistry",
     "Monitor",
     "Package",
+    "PipelineBackend",
+    "PipelineDefinition",
+    "PipelineRunStatus",
     "Plan",
     "PlannedChange",
-    "Provisioner",
     "ProviderSettings",
+    "Provisioner",
     "ResourceStatus",
     "RunRecord",
+    "ScheduleInfo",
+    "SourceBundle",
+    "StepDefinition",
+    "StepRun",
     "StoredVersion",
+    "TrainingJobSpec",
     "Usage",
     "VariantStats",
     "ViewSelection",

@@ -8,6 +8,7 @@ from mlplat.contracts.cost import CostSource
 from mlplat.contracts.delivery import DeliveryPipeline
 from mlplat.contracts.features import FeatureStoreBackend
 from mlplat.contracts.monitoring import Monitor
+from mlplat.contracts.pipelines import PipelineBackend
 from mlplat.contracts.provisioning import Provisioner
 from mlplat.contracts.registry import ModelRegistry
 from mlplat.contracts.serving import EndpointDeployer
@@ -23,6 +24,7 @@ class Capability(str, Enum):
     MONITORING = "monitoring"
     FEATURES = "features"
     COST = "cost"
+    PIPELINES = "pipelines"
 
 
 CONTRACTS: dict[Capability, type[Contract]] = {
@@ -34,5 +36,6 @@ CONTRACTS: dict[Capability, type[Contract]] = {
     Capability.MONITORING: Monitor,
     Capability.FEATURES: FeatureStoreBackend,
     Capability.COST: CostSource,
+    Capability.PIPELINES: PipelineBackend,
 }
 """Capability → the ABC its implementations subclass. ``ProviderBundle.get`` checks against it."""
