@@ -64,6 +64,8 @@ class JobStatus:
     message: str = ""  # why it failed or stopped
     run_id: str | None = None  # the tracked run the job created
     model_version: int | None = None  # the version registered when the script called run.log_model
+    model: str | None = None  # the registered model of ``model_version``
+    price_per_hour: float | None = None  # the instance type's price when submitted (cost lines read it)
 
     @property
     def done(self) -> bool:
@@ -147,6 +149,11 @@ class PipelineBackend(Contract):
     @abc.abstractmethod
     def stop_training(self, job_id: str) -> JobStatus:
         """Stop a running job (no-op on a finished one); returns its status."""
+
+    def training_jobs(self) -> list[JobStatus]:
+        """Every training job of the stack, newest first. Optional (``mlplat train list`` and the
+        training lines of ``mlplat cost report`` read it)."""
+        self._unsupported("listing training jobs")
 
     # --- pipelines ----------------------------------------------------------------------------
 
