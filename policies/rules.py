@@ -405,7 +405,8 @@ def validate_approval(resources: Sequence[Resource], config: Mapping[str, Any], 
 
 
 def _monitored_endpoints(resources: Sequence[Resource]) -> set[str]:
-    """Endpoints read by a job definition that a monitoring schedule runs."""
+    """Endpoints read by a job definition that a monitoring schedule runs, or declared with the platform's own
+    monitoring schedule (the AWS runtime's endpoints, monitored by the platform's pass over their capture)."""
     reads: dict[str, str] = {}
     for job in _of(resources, T_DQ_JOB):
         endpoint = ((job.props.get("dataQualityJobInput") or {}).get("endpointInput") or {}).get("endpointName")
@@ -425,6 +426,9 @@ def _monitored_endpoints(resources: Sequence[Resource]) -> set[str]:
         endpoint = reads.get(cfg.get("monitoringJobDefinitionName"))
         if endpoint:
             monitored.add(endpoint)
+    for component in _of(resources, T_SERVING_DECLARATION):  # endpoints the platform's own pass monitors
+        monitored.update(str(d.get("endpointName")) for d in component.props.get("endpoints") or []
+                         if d.get("monitorSchedule"))
     return monitored
 
 

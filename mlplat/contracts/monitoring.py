@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +148,14 @@ class Monitor(Contract):
     @abc.abstractmethod
     def known_request_ids(self, ids: list[str]) -> set[str]:
         """Which of ``ids`` (request ids or ``<request id>#<row>`` batch row ids) were captured."""
+
+    def publish(self, report: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Put a finished pass's results (``PassReport.to_dict()``) where the provider's own alarms and
+        dashboards read them, e.g. a cloud's metric store; returns what was published.
+
+        The ledger holds every pass on every provider. A provider whose alarms and dashboards read the
+        ledger itself (the local gateway's) has nothing more to publish: the default returns ``None``."""
+        return None
 
     def resolve_request_ids(self, ids: list[str]) -> dict[str, list[str]]:
         """The captured request ids (or batch row ids) each of ``ids`` names; ids naming none are left out.

@@ -1,8 +1,9 @@
 """The aws provider: Amazon SageMaker (Pulumi program on pulumi-aws; runtime through boto3).
 
 Stacks validate with :class:`AwsProviderSpec` (no SDK needed). The capabilities below import
-Pulumi and boto3 when built; monitoring and features are not offered, and asking for them raises
-`CapabilityNotSupported` naming the provider and the capability.
+Pulumi and boto3 when built; a capability not offered here raises `CapabilityNotSupported` naming the
+provider and the capability. Monitoring is the platform's own pass over the endpoints' data capture in
+S3, published as CloudWatch metrics (``runtime/monitoring.py``).
 """
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ def _serving(spec, ctx):
     return AwsServing(spec, ctx)
 
 
+def _monitoring(spec, ctx):
+    from mlplat_providers.aws.runtime.monitoring import AwsMonitor
+
+    return AwsMonitor(spec, ctx)
+
+
 def _cost(spec, ctx):
     from mlplat_providers.aws.runtime.cost import AwsCost
 
@@ -57,6 +64,7 @@ provider = ProviderBundle(
         Capability.REGISTRY: _registry,
         Capability.DELIVERY: _delivery,
         Capability.SERVING: _serving,
+        Capability.MONITORING: _monitoring,
         Capability.COST: _cost,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "

@@ -238,13 +238,16 @@ class Serving(pulumi.ComponentResource):
             for alarm in p.alarm_plans(spec):
                 if alarm.rollback:
                     continue
+                # the drift alarm watches what the platform's monitoring pass publishes for the stable variant
+                # (plan.PLATFORM_NAMESPACE), one datapoint per pass; no pass yet is INSUFFICIENT_DATA, not OK
                 alarms.append(aws.cloudwatch.MetricAlarm(
                     f"{name}-{model.model}-{alarm.suffix}", name=p.alarm_name(model, alarm),
                     alarm_description=alarm.description, namespace=alarm.namespace, metric_name=alarm.metric,
-                    dimensions={"EndpointName": model.endpoint},
+                    dimensions=p.alarm_dimensions(spec, model, alarm),
                     statistic=alarm.statistic, extended_statistic=alarm.extended_statistic,
-                    comparison_operator="GreaterThanThreshold", threshold=alarm.threshold, period=60,
-                    evaluation_periods=2, datapoints_to_alarm=2, treat_missing_data="notBreaching",
+                    comparison_operator="GreaterThanThreshold", threshold=alarm.threshold,
+                    period=p.platform_alarm_period(spec), evaluation_periods=1, datapoints_to_alarm=1,
+                    treat_missing_data="missing",
                     alarm_actions=[args.alert_topic_arn], ok_actions=[args.alert_topic_arn], tags=tags,
                     opts=_child(self)))
             self.endpoints[model.model] = model.endpoint
@@ -264,44 +267,17 @@ class MonitoringArgs:
 
 
 class Monitoring(pulumi.ComponentResource):
-    """Per endpoint: data-quality and model-quality job definitions with their monitoring schedules;
-    one CloudWatch dashboard for the team naming every endpoint."""
+    """The team's CloudWatch dashboard: per endpoint SageMaker's invocations, latency and errors per variant,
+    and the drift the platform's monitoring pass publishes (plan.dashboard_body).
+
+    The program creates no Model Monitor schedule: a schedule reads an endpoint, which the runtime creates on
+    the first deploy, and Model Monitor is no longer open to new customers. The platform's own pass monitors
+    every endpoint; a stack that opts in (``mlplat:provider.modelMonitor``) gets a data-quality schedule from
+    the runtime once an endpoint exists (``runtime/model_monitor.py``)."""
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplat:aws:Monitoring", name, None, opts)
-        plan, tags = args.plan, args.plan.tags
-        cron = p.monitoring_cron(plan.spec.monitoring.schedule)
-        image = p.monitor_image(plan.region)
-        for model in plan.models:
-            data_job = aws.sagemaker.DataQualityJobDefinition(
-                f"{name}-{model.model}-data-job", name=p.slug(f"{model.endpoint}-data-job"), role_arn=args.role_arn,
-                data_quality_app_specification={"image_uri": image},
-                data_quality_job_input={"endpoint_input": {"endpoint_name": model.endpoint,
-                                                           "local_path": "/opt/ml/processing/input"}},
-                data_quality_job_output_config={"monitoring_outputs": {"s3_output": {
-                    "s3_uri": pulumi.Output.concat("s3://", args.bucket, "/monitoring/", model.model, "/data"),
-                    "local_path": "/opt/ml/processing/output"}}},
-                job_resources={"cluster_config": {"instance_count": 1, "instance_type": p.MONITORING_INSTANCE,
-                                                  "volume_size_in_gb": 20}},
-                stopping_condition={"max_runtime_in_seconds": 1800},
-                tags=tags, opts=_child(self, depends_on=list(args.endpoints)))
-            aws.sagemaker.MonitoringSchedule(
-                f"{name}-{model.model}-data", name=p.slug(f"{model.endpoint}-data"),
-                monitoring_schedule_config={"monitoring_job_definition_name": data_job.name,
-                                            "monitoring_type": "DataQuality",
-                                            "schedule_config": {"schedule_expression": cron}},
-                tags=tags, opts=_child(self))
-            state = pulumi.Output.from_input(args.role_arn).apply(
-                lambda role, m=model: json.dumps(p.model_quality_state(plan, m, role), sort_keys=True))
-            quality_job = aws.cloudcontrol.Resource(
-                f"{name}-{model.model}-quality-job", type_name="AWS::SageMaker::ModelQualityJobDefinition",
-                desired_state=state, opts=_child(self, depends_on=list(args.endpoints)))
-            aws.sagemaker.MonitoringSchedule(
-                f"{name}-{model.model}-quality", name=p.slug(f"{model.endpoint}-quality"),
-                monitoring_schedule_config={"monitoring_job_definition_name": p.slug(f"{model.endpoint}-quality"),
-                                            "monitoring_type": "ModelQuality",
-                                            "schedule_config": {"schedule_expression": cron}},
-                tags=tags, opts=_child(self, depends_on=[quality_job]))
+        plan = args.plan
         self.dashboard = aws.cloudwatch.Dashboard(f"{name}-dashboard", dashboard_name=p.slug(f"{plan.prefix}", 255),
                                                   dashboard_body=p.dashboard_body(plan), opts=_child(self))
         self.register_outputs({"dashboard": self.dashboard.dashboard_name})

@@ -195,6 +195,9 @@ def serving_declaration(plan: StackPlan, model: ModelPlan) -> dict[str, Any]:
                         "destinationS3Uri": capture_uri(plan.bucket, model.model, spec.environment),
                         "captureContentTypeHeader": {"jsonContentTypes": list(CAPTURE_JSON)}},
         "approvedPackagesOnly": True,
+        # the platform's monitoring pass reads the captures on this schedule (`mlplat serve` runs it, or
+        # `mlplat monitor run` from any scheduler) and publishes the metrics the drift alarm watches
+        "monitorSchedule": spec.monitoring.schedule,
     }
 
 
@@ -218,10 +221,26 @@ def alarm_plans(spec: StackSpec) -> list[AlarmPlan]:
                   description="The endpoint returns server errors."),
         AlarmPlan("latency-p95", "ModelLatency", "AWS/SageMaker", latency_us, extended_statistic="p95",
                   description=f"p95 model latency above {spec.serving.latency_budget_ms:g} ms."),
-        AlarmPlan("drift", "feature_baseline_drift_total", "aws/sagemaker/Endpoints/data-metrics",
-                  spec.monitoring.drift.psi, statistic="Maximum", rollback=False,
-                  description="Model Monitor reports drift from the training baseline."),
+        AlarmPlan("drift", DRIFT_ALARM_METRIC, PLATFORM_NAMESPACE, spec.monitoring.drift.psi, statistic="Maximum",
+                  rollback=False, description=f"The platform's monitoring pass finds a feature of the stable version "
+                  f"drifted (PSI above {spec.monitoring.drift.psi:g}) from its training reference."),
     ]
+
+
+def platform_alarm_period(spec: StackSpec) -> int:
+    """The period of an alarm on a platform metric: one monitoring pass (``monitoring.schedule``) in whole
+    minutes, so each period holds the datapoint of one pass (CloudWatch alarm periods are multiples of 60 s
+    up to a day)."""
+    return int(min(86_400, max(60, -(-duration_seconds(spec.monitoring.schedule) // 60) * 60)))
+
+
+def alarm_dimensions(spec: StackSpec, model: ModelPlan, alarm: AlarmPlan) -> dict[str, str]:
+    """The dimensions an endpoint-wide (non-rollback) alarm watches: the platform's own metrics of the model's
+    stable variant in the stack's environment, exactly as the monitoring pass publishes them; SageMaker's
+    own metrics per endpoint otherwise."""
+    if alarm.namespace == PLATFORM_NAMESPACE:
+        return platform_dimensions(model.model, spec.environment, PRIMARY)
+    return {"EndpointName": model.endpoint}
 
 
 def alarm_name(model: ModelPlan, alarm: AlarmPlan) -> str:
@@ -243,6 +262,69 @@ def rollback_alarms(spec: StackSpec, endpoint: str) -> list[tuple[str, str, Alar
 
 # --- monitoring -----------------------------------------------------------------------
 
+# The platform's own CloudWatch metrics. Every monitoring pass on an AWS stack publishes, per model version
+# it judged, under the SageMaker variant that served it (``runtime/monitoring.py``): PSI per feature, the
+# largest PSI and the share of drifted features, the quality metrics once labels arrive, the captured
+# predictions; and the team's cost this month. The drift alarm, the dashboard and the canary judge read these
+# names, so what the program watches is what the pass publishes (service_rules.alarm_metric_problems).
+PLATFORM_NAMESPACE = "mlplat/Models"
+FEATURE_DRIFT_METRIC = "FeatureDriftPSI"  # dimensions Model, Environment, Variant, Feature
+DRIFT_ALARM_METRIC = "FeatureDriftMaxPSI"  # the largest PSI over the features; Model, Environment, Variant
+DRIFT_SHARE_METRIC = "DriftedFeatureShare"
+PREDICTIONS_METRIC = "Predictions"
+QUALITY_METRICS = {"quality.accuracy": "Accuracy", "quality.precision": "Precision", "quality.recall": "Recall",
+                   "quality.f1": "F1", "quality.roc_auc": "RocAuc", "quality.ece": "CalibrationError",
+                   "quality.rows": "LabelledRows"}
+COST_METRICS = {"cost.usd": "CostUSD", "cost.daily_usd": "DailyCostUSD", "cost.predictions": "BilledPredictions",
+                "cost.per_prediction_usd": "CostPerPredictionUSD", "cost.budget_share": "BudgetShare"}
+PLATFORM_METRICS = frozenset({FEATURE_DRIFT_METRIC, DRIFT_ALARM_METRIC, DRIFT_SHARE_METRIC, PREDICTIONS_METRIC,
+                              *QUALITY_METRICS.values(), *COST_METRICS.values()})
+
+
+def platform_dimensions(model: str, environment: str, variant: str, feature: str | None = None) -> dict[str, str]:
+    """The dimensions of a platform metric of one model's variant (and feature) in one environment."""
+    dims = {"Model": model, "Environment": environment, "Variant": variant}
+    if feature is not None:
+        dims["Feature"] = feature
+    return dims
+
+
+def team_dimensions(team: str, environment: str) -> dict[str, str]:
+    """The dimensions of the team's cost metrics."""
+    return {"Team": team, "Environment": environment}
+
+
+def publishers(spec: StackSpec) -> list[Any]:
+    """What publishes the metrics the stack's alarms may watch (``service_rules.Publisher``): the platform's
+    monitoring pass (per model variant, per feature, per team) and SageMaker (per endpoint variant the runtime
+    creates)."""
+    from mlplat_providers.aws.service_rules import (
+        SAGEMAKER_ENDPOINT_METRICS,
+        SAGEMAKER_NAMESPACE,
+        Publisher,
+    )
+
+    variants = frozenset({PRIMARY, CANARY, SHADOW})
+    per_variant = frozenset(PLATFORM_METRICS - {FEATURE_DRIFT_METRIC, *COST_METRICS.values()})
+    return [
+        Publisher("the platform's monitoring pass", PLATFORM_NAMESPACE, per_variant,
+                  frozenset(platform_dimensions("m", "e", "v")), {"Variant": variants}),
+        Publisher("the platform's monitoring pass", PLATFORM_NAMESPACE, frozenset({FEATURE_DRIFT_METRIC}),
+                  frozenset(platform_dimensions("m", "e", "v", "f")), {"Variant": variants}),
+        Publisher("the platform's monitoring pass", PLATFORM_NAMESPACE, frozenset(COST_METRICS.values()),
+                  frozenset(team_dimensions("t", "e")), {"Team": frozenset({spec.team})}),
+        Publisher("SageMaker", SAGEMAKER_NAMESPACE, SAGEMAKER_ENDPOINT_METRICS,
+                  frozenset({"EndpointName", "VariantName"}), {"VariantName": variants}),
+    ]
+
+
+def platform_metric(name: str, model: str, environment: str, variant: str, stat: str) -> list[Any]:
+    """A dashboard widget's line for a platform metric of one variant."""
+    line: list[Any] = [PLATFORM_NAMESPACE, name]
+    for key, value in platform_dimensions(model, environment, variant).items():
+        line += [key, value]
+    return [*line, {"stat": stat}]
+
 
 def monitor_image(region: str) -> str:
     account = MODEL_MONITOR_ACCOUNTS.get(region)
@@ -258,27 +340,6 @@ def monitoring_cron(schedule: str) -> str:
     if seconds >= 86_400:
         return "cron(0 0 ? * * *)"
     return "cron(0 * ? * * *)"
-
-
-def model_quality_state(plan: StackPlan, model: ModelPlan, role_arn: str, problem_type: str = "BinaryClassification") -> dict:
-    """The Cloud Control desired state of a model-quality job definition (pulumi-aws has no native resource)."""
-    return {
-        "JobDefinitionName": slug(f"{model.endpoint}-quality"),
-        "ModelQualityAppSpecification": {"ImageUri": monitor_image(plan.region), "ProblemType": problem_type},
-        "ModelQualityJobInput": {
-            "EndpointInput": {"EndpointName": model.endpoint, "LocalPath": "/opt/ml/processing/input",
-                              "InferenceAttribute": "prediction", "ProbabilityAttribute": "probability",
-                              "ProbabilityThresholdAttribute": 0.5},
-            "GroundTruthS3Input": {"S3Uri": f"s3://{plan.bucket}/ground-truth/{model.model}"},
-        },
-        "ModelQualityJobOutputConfig": {"MonitoringOutputs": [{"S3Output": {
-            "LocalPath": "/opt/ml/processing/output", "S3Uri": f"s3://{plan.bucket}/monitoring/{model.model}/quality"}}]},
-        "JobResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": MONITORING_INSTANCE,
-                                           "VolumeSizeInGB": 20}},
-        "RoleArn": role_arn,
-        "StoppingCondition": {"MaxRuntimeInSeconds": 1800},
-        "Tags": [{"Key": k, "Value": v} for k, v in plan.tags.items()],
-    }
 
 
 def dashboard_body(plan: StackPlan) -> str:
@@ -298,8 +359,8 @@ def dashboard_body(plan: StackPlan) -> str:
             ("Latency p95 (us)", [metric("ModelLatency", v, "p95") for v in (*GUARDED_VARIANTS, SHADOW)]),
             ("Errors per variant", [metric(m, v) for v in (*GUARDED_VARIANTS, SHADOW)
                                     for m in ("Invocation4XXErrors", "Invocation5XXErrors")]),
-            ("Drift", [["aws/sagemaker/Endpoints/data-metrics", "feature_baseline_drift_total", "Endpoint",
-                        model.endpoint, "MonitoringSchedule", slug(f"{model.endpoint}-data"), {"stat": "Maximum"}]]),
+            ("Drift (max PSI)", [platform_metric(DRIFT_ALARM_METRIC, model.model, plan.spec.environment, v, "Maximum")
+                                 for v in (*GUARDED_VARIANTS, SHADOW)]),
         ]
         for i, (title, metrics) in enumerate(panels):
             widgets.append({"type": "metric", "x": 6 * i, "y": y, "width": 6, "height": 6, "properties": {

@@ -166,12 +166,58 @@ def test_dashboard_body_names_every_endpoint_and_runtime_variant(fraud):
     assert variants == {"primary", "canary", "shadow"}
 
 
-def test_monitoring_schedules_read_each_endpoint(fraud):
+def test_every_endpoint_is_monitored_by_the_platforms_pass_and_no_schedule_names_a_missing_endpoint(fraud):
+    """The program creates no endpoint, so it creates no Model Monitor schedule (one would read an endpoint
+    that does not exist at `up`); the declared endpoints are monitored by the platform's own pass."""
     records = run_program(fraud)
     graph = [rules.Resource(r.type, r.name, r.inputs, r.urn) for r in records]
+    assert of(records, rules.T_SCHEDULE) == [] and of(records, rules.T_DQ_JOB) == []
     assert rules._monitored_endpoints(graph) == {e["endpointName"] for e in declared(records)}
-    types = {r.inputs["monitoringScheduleConfig"]["monitoringType"] for r in of(records, rules.T_SCHEDULE)}
-    assert types == {"DataQuality", "ModelQuality"}
+    assert {e["monitorSchedule"] for e in declared(records)} == {fraud.monitoring.schedule}
+
+
+def test_the_drift_alarm_watches_the_metric_the_monitoring_pass_publishes(fraud):
+    from mlplat_providers.aws import plan as p
+
+    records = run_program(fraud)
+    drift = [r.inputs for r in of(records, rules.T_ALARM) if r.inputs["name"].endswith("-drift")]
+    assert len(drift) == len(declared(records)) == 2
+    for alarm in drift:
+        model = next(e["model"] for e in declared(records) if alarm["name"] == f"{e['endpointName']}-drift")
+        assert (alarm["namespace"], alarm["metricName"]) == ("mlplat/Models", "FeatureDriftMaxPSI")
+        assert alarm["dimensions"] == {"Model": model, "Environment": "production", "Variant": "primary"}
+        assert alarm["threshold"] == fraud.monitoring.drift.psi
+        assert alarm["period"] == p.platform_alarm_period(fraud) and alarm["period"] % 60 == 0
+        assert alarm["treatMissingData"] == "missing"
+
+
+def test_every_alarm_watches_a_metric_something_publishes(fraud):
+    from mlplat_providers.aws import plan as p
+    from mlplat_providers.aws.service_rules import alarm_metric_problem
+
+    alarms = [r.inputs for r in of(run_program(fraud), rules.T_ALARM)]
+    assert len(alarms) == 10
+    publishers = p.publishers(fraud)
+    assert [alarm_metric_problem(a["namespace"], a["metricName"], a["dimensions"], publishers) for a in alarms] \
+        == [None] * len(alarms)
+    # the alarm this program used to make: nothing publishes it
+    assert "nothing publishes" in alarm_metric_problem("aws/sagemaker/Endpoints/data-metrics",
+                                                       "feature_baseline_drift_total", {"EndpointName": "e"},
+                                                       publishers)
+
+
+def test_dashboard_drift_widgets_read_the_platforms_metric(fraud):
+    from mlplat_providers.aws import plan as p
+    from mlplat_providers.aws.service_rules import alarm_metric_problem
+
+    body = json.loads(of(run_program(fraud), "aws:cloudwatch/dashboard:Dashboard")[0].inputs["dashboardBody"])
+    lines = [m for w in body["widgets"] for m in (w["properties"].get("metrics") or []) if m[0] == "mlplat/Models"]
+    assert {(m[1], m[3], m[7]) for m in lines} == {("FeatureDriftMaxPSI", model, variant)
+                                                  for model in ("card-scorer", "merchant-tagger")
+                                                  for variant in ("primary", "canary", "shadow")}
+    for m in lines:
+        dims = dict(zip(m[2:-1:2], m[3:-1:2]))
+        assert alarm_metric_problem(m[0], m[1], dims, p.publishers(fraud)) is None
 
 
 def test_registry_pipeline_and_approval_rule_per_model(fraud):

@@ -59,11 +59,12 @@ class PassReport:
     cost: dict[str, float] = field(default_factory=dict)
     retraining: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    published: dict[str, Any] = field(default_factory=dict)  # what the provider put in its metric store
 
     def to_dict(self) -> dict[str, Any]:
         return {"pass_id": self.pass_id, "ts": self.ts, "stack": self.stack,
                 "windows": [w.__dict__ for w in self.windows], "events": self.events, "cost": self.cost,
-                "retraining": self.retraining, "notes": self.notes}
+                "retraining": self.retraining, "notes": self.notes, "published": self.published}
 
 
 def reference_frame(spec: StackSpec, ctx: Context, model: str, version: int) -> pd.DataFrame | None:
@@ -212,13 +213,16 @@ def run_pass(spec: StackSpec, ctx: Context, *, deliver: str = "background", retr
         report.notes.append(f"cost skipped: {exc.message}")
 
     subjects: dict[str, dict[str, float]] = {}
+    about: dict[str, alerts_mod.About] = {}
     newest: dict[tuple[str, str], VersionWindow] = {}
     for w in report.windows:  # alerts watch the version that served most recently per model and environment
         newest.setdefault((w.model, w.environment), w)
     for (model, environment), w in newest.items():
         subjects[f"{model}@{environment}"] = w.metrics
+        about[f"{model}@{environment}"] = alerts_mod.About(f"{model} v{w.version} in {environment}", w.drift)
     if report.cost:
         subjects[f"team:{spec.team}"] = report.cost
+        about[f"team:{spec.team}"] = alerts_mod.About(f"team {spec.team} (stack {spec.name})")
 
     with db.transaction() as conn:
         for w in report.windows:
@@ -232,9 +236,17 @@ def run_pass(spec: StackSpec, ctx: Context, *, deliver: str = "background", retr
                     (report.pass_id, now, w.model, w.version, w.environment, kind, doc.get("verdict", "?"),
                      int(doc.get("rows") or 0), doc.get("first_ts"), doc.get("last_ts"),
                      int(w.breach and kind == "drift"), json.dumps(kind_metrics), json.dumps(doc, default=str)))
-        events = alerts_mod.evaluate(conn, rules, subjects, now=now)
+        events = alerts_mod.evaluate(conn, rules, subjects, now=now, about=about)
         alerts_mod.dispatch(conn, spec, ctx, events, now=now)
     report.events = [e.payload() for e in events]
+    try:  # the pass is recorded: a metric store that refuses it costs the alarms this pass, not the ledger
+        published = monitor.publish(report.to_dict())
+    except MlplatError as exc:
+        report.notes.append(f"publishing skipped: {exc.message}")
+    else:
+        if published:
+            report.published = published
+            report.notes += [f"not published: {reason}" for reason in published.get("skipped") or []]
 
     if deliver == "sync":
         alerts_mod.deliver_due(db, deadline=time.time() + 60)
