@@ -5,7 +5,7 @@ import time
 
 import click
 
-from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option
+from mlplat.cli.options import VERSION, emit_json, env_option, json_option, pass_ctx, stack_option
 from mlplat.formatting import when
 
 # The platform API and the services load the stack model (pydantic) on import: each command imports
@@ -51,7 +51,7 @@ def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None
 
 @models.command("show")
 @click.argument("name")
-@click.argument("version", type=int, required=False)
+@click.argument("version", type=VERSION, required=False)
 @stack_option
 @env_option
 @json_option
@@ -128,7 +128,7 @@ def _num(value) -> str:
 
 @models.command("promote")
 @click.argument("name")
-@click.argument("version", type=int)
+@click.argument("version", type=VERSION)
 @click.option("--to", "target", type=click.Choice(["staging", "production"]), required=True,
               help="Target stage.")
 @stack_option
@@ -174,7 +174,7 @@ def _decide(ctx, decision: str, name: str, version: int, reason: str, stack: str
 
 @models.command("approve")
 @click.argument("name")
-@click.argument("version", type=int)
+@click.argument("version", type=VERSION)
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
 @stack_option
 @env_option
@@ -187,7 +187,7 @@ def approve(ctx, name, version, reason, stack, environment, as_json) -> None:
 
 @models.command("reject")
 @click.argument("name")
-@click.argument("version", type=int)
+@click.argument("version", type=VERSION)
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
 @stack_option
 @env_option

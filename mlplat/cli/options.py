@@ -60,3 +60,25 @@ def stack_plane(ctx, stack: str):
 
     spec = ctx.stack(stack)
     return spec, plane_for(spec, ctx)
+
+
+class VersionType(click.ParamType):
+    """A model version as users type it and as mlplat prints it: ``3`` or ``v3`` (a whole number from 1)."""
+
+    name = "version"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            text = str(value).strip()
+            digits = text[1:] if text[:1] in ("v", "V") else text
+            if not digits.isascii() or not digits.isdigit():
+                self.fail(f"{value!r} is not a model version: give its number, e.g. 3 or v3", param, ctx)
+            number = int(digits)
+        if number < 1:
+            self.fail(f"{value!r} is not a model version: versions start at 1 (v1)", param, ctx)
+        return number
+
+
+VERSION = VersionType()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option, stack_plane
+from mlplat.cli.options import VERSION, emit_json, env_option, json_option, pass_ctx, stack_option, stack_plane
 from mlplat.formatting import when
 from mlplat.netguard import require_loopback
 
@@ -95,7 +95,7 @@ def serve(ctx, stack: str, environment: str | None, host: str, port: int | None,
 
 @click.command()
 @click.argument("name")
-@click.argument("version", type=click.IntRange(min=1))
+@click.argument("version", type=VERSION)
 @stack_option
 @env_option
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="direct", show_default=True)
@@ -131,7 +131,7 @@ def deploy(ctx, name: str, version: int, stack: str, environment: str | None, st
 @click.argument("name")
 @stack_option
 @env_option
-@click.option("--to", "to_version", type=click.IntRange(min=1), default=None,
+@click.option("--to", "to_version", type=VERSION, default=None,
               help="Version to return to (default: the stable version, or the previous one).")
 @click.option("--reason", default=None, help="Why, for the audit log.")
 @json_option
@@ -196,8 +196,10 @@ def show_cmd(ctx, name: str, stack: str, environment: str | None, as_json: bool)
 
     c = ctx.console
     c.print(f"[bold]{data['model']}[/] in {data['environment']}: {data['strategy']}, {_routes(data)}", highlight=False)
-    c.print(f"stable v{data['stable_version']}, rollback target "
-            f"v{data['previous_version'] if data['previous_version'] else '-'}", highlight=False)
+    c.print(f"now: {data['verdict']['summary']}", highlight=False)
+    target = data["rollback_target"]
+    c.print(f"stable v{data['stable_version']}, rollback target " + (f"v{target}" if target else "- (none)"),
+            highlight=False)
     history = Table("version", "variant", "from", "until", title="served versions")
     for h in data["history"]:
         history.add_row(f"v{h['version']}", h["variant"], when(h["started_at"]), when(h["ended_at"]) if h["ended_at"] else "now")
@@ -240,6 +242,12 @@ def status_cmd(ctx, name: str, stack: str, environment: str | None, as_json: boo
     c = ctx.console
     endpoint = data["endpoint"]
     c.print(f"[bold]{name}[/] in {endpoint['environment']}: {endpoint['strategy']}, {_routes(endpoint)}", highlight=False)
+    c.print(f"now: {data['verdict']['summary']}", highlight=False)
+    earlier = data.get("previous_rollout")
+    if earlier:
+        c.print(f"canary #{earlier['id']} v{earlier['stable_version']} → v{earlier['candidate_version']} "
+                f"({earlier['state']}) no longer applies: {earlier['overridden_by']['event']} "
+                f"{when(earlier['overridden_by']['ts'])} by {earlier['overridden_by']['actor']}", highlight=False)
     r = data.get("rollout")
     if r:
         steps = r["policy"]["steps"]

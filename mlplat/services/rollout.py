@@ -646,14 +646,11 @@ def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: s
         if rollout is None or rollout["state"] != "running":
             return None
     serving = sorted({r.version for r in endpoint.routes if r.weight > 0})
-    has_candidate = endpoint.strategy in ("canary", "ab", "shadow") and (
-        endpoint.shadow is not None or any(v != endpoint.stable_version for v in serving))
+    default = rollback_target(endpoint)
     if to is not None:
         target = int(to)
-    elif has_candidate:
-        target = endpoint.stable_version
-    elif endpoint.previous_version is not None:
-        target = endpoint.previous_version
+    elif default is not None:
+        target = default
     else:
         raise Conflict(f"'{model}' in '{environment}' has only ever served version {endpoint.stable_version}: "
                        "there is no earlier version to roll back to",
@@ -670,7 +667,9 @@ def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: s
     endpoint.shadow = None
     endpoint.strategy = "direct"
     if target != old_stable:
-        endpoint.previous_version = old_stable
+        # The next rollback goes further back, never forward to a version just rolled back from.
+        endpoint.previous_version = _served_before(conn, model, environment, target,
+                                                   exclude={target, old_stable, *from_versions})
     endpoint.stable_version = target
     endpoint.rollout_id = None
     endpoint.updated_by = actor
@@ -682,6 +681,31 @@ def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: s
     _audit(conn, actor=actor, method=method, action="deployment.rolled_back", endpoint=endpoint, version=target, reason=reason,
            evidence=detail)
     return endpoint
+
+
+def rollback_target(endpoint: Endpoint) -> int | None:
+    """The version :func:`rollback` moves traffic to when no ``to`` is named: the stable version while a
+    candidate is live (canary, ab, shadow), else the version served before the stable one (None: none)."""
+    serving = {r.version for r in endpoint.routes if r.weight > 0}
+    has_candidate = endpoint.strategy in ("canary", "ab", "shadow") and (
+        endpoint.shadow is not None or any(v != endpoint.stable_version for v in serving))
+    return endpoint.stable_version if has_candidate else endpoint.previous_version
+
+
+def _served_before(conn: sqlite3.Connection, model: str, environment: str, target: int, *,
+                   exclude: set[int]) -> int | None:
+    """The version that last took traffic before ``target`` last began to (the versions in ``exclude``
+    left out), or None: the rollback target after a rollback to ``target`` is older than it, never a
+    version rolled back from."""
+    began = conn.execute("SELECT MAX(started_at) FROM deployments WHERE model=? AND environment=? AND version=? "
+                         "AND variant != 'shadow'", (model, environment, target)).fetchone()[0]
+    marks = ",".join("?" * len(exclude))
+    before = "" if began is None else " AND ended_at <= ?"
+    row = conn.execute(f"SELECT version FROM deployments WHERE model=? AND environment=? AND variant != 'shadow' "
+                       f"AND version NOT IN ({marks}) AND ended_at IS NOT NULL{before} "
+                       f"ORDER BY ended_at DESC, id DESC LIMIT 1",
+                       (model, environment, *sorted(exclude), *(() if began is None else (began,)))).fetchone()
+    return None if row is None else int(row[0])
 
 
 def record_analysis(conn: sqlite3.Connection, rollout_id: int, decision: Decision, now: float | None = None) -> None:
@@ -740,10 +764,49 @@ def ab_readout(conn: sqlite3.Connection, model: str, environment: str, variants:
     return readout
 
 
-def status(conn: sqlite3.Connection, model: str, environment: str) -> dict[str, Any]:
-    """The endpoint, its latest rollout (policy, current percent, last analysis) and recent events."""
+def verdict(endpoint: Endpoint, recent: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the endpoint serves now, read from its current routing (what the gateway serves), and the
+    latest routing event (``recent`` oldest first, as :func:`events` returns them).
+
+    ``{"serving": [{"version", "percent"}...], "shadow", "latest_event", "summary"}``: ``summary`` is one
+    sentence that never contradicts the routing (a canary that was promoted and then rolled back reads
+    as the rollback)."""
+    serving = [{"version": r.version, "percent": r.weight} for r in endpoint.routes if r.weight > 0]
+    latest = dict(recent[-1]) if recent else None
+    split = ", ".join(f"v{s['version']} {s['percent']} %" for s in serving)
+    summary = split
+    if endpoint.shadow:
+        summary += f"; v{endpoint.shadow['version']} shadows {endpoint.shadow['percent']} %"
+    if latest is not None:
+        detail = latest.get("metrics") or {}
+        what = {"rolled_back": "rolled back" + (f" from {', '.join(f'v{v}' for v in detail['from_versions'])}"
+                                                if detail.get("from_versions") else ""),
+                "promoted": "canary promoted after its last step", "step": f"canary at {latest.get('percent')} %",
+                "deployed": "deployed", "superseded": "rollout superseded"}.get(latest["event"], latest["event"])
+        summary += f"; latest: {what} by {latest['actor']}" + (f" ({latest['reason']})" if latest.get("reason") else "")
+    return {"serving": serving, "shadow": endpoint.shadow, "latest_event": latest, "summary": summary}
+
+
+def show(conn: sqlite3.Connection, model: str, environment: str) -> dict[str, Any]:
+    """One endpoint: its routing, the version a rollback would return to, served-version history,
+    recent events and the :func:`verdict` drawn from the routing."""
     endpoint = require_endpoint(conn, model, environment)
-    out: dict[str, Any] = {"endpoint": endpoint.to_dict()}
+    recent = events(conn, model, environment, limit=20)
+    return {**endpoint.to_dict(), "rollback_target": rollback_target(endpoint),
+            "history": history(conn, model, environment), "events": recent, "verdict": verdict(endpoint, recent)}
+
+
+def status(conn: sqlite3.Connection, model: str, environment: str) -> dict[str, Any]:
+    """The endpoint, its latest rollout (policy, current percent, last analysis), recent events and the
+    :func:`verdict` drawn from the current routing.
+
+    ``rollout`` is the latest rollout only while its outcome is what the endpoint serves (it runs, or
+    no routing change followed its last decision); one that a later rollback or deployment overrode
+    is ``previous_rollout``, with that change as ``overridden_by``."""
+    endpoint = require_endpoint(conn, model, environment)
+    recent = events(conn, model, environment)
+    out: dict[str, Any] = {"endpoint": endpoint.to_dict(), "rollback_target": rollback_target(endpoint),
+                           "rollout": None}
     row = conn.execute("SELECT * FROM rollouts WHERE model=? AND environment=? ORDER BY id DESC LIMIT 1",
                        (model, environment)).fetchone()
     if row is not None:
@@ -752,6 +815,13 @@ def status(conn: sqlite3.Connection, model: str, environment: str) -> dict[str, 
         rollout["policy"] = {**policy.__dict__, "steps": list(policy.steps)}
         rollout["percent"] = policy.steps[rollout["step_index"]]
         rollout["last_analysis"] = json.loads(rollout["last_analysis"]) if rollout["last_analysis"] else None
-        out["rollout"] = rollout
-    out["events"] = events(conn, model, environment)
+        last = conn.execute("SELECT * FROM rollout_events WHERE model=? AND environment=? ORDER BY id DESC LIMIT 1",
+                            (model, environment)).fetchone()
+        if rollout["state"] == "running" or last is None or last["rollout_id"] == rollout["id"]:
+            out["rollout"] = rollout
+        else:
+            rollout["overridden_by"] = {k: last[k] for k in ("ts", "actor", "event", "reason")}
+            out["previous_rollout"] = rollout
+    out["events"] = recent
+    out["verdict"] = verdict(endpoint, recent)
     return out

@@ -82,11 +82,7 @@ class LocalServing(EndpointDeployer):
     def show(self, name: str, *, environment: str) -> dict[str, Any]:
         conn = self._read()
         try:
-            endpoint = ro.require_endpoint(conn, name, environment)
-            out = endpoint.to_dict()
-            out["history"] = ro.history(conn, name, environment)
-            out["events"] = ro.events(conn, name, environment, limit=20)
-            return out
+            return ro.show(conn, name, environment)
         finally:
             conn.close()
 

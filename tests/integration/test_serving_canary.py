@@ -13,6 +13,8 @@ import threading
 import httpx
 import pytest
 
+from mlplat.api.ops import dashboard as dashboard_ops
+from mlplat.services import rollout as ro
 from mlplat.services.rollout import CanaryPolicy
 from tests.integration.support_serving import GatewayHarness, row, save_sklearn, save_toy, warm
 from tests.timing import ManualClock
@@ -118,6 +120,28 @@ def test_good_candidate_is_promoted_step_by_step(harness):
     harness.wait_for(lambda: serves_only(harness, 2))
     with httpx.Client(base_url=harness.url, timeout=10) as c:
         assert {c.post(URL, json=row(i), headers=key(9, i)).headers["x-mlplat-version"] for i in range(20)} == {"2"}
+
+    # then rolled back by hand: every status answer reads the routing the gateway now serves (v1), not
+    # the finished canary's "promoted after the last step", and none offers v2 as the rollback target
+    harness.rollback(reason="bad feedback")
+    harness.wait_for(lambda: serves_only(harness, 1))
+    conn = harness.db.connect()
+    try:
+        status = ro.status(conn, "scorer", harness.environment)
+        shown = ro.show(conn, "scorer", harness.environment)
+        board_endpoints, board_rollouts = dashboard_ops._endpoints(conn), dashboard_ops._rollouts(conn)
+    finally:
+        conn.close()
+    assert status["rollout"] is None
+    assert status["previous_rollout"]["state"] == "succeeded"
+    assert status["previous_rollout"]["overridden_by"]["event"] == "rolled_back"
+    for answer in (status["verdict"], shown["verdict"], board_endpoints[0]["verdict"]):
+        assert answer["serving"] == [{"version": 1, "percent": 100}]
+        assert answer["latest_event"]["event"] == "rolled_back"
+        assert "rolled back from v2" in answer["summary"] and "promoted" not in answer["summary"]
+    assert status["events"][-1]["event"] == "rolled_back" and shown["events"][-1]["event"] == "rolled_back"
+    assert shown["rollback_target"] is None and board_endpoints[0]["rollback_target"] is None
+    assert [r["in_effect"] for r in board_rollouts] == [False]
 
 
 @pytest.mark.parametrize("stable, candidate, reason, process", [

@@ -96,7 +96,8 @@ def test_deploy_canary_advance_promote_and_rollback_transitions(conn):
     assert ro.get_rollout(c, canary.rollout_id)["state"] == "succeeded"
 
     back = tx(db, c, ro.rollback, **common)
-    assert back.stable_version == 1 and back.previous_version == 2 and back.routes == [ro.Route("primary", 1, 100)]
+    # v1 served first: after rolling back from v2 there is nothing further back (never forward to v2)
+    assert back.stable_version == 1 and back.previous_version is None and back.routes == [ro.Route("primary", 1, 100)]
     with pytest.raises(Conflict, match="already serves version 1"):
         tx(db, c, ro.rollback, to=1, **common)
     with pytest.raises(NotFound, match="no deployment of 'other'"):
@@ -126,6 +127,39 @@ def test_shadow_and_ab_then_rollback_returns_to_stable(conn):
     assert back.routes == [ro.Route("primary", 1, 100)] and back.stable_version == 1
     detail = json.loads(c.execute("SELECT evidence FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()[0])
     assert detail["from_versions"] == [1, 3] and detail["to_version"] == 1
+
+
+def test_status_and_show_follow_the_routing_after_a_promoted_canary_is_rolled_back(conn):
+    db, c = conn
+    common = dict(model="m", environment="prod", actor="ds@example.com", method="os-user")
+    for version in (1, 2):
+        tx(db, c, ro.deploy, version=version, strategy="direct", **common)
+    canary = tx(db, c, ro.deploy, version=3, strategy="canary", canary=POLICY, **common)
+    assert ro.show(c, "m", "prod")["rollback_target"] == 2  # a live candidate: back to the stable version
+    running = ro.status(c, "m", "prod")
+    assert running["rollout"]["state"] == "running" and running["verdict"]["summary"].startswith(
+        "v3 10 %, v2 90 %; latest: deployed")
+    decision = ro.Decision("pass", ("fine",), {})
+    for _ in POLICY.steps:
+        with db.transaction(c):
+            ro.advance(c, canary.rollout_id, actor="ctl", method="system", decision=decision)
+    promoted = ro.status(c, "m", "prod")
+    assert promoted["rollout"]["state"] == "succeeded" and "canary promoted" in promoted["verdict"]["summary"]
+    assert ro.show(c, "m", "prod")["rollback_target"] == 2
+
+    tx(db, c, ro.rollback, reason="complaints", **common)
+    status, shown = ro.status(c, "m", "prod"), ro.show(c, "m", "prod")
+    assert status["rollout"] is None and status["previous_rollout"]["id"] == canary.rollout_id
+    assert status["previous_rollout"]["overridden_by"]["event"] == "rolled_back"
+    assert status["verdict"]["serving"] == [{"version": 2, "percent": 100}]
+    assert status["verdict"]["summary"].startswith(
+        "v2 100 %; latest: rolled back from v3 by ds@example.com (complaints)")
+    assert status["events"][-1]["event"] == "rolled_back"
+    # the rolled-back v3 is never the rollback target; v1 served before v2
+    assert shown["rollback_target"] == 1 and shown["previous_version"] == 1
+    again = tx(db, c, ro.rollback, **common)
+    assert again.stable_version == 1 and again.previous_version is None
+    assert ro.show(c, "m", "prod")["rollback_target"] is None
 
 
 def test_canary_policy_checks():

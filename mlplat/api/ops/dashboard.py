@@ -67,6 +67,15 @@ def _endpoints(conn) -> list[dict[str, Any]]:
         item = dict(r)
         item["routes"] = json.loads(item["routes"] or "[]")
         item["shadow"] = json.loads(item["shadow"]) if item.get("shadow") else None
+        if _has(conn, "rollout_events"):
+            from mlplat.services import rollout
+
+            # the verdict comes from the routing the gateway serves, never from a rollout row it overrode
+            current = rollout.get_endpoint(conn, item["model"], item["environment"])
+            if current is not None:
+                item["verdict"] = rollout.verdict(current, rollout.events(conn, item["model"], item["environment"],
+                                                                          limit=5))
+                item["rollback_target"] = rollout.rollback_target(current)
         rows.append(item)
     return rows
 
@@ -77,6 +86,11 @@ def _rollouts(conn) -> list[dict[str, Any]]:
     rows = []
     for r in conn.execute("SELECT * FROM rollouts ORDER BY (state='running') DESC, created_at DESC LIMIT 10"):
         item = dict(r)
+        # in effect: running, or the endpoint's latest routing event is this rollout's (not a later rollback)
+        last = conn.execute("SELECT rollout_id FROM rollout_events WHERE model=? AND environment=? ORDER BY id DESC "
+                            "LIMIT 1", (item["model"], item["environment"])).fetchone() \
+            if _has(conn, "rollout_events") else None
+        item["in_effect"] = item["state"] == "running" or last is None or last[0] == item["id"]
         try:
             item["policy"] = json.loads(item["policy"])
         except (TypeError, ValueError):

@@ -444,10 +444,7 @@ class AwsServing(EndpointDeployer):
     def show(self, name: str, *, environment: str) -> dict[str, Any]:
         conn = self.db.connect()
         try:
-            endpoint = ro.require_endpoint(conn, name, environment)
-            out = endpoint.to_dict()
-            out["history"] = ro.history(conn, name, environment)
-            out["events"] = ro.events(conn, name, environment, limit=20)
+            out = ro.show(conn, name, environment)
         finally:
             conn.close()
         return out
