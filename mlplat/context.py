@@ -22,9 +22,15 @@ def current_user(mode: str | None = None) -> str:
 
 
 def _console(stderr: bool) -> Console:
-    # Wide when piped so tables stay readable in logs and CI; real width on a terminal.
-    stream = __import__("sys").stderr if stderr else __import__("sys").stdout
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 160)
+    # The terminal's width (or $COLUMNS) on a terminal; piped, $COLUMNS when set, else wide (160) so
+    # tables stay readable in logs and CI.
+    import os
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    columns = os.environ.get("COLUMNS", "").strip()
+    piped = None if stream.isatty() else (int(columns) if columns.isdigit() and int(columns) > 0 else 160)
+    return Console(stderr=stderr, highlight=False, width=piped)
 
 
 @dataclass

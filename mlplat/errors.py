@@ -70,6 +70,11 @@ class NotFound(MlplatError):
     exit_code = ExitCode.NOT_FOUND
 
 
+class Ambiguous(NotFound):
+    """A short reference (a run id prefix) names more than one object, so none is chosen; the
+    candidates are in ``details``."""
+
+
 class Conflict(MlplatError):
     """Another operation holds the lock, or the state changed underneath us."""
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mlplat.cli.options import emit_json, pass_ctx, stack_option
+from mlplat.cli.options import emit_json, pass_ctx, stack_option, wide_option
 
 
 @click.group()
@@ -21,8 +21,10 @@ def cost() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--billed", is_flag=True,
               help="Also show what the cloud billed for the team's tag (AWS Cost Explorer; AWS charges per call).")
+@wide_option
 @pass_ctx
-def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as_json: bool, billed: bool) -> None:
+def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as_json: bool, billed: bool,
+           wide: bool) -> None:
     """Instance-hours × price, predictions, cost per prediction, busy share, and the budget used."""
     from mlplat.api.plane import plane_for
 
@@ -44,12 +46,12 @@ def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as
         for row in rows:
             writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
         return
-    from rich.table import Table
+    from mlplat.formatting import Column, print_table
 
-    table = Table(*columns, title=f"cost by {by}, {doc['period']['label']} ({doc['period']['days']:.2f} days)")
-    for row in rows:
-        table.add_row(*[_cell(k, row.get(k)) for k in columns])
-    ctx.console.print(table)
+    print_table(ctx.console, [Column(k, TABLE_PRIORITY.get(k, 0), justify="left" if k == by else "right")
+                              for k in columns],
+                [[_cell(k, row.get(k)) for k in columns] for row in rows], wide=wide,
+                title=f"cost by {by}, {doc['period']['label']} ({doc['period']['days']:.2f} days)")
     per = doc["cost_per_prediction_usd"]
     ctx.console.print(f"total ${doc['total_usd']:.4f} for {doc['predictions']} predictions"
                       + (f" (${per:.6f} per prediction)" if per is not None else ""), highlight=False)
@@ -79,6 +81,11 @@ def _stack(ctx, stack: str, all_stacks: bool):
         if not names:
             raise
         return ctx.stack(names[0])
+
+
+# The group and its money always show, whole; the usage behind the money goes first when space runs out.
+TABLE_PRIORITY = {"predictions": 1, "budget_share": 1, "budget_period_usd": 2, "utilisation": 3, "instance_hours": 4,
+                  "busy_seconds": 5}
 
 
 def _cell(key: str, value) -> str:

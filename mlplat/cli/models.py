@@ -5,8 +5,9 @@ import time
 
 import click
 
-from mlplat.cli.options import VERSION, emit_json, env_option, json_option, pass_ctx, stack_option
-from mlplat.formatting import when
+from mlplat.cli.completion import complete_models, complete_versions
+from mlplat.cli.options import VERSION, emit_json, env_option, json_option, pass_ctx, stack_option, wide_option
+from mlplat.formatting import Column, print_table, when
 
 # The platform API and the services load the stack model (pydantic) on import: each command imports
 # them when it runs, so `mlplat models --help` stays light.
@@ -22,9 +23,10 @@ def models() -> None:
 @models.command("list")
 @stack_option
 @env_option
+@wide_option
 @json_option
 @pass_ctx
-def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None:
+def list_models(ctx, stack: str, environment: str | None, wide: bool, as_json: bool) -> None:
     """Every registered version with its stage."""
     from mlplat.api.plane import plane_for
 
@@ -38,25 +40,32 @@ def list_models(ctx, stack: str, environment: str | None, as_json: bool) -> None
         ctx.console.print("No registered models yet. Register one with run.log_model(model, name=...) "
                           "inside mlplat.start_run.")
         return
-    from rich.table import Table
-
-    table = Table("model", "version", "stage", "risk", "framework", "task", "author", "run", "registered", "digest",
-                  title=f"models in '{environment}' (stack {spec.name})")
+    cells = []
     for r in rows:
         colour = STAGE_COLOUR.get(r["stage"], "white")
-        table.add_row(r["model"], str(r["version"]), f"[{colour}]{r['stage']}[/]", r["risk_tier"], r["framework"],
-                      r["task"] or "-", r["author"], r["run_id"][:8], when(r["created_at"]), r["artifact_digest"][:12])
-    ctx.console.print(table)
+        cells.append([r["model"], str(r["version"]), f"[{colour}]{r['stage']}[/]", r["risk_tier"], when(r["created_at"]),
+                      r["author"], r["run_id"], r["framework"], r["task"] or "-",
+                      r["artifact_digest"] if wide else r["artifact_digest"][:12]])
+    print_table(ctx.console, LIST_COLUMNS, cells, wide=wide, title=f"models in '{environment}' (stack {spec.name})")
+
+
+# What a reader acts on first (name, version, stage) always shows; the run id and digest whole or not at all.
+LIST_COLUMNS = (Column("model"), Column("version"), Column("stage"), Column("risk", 1), Column("registered", 2),
+                Column("author", 3), Column("run", 4), Column("framework", 5), Column("task", 6), Column("digest", 7))
+DEPLOYMENT_COLUMNS = (Column("environment"), Column("variant"), Column("from", 1), Column("until", 1),
+                      Column("instance type", 2), Column("instances", 3, justify="right"),
+                      Column("price/hour", 2, justify="right"), Column("id", 4, justify="right"))
 
 
 @models.command("show")
-@click.argument("name")
-@click.argument("version", type=VERSION, required=False)
+@click.argument("name", shell_complete=complete_models)
+@click.argument("version", type=VERSION, required=False, shell_complete=complete_versions)
 @stack_option
 @env_option
+@wide_option
 @json_option
 @pass_ctx
-def show(ctx, name: str, version: int | None, stack: str, environment: str | None, as_json: bool) -> None:
+def show(ctx, name: str, version: int | None, stack: str, environment: str | None, wide: bool, as_json: bool) -> None:
     """Stage, lineage, gate reports, approvals, promotions and deployments of a model (latest version by default)."""
     from mlplat.api.plane import plane_for
 
@@ -69,10 +78,10 @@ def show(ctx, name: str, version: int | None, stack: str, environment: str | Non
     if as_json:
         emit_json(doc)
         return
-    _print_show(ctx, doc)
+    _print_show(ctx, doc, wide=wide)
 
 
-def _print_show(ctx, doc: dict) -> None:
+def _print_show(ctx, doc: dict, *, wide: bool = False) -> None:
     from rich.table import Table
 
     c = ctx.console
@@ -118,8 +127,14 @@ def _print_show(ctx, doc: dict) -> None:
         steps = ", ".join(f"{k}:{v.get('status')}" for k, v in p["steps"].items())
         c.print(f"promotion #{p['id']} to {p['target']}: {p['state']} ({steps})"
                 + (f"  {p['error']}" if p.get("error") else ""), highlight=False)
-    for d in doc["deployments"]:
-        c.print("deployment: " + ", ".join(f"{k}={v}" for k, v in d.items()), highlight=False)
+    if doc["deployments"]:
+        rows = [[d["environment"], d["variant"], when(d["started_at"]), when(d["ended_at"]) if d["ended_at"] else "serving now",
+                 d.get("instance_type") or "-", str(d.get("instances") or "-"),
+                 "-" if d.get("price_per_hour") is None else f"${d['price_per_hour']:,.4f}", str(d["id"])]
+                for d in doc["deployments"]]
+        print_table(c, DEPLOYMENT_COLUMNS, rows, wide=wide, title="deployments")
+    else:
+        c.print("deployments: none", highlight=False)
 
 
 def _num(value) -> str:
@@ -127,8 +142,8 @@ def _num(value) -> str:
 
 
 @models.command("promote")
-@click.argument("name")
-@click.argument("version", type=VERSION)
+@click.argument("name", shell_complete=complete_models)
+@click.argument("version", type=VERSION, shell_complete=complete_versions)
 @click.option("--to", "target", type=click.Choice(["staging", "production"]), required=True,
               help="Target stage.")
 @stack_option
@@ -173,8 +188,8 @@ def _decide(ctx, decision: str, name: str, version: int, reason: str, stack: str
 
 
 @models.command("approve")
-@click.argument("name")
-@click.argument("version", type=VERSION)
+@click.argument("name", shell_complete=complete_models)
+@click.argument("version", type=VERSION, shell_complete=complete_versions)
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
 @stack_option
 @env_option
@@ -186,8 +201,8 @@ def approve(ctx, name, version, reason, stack, environment, as_json) -> None:
 
 
 @models.command("reject")
-@click.argument("name")
-@click.argument("version", type=VERSION)
+@click.argument("name", shell_complete=complete_models)
+@click.argument("version", type=VERSION, shell_complete=complete_versions)
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
 @stack_option
 @env_option

@@ -112,8 +112,9 @@ def status_cmd(ctx, name: str | None, stack: str, history: int, as_json: bool) -
     firing = doc["alerts"]["firing"]
     c.print(f"firing alerts: {len(firing)}" + ("" if firing else " (all clear)"))
     for f in firing:
-        c.print(f"  [{f['severity']}] {f['rule']} on {f['subject']}: value {_fmt(f['last_value'])} since "
-                f"{when(f['since'])}", highlight=False, markup=False)
+        c.print(f"  [{f['severity']}] since {when(f['since'])}: "
+                + (f.get("message") or f"{f['rule']} on {f['subject']}: value {_fmt(f['last_value'])}"),
+                highlight=False, markup=False)
     for t in doc["retraining"]:
         c.print(f"retraining {t['id']} {when(t['ts'])}: {t['model']} v{t['from_version']} → {t['status']}"
                 + (f" v{t['new_version']}" if t.get("new_version") else ""), highlight=False)

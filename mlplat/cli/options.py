@@ -5,6 +5,7 @@ import os
 
 import click
 
+from mlplat.cli.completion import complete_stacks
 from mlplat.context import Context
 
 
@@ -14,7 +15,7 @@ def _default_stack() -> str:
 
 stack_option = click.option(
     "--stack", "-s", "stack", default=_default_stack, show_default="$MLPLAT_STACK or dev",
-    help="Stack name (stacks/Pulumi.<stack>.yaml) or path to a stack file.",
+    help="Stack name (stacks/Pulumi.<stack>.yaml) or path to a stack file.", shell_complete=complete_stacks,
 )
 
 
@@ -27,6 +28,9 @@ def _set_json(click_ctx: click.Context, _param: click.Parameter, value: bool) ->
 json_option = click.option("--json", "as_json", is_flag=True, callback=_set_json, expose_value=True,
                            help="Print machine-readable JSON.")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+wide_option = click.option("--wide", "-w", is_flag=True,
+                           help="Show every column, even where the table is wider than the terminal "
+                                "(by default lower-priority columns are left out to fit $COLUMNS).")
 env_option = click.option("--env", "environment", default=None,
                           help="Environment to act in (default: the stack's environment).")
 lock_wait_option = click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,

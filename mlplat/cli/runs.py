@@ -12,9 +12,10 @@ import click
 
 from mlplat import lineage as lin
 from mlplat import reproduce as bundles
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+from mlplat.cli.completion import complete_runs
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, wide_option
 from mlplat.errors import ExitCode, MlplatError, NotFound
-from mlplat.formatting import when
+from mlplat.formatting import Column, print_table, when
 
 if TYPE_CHECKING:
     from mlplat.contracts import RunRecord
@@ -32,15 +33,8 @@ def _tracker(ctx, stack: str):
 
 
 def resolve_run(tracker, ref: str) -> RunRecord:
-    """A run by full id or unique prefix (as git does for commits)."""
-    if len(ref) == 32:
-        return tracker.get_run(ref)
-    matches = [r for r in tracker.list_runs(limit=5000) if r.run_id.startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise NotFound(f"no run matches '{ref}'", hint="`mlplat runs list` shows run ids")
-    raise MlplatError(f"'{ref}' matches {len(matches)} runs", hint="give more characters of the run id")
+    """A run by full id or unique prefix (see ``ExperimentTracker.resolve_run``)."""
+    return tracker.resolve_run(ref)
 
 
 
@@ -70,9 +64,10 @@ def runs() -> None:
 @stack_option
 @click.option("--experiment", "-e", help="Only runs of this experiment.")
 @click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@wide_option
 @json_option
 @pass_ctx
-def list_runs(ctx, stack: str, experiment: str | None, limit: int, as_json: bool) -> None:
+def list_runs(ctx, stack: str, experiment: str | None, limit: int, wide: bool, as_json: bool) -> None:
     """The most recent runs of a stack."""
     _, tracker = _tracker(ctx, stack)
     records = tracker.list_runs(experiment=experiment, limit=limit)
@@ -82,23 +77,29 @@ def list_runs(ctx, stack: str, experiment: str | None, limit: int, as_json: bool
     if not records:
         ctx.console.print("No runs yet. Train inside `with mlplat.start_run(...)` to record one.")
         return
-    from rich.table import Table
-
-    table = Table("run", "experiment", "name", "status", "user", "started", "took", "commit", "metrics")
+    rows = []
     for r in records:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())[:3])
         colour = STATUS_COLOUR.get(r.status, "white")
-        table.add_row(r.run_id[:12], r.experiment, r.name, f"[{colour}]{r.status}[/]", r.user, when(r.start_time),
-                      _duration(r), _commit(r), metrics)
-    ctx.console.print(table)
+        rows.append([r.run_id, r.experiment, r.name, f"[{colour}]{r.status}[/]", r.user, when(r.start_time),
+                     _duration(r), _commit(r), metrics])
+    print_table(ctx.console, RUN_COLUMNS, rows, wide=wide)
+
+
+# The run id (what a reader copies) and its experiment always show, whole; then the run's name and
+# status, when, who, how long.
+RUN_COLUMNS = (Column("run"), Column("experiment"), Column("name", 1), Column("status", 1), Column("user", 3),
+               Column("started", 2), Column("took", 4, justify="right"), Column("commit", 5),
+               Column("metrics", 6, wrap=True))
 
 
 @runs.command("show")
-@click.argument("run_ref")
+@click.argument("run_ref", shell_complete=complete_runs)
 @stack_option
+@wide_option
 @json_option
 @pass_ctx
-def show(ctx, run_ref: str, stack: str, as_json: bool) -> None:
+def show(ctx, run_ref: str, stack: str, wide: bool, as_json: bool) -> None:
     """Everything recorded about one run (id or unique prefix)."""
     _, tracker = _tracker(ctx, stack)
     run = resolve_run(tracker, run_ref)
@@ -125,11 +126,9 @@ def show(ctx, run_ref: str, stack: str, as_json: bool) -> None:
         c.print(f"environment: Python {env.get('python')} on {env.get('os')}, packages hash {str(env.get('hash'))[:12]}")
     c.print(f"command: {run.tags.get('mlplat.command', '-')}", highlight=False)
     if lineage.get("datasets"):
-        t = Table("dataset", "kind", "rows", "sha256", "schema", title="data")
-        for d in lineage["datasets"]:
-            schema = ", ".join(f"{k}:{v}" for k, v in list(d["schema"].items())[:6])
-            t.add_row(d["name"], d["kind"], str(d["rows"]), d["sha256"][:16], schema)
-        c.print(t)
+        rows = [[d["name"], d["kind"], str(d["rows"]), d["sha256"] if wide else d["sha256"][:16],
+                 _schema(d["schema"], None if wide else SCHEMA_SHOWN)] for d in lineage["datasets"]]
+        print_table(c, DATA_COLUMNS, rows, wide=wide, title="data")
     for title, values in (("params", run.params), ("metrics", run.metrics)):
         if values:
             t = Table("name", "value", title=title)
@@ -139,6 +138,19 @@ def show(ctx, run_ref: str, stack: str, as_json: bool) -> None:
     tags = {k: v for k, v in run.tags.items() if k.startswith("mlplat.tag.")}
     if tags:
         c.print("cost tags: " + ", ".join(f"{k.removeprefix('mlplat.tag.')}={v}" for k, v in sorted(tags.items())))
+
+
+DATA_COLUMNS = (Column("dataset"), Column("kind", 2), Column("rows", 1, justify="right"), Column("sha256", 3),
+                Column("schema", 4, wrap=True))
+SCHEMA_SHOWN = 6
+
+
+def _schema(schema: dict[str, str], shown: int | None) -> str:
+    """``name:type`` of the first ``shown`` columns (all with None), saying how many more there are."""
+    items = list(schema.items())
+    text = ", ".join(f"{k}:{v}" for k, v in items[:shown])
+    rest = len(items) - len(items[:shown])
+    return text + (f" … and {rest} more column{'s' if rest != 1 else ''} (--wide lists them)" if rest else "")
 
 
 def _lineage(tracker, run: RunRecord) -> dict:
@@ -151,7 +163,7 @@ def _lineage(tracker, run: RunRecord) -> dict:
 
 
 @runs.command("compare")
-@click.argument("run_refs", nargs=-1, required=True)
+@click.argument("run_refs", nargs=-1, required=True, shell_complete=complete_runs)
 @stack_option
 @click.option("--all-keys", is_flag=True, help="Show keys whose values are equal too.")
 @json_option
@@ -182,7 +194,7 @@ def compare(ctx, run_refs: tuple[str, ...], stack: str, all_keys: bool, as_json:
         return
     from rich.table import Table
 
-    table = Table("", *[f"{r.run_id[:8]} {r.name}" for r in records], title=f"{len(differing)} of {len(rows)} keys differ")
+    table = Table("", *[f"{r.run_id} {r.name}" for r in records], title=f"{len(differing)} of {len(rows)} keys differ")
     for label, values in shown:
         style = "bold" if len(set(values)) > 1 else "dim"
         table.add_row(label, *values, style=style)
@@ -190,7 +202,7 @@ def compare(ctx, run_refs: tuple[str, ...], stack: str, all_keys: bool, as_json:
 
 
 @runs.command("reproduce")
-@click.argument("run_ref")
+@click.argument("run_ref", shell_complete=complete_runs)
 @stack_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write the bundle (default: .mlplat/reproduce/<run id> in the project).")

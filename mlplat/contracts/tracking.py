@@ -74,6 +74,32 @@ class ExperimentTracker(Contract):
     def list_runs(self, *, experiment: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Most recent first."""
 
+    # How many recent runs a prefix is looked up among (a full id is looked up directly).
+    PREFIX_SCAN = 10_000
+
+    def resolve_run(self, ref: str) -> RunRecord:
+        """The run whose id is ``ref`` or starts with it, as git takes a commit's unique prefix:
+        the one place a run id typed by a person is turned into a run. ``NotFound`` when nothing
+        matches; :class:`~mlplat.errors.Ambiguous` (listing the candidates) when several do."""
+        from mlplat.errors import Ambiguous, NotFound
+
+        ref = ref.strip()
+        if not ref:
+            raise NotFound("no run id given", hint="`mlplat runs list` shows run ids")
+        matches = [r for r in self.list_runs(limit=self.PREFIX_SCAN) if r.run_id.startswith(ref)]
+        exact = [r for r in matches if r.run_id == ref]
+        if exact:
+            return exact[0]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            return self.get_run(ref)  # an id older than the scanned runs, or NotFound naming it
+        shown = matches[:10]
+        listing = "; ".join(f"{r.run_id} ({r.experiment}/{r.name})" for r in shown)
+        more = f" and {len(matches) - len(shown)} more" if len(matches) > len(shown) else ""
+        raise Ambiguous(f"run id prefix '{ref}' matches {len(matches)} runs: {listing}{more}",
+                        hint="give more characters of the run id", candidates=[r.run_id for r in matches])
+
     @abc.abstractmethod
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         """Every logged point of one metric, in step order."""

@@ -80,12 +80,83 @@ def rules_for(spec: StackSpec) -> list[Rule]:
     return rules
 
 
+@dataclass(frozen=True)
+class About:
+    """What a message says about its subject: who it is (``credit-risk v2 in production``) and, for a
+    deployed model, the drift report of the window that was judged (``DriftReport.to_dict()``)."""
+
+    label: str
+    drift: Mapping[str, Any] | None = None
+
+
+TOP_FEATURES = 3  # drifting features a message names, the strongest first
+
+
+def _p(value: float) -> str:
+    return "p<0.001" if value < 0.001 else f"p={value:.2g}"
+
+
+def _feature_phrase(f: Mapping[str, Any]) -> str:
+    """``income PSI 0.41, KS p<0.001``: the effect size, then the test that confirmed it."""
+    if f.get("kind") == "categorical":
+        text = f"{f['feature']} JS {f.get('js_distance') or 0:.2f}"
+        p = f.get("chi2_p_value")
+        return text + (f", χ² {_p(p)}" if p is not None else "")
+    text = f"{f['feature']} PSI {f.get('psi') or 0:.2f}"
+    p = f.get("ks_p_value")
+    return text + (f", KS {_p(p)}" if p is not None else "")
+
+
+def drift_summary(drift: Mapping[str, Any]) -> str:
+    """``3 of 8 features drifted — income PSI 0.41, KS p<0.001; age …`` from a drift report."""
+    features = [f for f in drift.get("features") or [] if f.get("verdict") not in _NOT_JUDGED]
+    drifted = sorted((f for f in features if f.get("verdict") == "drift"),
+                     key=lambda f: -float(f.get("psi") if f.get("kind") != "categorical" else f.get("js_distance") or 0))
+    text = f"{len(drifted)} of {len(features)} feature{'s' if len(features) != 1 else ''} drifted"
+    if drifted:
+        text += " — " + "; ".join(_feature_phrase(f) for f in drifted[:TOP_FEATURES])
+        if len(drifted) > TOP_FEATURES:
+            text += f"; and {len(drifted) - TOP_FEATURES} more"
+    prediction = drift.get("prediction") or {}
+    if prediction.get("verdict") == "drift":
+        text += "; predictions drifted (" + _feature_phrase(prediction | {"feature": "output"}).removeprefix("output ") + ")"
+    return text
+
+
+_NOT_JUDGED = ("insufficient data", "insufficient reference")
+_METRIC_WORDS = {"cost.budget_share": "budget used"}
+
+
+def message(rule: Rule, subject: str, value: float, kind: str, about: About | None = None) -> str:
+    """What a person reads about an alert event: which model version, what moved and by how much.
+
+    ``credit-risk v2 in production: 3 of 8 features drifted — income PSI 0.41, KS p<0.001 (rule drift on
+    drift.detected)``
+    rather than the rule's arithmetic; the arithmetic stays in the event's metric/value/threshold."""
+    who = about.label if about is not None else subject
+    why = f"(rule {rule.name} on {rule.metric}{'' if kind == 'fired' else ', resolved'})"
+    if rule.metric.startswith("drift.") and about is not None and about.drift and about.drift.get("features") is not None:
+        state = drift_summary(about.drift) if kind == "fired" else "drift resolved, " + drift_summary(about.drift)
+        return f"{who}: {state} {why}"
+    name = _METRIC_WORDS.get(rule.metric, rule.metric.split(".", 1)[-1].replace("_", " "))
+    if rule.metric == "cost.budget_share":
+        shown, limit = f"{value:.0%}", f"{rule.threshold:.0%}"
+    else:
+        shown, limit = f"{value:.4g}", f"{rule.threshold:g}"
+    if kind == "fired":
+        return f"{who}: {name} {shown} {'above' if rule.op == 'gt' else 'below'} {limit} {why}"
+    return f"{who}: {name} back to {shown} {why}"
+
+
 def evaluate(conn: sqlite3.Connection, rules: Iterable[Rule], metrics: Mapping[str, Mapping[str, float]], *,
-             now: float) -> list[Event]:
+             now: float, about: Mapping[str, About] | None = None) -> list[Event]:
     """Advance the alert state for every (rule, subject) with a value; return the new events.
 
-    Runs inside the caller's transaction so state and events move together.
+    ``about`` names each subject for people (model version, the drift behind a drift alert); a
+    subject without one is named by its key. Runs inside the caller's transaction so state and
+    events move together.
     """
+    about = about or {}
     events: list[Event] = []
     rules = list(rules)
     for subject, values in sorted(metrics.items()):
@@ -103,10 +174,9 @@ def evaluate(conn: sqlite3.Connection, rules: Iterable[Rule], metrics: Mapping[s
                     "VALUES (?,?,1,?,?,?,1,?) ON CONFLICT(rule, subject) DO UPDATE SET firing=1, since=excluded.since, "
                     "last_value=excluded.last_value, last_seen=excluded.last_seen, breaches=1, severity=excluded.severity",
                     (rule.name, subject, now, value, now, rule.severity))
-                symbol = ">" if rule.op == "gt" else "<"
                 events.append(_record(conn, Event(None, now, rule.name, subject, "fired", rule.severity, rule.metric, value,
-                                                   rule.threshold, f"{subject}: {rule.metric} = {value:.4g} {symbol} "
-                                                   f"{rule.threshold:g} ({rule.name})")))
+                                                   rule.threshold, message(rule, subject, value, "fired",
+                                                                           about.get(subject)))))
             elif breached and firing:
                 conn.execute("UPDATE alert_state SET last_value=?, last_seen=?, breaches=breaches+1 WHERE rule=? AND subject=?",
                              (value, now, rule.name, subject))
@@ -114,8 +184,8 @@ def evaluate(conn: sqlite3.Connection, rules: Iterable[Rule], metrics: Mapping[s
                 conn.execute("UPDATE alert_state SET firing=0, since=?, last_value=?, last_seen=?, breaches=0 "
                              "WHERE rule=? AND subject=?", (now, value, now, rule.name, subject))
                 events.append(_record(conn, Event(None, now, rule.name, subject, "resolved", rule.severity, rule.metric,
-                                                   value, rule.threshold, f"{subject}: {rule.metric} back to {value:.4g} "
-                                                   f"({rule.name} resolved)")))
+                                                   value, rule.threshold, message(rule, subject, value, "resolved",
+                                                                                  about.get(subject)))))
             elif row is not None:
                 conn.execute("UPDATE alert_state SET last_value=?, last_seen=? WHERE rule=? AND subject=?",
                              (value, now, rule.name, subject))

@@ -26,6 +26,10 @@ def status(spec: StackSpec, ctx: Context, *, model: str | None = None, history: 
         subject_filter = ("AND (subject LIKE ? OR subject LIKE 'team:%')", [f"{model}@%"]) if model else ("", [])
         firing = [dict(r) for r in conn.execute(
             f"SELECT * FROM alert_state WHERE firing=1 {subject_filter[0]} ORDER BY since", subject_filter[1])]
+        for f in firing:  # what the alert said when it fired (the model version, what drifted and by how much)
+            said = conn.execute("SELECT message FROM alert_events WHERE rule=? AND subject=? AND kind='fired' "
+                                "ORDER BY id DESC LIMIT 1", (f["rule"], f["subject"])).fetchone()
+            f["message"] = said[0] if said else None
         events = [dict(r) for r in conn.execute(
             f"SELECT * FROM alert_events WHERE 1=1 {subject_filter[0]} ORDER BY id DESC LIMIT 50", subject_filter[1])]
         undelivered = conn.execute("SELECT COUNT(*) FROM alert_outbox WHERE status IN ('pending', 'sending')").fetchone()[0]
