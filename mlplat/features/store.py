@@ -190,8 +190,10 @@ class LedgerFeatureStore(FeatureStoreBackend):
     def apply(self, definitions: Definitions, plan: FeaturePlan, *, user: str) -> FeaturePlan:
         documents = {(v.name, v.version): self._snapshot_document(v)[0] for v in definitions.views
                      if v.source.kind == "dataframe"}
-        refuse_breaking(make_plan(definitions, self.registered_views(), self.registered_entities(),
-                                  self.production_users, documents))
+        checked = make_plan(definitions, self.registered_views(), self.registered_entities(), self.production_users,
+                            documents)
+        refuse_breaking(checked)
+        self._prepare_apply(definitions, checked)
         written: list[Path] = []
         try:
             for view in definitions.views:
@@ -247,6 +249,11 @@ class LedgerFeatureStore(FeatureStoreBackend):
                 path.unlink(missing_ok=True)
             raise
         return fresh
+
+    def _prepare_apply(self, definitions: Definitions, plan: FeaturePlan) -> None:
+        """What the provider must have before the ledger registers ``plan`` (its cloud resources); runs after the
+        breaking-change check, before anything is written to the ledger. Idempotent: an apply that fails after
+        it runs it again."""
 
     def production_users(self, name: str, version: int) -> list[str]:
         """The one place that asks the model registry which production versions read a view version."""

@@ -48,6 +48,12 @@ def _monitoring(spec, ctx):
     return AwsMonitor(spec, ctx)
 
 
+def _features(spec, ctx):
+    from mlplat_providers.aws.runtime.features import AwsFeatureStore
+
+    return AwsFeatureStore(spec, ctx)
+
+
 def _cost(spec, ctx):
     from mlplat_providers.aws.runtime.cost import AwsCost
 
@@ -66,6 +72,7 @@ provider = ProviderBundle(
         Capability.SERVING: _serving,
         Capability.MONITORING: _monitoring,
         Capability.COST: _cost,
+        Capability.FEATURES: _features,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
     "use a local stack (mlplat up --stack dev) meanwhile",

@@ -27,7 +27,7 @@ ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "Unauthorize
                            "NotAuthorized", "AuthorizationError", "ExpiredToken", "ExpiredTokenException",
                            "InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch"})
 SERVICE_PREFIX = {"sagemaker": "sagemaker", "s3": "s3", "cloudwatch": "cloudwatch", "ce": "ce", "sts": "sts",
-                  "sagemaker-runtime": "sagemaker"}
+                  "sagemaker-runtime": "sagemaker", "sagemaker-featurestore-runtime": "sagemaker"}
 # Cost Explorer has one endpoint, in us-east-1, whatever the stack's region.
 GLOBAL_REGION = {"ce": "us-east-1"}
 
