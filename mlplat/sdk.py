@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlplat import lineage, providers
+from mlplat import lineage, providers, training_env
 from mlplat.api.plane import plane_for
 from mlplat.context import Context
 from mlplat.contracts import Capability, MetricPoint
@@ -193,6 +193,7 @@ class Run:
             raise TrackingRequired(f"cannot register a model outside an active tracked run (run {self.run_id} has ended)",
                                    hint='call run.log_model(...) inside `with mlplat.start_run(...) as run:`')
         version = registry_service.log_model(self, model, name=name, **kwargs)
+        training_env.report("model", run_id=self.run_id, model=name, version=int(version))
         self._say_reference(name, version)
         return version
 
@@ -284,7 +285,8 @@ def start_run(
     project = Path(spec.project_dir)
     fingerprints = [lineage.fingerprint(role, data, base=project) for role, data in (datasets or {}).items()]
     # The platform's own state folders are not the user's code: they never make a run dirty.
-    code = lineage.code_version(exclude=(project / lineage.STATE_ROOT, Path(spec.state_dir)))
+    # In a training job the code is an archive of a commit: the job says which (git cannot).
+    code = _job_code() or lineage.code_version(exclude=(project / lineage.STATE_ROOT, Path(spec.state_dir)))
     env = lineage.environment()
     command = shlex.join([sys.executable, *sys.argv]) if sys.argv and sys.argv[0] else sys.executable
     run_tags = {
@@ -305,9 +307,11 @@ def start_run(
         **{f"mlplat.data.{f.name}.sha256": f.sha256 for f in fingerprints},
         **{f"mlplat.data.{f.name}.rows": str(f.rows) for f in fingerprints},
         **({"mlplat.reproduces": os.environ[REPRODUCES_ENV]} if os.environ.get(REPRODUCES_ENV) else {}),
+        **training_env.job_tags(),
         **dict(tags or {}),
     }
     run_id = tracker.start_run(experiment, name=name, tags=run_tags)
+    training_env.report("run", run_id=run_id, experiment=experiment)
     lineage_doc = {
         "run_id": run_id,
         "stack": spec.name,
@@ -338,6 +342,21 @@ def start_run(
     with _lock:
         _active.append(run)
     return run
+
+
+def _job_code() -> lineage.CodeVersion | None:
+    """The packaged code version of the training job this process runs in (None outside a job)."""
+    doc = training_env.job_code()
+    if not doc.get("commit"):
+        return None
+    diff = ""
+    if doc.get("diff_file"):
+        try:
+            diff = Path(doc["diff_file"]).read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError:
+            diff = ""
+    return lineage.CodeVersion(True, str(doc["commit"]), doc.get("branch"), bool(doc.get("dirty")),
+                               doc.get("diff_sha256"), doc.get("repo_root"), diff, remote=doc.get("remote"))
 
 
 def _invocation(code, project: Path) -> dict[str, Any]:
