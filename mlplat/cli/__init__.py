@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "access": ("mlplat.cli.access:access", "Roles and grants: `access list` shows who may do what."),
     "completion": ("mlplat.cli.completion:completion", "Print the shell completion script (bash, zsh, fish)."),
 }
+    "train": ("mlplat.cli.train:train", "Run a command as a tracked training job on the stack's compute: status, logs, stop, list."),
 
 
 class LazyGroup(click.Group):

@@ -35,6 +35,8 @@ def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as
         emit_json(doc)
         return
     columns = [by, "cost_usd", "instance_hours", "predictions", "cost_per_prediction_usd", "busy_seconds", "utilisation"]
+    if doc.get("training"):  # training jobs ran in the period: their instance time and cost, per group
+        columns += ["training_hours", "training_usd"]
     if by == "team" and doc["budget"]:
         columns += ["budget_period_usd", "budget_share"]
     if fmt == "csv":
@@ -55,6 +57,11 @@ def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as
     per = doc["cost_per_prediction_usd"]
     ctx.console.print(f"total ${doc['total_usd']:.4f} for {doc['predictions']} predictions"
                       + (f" (${per:.6f} per prediction)" if per is not None else ""), highlight=False)
+    if doc.get("training"):
+        jobs = doc["training"]
+        ctx.console.print(f"training: {len(jobs)} job(s), {sum(j['hours'] for j in jobs):.4f} instance-hours, "
+                          f"${sum(j['cost_usd'] for j in jobs):,.4f} (in the total and the budget share)",
+                          highlight=False)
     for team, budget in doc["budget"].items():
         monthly, share = budget["monthly_usd"], budget["share"]
         ctx.console.print(f"budget of {team}: ${monthly:,.2f}/month, ${budget['period_usd']:,.2f} for this "

@@ -18,7 +18,7 @@ def _sqlite(name: str) -> tuple[str, ...]:
 PLATFORM_ENTRIES: tuple[str, ...] = (
     *_sqlite("platform.db"), *_sqlite("mlflow.db"), "mlflow.db.partial", *_sqlite("online.db"),
     "artifacts", "keys", "tmp", "locks", "monitoring", "features", "packages", "audit-head.json",
-    "tracking-server", "cache", "audit-heads",
+    "tracking-server", "cache", "audit-heads", "training", "pipelines",
 )
 
 

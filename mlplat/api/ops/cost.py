@@ -11,6 +11,7 @@ def _report(ctx: Any, specs: list[Any], by: str, period_text: str, billed: list[
     from mlplat import providers
     from mlplat.contracts import Capability
     from mlplat.errors import CapabilityNotSupported
+    from mlplat.services import training as training_service
     from mlplat.services.monitoring import cost as cost_mod
 
     period = cost_mod.parse_period(period_text, ctx.clock())
@@ -28,7 +29,8 @@ def _report(ctx: Any, specs: list[Any], by: str, period_text: str, billed: list[
         reports.append(cost_mod.attribute(
             source.deployments(period.start, period.end), source.usage(period.start, period.end), period,
             price_for=spec.serving.price_for, default_instance_type=spec.serving.instance_type, by=by,
-            budgets={spec.team: spec.budget.monthly_usd} if spec.budget else {}))
+            budgets={spec.team: spec.budget.monthly_usd} if spec.budget else {},
+            training=training_service.cost_runs(spec, ctx)))
     return reports[0] if len(reports) == 1 else cost_mod.merge(reports, by)
 
 

@@ -82,20 +82,41 @@ def parse_period(text: str, now: float | None = None) -> Period:
 
 
 class _Rates:
-    """Per-prediction cost and busy share of anything with cost, predictions and instance time."""
+    """Per-prediction cost and busy share of anything with cost, predictions and instance time.
+
+    Training jobs count in the cost (and the budget), not in what serving a prediction costs."""
 
     cost_usd: float
     predictions: int
     busy_seconds: float
     instance_hours: float
+    training_usd: float
+    training_hours: float
 
     @property
     def cost_per_prediction(self) -> float | None:
-        return self.cost_usd / self.predictions if self.predictions else None
+        return (self.cost_usd - self.training_usd) / self.predictions if self.predictions else None
 
     @property
     def utilisation(self) -> float | None:
-        return self.busy_seconds / (self.instance_hours * 3600) if self.instance_hours else None
+        serving = self.instance_hours - self.training_hours
+        return self.busy_seconds / (serving * 3600) if serving > 1e-12 else None
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """A training job on ``instance_type`` from ``started`` to ``ended`` (``None``: still running),
+    under the team and the model (and version) its run registered."""
+
+    job_id: str
+    team: str
+    model: str
+    version: int
+    environment: str
+    instance_type: str
+    price_per_hour: float
+    started: float
+    ended: float | None = None
 
 
 @dataclass
@@ -110,6 +131,9 @@ class CostLine(_Rates):
     cost_usd: float = 0.0
     predictions: int = 0
     busy_seconds: float = 0.0
+    kind: str = "serving"  # or "training": a training job's instance time
+    training_usd: float = 0.0
+    training_hours: float = 0.0
 
 
 @dataclass
@@ -119,11 +143,14 @@ class CostGroup(_Rates):
     instance_hours: float = 0.0
     predictions: int = 0
     busy_seconds: float = 0.0
+    training_usd: float = 0.0
+    training_hours: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "cost_usd": self.cost_usd, "instance_hours": self.instance_hours,
                 "predictions": self.predictions, "busy_seconds": self.busy_seconds,
-                "cost_per_prediction_usd": self.cost_per_prediction, "utilisation": self.utilisation}
+                "cost_per_prediction_usd": self.cost_per_prediction, "utilisation": self.utilisation,
+                "training_usd": self.training_usd, "training_hours": self.training_hours}
 
 
 @dataclass
@@ -133,6 +160,7 @@ class CostReport:
     lines: list[CostLine]
     groups: list[CostGroup]
     budgets: dict[str, float] = field(default_factory=dict)  # team → monthly USD
+    training: list[dict[str, Any]] = field(default_factory=list)  # one entry per training job in the period
 
     @property
     def total_usd(self) -> float:
@@ -167,6 +195,7 @@ class CostReport:
             "budget": {t: {"monthly_usd": m, "period_usd": self.budget_for_period(t), "share": self.budget_share(t)}
                        for t, m in self.budgets.items()},
             "groups": [g.to_dict() for g in self.groups],
+            "training": self.training,
         }
 
 
@@ -179,11 +208,34 @@ def attribute(
     default_instance_type: str,
     by: str = "model",
     budgets: dict[str, float] | None = None,
+    training: Iterable[TrainingRun] = (),
 ) -> CostReport:
-    """Cost lines per (team, model, version, environment) and their roll-up ``by`` one dimension."""
+    """Cost lines per (team, model, version, environment) and their roll-up ``by`` one dimension.
+
+    Each training job adds its overlap with the period × its price to a training line of its
+    model (serving and training lines of a version stay apart; the groups sum both)."""
     if by not in GROUPS:
         raise MlplatError(f"cannot group cost by '{by}'", hint=f"use one of: {', '.join(GROUPS)}")
-    lines: dict[tuple[str, str, int, str], CostLine] = {}
+    lines: dict[tuple[str, str, int, str] | tuple[str, str, int, str, str], CostLine] = {}
+    jobs: list[dict[str, Any]] = []
+    for run in training:
+        end = run.ended if run.ended is not None else period.end
+        overlap = max(0.0, min(end, period.end) - max(run.started, period.start))
+        if not (run.started < period.end and end >= period.start):
+            continue
+        tkey = (run.team, run.model, int(run.version), run.environment, "training")
+        tline = lines.get(tkey)
+        if tline is None:
+            tline = lines[tkey] = CostLine(run.team, run.model, int(run.version), run.environment, run.instance_type,
+                                           run.price_per_hour, kind="training")
+        hours = overlap / 3600
+        tline.instance_hours += hours
+        tline.training_hours += hours
+        tline.cost_usd += hours * run.price_per_hour
+        tline.training_usd += hours * run.price_per_hour
+        jobs.append({"job_id": run.job_id, "team": run.team, "model": run.model, "version": run.version,
+                     "environment": run.environment, "instance_type": run.instance_type,
+                     "price_per_hour": run.price_per_hour, "hours": hours, "cost_usd": hours * run.price_per_hour})
     for dep in deployments:
         end = dep.ended if dep.ended is not None else period.end
         overlap = max(0.0, min(end, period.end) - max(dep.started, period.start))
@@ -204,8 +256,9 @@ def attribute(
                                          price_for(default_instance_type))
         line.predictions += int(use.predictions)
         line.busy_seconds += float(use.busy_seconds)
-    ordered = sorted(lines.values(), key=lambda line: (line.team, line.model, line.version, line.environment))
-    return CostReport(period, by, ordered, _groups(ordered, by), dict(budgets or {}))
+    ordered = sorted(lines.values(), key=lambda line: (line.team, line.model, line.version, line.environment,
+                                                       line.kind))
+    return CostReport(period, by, ordered, _groups(ordered, by), dict(budgets or {}), jobs)
 
 
 def report_rows(report: CostReport) -> list[dict[str, Any]]:
@@ -216,7 +269,8 @@ def report_rows(report: CostReport) -> list[dict[str, Any]]:
                "predictions": g.predictions,
                "cost_per_prediction_usd": None if g.cost_per_prediction is None else round(g.cost_per_prediction, 8),
                "busy_seconds": round(g.busy_seconds, 3),
-               "utilisation": None if g.utilisation is None else round(g.utilisation, 6)}
+               "utilisation": None if g.utilisation is None else round(g.utilisation, 6),
+               "training_usd": round(g.training_usd, 6), "training_hours": round(g.training_hours, 4)}
         if report.by == "team" and g.key in report.budgets:
             row["budget_period_usd"] = round(report.budget_for_period(g.key) or 0.0, 4)
             share = report.budget_share(g.key)
@@ -251,7 +305,8 @@ def merge(reports: Sequence[CostReport], by: str) -> CostReport:
             budgets[team] = budgets.get(team, 0.0) + monthly
     lines = sorted((line for r in reports for line in r.lines),
                    key=lambda line: (line.team, line.model, line.version, line.environment))
-    return CostReport(reports[0].period, by, lines, _groups(lines, by), budgets)
+    return CostReport(reports[0].period, by, lines, _groups(lines, by), budgets,
+                      [job for r in reports for job in r.training])
 
 
 def _groups(lines: Iterable[CostLine], by: str) -> list[CostGroup]:
@@ -264,4 +319,6 @@ def _groups(lines: Iterable[CostLine], by: str) -> list[CostGroup]:
         group.instance_hours += line.instance_hours
         group.predictions += line.predictions
         group.busy_seconds += line.busy_seconds
+        group.training_usd += line.training_usd
+        group.training_hours += line.training_hours
     return sorted(groups.values(), key=lambda g: (-g.cost_usd, g.key))
