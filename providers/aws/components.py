@@ -142,11 +142,16 @@ class PipelinesArgs:
     role_arn: pulumi.Input[str]
     tracking_server_arn: pulumi.Input[str]
     groups: dict[str, pulumi.Resource]
+    control_plane_url: pulumi.Input[str] | None = None  # where the steps reach the ledger
 
 
 class Pipelines(pulumi.ComponentResource):
-    """Per model: a training pipeline (train → evaluate → register), a deploy pipeline, and an EventBridge
-    rule that starts the deploy pipeline when a version of the model is approved."""
+    """Per model: its default training pipeline (train → the gate → register → staging), its deploy pipeline
+    (production promotion → canary) started by an EventBridge rule when a version of the model is approved;
+    and the role EventBridge Scheduler assumes to start the stack's pipelines on their schedules.
+
+    The program owns these two pipelines per model; the runtime owns the pipelines `mlplat pipeline run`
+    creates (and refuses these names). Both compile through ``pipeline_compiler`` (``plan`` says why)."""
 
     def __init__(self, name: str, args: PipelinesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplat:aws:Pipelines", name, None, opts)
@@ -156,29 +161,34 @@ class Pipelines(pulumi.ComponentResource):
                                    opts=_child(self))
         self.pipelines: dict[str, aws.sagemaker.Pipeline] = {}
         deploy_arns = []
+        url = args.control_plane_url if args.control_plane_url is not None else ""
         for model in plan.models:
             group = args.groups.get(model.model)
             depends = [group] if group is not None else []
             train = aws.sagemaker.Pipeline(
                 f"{name}-{model.model}-train", pipeline_name=model.pipeline, pipeline_display_name=model.pipeline,
                 role_arn=args.role_arn,
-                pipeline_definition=pulumi.Output.all(args.tracking_server_arn, args.role_arn, args.account).apply(
-                    lambda a, m=model: p.pipeline_definition(plan, m, tracking_arn=a[0], role_arn=a[1], account=a[2])),
+                pipeline_definition=pulumi.Output.all(args.tracking_server_arn, args.role_arn, args.account, url).apply(
+                    lambda a, m=model: p.pipeline_definition(plan, m, tracking_arn=a[0], role_arn=a[1], account=a[2],
+                                                             control_plane_url=a[3] or None)),
                 tags=tags, opts=_child(self, depends_on=depends))
             deploy = aws.sagemaker.Pipeline(
                 f"{name}-{model.model}-deploy", pipeline_name=model.deploy_pipeline,
                 pipeline_display_name=model.deploy_pipeline, role_arn=args.role_arn,
-                pipeline_definition=pulumi.Output.all(args.role_arn, args.account).apply(
-                    lambda a, m=model: p.deploy_pipeline_definition(plan, m, role_arn=a[0], account=a[1])),
+                pipeline_definition=pulumi.Output.all(args.role_arn, args.account, args.tracking_server_arn, url).apply(
+                    lambda a, m=model: p.deploy_pipeline_definition(plan, m, role_arn=a[0], account=a[1],
+                                                                    tracking_arn=a[2], control_plane_url=a[3] or None)),
                 tags=tags, opts=_child(self))
             rule = aws.cloudwatch.EventRule(
                 f"{name}-{model.model}-approved", name=p.slug(f"{model.endpoint}-approved", 64),
                 description=f"Deploy {model.model} when a version is approved",
                 event_pattern=p.approval_event_pattern(model.group), tags=tags, opts=_child(self))
+            # pipeline parameters of an EventBridge target are fixed: "approved" is resolved by the job's entry
+            # to the newest Approved version of the model (the one whose approval started the run)
             aws.cloudwatch.EventTarget(
                 f"{name}-{model.model}-deploy-target", rule=rule.name, arn=deploy.arn, role_arn=events_role.arn,
                 sagemaker_pipeline_target={"pipeline_parameter_lists": [
-                    {"name": "ModelPackageArn", "value": "latest-approved"}]}, opts=_child(self))
+                    {"name": "ModelVersion", "value": "approved"}]}, opts=_child(self))
             self.pipelines[model.model] = train
             deploy_arns.append(deploy.arn)
         aws.iam.RolePolicy(f"{name}-events-role-policy", role=events_role.id,
@@ -187,7 +197,18 @@ class Pipelines(pulumi.ComponentResource):
                                    "Effect": "Allow", "Action": "sagemaker:StartPipelineExecution",
                                    "Resource": list(arns) or ["arn:aws:sagemaker:::pipeline/none"]}]})),
                            opts=_child(self))
-        self.register_outputs({"pipelines": {m: pl.arn for m, pl in self.pipelines.items()}})
+        # EventBridge Scheduler starts the stack's pipelines (the runtime's schedules) as this role
+        scheduler_role = aws.iam.Role(f"{name}-scheduler-role", name=p.scheduler_role_name(plan),
+                                      assume_role_policy=p.assume_role_policy("scheduler.amazonaws.com"), tags=tags,
+                                      opts=_child(self))
+        aws.iam.RolePolicy(f"{name}-scheduler-role-policy", role=scheduler_role.id,
+                           policy=pulumi.Output.from_input(args.account).apply(lambda account: json.dumps({
+                               "Version": "2012-10-17", "Statement": [{
+                                   "Effect": "Allow", "Action": "sagemaker:StartPipelineExecution",
+                                   "Resource": f"arn:aws:sagemaker:{plan.region}:{account}:pipeline/{plan.prefix}-*"}]})),
+                           opts=_child(self))
+        self.register_outputs({"pipelines": {m: pl.arn for m, pl in self.pipelines.items()},
+                               "scheduler_role_arn": scheduler_role.arn})
 
 
 # --- serving -----------------------------------------------------------------------------
@@ -369,8 +390,11 @@ class TeamPlatform(pulumi.ComponentResource):
         self.tracking = Tracking(f"{name}-tracking", TrackingArgs(plan), _child(self))
         self.alerts = Alerts(f"{name}-alerts", AlertsArgs(plan, account), _child(self))
         self.registry = Registry(f"{name}-registry", RegistryArgs(plan, account), _child(self))
+        self.control_plane = ControlPlane(f"{name}-control-plane", ControlPlaneArgs(
+            plan, account, self.tracking.bucket.id), _child(self))
         self.pipelines = Pipelines(f"{name}-pipelines", PipelinesArgs(
-            plan, account, self.tracking.role.arn, self.tracking.server.arn, dict(self.registry.groups)), _child(self))
+            plan, account, self.tracking.role.arn, self.tracking.server.arn, dict(self.registry.groups),
+            self.control_plane.url), _child(self))
         self.serving = Serving(f"{name}-serving", ServingArgs(
             plan, account, self.tracking.role.arn, self.tracking.bucket.id, self.alerts.topic.arn), _child(self))
         self.monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
@@ -378,8 +402,6 @@ class TeamPlatform(pulumi.ComponentResource):
         self.features = FeatureStore(f"{name}-features", FeatureStoreArgs(
             plan, self.tracking.role.arn, self.tracking.bucket.id), _child(self))
         self.cost = Cost(f"{name}-cost", CostArgs(plan, self.alerts.topic.arn), _child(self))
-        self.control_plane = ControlPlane(f"{name}-control-plane", ControlPlaneArgs(
-            plan, account, self.tracking.bucket.id), _child(self))
         self.register_outputs({
             "bucket": self.tracking.bucket.id,
             "tracking_server_arn": self.tracking.server.arn,

@@ -381,66 +381,81 @@ def training_image(region: str, account: str) -> str:
     return f"{account}.dkr.ecr.{region}.amazonaws.com/mlplat/train:latest"
 
 
-def pipeline_definition(plan: StackPlan, model: ModelPlan, *, tracking_arn: str, role_arn: str, account: str) -> str:
-    """A SageMaker pipeline: train (tracked) → evaluate (the stack's gate) → register if the gate passes."""
+def scheduler_role_name(plan: StackPlan) -> str:
+    """The role EventBridge Scheduler assumes to start the stack's pipelines on their schedules."""
+    return slug(f"{plan.prefix}-scheduler", 64)
+
+
+# One owner per pipeline: the program owns each model's default training pipeline (train -> the gate ->
+# register -> staging) and its deploy pipeline (production promotion -> canary deploy, started when a
+# version is Approved); the runtime owns the pipelines `mlplat pipeline run` declares, and refuses these
+# names. Both are compiled by the same compiler (pipeline_compiler) and checked by the same rules, so every
+# property file has its output, every condition reads what the gate's report holds, every step runs a
+# command that exists, and every parameter is read. The program's pipelines read the project from
+# SourceUri, by default the archive of the last clean commit the runtime uploaded (source/current.tar.gz).
+def current_source_uri(plan: StackPlan) -> str:
+    return f"s3://{plan.bucket}/source/current.tar.gz"
+
+
+def default_training_pipeline(plan: StackPlan, model: ModelPlan):
+    """The model's default training pipeline: the stack's retraining command, the gate, register, staging."""
+    import shlex
+
+    from mlplat.contracts.pipelines import PipelineDefinition, StepDefinition
+
+    command = tuple(shlex.split(plan.spec.monitoring.retrain.command or "python train.py"))
+    return PipelineDefinition(name=f"{model.model}-train", model=model.model, steps=(
+        StepDefinition("train", command=command, outputs=("model",), retries=2, cache=False),
+        StepDefinition("evaluate", kind="evaluate", depends_on=("train",)),
+        StepDefinition("register", kind="register", depends_on=("evaluate",)),
+        StepDefinition("promote", kind="promote", depends_on=("register",), params={"to": "staging"}),
+    ))
+
+
+def default_deploy_pipeline(plan: StackPlan, model: ModelPlan):
+    """The model's deploy pipeline: promote the version to production (approvals checked by the platform),
+    then roll it out with the stack's canary."""
+    from mlplat.contracts.pipelines import PipelineDefinition, StepDefinition
+
     spec = plan.spec
-    image = training_image(plan.region, account)
-    artifacts = f"s3://{plan.bucket}/pipelines/{model.model}"
-    thresholds = spec.gate.thresholds
-    steps = [
-        {"Name": "Train", "Type": "Training", "Arguments": {
-            "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
-            "RoleArn": role_arn,
-            "OutputDataConfig": {"S3OutputPath": f"{artifacts}/model"},
-            "ResourceConfig": {"InstanceType": TRAINING_INSTANCE, "InstanceCount": 1, "VolumeSizeInGB": 30},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
-            "Environment": {"MLFLOW_TRACKING_URI": tracking_arn, "MLPLAT_STACK": spec.name,
-                            "MLPLAT_MODEL": model.model, "MLPLAT_TEAM": spec.team},
-            "Tags": [{"Key": k, "Value": v} for k, v in plan.tags.items()],
-        }},
-        {"Name": "Evaluate", "Type": "Processing", "DependsOn": ["Train"], "Arguments": {
-            "AppSpecification": {"ImageUri": image, "ContainerEntrypoint": [
-                "mlplat", "models", "evaluate", model.model, "--stack", spec.name, "--report",
-                "/opt/ml/processing/evaluation/report.json"]},
-            "ProcessingResources": {"ClusterConfig": {"InstanceType": TRAINING_INSTANCE, "InstanceCount": 1,
-                                                      "VolumeSizeInGB": 30}},
-            "RoleArn": role_arn,
-            "Environment": {"MLFLOW_TRACKING_URI": tracking_arn},
-        }, "PropertyFiles": [{"PropertyFileName": "Evaluation", "OutputName": "evaluation", "FilePath": "report.json"}]},
-        {"Name": "Gate", "Type": "Condition", "DependsOn": ["Evaluate"], "Arguments": {
-            "Conditions": [{"Type": "GreaterThanOrEqualTo", "LeftValue": {"Std:JsonGet": {
-                "PropertyFile": {"Get": "Steps.Evaluate.ProcessingOutputConfig.Outputs['evaluation']"},
-                "Path": f"metrics.{metric}"}}, "RightValue": value} for metric, value in sorted(thresholds.items())],
-            "IfSteps": [{"Name": "Register", "Type": "RegisterModel", "Arguments": {
-                "ModelPackageGroupName": model.group,
-                "ModelApprovalStatus": model.approval_status,
-                "InferenceSpecification": {"Containers": [{
-                                               "Image": image.replace("/train:", "/serve:"),
-                                               "ModelDataUrl": {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}}],
-                                           "SupportedContentTypes": ["application/json"],
-                                           "SupportedResponseMIMETypes": ["application/json"]},
-                "CustomerMetadataProperties": {"mlplat-stack": spec.name, "mlplat-risk-tier": model.risk_tier.value},
-            }}],
-            "ElseSteps": [],
-        }},
-    ]
-    return json.dumps({"Version": "2020-12-01", "Metadata": {"mlplat": {"stack": spec.name, "model": model.model}},
-                       "Parameters": [], "Steps": steps}, sort_keys=True)
+    return PipelineDefinition(name=f"{model.model}-deploy", model=model.model, steps=(
+        StepDefinition("promote", kind="promote", params={"to": "production"}),
+        StepDefinition("deploy", command=("mlplat", "deploy", model.model, "{version}", "--stack", spec.name,
+                                          "--env", spec.environment, "--strategy", "canary"),
+                       depends_on=("promote",), cache=False, instance_type=DEPLOY_INSTANCE),
+    ))
 
 
-def deploy_pipeline_definition(plan: StackPlan, model: ModelPlan, *, role_arn: str, account: str) -> str:
-    """The pipeline the approval event starts: ``mlplat deploy`` rolls the approved version out with the
-    stack's strategy (a canary stepped by the runtime, checked against the rollback alarms)."""
-    image = training_image(plan.region, account)
-    return json.dumps({"Version": "2020-12-01", "Parameters": [
-        {"Name": "ModelPackageArn", "Type": "String", "DefaultValue": "latest-approved"}], "Steps": [
-        {"Name": "Deploy", "Type": "Processing", "Arguments": {
-            "AppSpecification": {"ImageUri": image, "ContainerEntrypoint": [
-                "mlplat", "deploy", model.model, "--package", "latest-approved", "--stack", plan.spec.name,
-                "--env", plan.spec.environment, "--strategy", "canary"]},
-            "ProcessingResources": {"ClusterConfig": {"InstanceType": DEPLOY_INSTANCE, "InstanceCount": 1,
-                                                      "VolumeSizeInGB": 10}},
-            "RoleArn": role_arn}}]}, sort_keys=True)
+def _compile(plan: StackPlan, pipeline, *, role_arn: str, account: str, environment: dict[str, str]) -> str:
+    from mlplat_providers.aws import pipeline_compiler as pc
+
+    target = pc.CompileTarget(stack=plan.spec.name, bucket=plan.bucket, role_arn=role_arn,
+                              image=training_image(plan.region, account), source_uri=current_source_uri(plan),
+                              environment=environment, tags=plan.tags, instance_type=TRAINING_INSTANCE)
+    return json.dumps(pc.compile_definition(pipeline, target), sort_keys=True)
+
+
+def job_environment(plan: StackPlan, *, tracking_arn: str, control_plane_url: str | None) -> dict[str, str]:
+    """What every job of the stack's pipelines sees: the stack, its tracking server, its control plane."""
+    env = {"MLFLOW_TRACKING_URI": tracking_arn, "MLPLAT_STACK": plan.spec.name, "MLPLAT_TEAM": plan.spec.team}
+    url = control_plane_url or plan.spec.control_plane.url
+    if url:
+        env["MLPLAT_CONTROL_PLANE_URL"] = url
+    return env
+
+
+def pipeline_definition(plan: StackPlan, model: ModelPlan, *, tracking_arn: str, role_arn: str, account: str,
+                        control_plane_url: str | None = None) -> str:
+    """The model's default training pipeline as a SageMaker pipeline definition (JSON)."""
+    return _compile(plan, default_training_pipeline(plan, model), role_arn=role_arn, account=account,
+                    environment=job_environment(plan, tracking_arn=tracking_arn, control_plane_url=control_plane_url))
+
+
+def deploy_pipeline_definition(plan: StackPlan, model: ModelPlan, *, role_arn: str, account: str,
+                               tracking_arn: str = "", control_plane_url: str | None = None) -> str:
+    """The pipeline the approval event starts (ModelVersion=approved: the newest Approved version)."""
+    return _compile(plan, default_deploy_pipeline(plan, model), role_arn=role_arn, account=account,
+                    environment=job_environment(plan, tracking_arn=tracking_arn, control_plane_url=control_plane_url))
 
 
 def approval_event_pattern(group: str) -> str:

@@ -54,19 +54,19 @@ def test_declared_shadow_mirrors_the_configured_share(fraud):
     assert rules.shadow_percent(config.props) == pytest.approx(fraud.serving.shadow.percent)
 
 
-def test_pipeline_definition_is_tracked_gated_and_registers_by_tier(fraud):
+def test_pipeline_definition_is_tracked_gated_and_promotes_through_the_platform(fraud):
     plan = p.stack_plan(fraud)
     critical = plan.models[0]
     definition = json.loads(p.pipeline_definition(plan, critical, tracking_arn="arn:server", role_arn="arn:role",
                                                   account="123456789012"))
     train, evaluate, gate = definition["Steps"]
-    assert train["Arguments"]["Environment"]["MLFLOW_TRACKING_URI"] == "arn:server"
-    assert evaluate["DependsOn"] == ["Train"] and gate["Type"] == "Condition"
-    assert {c["RightValue"] for c in gate["Arguments"]["Conditions"]} == set(fraud.gate.thresholds.values())
-    register = gate["Arguments"]["IfSteps"][0]
-    assert register["Type"] == "RegisterModel"
-    assert register["Arguments"]["ModelApprovalStatus"] == "PendingManualApproval"
-    assert register["Arguments"]["ModelPackageGroupName"] == critical.group
+    assert train["Type"] == "Training" and train["Arguments"]["Environment"]["MLFLOW_TRACKING_URI"] == "arn:server"
+    assert evaluate["DependsOn"] == ["train"] and gate["Type"] == "Condition"
+    # the gate's verdict is read from the report the evaluation step writes into its declared output
+    assert evaluate["PropertyFiles"][0]["OutputName"] in {
+        o["OutputName"] for o in evaluate["Arguments"]["ProcessingOutputConfig"]["Outputs"]}
+    assert [s["Name"] for s in gate["Arguments"]["IfSteps"]] == ["register", "promote"]
+    assert gate["Arguments"]["ElseSteps"][0]["Type"] == "Fail"
 
 
 def test_dashboard_names_every_endpoint(fraud):
