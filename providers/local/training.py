@@ -42,8 +42,9 @@ from typing import Any
 
 from mlplat import training_env
 from mlplat.contracts.pipelines import TERMINAL_STATES, JobStatus, TrainingJobSpec
-from mlplat.errors import Conflict, MlplatError, NotFound
+from mlplat.errors import Conflict, MlplatError, NotFound, StackError
 from mlplat.services import source as source_service
+from mlplat_providers.local.layout import StateLayout
 
 ROOT = "training"
 ENVS = "envs"
@@ -147,6 +148,10 @@ class LocalTrainingJobs:
         ``Conflict`` when a job of that name exists. The folder is assembled under a temporary
         name and renamed into place, so a job either exists whole or not at all."""
         final = self.job_dir(job.name)
+        if not self.spec.control_plane.tracking and not StateLayout(Path(self.spec.state_dir)).exists():
+            # the job's run would have nowhere to go: refuse before creating anything
+            raise StackError(f"stack '{self.spec.name}' is not provisioned (no stores under {self.spec.state_dir})",
+                             hint=f"run `mlplat up --stack {self.spec.name}` first")
         if final.exists():
             raise Conflict(f"a training job named '{job.name}' already exists in stack '{self.spec.name}'",
                            hint="submit it again: a new job gets a new name")
