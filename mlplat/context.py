@@ -51,6 +51,9 @@ class Context:
     # Set by `mlplat server` for its requests: it brought the ledger's schema up to date when it started
     # (its /readyz says when that no longer holds), so a request does not check the schema again.
     ledger_current: bool = False
+    # Set while an operation that only reads runs here: stores that do not exist yet are reported
+    # (NotProvisioned), never created by a read.
+    reading: bool = False
 
     # How ``user`` was established (an mlplat.identity method: oidc, aws-iam, os-user, trusted-local...).
     # Set with ``_user`` by the server from the request's verified credentials; embedded, it follows

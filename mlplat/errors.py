@@ -66,6 +66,15 @@ class StackError(MlplatError):
     exit_code = ExitCode.CONFIG
 
 
+class NotProvisioned(StackError):
+    """A stack whose state does not exist on this machine: it was never provisioned (or was destroyed).
+    Reading it creates nothing; ``mlplat up`` (or a first write) does."""
+
+    def __init__(self, stack: str, missing: str, *, hint: str | None = None):
+        super().__init__(f"stack '{stack}' is not provisioned (no {missing})",
+                         hint=hint or f"run `mlplat up --stack {stack}` first", stack=stack)
+
+
 class NotFound(MlplatError):
     exit_code = ExitCode.NOT_FOUND
 

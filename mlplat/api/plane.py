@@ -51,7 +51,13 @@ class EmbeddedPlane(ControlPlane):
 
     def call(self, name: str, /, **params: Any) -> Any:
         op = operations.get(name)
-        return op.invoke(self.spec, self.ctx, op.validate(params))
+        params_ = op.validate(params)
+        before = getattr(self.ctx, "reading", False)
+        self.ctx.reading = not op.writes  # a read never creates a store (see NotProvisioned)
+        try:
+            return op.invoke(self.spec, self.ctx, params_)
+        finally:
+            self.ctx.reading = before
 
 
 _ERRORS: dict[str, type[MlplatError]] = {

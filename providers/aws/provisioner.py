@@ -92,7 +92,10 @@ class AwsProvisioner(Provisioner):
             raise ExternalError(f"pulumi up of stack '{self.spec.name}' failed: {str(exc).strip()[-800:]}",
                                 hint="fix the error above and rerun; Pulumi resumes from its state") from exc
         from mlplat_providers.aws.control_plane import up_lines
+        from mlplat_providers.aws.runtime.state import AwsState
 
+        # the stack's ledger, sealing key and tracking store on this machine: reads find them from now on
+        AwsState(self.spec.state_dir, getattr(self.ctx, "database_url", None)).ensure()
         outputs = {key: getattr(value, "value", value) for key, value in (result.outputs or {}).items()}
         for line in up_lines(self.spec, outputs):
             (self.ctx.err if self.ctx.json else self.ctx.console).print(line, markup=False, highlight=False,

@@ -35,8 +35,9 @@ def _tracker(spec, ctx):
                               "so runs of this machine have nowhere to go", where="mlplat:controlPlane.tracking",
                               hint="add `tracking: http://<server>:<port>` under mlplat:controlPlane "
                                    "(`mlplat server --tracking-port N` runs one beside the server)")
-        raise MlplatError(f"stack '{spec.name}' is not provisioned (no stores under {layout.root})",
-                          hint=f"run `mlplat up --stack {spec.name}` first")
+        from mlplat.errors import NotProvisioned
+
+        raise NotProvisioned(spec.name, f"stores under {layout.root}")
     return MlflowTracker(layout.tracking_uri, str(layout.artifacts))
 
 

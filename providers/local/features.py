@@ -12,7 +12,7 @@ from typing import Any
 
 from mlplat.contracts import ViewSelection
 from mlplat.db import Database, ledger_for
-from mlplat.errors import MlplatError
+from mlplat.errors import MlplatError, NotProvisioned
 from mlplat.features.definitions import DTYPES
 from mlplat.features.errors import FeatureDataError
 from mlplat.features.store import FILE, MIGRATION, ROW, LedgerFeatureStore, lit, q
@@ -30,8 +30,7 @@ class LocalFeatureStore(LedgerFeatureStore):
         self.layout = StateLayout(spec.state_dir)
         db = ledger_for(self.layout.platform_db, ctx)
         if not self.layout.platform_db.is_file():
-            raise MlplatError(f"stack '{spec.name}' is not provisioned (no platform database under {self.layout.root})",
-                              hint=f"run `mlplat up --stack {spec.name}` first")
+            raise NotProvisioned(spec.name, f"platform database under {self.layout.root}")
         if MIGRATION not in db.applied():
             raise MlplatError(f"the platform database of stack '{spec.name}' has no feature store tables yet",
                               hint=f"run `mlplat up --stack {spec.name}`: it applies the pending migration {MIGRATION}")

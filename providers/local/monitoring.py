@@ -7,7 +7,7 @@ from typing import Any
 
 from mlplat.contracts import Capture, CostSource, Deployment, Monitor, Usage
 from mlplat.db import Database, ledger_for
-from mlplat.errors import MlplatError
+from mlplat.errors import MlplatError, NotProvisioned
 from mlplat_providers.local.layout import StateLayout
 
 MIGRATION = "0005_monitoring"
@@ -23,8 +23,7 @@ class LocalMonitor(Monitor, CostSource):
 
     def database(self) -> Database:
         if not self.layout.platform_db.is_file():
-            raise MlplatError(f"stack '{self.spec.name}' is not provisioned (no {self.layout.platform_db})",
-                              hint=f"run `mlplat up --stack {self.spec.name}` first")
+            raise NotProvisioned(self.spec.name, str(self.layout.platform_db))
         if MIGRATION not in self._db.applied():
             raise MlplatError(f"stack '{self.spec.name}' lacks the monitoring tables",
                               hint=f"run `mlplat up --stack {self.spec.name}` to apply migration {MIGRATION}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from mlplat.contracts import ModelRegistry, StoredVersion
 from mlplat.db import Database, ledger_for
-from mlplat.errors import ExternalError, IntegrityError, MlplatError, NotFound
+from mlplat.errors import ExternalError, IntegrityError, MlplatError, NotFound, NotProvisioned
 from mlplat.locking import stack_lock
 from mlplat.mlflow_tracking import use_tracking_server
 from mlplat_providers.local.layout import StateLayout
@@ -101,10 +101,7 @@ class LocalModelRegistry(ModelRegistry):
                 f"stack '{self.spec.name}' keeps no ledger on this machine (no stores under {self.layout.root})",
                 hint=f"its ledger lives where `mlplat server --stack {self.spec.name}` runs: name that server in "
                      "mlplat:controlPlane.url, or run the command there")
-        raise MlplatError(
-            f"stack '{self.spec.name}' is not provisioned (no stores under {self.layout.root})",
-            hint=f"run `mlplat up --stack {self.spec.name}` first",
-        )
+        raise NotProvisioned(self.spec.name, f"stores under {self.layout.root}")
 
     @classmethod
     def for_stack(cls, spec, ctx=None) -> LocalModelRegistry:

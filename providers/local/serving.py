@@ -15,7 +15,7 @@ from typing import Any
 from mlplat.contracts import EndpointDeployer
 from mlplat.contracts.canary import percentile
 from mlplat.db import ledger_for
-from mlplat.errors import MlplatError
+from mlplat.errors import NotProvisioned
 from mlplat.services import rollout as ro
 from mlplat.services.serving import check_deploy
 from mlplat_providers.local.layout import StateLayout
@@ -27,8 +27,7 @@ class LocalServing(EndpointDeployer):
         self.ctx = ctx
         self.layout = StateLayout(spec.state_dir)
         if not self.layout.exists():
-            raise MlplatError(f"stack '{spec.name}' is not provisioned (no stores under {self.layout.root})",
-                              hint=f"run `mlplat up --stack {spec.name}` first")
+            raise NotProvisioned(spec.name, f"stores under {self.layout.root}")
         self.db = ledger_for(self.layout.platform_db, ctx)
         if "0003_serving" in self.db.pending():  # a stack provisioned before serving shipped
             self.db.migrate()

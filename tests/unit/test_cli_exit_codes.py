@@ -77,7 +77,8 @@ def test_missing_stack_is_3_and_lists_stacks(project):
 def test_json_errors_are_machine_readable(project):
     result = run_cli("runs", "show", "deadbeef", "--json", cwd=project)
     payload = json.loads(result.stderr)
-    assert payload["exit_code"] == result.returncode and payload["error"] in ("MlplatError", "NotFound")
+    # the fixture's stack was never provisioned: a stack error (3), named as such
+    assert payload["exit_code"] == result.returncode == 3 and payload["error"] == "NotProvisioned"
 
 
 def test_cloud_stack_up_says_not_available_and_exits_7(project):

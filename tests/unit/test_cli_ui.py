@@ -6,7 +6,7 @@ from tests.conftest import REPO, run_cli, write_project
 
 def test_ui_before_up_says_to_run_up_and_creates_nothing(project, cli):
     result = cli("ui", "--stack", "dev", "--port", "5999")
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 3, result.stderr  # a stack error: not provisioned
     assert "stack 'dev' is not provisioned" in result.stderr and "mlplat up --stack dev" in result.stderr
     assert not (project / ".mlplat").exists()
 

@@ -11,11 +11,14 @@ from mlplat.api.operations import Environment, operation
 def list_models(spec: Any, ctx: Any, *, environment: Environment | None = None) -> dict[str, Any]:
     """Every registered version with its stage and risk tier in ``environment``."""
     from mlplat.services import governance as governance_service
+    from mlplat.services import known
     from mlplat.services import registry as reg
 
-    environment = environment or spec.environment
     conn = reg.registry_for(spec, ctx).database().connect()
     try:
+        if environment is not None:
+            known.require_environment(conn, spec, environment)
+        environment = environment or spec.environment
         rows = reg.list_models(conn, environment)
         governance = governance_service.effective_for(spec, ctx, conn).governance
     finally:

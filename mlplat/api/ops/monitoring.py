@@ -48,7 +48,20 @@ def status(spec: Any, ctx: Any, *, model: str | None = None,
     """Newest windows per model version, firing alerts and retraining of the stack's models (or of ``model``)."""
     from mlplat.services.monitoring.status import status as monitoring_status
 
+    if model is not None:
+        _require_model(spec, ctx, model)
     return monitoring_status(spec, ctx, model=model, history=history)
+
+
+def _require_model(spec: Any, ctx: Any, model: str) -> None:
+    from mlplat.services import known
+    from mlplat.services.monitoring.passes import monitor_for
+
+    conn = monitor_for(spec, ctx).database().connect()
+    try:
+        known.require_model(conn, model)
+    finally:
+        conn.close()
 
 
 @operation("monitoring.labels", "POST", "/monitoring/labels")

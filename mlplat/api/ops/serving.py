@@ -67,7 +67,17 @@ def rollback(spec: Any, ctx: Any, *, model: str, environment: Environment | None
 @operation("deployments.list", "GET", "/deployments")
 def list_deployments(spec: Any, ctx: Any, *, environment: Environment | None = None) -> list[dict[str, Any]]:
     """Every deployment (of one environment, or of all) with its strategy and routing."""
-    return list(_serving(spec, ctx).list(environment))
+    rows = list(_serving(spec, ctx).list(environment))
+    if environment is not None and not rows:  # an environment nobody knows, or one with nothing deployed yet
+        from mlplat.services import known
+        from mlplat.services.monitoring.passes import monitor_for
+
+        conn = monitor_for(spec, ctx).database().connect()
+        try:
+            known.require_environment(conn, spec, environment)
+        finally:
+            conn.close()
+    return rows
 
 
 @operation("deployments.show", "GET", "/deployments/{model}")

@@ -56,7 +56,8 @@ class AwsCost(CostSource):
         self.spec = spec
         self.ctx = ctx
         self.aws = session or AwsSession(spec)
-        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure()
+        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure(
+            create=not getattr(ctx, "reading", False))
 
     def deployments(self, start: float, end: float) -> list[Deployment]:
         conn = self.state.database().connect()

@@ -163,7 +163,8 @@ class AwsMonitor(Monitor):
         self._files: dict[str, tuple[str, list[CapturedRecord]]] = {}  # key -> (ETag, records); files never change
 
     def database(self) -> Database:
-        return cast(Database, self.state.database())  # or PgDatabase, which speaks the same interface
+        # or PgDatabase, which speaks the same interface; a read finds the stack's state, never creates it
+        return cast(Database, self.state.database(create=not getattr(self.ctx, "reading", False)))
 
     # --- captures ------------------------------------------------------------------------------
 

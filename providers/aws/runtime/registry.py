@@ -65,7 +65,8 @@ class AwsModelRegistry(ModelRegistry):
     def __init__(self, spec, session: AwsSession | None = None, ctx=None):
         self.spec = spec
         self.aws = session or AwsSession(spec)
-        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure()
+        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure(
+            create=not getattr(ctx, "reading", False))
         self._db = None
 
     @classmethod

@@ -104,7 +104,8 @@ class AwsServing(EndpointDeployer):
         self.spec = spec
         self.ctx = ctx
         self.aws = session or AwsSession(spec)
-        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure()
+        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure(
+            create=not getattr(ctx, "reading", False))
         self.db = self.state.database()
 
     @cached_property

@@ -3,8 +3,10 @@
 SageMaker holds packages and endpoints; the platform database (stages, gate reports,
 approvals, rollouts, audit chain), the key that seals manifests and the tracking
 store live under the stack's state directory (``.mlplat/<stack>`` by default) on the
-machine that runs mlplat. They are created on first use (``mlplat up`` for AWS runs
-the Pulumi program, which cannot create local files), under the stack lock.
+machine that runs mlplat. ``mlplat up`` creates them once the Pulumi program has run (the
+program itself cannot create local files), and so does the first write (a tracked run, a
+registration, a deployment), under the stack lock. A read never creates them: on a stack with no
+state here it raises ``NotProvisioned``.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlplat.db import Database, PgDatabase, open_database
-from mlplat.errors import IntegrityError
+from mlplat.errors import IntegrityError, NotProvisioned
 from mlplat.locking import stack_lock
 
 _READY: set[Path] = set()  # state roots checked by this process
@@ -58,8 +60,17 @@ class AwsState:
     def lock(self) -> Path:
         return self.root.parent / f".{self.root.name}.lock"
 
-    def ensure(self) -> AwsState:
-        """Create what is missing (idempotent); migrate the platform database."""
+    def exists(self) -> bool:
+        """Whether this machine holds the stack's state (its ledger), so a read has something to read."""
+        return bool(self.database_url) or self.platform_db.is_file()
+
+    def ensure(self, *, create: bool = True) -> AwsState:
+        """Create what is missing (idempotent); migrate the platform database. With ``create=False`` (a
+        read) a stack with no state here raises ``NotProvisioned`` and nothing is created."""
+        if not create and not self.exists():
+            raise NotProvisioned(self.root.name, f"platform state under {self.root}",
+                                 hint=f"run `mlplat up --stack {self.root.name}` first; a tracked run, a "
+                                      "registration or a deployment also creates it")
         if self.root in _READY and (self.database_url or self.platform_db.is_file()):
             return self
         if (self.database_url or self.platform_db.is_file()) and self.signing_key.is_file() \
@@ -87,8 +98,8 @@ class AwsState:
             return open_database(self.database_url, key_dir=self.root)
         return Database(self.platform_db)
 
-    def database(self) -> Database | PgDatabase:
-        return self.ensure()._ledger()
+    def database(self, *, create: bool = True) -> Database | PgDatabase:
+        return self.ensure(create=create)._ledger()
 
     def key(self) -> bytes:
         self.ensure()
