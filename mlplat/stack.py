@@ -325,12 +325,18 @@ class Channel(Spec):
 
 
 class Retrain(Spec):
-    command: str = Field(min_length=1, description="Training entrypoint run as a tracked run.", examples=["python train.py"])
+    command: str | None = Field(None, min_length=1, description="Training entrypoint run as a tracked run, when no "
+                                "pipeline retrains the model.", examples=["python train.py"])
+    pipeline: str | None = Field(None, min_length=1, description="Pipeline file (relative to the project root) that "
+                                 "retrains the model; default: the pipeline run or scheduled on the stack whose model "
+                                 "it is, else `command`.", examples=["pipelines/credit_risk.py"])
     violation_windows: int = Field(2, ge=1, description="Breaching windows (k) ...")
     evaluation_windows: int = Field(5, ge=1, description="... out of the last n windows that trigger retraining.")
 
     @model_validator(mode="after")
     def _k_le_n(self) -> Retrain:
+        if not self.command and not self.pipeline:
+            raise ValueError("retraining needs a 'command' or a 'pipeline' to run")
         if self.violation_windows > self.evaluation_windows:
             raise ValueError(
                 f"violationWindows ({self.violation_windows}) cannot exceed evaluationWindows ({self.evaluation_windows})"

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approvals": ("mlplat.cli.approvals:approvals", "Production promotions waiting for an approver."),
     "audit": ("mlplat.cli.audit:audit", "The hash-chained audit log: show it, verify it, export a signed archive."),
     "features": ("mlplat.cli.features:features", "Feature store: apply definitions, list, materialize online, skew report."),
+    "pipeline": ("mlplat.cli.pipeline:pipeline",
+                 "Pipelines declared in Python (prepare, train, gate, register, staging): run, resume, list, schedule."),
     "monitor": ("mlplat.cli.monitor:monitor", "Drift, quality with delayed labels, alerts, retraining: run, status, labels."),
     "cost": ("mlplat.cli.cost:cost", "Cost per prediction and per team/model/env against the budget."),
     "dashboard": ("mlplat.cli.dashboard:dashboard", "Serve the local dashboard on 127.0.0.1."),

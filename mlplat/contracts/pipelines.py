@@ -97,6 +97,7 @@ class PipelineDefinition:
     model: str | None = None  # the registered model the pipeline produces (retraining looks it up by this)
     schedule: str | None = None  # a 5-field cron expression, UTC
     source: SourceBundle | None = None
+    environment: dict[str, str] = field(default_factory=dict)  # variables of every command step (e.g. retraining's data)
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,7 @@ PERMISSIONS: dict[str, Rule] = {
     "models.check_registration": DEVELOP,
     "models.register": DEVELOP,
     "models.promote": _promotion,
+    "models.evaluate": DEVELOP,
     "deployments.create": _in_production,
     "deployments.rollback": _in_production,
     "features.plan": DEVELOP,

@@ -106,6 +106,7 @@ EXPECTED: list[tuple[str, str, dict, set]] = [
     ("approve", "models.approve", {"name": "scorer", "version": 1, "reason": "checked"}, APPROVE),
     ("check-registration", "models.check_registration", {"name": "scorer", "run_id": "r0"}, DEVELOP),
     ("models", "models.list", {}, READ),
+    ("evaluate", "models.evaluate", {"name": "scorer", "version": 1}, DEVELOP),
     ("promote-staging", "models.promote", {"name": "scorer", "version": 1, "target": "staging"}, DEVELOP),
     ("promote-production", "models.promote", {"name": "scorer", "version": 1, "target": "production"}, OPERATE),
     ("register", "models.register", {"name": "scorer", "version": 1, "run_id": "r0", "source": "/nowhere",

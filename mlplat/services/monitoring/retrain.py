@@ -6,7 +6,9 @@ pass resumes where it stopped:
 ``pending`` → the window's data is written to ``<state>/monitoring/retrain/<id>/window.parquet``
 → ``training``: the stack's ``monitoring.retrain.command`` runs in the project
 directory with ``MLPLAT_STACK``, ``MLPLAT_RETRAIN_DATA`` (that file),
-``MLPLAT_RETRAIN_MODEL`` and ``MLPLAT_RETRAIN_TRIGGER`` set; the command trains
+``MLPLAT_RETRAIN_MODEL`` and ``MLPLAT_RETRAIN_TRIGGER`` set (or, where a pipeline retrains the
+model, that pipeline runs with them in its steps' environment: :func:`mlplat.services.pipelines.for_model`);
+the command trains
 inside ``mlplat.start_run`` (a tracked run) and registers a new version with
 ``run.log_model`` → ``registered``: the new version is promoted to staging by the
 promotion service (the evaluation gate and the rest of ``mlplat models promote --to
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from mlplat.errors import MlplatError
 from mlplat.identity import SYSTEM
 from mlplat.services import audit, promotion
+from mlplat.services import pipelines as pipelines_service
 from mlplat.services.monitoring.windows import labels_for, monitor_for, window_frame
 
 if TYPE_CHECKING:
@@ -118,10 +121,20 @@ def execute(spec: StackSpec, ctx: Context, trigger: str) -> dict[str, Any]:
         started = row["ts"]
         if spec.monitoring.retrain is None:  # triggers exist only for stacks with a retrain rule
             raise AttributeError("the stack has no monitoring.retrain rule")
+        variables = {"MLPLAT_RETRAIN_DATA": str(data_path), "MLPLAT_RETRAIN_MODEL": model,
+                     "MLPLAT_RETRAIN_TRIGGER": trigger}
+        try:
+            declared = pipelines_service.for_model(spec, ctx, model)
+        except MlplatError as exc:
+            return _fail(spec, db, ctx, trigger, model, f"the retraining pipeline cannot be loaded: {exc}")
+        if declared is not None:
+            return _after_pipeline(spec, ctx, db, trigger, model, dict(row), declared, variables)
         command = spec.monitoring.retrain.command
-        env = {**os.environ, "MLPLAT_STACK": spec.name, "MLPLAT_PROJECT_DIR": str(spec.project_dir),
-               "MLPLAT_RETRAIN_DATA": str(data_path), "MLPLAT_RETRAIN_MODEL": model,
-               "MLPLAT_RETRAIN_TRIGGER": trigger}
+        if not command:
+            return _fail(spec, db, ctx, trigger, model,
+                         f"no pipeline retrains '{model}' (none names it as its model) and monitoring.retrain has no "
+                         "command; set monitoring.retrain.pipeline or monitoring.retrain.command")
+        env = {**os.environ, "MLPLAT_STACK": spec.name, "MLPLAT_PROJECT_DIR": str(spec.project_dir), **variables}
         try:
             argv = shlex.split(command)
         except ValueError as exc:
@@ -146,6 +159,34 @@ def execute(spec: StackSpec, ctx: Context, trigger: str) -> dict[str, Any]:
         status = "registered"
         row = dict(row) | {"new_version": version, "run_id": run_id}
 
+    return _finish(spec, ctx, db, trigger, model, dict(row), status)
+
+
+def _after_pipeline(spec: StackSpec, ctx: Context, db: Database, trigger: str, model: str, row: dict[str, Any],
+                    pipeline: Any, variables: dict[str, str]) -> dict[str, Any]:
+    """Run the model's pipeline with the window's data in its steps' environment; its register step
+    names the new version, which then goes to staging as a command's version does."""
+    try:
+        # as the retrain command does, the work tree runs as it is (a bundle records its diff)
+        outcome = pipelines_service.run(spec, ctx, pipeline, environment=variables, allow_dirty=True)
+    except MlplatError as exc:
+        return _fail(spec, db, ctx, trigger, model, f"retraining pipeline '{pipeline.name}' did not start: {exc}")
+    if outcome.state != "SUCCEEDED":
+        return _fail(spec, db, ctx, trigger, model,
+                     f"retraining pipeline '{pipeline.name}' run {outcome.run_id} {outcome.state}: {outcome.message}")
+    found = pipelines_service.registered_by(outcome) or _newest_version(db, model, since=row["ts"])
+    if found is None:
+        return _fail(spec, db, ctx, trigger, model,
+                     f"retraining pipeline '{pipeline.name}' run {outcome.run_id} registered no version of '{model}'")
+    version, run_id = found
+    _set(db, trigger, ctx.clock(), status="registered", new_version=version, run_id=run_id)
+    return _finish(spec, ctx, db, trigger, model, row | {"new_version": version, "run_id": run_id,
+                                                         "pipeline": pipeline.name, "pipeline_run": outcome.run_id},
+                   "registered")
+
+
+def _finish(spec: StackSpec, ctx: Context, db: Database, trigger: str, model: str, row: dict[str, Any],
+            status: str) -> dict[str, Any]:
     if status == "registered":
         version = row["new_version"]
         refused = _promote_to_staging(spec, ctx, model, version)
@@ -156,7 +197,8 @@ def execute(spec: StackSpec, ctx: Context, trigger: str) -> dict[str, Any]:
         with db.transaction() as conn:
             _audit(conn, spec, "retraining.staged", model, version,
                    f"retrained version {version} passed the gate to staging (production needs the normal promotion)",
-                   {"trigger": trigger, "run_id": row["run_id"]})
+                   {"trigger": trigger, "run_id": row["run_id"],
+                    **{k: row[k] for k in ("pipeline", "pipeline_run") if row.get(k)}})
         status = "staged"
     conn = db.connect()
     try:
