@@ -65,6 +65,12 @@ def _serving(spec, ctx):
     return LocalServing(spec, ctx)
 
 
+def _pipelines(spec, ctx):
+    from mlplat_providers.local.pipelines import LocalPipelines
+
+    return LocalPipelines(spec, ctx)
+
+
 def _features(spec, ctx):
     from mlplat_providers.local.features import LocalFeatureStore
 
@@ -84,5 +90,6 @@ provider = ProviderBundle(
         Capability.COST: _monitor,
         Capability.FEATURES: _features,
         Capability.SERVING: _serving,
+        Capability.PIPELINES: _pipelines,
     },
 )
