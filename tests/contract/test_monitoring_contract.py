@@ -1,0 +1,246 @@
+"""The MONITORING contract: the same pass over captured traffic, the same assertions, on every provider.
+
+A released version serves in production; captured traffic has one feature shifted by three standard
+deviations; ground truth arrives under the caller's own request ids. Through the stack's control plane
+(``monitoring.labels``, ``monitoring.run``, ``monitoring.status``), each provider must find that feature
+drifted, join the labels and score the predictions, and keep the window in the ledger.
+
+The traffic is written where each provider's serving writes it: the gateway's ``captures`` table on the
+local provider (request id, caller's ``x-request-id``), SageMaker's data capture on AWS (JSON Lines under
+the endpoint's capture prefix in S3, moto in this process, with ``eventId`` and the caller's
+``InferenceId``). On AWS the pass also publishes the platform's CloudWatch metrics; every request the
+runtime sends is checked against botocore's service model, and every ``PutMetricData`` against
+CloudWatch's documented limits (``service_rules``), and the program's drift alarm must watch exactly a
+metric the pass published.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from tests.contract import moto_support as ms
+from tests.contract.lifecycle import AUTHOR, call, context, deployments, new_project, train
+from tests.contract.test_lifecycle_contract import APPROVERS, ENV, STACK, local_stack_text, release
+
+pytestmark = pytest.mark.integration
+
+SHIFTED = "x2"
+ROWS = 150
+MODELS = "    requiredApprovals: 1\n    models: {scorer: {riskTier: critical}}\n"
+
+
+def traffic(project) -> list[dict]:
+    """``ROWS`` requests from the holdout with ``SHIFTED`` moved by three standard deviations; the answer is the
+    true label except on every fifth request, so accuracy is exactly 0.8."""
+    frame = pd.read_parquet(project / "data" / "holdout.parquet").head(ROWS).reset_index(drop=True)
+    frame[SHIFTED] = frame[SHIFTED] + 3 * float(frame[SHIFTED].std())
+    out = []
+    for i, row in enumerate(frame.to_dict(orient="records")):
+        truth = int(row.pop("label"))
+        out.append({"inference_id": f"inf-{i:04d}", "event_id": f"evt-{i:04d}", "features": row,
+                    "truth": truth, "predicted": truth if i % 5 else 1 - truth})
+    return out
+
+
+class LocalCaptures:
+    name = "local"
+
+    def __init__(self, project):
+        self.project = project
+
+    def capture(self, requests: list[dict], start: float) -> None:
+        """As the gateway writes them: the platform's request id, the caller's x-request-id beside it."""
+        import sqlite3
+
+        from mlplat_providers.local.layout import StateLayout
+
+        spec = context(self.project).stack(STACK)
+        conn = sqlite3.connect(StateLayout(spec.state_dir).platform_db, timeout=60)
+        try:
+            with conn:
+                conn.executemany(
+                    "INSERT INTO captures (request_id, ts, model, version, variant, environment, inputs, outputs, "
+                    "latency_ms, status, shadow, client_request_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [(r["event_id"], start + i, "scorer", 1, "primary", ENV, json.dumps(r["features"]),
+                      json.dumps({"predictions": [r["predicted"]]}), 5.0, 200, 0, r["inference_id"])
+                     for i, r in enumerate(requests)])
+        finally:
+            conn.close()
+
+
+class AwsCaptures:
+    name = "aws"
+
+    def __init__(self, project):
+        self.project = project
+
+    def capture(self, requests: list[dict], start: float) -> None:
+        """As SageMaker's data capture writes them: JSON Lines under <prefix>/<endpoint>/<variant>/yyyy/mm/dd/hh/."""
+        import boto3
+
+        from mlplat_providers.aws.plan import capture_uri, stack_plan
+        from tests.contract.lifecycle import serving
+
+        spec = context(self.project).stack(STACK)
+        bucket = stack_plan(spec).bucket
+        endpoint = serving(self.project, STACK).endpoint_name("scorer", ENV)
+        prefix = capture_uri(bucket, "scorer", ENV).removeprefix(f"s3://{bucket}/")
+        lines = []
+        for i, r in enumerate(requests):
+            when = dt.datetime.fromtimestamp(start + i, dt.UTC)
+            lines.append(json.dumps({
+                "captureData": {
+                    "endpointInput": {"observedContentType": "application/json", "mode": "INPUT",
+                                      "data": json.dumps(r["features"]), "encoding": "JSON"},
+                    "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT",
+                                       "data": json.dumps({"predictions": [r["predicted"]]}), "encoding": "JSON"}},
+                "eventMetadata": {"eventId": r["event_id"], "inferenceId": r["inference_id"],
+                                  "inferenceTime": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+                "eventVersion": "0"}))
+        hour = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y/%m/%d/%H")
+        s3 = boto3.client("s3", region_name=ms.REGION)
+        half = len(lines) // 2  # two files, as SageMaker writes several per hour
+        for n, part in enumerate((lines[:half], lines[half:])):
+            s3.put_object(Bucket=bucket, Key=f"{prefix}/{endpoint}/primary/{hour}/{n:02d}-capture.jsonl",
+                          Body=("\n".join(part) + "\n").encode())
+
+
+@pytest.fixture(params=["local", "aws"])
+def captures(request, tmp_path, monkeypatch):
+    text = (local_stack_text() if request.param == "local" else ms.aws_stack_text(approvers=APPROVERS))
+    project = new_project(tmp_path / "project", {STACK: text.replace("    requiredApprovals: 1\n", MODELS)})
+    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("MLPLAT_USER", AUTHOR)
+    monkeypatch.delenv("MLPLAT_STACK", raising=False)
+    monkeypatch.delenv("MLPLAT_CONTROL_PLANE_URL", raising=False)
+    monkeypatch.chdir(project)
+    if request.param == "local":
+        from mlplat_providers.local.provisioner import LocalProvisioner
+
+        monkeypatch.setattr("mlplat_providers.local.delivery.container_engine", lambda: None)
+        ctx = context(project)
+        provisioner = LocalProvisioner(ctx.stack(STACK), ctx)
+        provisioner.apply(provisioner.plan())
+        yield LocalCaptures(project)
+        return
+    from moto import mock_aws
+
+    ms.use_fake_aws(monkeypatch)
+    ms.install_sagemaker_gaps()
+    sent = checked_requests(monkeypatch)
+    with mock_aws():
+        ms.provision_cloud(context(project).stack(STACK))
+        drv = AwsCaptures(project)
+        drv.sent = sent
+        yield drv
+
+
+def checked_requests(monkeypatch) -> dict[str, list]:
+    """Every request the AWS runtime sends, validated as it is sent against botocore's service model, and each
+    PutMetricData against CloudWatch's documented limits: ``{"problems": [...], "put_metric_data": [...]}``."""
+    from botocore.validate import ParamValidator
+
+    from mlplat_providers.aws import service_rules
+    from mlplat_providers.aws.runtime.session import AwsSession
+
+    sent: dict[str, list] = {"problems": [], "put_metric_data": []}
+    original = AwsSession.client
+
+    def check(params, model, **_):
+        report = ParamValidator().validate(params, model.input_shape)
+        if report.has_errors():
+            sent["problems"].append(f"{model.name}: {report.generate_report()}")
+        if model.name == "PutMetricData":
+            sent["problems"].extend(service_rules.put_metric_data_problems(params, now=time.time()))
+            sent["put_metric_data"].append(params)
+
+    def client(self, service):
+        made = original(self, service)
+        made.meta.events.register("provide-client-params", check, unique_id="contract-request-check")
+        return made
+
+    monkeypatch.setattr(AwsSession, "client", client)
+    return sent
+
+
+def test_a_shifted_feature_drifts_labels_join_by_the_callers_id_and_the_window_is_kept(captures):
+    project = captures.project
+    assert context(project).stack(STACK).provider.kind == captures.name
+    assert train(project, STACK) == 1
+    release(project, 1)
+    assert deployments(project, STACK).deploy("scorer", 1, environment=ENV, strategy="direct")["stable_version"] == 1
+    requests = traffic(project)
+    captures.capture(requests, time.time() + 1)
+
+    # labels name the caller's ids; an id never captured is counted, not stored
+    labels = [{"request_id": r["inference_id"], "label": r["truth"]} for r in requests]
+    joined = call(project, STACK, "monitoring.labels", labels=labels + [{"request_id": "inf-never", "label": 1}])
+    assert (joined["stored"], joined["unknown"], joined["unknown_ids"]) == (ROWS, 1, ["inf-never"])
+
+    report = call(project, STACK, "monitoring.run", retrain=False)
+    [window] = report["windows"]
+    assert (window["model"], window["version"], window["environment"]) == ("scorer", 1, ENV)
+    drift, quality = window["drift"], window["quality"]
+    # one feature of six drifted: below the share that makes the window's verdict drift (0.5)
+    assert drift["verdict"] == "ok" and drift["rows"] == ROWS
+    assert SHIFTED in drift["drifted_features"] and drift["share"] == len(drift["drifted_features"]) / 6
+    psi = {f["feature"]: f["psi"] for f in drift["features"] if f["psi"] is not None}
+    assert max(psi, key=psi.get) == SHIFTED and psi[SHIFTED] > 0.2
+    assert quality["verdict"] == "ok" and quality["rows"] == ROWS
+    assert window["metrics"]["quality.accuracy"] == pytest.approx(0.8)
+
+    status = call(project, STACK, "monitoring.status", model="scorer")
+    kept = {w["kind"]: w for w in status["windows"] if w["pass_id"] == report["pass_id"]}
+    assert kept["drift"]["details"]["drifted_features"] == drift["drifted_features"] and kept["quality"]["metrics"]["quality.accuracy"] == pytest.approx(0.8)
+
+    if captures.name == "aws":
+        published_metrics_are_what_the_alarm_watches(captures, report, psi)
+    else:
+        assert report["published"] == {}  # the local gateway's alarms read the ledger
+
+
+def published_metrics_are_what_the_alarm_watches(captures, report: dict, psi: dict[str, float]) -> None:
+    import boto3
+
+    from mlplat.pulumi_support import run_offline
+    from mlplat_providers.aws.components import Serving, ServingArgs
+    from mlplat_providers.aws.plan import stack_plan
+
+    sent = captures.sent
+    assert sent["problems"] == []
+    assert report["published"]["metrics"] == sum(len(r["MetricData"]) for r in sent["put_metric_data"]) > 0
+    assert {r["Namespace"] for r in sent["put_metric_data"]} == {"mlplat/Models"}
+    data = {(d["MetricName"], tuple(sorted((x["Name"], x["Value"]) for x in d["Dimensions"]))): d["Value"]
+            for r in sent["put_metric_data"] for d in r["MetricData"]}
+    dims = (("Environment", ENV), ("Model", "scorer"), ("Variant", "primary"))
+    by_feature = {f: v for (name, d), v in data.items() if name == "FeatureDriftPSI" for k, f in d if k == "Feature"}
+    assert by_feature == pytest.approx({f: v for f, v in psi.items() if f != "__prediction__"})
+    assert data[("FeatureDriftMaxPSI", dims)] == pytest.approx(psi[SHIFTED])
+    assert data[("Accuracy", dims)] == pytest.approx(0.8)
+    assert data[("Predictions", dims)] == ROWS
+
+    # the program's drift alarm for this model (its Serving component makes the alarms) watches exactly that
+    # metric, with its threshold below the PSI
+    spec = context(captures.project).stack(STACK)
+    plan = stack_plan(spec)
+    records = run_offline(lambda: Serving("s", ServingArgs(plan, ms.ACCOUNT, "arn:aws:iam::1:role/r", plan.bucket,
+                                                           "arn:aws:sns:eu-west-1:1:t")),
+                          project="mlplat", stack=spec.name, region=spec.provider.region)
+    [alarm] = [r.inputs for r in records if r.type == "aws:cloudwatch/metricAlarm:MetricAlarm"
+               and r.inputs["name"].endswith("-scorer-drift")]
+    watched = (alarm["metricName"], tuple(sorted(alarm["dimensions"].items())))
+    assert alarm["namespace"] == "mlplat/Models" and watched in data
+    assert data[watched] > alarm["threshold"]
+    # and CloudWatch holds the datapoint under that identity
+    got = boto3.client("cloudwatch", region_name=ms.REGION).get_metric_data(
+        MetricDataQueries=[{"Id": "drift", "MetricStat": {"Metric": {
+            "Namespace": alarm["namespace"], "MetricName": alarm["metricName"],
+            "Dimensions": [{"Name": k, "Value": v} for k, v in alarm["dimensions"].items()]},
+            "Period": 60, "Stat": "Maximum"}}],
+        StartTime=dt.datetime.fromtimestamp(report["ts"] - 3600, dt.UTC),
+        EndTime=dt.datetime.fromtimestamp(report["ts"] + 3600, dt.UTC))
+    assert got["MetricDataResults"][0]["Values"] == [pytest.approx(psi[SHIFTED])]
