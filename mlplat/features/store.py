@@ -67,7 +67,7 @@ class LedgerFeatureStore(FeatureStoreBackend):
 
     # --- sources ------------------------------------------------------------------------------
 
-    def _duck(self):
+    def _duck(self) -> Any:
         import duckdb
 
         con = duckdb.connect()
@@ -93,7 +93,7 @@ class LedgerFeatureStore(FeatureStoreBackend):
             return f"(SELECT *, row_number() OVER () AS {ROW}, '' AS {FILE} FROM read_csv({lit(path)}, header=true))"
         raise MlplatError(f"unknown source kind {source['kind']!r} in the registry", where=f"feature view {document['name']}")
 
-    def _describe(self, con, view: FeatureView, relation: str) -> dict[str, str]:
+    def _describe(self, con: Any, view: FeatureView, relation: str) -> dict[str, str]:
         import duckdb
 
         where = f"feature view {view.ref}"
@@ -106,7 +106,7 @@ class LedgerFeatureStore(FeatureStoreBackend):
             raise FeatureDataError(f"source cannot be read: {str(exc).splitlines()[0]}", where=where) from None
         return {r[0]: str(r[1]) for r in rows}
 
-    def check_source(self, view: FeatureView, con=None, relation: str | None = None) -> None:
+    def check_source(self, view: FeatureView, con: Any = None, relation: str | None = None) -> None:
         """Every declared column exists in the source with a type the declaration accepts."""
         con = con or self._duck()
         if relation is None:
@@ -130,7 +130,7 @@ class LedgerFeatureStore(FeatureStoreBackend):
                                        hint="store it as a timestamp (naive timestamps mean UTC); in pandas use "
                                             "pd.to_datetime(df[col], utc=True)")
         for entity in view.entities:
-            kind = need(entity.join_key, f"join key of entity '{entity.name}'")
+            kind = need(str(entity.join_key), f"join key of entity '{entity.name}'")
             if not kind.startswith(ACCEPTS[entity.dtype]):
                 raise FeatureDataError(
                     f"join key '{entity.join_key}' has type {kind} in the source but entity '{entity.name}' is {entity.dtype}",
@@ -146,7 +146,7 @@ class LedgerFeatureStore(FeatureStoreBackend):
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         conn = self.db.connect()
         try:
-            return conn.execute(sql, args).fetchall()
+            return list(conn.execute(sql, args).fetchall())
         finally:
             conn.close()
 
@@ -161,7 +161,7 @@ class LedgerFeatureStore(FeatureStoreBackend):
         """For a DataFrame source: the document naming its content-addressed snapshot, and the frame."""
         import pandas as pd
 
-        frame = view._dataframe
+        frame: Any = view._dataframe
         hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
         hasher = hashlib.sha256(hashed.tobytes())
         hasher.update("|".join(f"{c}:{t}" for c, t in frame.dtypes.astype(str).items()).encode())
@@ -204,7 +204,8 @@ class LedgerFeatureStore(FeatureStoreBackend):
                 if not target.exists():  # content-addressed: an existing snapshot is this one
                     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                     partial = target.with_suffix(".partial")
-                    view._dataframe.to_parquet(partial, index=False)
+                    frame: Any = view._dataframe
+                    frame.to_parquet(partial, index=False)
                     partial.replace(target)
                     written.append(target)
             now = time.time()
@@ -217,9 +218,9 @@ class LedgerFeatureStore(FeatureStoreBackend):
                             for r in conn.execute("SELECT name, definition FROM feature_entities")}
                 fresh = make_plan(definitions, views, entities, self.production_users, documents)
                 refuse_breaking(fresh)
-                for change in fresh.entities:
-                    if change.action in ("create", "update"):
-                        entity = next(e for e in definitions.entities if e.name == change.name)
+                for entity_change in fresh.entities:
+                    if entity_change.action in ("create", "update"):
+                        entity = next(e for e in definitions.entities if e.name == entity_change.name)
                         conn.execute(
                             "INSERT INTO feature_entities(name, definition, applied_at, applied_by) VALUES (?,?,?,?) "
                             "ON CONFLICT(name) DO UPDATE SET definition=excluded.definition, "
@@ -342,10 +343,10 @@ class LedgerFeatureStore(FeatureStoreBackend):
         finally:
             con.close()
 
-    def _latest_rows(self, doc: Mapping[str, Any], start_us: int, end_us: int) -> list[tuple]:
+    def _latest_rows(self, doc: Mapping[str, Any], start_us: int, end_us: int) -> list[tuple[Any, ...]]:
         return self._rows(doc, start_us, end_us, latest_only=True)
 
-    def _rows(self, doc: Mapping[str, Any], start_us: int, end_us: int, *, latest_only: bool) -> list[tuple]:
+    def _rows(self, doc: Mapping[str, Any], start_us: int, end_us: int, *, latest_only: bool) -> list[tuple[Any, ...]]:
         import duckdb
 
         keys = self._key_expr(doc, "s")
@@ -366,7 +367,7 @@ class LedgerFeatureStore(FeatureStoreBackend):
                   + f"s.{FILE}, s.{ROW}"))
         con = self._duck()
         try:
-            return con.execute(sql).fetchall()
+            return list(con.execute(sql).fetchall())
         except duckdb.Error as exc:
             raise FeatureDataError(f"reading the source of {doc['name']}@{doc['version']} failed: "
                                    f"{str(exc).splitlines()[0]}",
@@ -431,7 +432,7 @@ class LedgerFeatureStore(FeatureStoreBackend):
         ``__mlplat_row``)."""
         return self._source_sql(document)
 
-    def rows_in_window(self, doc: Mapping[str, Any], start_us: int, end_us: int, *, latest_only: bool) -> list[tuple]:
+    def rows_in_window(self, doc: Mapping[str, Any], start_us: int, end_us: int, *, latest_only: bool) -> list[tuple[Any, ...]]:
         """Source rows with ``start <= event time <= end`` as ``(keys..., event µs, created µs, features...)``
         (timestamps as µs): only the latest per entity key (ties: latest created timestamp, last file,
         last row), or every row in source order per key, each ending with whether it is that latest one."""

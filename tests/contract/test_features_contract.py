@@ -18,10 +18,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.conftest import write_project
 from tests.contract import moto_feature_store as mfs
 from tests.contract import moto_support as ms
 from tests.contract.lifecycle import AUTHOR, call, context
-from tests.conftest import write_project
 from tests.integration.support_features import BASE, brute_force, plain
 
 pytestmark = pytest.mark.integration
@@ -171,6 +171,9 @@ def test_apply_materialize_online_and_point_in_time(project):
     assert training["trips"].notna().sum() > 10 and training["trips"].isna().sum() > 5  # TTL and "before" rows
     assert 999 in set(training["trips"].dropna())  # the tie went to the later created time
 
+    skew = call(root, STACK, "features.skew", view="driver_stats", sample=20, at="2024-01-01T03:10:00")  # within the TTL
+    assert (skew["ok"], skew["mismatches"], skew["sampled_entities"]) == (True, 0, len(DRIVERS)), skew
+
     if checked is not None:  # AWS: every request well-formed by the model and the rules, and as many as needed
         assert checked["problems"] == []
         ops = [op for op, _ in checked["sent"]]
@@ -282,4 +285,125 @@ def test_names_sagemaker_refuses_are_refused_before_anything_is_created(tmp_path
             assert "nothing was created" in str(caught.value.hint)
         assert call(root, STACK, "features.list") == []
     assert [op for op, _ in checked["sent"] if op != "DescribeFeatureGroup"] == []
+    mfs.reset()
+
+
+def test_an_added_feature_extends_the_group_and_a_retyped_one_is_refused(tmp_path, monkeypatch):
+    """SageMaker adds features to a group (UpdateFeatureGroup) but never changes a feature's type or the
+    record identifier: a non-breaking update extends the group, a retyped feature is refused before anything
+    changes, naming the way out (a new version)."""
+    from moto import mock_aws
+
+    from mlplat.features.errors import FeatureDefinitionError
+
+    root = write_project(tmp_path / "project", {STACK: ms.aws_stack_text()})
+    (root / "data").mkdir()
+    frame = source_frame()
+    frame["rating_str"] = frame["rating"].astype(str)
+    frame.to_parquet(root / "data" / "driver_stats.parquet", index=False)
+    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(root))
+    monkeypatch.chdir(root)
+    ms.use_fake_aws(monkeypatch)
+    mfs.install_feature_store_gaps()
+    mfs.reset()
+    monkeypatch.setattr(mfs, "CREATING_DESCRIBES", 0)
+    checked = mfs.check_requests(monkeypatch)
+    with mock_aws():
+        ms.provision_cloud(context(root).stack(STACK))
+        call(root, STACK, "features.apply", definitions=definitions(feature_names=["trips"]))
+        call(root, STACK, "features.materialize", **WINDOW)
+        applied = call(root, STACK, "features.apply", definitions=definitions(feature_names=["trips", "rating"]))
+        assert [v["action"] for v in applied["views"]] == ["update"]
+        updates = [p for op, p in checked["sent"] if op == "UpdateFeatureGroup"]
+        assert [[a["FeatureName"] for a in u["FeatureAdditions"]] for u in updates] == [["rating"]]
+        call(root, STACK, "features.materialize", **WINDOW)
+        refs = ["driver_stats:trips", "driver_stats:rating"]
+        # SageMaker keeps an online record until a later event time: the window ingested again leaves it as it was
+        assert store(root, STACK).get_online_features([{"driver_id": 1}], refs) == [
+            {"driver_id": 1, "trips": 13, "rating": None}]
+        later = frame.iloc[[3]].assign(event_timestamp=frame["event_timestamp"].iloc[3] + pd.Timedelta(hours=1),
+                                       trips=14, rating=9.5)
+        frame = pd.concat([frame, later], ignore_index=True)
+        frame.to_parquet(root / "data" / "driver_stats.parquet", index=False)
+        call(root, STACK, "features.materialize", **WINDOW)
+        assert store(root, STACK).get_online_features([{"driver_id": 1}], refs) == [
+            {"driver_id": 1, "trips": 14, "rating": 9.5}]
+
+        retyped = definitions(feature_names=["trips", "rating"])
+        retyped["views"][0]["features"][1]["dtype"] = "string"
+        retyped["views"][0]["source"]["path"] = "data/driver_stats.parquet"
+        frame.drop(columns=["rating"]).rename(columns={"rating_str": "rating"}).to_parquet(
+            root / "data" / "driver_stats.parquet", index=False)
+        sent = len(checked["sent"])
+        with pytest.raises(FeatureDefinitionError, match="cannot change a feature's type") as caught:
+            call(root, STACK, "features.apply", definitions=retyped)
+        assert "driver_stats version=N+1" in str(caught.value.hint)
+        assert [op for op, _ in checked["sent"][sent:] if op != "DescribeFeatureGroup"] == []
+        registered = call(root, STACK, "features.list")[0]["features"]
+        assert registered == ["trips:int64", "rating:float64"]
+        assert checked["problems"] == []
+    mfs.reset()
+
+
+DEFINITIONS_MODULE = '''
+from datetime import timedelta
+from mlplat.features import Entity, Feature, FeatureView
+
+driver = Entity("driver", join_key="driver_id", dtype="int64")
+driver_stats = FeatureView("driver_stats", entities=[driver], source="data/driver_stats.parquet",
+                           timestamp_field="event_timestamp", created_timestamp_field="created", ttl=timedelta(hours=2),
+                           features=[Feature("trips", "int64"), Feature({rating!r}, "float64")])
+'''
+
+
+def test_the_cli_applies_lists_and_materializes_on_an_aws_stack(tmp_path, monkeypatch, capsys):
+    """`mlplat features apply|list|materialize` on an AWS stack, in this process (moto is in-process); a view
+    SageMaker would refuse exits with the configuration error's code and creates nothing."""
+    import json
+
+    from moto import mock_aws
+
+    from mlplat.cli import main
+    from mlplat.errors import ExitCode
+
+    root = write_project(tmp_path / "project", {STACK: ms.aws_stack_text()})
+    (root / "data").mkdir()
+    source_frame().rename(columns={"rating": "write_time"}).assign(rating=source_frame()["rating"]).to_parquet(
+        root / "data" / "driver_stats.parquet", index=False)
+    (root / "good.py").write_text(DEFINITIONS_MODULE.format(rating="rating"))
+    (root / "bad.py").write_text(DEFINITIONS_MODULE.format(rating="write_time"))
+    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(root))
+    monkeypatch.setenv("MLPLAT_USER", AUTHOR)
+    monkeypatch.chdir(root)
+    ms.use_fake_aws(monkeypatch)
+    mfs.install_feature_store_gaps()
+    mfs.reset()
+    monkeypatch.setattr(mfs, "CREATING_DESCRIBES", 0)
+    checked = mfs.check_requests(monkeypatch)
+
+    def mlplat(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return int(done.value.code), out, err
+
+    with mock_aws():
+        ms.provision_cloud(context(root).stack(STACK))
+        code, _, err = mlplat("features", "apply", "--stack", STACK, "-d", "bad.py", "--yes")
+        assert code == ExitCode.CONFIG, err
+        assert "feature name 'write_time' is reserved" in err and "nothing was created" in err
+        assert [op for op, _ in checked["sent"] if op != "DescribeFeatureGroup"] == []
+
+        code, out, err = mlplat("features", "apply", "--stack", STACK, "-d", "good.py", "--yes", "--json")
+        assert code == ExitCode.OK, err
+        assert json.loads(out)["applied"] is True
+        code, out, err = mlplat("features", "materialize", "--stack", STACK, "--start", WINDOW["start"], "--end",
+                                WINDOW["end"], "--json")
+        assert code == ExitCode.OK, err
+        assert json.loads(out) == [{"view": "driver_stats", "version": 1, "rows": 5}]
+        code, out, err = mlplat("features", "list", "--stack", STACK, "--json")
+        assert code == ExitCode.OK, err
+        assert [(v["view"], v["online_rows"]) for v in json.loads(out)] == [("driver_stats", 5)]
+        assert checked["problems"] == []
     mfs.reset()

@@ -258,7 +258,7 @@ class AwsFeatureStore(LedgerFeatureStore):
             return None
         if found.get("FeatureGroupStatus") == "Created":
             self._described[name] = found
-        return found
+        return dict(found)
 
     def _wait_created(self, name: str) -> dict[str, Any]:
         """DescribeFeatureGroup until the group is Created (creation is asynchronous: Creating -> Created)."""
@@ -297,7 +297,9 @@ class AwsFeatureStore(LedgerFeatureStore):
 
         def request(row: tuple[Any, ...]) -> dict[str, Any]:
             keys = row[:n]
-            record = []
+            # a null join key in the source fails its request (botocore refuses a null value), as the local
+            # online store refuses one
+            record: list[dict[str, str | None]] = []
             if layout.record_identifier == RECORD_KEY:
                 record.append({"FeatureName": RECORD_KEY, "ValueAsString": layout.record_id(keys)})
             for key, value, dtype in zip(layout.keys, keys, layout.key_dtypes):
@@ -360,7 +362,7 @@ class AwsFeatureStore(LedgerFeatureStore):
                                                      "FeatureNames": list(features)}])
                 for record in answer.get("Records", []):
                     found[record["RecordIdentifierValueAsString"]] = {
-                        v["FeatureName"]: v.get("ValueAsString") for v in record.get("Record", [])}
+                        v["FeatureName"]: v.get("ValueAsString", "") for v in record.get("Record", [])}
                 errors = [e for e in answer.get("Errors", []) if e.get("ErrorCode") not in ("ResourceNotFound",)]
                 if errors:
                     first = errors[0]
@@ -399,7 +401,8 @@ class AwsFeatureStore(LedgerFeatureStore):
         con = self._duck()
         try:
             candidates = [dict(zip(keys, r)) for r in con.execute(
-                f"SELECT * FROM (SELECT DISTINCT {', '.join(self._key_expr(doc))} FROM {self._offline_sql(doc)}) "
+                f"SELECT * FROM (SELECT DISTINCT {', '.join(f'{x} AS {q(k)}' for x, k in zip(self._key_expr(doc), keys))} "
+                f"FROM {self._offline_sql(doc)}) "
                 f"ORDER BY hash({names}, {int(seed)}), {names}").fetchall()]
         finally:
             con.close()
