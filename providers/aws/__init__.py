@@ -3,7 +3,8 @@
 Stacks validate with :class:`AwsProviderSpec` (no SDK needed). The capabilities below import
 Pulumi and boto3 when built; a capability not offered here raises `CapabilityNotSupported` naming the
 provider and the capability. Monitoring is the platform's own pass over the endpoints' data capture in
-S3, published as CloudWatch metrics (``runtime/monitoring.py``).
+S3, published as CloudWatch metrics (``runtime/monitoring.py``). The feature store is one SageMaker Feature
+Group per feature view version (``runtime/features.py``).
 """
 from __future__ import annotations
 
