@@ -30,6 +30,10 @@ def _print_status(ctx: Any, status: Any) -> None:
         table.add_row(step.name, f"[{STATE_COLOUR.get(step.state, 'white')}]{step.state}[/]", str(step.attempts),
                       took, detail)
     ctx.console.print(table)
+    _print_failure(ctx, status)
+
+
+def _print_failure(ctx: Any, status: Any) -> None:
     if status.state == "FAILED" and status.message:
         ctx.err.print(f"[bold red]error:[/] {escape(status.message)}", markup=True, highlight=False)
         ctx.err.print(f"[yellow]hint:[/] fix it, then `mlplat pipeline run {status.pipeline} --resume "
@@ -76,6 +80,7 @@ def run_cmd(ctx: Any, target: str | None, resume: str | None, step: str | None, 
                          progress=_progress(ctx))
     if as_json:
         emit_json(service.status_doc(status))
+        _print_failure(ctx, status)  # stderr: the JSON on stdout stays whole
     else:
         _print_status(ctx, status)
     return 0 if status.state == "SUCCEEDED" else 1

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.contracts.pipelines import PipelineDefinition, SourceBundle, StepDefinition
-from mlplat.errors import MlplatError, NotFound
+from mlplat.errors import ExitCode, MlplatError, NotFound
 from mlplat.pipelines import cron as cron_mod
 
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -60,6 +60,8 @@ MAX_RETRIES = 10
 
 class PipelineError(MlplatError):
     """A pipeline that cannot run as declared: one message per mistake, naming the step."""
+
+    exit_code = ExitCode.CONFIG  # the pipeline file is declarative configuration, like a stack file
 
 
 def env_name(name: str) -> str:

@@ -11,7 +11,7 @@ import calendar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mlplat.errors import MlplatError
+from mlplat.errors import ExitCode, MlplatError
 
 ALIASES = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
            "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
@@ -28,6 +28,8 @@ SEARCH_DAYS = 366 * 8  # long enough for "29 february on a Monday"
 
 class CronError(MlplatError):
     """A schedule that is not a valid cron expression."""
+
+    exit_code = ExitCode.CONFIG
 
 
 @dataclass(frozen=True)

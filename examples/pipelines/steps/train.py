@@ -33,9 +33,11 @@ def main() -> None:
     window = os.environ.get("MLPLAT_RETRAIN_DATA")
     if window:
         rows = pd.read_parquet(window)
-        labelled = rows[rows["__label__"].notna()]
-        train = pd.concat([train, labelled[FEATURES].assign(label=labelled["__label__"].astype(int))],
-                          ignore_index=True)
+        if "__label__" in rows.columns and set(FEATURES) <= set(rows.columns):
+            labelled = rows[rows["__label__"].notna()]
+            train = pd.concat([train, labelled[FEATURES].assign(label=labelled["__label__"].astype(int))],
+                              ignore_index=True)
+            print(f"retraining with {len(labelled)} labelled rows of the monitoring window")
         datasets["window"] = Path(window)
     X, y = train[FEATURES], train["label"]
     X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=0.2, random_state=args.seed)
