@@ -122,5 +122,16 @@ def test_aws_golden_path_through_the_cli(tmp_path, moto_server):
     [bill] = json.loads(billed.stdout)["billed"]
     assert bill["source"] == "aws-cost-explorer" and isinstance(bill["by_team"], dict)
 
+    # monitoring runs on an AWS stack: no capture yet, so no window; the team's cost goes to CloudWatch
+    monitored = cli("monitor", "run", "--stack", STACK, "--no-retrain", "--json")
+    assert monitored.returncode == 0, monitored.stderr
+    passed = json.loads(monitored.stdout)
+    assert passed["windows"] == [] and passed["published"]["namespace"] == "mlplat/Models"
+    names = {m["MetricName"] for m in boto3.client("cloudwatch", region_name=ms.REGION).list_metrics(
+        Namespace="mlplat/Models")["Metrics"]}
+    assert {"CostUSD", "BilledPredictions"} <= names
+    status = cli("monitor", "status", "--stack", STACK, "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["windows"] == [], status.stderr
+
     audit = cli("audit", "verify", "--stack", STACK)
     assert audit.returncode == 0, audit.stderr + audit.stdout
