@@ -61,6 +61,12 @@ def _cost(spec, ctx):
     return AwsCost(spec, ctx)
 
 
+def _pipelines(spec, ctx):
+    from mlplat_providers.aws.runtime.pipelines import AwsPipelines
+
+    return AwsPipelines(spec, ctx)
+
+
 provider = ProviderBundle(
     settings_model=AwsProviderSpec,
     name="aws",
@@ -74,6 +80,7 @@ provider = ProviderBundle(
         Capability.MONITORING: _monitoring,
         Capability.COST: _cost,
         Capability.FEATURES: _features,
+        Capability.PIPELINES: _pipelines,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
     "use a local stack (mlplat up --stack dev) meanwhile",
