@@ -405,5 +405,20 @@ def test_the_cli_applies_lists_and_materializes_on_an_aws_stack(tmp_path, monkey
         code, out, err = mlplat("features", "list", "--stack", STACK, "--json")
         assert code == ExitCode.OK, err
         assert [(v["view"], v["online_rows"]) for v in json.loads(out)] == [("driver_stats", 5)]
+
+        # a group deleted outside mlplat: the plan shows it, apply creates it again, materialize refills it
+        from moto.sagemaker.models import sagemaker_backends
+
+        backend = sagemaker_backends[ms.ACCOUNT][ms.REGION]
+        backend.feature_groups.clear()
+        mfs.reset()
+        code, out, err = mlplat("features", "apply", "--stack", STACK, "-d", "good.py", "--yes", "--json")
+        assert code == ExitCode.OK, err
+        assert json.loads(out)["views"][0]["changes"] == [
+            "feature group mlplat-fraud-production-driver_stats-v1 was missing in SageMaker: created again"]
+        assert len(backend.feature_groups) == 1
+        code, _, err = mlplat("features", "materialize", "--stack", STACK, "--start", WINDOW["start"], "--end",
+                              WINDOW["end"])
+        assert code == ExitCode.OK, err
         assert checked["problems"] == []
     mfs.reset()

@@ -161,6 +161,7 @@ class AwsFeatureStore(LedgerFeatureStore):
         self.poller = poller or Poller()
         self.concurrency = max(1, int(concurrency))
         self._described: dict[str, dict[str, Any]] = {}
+        self._recreated: set[tuple[str, int]] = set()  # groups the last apply created for registered views
 
     @property
     def prefix(self) -> str:
@@ -178,8 +179,30 @@ class AwsFeatureStore(LedgerFeatureStore):
                      "is_deleted/write_time/api_invocation_time) and use a supported dtype; nothing was created")
 
     def plan(self, definitions: Definitions) -> FeaturePlan:
+        """The ledger's diff, plus the SageMaker side: a registered view whose group is gone (deleted outside
+        mlplat) shows as an update, so that ``apply`` creates it again."""
         self._refuse_invalid(definitions)
-        return super().plan(definitions)
+        planned = super().plan(definitions)
+        for change in planned.views:
+            if change.action != "unchanged":
+                continue
+            view = definitions.view(change.name, change.version)
+            name = layout_of(view.to_dict(), self.prefix).name if view is not None else None
+            if name is not None and self._describe_group(name) is None:
+                change.action = "update"
+                change.changes = [f"feature group {name} is missing in SageMaker: apply creates it again"]
+        return planned
+
+    def apply(self, definitions: Definitions, plan: FeaturePlan, *, user: str) -> FeaturePlan:
+        self._recreated = set()
+        applied = super().apply(definitions, plan, user=user)
+        for change in applied.views:
+            view = definitions.view(change.name, change.version)
+            if change.action == "unchanged" and view is not None and (view.name, view.version) in self._recreated:
+                change.action = "update"
+                change.changes = [f"feature group {layout_of(view.to_dict(), self.prefix).name} was missing in "
+                                  "SageMaker: created again"]
+        return applied
 
     def _prepare_apply(self, definitions: Definitions, plan: FeaturePlan) -> None:
         """Every declared view version's feature group exists and is Created: created, or given the features a
@@ -192,6 +215,7 @@ class AwsFeatureStore(LedgerFeatureStore):
             current = self._describe_group(layout.name)
             if current is None:
                 actions.append(("create", layout, layout.definitions()))
+                self._recreated.add((view.name, view.version))
                 continue
             have = {d["FeatureName"]: d["FeatureType"] for d in current.get("FeatureDefinitions", [])}
             if current.get("RecordIdentifierFeatureName") != layout.record_identifier or \
