@@ -234,3 +234,49 @@ def test_unknown_jobs_are_not_found(proj):
         result = mlp(proj, "train", *command, "--stack", "dev")
         assert result.returncode == 4, (command, result.stderr)
         assert "no training job" in result.stderr and "mlplat train list" in result.stderr
+
+
+# --- the local supervisor, on job folders made by hand -------------------------------------------
+
+
+def _job_folder(tmp_path: Path, command: list[str], **record) -> tuple[object, Path]:
+    """A job folder as ``submit_training`` leaves it, and a LocalTrainingJobs over its state folder."""
+    from types import SimpleNamespace
+
+    from mlplat_providers.local.training import LocalTrainingJobs, write_json
+
+    spec = SimpleNamespace(name="dev", state_dir=str(tmp_path / "state"), control_plane=SimpleNamespace(tracking=None))
+    ctx = SimpleNamespace(clock=__import__("time").time, user="ds@example.com")
+    job_dir = tmp_path / "state" / "training" / "train-by-hand"
+    (job_dir / "source").mkdir(parents=True)
+    (job_dir / "requirements.lock").write_text("")
+    (job_dir / "output.log").touch()
+    write_json(job_dir / "job.json", {"job_id": "train-by-hand", "state": "PENDING", "created": 1.0, "started": None,
+                                      "ended": None, "message": "", "command": command, "instance_type": "local.cpu",
+                                      "data": {}, "env": {}, "lock_hash": "0" * 64, "supervisor_pid": None,
+                                      "pid": None, "pgid": None, "max_runtime_seconds": 86_400, **record})
+    return LocalTrainingJobs(spec, ctx), job_dir
+
+
+def test_a_job_past_its_max_runtime_is_stopped_and_failed(tmp_path):
+    jobs, job_dir = _job_folder(tmp_path, ["python", "-c", "import time; print('working', flush=True); time.sleep(600)"],
+                                max_runtime_seconds=1)
+    supervisor = subprocess.run([__import__("sys").executable, "-m", "mlplat_providers.local.training", str(job_dir)],
+                                capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    assert supervisor.returncode == 1
+    status = jobs.training_status("train-by-hand")  # type: ignore[attr-defined]
+    assert status.state == "FAILED" and "longer than its max runtime (1 s)" in status.message
+    assert "working" in list(jobs.training_logs("train-by-hand"))  # type: ignore[attr-defined]
+    record = json.loads((job_dir / "job.json").read_text())
+    assert not _alive(record["pid"]) and record["environment"]["dir"].endswith("0" * 64)
+
+
+def test_a_supervisor_killed_without_recording_an_end_is_reported_failed_and_stop_records_it(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    jobs, _ = _job_folder(tmp_path, ["python", "train.py"], state="RUNNING", started=2.0, supervisor_pid=gone.pid)
+    status = jobs.training_status("train-by-hand")  # type: ignore[attr-defined]
+    assert status.state == "FAILED" and "supervisor ended without recording an outcome" in status.message
+    stopped = jobs.stop_training("train-by-hand")  # type: ignore[attr-defined]
+    assert stopped.state == "STOPPED" and stopped.ended is not None
+    assert jobs.training_status("train-by-hand").state == "STOPPED"  # type: ignore[attr-defined]
