@@ -113,7 +113,7 @@ def test_a_training_job_is_a_sagemaker_job_on_the_runtime_image_with_code_data_a
         f"{ms.ACCOUNT}.dkr.ecr.{ms.REGION}.amazonaws.com/mlplat/train:latest"
     assert json.loads(described["HyperParameters"]["mlplat_command"]) == ["python", "train.py", "--epochs", "3"]
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in described["InputDataConfig"]}
-    [key] = source_objects()
+    [key] = [k for k in source_objects() if k != "source/current.tar.gz"]
     assert key.startswith(f"source/{COMMIT}/") and channels == {
         "code": f"s3://mlplat-fraud-production-artifacts-123456789012/{key}", "train": data}
     assert described["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200}
@@ -125,7 +125,17 @@ def test_a_training_job_is_a_sagemaker_job_on_the_runtime_image_with_code_data_a
                     "owner": "fraud-leads@example.com", "model": "credit-risk"}
     # a second job from the same commit reuses the uploaded code
     backend.pipelines.submit_training(TrainingJobSpec("credit-risk-20261202-2", ("python", "train.py"), source))
-    assert source_objects() == [key]
+    assert sorted(source_objects()) == sorted([key, "source/current.tar.gz"])
+    # a clean commit's code is also what the program's pipelines run by default; a dirty tree's never is
+    backend.pipelines.submit_training(TrainingJobSpec("credit-risk-20261202-3", ("python", "train.py"),
+                                                      bundle(tmp_path, dirty=True)))
+    dirty = [k for k in source_objects() if k.endswith("-dirty.tar.gz")]
+    assert len(dirty) == 1 and dirty[0].startswith(f"source/{COMMIT}/")
+    import boto3
+
+    current = boto3.client("s3", region_name=ms.REGION).get_object(
+        Bucket="mlplat-fraud-production-artifacts-123456789012", Key="source/current.tar.gz")["Body"].read()
+    assert current == Path(source.archive).read_bytes()
 
 
 def test_spot_training_waits_at_least_its_runtime_and_checkpoints(aws, tmp_path):
@@ -234,7 +244,7 @@ def test_a_pipeline_run_creates_the_compiled_pipeline_and_starts_it_with_the_cod
     stored = json.loads(sm().describe_pipeline(PipelineName=name)["PipelineDefinition"])
     assert stored == backend.pipelines.compile_pipeline(pipeline)
     assert rules.pipeline_definition_problems(stored) == []
-    [source] = source_objects()
+    [source] = [k for k in source_objects() if k != "source/current.tar.gz"]
     parameters = sm().list_pipeline_parameters_for_execution(PipelineExecutionArn=run.run_id)["PipelineParameters"]
     assert parameters == [{"Name": "SourceUri", "Value": f"s3://mlplat-fraud-production-artifacts-123456789012/{source}"}]
     assert run.state == "SUCCEEDED"

@@ -48,6 +48,7 @@ from mlplat_providers.aws.plan import StackPlan
 from mlplat_providers.aws.runtime.session import AwsSession
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+CURRENT_SOURCE = "source/current.tar.gz"  # plan.current_source_uri
 VOLUME_GB = 30
 NOT_FOUND = ("Could not find", "does not exist", "not found", "ResourceNotFound")
 UNIVERSAL_START = "arn:aws:scheduler:::aws-sdk:sagemaker:startPipelineExecution"
@@ -151,7 +152,8 @@ class AwsPipelines(PipelineBackend):
     # --- code ----------------------------------------------------------------------------------
 
     def upload_source(self, source: SourceBundle) -> str:
-        """The archive's S3 URI, uploading it once (content-keyed under its commit)."""
+        """The archive's S3 URI, uploading it once (content-keyed under its commit). A clean commit's archive
+        also becomes ``source/current.tar.gz``, the code the program's pipelines run by default."""
         key = source_key(source)
         try:
             self.aws.call("s3", "head_object", Bucket=self.aws.bucket, Key=key, not_found=("404", "Not Found"))
@@ -160,6 +162,9 @@ class AwsPipelines(PipelineBackend):
                 self.aws.call("s3", "put_object", Bucket=self.aws.bucket, Key=key, Body=body,
                               Metadata={"mlplat-commit": source.commit, "mlplat-dirty": str(source.dirty).lower()},
                               what=f"uploading the project at {source.commit[:12]}")
+        if not source.dirty:
+            self.aws.call("s3", "copy_object", Bucket=self.aws.bucket, Key=CURRENT_SOURCE,
+                          CopySource=f"{self.aws.bucket}/{key}", what="pointing the pipelines at the code")
         return f"s3://{self.aws.bucket}/{key}"
 
     def check_data(self, data: dict[str, str]) -> None:
