@@ -37,7 +37,8 @@ def _spec(ctx: Any, stack: str) -> Any:
     return ctx.stack(stack)
 
 
-@click.group(cls=TrainGroup, invoke_without_command=True)
+@click.group(cls=TrainGroup, invoke_without_command=True,
+             subcommand_metavar="-- COMMAND [ARGS]... | status|logs|stop|list ...")
 @stack_option
 @click.option("--instance-type", "-t", default=None,
               help="Instance type to train on (default: local.cpu, or local.gpu with --gpus, on a local stack; "
