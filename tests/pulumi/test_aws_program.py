@@ -357,3 +357,64 @@ def test_every_inline_role_policy_keeps_the_iam_rules(fraud):
         assert account_rules.policy_problems(document) == [], name
         assert account_rules.create_action_problems(document) == [], name
         assert account_rules.pass_role_problems(document) == [], name
+
+
+# --- pipelines: built by the runtime's compiler, runnable as declared ------------------------------
+
+
+def test_every_pipeline_the_program_declares_can_run(fraud):
+    """Each definition keeps SageMaker's rules (property files have their outputs, conditions read a path the
+    gate's report has, references resolve, parameters are read) and runs only mlplat commands that exist."""
+    from mlplat_providers.aws import pipeline_compiler as pc
+    from mlplat_providers.aws import service_rules
+
+    pipelines = of(run_program(fraud), rules.T_PIPELINE)
+    assert len(pipelines) == 2 * len(fraud.governance.models)
+    for record in pipelines:
+        definition = json.loads(record.inputs["pipelineDefinition"])
+        assert service_rules.pipeline_definition_problems(definition) == [], record.name
+        assert pc.command_problems(definition) == [], record.name
+        for step in service_rules._all_steps(definition["Steps"]):
+            for file in step.get("PropertyFiles") or []:
+                assert file["FilePath"] == pc.EVALUATION_FILE and file["OutputName"] == pc.EVALUATION_OUTPUT
+            for condition in (step.get("Arguments") or {}).get("Conditions") or []:
+                assert condition["LeftValue"]["Std:JsonGet"]["Path"] == pc.GATE_PATH
+
+
+def test_pipeline_jobs_reach_the_ledger_through_the_programs_control_plane(fraud):
+    records = run_program(fraud)
+    dns = next(r for r in records if r.type == "aws:lb/loadBalancer:LoadBalancer").outputs["dnsName"]
+    for record in of(records, rules.T_PIPELINE):
+        definition = json.loads(record.inputs["pipelineDefinition"])
+        for step in definition["Steps"]:
+            if step["Type"] in ("Training", "Processing"):
+                assert step["Arguments"]["Environment"]["MLPLAT_CONTROL_PLANE_URL"] == f"http://{dns}", record.name
+
+
+def test_the_approval_rule_starts_the_deploy_pipeline_with_a_parameter_it_reads(fraud):
+    records = run_program(fraud)
+    deploy = {r.outputs["arn"]: json.loads(r.inputs["pipelineDefinition"]) for r in of(records, rules.T_PIPELINE)
+              if r.inputs["pipelineName"].endswith("-deploy")}
+    targets = of(records, "aws:cloudwatch/eventTarget:EventTarget")
+    assert targets and all(t.inputs["arn"] in deploy for t in targets)
+    for target in targets:
+        declared = {p["Name"] for p in deploy[target.inputs["arn"]]["Parameters"]}
+        sent = {p["name"]: p["value"] for p in target.inputs["sagemakerPipelineTarget"]["pipelineParameterLists"]}
+        assert sent == {"ModelVersion": "approved"} and set(sent) <= declared
+
+
+def test_eventbridge_scheduler_may_start_only_the_stacks_pipelines(fraud):
+    from mlplat_providers.aws import account_rules
+    from mlplat_providers.aws.plan import scheduler_role_name, stack_plan
+
+    plan = stack_plan(fraud)
+    records = run_program(fraud)
+    [role] = [r for r in of(records, "aws:iam/role:Role") if r.inputs["name"] == scheduler_role_name(plan)]
+    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Principal"] == {
+        "Service": ["scheduler.amazonaws.com"]}
+    [policy] = [r.inputs["policy"] for r in of(records, "aws:iam/rolePolicy:RolePolicy") if r.name.endswith(
+        "-scheduler-role-policy")]
+    [statement] = json.loads(policy)["Statement"]
+    assert statement["Action"] == "sagemaker:StartPipelineExecution"
+    assert statement["Resource"].endswith(f":pipeline/{plan.prefix}-*")
+    assert account_rules.policy_problems(policy) == []
