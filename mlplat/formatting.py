@@ -59,9 +59,16 @@ def fit(columns: Sequence[Column], rows: Sequence[Sequence[str]], *, width: int,
     every column and reports the table's natural width, for printing without the terminal's limit.
     """
     from rich.console import Console
+    from rich.errors import MarkupError
     from rich.text import Text
 
-    texts = [[Text.from_markup(cell) for cell in row] for row in rows]
+    def text(cell: str) -> Text:
+        try:
+            return Text.from_markup(cell)
+        except MarkupError:  # a reason or description holding brackets: shown as typed
+            return Text(cell)
+
+    texts = [[text(cell) for cell in row] for row in rows]
     natural = [max([Text.from_markup(c.header).cell_len,
                     *(max((line.cell_len for line in row[i].split()), default=0) for row in texts)])
                for i, c in enumerate(columns)]

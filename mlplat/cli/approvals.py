@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, wide_option
 
 
 @click.group()
@@ -15,9 +15,10 @@ def approvals() -> None:
 @stack_option
 @click.option("--env", "environment", default=None, help="Environment (default: the stack's).")
 @click.option("--all", "show_all", is_flag=True, help="Include decided and production versions.")
+@wide_option
 @json_option
 @pass_ctx
-def list_(ctx, stack: str, environment: str | None, show_all: bool, as_json: bool) -> None:
+def list_(ctx, stack: str, environment: str | None, show_all: bool, wide: bool, as_json: bool) -> None:
     """Versions waiting for approval (approve with `mlplat models approve NAME VERSION --reason ...`)."""
     from mlplat.api.plane import plane_for
 
@@ -30,11 +31,11 @@ def list_(ctx, stack: str, environment: str | None, show_all: bool, as_json: boo
     if not items:
         ctx.console.print("Nothing waiting for approval." + ("" if show_all else " (--all shows decided ones)"))
         return
-    from rich.table import Table
+    from mlplat.formatting import Column, print_table
 
-    table = Table("model", "version", "stage", "author", "state", "approvals", "gate report",
-                  title=f"approvals in '{environment}' (approvers: {', '.join(approvers)})")
-    for i in items:
-        table.add_row(i["model"], str(i["version"]), i["stage"], i["author"], i["state"],
-                      f"{i['approvals']}/{i['required']}", (i["gate_digest"] or "-")[:12])
-    ctx.console.print(table)
+    columns = (Column("model"), Column("version"), Column("stage"), Column("state"), Column("approvals", 1),
+               Column("author", 2), Column("gate report", 3))
+    rows = [[i["model"], str(i["version"]), i["stage"], i["state"], f"{i['approvals']}/{i['required']}", i["author"],
+             (i["gate_digest"] or "-") if wide else (i["gate_digest"] or "-")[:12]] for i in items]
+    print_table(ctx.console, columns, rows, wide=wide,
+                title=f"approvals in '{environment}' (approvers: {', '.join(approvers)})")

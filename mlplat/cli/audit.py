@@ -1,12 +1,11 @@
 """`mlplat audit log | verify | export`."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, wide_option
 from mlplat.errors import Conflict, IntegrityError, NotFound, StackError
 
 
@@ -20,9 +19,10 @@ def audit() -> None:
 @click.option("--model", default=None, help="Only entries about this model.")
 @click.option("--limit", "-n", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
               help="Newest entries to show.")
+@wide_option
 @json_option
 @pass_ctx
-def log(ctx, stack: str, model: str | None, limit: int, as_json: bool) -> None:
+def log(ctx, stack: str, model: str | None, limit: int, wide: bool, as_json: bool) -> None:
     """Show the audit log, oldest of the newest LIMIT first."""
     from mlplat.api.plane import plane_for
 
@@ -34,15 +34,16 @@ def log(ctx, stack: str, model: str | None, limit: int, as_json: bool) -> None:
     if not rows:
         ctx.console.print("The audit log is empty.")
         return
-    from rich.table import Table
+    from mlplat.formatting import Column, print_table, when
 
-    table = Table("#", "when", "who", "identity", "what", "model", "version", "env", "why", "digest")
-    for r in rows:
-        # entries written before identities were recorded have no method
-        table.add_row(str(r["seq"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"])), r["actor"],
-                      r.get("auth_method") or "-", r["action"], r["model"] or "-", str(r["version"] or "-"),
-                      r["environment"] or "-", (r["reason"] or "")[:80], r["digest"][:12])
-    ctx.console.print(table)
+    columns = (Column("#", justify="right"), Column("when"), Column("who"), Column("what"), Column("model", 1),
+               Column("version", 1), Column("env", 4), Column("why", 3, wrap=True), Column("identity", 2),
+               Column("digest", 5))
+    # entries written before identities were recorded have no method
+    print_table(ctx.console, columns, [[str(r["seq"]), when(r["ts"]), r["actor"], r["action"], r["model"] or "-",
+                                        str(r["version"] or "-"), r["environment"] or "-", r["reason"] or "",
+                                        r.get("auth_method") or "-", r["digest"] if wide else r["digest"][:12]]
+                                       for r in rows], wide=wide)
 
 
 @audit.command("verify")

@@ -9,7 +9,7 @@ import re
 
 import click
 
-from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option, stack_plane
+from mlplat.cli.options import emit_json, env_option, json_option, pass_ctx, stack_option, stack_plane, wide_option
 from mlplat.formatting import when
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -66,9 +66,10 @@ def create_cmd(ctx, model: str, stack: str, environment: str | None, description
 @click.argument("model", required=False)
 @stack_option
 @click.option("--env", "environment", default=None, help="Only this environment (default: all).")
+@wide_option
 @json_option
 @pass_ctx
-def list_cmd(ctx, model: str | None, stack: str, environment: str | None, as_json: bool) -> None:
+def list_cmd(ctx, model: str | None, stack: str, environment: str | None, wide: bool, as_json: bool) -> None:
     """Keys (of MODEL, if given) with their state; never their secrets."""
     rows = stack_plane(ctx, stack)[1].call("keys.list", model=model, environment=environment)
     if as_json:
@@ -77,13 +78,13 @@ def list_cmd(ctx, model: str | None, stack: str, environment: str | None, as_jso
     if not rows:
         ctx.console.print("No API keys yet. Create one with `mlplat keys create MODEL`.")
         return
-    from rich.table import Table
+    from mlplat.formatting import Column, print_table
 
-    table = Table("id", "model", "environment", "state", "created", "by", "expires", "description")
-    for r in rows:
-        table.add_row(r["id"], r["model"], r["environment"], r["state"], when(r["created_at"]), r["created_by"],
-                      when(r["expires_at"]) if r["expires_at"] else "-", r["description"] or "")
-    ctx.console.print(table)
+    columns = (Column("id"), Column("model"), Column("environment"), Column("state"), Column("expires", 1),
+               Column("created", 2), Column("by", 3), Column("description", 4, wrap=True))
+    print_table(ctx.console, columns, [[r["id"], r["model"], r["environment"], r["state"],
+                                        when(r["expires_at"]) if r["expires_at"] else "-", when(r["created_at"]),
+                                        r["created_by"], r["description"] or ""] for r in rows], wide=wide)
 
 
 @keys.command("revoke")

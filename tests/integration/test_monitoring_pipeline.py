@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -126,9 +127,15 @@ def test_drift_fires_one_alert_while_it_lasts_then_resolves(env):
     assert window["drift"]["verdict"] == "drift"
     assert {"income", "debt_ratio", "age", "utilization", "accounts"} <= set(window["drift"]["drifted_features"])
     assert [(e["rule"], e["event"]) for e in first["events"]] == [("drift", "fired")]
+    # the message names the version and the strongest drifting features with their statistics
+    said = first["events"][0]["message"]
+    assert re.match(r"credit-risk v1 in dev: [5-8] of 8 features drifted — (\w+ PSI \d+\.\d\d, KS p[<=][\d.e-]+; ){2}"
+                    r"\w+ PSI \d+\.\d\d, KS p[<=][\d.e-]+", said), said
 
     second = pass_json(env)  # same breach, next pass: no new message
     assert second["windows"][0]["drift"]["verdict"] == "drift" and second["events"] == []
+    firing = cli(env, "monitor", "status", "credit-risk", "--stack", "dev")
+    assert " ".join(said.split()) in " ".join(firing.stdout.split()) and "firing alerts: 1" in firing.stdout
 
     capture(env, env["holdout"].sample(300, random_state=3), "c", time.time() - 900)
     third = pass_json(env)

@@ -110,8 +110,14 @@ def _feature_phrase(f: Mapping[str, Any]) -> str:
 def drift_summary(drift: Mapping[str, Any]) -> str:
     """``3 of 8 features drifted — income PSI 0.41, KS p<0.001; age …`` from a drift report."""
     features = [f for f in drift.get("features") or [] if f.get("verdict") not in _NOT_JUDGED]
-    drifted = sorted((f for f in features if f.get("verdict") == "drift"),
-                     key=lambda f: -float(f.get("psi") if f.get("kind") != "categorical" else f.get("js_distance") or 0))
+    limits = drift.get("thresholds") or {}
+
+    def strength(f: Mapping[str, Any]) -> float:  # effect size over its limit: PSI and JS are on different scales
+        if f.get("kind") == "categorical":
+            return float(f.get("js_distance") or 0) / float(limits.get("js_distance") or 0.1)
+        return float(f.get("psi") or 0) / float(limits.get("psi") or 0.2)
+
+    drifted = sorted((f for f in features if f.get("verdict") == "drift"), key=lambda f: -strength(f))
     text = f"{len(drifted)} of {len(features)} feature{'s' if len(features) != 1 else ''} drifted"
     if drifted:
         text += " — " + "; ".join(_feature_phrase(f) for f in drifted[:TOP_FEATURES])
