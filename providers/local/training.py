@@ -442,7 +442,9 @@ def supervise(job_dir: Path) -> int:
         print(text, flush=True)
 
     def end(state: str, message: str, exit_code: int | None = None) -> int:
-        update(job_dir, state=state, message=message, exit_code=exit_code, ended=time.time())
+        run_id, model, version = _events(job_dir)  # kept in the record too, beside the events they came from
+        update(job_dir, state=state, message=message, exit_code=exit_code, ended=time.time(), run_id=run_id,
+               model=model, model_version=version)
         say(f"mlplat: job {record['job_id']} {state.lower()}" + (f": {message}" if message else ""))
         return 0 if state == "SUCCEEDED" else 1
 

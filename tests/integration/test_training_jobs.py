@@ -117,6 +117,9 @@ def test_a_training_job_registers_a_version_from_a_tracked_run_with_its_commit_a
     (job,) = [j for j in json.loads(listed.stdout) if j["model"] == "tiny-model"]
     assert job["state"] == "SUCCEEDED" and job["model_version"] == 1 and job["instance_type"] == "local.cpu"
 
+    record = json.loads((jobs_dir(proj) / job["job_id"] / "job.json").read_text())
+    assert (record["run_id"], record["model"], record["model_version"]) == (job["run_id"], "tiny-model", 1)
+    assert record["exit_code"] == 0 and Path(record["log"]).is_file()
     spec, ctx, run = tracker_run(proj, job["run_id"])
     tags = run.tags
     assert tags["mlplat.training.job"] == job["job_id"]
