@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+from mlplat.cli.completion import complete_models
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, wide_option
 from mlplat.errors import ExitCode
 from mlplat.formatting import when
 
@@ -81,13 +82,14 @@ def _print_pass(ctx, report: dict) -> None:
 
 
 @monitor.command("status")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_models)
 @stack_option
 @click.option("--history", "-n", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Windows per model version to show.")
+@wide_option
 @json_option
 @pass_ctx
-def status_cmd(ctx, name: str | None, stack: str, history: int, as_json: bool) -> None:
+def status_cmd(ctx, name: str | None, stack: str, history: int, wide: bool, as_json: bool) -> None:
     """Latest windows, firing alerts and retraining of the stack's models (or of NAME)."""
     from mlplat.api.plane import plane_for
 
@@ -96,19 +98,20 @@ def status_cmd(ctx, name: str | None, stack: str, history: int, as_json: bool) -
     if as_json:
         emit_json(doc)
         return
-    from rich.table import Table
 
     c = ctx.console
     if not doc["windows"]:
         c.print("No monitoring windows yet: run `mlplat monitor run`" + (f" (model '{name}')" if name else "") + ".")
     else:
-        table = Table("when", "model", "version", "env", "kind", "verdict", "rows", "metrics")
-        for w in doc["windows"]:
-            metrics = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in sorted(w["metrics"].items())
-                                if k not in ("quality.rows",))[:110]
-            table.add_row(when(w["ts"]), w["model"], str(w["version"]), w["environment"], w["kind"], w["verdict"],
-                          str(w["rows"]), metrics)
-        c.print(table)
+        from mlplat.formatting import Column, print_table
+
+        columns = (Column("model"), Column("version"), Column("env"), Column("kind"), Column("verdict"),
+                   Column("when", 1), Column("rows", 2, justify="right"), Column("metrics", 3, wrap=True))
+        print_table(c, columns, [[w["model"], str(w["version"]), w["environment"], w["kind"], w["verdict"], when(w["ts"]),
+                                  str(w["rows"]), ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}"
+                                                            for k, v in sorted(w["metrics"].items())
+                                                            if k not in ("quality.rows",))]
+                                 for w in doc["windows"]], wide=wide)
     firing = doc["alerts"]["firing"]
     c.print(f"firing alerts: {len(firing)}" + ("" if firing else " (all clear)"))
     for f in firing:
@@ -124,7 +127,7 @@ def status_cmd(ctx, name: str | None, stack: str, history: int, as_json: bool) -
 
 
 @monitor.command("labels")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_models)
 @click.option("--file", "-f", "path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="CSV or Parquet file with request ids and labels.")
 @click.option("--id-column", default="request_id", show_default=True)

@@ -194,7 +194,9 @@ def compare(ctx, run_refs: tuple[str, ...], stack: str, all_keys: bool, as_json:
         return
     from rich.table import Table
 
-    table = Table("", *[f"{r.run_id} {r.name}" for r in records], title=f"{len(differing)} of {len(rows)} keys differ")
+    table = Table("", title=f"{len(differing)} of {len(rows)} keys differ")
+    for r in records:  # the full run id heads its column; a narrow terminal folds it, never cuts it
+        table.add_column(f"{r.run_id} {r.name}", overflow="fold")
     for label, values in shown:
         style = "bold" if len(set(values)) > 1 else "dim"
         table.add_row(label, *values, style=style)

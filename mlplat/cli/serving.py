@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import click
 
-from mlplat.cli.options import VERSION, emit_json, env_option, json_option, pass_ctx, stack_option, stack_plane
+from mlplat.cli.completion import complete_models, complete_versions
+from mlplat.cli.options import VERSION, emit_json, env_option, json_option, pass_ctx, stack_option, stack_plane, wide_option
 from mlplat.formatting import when
 from mlplat.netguard import require_loopback
 
@@ -94,8 +95,8 @@ def serve(ctx, stack: str, environment: str | None, host: str, port: int | None,
 
 
 @click.command()
-@click.argument("name")
-@click.argument("version", type=VERSION)
+@click.argument("name", shell_complete=complete_models)
+@click.argument("version", type=VERSION, shell_complete=complete_versions)
 @stack_option
 @env_option
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="direct", show_default=True)
@@ -128,7 +129,7 @@ def deploy(ctx, name: str, version: int, stack: str, environment: str | None, st
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_models)
 @stack_option
 @env_option
 @click.option("--to", "to_version", type=VERSION, default=None,
@@ -157,9 +158,10 @@ def deployments() -> None:
 @deployments.command("list")
 @stack_option
 @click.option("--env", "environment", default=None, help="Only this environment (default: all).")
+@wide_option
 @json_option
 @pass_ctx
-def list_cmd(ctx, stack: str, environment: str | None, as_json: bool) -> None:
+def list_cmd(ctx, stack: str, environment: str | None, wide: bool, as_json: bool) -> None:
     """Every deployment with its strategy and routing."""
     _, plane = stack_plane(ctx, stack)
     rows = plane.call("deployments.list", environment=environment)
@@ -169,18 +171,17 @@ def list_cmd(ctx, stack: str, environment: str | None, as_json: bool) -> None:
     if not rows:
         ctx.console.print("No deployments yet. Deploy with `mlplat deploy NAME VERSION`.")
         return
-    from rich.table import Table
+    from mlplat.formatting import Column, print_table
 
-    table = Table("model", "environment", "strategy", "routing", "stable", "previous", "updated", "by")
-    for e in rows:
-        table.add_row(e["model"], e["environment"], e["strategy"], _routes(e), f"v{e['stable_version']}",
-                      f"v{e['previous_version']}" if e["previous_version"] else "-", when(e["updated_at"]),
-                      e["updated_by"])
-    ctx.console.print(table)
+    columns = (Column("model"), Column("environment"), Column("routing", wrap=True), Column("strategy", 1),
+               Column("stable", 1), Column("previous", 2), Column("updated", 3), Column("by", 4))
+    print_table(ctx.console, columns, [[e["model"], e["environment"], _routes(e), e["strategy"], f"v{e['stable_version']}",
+                                        f"v{e['previous_version']}" if e["previous_version"] else "-",
+                                        when(e["updated_at"]), e["updated_by"]] for e in rows], wide=wide)
 
 
 @deployments.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_models)
 @stack_option
 @env_option
 @json_option
@@ -225,7 +226,7 @@ def rollout() -> None:
 
 
 @rollout.command("status")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_models)
 @stack_option
 @env_option
 @json_option
