@@ -139,6 +139,13 @@ step "Feature store: materialize the online store and check training/serving ske
 mlplat features materialize --stack dev --start 2024-03-01 --end 2024-03-31
 mlplat features skew driver_stats --stack dev
 
+step "Pipeline: prepare -> train -> gate -> register -> staging, each step a process; a second run takes the data step from its cache"
+# seeded data and model (the same as the first version's), so the gate's verdict never depends on the machine;
+# --allow-dirty: a checkout being edited runs as it is, with its diff recorded
+mlplat pipeline run examples/pipelines/credit_risk.py --stack dev --allow-dirty
+mlplat pipeline run examples/pipelines/credit_risk.py --stack dev --allow-dirty --from register
+mlplat pipeline list --stack dev
+
 kill "$GATEWAY_PID" 2>/dev/null || true
 
 step "Done. Next: mlplat serve --stack dev (gateway), mlplat dashboard --stack dev (http://127.0.0.1:8765), mlplat ui --stack dev (MLflow UI)"

@@ -324,3 +324,34 @@ def test_a_dirty_git_work_tree_is_refused_without_allow_dirty(tmp_path):
     assert result.returncode != 0
     assert "uncommitted changes: steps/make.py" in result.stderr and "--allow-dirty" in result.stderr
     assert not (root / ".mlplat").exists()  # nothing started, nothing written
+
+
+def test_in_a_git_repository_the_steps_run_the_committed_code(tmp_path):
+    root = write_project(tmp_path / "repo")
+    (root / "steps").mkdir()
+    for name, text in STEPS.items():
+        (root / "steps" / name).write_text(textwrap.dedent(text))
+    (root / "data").mkdir()
+    (root / "data" / "seed.txt").write_text("3")
+    (root / ".gitignore").write_text(".mlplat/\n")
+    file = pipeline_file(root, "bundled")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "init"]):
+        subprocess.run([*git, *cmd], cwd=root, check=True, capture_output=True)
+    env = {**env_for(root), "TEST_CALLS": str(tmp_path / "calls.txt")}
+    assert run_cli("up", "--stack", "dev", "--yes", cwd=root, env=env).returncode == 0
+
+    def run(*args: str) -> dict:
+        result = run_cli("pipeline", "run", file, "--stack", "dev", "--json", *args, cwd=root, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    first = run()
+    assert states(first) == dict.fromkeys(["make", "square", "total"], "SUCCEEDED")
+    work = runs_dir(root) / first["run_id"] / "steps" / "make" / "work"
+    assert (work / "steps" / "make.py").read_text() == (root / "steps" / "make.py").read_text()  # the bundle, unpacked
+    assert Path(first["steps"][2]["outputs"]["sum"], "sum.txt").read_text() == "14"
+    assert states(run()) == dict.fromkeys(["make", "square", "total"], "CACHED")  # same commit, same inputs
+    # an uncommitted change runs only with --allow-dirty, and is new code for every step
+    (root / "steps" / "total.py").write_text((root / "steps" / "total.py").read_text() + "\n# edited\n")
+    assert states(run("--allow-dirty")) == dict.fromkeys(["make", "square", "total"], "SUCCEEDED")
