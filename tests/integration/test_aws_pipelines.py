@@ -121,8 +121,9 @@ def test_a_training_job_is_a_sagemaker_job_on_the_runtime_image_with_code_data_a
     env = request["Environment"]  # moto keeps no Environment: the request as sent is the record
     assert env["MLPLAT_CONTROL_PLANE_URL"] == CONTROL_PLANE and env["MLPLAT_STACK"] == STACK
     tags = {t["Key"]: t["Value"] for t in sm().list_tags(ResourceArn=described["TrainingJobArn"])["Tags"]}
+    # the platform role creates only with the stack's tag keys (aws:TagKeys): the job's own "model" tag stays off
     assert tags == {"team": "fraud", "cost-center": "CC-1042", "environment": "production",
-                    "owner": "fraud-leads@example.com", "model": "credit-risk"}
+                    "owner": "fraud-leads@example.com"}
     # a second job from the same commit reuses the uploaded code
     backend.pipelines.submit_training(TrainingJobSpec("credit-risk-20261202-2", ("python", "train.py"), source))
     assert sorted(source_objects()) == sorted([key, "source/current.tar.gz"])
@@ -343,3 +344,63 @@ def test_the_aws_provider_offers_pipelines(aws):
     ctx = context(aws)
     backend = providers.get("aws").get(Capability.PIPELINES, ctx.stack(STACK), ctx)
     assert isinstance(backend, AwsPipelines) and isinstance(backend, PipelineBackend)
+
+
+# --- through the training service: governance first, then SageMaker ------------------------------
+
+GIT = ["git", "-c", "user.email=ds@example.com", "-c", "user.name=ds", "-c", "commit.gpgsign=false"]
+GPU_ONLY = "  mlplat:policy:\n    policies:\n      spend:\n        allowedInstanceTypes: [ml.m5.*]\n" \
+           "        maxGpuInstances: 0\n"
+
+
+@pytest.fixture
+def git_project(aws):
+    import subprocess
+
+    (aws / "stacks" / "Pulumi.governed.yaml").write_text(
+        ms.aws_stack_text(extra=f"  mlplat:controlPlane: {{url: '{CONTROL_PLANE}'}}\n" + GPU_ONLY))
+    (aws / "train.py").write_text("print('training')\n")
+    (aws / ".gitignore").write_text(".mlplat/\n")
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "project"]):
+        subprocess.run([*GIT, *args], cwd=aws, check=True, capture_output=True)
+    return aws
+
+
+def test_a_disallowed_instance_type_is_refused_before_any_aws_call(git_project, monkeypatch):
+    from mlplat.services import training
+    from mlplat_providers.aws.runtime.session import AwsSession
+
+    calls: list[tuple] = []
+    real = AwsSession.call
+    monkeypatch.setattr(AwsSession, "call", lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
+    ctx = context(git_project)
+    spec = ctx.stack("governed")
+    for instance_type, gpus, where in (("ml.p4d.24xlarge", 0, "allowedInstanceTypes"),
+                                       ("ml.m5.xlarge", 2, "maxGpuInstances")):
+        with pytest.raises(training.SpendRefused) as exc:
+            training.submit(spec, ctx, ["python", "train.py"], instance_type=instance_type, gpus=gpus,
+                            cwd=git_project)
+        assert exc.value.where.endswith(where) and exc.value.exit_code == 6
+    assert calls == []
+    assert sm().list_training_jobs()["TrainingJobSummaries"] == [] and source_objects() == []
+
+
+def test_mlplat_train_on_an_aws_stack_submits_a_sagemaker_job_sagemaker_accepts(git_project, monkeypatch):
+    from mlplat.services import training
+    from mlplat_providers.aws.runtime.pipelines import AwsPipelines
+
+    sent: list[dict] = []
+    real = AwsPipelines.training_request
+    monkeypatch.setattr(AwsPipelines, "training_request",
+                        lambda self, job, uri: sent.append(real(self, job, uri)) or sent[-1])
+    ctx = context(git_project)
+    done = training.submit(ctx.stack("governed"), ctx, ["python", "train.py"], instance_type="ml.m5.xlarge",
+                           data={"train": put_data("datasets/train.csv")}, cwd=git_project)
+    assert done.status.state == "PENDING"
+    [request] = sent
+    assert rules.training_job_problems(request) == []
+    described = sm().describe_training_job(TrainingJobName=done.job.name)
+    assert json.loads(described["HyperParameters"]["mlplat_command"]) == ["python", "train.py"]
+    assert request["Environment"]["MLPLAT_TRAINING_JOB"] == done.job.name
+    assert request["Environment"]["MLPLAT_CONTROL_PLANE_URL"] == CONTROL_PLANE
+    assert {t["Key"] for t in request["Tags"]} == {"team", "cost-center", "environment", "owner"}

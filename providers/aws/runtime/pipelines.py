@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -95,6 +96,18 @@ def source_key(source: SourceBundle) -> str:
     archive differs from the clean commit's)."""
     digest = hashlib.sha256(Path(source.archive).read_bytes()).hexdigest()
     return f"source/{source.commit}/{digest[:16]}{'-dirty' if source.dirty else ''}.tar.gz"
+
+
+def job_tags(plan: StackPlan, extra: dict[str, str]) -> dict[str, str]:
+    """The tags a job is created with: the stack's cost tags, and of the job's own only those whose keys the
+    platform role may send. Its create permission is conditioned on aws:TagKeys (plan.platform_role_policy):
+    a request carrying another key is denied, so the run's other tags travel in its environment instead."""
+    allowed = {*plan.tags, "risk-tier"}
+    return {**{k: v for k, v in extra.items() if k in allowed}, **plan.tags}
+
+
+def env_name(name: str) -> str:
+    return re.sub(r"[^A-Z0-9_]", "_", name.upper())
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -201,10 +214,10 @@ class AwsPipelines(PipelineBackend):
                                "VolumeSizeInGB": VOLUME_GB},
             "StoppingCondition": stopping,
             "Environment": self.job_environment({"MLPLAT_RUN_NAME": job.name, "MLPLAT_COMMIT": job.source.commit,
-                                                 **{f"MLPLAT_DATA_URI_{name.upper()}": uri
+                                                 **{f"MLPLAT_DATA_URI_{env_name(name)}": uri
                                                     for name, uri in job.data.items()},
                                                  **job.environment}),
-            "Tags": [{"Key": k, "Value": v} for k, v in {**self.plan.tags, **job.tags}.items()],
+            "Tags": [{"Key": k, "Value": v} for k, v in job_tags(self.plan, job.tags).items()],
         }
         if job.spot:
             # spot capacity may take a while: wait up to the runtime again (at most a day) on top of it
