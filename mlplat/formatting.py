@@ -69,10 +69,28 @@ def fit(columns: Sequence[Column], rows: Sequence[Sequence[str]], *, width: int,
             return Text(cell)
 
     texts = [[text(cell) for cell in row] for row in rows]
-    natural = [max([Text.from_markup(c.header).cell_len,
-                    *(max((line.cell_len for line in row[i].split()), default=0) for row in texts)])
-               for i, c in enumerate(columns)]
-    measuring = Console(width=10_000, file=io.StringIO(), color_system=None, legacy_windows=False)
+    headers = [text(c.header) for c in columns]
+    # Each column's width on one line per cell (natural) and, for a wrapping column, its longest word
+    # (the narrowest rich will make it): measured once, then added up for each choice of columns.
+    natural = [max([headers[i].cell_len, *(line.cell_len for row in texts for line in row[i].split())])
+               for i in range(len(columns))]
+    longest_word = [max([len(w) for t in (headers[i], *(row[i] for row in texts)) for w in t.plain.split()] or [1])
+                    for i in range(len(columns))]
+    least = [longest_word[i] if c.wrap else natural[i] for i, c in enumerate(columns)]
+    frames: dict[int, int] = {}
+
+    def frame(n: int) -> int:
+        """The borders and padding of a table of ``n`` columns."""
+        if n not in frames:
+            from rich.measure import Measurement
+            from rich.table import Table
+
+            console = Console(width=10_000, file=io.StringIO(), color_system=None, legacy_windows=False)
+            empty = Table(title=None)
+            for _ in range(n):
+                empty.add_column("", min_width=1, no_wrap=True)
+            frames[n] = Measurement.get(console, console.options, empty).maximum - n
+        return frames[n]
 
     def build(keep: list[int], *, whole: bool = True) -> Table:
         from rich.table import Table
@@ -80,30 +98,24 @@ def fit(columns: Sequence[Column], rows: Sequence[Sequence[str]], *, width: int,
         table = Table(title=title)
         for i in keep:
             c = columns[i]
-            table.add_column(c.header, justify=c.justify, overflow="fold", no_wrap=whole and not c.wrap,
+            table.add_column(headers[i], justify=c.justify, overflow="fold", no_wrap=whole and not c.wrap,
                              min_width=natural[i] if whole and not c.wrap else None)
         for row in texts:
             table.add_row(*[row[i] for i in keep])
         return table
 
-    def needed(keep: list[int]) -> tuple[int, int]:
-        from rich.measure import Measurement
-
-        table = build(keep)
-        m = Measurement.get(measuring, measuring.options, table)
-        return m.minimum, m.maximum
-
     keep = list(range(len(columns)))
     dropped: list[str] = []
     if not wide:
-        while needed(keep)[0] > width:
+        while frame(len(keep)) + sum(least[i] for i in keep) > width:
             candidates = [i for i in keep if columns[i].priority > 0]
             if not candidates:
                 break
             worst = max(candidates, key=lambda i: (columns[i].priority, i))
             keep.remove(worst)
             dropped.append(columns[worst].header)
-    minimum, maximum = needed(keep)
+    minimum = frame(len(keep)) + sum(least[i] for i in keep)
+    maximum = frame(len(keep)) + sum(natural[i] for i in keep)
     # Only when even the columns that must stay are wider than the terminal may a cell fold over lines
     # (an id broken in two is still whole; a cropped one is not).
     return Fitted(build(keep, whole=wide or minimum <= width), [columns[i].header for i in keep], dropped, maximum)
