@@ -58,7 +58,7 @@ def _progress(ctx: Any) -> Any:
 
 
 @pipeline.command("run")
-@click.argument("target", required=False, metavar="FILE_OR_NAME")
+@click.argument("target", required=False, metavar="[FILE_OR_NAME]")
 @click.option("--resume", "resume", metavar="RUN", default=None,
               help="Continue run RUN (killed or failed): finished steps are kept, the rest run.")
 @click.option("--step", "step", metavar="STEP", default=None, help="Run only STEP; the steps before it come from the cache.")
@@ -131,7 +131,7 @@ def status_cmd(ctx: Any, run_id: str, stack: str, as_json: bool) -> None:
 
 
 @pipeline.command("schedule")
-@click.argument("target", required=False, metavar="FILE_OR_NAME")
+@click.argument("target", required=False, metavar="[FILE_OR_NAME]")
 @click.option("--cron", default=None, help='When to run, 5 fields in UTC, e.g. "0 3 * * 1" (Mondays 03:00).')
 @click.option("--run-due", is_flag=True, help="Run every scheduled pipeline whose time has come, once, then exit.")
 @click.option("--at", "at", default=None, metavar="TIME",
