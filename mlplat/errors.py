@@ -134,6 +134,17 @@ class ExternalError(MlplatError):
     exit_code = ExitCode.EXTERNAL
 
 
+class PortInUse(ExternalError):
+    """A server's port is held by another process. Exit 9 like every failure outside mlplat and outside
+    the command line (the command is right; the machine's state is not), and as ``mlplat server`` always
+    answered it: the fix is another ``--port`` or stopping the holder."""
+
+    def __init__(self, host: str, port: int):
+        super().__init__(f"port {port} on {host} is already in use by another process",
+                         hint="choose another port with --port N (--port 0 picks a free one), or stop the process "
+                              "that holds it", host=host, port=port)
+
+
 class Aborted(MlplatError):
     exit_code = ExitCode.ABORTED
 

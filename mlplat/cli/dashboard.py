@@ -21,24 +21,21 @@ def dashboard(ctx, stack: str, port: int, refresh: int) -> None:
     It prints a login link carrying a token drawn for this start: open it to get a session (every page and
     API route needs one). The dashboard acts as you: it reaches the stack's control plane with your
     credentials, and its header names you."""
-    import socket
-
     from mlplat.dashboard.app import LOOPBACK, new_token, serve
     from mlplat.services.monitoring.passes import monitor_for
 
     spec = ctx.stack(stack)
     monitor_for(spec, ctx).database()  # fail before binding when the stack is not provisioned
     identity = _identity(spec, ctx)
-    if port == 0:
-        with socket.socket() as sock:
-            sock.bind((LOOPBACK, 0))
-            port = sock.getsockname()[1]
     token = new_token()
-    ctx.err.print(f"dashboard of stack '{spec.name}' on http://{LOOPBACK}:{port}/ as {identity['principal']} "
-                  f"({identity['method']})  (Ctrl-C stops it)", highlight=False)
-    ctx.err.print(f"log in: http://{LOOPBACK}:{port}/login?token={token}", highlight=False, soft_wrap=True)
-    ctx.err.file.flush()
-    serve(spec, ctx, port=port, token=token, refresh=refresh, identity=identity)
+
+    def announce(bound: int) -> None:  # only once it serves: a busy port gets one error and no URL
+        ctx.err.print(f"dashboard of stack '{spec.name}' on http://{LOOPBACK}:{bound}/ as {identity['principal']} "
+                      f"({identity['method']})  (Ctrl-C stops it)", highlight=False)
+        ctx.err.print(f"log in: http://{LOOPBACK}:{bound}/login?token={token}", highlight=False, soft_wrap=True)
+        ctx.err.file.flush()
+
+    serve(spec, ctx, port=port, token=token, refresh=refresh, identity=identity, on_ready=announce)
 
 
 def _identity(spec, ctx) -> dict:

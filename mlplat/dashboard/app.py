@@ -26,6 +26,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -210,9 +211,12 @@ def _headers() -> dict[str, str]:
                                        "script-src 'self'; connect-src 'self'; form-action 'none'"}
 
 
-def serve(spec: Any, ctx: Any, *, port: int, token: str, refresh: int = 10, identity: dict[str, Any] | None = None) -> None:
-    """Run until interrupted. Blocking."""
-    import uvicorn
+def serve(spec: Any, ctx: Any, *, port: int, token: str, refresh: int = 10, identity: dict[str, Any] | None = None,
+          on_ready: Callable[[int], None] | None = None) -> None:
+    """Listen on ``LOOPBACK:port`` (0: a free port) and run until interrupted. Blocking. ``PortInUse``
+    (exit 9) before anything is announced when the port is taken; ``on_ready(port)`` once it serves."""
+    from mlplat.serving.model_server import bind, run
 
-    app = create_app(spec, ctx, port=port, token=token, refresh=refresh, identity=identity)
-    uvicorn.run(app, host=LOOPBACK, port=port, log_level="warning", access_log=False)
+    sock = bind(LOOPBACK, port)
+    app = create_app(spec, ctx, port=sock.getsockname()[1], token=token, refresh=refresh, identity=identity)
+    run(app, sock, on_ready=on_ready)

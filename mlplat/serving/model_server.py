@@ -15,15 +15,17 @@ the server accepts connections.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mlplat import __version__
-from mlplat.errors import Conflict, MlplatError
+from mlplat.errors import ExternalError, MlplatError, PortInUse
 from mlplat.netguard import require_loopback
 from mlplat.serving import asgi, predictor
 from mlplat.serving.predictor import LoadedModel
@@ -156,27 +158,37 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise Conflict(f"cannot listen on {host}:{port}: {exc.strerror}",
-                       hint="pick another --port, or stop the process that holds it") from None
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(host, port) from None
+        raise ExternalError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                            hint="choose another --port, or a loopback address this machine has") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
 
-def run(app: Any, sock: socket.socket, *, port_file: Path | None = None, log_level: str = "warning") -> None:
-    """Run ``app`` on uvicorn over an already bound socket until interrupted."""
+def run(app: Any, sock: socket.socket, *, port_file: Path | None = None, log_level: str = "warning",
+        on_ready: Callable[[int], None] | None = None) -> None:
+    """Run ``app`` on uvicorn over an already bound socket until interrupted. Once it serves, the port
+    is written to ``port_file`` and ``on_ready(port)`` is called (where a command announces its URL)."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_keep_alive=30)
     server = uvicorn.Server(config)
-    if port_file is not None:
+    if port_file is not None or on_ready is not None:
         original = server.startup
 
         async def startup(sockets=None):
             await original(sockets=sockets)
-            tmp = Path(str(port_file) + ".tmp")
-            tmp.write_text(str(sock.getsockname()[1]))
-            tmp.replace(port_file)
+            if server.should_exit:  # the app's startup failed: nothing serves, nothing is announced
+                return
+            port = sock.getsockname()[1]
+            if port_file is not None:
+                tmp = Path(str(port_file) + ".tmp")
+                tmp.write_text(str(port))
+                tmp.replace(port_file)
+            if on_ready is not None:
+                on_ready(port)
 
         server.startup = startup  # type: ignore[method-assign]
     server.run(sockets=[sock])

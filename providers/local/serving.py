@@ -144,14 +144,17 @@ class LocalServing(EndpointDeployer):
         require_loopback(host, authenticated=self.spec.serving.auth.api_keys == "required",
                          how="set mlplat:serving.auth.apiKeys: required in the stack")
         app = self.gateway(environment=environment, controller=controller)
-        sock = bind(host, port)
+        sock = bind(host, port)  # PortInUse (exit 9) before anything is loaded or announced
         app.start()  # load every deployed version before accepting traffic
         names = ", ".join(sorted(app.table)) or "none yet"
-        self.ctx.console.print(f"gateway for stack {self.spec.name}, environment {environment}: "
-                               f"http://{host}:{sock.getsockname()[1]}  (endpoints: {names})", highlight=False)
-        self.ctx.console.file.flush()
+
+        def announce(bound: int) -> None:  # once uvicorn serves: the URL printed answers
+            self.ctx.console.print(f"gateway for stack {self.spec.name}, environment {environment}: "
+                                   f"http://{host}:{bound}  (endpoints: {names})", highlight=False)
+            self.ctx.console.file.flush()
+
         try:
-            run(app, sock, port_file=Path(port_file) if port_file else None)
+            run(app, sock, port_file=Path(port_file) if port_file else None, on_ready=announce)
         finally:
             app.stop()
 
