@@ -1,6 +1,7 @@
 """`mlplat server`: the stack's platform API, the one process that opens its ledger."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mlplat.cli.options import pass_ctx, stack_option
-from mlplat.errors import ExternalError
+from mlplat.errors import ExternalError, PortInUse
 
 if TYPE_CHECKING:
     from mlplat.identity import Authenticator
@@ -129,6 +130,8 @@ def run(ctx, spec, *, host: str, port: int, tracking_port: int | None, authentic
     try:
         sock.bind((host, port))
     except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(host, port) from None
         raise ExternalError(f"cannot listen on {host}:{port}: {exc.strerror}",
                             hint="choose another --port, or stop the process holding it") from None
     bound = sock.getsockname()[1]

@@ -39,7 +39,7 @@ def env_for(project: Path) -> dict[str, str]:
     return {"MLPLAT_PROJECT_DIR": str(project), "MLPLAT_USER": "ds@example.com"}
 
 
-@pytest.mark.parametrize("command", [("dashboard",), ("serve", "--no-monitor"), ("ui",)])
+@pytest.mark.parametrize("command", [("dashboard",), ("serve", "--no-monitor"), ("ui",), ("server",)])
 def test_a_taken_port_is_one_clear_error_and_exit_9(provisioned, held_port, command):
     result = run_cli(*command, "--port", str(held_port), cwd=provisioned, env=env_for(provisioned), timeout=120)
     assert result.returncode == 9, (result.stdout, result.stderr)
