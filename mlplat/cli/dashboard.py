@@ -11,7 +11,7 @@ from mlplat.cli.options import pass_ctx, stack_option
 @click.option("--port", "-p", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="Port on 127.0.0.1 (0 picks a free one).")
 @click.option("--refresh", type=click.IntRange(0, 3600), default=10, show_default=True,
-              help="Seconds between page reloads in the browser (0: never).")
+              help="Seconds between the pages' live updates (sections refetched, never the whole page; 0: never).")
 @pass_ctx
 def dashboard(ctx, stack: str, port: int, refresh: int) -> None:
     """Models and stages, deployments and traffic, rollouts, drift, quality and calibration, cost and budget,

@@ -10,7 +10,12 @@ page and API route needs that session (``/healthz`` aside): an API route answers
 page a short 401 page pointing at the login link. The token stays valid while the dashboard
 runs, so a second browser can log in; a restart draws a new one.
 
-The page and its JSON are read-only GETs; the one mutating route, ``POST /api/v1/labels``,
+Pages: ``/`` (the stack) and ``/models/NAME`` (one model; every table that names a model links
+there). Each page's script fetches its parts again every ``refresh`` seconds as JSON
+(``/api/v1/parts``, ``/api/v1/models/NAME/parts``: ``{"updated", "parts": {element id: HTML}}``)
+and swaps the sections that changed: live updates without reloading the page.
+
+The pages and their JSON are read-only GETs; the one mutating route, ``POST /api/v1/labels``,
 refuses cross-origin requests (an ``Origin`` other than ``http://127.0.0.1:PORT`` or
 ``http://localhost:PORT``, scheme included: 403), needs the session (401) and its CSRF token in
 the ``X-CSRF-Token`` header (403 without it: the page's script reads it from the page, which
@@ -26,6 +31,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +40,7 @@ from typing import Any
 from mlplat.errors import MlplatError
 
 LOOPBACK = "127.0.0.1"
+TRACKING_UI = "http://127.0.0.1:5000"  # `mlplat ui`'s default: a model page links each version's run there
 MAX_BODY = 5_000_000
 CSRF_HEADER = "x-csrf-token"
 LOGIN_HINT = "open the login link printed by `mlplat dashboard` (http://127.0.0.1:PORT/login?token=...)"
@@ -55,15 +62,19 @@ class Session:
 
 
 def create_app(spec: Any, ctx: Any, *, port: int, token: str, refresh: int = 10,
-               identity: dict[str, Any] | None = None) -> Any:
+               identity: dict[str, Any] | None = None, tracking_ui: str | None = TRACKING_UI) -> Any:
     """The app. ``token``: the login token of this start (`mlplat dashboard` prints the link carrying it);
-    ``identity``: who the dashboard acts as (``principal``, ``method``), shown in the page's header."""
+    ``identity``: who the dashboard acts as (``principal``, ``method``), shown in the page's header;
+    ``refresh``: seconds between the pages' fetches of their parts (0: never); ``tracking_ui``: where
+    a model page's run links point (``mlplat ui``'s default address)."""
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
     from starlette.routing import Route
 
     from mlplat.dashboard import data, render
+    from mlplat.formatting import when
     from mlplat.serving import jsonlimit
 
     if len(token) < 16:
@@ -73,6 +84,13 @@ def create_app(spec: Any, ctx: Any, *, port: int, token: str, refresh: int = 10,
     allowed_origins = {f"http://{host}" for host in allowed_hosts}
     cookie = cookie_name(port)
     sessions: dict[str, Session] = {}  # session id -> session, for this process's life
+    reading = threading.Lock()  # one read of the control plane at a time: pages and polls share one context
+
+    async def read(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def locked() -> Any:
+            with reading:
+                return fn(*args, **kwargs)
+        return await run_in_threadpool(locked)
 
     def guard(request: Request) -> Response | None:
         if request.headers.get("host", "") not in allowed_hosts:
@@ -107,8 +125,43 @@ def create_app(spec: Any, ctx: Any, *, port: int, token: str, refresh: int = 10,
             return denied
         if (session := session_of(request)) is None:
             return unauthenticated(False)
-        doc = data.snapshot(spec, ctx)
+        doc = await read(data.snapshot, spec, ctx)
         return HTMLResponse(render.page(doc, refresh=refresh, identity=identity, csrf=session.csrf), headers=_headers())
+
+    async def model_page(request: Request) -> Response:
+        if (denied := guard(request)) is not None:
+            return denied
+        if (session := session_of(request)) is None:
+            return unauthenticated(False)
+        name = request.path_params["name"]
+        doc = await read(data.model, spec, ctx, name, tracking_ui=tracking_ui)
+        if doc is None:
+            return HTMLResponse(render.not_found(f"stack '{spec.name}' has no model named '{name}'.",
+                                                 "pick a model from the stack's page (/)"),
+                                status_code=404, headers=_headers())
+        return HTMLResponse(render.model_page(doc, refresh=refresh, identity=identity, csrf=session.csrf),
+                            headers=_headers())
+
+    async def api_parts(request: Request) -> Response:
+        if (denied := guard(request)) is not None:
+            return denied
+        if session_of(request) is None:
+            return unauthenticated(True)
+        doc = await read(data.snapshot, spec, ctx)
+        return JSONResponse({"updated": when(doc["now"]), "parts": render.parts(doc)}, headers=_headers())
+
+    async def api_model_parts(request: Request) -> Response:
+        if (denied := guard(request)) is not None:
+            return denied
+        if session_of(request) is None:
+            return unauthenticated(True)
+        name = request.path_params["name"]
+        doc = await read(data.model, spec, ctx, name, tracking_ui=tracking_ui)
+        if doc is None:
+            return JSONResponse({"error": f"stack '{spec.name}' has no model named '{name}'",
+                                 "hint": "GET /api/v1/snapshot lists the stack's models"},
+                                status_code=404, headers=_headers())
+        return JSONResponse({"updated": when(doc["now"]), "parts": render.model_parts(doc)}, headers=_headers())
 
     async def script(request: Request) -> Response:
         if (denied := guard(request)) is not None:
@@ -122,7 +175,8 @@ def create_app(spec: Any, ctx: Any, *, port: int, token: str, refresh: int = 10,
             return denied
         if session_of(request) is None:
             return unauthenticated(True)
-        return JSONResponse(json.loads(json.dumps(data.snapshot(spec, ctx), default=str)), headers=_headers())
+        doc = await read(data.snapshot, spec, ctx)
+        return JSONResponse(json.loads(json.dumps(doc, default=str)), headers=_headers())
 
     async def api_session(request: Request) -> Response:
         """Who the dashboard acts as, and the session's CSRF token (for scripts that hold the cookie)."""
@@ -190,10 +244,13 @@ def create_app(spec: Any, ctx: Any, *, port: int, token: str, refresh: int = 10,
 
     routes = [
         Route("/", index, methods=["GET"]),
+        Route("/models/{name}", model_page, methods=["GET"]),
         Route("/login", login, methods=["GET"]),
         Route("/static/dashboard.js", script, methods=["GET"]),
         Route("/api/v1/session", api_session, methods=["GET"]),
         Route("/api/v1/snapshot", api_snapshot, methods=["GET"]),
+        Route("/api/v1/parts", api_parts, methods=["GET"]),
+        Route("/api/v1/models/{name}/parts", api_model_parts, methods=["GET"]),
         Route("/api/v1/labels", post_labels, methods=["POST"]),
         Route("/healthz", health, methods=["GET"]),
     ]

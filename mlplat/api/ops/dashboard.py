@@ -67,14 +67,16 @@ def _endpoints(conn) -> list[dict[str, Any]]:
         item = dict(r)
         item["routes"] = json.loads(item["routes"] or "[]")
         item["shadow"] = json.loads(item["shadow"]) if item.get("shadow") else None
-        if _has(conn, "rollout_events"):
+        if _has(conn, "rollout_events"):  # newest first: the page leads with what happened last
             from mlplat.services import rollout
 
+            recent = rollout.events(conn, item["model"], item["environment"], limit=5)
+            item["events"] = [{k: e[k] for k in ("ts", "actor", "event", "step_index", "percent", "reason")}
+                              for e in reversed(recent)]
             # the verdict comes from the routing the gateway serves, never from a rollout row it overrode
             current = rollout.get_endpoint(conn, item["model"], item["environment"])
             if current is not None:
-                item["verdict"] = rollout.verdict(current, rollout.events(conn, item["model"], item["environment"],
-                                                                          limit=5))
+                item["verdict"] = rollout.verdict(current, recent)
                 item["rollback_target"] = rollout.rollback_target(current)
         rows.append(item)
     return rows
@@ -126,4 +128,6 @@ def _cost(spec, ctx) -> dict[str, Any]:
     return {"period": period.label, "days": period.days, "total_usd": by_team.total_usd,
             "predictions": by_team.predictions, "teams": cost_mod.report_rows(by_team),
             "versions": cost_mod.report_rows(by_version),
+            "trend": cost_mod.month_trend(deployments, ctx.clock(), price_for=spec.serving.price_for,
+                                          default_instance_type=spec.serving.instance_type),
             "budget": {t: {"monthly_usd": m, "period_usd": by_team.budget_for_period(t)} for t, m in budgets.items()}}

@@ -322,3 +322,31 @@ def _groups(lines: Iterable[CostLine], by: str) -> list[CostGroup]:
         group.training_usd += line.training_usd
         group.training_hours += line.training_hours
     return sorted(groups.values(), key=lambda g: (-g.cost_usd, g.key))
+
+
+def month_trend(deployments: Iterable[Deployment], now: float, *, price_for: Callable[[str | None], float],
+                default_instance_type: str) -> dict[str, Any]:
+    """Serving cost per UTC day of the calendar month up to ``now``, and a month-end forecast.
+
+    The forecast is the cost to date plus what the deployments still running at ``now`` cost
+    until the month ends at their current size and price (ended deployments add nothing): the
+    run rate of what is deployed, not an extrapolation of past days.
+    """
+    deps = list(deployments)
+    day = datetime.fromtimestamp(now, tz=UTC)
+    start = datetime(day.year, day.month, 1, tzinfo=UTC).timestamp()
+    month_end = start + calendar.monthrange(day.year, day.month)[1] * 86400
+
+    def cost(a: float, b: float) -> float:
+        return attribute(deps, [], Period(a, b, ""), price_for=price_for,
+                         default_instance_type=default_instance_type).total_usd
+
+    days: list[dict[str, Any]] = []
+    t = start
+    while t < now:
+        days.append({"day": datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d"), "start": t,
+                     "cost_usd": cost(t, min(t + 86400, now))})
+        t += 86400
+    to_date = sum(float(d["cost_usd"]) for d in days)
+    return {"month": f"{day:%Y-%m}", "month_start": start, "month_end": month_end, "days": days,
+            "to_date_usd": to_date, "forecast_usd": to_date + cost(now, month_end)}

@@ -35,6 +35,7 @@ EPS = 1e-4  # floor of a bin share so an empty bin gives a finite PSI
 # Samples with at most this many distinct values (labels, counts) are compared value by value:
 # deciles would merge rare values into their neighbours' bins and hide a shift between them.
 MAX_PSI_CATEGORIES = 20
+HISTOGRAM_BINS = 12  # bars per feature in a reference-vs-current chart (most frequent categories first)
 EXACT_KS_MAX_N = 10_000  # scipy's own switch from the exact to the asymptotic KS distribution
 
 OK, DRIFT, INSUFFICIENT = "ok", "drift", "insufficient data"
@@ -57,6 +58,9 @@ class FeatureDrift:
     js_distance: float | None = None
     new_categories: list[str] = field(default_factory=list)
     missing_share: float = 0.0
+    # reference and current shares over the same bins, for a chart: ``{"bins": [label...],
+    # "reference": [share...], "current": [share...]}`` (``None`` when the feature was not judged)
+    histogram: dict[str, list[Any]] | None = None
 
     @property
     def drifted(self) -> bool:
@@ -245,7 +249,22 @@ def numerical_drift(name: str, reference: Any, current: Any, th: Thresholds, *, 
     out.ks_statistic, out.ks_p_value = ks_2samp_sorted(ref, cur)
     out.psi = psi_sorted(ref, cur)
     out.verdict = DRIFT if (out.ks_p_value < th.ks_p_value and out.psi > th.psi) else OK
+    out.histogram = numerical_histogram(ref, cur)
     return out
+
+
+def numerical_histogram(reference: np.ndarray, current: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, list[Any]]:
+    """Shares of two sorted, finite, non-empty samples over equal-width bins spanning both (a chart, not a test)."""
+    lo = float(min(reference[0], current[0]))
+    hi = float(max(reference[-1], current[-1]))
+    if hi <= lo:
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    ref_counts, _ = np.histogram(reference, edges)
+    cur_counts, _ = np.histogram(current, edges)
+    return {"bins": [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(bins)],
+            "reference": [round(float(c) / reference.size, 6) for c in ref_counts],
+            "current": [round(float(c) / current.size, 6) for c in cur_counts]}
 
 
 # --- categorical ---------------------------------------------------------------------------
@@ -293,6 +312,10 @@ def categorical_drift(name: str, reference: Any, current: Any, th: Thresholds) -
         out.chi2, out.chi2_p_value = float(result.statistic), float(result.pvalue)
         out.js_distance = float(jensenshannon(table[0] / n_ref, table[1] / n_cur, base=2))
     out.verdict = DRIFT if (out.chi2_p_value < th.chi2_p_value and out.js_distance > th.js_distance) else OK
+    shown = sorted(categories, key=lambda c: -(ref_counts.get(c, 0) / n_ref + cur_counts.get(c, 0) / n_cur))
+    shown = shown[:HISTOGRAM_BINS]
+    out.histogram = {"bins": shown, "reference": [round(ref_counts.get(c, 0) / n_ref, 6) for c in shown],
+                     "current": [round(cur_counts.get(c, 0) / n_cur, 6) for c in shown]}
     return out
 
 
