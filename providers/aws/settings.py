@@ -79,6 +79,26 @@ class AwsControlPlaneSettings(BaseModel):
         return self
 
 
+class AwsModelMonitorSettings(BaseModel):
+    """SageMaker Model Monitor data-quality schedules, beside the platform's own monitoring pass (opt-in)."""
+
+    model_config = SETTINGS_CONFIG
+
+    enabled: bool = Field(
+        False, description="Run a Model Monitor data-quality schedule on each endpoint of the stack's environment. "
+        "Off by default: Model Monitor is no longer open to new customers (only accounts that already use it can), "
+        "and the platform's own pass already monitors every endpoint's captured traffic and publishes the metrics "
+        "the drift alarm watches. When on, the runtime (not `mlplat up`: the endpoint exists only after the first "
+        "deploy) starts a baselining job on the deployed version's reference sample, then creates the schedule "
+        "with the baseline's constraints emitting CloudWatch metrics, and one alarm per feature on Model "
+        "Monitor's feature_baseline_drift_<feature>.")
+    drift_distance: float = Field(
+        0.1, gt=0, le=1, description="The distribution distance (Model Monitor's comparison_threshold, not a PSI) "
+        "above which a feature counts as drifted and its alarm fires.")
+    instance_type: str = Field("ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$",
+                               description="Instance type of the baselining and monitoring jobs.")
+
+
 class AwsProviderSpec(ProviderSettings):
     kind: Literal["aws"] = Field(description="Amazon SageMaker through pulumi-aws and boto3.")
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$", description="AWS region.", examples=["eu-west-1"])
@@ -94,6 +114,9 @@ class AwsProviderSpec(ProviderSettings):
         "canary (when a variant changes version) is whole instances and at most half of them: with one instance it "
         "shifts all at once under the rollback alarms; the first of `mlplat:serving.canary.steps` must then be whole "
         "instances of a larger fleet.")
+    model_monitor: AwsModelMonitorSettings = Field(
+        default_factory=lambda: AwsModelMonitorSettings(),
+        description="SageMaker Model Monitor schedules, opt-in for accounts that have Model Monitor.")
     control_plane: AwsControlPlaneSettings = Field(
         default_factory=lambda: AwsControlPlaneSettings(),
         description="How the program provisions the control plane (ledger database and platform API server).")

@@ -141,16 +141,18 @@ def captures(request, tmp_path, monkeypatch):
 
 def checked_requests(monkeypatch) -> dict[str, list]:
     """Every request the AWS runtime sends, validated as it is sent against botocore's service model, and each
-    PutMetricData against CloudWatch's documented limits: ``{"problems": [...], "put_metric_data": [...]}``."""
+    PutMetricData against CloudWatch's documented limits: ``{"problems": [...], "put_metric_data": [...],
+    "operations": [...]}``."""
     from botocore.validate import ParamValidator
 
     from mlplat_providers.aws import service_rules
     from mlplat_providers.aws.runtime.session import AwsSession
 
-    sent: dict[str, list] = {"problems": [], "put_metric_data": []}
+    sent: dict[str, list] = {"problems": [], "put_metric_data": [], "operations": []}
     original = AwsSession.client
 
     def check(params, model, **_):
+        sent["operations"].append(model.name)
         report = ParamValidator().validate(params, model.input_shape)
         if report.has_errors():
             sent["problems"].append(f"{model.name}: {report.generate_report()}")
@@ -244,3 +246,39 @@ def published_metrics_are_what_the_alarm_watches(captures, report: dict, psi: di
         StartTime=dt.datetime.fromtimestamp(report["ts"] - 3600, dt.UTC),
         EndTime=dt.datetime.fromtimestamp(report["ts"] + 3600, dt.UTC))
     assert got["MetricDataResults"][0]["Values"] == [pytest.approx(psi[SHIFTED])]
+
+
+def test_an_opted_in_aws_stack_baselines_the_endpoint_its_deploy_created(tmp_path, monkeypatch):
+    """Model Monitor is opt-in; when chosen, the deploy that creates the endpoint starts the baselining job
+    (moto runs none, so the schedule waits for it: no schedule ever names an endpoint before it exists)."""
+    import boto3
+    from moto import mock_aws
+
+    text = ms.aws_stack_text(approvers=APPROVERS).replace("    kind: aws\n", "    kind: aws\n    modelMonitor: "
+                                                          "{enabled: true}\n", 1)
+    project = new_project(tmp_path / "project", {STACK: text})
+    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("MLPLAT_USER", AUTHOR)
+    monkeypatch.delenv("MLPLAT_CONTROL_PLANE_URL", raising=False)
+    monkeypatch.chdir(project)
+    ms.use_fake_aws(monkeypatch)
+    ms.install_sagemaker_gaps()
+    sent = checked_requests(monkeypatch)
+    with mock_aws():
+        ms.provision_cloud(context(project).stack(STACK))
+        assert train(project, STACK) == 1
+        release(project, 1)
+        deployed = deployments(project, STACK).deploy("scorer", 1, environment=ENV, strategy="direct")
+        assert deployed["sagemaker"]["action"] == "create"
+        assert deployed["model_monitor"]["state"] == "baselining"
+        job = boto3.client("sagemaker", region_name=ms.REGION).describe_processing_job(
+            ProcessingJobName=deployed["model_monitor"]["job"])
+        assert job["AppSpecification"]["ImageUri"].endswith("/sagemaker-model-monitor-analyzer")
+        assert job["ProcessingInputs"][0]["S3Input"]["S3Uri"].endswith("/baseline/v1/input")
+        # the next pass advances it one step: moto reports the job completed but it wrote no constraints, so
+        # no job definition, schedule or alarm is made on a baseline that does not exist
+        report = call(project, STACK, "monitoring.run", retrain=False)
+        state = report["published"]["model_monitor"]["scorer"]
+        assert state["state"] == "baseline failed" and "constraints.json" in state["reason"]
+    assert sent["problems"] == []
+    assert not {"CreateDataQualityJobDefinition", "CreateMonitoringSchedule", "PutMetricAlarm"} & set(sent["operations"])

@@ -176,6 +176,16 @@ def test_every_endpoint_is_monitored_by_the_platforms_pass_and_no_schedule_names
     assert {e["monitorSchedule"] for e in declared(records)} == {fraud.monitoring.schedule}
 
 
+def test_a_stack_opting_into_model_monitor_still_gets_no_schedule_from_the_program(tmp_path):
+    """The runtime creates the opt-in schedule once the endpoint exists; `up` never names a missing endpoint."""
+    opted = load_stack("fraud-prod", write_project(tmp_path / "p", {"fraud-prod": (
+        REPO / "stacks" / "Pulumi.fraud-prod.yaml").read_text().replace(
+        "    kind: aws\n", "    kind: aws\n    modelMonitor: {enabled: true}\n", 1)}))
+    assert opted.provider.model_monitor.enabled
+    records = run_program(opted)
+    assert of(records, rules.T_SCHEDULE) == [] and of(records, rules.T_DQ_JOB) == []
+
+
 def test_the_drift_alarm_watches_the_metric_the_monitoring_pass_publishes(fraud):
     from mlplat_providers.aws import plan as p
 

@@ -341,5 +341,12 @@ class AwsMonitor(Monitor):
                 raise ExternalError(f"refusing to publish monitoring metrics: {'; '.join(problems)}",
                                     hint="report this; the pass itself is recorded in the ledger")
             self.aws.call("cloudwatch", "put_metric_data", what="publishing the monitoring pass's metrics", **request)
-        return {"namespace": p.PLATFORM_NAMESPACE, "metrics": sum(len(r["MetricData"]) for r in requests),
-                "requests": len(requests), "skipped": skipped}
+        out = {"namespace": p.PLATFORM_NAMESPACE, "metrics": sum(len(r["MetricData"]) for r in requests),
+               "requests": len(requests), "skipped": skipped}
+        if self.spec.provider.model_monitor.enabled:  # opt-in: advance each endpoint's schedule one step
+            from mlplat_providers.aws.runtime.serving import AwsServing
+
+            serving = AwsServing(self.spec, self.ctx, self.aws)
+            out["model_monitor"] = {d["model"]: serving.model_monitor(d["model"], self.spec.environment)
+                                    for d in serving.list(self.spec.environment)}
+        return out

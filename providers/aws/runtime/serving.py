@@ -369,7 +369,36 @@ class AwsServing(EndpointDeployer):
                                  actor=self.ctx.user, method=self.ctx.method, canary=checked.canary, weights=weights,
                                  shadow_percent=checked.shadow_percent, evidence=checked.evidence, **self._cost)
             applied = self.apply(endpoint)
-        return endpoint.to_dict() | {"sagemaker": applied}
+        out = endpoint.to_dict() | {"sagemaker": applied}
+        if self.spec.provider.model_monitor.enabled:  # opt-in; the endpoint exists now, the deploy is committed
+            out["model_monitor"] = self.model_monitor(name, environment)
+        return out
+
+    def model_monitor(self, model: str, environment: str) -> dict[str, Any]:
+        """Advance the opt-in Model Monitor schedule of the endpoint of ``model`` one step (runtime/model_monitor.py).
+        Only the stack's environment has alarms; a refused call is reported, never undoes a committed deploy."""
+        from mlplat.errors import MlplatError
+        from mlplat_providers.aws.runtime.model_monitor import ModelMonitorSchedules
+
+        if environment != self.spec.environment:
+            return {"state": "not monitored", "reason": f"Model Monitor runs in {self.spec.environment} only"}
+        stable = self.stable_version(model, environment)
+        if stable is None:
+            return {"state": "no endpoint"}
+
+        def reference(name: str, version: int) -> Any:
+            from mlplat.services.monitoring.passes import reference_frame
+
+            return reference_frame(self.spec, self.ctx, name, version)
+
+        try:
+            schedules = ModelMonitorSchedules(self.spec, self.aws.call, bucket=self.aws.bucket,
+                                              role_arn=self.aws.role_arn, account=self.aws.account,
+                                              reference=reference)
+            state: dict[str, Any] = schedules.ensure(model, environment, self.endpoint_name(model, environment), stable)
+        except MlplatError as exc:
+            return {"state": "error", "error": exc.message}
+        return state
 
     def rollback(self, name: str, *, environment: str, to: int | None = None,
                  reason: str | None = None) -> dict[str, Any]:
@@ -483,6 +512,11 @@ class AwsServing(EndpointDeployer):
                 if tidied["removed"]:
                     self.ctx.console.print(f"{deployment['model']}: removed {', '.join(tidied['removed'])}",
                                            highlight=False)
+                if self.spec.provider.model_monitor.enabled:
+                    state = self.model_monitor(deployment["model"], environment)
+                    if state["state"] not in ("scheduled", "baselining", "not monitored"):
+                        self.ctx.console.print(f"{deployment['model']}: Model Monitor {state}", highlight=False,
+                                               markup=False)
             time.sleep(interval)
 
 
