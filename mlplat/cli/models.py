@@ -1,4 +1,4 @@
-"""`mlplat models list | show | promote | approve | reject`."""
+"""`mlplat models list | show | evaluate | promote | approve | reject`."""
 from __future__ import annotations
 
 import time
@@ -139,6 +139,32 @@ def _print_show(ctx, doc: dict, *, wide: bool = False) -> None:
 
 def _num(value) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+@models.command("evaluate")
+@click.argument("name", shell_complete=complete_models)
+@click.argument("version", type=VERSION, shell_complete=complete_versions)
+@stack_option
+@env_option
+@json_option
+@pass_ctx
+def evaluate(ctx, name: str, version: int, stack: str, environment: str | None, as_json: bool) -> None:
+    """The evaluation gate alone on NAME VERSION (held-out set, thresholds, champion); exit 1 when it fails.
+
+    The report is stored and audited as the promotion's gate step stores it (a pipeline's evaluate step)."""
+    from mlplat.api.plane import plane_for
+    from mlplat.errors import CheckFailed
+
+    spec = ctx.stack(stack)
+    report = plane_for(spec, ctx).call("models.evaluate", name=name, version=version, environment=environment)
+    failed = [c["check"] for c in report.get("checks") or [] if not c.get("passed")]
+    if as_json:
+        emit_json(report)
+    elif report["passed"]:
+        ctx.console.print(f"[bold green]{name} version {version} passed the evaluation gate[/]")
+    if not report["passed"]:
+        raise CheckFailed(f"{name} version {version} failed the evaluation gate ({'; '.join(failed)})",
+                          hint="train a better model, or change mlplat:gate in the stack if the thresholds are wrong")
 
 
 @models.command("promote")

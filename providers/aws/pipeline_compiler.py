@@ -9,14 +9,14 @@ How steps map:
 * a ``command`` step whose only output is ``model`` is a **Training** step (its ``model`` output is the
   job's ``ModelArtifacts.S3ModelArtifacts``, the tarball of ``/opt/ml/model``); any other ``command`` step
   is a **Processing** step with one ``ProcessingOutputConfig`` output per declared output;
-* ``evaluate`` is a Processing step running the platform's gate (the first step of the staging
-  promotion) and writing ``evaluation.json`` into its ``evaluation`` output, declared as the step's
+* ``evaluate`` is a Processing step running the platform's gate (``mlplat models evaluate``) and
+  writing ``evaluation.json`` into its ``evaluation`` output, declared as the step's
   property file; a **Condition** step reads ``passed`` from it with ``Std:JsonGet``: every step downstream
   of the evaluation runs in its ``IfSteps``, and ``ElseSteps`` is a **Fail** step naming the model;
 * ``register`` reads the version's registry record (``mlplat models show``): versions are registered by
   the training script (``run.log_model``), as model packages with lineage, so the step fails when the
   version is not registered instead of registering a second, untracked package;
-* ``promote`` runs ``mlplat models promote MODEL VERSION --to <stage>`` (staging by default).
+* ``promote`` runs ``mlplat models promote MODEL VERSION --to <stage>`` (``params["target"]``, staging by default).
 
 Every job runs the platform's runtime image through its entry, :mod:`mlplat_providers.aws.runtime.job_entry`
 (the entry contract is written there): the project at the run's commit arrives as the ``code`` input (the
@@ -141,14 +141,13 @@ def platform_command(step: StepDefinition, model: str | None, stack: str) -> tup
         raise PipelineError(f"pipeline step {step.name!r} ({step.kind}) names no model",
                          hint="set the pipeline's model, or params={'model': ...} on the step")
     if step.kind == "evaluate":
-        # the gate is the first step of the staging promotion, which keeps its report in the ledger and is
-        # resumable: the promote step after it completes or confirms it
-        return ("mlplat", "models", "promote", model, VERSION_TOKEN, "--to", "staging", "--stack", stack, "--json")
+        # the gate alone (held-out set, thresholds, champion), its report stored in the ledger as the promotion's
+        return ("mlplat", "models", "evaluate", model, VERSION_TOKEN, "--stack", stack, "--json")
     if step.kind == "register":
         return ("mlplat", "models", "show", model, VERSION_TOKEN, "--stack", stack, "--json")
     if step.kind == "promote":
-        return ("mlplat", "models", "promote", model, VERSION_TOKEN, "--to", step.params.get("to", "staging"),
-                "--stack", stack)
+        target = step.params.get("target") or step.params.get("to") or "staging"
+        return ("mlplat", "models", "promote", model, VERSION_TOKEN, "--to", target, "--stack", stack)
     return tuple(step.command)
 
 
@@ -325,8 +324,12 @@ def step_commands(definition: dict[str, Any]) -> dict[str, list[str]]:
     for step in _all_steps(list(definition.get("Steps") or [])):
         args = step.get("Arguments") or {}
         if step.get("Type") == "Processing":
-            argv = (args.get("AppSpecification") or {}).get("ContainerArguments") or []
-            argv = argv[argv.index("--") + 1:] if "--" in argv else argv
+            app = args.get("AppSpecification") or {}
+            argv = list(app.get("ContainerArguments") or [])
+            if list(app.get("ContainerEntrypoint") or []) == list(ENTRY):  # the entry runs what follows "--"
+                argv = argv[argv.index("--") + 1:] if "--" in argv else []
+            else:  # any other entrypoint is itself the command
+                argv = [*(app.get("ContainerEntrypoint") or []), *argv]
         elif step.get("Type") == "Training":
             argv = json.loads((args.get("HyperParameters") or {}).get("mlplat_command", "[]"))
         else:

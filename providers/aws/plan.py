@@ -408,7 +408,7 @@ def default_training_pipeline(plan: StackPlan, model: ModelPlan):
         StepDefinition("train", command=command, outputs=("model",), retries=2, cache=False),
         StepDefinition("evaluate", kind="evaluate", depends_on=("train",)),
         StepDefinition("register", kind="register", depends_on=("evaluate",)),
-        StepDefinition("promote", kind="promote", depends_on=("register",), params={"to": "staging"}),
+        StepDefinition("promote", kind="promote", depends_on=("register",), params={"target": "staging"}),
     ))
 
 
@@ -419,7 +419,7 @@ def default_deploy_pipeline(plan: StackPlan, model: ModelPlan):
 
     spec = plan.spec
     return PipelineDefinition(name=f"{model.model}-deploy", model=model.model, steps=(
-        StepDefinition("promote", kind="promote", params={"to": "production"}),
+        StepDefinition("promote", kind="promote", params={"target": "production"}),
         StepDefinition("deploy", command=("mlplat", "deploy", model.model, "{version}", "--stack", spec.name,
                                           "--env", spec.environment, "--strategy", "canary"),
                        depends_on=("promote",), cache=False, instance_type=DEPLOY_INSTANCE),

@@ -88,7 +88,7 @@ def processing_root(tmp_path):
 
 
 class Recorder:
-    """Plays the mlplat CLI: `models show` answers version 7; the promotion exits with ``promote_exit``."""
+    """Plays the mlplat CLI: `models show` answers version 7; the gate or promotion exits with ``promote_exit``."""
 
     def __init__(self, promote_exit: int = 0):
         self.calls: list[list[str]] = []
@@ -107,12 +107,11 @@ def test_the_gate_step_resolves_latest_and_writes_the_report_its_property_file_n
 
     report = processing_root / "processing" / "output" / pc.EVALUATION_OUTPUT / pc.EVALUATION_FILE
     runner = Recorder()
-    code = job_entry.processing(["--report", str(report), "--", "mlplat", "models", "promote", "scorer", "latest",
-                                 "--to", "staging", "--stack", "fraud-aws", "--json"], root=processing_root, run=runner)
+    code = job_entry.processing(["--report", str(report), "--", "mlplat", "models", "evaluate", "scorer", "latest",
+                                 "--stack", "fraud-aws", "--json"], root=processing_root, run=runner)
     assert code == 0
     assert runner.calls == [["mlplat", "models", "show", "scorer", "--stack", "fraud-aws", "--json"],
-                            ["mlplat", "models", "promote", "scorer", "7", "--to", "staging", "--stack", "fraud-aws",
-                             "--json"]]
+                            ["mlplat", "models", "evaluate", "scorer", "7", "--stack", "fraud-aws", "--json"]]
     written = json.loads(report.read_text())
     assert written[pc.GATE_PATH] is True  # the Path the pipeline's condition reads
     assert written["exit_code"] == 0 and written["result"]["version"] == 7
@@ -120,7 +119,7 @@ def test_the_gate_step_resolves_latest_and_writes_the_report_its_property_file_n
 
 def test_a_refusing_gate_is_a_result_and_any_other_failure_fails_the_step(processing_root):
     report = processing_root / "processing" / "output" / "evaluation" / "evaluation.json"
-    argv = ["--report", str(report), "--", "mlplat", "models", "promote", "scorer", "3", "--to", "staging"]
+    argv = ["--report", str(report), "--", "mlplat", "models", "evaluate", "scorer", "3", "--stack", "fraud-aws"]
     assert job_entry.processing(argv, root=processing_root, run=Recorder(promote_exit=1)) == 0
     assert json.loads(report.read_text())["passed"] is False
     assert job_entry.processing(argv, root=processing_root, run=Recorder(promote_exit=9)) == 9

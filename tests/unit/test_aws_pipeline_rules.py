@@ -48,7 +48,7 @@ def everything(definition: dict) -> dict[str, dict]:
 
 # The training pipeline the program declared before it was built on the compiler: the property file names
 # an output the step does not declare, the condition reads it through a reference SageMaker does not
-# resolve, and the evaluation calls `mlplat models evaluate`, which does not exist.
+# resolve, and the evaluation calls `mlplat models evaluate` without a version and with a --report it does not take.
 OLD_PROGRAM_DEFINITION = {"Version": "2020-12-01", "Parameters": [], "Steps": [
     {"Name": "Train", "Type": "Training", "Arguments": {
         "AlgorithmSpecification": {"TrainingImage": "img", "TrainingInputMode": "File"}, "RoleArn": ROLE,
@@ -66,8 +66,8 @@ OLD_PROGRAM_DEFINITION = {"Version": "2020-12-01", "Parameters": [], "Steps": [
 ]}
 OLD_DEPLOY_DEFINITION = {"Version": "2020-12-01", "Parameters": [
     {"Name": "ModelPackageArn", "Type": "String", "DefaultValue": "latest-approved"}], "Steps": [
-    {"Name": "Deploy", "Type": "Processing", "Arguments": {"AppSpecification": {"ImageUri": "img", "ContainerArguments": [
-        "--", "mlplat", "deploy", "card-scorer", "--package", "latest-approved", "--stack", "fraud-prod"]},
+    {"Name": "Deploy", "Type": "Processing", "Arguments": {"AppSpecification": {"ImageUri": "img", "ContainerEntrypoint": [
+        "mlplat", "deploy", "card-scorer", "--package", "latest-approved", "--stack", "fraud-prod"]},
         "RoleArn": ROLE}}]}
 
 
@@ -220,8 +220,11 @@ def test_the_programs_old_definitions_fail_the_rules():
                "ProcessingOutputConfig does not declare" in p for p in problems)
     assert any("Std:JsonGet's PropertyFile" in p and "ProcessingOutputConfig.Outputs['evaluation']" in p
                for p in problems)
-    assert pc.mlplat_command_problem(["mlplat", "models", "evaluate", "card-scorer"]) == \
-        "`mlplat models evaluate` is not a command (see `mlplat models --help`)"
+    train, evaluate = pc.command_problems(OLD_PROGRAM_DEFINITION)
+    assert train == "step Train runs no command"  # the image's default, with nothing telling it what to train
+    assert evaluate.startswith("step Evaluate: `mlplat models evaluate card-scorer") and "No such option '--report'" in evaluate
+    assert pc.mlplat_command_problem(["mlplat", "models", "score", "card-scorer"]) == \
+        "`mlplat models score` is not a command (see `mlplat models --help`)"
     deploy = r.pipeline_definition_problems(OLD_DEPLOY_DEFINITION)
     assert deploy == ["parameter 'ModelPackageArn' is declared but no step reads it"]
     assert any("No such option '--package'" in p for p in pc.command_problems(OLD_DEPLOY_DEFINITION))

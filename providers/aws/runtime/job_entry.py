@@ -17,7 +17,7 @@ The entry contract (what the AWS provider sends, what this module does with it):
   case, non-alphanumerics as ``_``). The job's ``Environment`` (``MLPLAT_STACK``, ``MLPLAT_CONTROL_PLANE_URL``,
   the tracking URI) passes through: platform steps reach the ledger through the stack's control plane.
 * A model version written ``latest`` (the newest registered version of the model) or ``approved`` (the
-  newest version whose model package is Approved) in ``mlplat models promote|show NAME VERSION`` or
+  newest version whose model package is Approved) in ``mlplat models evaluate|promote|show NAME VERSION`` or
   ``mlplat deploy NAME VERSION`` is resolved to its number before the command runs.
 * ``--report FILE``: the command's JSON output and outcome are written to FILE as ``{"passed": bool,
   "exit_code": int, "command": [...], "result": <its JSON or null>}`` — the pipeline's property file. Exit
@@ -68,7 +68,7 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 def version_position(argv: Sequence[str]) -> int | None:
     """Where the model version sits in a platform command, or ``None``."""
-    if len(argv) >= 5 and list(argv[:3]) in (["mlplat", "models", "promote"], ["mlplat", "models", "show"]):
+    if len(argv) >= 5 and list(argv[:2]) == ["mlplat", "models"] and argv[2] in ("evaluate", "promote", "show"):
         return 4
     if len(argv) >= 4 and list(argv[:2]) == ["mlplat", "deploy"]:
         return 3
