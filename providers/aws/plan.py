@@ -568,8 +568,9 @@ def platform_role_policy(plan: StackPlan, account: str | None = None) -> str:
          "Resource": f"arn:aws:logs:{region}:{account}:log-group:/aws/sagemaker/*"},
         {"Sid": "MetricsAlarmsImagesBills", "Effect": "Allow",
          "Action": ["cloudwatch:PutMetricData", "cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics",
-                    "cloudwatch:DescribeAlarms", "ecr:GetAuthorizationToken", "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "ce:GetCostAndUsage"],
+                    # the opt-in Model Monitor schedule's per-feature alarms (runtime/model_monitor.py)
+                    "cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "ecr:GetAuthorizationToken",
+                    "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "ce:GetCostAndUsage"],
          "Resource": "*"},
     ]}, sort_keys=True)
 
