@@ -159,7 +159,9 @@ def _retry(step: StepDefinition) -> list[dict[str, Any]]:
 
 
 def _processing(step: StepDefinition, argv: list[Any], target: CompileTarget, pipeline: str,
-                steps: dict[str, StepDefinition], *, report: bool = False) -> dict[str, Any]:
+                steps: dict[str, StepDefinition], *, report: bool = False,
+                environment: dict[str, str] | None = None) -> dict[str, Any]:
+    environment = environment or {}
     inputs = [{"InputName": CODE, "AppManaged": False, "S3Input": {
         "S3Uri": _get(f"Parameters.{SOURCE_PARAMETER}"), "LocalPath": f"{PROCESSING}/input/{CODE}",
         "S3DataType": "S3Prefix", "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}}]
@@ -168,10 +170,10 @@ def _processing(step: StepDefinition, argv: list[Any], target: CompileTarget, pi
             "S3Uri": _input_uri(name, value, step, steps), "LocalPath": f"{PROCESSING}/input/{name}",
             "S3DataType": "S3Prefix", "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}})
     outputs = list(step.outputs) + ([EVALUATION_OUTPUT] if report and EVALUATION_OUTPUT not in step.outputs else [])
-    entry_args: list[Any] = []
-    if report:
-        entry_args = ["--report", f"{PROCESSING}/output/{EVALUATION_OUTPUT}/{EVALUATION_FILE}"]
     platform = step.kind != "command"
+    entry_args: list[Any] = [part for name in outputs for part in ("--output", name)]
+    if report:
+        entry_args += ["--report", f"{PROCESSING}/output/{EVALUATION_OUTPUT}/{EVALUATION_FILE}"]
     args: dict[str, Any] = {
         "ProcessingResources": {"ClusterConfig": {
             "InstanceType": step.instance_type or (PLATFORM_INSTANCE if platform else target.instance_type),
@@ -179,7 +181,7 @@ def _processing(step: StepDefinition, argv: list[Any], target: CompileTarget, pi
         "AppSpecification": {"ImageUri": target.image, "ContainerEntrypoint": list(ENTRY),
                              "ContainerArguments": [*entry_args, "--", *argv]},
         "RoleArn": target.role_arn,
-        "Environment": dict(target.environment),
+        "Environment": {**(environment if not platform else {}), **target.environment},
         "StoppingCondition": {"MaxRuntimeInSeconds": target.max_runtime_seconds},
         "ProcessingInputs": inputs,
     }
@@ -200,7 +202,7 @@ def gate_file(step: str) -> str:
 
 
 def _training(step: StepDefinition, target: CompileTarget, pipeline: str,
-              steps: dict[str, StepDefinition]) -> dict[str, Any]:
+              steps: dict[str, StepDefinition], environment: dict[str, str]) -> dict[str, Any]:
     if VERSION_TOKEN in step.command:
         raise PipelineError(f"pipeline step {step.name!r} trains a model and cannot read {VERSION_TOKEN}",
                          hint="only steps after the training step act on the version it registers")
@@ -220,7 +222,7 @@ def _training(step: StepDefinition, target: CompileTarget, pipeline: str,
         "ResourceConfig": {"InstanceType": step.instance_type or target.instance_type, "InstanceCount": 1,
                            "VolumeSizeInGB": 30},
         "StoppingCondition": {"MaxRuntimeInSeconds": target.max_runtime_seconds},
-        "Environment": dict(target.environment),
+        "Environment": {**environment, **target.environment},
         "Tags": [{"Key": k, "Value": v} for k, v in target.tags.items()],
     }}
 
@@ -277,11 +279,13 @@ def compile_definition(pipeline: PipelineDefinition, target: CompileTarget) -> d
                 behind_gate.add(step.name)
     compiled: dict[str, dict[str, Any]] = {}
     for step in ordered:
+        environment = dict(getattr(pipeline, "environment", None) or {})  # every command step's variables
         if _is_training(step):
-            body = _training(step, target, pipeline.name, steps)
+            body = _training(step, target, pipeline.name, steps, environment)
         else:
             argv = _argv(platform_command(step, pipeline.model, target.stack))
-            body = _processing(step, argv, target, pipeline.name, steps, report=step.kind == "evaluate")
+            body = _processing(step, argv, target, pipeline.name, steps, report=step.kind == "evaluate",
+                               environment=environment)
         depends = sorted(_upstream(step, steps) - ({gates[0].name} if gates and step.name in behind_gate else set()))
         if depends:
             body["DependsOn"] = depends

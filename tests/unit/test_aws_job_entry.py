@@ -17,7 +17,7 @@ from mlplat_providers.aws.runtime import job_entry
 
 SCRIPT = """\
 import json, os, pathlib, sys
-seen = {k: v for k, v in os.environ.items() if k.startswith(("MLPLAT_DATA_", "MLPLAT_OUTPUT_", "MLPLAT_MODEL_DIR",
+seen = {k: v for k, v in os.environ.items() if k.startswith(("MLPLAT_DATA_", "MLPLAT_INPUT_", "MLPLAT_OUTPUT_", "MLPLAT_MODEL_DIR",
                                                               "MLPLAT_PROJECT_DIR"))}
 seen["args"] = sys.argv[1:]
 seen["cwd"] = os.getcwd()
@@ -125,13 +125,14 @@ def test_a_refusing_gate_is_a_result_and_any_other_failure_fails_the_step(proces
     assert job_entry.processing(argv, root=processing_root, run=Recorder(promote_exit=9)) == 9
 
 
-def test_a_command_step_sees_its_inputs_and_outputs(processing_root, capfd):
-    code = job_entry.processing(["--", sys.executable, "train.py"], root=processing_root)
+def test_a_command_step_sees_its_inputs_and_declared_outputs(processing_root, capfd):
+    code = job_entry.processing(["--output", "dataset", "--", sys.executable, "train.py"], root=processing_root)
     assert code == 0
     seen = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
     base = processing_root / "processing"
-    assert seen["MLPLAT_DATA_HOLDOUT"] == str(base / "input" / "holdout")
-    assert seen["MLPLAT_OUTPUT_EVALUATION"] == str(base / "output" / "evaluation")
+    # the names a pipeline step reads on the local provider, and a training job's data channel name
+    assert seen["MLPLAT_INPUT_HOLDOUT"] == seen["MLPLAT_DATA_HOLDOUT"] == str(base / "input" / "holdout")
+    assert seen["MLPLAT_OUTPUT_DATASET"] == str(base / "output" / "dataset") and (base / "output" / "dataset").is_dir()
 
 
 def test_approved_resolves_through_the_model_package_group(processing_root):

@@ -165,7 +165,9 @@ def test_the_condition_reads_the_path_the_gate_step_writes(compiled):
                evaluate["Arguments"]["ProcessingOutputConfig"]["Outputs"]}
     # the entry's --report writes FILE inside the output the property file names: the path SageMaker reads
     args = evaluate["Arguments"]["AppSpecification"]["ContainerArguments"]
-    assert args[:2] == ["--report", f"{outputs[property_file['OutputName']]}/{property_file['FilePath']}"]
+    at = args.index("--report")
+    assert args[at + 1] == f"{outputs[property_file['OutputName']]}/{property_file['FilePath']}"
+    assert args[args.index("--") + 1:args.index("--") + 4] == ["mlplat", "models", "evaluate"]
     json_get = condition["Arguments"]["Conditions"][0]["LeftValue"]["Std:JsonGet"]
     assert json_get["PropertyFile"] == {"Get": f"Steps.evaluate.PropertyFiles.{property_file['PropertyFileName']}"}
     assert json_get["Path"] == pc.GATE_PATH == "passed"
@@ -356,3 +358,26 @@ def test_crons_eventbridge_cannot_run_are_refused(cron, message):
 def test_schedule_expression_rule(expression, problem):
     found = r.schedule_expression_problem(expression)
     assert (found is None) if problem is None else (problem in found)
+
+
+def test_the_example_pipeline_compiles_to_a_definition_sagemaker_runs(tmp_path):
+    """examples/pipelines/credit_risk.py, as `mlplat pipeline run` loads it: data edges by output name, the
+    gate and the platform steps, the pipeline's environment in every command step."""
+    from dataclasses import replace
+
+    from mlplat import pipelines as dsl
+    from tests.conftest import REPO
+
+    pipeline = replace(dsl.load(REPO / "examples" / "pipelines" / "credit_risk.py"),
+                       environment={"MLPLAT_RETRAIN_DATA": "s3://bkt/retrain/window.parquet"})
+    definition = pc.compile_definition(pipeline, TARGET)
+    assert r.pipeline_definition_problems(definition) == [] and pc.command_problems(definition) == []
+    steps = everything(definition)
+    train = steps["train"]["Arguments"]
+    assert {i["InputName"]: i["S3Input"]["S3Uri"] for i in train["ProcessingInputs"]}["dataset"] == {
+        "Get": "Steps.prepare.ProcessingOutputConfig.Outputs['dataset'].S3Output.S3Uri"}
+    assert train["Environment"]["MLPLAT_RETRAIN_DATA"] == "s3://bkt/retrain/window.parquet"
+    assert "MLPLAT_RETRAIN_DATA" not in steps["promote"]["Arguments"]["Environment"]
+    assert steps["prepare"]["Arguments"]["AppSpecification"]["ContainerArguments"][:3] == ["--output", "dataset", "--"]
+    assert pc.step_commands(definition)["promote"][:5] == ["mlplat", "models", "promote", "credit-risk",
+                                                           "<Parameters.ModelVersion>"]

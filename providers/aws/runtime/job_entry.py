@@ -8,13 +8,16 @@ The entry contract (what the AWS provider sends, what this module does with it):
   ``/opt/ml/model`` (``MLPLAT_MODEL_DIR``); a failure's reason goes to ``/opt/ml/output/failure``, which
   DescribeTrainingJob reports as ``FailureReason``.
 * **Processing job** (pipeline steps): ``ContainerEntrypoint`` is ``python -m
-  mlplat_providers.aws.runtime.job_entry`` and ``ContainerArguments`` are ``[--report FILE] -- ARGV...``.
-  Inputs arrive under ``/opt/ml/processing/input/<name>/``; outputs are written under
-  ``/opt/ml/processing/output/<name>/`` (``MLPLAT_OUTPUT_<NAME>``), which SageMaker uploads at the end.
+  mlplat_providers.aws.runtime.job_entry`` and ``ContainerArguments`` are
+  ``[--output NAME]... [--report FILE] -- ARGV...``. Inputs arrive under ``/opt/ml/processing/input/<name>/``;
+  each declared output is a directory ``/opt/ml/processing/output/<name>/`` (``MLPLAT_OUTPUT_<NAME>``, created
+  here) that SageMaker uploads at the end.
 * Both: the ``code`` channel/input holds the project's archive at the run's commit (``*.tar.gz``); it is
   unpacked into a work directory, which is the command's working directory and ``MLPLAT_PROJECT_DIR`` (so
-  ``--stack`` finds ``stacks/``). Every other channel/input ``<name>`` is ``MLPLAT_DATA_<NAME>`` (upper
-  case, non-alphanumerics as ``_``). The job's ``Environment`` (``MLPLAT_STACK``, ``MLPLAT_CONTROL_PLANE_URL``,
+  ``--stack`` finds ``stacks/``). Every other channel/input ``<name>`` is ``MLPLAT_INPUT_<NAME>`` (what a
+  pipeline's command step reads, as on the local provider) and ``MLPLAT_DATA_<NAME>`` (a training job's data
+  channel), upper case with non-alphanumerics as ``_``; a training job's model directory is also
+  ``MLPLAT_OUTPUT_MODEL``. The job's ``Environment`` (``MLPLAT_STACK``, ``MLPLAT_CONTROL_PLANE_URL``,
   the tracking URI) passes through: platform steps reach the ledger through the stack's control plane.
 * A model version written ``latest`` (the newest registered version of the model) or ``approved`` (the
   newest version whose model package is Approved) in ``mlplat models evaluate|promote|show NAME VERSION`` or
@@ -127,6 +130,7 @@ def job_environment(inputs: Path, outputs: Path | None, work: Path, base: dict[s
     for channel in sorted(inputs.iterdir()) if inputs.is_dir() else []:
         if channel.name != "code":
             env[f"MLPLAT_DATA_{env_name(channel.name)}"] = str(channel)
+            env[f"MLPLAT_INPUT_{env_name(channel.name)}"] = str(channel)
     for output in sorted(outputs.iterdir()) if outputs is not None and outputs.is_dir() else []:
         env[f"MLPLAT_OUTPUT_{env_name(output.name)}"] = str(output)
     return env
@@ -145,13 +149,18 @@ def write_report(path: Path, argv: list[str], done: subprocess.CompletedProcess[
 
 def processing(args: list[str], *, root: Path, run: Runner = _run) -> int:
     report: Path | None = None
-    if args[:1] == ["--report"]:
-        report, args = Path(args[1]), args[2:]
+    outputs = root / "processing" / "output"
+    while args[:1] in (["--output"], ["--report"]) and len(args) > 1:
+        if args[0] == "--report":
+            report = Path(args[1])
+        else:
+            (outputs / args[1]).mkdir(parents=True, exist_ok=True)
+        args = args[2:]
     if args[:1] != ["--"] or len(args) < 2:
-        raise SystemExit("usage: job_entry [--report FILE] -- COMMAND ARGS...")
+        raise SystemExit("usage: job_entry [--output NAME]... [--report FILE] -- COMMAND ARGS...")
     argv = args[1:]
     work = unpack_code(root / "processing" / "input" / "code", root / "work")
-    env = job_environment(root / "processing" / "input", root / "processing" / "output", work, dict(os.environ))
+    env = job_environment(root / "processing" / "input", outputs, work, dict(os.environ))
     argv = resolve_version(argv, work, env, run)
     done = run(argv, work, env)
     if done.stdout:
@@ -167,7 +176,7 @@ def training(*, root: Path, run: Runner = _run) -> int:
     argv = json.loads(hyper["mlplat_command"])
     work = unpack_code(root / "input" / "data" / "code", root / "work")
     env = job_environment(root / "input" / "data", None, work, dict(os.environ))
-    env["MLPLAT_MODEL_DIR"] = str(root / "model")
+    env["MLPLAT_MODEL_DIR"] = env["MLPLAT_OUTPUT_MODEL"] = str(root / "model")
     (root / "model").mkdir(parents=True, exist_ok=True)
     done = run(argv, work, env)
     if done.stdout:
