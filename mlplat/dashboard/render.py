@@ -22,7 +22,9 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f8fafc;color:#0f172a}
 header{background:#0f172a;color:#fff;padding:12px 24px;display:flex;flex-wrap:wrap;gap:8px 24px;align-items:baseline}
 header h1{font-size:20px;margin:0} header span{opacity:.85;font-size:13px} header a{color:#fff}
-main{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(560px,100%),1fr));gap:16px;padding:16px}
+main{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(560px,100%),1fr));grid-auto-flow:row dense;
+gap:16px;padding:16px}
+main.model{grid-template-columns:repeat(auto-fit,minmax(min(720px,100%),1fr))}
 section{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:12px 16px;min-width:0;
 container-type:inline-size}
 section.wide{grid-column:1/-1}
@@ -459,7 +461,7 @@ def model_page(doc: dict[str, Any], *, refresh: int = 10, identity: dict[str, An
     back = "<span><a href='/'>← all models</a></span>"
     return (_head(f"mlplat · {name}", refresh, csrf, f"/api/v1/models/{quote(name, safe='')}/parts")
             + _header(doc, identity, back)
-            + f"<main><section id='model-title' class='wide'><h2 id='model-name'>{escape(name)}</h2>"
+            + f"<main class='model'><section id='model-title' class='wide'><h2 id='model-name'>{escape(name)}</h2>"
             f"<p class='muted'>risk tier {escape(str(doc.get('risk_tier') or '-'))} · "
             f"{len(doc['versions'])} version(s) in {escape(doc['environment'])}</p></section>{body}</main></body></html>")
 

@@ -312,6 +312,7 @@ def test_labels_and_a_monitoring_pass_appear_without_a_reload(browser, dashboard
         assert [t.text for t in svg.find_elements(By.CSS_SELECTOR, "text.axis-title")][0] == "window end (UTC)"
         assert any(TIME_LABEL.match(t.text) for t in svg.find_elements(By.CSS_SELECTOR, "text.tick"))
     assert browser.execute_script(OVERFLOWS) == []
+    _screenshot(browser, "dashboard-labelled-1024.png")
 
 
 @pytest.mark.integration
