@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlplat.errors import StackError
 from mlplat.stack import RiskTier, StackSpec, duration_seconds
 from mlplat_providers.aws.account_rules import ALERT_PUBLISHERS
+
+if TYPE_CHECKING:
+    from mlplat.contracts.pipelines import PipelineDefinition
 
 # Model Monitor analyzer images (account per region; the image name is the same everywhere).
 MODEL_MONITOR_ACCOUNTS = {
@@ -397,13 +400,15 @@ def current_source_uri(plan: StackPlan) -> str:
     return f"s3://{plan.bucket}/source/current.tar.gz"
 
 
-def default_training_pipeline(plan: StackPlan, model: ModelPlan):
-    """The model's default training pipeline: the stack's retraining command, the gate, register, staging."""
+def default_training_pipeline(plan: StackPlan, model: ModelPlan) -> PipelineDefinition:
+    """The model's default training pipeline: the stack's retraining command (``python train.py`` when the
+    stack names none), the gate, register, staging."""
     import shlex
 
     from mlplat.contracts.pipelines import PipelineDefinition, StepDefinition
 
-    command = tuple(shlex.split(plan.spec.monitoring.retrain.command or "python train.py"))
+    retrain = plan.spec.monitoring.retrain
+    command = tuple(shlex.split(retrain.command if retrain is not None and retrain.command else "python train.py"))
     return PipelineDefinition(name=f"{model.model}-train", model=model.model, steps=(
         StepDefinition("train", command=command, outputs=("model",), retries=2, cache=False),
         StepDefinition("evaluate", kind="evaluate", depends_on=("train",)),
@@ -412,7 +417,7 @@ def default_training_pipeline(plan: StackPlan, model: ModelPlan):
     ))
 
 
-def default_deploy_pipeline(plan: StackPlan, model: ModelPlan):
+def default_deploy_pipeline(plan: StackPlan, model: ModelPlan) -> PipelineDefinition:
     """The model's deploy pipeline: promote the version to production (approvals checked by the platform),
     then roll it out with the stack's canary."""
     from mlplat.contracts.pipelines import PipelineDefinition, StepDefinition
@@ -426,7 +431,7 @@ def default_deploy_pipeline(plan: StackPlan, model: ModelPlan):
     ))
 
 
-def _compile(plan: StackPlan, pipeline, *, role_arn: str, account: str, environment: dict[str, str]) -> str:
+def _compile(plan: StackPlan, pipeline: PipelineDefinition, *, role_arn: str, account: str, environment: dict[str, str]) -> str:
     from mlplat_providers.aws import pipeline_compiler as pc
 
     target = pc.CompileTarget(stack=plan.spec.name, bucket=plan.bucket, role_arn=role_arn,

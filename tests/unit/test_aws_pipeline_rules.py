@@ -381,3 +381,16 @@ def test_the_example_pipeline_compiles_to_a_definition_sagemaker_runs(tmp_path):
     assert steps["prepare"]["Arguments"]["AppSpecification"]["ContainerArguments"][:3] == ["--output", "dataset", "--"]
     assert pc.step_commands(definition)["promote"][:5] == ["mlplat", "models", "promote", "credit-risk",
                                                            "<Parameters.ModelVersion>"]
+
+
+def test_the_programs_default_pipeline_trains_with_the_stacks_retraining_command():
+    from mlplat.stack import load_stack
+    from mlplat_providers.aws import plan as p
+    from tests.conftest import REPO
+
+    spec = load_stack("fraud-prod", REPO)
+    plan = p.stack_plan(spec)
+    assert p.default_training_pipeline(plan, plan.models[0]).steps[0].command == tuple(
+        spec.monitoring.retrain.command.split())
+    bare = p.stack_plan(spec.model_copy(update={"monitoring": spec.monitoring.model_copy(update={"retrain": None})}))
+    assert p.default_training_pipeline(bare, bare.models[0]).steps[0].command == ("python", "train.py")
