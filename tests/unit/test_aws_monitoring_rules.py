@@ -222,3 +222,45 @@ def test_an_unjudged_window_publishes_no_drift():
     report = {"ts": NOW, "windows": [{"model": "s", "version": 1, "environment": "production", "metrics": {},
                                       "drift": {"verdict": "no reference", "rows": 3}}]}
     assert monitor.metric_data(report) == []
+
+
+def test_the_canary_judge_reads_what_the_pass_published_per_variant(monkeypatch):
+    """The canary's window carries the newest drift and accuracy the platform's pass published for each
+    variant since the rollout began (moto's CloudWatch; every request checked against botocore's model)."""
+    import boto3
+    from botocore.validate import ParamValidator
+    from moto import mock_aws
+
+    from mlplat_providers.aws.runtime.serving import CloudWatchCanaryMetrics
+    from mlplat_providers.aws.runtime.session import call
+    from tests.contract import moto_support as ms
+
+    ms.use_fake_aws(monkeypatch)
+    now = dt.datetime.now(dt.UTC).timestamp()  # CloudWatch keeps data for a time: the numbers are relative to now
+    rollout = {"model": "scorer", "environment": "production", "created_at": now - 1800, "step_started_at": now - 600}
+    with mock_aws():
+        cw = boto3.client("cloudwatch", region_name=ms.REGION)
+        problems = []
+
+        def check(params, model, **_):
+            report = ParamValidator().validate(params, model.input_shape)
+            problems.extend([report.generate_report()] if report.has_errors() else [])
+
+        cw.meta.events.register("provide-client-params.cloudwatch.GetMetricData", check)
+
+        def put(variant, name, value, at):
+            dims = [{"Name": k, "Value": v} for k, v in p.platform_dimensions("scorer", "production", variant).items()]
+            cw.put_metric_data(Namespace=p.PLATFORM_NAMESPACE, MetricData=[{
+                "MetricName": name, "Dimensions": dims, "Value": value,
+                "Timestamp": dt.datetime.fromtimestamp(at, dt.UTC)}])
+
+        put("canary", p.DRIFT_ALARM_METRIC, 0.9, now - 3600)  # before the rollout: not this canary's
+        put("canary", p.DRIFT_ALARM_METRIC, 0.41, now - 900)
+        put("canary", "Accuracy", 0.7, now - 900)
+        put("primary", "Accuracy", 0.85, now - 900)
+        source = CloudWatchCanaryMetrics(lambda service, operation, **params: call(cw, operation, **params),
+                                         lambda model, environment: "mlplat-fraud-production-scorer",
+                                         lambda endpoint: [])
+        assert source.platform_metrics(rollout, now) == {"canary": {p.DRIFT_ALARM_METRIC: 0.41, "Accuracy": 0.7},
+                                                         "primary": {"Accuracy": 0.85}}
+        assert problems == []

@@ -523,7 +523,8 @@ class AwsServing(EndpointDeployer):
 class CloudWatchCanaryMetrics(CanaryMetrics):
     """A canary as SageMaker reports it: per variant, CloudWatch's invocations, 5xx errors and p95
     model latency per minute (predictions are not seen: prediction shift is not judged), and the
-    endpoint's rollback alarms. A window's ``mark`` is the time of that look."""
+    endpoint's rollback alarms; beside them, the drift and accuracy the platform's monitoring pass
+    published per variant (``metrics["platform"]``). A window's ``mark`` is the time of that look."""
 
     def __init__(self, call: Callable[..., dict[str, Any]], endpoint_name: Callable[[str, str], str],
                  rollback_alarms: Callable[[str], list[str]]):
@@ -537,13 +538,43 @@ class CloudWatchCanaryMetrics(CanaryMetrics):
         stable = self.variant_stats(endpoint, PRIMARY, float(rollout["created_at"]), now)
         candidate = self.variant_stats(endpoint, CANARY, float(rollout["step_started_at"]), now)
         return CanaryWindow(stable, candidate, mark=now, alarms=tuple(firing),
-                            metrics={"alarms": firing, "source": "cloudwatch"})
+                            metrics={"alarms": firing, "source": "cloudwatch",
+                                     "platform": self.platform_metrics(rollout, now)})
 
     def since(self, rollout: Mapping[str, Any], mark: float, now: float) -> ro.VariantStats:
         # a datapoint covers its whole minute: the minute holding the mark is partly older traffic
         start = max(math.ceil(mark / 60) * 60, float(rollout["step_started_at"]))
         endpoint = self.endpoint_name(rollout["model"], rollout["environment"])
         return self.variant_stats(endpoint, CANARY, start, now)
+
+    def platform_metrics(self, rollout: Mapping[str, Any], now: float) -> dict[str, dict[str, float]]:
+        """Variant → the newest drift (``FeatureDriftMaxPSI``) and quality (``Accuracy``) the platform's monitoring
+        pass published for it since the rollout began (runtime/monitoring.py; one datapoint per pass), for the
+        step's record beside SageMaker's own metrics."""
+        from mlplat_providers.aws.account_rules import metric_granularity
+        from mlplat_providers.aws.plan import DRIFT_ALARM_METRIC, PLATFORM_NAMESPACE, QUALITY_METRICS, platform_dimensions
+
+        since = float(rollout["created_at"])
+        names = (DRIFT_ALARM_METRIC, QUALITY_METRICS["quality.accuracy"])
+        queries, keys = [], {}
+        for variant in (PRIMARY, CANARY):
+            dims = [{"Name": k, "Value": v}
+                    for k, v in platform_dimensions(rollout["model"], rollout["environment"], variant).items()]
+            for i, name in enumerate(names):
+                keys[f"{variant}{i}"] = (variant, name)
+                queries.append({"Id": f"{variant}{i}", "MetricStat": {"Metric": {
+                    "Namespace": PLATFORM_NAMESPACE, "MetricName": name, "Dimensions": dims},
+                    "Period": metric_granularity(since, now), "Stat": "Maximum"}})
+        result = self.call("cloudwatch", "get_metric_data", MetricDataQueries=queries, ScanBy="TimestampDescending",
+                           StartTime=dt.datetime.fromtimestamp(int(since // 60) * 60, dt.UTC),
+                           EndTime=dt.datetime.fromtimestamp(now + 60, dt.UTC),
+                           what=f"reading the monitoring metrics of {rollout['model']}")
+        out: dict[str, dict[str, float]] = {}
+        for r in result.get("MetricDataResults", []):
+            if r.get("Values") and r["Id"] in keys:
+                variant, name = keys[r["Id"]]
+                out.setdefault(variant, {})[name] = float(r["Values"][0])
+        return out
 
     def alarms_firing(self, endpoint_name: str) -> list[str]:
         alarms = self.call("cloudwatch", "describe_alarms", AlarmNames=self.rollback_alarms(endpoint_name),
