@@ -264,3 +264,13 @@ def test_the_canary_judge_reads_what_the_pass_published_per_variant(monkeypatch)
         assert source.platform_metrics(rollout, now) == {"canary": {p.DRIFT_ALARM_METRIC: 0.41, "Accuracy": 0.7},
                                                          "primary": {"Accuracy": 0.85}}
         assert problems == []
+
+
+def test_the_policy_pack_counts_the_platforms_pass_as_an_endpoints_monitoring_schedule():
+    from mlplat_policies import rules as pol
+
+    def declared(**extra):
+        return pol.Resource(pol.T_SERVING_DECLARATION, "serving", {"endpoints": [{"endpointName": "e", **extra}]})
+
+    assert pol._monitored_endpoints([declared(monitorSchedule="15m")]) == {"e"}
+    assert pol._monitored_endpoints([declared()]) == set()  # declared without a pass: reported as unmonitored
