@@ -360,7 +360,7 @@ def metric_datum_problems(datum: Any, *, now: float) -> list[str]:
     if len(dimensions) > MAX_DIMENSIONS:
         problems.append(f"{where} has {len(dimensions)} dimensions; CloudWatch takes at most {MAX_DIMENSIONS}")
     problems += [f"{where}: {p}" for p in map(dimension_problem, dimensions) if p]
-    names = [d.get("Name") for d in dimensions if isinstance(d, dict)]
+    names = [str(d.get("Name")) for d in dimensions if isinstance(d, dict)]
     if len(names) != len(set(names)):
         problems.append(f"{where} names a dimension twice ({sorted(names)})")
     shapes = [k for k in ("Value", "Values", "StatisticValues") if k in datum]
