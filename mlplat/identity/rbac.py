@@ -128,6 +128,7 @@ PERMISSIONS: dict[str, Rule] = {
     "models.register": DEVELOP,
     "models.promote": _promotion,
     "models.evaluate": DEVELOP,
+    "pipelines.record": DEVELOP,
     "deployments.create": _in_production,
     "deployments.rollback": _in_production,
     "features.plan": DEVELOP,

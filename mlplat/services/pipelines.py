@@ -110,15 +110,18 @@ def run(spec: StackSpec, ctx: Context, target: str | PipelineDefinition | None, 
         if only is not None:
             raise MlplatError("--resume continues a run with the steps it started with: --step/--from do not apply",
                               hint="drop --step/--from, or start a new run")
-        return backend.run_pipeline(pipeline, resume=resume, **_extra(backend, progress=progress))
-    pipeline = with_source(spec, pipeline, allow_dirty=allow_dirty)
-    extra = _extra(backend, progress=progress)
-    if only is not None:
-        if not _accepts(backend, "only"):
-            raise CapabilityNotSupported(backend.provider_name or "this provider",
-                                         "running selected pipeline steps (--step/--from)")
-        extra["only"] = only
-    return backend.run_pipeline(pipeline, **extra)
+        status = backend.run_pipeline(pipeline, resume=resume, **_extra(backend, progress=progress))
+    else:
+        pipeline = with_source(spec, pipeline, allow_dirty=allow_dirty)
+        extra = _extra(backend, progress=progress)
+        if only is not None:
+            if not _accepts(backend, "only"):
+                raise CapabilityNotSupported(backend.provider_name or "this provider",
+                                             "running selected pipeline steps (--step/--from)")
+            extra["only"] = only
+        status = backend.run_pipeline(pipeline, **extra)
+    record(spec, ctx, status, pipeline.model)
+    return status
 
 
 def _accepts(backend: PipelineBackend, keyword: str) -> bool:
@@ -267,4 +270,37 @@ def run_due(spec: StackSpec, ctx: Context, now: float, *, progress: Any = None) 
         raise CapabilityNotSupported(spec.provider.kind, "running due pipeline schedules",
                                      hint="this provider's own scheduler starts scheduled pipelines")
     results: list[PipelineRunStatus] = runner(now, progress=progress)
+    scheduled = getattr(backend, "scheduled_definition", None)
+    for status in results:
+        definition = scheduled(status.pipeline) if scheduled else None
+        record(spec, ctx, status, definition.model if definition is not None else None)
     return results
+
+
+# --- the ledger ------------------------------------------------------------------------------------
+
+
+def record_run(spec: StackSpec, ctx: Context, *, pipeline: str, run_id: str, state: str, model: str | None,
+               message: str, steps: dict[str, str]) -> dict[str, Any]:
+    """Append the audit entry of a finished pipeline run; returns it."""
+    from mlplat.services import audit
+    from mlplat.services import registry as reg
+
+    db = reg.registry_for(spec, ctx).database()
+    reason = f"pipeline {pipeline} run {run_id} {state.lower()}" + (f": {message.splitlines()[0]}" if message else "")
+    with db.transaction() as conn:
+        entry = audit.append(conn, actor=ctx.user, method=ctx.method, action=f"pipeline.{state.lower()}", model=model,
+                             environment=spec.environment, reason=reason[:500],
+                             evidence={"pipeline": pipeline, "run_id": run_id, "steps": steps})
+    return {"seq": entry.get("seq"), "action": f"pipeline.{state.lower()}", "run_id": run_id}
+
+
+def record(spec: StackSpec, ctx: Context, status: PipelineRunStatus, model: str | None) -> None:
+    """Record a finished run through the stack's control plane (nothing for one still running)."""
+    from mlplat.api.plane import plane_for
+
+    if status.state not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        return
+    plane_for(spec, ctx).call("pipelines.record", pipeline=status.pipeline, run_id=status.run_id, state=status.state,
+                              model=model, message=status.message[:2000],
+                              steps={s.name: s.state for s in status.steps})

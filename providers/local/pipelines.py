@@ -49,7 +49,7 @@ from mlplat.contracts.pipelines import (
     StepRun,
     TrainingJobSpec,
 )
-from mlplat.errors import Conflict, MlplatError, NotFound
+from mlplat.errors import Conflict, MlplatError, NotFound, NotProvisioned
 from mlplat.pipelines import cron as cron_mod
 from mlplat_providers.local.layout import StateLayout
 
@@ -156,8 +156,7 @@ class LocalPipelines(PipelineBackend):
 
     def _require_stack(self) -> None:
         if not self.layout.exists():
-            raise MlplatError(f"stack '{self.spec.name}' is not provisioned (no stores under {self.layout.root})",
-                              hint=f"run `mlplat up --stack {self.spec.name}` first")
+            raise NotProvisioned(self.spec.name, f"stores under {self.layout.root}")
 
     def _run_dir(self, run_id: str) -> Path:
         if not run_id or "/" in run_id or run_id.startswith("."):

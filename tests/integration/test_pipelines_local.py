@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import textwrap
 from pathlib import Path
@@ -173,6 +174,19 @@ def test_a_failing_step_fails_the_run_naming_it_and_keeps_earlier_outputs_then_r
     assert resumed["run_id"] == doc["run_id"] and resumed["state"] == "SUCCEEDED"
     assert states(resumed) == {"make": "SUCCEEDED", "square": "SUCCEEDED", "total": "SUCCEEDED"}
     assert calls(project)[len(before):] == ["make", "square", "total", "total"]  # only the failed step ran again
+
+    # both endings are in the ledger's audit log, by the user who ran them
+    conn = sqlite3.connect(project / ".mlplat" / "dev" / "platform.db")
+    try:
+        entries = [(action, actor, json.loads(evidence), reason) for action, actor, evidence, reason in conn.execute(
+            "SELECT action, actor, evidence, reason FROM audit_log WHERE action LIKE 'pipeline.%' ORDER BY seq")]
+    finally:
+        conn.close()
+    mine = [e for e in entries if e[2]["run_id"] == doc["run_id"]]
+    assert [(a, who) for a, who, _, _ in mine] == [("pipeline.failed", "ds@example.com"),
+                                                   ("pipeline.succeeded", "ds@example.com")]
+    assert "step 'total' failed" in mine[0][3]
+    assert mine[0][2]["steps"] == {"make": "SUCCEEDED", "square": "SUCCEEDED", "total": "FAILED"}
 
 
 def test_a_step_is_retried(project):

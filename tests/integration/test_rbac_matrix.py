@@ -107,6 +107,8 @@ EXPECTED: list[tuple[str, str, dict, set]] = [
     ("check-registration", "models.check_registration", {"name": "scorer", "run_id": "r0"}, DEVELOP),
     ("models", "models.list", {}, READ),
     ("evaluate", "models.evaluate", {"name": "scorer", "version": 1}, DEVELOP),
+    ("pipeline-record", "pipelines.record", {"pipeline": "nightly", "run_id": "nightly-1", "state": "SUCCEEDED"},
+     DEVELOP),
     ("promote-staging", "models.promote", {"name": "scorer", "version": 1, "target": "staging"}, DEVELOP),
     ("promote-production", "models.promote", {"name": "scorer", "version": 1, "target": "production"}, OPERATE),
     ("register", "models.register", {"name": "scorer", "version": 1, "run_id": "r0", "source": "/nowhere",
