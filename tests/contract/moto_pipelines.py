@@ -1,7 +1,8 @@
 """What the AWS pipelines tests need from moto, and what moto lacks.
 
 moto 5 runs training jobs and pipeline executions to completion at once, and has no
-``StopTrainingJob``, ``ListPipelineExecutionSteps`` or ``RetryPipelineExecution``.
+``StopTrainingJob``, ``ListPipelineExecutionSteps`` or ``RetryPipelineExecution``. Here an execution
+starts as SageMaker starts one (Executing, its first step Starting) until a test moves it on.
 :func:`install_pipeline_gaps` adds the three to moto's SageMaker responses, doing what SageMaker
 documents: stopping an in-progress job moves it to Stopping then Stopped (a finished job is refused
 with a ValidationException), the steps of an execution are the definition's (each Succeeded unless a
@@ -84,6 +85,21 @@ def install_pipeline_gaps() -> None:
         STEPS[arn] = [(n, "Succeeded" if s == "Succeeded" else "Executing", "") for n, s, _ in STEPS.get(arn, [])]
         return ActionResult({"PipelineExecutionArn": arn})
 
+    original_start = SageMakerResponse.start_pipeline_execution
+
+    def start_pipeline_execution(self):
+        # SageMaker starts an execution Executing, its first steps Starting; moto marks it Succeeded at once
+        result = original_start(self)
+        body = getattr(result, "result", None) or {}
+        arn = body.get("PipelineExecutionArn") if isinstance(body, dict) else None
+        if arn:
+            execution = _execution(arn)
+            execution.pipeline_execution_status = "Executing"
+            first = _definition_steps(execution.pipeline_definition_for_execution)[:1]
+            STEPS[arn] = [(name, "Starting", "") for name in first]
+        return result
+
+    SageMakerResponse.start_pipeline_execution = start_pipeline_execution
     SageMakerResponse.stop_training_job = stop_training_job
     SageMakerResponse.list_pipeline_execution_steps = list_pipeline_execution_steps
     SageMakerResponse.retry_pipeline_execution = retry_pipeline_execution
@@ -105,6 +121,8 @@ def set_execution(arn: str, status: str, steps: list[tuple[str, str, str]] | Non
         execution.pipeline_execution_failure_reason = failure
     if steps is not None:
         STEPS[arn] = steps
+    elif status == "Succeeded":
+        STEPS.pop(arn, None)  # every step of the definition Succeeded
 
 
 def sagemaker_log(job: str, lines: list[str]) -> None:

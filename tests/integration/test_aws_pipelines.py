@@ -248,6 +248,9 @@ def test_a_pipeline_run_creates_the_compiled_pipeline_and_starts_it_with_the_cod
     [source] = [k for k in source_objects() if k != "source/current.tar.gz"]
     parameters = sm().list_pipeline_parameters_for_execution(PipelineExecutionArn=run.run_id)["PipelineParameters"]
     assert parameters == [{"Name": "SourceUri", "Value": f"s3://mlplat-fraud-production-artifacts-123456789012/{source}"}]
+    assert (run.state, [(s.name, s.state) for s in run.steps]) == ("RUNNING", [("prepare", "PENDING")])
+    mp.set_execution(run.run_id, "Succeeded")
+    run = backend.pipelines.pipeline_status(run.run_id)
     assert run.state == "SUCCEEDED"
     assert [(s.name, s.state) for s in run.steps] == [
         ("prepare", "SUCCEEDED"), ("train", "SUCCEEDED"), ("evaluate", "SUCCEEDED"), ("evaluate-passed", "SUCCEEDED"),
@@ -404,3 +407,45 @@ def test_mlplat_train_on_an_aws_stack_submits_a_sagemaker_job_sagemaker_accepts(
     assert request["Environment"]["MLPLAT_TRAINING_JOB"] == done.job.name
     assert request["Environment"]["MLPLAT_CONTROL_PLANE_URL"] == CONTROL_PLANE
     assert {t["Key"] for t in request["Tags"]} == {"team", "cost-center", "environment", "owner"}
+
+
+def test_mlplat_pipeline_run_and_schedule_on_an_aws_stack(git_project):
+    """The credit-risk example through the pipelines service, as `mlplat pipeline run|schedule` calls it: the
+    project packaged at its commit, the pipeline compiled, created and started on SageMaker, scheduled on
+    EventBridge Scheduler."""
+    import shutil
+    import subprocess
+
+    import boto3
+
+    from mlplat.services import pipelines as service
+    from tests.conftest import REPO
+
+    shutil.copytree(REPO / "examples" / "pipelines", git_project / "examples" / "pipelines")
+    for args in (["add", "."], ["commit", "-q", "-m", "pipeline"]):
+        subprocess.run([*GIT, *args], cwd=git_project, check=True, capture_output=True)
+    ctx = context(git_project)
+    spec = ctx.stack("governed")
+    run = service.run(spec, ctx, "examples/pipelines/credit_risk.py")
+    assert run.state == "RUNNING" and run.pipeline == "credit-risk"  # SageMaker runs it; status follows it
+    name = "mlplat-fraud-production-credit-risk"
+    definition = json.loads(sm().describe_pipeline(PipelineName=name)["PipelineDefinition"])
+    assert rules.pipeline_definition_problems(definition) == []
+    assert {s["Name"] for s in rules._all_steps(definition["Steps"])} >= {
+        "prepare", "train", "evaluate", "register", "promote"}
+    head = subprocess.run([*GIT, "rev-parse", "HEAD"], cwd=git_project, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    assert any(k.startswith(f"source/{head}/") for k in source_objects())
+    scheduled = service.schedule(spec, ctx, "examples/pipelines/credit_risk.py", "0 3 * * 1")
+    schedule = boto3.client("scheduler", region_name=ms.REGION).get_schedule(Name=name)
+    assert scheduled["target"] == schedule["Arn"] and schedule["ScheduleExpression"] == "cron(0 3 ? * 2 *)"
+    # a schedule runs the code it was scheduled with: uncommitted changes are refused, nothing changes
+    from mlplat.services.source import SourceError
+
+    (git_project / "train.py").write_text("print('changed')\n")
+    before = boto3.client("scheduler", region_name=ms.REGION).get_schedule(Name=name)["ScheduleExpression"]
+    with pytest.raises(SourceError, match="train.py"):
+        backend = Backend(git_project, "governed")
+        backend.pipelines.schedule_pipeline(service.resolve(spec, ctx, "examples/pipelines/credit_risk.py"),
+                                            "0 4 * * *")
+    assert boto3.client("scheduler", region_name=ms.REGION).get_schedule(Name=name)["ScheduleExpression"] == before

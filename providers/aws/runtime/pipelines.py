@@ -318,7 +318,8 @@ class AwsPipelines(PipelineBackend):
         """Create or update the SageMaker pipeline; ``(name, arn, source uri)``."""
         if pipeline.source is None:
             raise pc.PipelineError(f"pipeline {pipeline.name!r} has no source bundle: SageMaker runs the project "
-                                   "from its archive in S3", hint="run it with `mlplat pipeline run`")
+                                   "from its archive at a commit, in S3",
+                                   hint="keep the project in git and run it with `mlplat pipeline run`")
         name = self.sagemaker_name(pipeline.name)
         if self._owned_by_program(name):
             raise pc.PipelineError(f"pipeline {pipeline.name!r} would be SageMaker pipeline {name}, which the "
@@ -432,9 +433,24 @@ class AwsPipelines(PipelineBackend):
                 "Target": {"Arn": UNIVERSAL_START, "RoleArn": self.scheduler_role_arn(),
                            "Input": json.dumps(payload, sort_keys=True)}}
 
+    def packaged(self, pipeline: PipelineDefinition) -> PipelineDefinition:
+        """``pipeline`` with the project packaged at its commit (a schedule runs the code it was scheduled
+        with; uncommitted changes are refused, naming them)."""
+        import tempfile
+        from dataclasses import replace
+
+        from mlplat.services.source import bundle_source
+
+        if pipeline.source is not None:
+            return pipeline
+        state = Path(self.spec.state_dir)
+        dest = Path(tempfile.mkdtemp(prefix="schedule-source-", dir=state if state.is_dir() else None))
+        return replace(pipeline, source=bundle_source(self.spec.project_dir, allow_dirty=False, dest_dir=dest,
+                                                      exclude=[state]))
+
     def schedule_pipeline(self, pipeline: PipelineDefinition, cron: str) -> ScheduleInfo:
         pc.eventbridge_cron(cron)  # a bad cron is refused before anything is created
-        name, _arn, source_uri = self._put_pipeline(pipeline)
+        name, _arn, source_uri = self._put_pipeline(self.packaged(pipeline))
         request = self.schedule_request(name, cron, source_uri)
         try:
             arn = self.aws.call("scheduler", "create_schedule", what=f"scheduling pipeline {name}",
