@@ -37,7 +37,7 @@ th{color:#475569;font-weight:600;overflow-wrap:normal}
 @container (max-width:480px){.p1{display:none}}
 .muted{color:#64748b;font-size:12px} a{color:#1d4ed8}
 svg.chart{max-width:100%;height:auto;display:block}
-.charts{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start} .charts>*{flex:1 1 300px;min-width:0}
+.charts{display:flex;gap:12px 24px;flex-wrap:wrap;align-items:flex-start} .charts>*{flex:0 1 auto;min-width:0}
 .placeholder{border:1px dashed #cbd5e1;border-radius:6px;color:#64748b;font-size:13px;display:flex;
 align-items:center;justify-content:center;text-align:center;padding:8px;background:#f8fafc}
 .figures{display:flex;flex-wrap:wrap;gap:8px 24px;font-size:13px;margin:4px 0 8px} .figures b{font-size:15px}
