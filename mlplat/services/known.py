@@ -26,9 +26,15 @@ def _near(word: str, names: set[str]) -> str:
     return f"did you mean '{found[0]}'? " if found else ""
 
 
+# The lifecycle's environments, which every stack may deploy to and promote in (--env) before its
+# ledger has recorded anything there.
+STANDARD_ENVIRONMENTS = frozenset({"dev", "staging", "production"})
+
+
 def environments(conn: Any, spec: Any) -> set[str]:
-    """The stack's own environment and every environment its ledger has recorded."""
-    return {spec.environment} | _distinct(conn, "environment", _ENVIRONMENT_TABLES)
+    """The stack's own environment, the lifecycle's (dev, staging, production) and every environment
+    its ledger has recorded."""
+    return {spec.environment} | STANDARD_ENVIRONMENTS | _distinct(conn, "environment", _ENVIRONMENT_TABLES)
 
 
 def require_environment(conn: Any, spec: Any, environment: str) -> None:

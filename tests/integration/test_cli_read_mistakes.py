@@ -55,8 +55,9 @@ def test_unknown_model_environment_and_stack_in_reads(registered):  # noqa: F811
         ("monitor", "status", "scorr"): (4, "model 'scorr' is not registered", "did you mean 'scorer'?"),
         ("monitor", "status", "nosuch"): (4, "model 'nosuch' is not registered", "models list"),
         ("models", "list", "--env", "nosuch"): (4, "environment 'nosuch' is unknown to stack 'dev'",
-                                                "known environments: dev"),
-        ("models", "list", "--env", "de"): (4, "environment 'de' is unknown", "did you mean 'dev'?"),
+                                                "known environments: dev, production, staging"),
+        ("models", "list", "--env", "prodution"): (4, "environment 'prodution' is unknown",
+                                                   "did you mean 'production'?"),
         ("deployments", "list", "--env", "nosuch"): (4, "environment 'nosuch' is unknown", "known environments"),
         ("models", "show", "scorer", "v9"): (4, "has no version 9", "known versions: 1"),
         ("runs", "list", "--stack", "nosuch"): (3, "stack 'nosuch' not found", "existing stacks"),
@@ -66,7 +67,8 @@ def test_unknown_model_environment_and_stack_in_reads(registered):  # noqa: F811
         assert result.returncode == code, (command, result.stdout, result.stderr)
         assert message in result.stderr and hint in result.stderr, (command, result.stderr)
     # what does exist still answers
-    assert cli_in(project, "models", "list", "--env", "dev").returncode == 0
+    for environment in ("dev", "production"):  # the stack's own, and one of the lifecycle's
+        assert cli_in(project, "models", "list", "--env", environment).returncode == 0
     assert cli_in(project, "monitor", "status", "scorer").returncode == 0
 
 
