@@ -178,7 +178,7 @@ def run(app: Any, sock: socket.socket, *, port_file: Path | None = None, log_lev
     if port_file is not None or on_ready is not None:
         original = server.startup
 
-        async def startup(sockets=None):
+        async def startup(sockets: list[socket.socket] | None = None) -> None:
             await original(sockets=sockets)
             if server.should_exit:  # the app's startup failed: nothing serves, nothing is announced
                 return
