@@ -123,8 +123,15 @@ class Endpoint:
                 "rollout_id": self.rollout_id, "updated_at": self.updated_at, "updated_by": self.updated_by}
 
 
+def version_number(text: str) -> int:
+    """A version as printed (``v3``) or as a number (``3``); ``ValueError`` otherwise."""
+    text = text.strip()
+    return int(text[1:] if text[:1] in ("v", "V") else text)
+
+
 def parse_weights(text: str | None, stable: int | None, version: int) -> list[Route]:
-    """``--weights``: ``"90,10"`` (stable, new) or ``"3=90,4=10"`` (version=weight); default 50/50."""
+    """``--weights``: ``"90,10"`` (stable, new) or ``"3=90,4=10"`` / ``"v3=90,v4=10"`` (version=weight);
+    default 50/50."""
     if not text:
         if stable is None or stable == version:
             raise RolloutError("an A/B deployment needs two versions",
@@ -134,7 +141,7 @@ def parse_weights(text: str | None, stable: int | None, version: int) -> list[Ro
         parts = [p.strip() for p in text.split(",") if p.strip()]
         try:
             if all("=" in p for p in parts):
-                pairs = [(int(p.split("=")[0]), int(p.split("=")[1])) for p in parts]
+                pairs = [(version_number(p.split("=")[0]), int(p.split("=")[1])) for p in parts]
             else:
                 if len(parts) != 2 or stable is None:
                     raise RolloutError(f"--weights {text!r}: give two weights (current stable, new version) "

@@ -43,8 +43,13 @@ def check_deploy(spec: StackSpec, ctx: Context, name: str, version: int, *, envi
     evidence = deployability.assert_deployable(spec, ctx, name, int(version), environment)
     versions = [int(version)]
     if strategy == "ab" and weights and "=" in weights:
-        others = sorted({int(p.split("=")[0]) for p in weights.split(",")
-                         if "=" in p and p.split("=")[0].strip().isdigit()} - {int(version)})
+        named = set()
+        for part in (p for p in weights.split(",") if "=" in p):
+            try:
+                named.add(ro.version_number(part.split("=")[0]))
+            except ValueError:
+                continue  # not a version: parse_weights refuses the weights with the reason
+        others = sorted(named - {int(version)})
         for other in others:
             deployability.assert_deployable(spec, ctx, name, other, environment)
         versions += others

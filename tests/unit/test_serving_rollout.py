@@ -21,9 +21,11 @@ def stats(n: int, *, errors: int = 0, latency: float = 1.0, ones: float = 0.5) -
 def test_weights_forms_and_errors():
     assert ro.parse_weights("90,10", 3, 4) == [ro.Route("v3", 3, 90), ro.Route("v4", 4, 10)]
     assert ro.parse_weights("3=20,4=30,5=50", None, 4)[2] == ro.Route("v5", 5, 50)
+    assert ro.parse_weights("v3=90, V4=10", None, 4) == [ro.Route("v3", 3, 90), ro.Route("v4", 4, 10)]  # as printed
     assert [r.weight for r in ro.parse_weights(None, 3, 4)] == [50, 50]
     for bad, fragment in (("90,20", "sum to 100"), ("3=50,3=50", "twice"), ("4=100", "at least two"),
-                          ("x,y", "integers"), ("3=50,5=50", "include the deployed version 4")):
+                          ("x,y", "integers"), ("3=50,5=50", "include the deployed version 4"),
+                          ("vv3=50,4=50", "integers")):
         with pytest.raises(ro.RolloutError, match=fragment):
             ro.parse_weights(bad, 3, 4)
     with pytest.raises(ro.RolloutError, match="two versions"):
