@@ -179,6 +179,19 @@ def test_stop_stops_a_running_job_and_leaves_a_finished_one(aws, tmp_path):
     assert backend.ops().count("StopTrainingJob") == 1 and backend.problems == []
 
 
+def test_the_stacks_jobs_are_listed_and_no_other_stacks(aws, tmp_path):
+    backend = Backend(aws)
+    for name in ("list-1", "list-2"):
+        backend.pipelines.submit_training(TrainingJobSpec(name, ("python", "train.py"), bundle(tmp_path)))
+    mp.set_training_job("list-2", "InProgress", "Training")
+    other = {**[p for op, p in backend.sent if op == "CreateTrainingJob"][0], "TrainingJobName": "other-team-1",
+             "Tags": [{"Key": "team", "Value": "risk"}, {"Key": "environment", "Value": "production"}]}
+    sm().create_training_job(**other)
+    listed = {j.job_id: j.state for j in backend.pipelines.training_jobs()}
+    assert listed == {"list-1": "SUCCEEDED", "list-2": "RUNNING"}
+    assert backend.problems == []
+
+
 def test_logs_come_from_the_jobs_cloudwatch_streams(aws, tmp_path):
     backend = Backend(aws)
     backend.pipelines.submit_training(TrainingJobSpec("logs-1", ("python", "train.py"), bundle(tmp_path)))

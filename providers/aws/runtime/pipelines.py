@@ -91,6 +91,14 @@ def _ts(value: Any) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else float(value)
 
 
+def _json_dict(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def source_key(source: SourceBundle) -> str:
     """Where a project archive lives in the stack's bucket: keyed by commit, and by content (a dirty tree's
     archive differs from the clean commit's)."""
@@ -287,6 +295,36 @@ class AwsPipelines(PipelineBackend):
             if done:
                 return
             self.sleep(5)
+
+    def training_jobs(self) -> list[JobStatus]:
+        """The stack's training jobs, newest first: SageMaker Search over training jobs carrying the stack's
+        team and environment tags (every job the platform creates carries them)."""
+        tags = self.plan.tags
+        found: list[JobStatus] = []
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {
+                "Resource": "TrainingJob", "SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 100,
+                "SearchExpression": {"Operator": "And", "Filters": [
+                    {"Name": f"Tags.{key}", "Operator": "Equals", "Value": tags[key]}
+                    for key in ("team", "environment") if key in tags]}}
+            if token:
+                params["NextToken"] = token
+            page = self.aws.call("sagemaker", "search", what="listing the stack's training jobs", **params)
+            for result in page.get("Results", []):
+                job = result.get("TrainingJob") or {}
+                state, message = job_state(job)
+                run_tags = _json_dict((job.get("Environment") or {}).get("MLPLAT_RUN_TAGS"))
+                price = run_tags.get("mlplat.training.price_per_hour")
+                found.append(JobStatus(job["TrainingJobName"], state,  # type: ignore[arg-type]
+                                       started=_ts(job.get("TrainingStartTime") or job.get("CreationTime")),
+                                       ended=_ts(job.get("TrainingEndTime")), message=message,
+                                       instance_type=(job.get("ResourceConfig") or {}).get("InstanceType"),
+                                       price_per_hour=float(price) if isinstance(price, (int, float, str)) and
+                                       str(price).strip() else None))
+            token = page.get("NextToken")
+            if not token:
+                return found
 
     def stop_training(self, job_id: str) -> JobStatus:
         status = self.training_status(job_id)
