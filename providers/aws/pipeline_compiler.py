@@ -184,6 +184,8 @@ def _processing(step: StepDefinition, argv: list[Any], target: CompileTarget, pi
         "Environment": {**(environment if not platform else {}), **target.environment},
         "StoppingCondition": {"MaxRuntimeInSeconds": target.max_runtime_seconds},
         "ProcessingInputs": inputs,
+        # the platform role creates jobs only with the team's tags, and cost is attributed by them
+        "Tags": [{"Key": k, "Value": v} for k, v in target.tags.items()],
     }
     if outputs:
         args["ProcessingOutputConfig"] = {"Outputs": [{

@@ -208,6 +208,8 @@ def test_every_step_is_a_request_botocore_accepts(compiled):
         elif step["Type"] == "Processing":
             validate_parameters({"ProcessingJobName": "pipelines-step", **args},
                                 model.operation_model("CreateProcessingJob").input_shape)
+    jobs = [s for s in everything(compiled).values() if s["Type"] in ("Training", "Processing")]
+    assert all({t["Key"]: t["Value"] for t in s["Arguments"]["Tags"]} == TARGET.tags for s in jobs)
     validate_parameters({"PipelineName": "p", "PipelineDefinition": json.dumps(compiled), "RoleArn": ROLE,
                          "ClientRequestToken": "t" * 32},
                         model.operation_model("CreatePipeline").input_shape)
