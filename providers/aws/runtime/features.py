@@ -156,8 +156,9 @@ class AwsFeatureStore(LedgerFeatureStore):
     def __init__(self, spec: Any, ctx: Any, session: AwsSession | None = None, *, poller: Poller | None = None,
                  concurrency: int = 8):
         self.aws = session or AwsSession(spec)
-        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure()
-        super().__init__(spec, ctx, self.state.database(), self.state.root)
+        reading = bool(getattr(ctx, "reading", False))  # a read never creates a stack's state
+        self.state = AwsState(spec.state_dir, getattr(ctx, "database_url", None)).ensure(create=not reading)
+        super().__init__(spec, ctx, self.state.database(create=not reading), self.state.root)
         self.poller = poller or Poller()
         self.concurrency = max(1, int(concurrency))
         self._described: dict[str, dict[str, Any]] = {}
