@@ -47,7 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logout": ("mlplat.cli.access:logout", "Forget the tokens `mlplat login` cached for a stack's identity provider."),
     "whoami": ("mlplat.cli.access:whoami", "Who the platform takes you for: principal, how established, groups, roles."),
     "access": ("mlplat.cli.access:access", "Roles and grants: `access list` shows who may do what."),
-    "train": ("mlplat.cli.train:train", "Run a command as a tracked training job on the stack's compute: status, logs, stop, list."),
+    "train": ("mlplat.cli.train:train", "Run a command as a tracked training job on the stack's compute; status, logs, stop."),
     "completion": ("mlplat.cli.completion:completion", "Print the shell completion script (bash, zsh, fish)."),
 }
 
