@@ -127,4 +127,11 @@ class AwsProviderSpec(ProviderSettings):
         if problem:
             problems.append(("serving.canary.steps", f"{problem} (mlplat:provider.instanceCount is "
                                                      f"{self.instance_count})"))
+        if self.model_monitor.enabled:
+            from mlplat_providers.aws.plan import MODEL_MONITOR_ACCOUNTS  # the analyzer image's account per region
+
+            if self.region not in MODEL_MONITOR_ACCOUNTS:
+                problems.append(("provider.modelMonitor.enabled", f"no Model Monitor analyzer image is known for "
+                                 f"region {self.region} (known: {', '.join(sorted(MODEL_MONITOR_ACCOUNTS))}); "
+                                 "turn modelMonitor off: the platform's own pass monitors every endpoint"))
         return problems

@@ -62,6 +62,19 @@ def test_stack_validate_refuses_a_schedule_the_fleet_cannot_run(tmp_path):
     assert "change one of them" in exc.value.hint
 
 
+def test_stack_validate_refuses_model_monitor_where_aws_has_no_analyzer_image(tmp_path):
+    on = "    modelMonitor: {enabled: true}\n"
+    assert stack(tmp_path, extra_provider=on).provider.model_monitor.enabled  # eu-west-1 has the image
+    text = ms.aws_stack_text().replace(ms.REGION, "sa-east-1")
+    assert "sa-east-1" in text
+    path = tmp_path / "stacks" / "Pulumi.t.yaml"
+    path.write_text(text.replace('    accountId: "123456789012"\n', '    accountId: "123456789012"\n' + on))
+    with pytest.raises(StackError) as exc:
+        parse_stack(path.read_text(), path=path, name="t", project_dir=tmp_path)
+    assert "no Model Monitor analyzer image is known for region sa-east-1" in str(exc.value)
+    assert parse_stack(text, path=path, name="t", project_dir=tmp_path).provider.region == "sa-east-1"  # off: fine
+
+
 # --- the blue/green policy and UpdateEndpoint ------------------------------------------------------
 
 
