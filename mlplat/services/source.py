@@ -156,6 +156,11 @@ def _lock_text(staged: Path) -> str:
     return lineage.requirements_lock(lineage.environment())
 
 
+def project_lock(project_dir: Path | str) -> str:
+    """The lock a project outside git runs with, decided as :func:`bundle_source` decides it."""
+    return _lock_text(Path(project_dir))
+
+
 def unpack(archive: Path | str, target: Path | str) -> Path:
     """Extract a source archive into ``target`` (refusing members that would land outside it)."""
     target = Path(target)

@@ -17,12 +17,9 @@ for it (bounded by ``max_runtime_seconds``) and records how it ended. ``status``
 ``stop`` only read the folder and signal process groups, so they work from any process; a
 supervisor that died without recording an end is reported FAILED.
 
-Environments are cached by the lock's sha256 under ``<state>/training/envs/<hash>/``: a
-virtualenv that layers on the running interpreter's packages (a ``.pth`` adds its site
-folders, as ``--system-site-packages`` would for a system Python), into which only the pinned
-requirements that interpreter lacks are installed. Two jobs with the same lock share one
-environment; a changed lock gets a new one. A build is serialised by a file lock and marked
-ready only when complete, so a crash mid-build leaves nothing a later job would trust.
+The command runs with the python of the environment cached by the lock's sha256 under
+``<state>/training/envs/<hash>/`` (:mod:`mlplat_providers.local.environments`, shared with
+pipeline steps): two jobs with the same lock share one environment; a changed lock gets a new one.
 """
 from __future__ import annotations
 
@@ -31,12 +28,10 @@ import json
 import os
 import shutil
 import signal
-import site
 import subprocess
 import sys
-import sysconfig
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +39,7 @@ from mlplat import training_env
 from mlplat.contracts.pipelines import TERMINAL_STATES, JobStatus, TrainingJobSpec
 from mlplat.errors import Conflict, MlplatError, NotFound, StackError
 from mlplat.services import source as source_service
+from mlplat_providers.local.environments import ensure_environment, envs_root
 from mlplat_providers.local.layout import StateLayout
 
 ROOT = "training"
@@ -53,7 +49,6 @@ LOG = "output.log"
 EVENTS = "events.jsonl"
 STOP = "stop"
 DIFF = "code.diff"
-READY = "ready.json"
 STOP_GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.2
 JOB_ID = __import__("re").compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})")
@@ -345,81 +340,6 @@ def update(job_dir: Path, **changes: Any) -> dict[str, Any]:
         return record
 
 
-# --- environments, cached by lock hash --------------------------------------------------------
-
-_CHECK = r"""
-import json, sys
-from importlib import metadata
-missing = []
-for raw in open(sys.argv[1], encoding="utf-8"):
-    line = raw.split("#", 1)[0].strip()
-    if not line:
-        continue
-    if " @ " in line:
-        name, version = line.split(" @ ", 1)[0].strip(), None
-    elif "==" in line:
-        name, version = (part.strip() for part in line.split("==", 1))
-    else:
-        missing.append(line)
-        continue
-    try:
-        found = metadata.version(name)
-    except metadata.PackageNotFoundError:
-        missing.append(line)
-        continue
-    if version is not None and found != version:
-        missing.append(line)
-print(json.dumps(missing))
-"""
-
-
-def parent_site_dirs() -> list[str]:
-    """The running interpreter's package folders (its venv's, when it runs in one)."""
-    dirs = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()]
-    return list(dict.fromkeys(d for d in dirs if Path(d).is_dir()))
-
-
-def ensure_environment(envs_root: Path, lock: Path, lock_hash: str,
-                       say: Callable[[str], None] = print) -> tuple[Path, dict[str, Any]]:
-    """The python of the environment for ``lock`` (built now, or reused) and its description."""
-    env_dir = envs_root / lock_hash
-    python = env_dir / "bin" / "python"
-    if (env_dir / READY).is_file():
-        return python, {**read_json(env_dir / READY), "dir": str(env_dir), "reused": True}
-    envs_root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(envs_root / f".{lock_hash}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if (env_dir / READY).is_file():  # another job built it while we waited
-            return python, {**read_json(env_dir / READY), "dir": str(env_dir), "reused": True}
-        shutil.rmtree(env_dir, ignore_errors=True)  # a build that crashed part-way
-        say(f"mlplat: building the environment for lock {lock_hash[:12]} in {env_dir}")
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True,
-                       capture_output=True, timeout=600)
-        purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                 check=True, capture_output=True, text=True, timeout=120).stdout.strip()
-        # ``import`` lines of a .pth run at start-up: addsitedir also reads the parent's own .pth
-        # files (editable installs), which a plain path line would not.
-        (Path(purelib) / "_mlplat_parent.pth").write_text(
-            "".join(f"import site; site.addsitedir({d!r})\n" for d in parent_site_dirs()))
-        check = subprocess.run([str(python), "-c", _CHECK, str(lock)], check=True, capture_output=True,
-                               text=True, timeout=300)
-        missing = json.loads(check.stdout)
-        if missing:
-            say(f"mlplat: installing {len(missing)} pinned requirement(s) the base environment lacks: "
-                + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
-            result = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check",
-                                     "--no-input", *missing], capture_output=True, text=True, timeout=3600)
-            if result.returncode != 0:
-                raise MlplatError("the job's environment could not be built: pip install failed:\n"
-                                  + (result.stderr or result.stdout)[-2000:])
-        ready = {"lock_hash": lock_hash, "installed": missing, "base": sys.executable, "created": time.time()}
-        write_json(env_dir / READY, ready)
-        return python, {**ready, "dir": str(env_dir), "reused": False}
-    finally:
-        os.close(fd)
-
-
 # --- the supervisor ----------------------------------------------------------------------------
 
 
@@ -450,7 +370,8 @@ def supervise(job_dir: Path) -> int:
 
     try:
         lock = job_dir / source_service.LOCK
-        python, env_info = ensure_environment(job_dir.parent / ENVS, lock, record.get("lock_hash") or "none", say)
+        python, env_info = ensure_environment(envs_root(job_dir.parent.parent), lock, record.get("lock_hash") or "none",
+                                              say)
         if env_info["reused"]:
             say(f"mlplat: reusing the environment for lock {str(record.get('lock_hash'))[:12]}")
         update(job_dir, environment=env_info)

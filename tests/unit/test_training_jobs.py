@@ -236,7 +236,7 @@ def _wheel(folder: Path, name: str, version: str) -> Path:
 
 
 def test_environments_are_cached_by_lock_hash_and_install_only_what_is_missing(tmp_path, monkeypatch):
-    from mlplat_providers.local.training import ensure_environment
+    from mlplat_providers.local.environments import ensure_environment
 
     envs = tmp_path / "envs"
     numpy_version = __import__("numpy").__version__
@@ -267,7 +267,7 @@ def test_environments_are_cached_by_lock_hash_and_install_only_what_is_missing(t
 
 
 def test_an_environment_that_cannot_be_built_is_never_marked_ready(tmp_path, monkeypatch):
-    from mlplat_providers.local.training import READY, ensure_environment
+    from mlplat_providers.local.environments import READY, ensure_environment
 
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
