@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, wide_option
 from mlplat.context import Context
 from mlplat.errors import StackError
 
@@ -137,9 +137,10 @@ def access() -> None:
 
 @access.command("list")
 @stack_option
+@wide_option
 @json_option
 @pass_ctx
-def list_(ctx: Context, stack: str, as_json: bool) -> None:
+def list_(ctx: Context, stack: str, wide: bool, as_json: bool) -> None:
     """Each role and the principals it is granted to, and the feature views shared with other teams."""
     from mlplat.api.plane import plane_for
     from mlplat.stack import ROLES
@@ -149,19 +150,21 @@ def list_(ctx: Context, stack: str, as_json: bool) -> None:
     if as_json:
         emit_json(doc)
         return
-    from rich.table import Table
+    from rich.markup import escape
+
+    from mlplat.formatting import Column, print_table
 
     roles = doc.get("roles") or {}
-    table = Table("role", "granted to", title=f"roles of stack '{spec.name}' (access mode {doc.get('mode')})")
-    for role in [*ROLES, *(r for r in roles if r not in ROLES)]:
-        table.add_row(role, ", ".join(roles.get(role) or []) or "nobody")
-    ctx.console.print(table)
+    # Principals are names a reader copies: kept whole, wrapped between names when many.
+    print_table(ctx.console, (Column("role"), Column("granted to", wrap=True)),
+                [[role, escape(", ".join(roles.get(role) or []) or "nobody")]
+                 for role in [*ROLES, *(r for r in roles if r not in ROLES)]],
+                wide=wide, title=f"roles of stack '{spec.name}' (access mode {doc.get('mode')})")
     grants = doc.get("feature_grants") or []
     if grants:
-        shared = Table("feature views", "readable by", title="feature views shared with other teams")
-        for grant in grants:
-            shared.add_row(", ".join(grant.get("views") or []), ", ".join(grant.get("principals") or []))
-        ctx.console.print(shared)
+        print_table(ctx.console, (Column("feature views", wrap=True), Column("readable by", wrap=True)),
+                    [[escape(", ".join(grant.get("views") or [])), escape(", ".join(grant.get("principals") or []))]
+                     for grant in grants], wide=wide, title="feature views shared with other teams")
     else:
         ctx.console.print("No feature views are shared with other teams.")
     if doc.get("applied") is False:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, stack_plane, yes_option
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, stack_plane, wide_option, yes_option
 from mlplat.errors import CheckFailed
+from mlplat.formatting import Column
 
 SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "unchanged": ("=", "dim"), "kept": ("=", "dim")}
 
@@ -102,9 +103,10 @@ def apply_cmd(ctx, stack: str, definitions_path: str | None, dry_run: bool, yes:
 
 @features.command("list")
 @stack_option
+@wide_option
 @json_option
 @pass_ctx
-def list_cmd(ctx, stack: str, as_json: bool) -> None:
+def list_cmd(ctx, stack: str, wide: bool, as_json: bool) -> None:
     """Registered feature views and versions, their last materialization and the runs that read them."""
     spec, plane = stack_plane(ctx, stack)
     rows = plane.call("features.list")
@@ -115,16 +117,22 @@ def list_cmd(ctx, stack: str, as_json: bool) -> None:
         ctx.console.print("No feature views registered. Define them in "
                           f"{spec.features.definitions} and run `mlplat features apply`.")
         return
-    from rich.table import Table
+    from mlplat.formatting import print_table
 
-    table = Table("view", "entities", "features", "ttl", "source", "materialized until", "runs", "production")
+    cells = []
     for r in rows:
         ttl = f"{r['ttl_seconds'] // 86400}d" if r["ttl_seconds"] and r["ttl_seconds"] % 86400 == 0 else (
             f"{r['ttl_seconds']}s" if r["ttl_seconds"] else "none")
-        table.add_row(f"{r['view']}@{r['version']}", ", ".join(r["entities"]), ", ".join(r["features"]), ttl,
+        cells.append([f"{r['view']}@{r['version']}", ", ".join(r["entities"]), ", ".join(r["features"]), ttl,
                       r["source"], r["materialized_until"] or "-", str(len(r["runs"])),
-                      ", ".join(r["production_models"]) or "-")
-    ctx.console.print(table)
+                      ", ".join(r["production_models"]) or "-"])
+    print_table(ctx.console, VIEW_COLUMNS, cells, wide=wide)
+
+
+VIEW_COLUMNS = (Column("view"), Column("entities", 1, wrap=True), Column("features", 3, wrap=True), Column("ttl", 4),
+                Column("source", 6, wrap=True), Column("materialized until", 2), Column("runs", 5, justify="right"),
+                Column("production", 1, wrap=True))
+SKEW_COLUMNS = (Column("feature"), Column("mismatches", justify="right"), Column("rate", justify="right"))
 
 
 @features.command("materialize")
@@ -173,13 +181,11 @@ def skew_cmd(ctx, view: str, stack: str, sample: int | None, at: str | None, see
         c = ctx.console
         c.print(f"[bold]Skew of {report['view']}@{report['version']}[/] at {report['at']}: "
                 f"{report['sampled_entities']} entities, {report['compared_values']} values compared", highlight=False)
-        from rich.table import Table
+        from mlplat.formatting import print_table
 
-        table = Table("feature", "mismatches", "rate")
         per = max(report["sampled_entities"], 1)
-        for feature, count in report["by_feature"].items():
-            table.add_row(feature, str(count), f"{count / per:.1%}", style="red" if count else None)
-        c.print(table)
+        print_table(c, SKEW_COLUMNS, [[f"[red]{feature}[/]" if count else feature, f"[red]{count}[/]" if count else "0",
+                                       f"{count / per:.1%}"] for feature, count in report["by_feature"].items()])
         if report["by_kind"]:
             c.print("by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(report["by_kind"].items())), highlight=False)
         for ex in report["examples"][:5]:

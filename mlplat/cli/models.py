@@ -50,6 +50,8 @@ def list_models(ctx, stack: str, environment: str | None, wide: bool, as_json: b
 
 
 # What a reader acts on first (name, version, stage) always shows; the run id and digest whole or not at all.
+CHECK_COLUMNS = (Column("check"), Column("value", justify="right"), Column("limit", justify="right"),
+                 Column("margin", 1, justify="right"), Column("ok"))
 LIST_COLUMNS = (Column("model"), Column("version"), Column("stage"), Column("risk", 1), Column("registered", 2),
                 Column("author", 3), Column("run", 4), Column("framework", 5), Column("task", 6), Column("digest", 7))
 DEPLOYMENT_COLUMNS = (Column("environment"), Column("variant"), Column("from", 1), Column("until", 1),
@@ -82,8 +84,6 @@ def show(ctx, name: str, version: int | None, stack: str, environment: str | Non
 
 
 def _print_show(ctx, doc: dict, *, wide: bool = False) -> None:
-    from rich.table import Table
-
     c = ctx.console
     colour = STAGE_COLOUR.get(doc["stage"], "white")
     c.print(f"[bold]{doc['model']} version {doc['version']}[/]  [{colour}]{doc['stage']}[/] in '{doc['environment']}'"
@@ -110,13 +110,11 @@ def _print_show(ctx, doc: dict, *, wide: bool = False) -> None:
             f"reference sample: none ({ref.get('reason', '-')})", highlight=False)
     for g in doc["gate_reports"][-3:]:
         rep = g["report"]
-        t = Table("check", "value", "limit", "margin", "ok",
-                  title=f"gate {'passed' if g['passed'] else 'FAILED'} in '{g['environment']}' {when(g['created_at'])} "
-                        f"(report {g['digest'][:12]}, holdout {rep['holdout']['rows']} rows)")
-        for check in rep["checks"]:
-            t.add_row(check["check"], _num(check.get("value")), _num(check.get("limit")), _num(check.get("margin")),
-                      "[green]yes[/]" if check["passed"] else "[red]no[/]")
-        c.print(t)
+        print_table(c, CHECK_COLUMNS,
+                    [[check["check"], _num(check.get("value")), _num(check.get("limit")), _num(check.get("margin")),
+                      "[green]yes[/]" if check["passed"] else "[red]no[/]"] for check in rep["checks"]], wide=wide,
+                    title=f"gate {'passed' if g['passed'] else 'FAILED'} in '{g['environment']}' {when(g['created_at'])} "
+                          f"(report {g['digest'][:12]}, holdout {rep['holdout']['rows']} rows)")
         c.print("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(rep["metrics"].items())), highlight=False)
     ap = doc["approvals"]
     c.print(f"approvals: {ap['state']} ({ap['approvals']}/{ap['required']} required)", highlight=False)

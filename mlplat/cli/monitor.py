@@ -8,7 +8,7 @@ import click
 from mlplat.cli.completion import complete_models
 from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, wide_option
 from mlplat.errors import ExitCode
-from mlplat.formatting import when
+from mlplat.formatting import Column, print_table, when
 
 # The monitoring services import numpy and pandas: each command imports them when it runs, so
 # `mlplat monitor --help` stays light.
@@ -31,9 +31,10 @@ def _fmt(value) -> str:
 @stack_option
 @click.option("--no-retrain", is_flag=True, help="Record retraining triggers without running them.")
 @click.option("--fail-on-breach", is_flag=True, help="Exit 1 when a window drifted, quality breached or an alert fired.")
+@wide_option
 @json_option
 @pass_ctx
-def run_cmd(ctx, stack: str, no_retrain: bool, fail_on_breach: bool, as_json: bool) -> int:
+def run_cmd(ctx, stack: str, no_retrain: bool, fail_on_breach: bool, wide: bool, as_json: bool) -> int:
     """One monitoring pass: judge the newest window of every served version, alert, retrain if due."""
     from mlplat.api.plane import plane_for
 
@@ -42,30 +43,33 @@ def run_cmd(ctx, stack: str, no_retrain: bool, fail_on_breach: bool, as_json: bo
     if as_json:
         emit_json(report)
     else:
-        _print_pass(ctx, report)
+        _print_pass(ctx, report, wide=wide)
     breached = any((w["drift"] or {}).get("verdict") == "drift" or (w["quality"] or {}).get("verdict") == "breach"
                    for w in report["windows"]) or any(e["event"] == "fired" for e in report["events"])
     return ExitCode.FAILED if (breached and fail_on_breach) else ExitCode.OK
 
 
-def _print_pass(ctx, report: dict) -> None:
-    from rich.table import Table
+PASS_COLUMNS = (Column("model"), Column("version"), Column("env", 1), Column("drift"), Column("rows", 4, justify="right"),
+                Column("drifted features", 2, wrap=True), Column("quality"), Column("labelled", 5, justify="right"),
+                Column("accuracy", 3, justify="right"), Column("roc_auc", 6, justify="right"),
+                Column("ece", 7, justify="right"))
 
+
+def _print_pass(ctx, report: dict, *, wide: bool = False) -> None:
     c = ctx.console
     if not report["windows"]:
         c.print(f"No captured traffic on stack '{report['stack']}' yet: serve a model (`mlplat serve`) and send requests.")
-    table = Table("model", "version", "env", "drift", "rows", "drifted features", "quality", "labelled",
-                  "accuracy", "roc_auc", "ece", title=f"monitoring pass {report['pass_id']}")
+    rows = []
     for w in report["windows"]:
         d, q, m = w["drift"] or {}, w["quality"] or {}, w["metrics"]
         colour = {"drift": "red", "ok": "green", "breach": "red"}
-        table.add_row(w["model"], str(w["version"]), w["environment"],
-                      f"[{colour.get(d.get('verdict'), 'yellow')}]{d.get('verdict')}[/]", str(d.get("rows", 0)),
-                      ", ".join(d.get("drifted_features", [])) or "-",
-                      f"[{colour.get(q.get('verdict'), 'yellow')}]{q.get('verdict')}[/]", str(q.get("rows", 0)),
-                      _fmt(m.get("quality.accuracy")), _fmt(m.get("quality.roc_auc")), _fmt(m.get("quality.ece")))
+        rows.append([w["model"], str(w["version"]), w["environment"],
+                     f"[{colour.get(d.get('verdict'), 'yellow')}]{d.get('verdict')}[/]", str(d.get("rows", 0)),
+                     ", ".join(d.get("drifted_features", [])) or "-",
+                     f"[{colour.get(q.get('verdict'), 'yellow')}]{q.get('verdict')}[/]", str(q.get("rows", 0)),
+                     _fmt(m.get("quality.accuracy")), _fmt(m.get("quality.roc_auc")), _fmt(m.get("quality.ece"))])
     if report["windows"]:
-        c.print(table)
+        print_table(c, PASS_COLUMNS, rows, wide=wide, title=f"monitoring pass {report['pass_id']}")
     cost = report["cost"]
     if cost:
         share = cost.get("cost.budget_share")

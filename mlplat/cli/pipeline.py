@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
-from mlplat.formatting import when
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, wide_option
+from mlplat.formatting import Column, print_table, when
 
 STATE_COLOUR = {"SUCCEEDED": "green", "CACHED": "cyan", "FAILED": "red", "RUNNING": "yellow", "PENDING": "white",
                 "SKIPPED": "dim", "STOPPED": "dim"}
@@ -18,18 +18,21 @@ def pipeline() -> None:
     """Pipelines declared in Python: run (cached, retried, resumable), list, status, schedule."""
 
 
-def _print_status(ctx: Any, status: Any) -> None:
-    from rich.table import Table
+STEP_COLUMNS = (Column("step"), Column("state"), Column("attempts", 2, justify="right"), Column("took", 3, justify="right"),
+                Column("detail", 1, wrap=True))
+RUN_COLUMNS = (Column("run"), Column("pipeline"), Column("state"), Column("started", 1), Column("steps", 2, justify="right"))
 
+
+def _print_status(ctx: Any, status: Any, *, wide: bool = False) -> None:
     colour = STATE_COLOUR.get(status.state, "white")
-    table = Table("step", "state", "attempts", "took", "detail",
-                  title=f"pipeline {status.pipeline}, run {status.run_id}: [{colour}]{status.state}[/]")
+    rows = []
     for step in status.steps:
         took = f"{step.ended - step.started:.1f}s" if step.started and step.ended else "-"
         detail = step.message.splitlines()[0] if step.message else ", ".join(step.outputs) or ""
-        table.add_row(step.name, f"[{STATE_COLOUR.get(step.state, 'white')}]{step.state}[/]", str(step.attempts),
-                      took, detail)
-    ctx.console.print(table)
+        rows.append([escape(step.name), f"[{STATE_COLOUR.get(step.state, 'white')}]{step.state}[/]", str(step.attempts),
+                     took, escape(detail)])
+    print_table(ctx.console, STEP_COLUMNS, rows, wide=wide,
+                title=f"pipeline {escape(status.pipeline)}, run {status.run_id}: [{colour}]{status.state}[/]")
     _print_failure(ctx, status)
 
 
@@ -89,9 +92,10 @@ def run_cmd(ctx: Any, target: str | None, resume: str | None, step: str | None, 
 @pipeline.command("list")
 @click.option("--pipeline", "name", default=None, help="Only the runs of this pipeline.")
 @stack_option
+@wide_option
 @json_option
 @pass_ctx
-def list_cmd(ctx: Any, name: str | None, stack: str, as_json: bool) -> None:
+def list_cmd(ctx: Any, name: str | None, stack: str, wide: bool, as_json: bool) -> None:
     """Pipeline runs of the stack, newest first."""
     from mlplat.services import pipelines as service
 
@@ -103,22 +107,21 @@ def list_cmd(ctx: Any, name: str | None, stack: str, as_json: bool) -> None:
     if not runs:
         ctx.console.print("No pipeline runs yet. Start one with `mlplat pipeline run FILE`.")
         return
-    from rich.table import Table
-
-    table = Table("run", "pipeline", "state", "started", "steps", title=f"pipeline runs (stack {spec.name})")
+    rows = []
     for r in runs:
         done = sum(1 for s in r.steps if s.state in ("SUCCEEDED", "CACHED"))
-        table.add_row(r.run_id, r.pipeline, f"[{STATE_COLOUR.get(r.state, 'white')}]{r.state}[/]",
-                      when(r.started) if r.started else "-", f"{done}/{len(r.steps)}")
-    ctx.console.print(table)
+        rows.append([r.run_id, escape(r.pipeline), f"[{STATE_COLOUR.get(r.state, 'white')}]{r.state}[/]",
+                     when(r.started) if r.started else "-", f"{done}/{len(r.steps)}"])
+    print_table(ctx.console, RUN_COLUMNS, rows, wide=wide, title=f"pipeline runs (stack {spec.name})")
 
 
 @pipeline.command("status")
 @click.argument("run_id", metavar="RUN")
 @stack_option
+@wide_option
 @json_option
 @pass_ctx
-def status_cmd(ctx: Any, run_id: str, stack: str, as_json: bool) -> None:
+def status_cmd(ctx: Any, run_id: str, stack: str, wide: bool, as_json: bool) -> None:
     """A run's state and each step's (attempts, outputs, why it failed)."""
     from mlplat.services import pipelines as service
 
@@ -127,7 +130,7 @@ def status_cmd(ctx: Any, run_id: str, stack: str, as_json: bool) -> None:
     if as_json:
         emit_json(service.status_doc(status))
     else:
-        _print_status(ctx, status)
+        _print_status(ctx, status, wide=wide)
 
 
 @pipeline.command("schedule")

@@ -275,13 +275,13 @@ def status(ctx, stack: str, as_json: bool) -> int:
     if as_json:
         emit_json({"stack": spec.name, "mode": "embedded", "resources": [r.__dict__ for r in rows]})
     else:
-        from rich.table import Table
+        from rich.markup import escape
 
-        table = Table("resource", "name", "exists", "detail",
-                      title=f"stack {spec.name} ({spec.provider.kind}, embedded)")
-        for r in rows:
-            table.add_row(r.resource, r.name, "[green]yes[/]" if r.exists else "[red]no[/]", r.detail)
-        ctx.console.print(table)
+        from mlplat.formatting import Column, print_table
+
+        print_table(ctx.console, (Column("resource"), Column("name"), Column("exists"), Column("detail", wrap=True)),
+                    [[r.resource, escape(r.name), "[green]yes[/]" if r.exists else "[red]no[/]", escape(r.detail or "")]
+                     for r in rows], title=f"stack {spec.name} ({spec.provider.kind}, embedded)")
     if not all(r.exists for r in rows):
         if not as_json:
             ctx.console.print(f"[yellow]Some resources are missing:[/] run `mlplat up --stack {spec.name}`.")
@@ -295,12 +295,13 @@ def _client_status(ctx, spec, url: str, as_json: bool) -> int:
         emit_json({"stack": spec.name, "mode": "server", "control_plane": url, "resources": [
             {"resource": what, "name": where, "exists": ok, "detail": detail} for what, where, ok, detail, _ in checks]})
     else:
-        from rich.table import Table
+        from rich.markup import escape
 
-        table = Table("resource", "name", "answers", "detail", title=f"stack {spec.name} (server: {url})")
-        for what, where, ok, detail, _ in checks:
-            table.add_row(what, where, "[green]yes[/]" if ok else "[red]no[/]", detail)
-        ctx.console.print(table)
+        from mlplat.formatting import Column, print_table
+
+        print_table(ctx.console, (Column("resource"), Column("name"), Column("answers"), Column("detail", wrap=True)),
+                    [[what, escape(where), "[green]yes[/]" if ok else "[red]no[/]", escape(detail or "")]
+                     for what, where, ok, detail, _ in checks], title=f"stack {spec.name} (server: {url})")
     if not all(ok for _, _, ok, _, _ in checks):
         if not as_json:
             ctx.console.print(f"[yellow]Not every server answers:[/] start them with `mlplat server --stack {spec.name}`.")

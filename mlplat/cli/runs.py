@@ -107,7 +107,7 @@ def show(ctx, run_ref: str, stack: str, wide: bool, as_json: bool) -> None:
     if as_json:
         emit_json(run.to_dict() | {"lineage": lineage})
         return
-    from rich.table import Table
+    from rich.markup import escape
 
     c = ctx.console
     colour = STATUS_COLOUR.get(run.status, "white")
@@ -131,10 +131,9 @@ def show(ctx, run_ref: str, stack: str, wide: bool, as_json: bool) -> None:
         print_table(c, DATA_COLUMNS, rows, wide=wide, title="data")
     for title, values in (("params", run.params), ("metrics", run.metrics)):
         if values:
-            t = Table("name", "value", title=title)
-            for k, v in sorted(values.items()):
-                t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
-            c.print(t)
+            print_table(c, (Column("name"), Column("value", wrap=True)),
+                        [[escape(k), escape(f"{v:.6g}" if isinstance(v, float) else str(v))] for k, v in sorted(values.items())],
+                        wide=wide, title=title)
     tags = {k: v for k, v in run.tags.items() if k.startswith("mlplat.tag.")}
     if tags:
         c.print("cost tags: " + ", ".join(f"{k.removeprefix('mlplat.tag.')}={v}" for k, v in sorted(tags.items())))
@@ -192,15 +191,15 @@ def compare(ctx, run_refs: tuple[str, ...], stack: str, all_keys: bool, as_json:
         emit_json({"runs": [r.run_id for r in records],
                    "rows": [{"key": label, "values": values, "differs": len(set(values)) > 1} for label, values in shown]})
         return
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table("", title=f"{len(differing)} of {len(rows)} keys differ")
-    for r in records:  # the full run id heads its column; a narrow terminal folds it, never cuts it
-        table.add_column(f"{r.run_id} {r.name}", overflow="fold")
+    # Every column stays (the full run id heads its column): a narrow terminal folds cells, never cuts them.
+    columns = [Column(""), *(Column(escape(f"{r.run_id} {r.name}"), wrap=True) for r in records)]
+    cells = []
     for label, values in shown:
         style = "bold" if len(set(values)) > 1 else "dim"
-        table.add_row(label, *values, style=style)
-    ctx.console.print(table)
+        cells.append([f"[{style}]{escape(cell)}[/]" for cell in (label, *values)])
+    print_table(ctx.console, columns, cells, title=f"{len(differing)} of {len(rows)} keys differ")
 
 
 @runs.command("reproduce")

@@ -10,7 +10,7 @@ import click
 
 from mlplat.cli.completion import complete_models, complete_versions
 from mlplat.cli.options import VERSION, emit_json, env_option, json_option, pass_ctx, stack_option, stack_plane, wide_option
-from mlplat.formatting import when
+from mlplat.formatting import Column, print_table, when
 from mlplat.netguard import require_loopback
 
 # The provider registry, the contracts and the monitoring loop load the stack model (pydantic) on import: each command
@@ -184,40 +184,48 @@ def list_cmd(ctx, stack: str, environment: str | None, wide: bool, as_json: bool
 @click.argument("name", shell_complete=complete_models)
 @stack_option
 @env_option
+@wide_option
 @json_option
 @pass_ctx
-def show_cmd(ctx, name: str, stack: str, environment: str | None, as_json: bool) -> None:
+def show_cmd(ctx, name: str, stack: str, environment: str | None, wide: bool, as_json: bool) -> None:
     """One deployment: routing, served-version history, recent decisions."""
     _, plane = stack_plane(ctx, stack)
     data = plane.call("deployments.show", model=name, environment=environment)
     if as_json:
         emit_json(data)
         return
-    from rich.table import Table
-
     c = ctx.console
     c.print(f"[bold]{data['model']}[/] in {data['environment']}: {data['strategy']}, {_routes(data)}", highlight=False)
     c.print(f"now: {data['verdict']['summary']}", highlight=False)
     target = data["rollback_target"]
     c.print(f"stable v{data['stable_version']}, rollback target " + (f"v{target}" if target else "- (none)"),
             highlight=False)
-    history = Table("version", "variant", "from", "until", title="served versions")
-    for h in data["history"]:
-        history.add_row(f"v{h['version']}", h["variant"], when(h["started_at"]), when(h["ended_at"]) if h["ended_at"] else "now")
-    c.print(history)
-    _print_events(ctx, data["events"])
+    print_table(c, HISTORY_COLUMNS, [[f"v{h['version']}", h["variant"], when(h["started_at"]),
+                                      when(h["ended_at"]) if h["ended_at"] else "now"] for h in data["history"]],
+                wide=wide, title="served versions")
+    _print_events(ctx, data["events"], wide=wide)
 
 
-def _print_events(ctx, events: list[dict]) -> None:
+HISTORY_COLUMNS = (Column("version"), Column("variant"), Column("from", 1), Column("until", 1))
+EVENT_COLUMNS = (Column("when"), Column("event"), Column("step", 2, justify="right"), Column("percent", justify="right"),
+                 Column("by", 1), Column("reason", 3, wrap=True))
+ANALYSIS_COLUMNS = (Column("variant"), Column("requests", justify="right"), Column("errors", 1, justify="right"),
+                    Column("error rate", justify="right"), Column("p50 ms", 3, justify="right"),
+                    Column("p95 ms", 2, justify="right"), Column("mean prediction", 4, justify="right"))
+AB_COLUMNS = (Column("variant"), Column("version"), Column("weight", justify="right"), Column("captured", 2, justify="right"),
+              Column("errors", 3, justify="right"), Column("mean ms", 4, justify="right"),
+              Column("labelled", 1, justify="right"), Column("accuracy", justify="right"))
+
+
+def _print_events(ctx, events: list[dict], *, wide: bool = False) -> None:
     if not events:
         return
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table("when", "event", "step", "percent", "by", "reason", title="decisions")
-    for e in events:
-        table.add_row(when(e["ts"]), e["event"], "-" if e["step_index"] is None else str(e["step_index"] + 1),
-                      "-" if e["percent"] is None else f"{e['percent']}%", e["actor"], e["reason"])
-    ctx.console.print(table)
+    print_table(ctx.console, EVENT_COLUMNS,
+                [[when(e["ts"]), e["event"], "-" if e["step_index"] is None else str(e["step_index"] + 1),
+                  "-" if e["percent"] is None else f"{e['percent']}%", escape(e["actor"]), escape(e["reason"] or "")]
+                 for e in events], wide=wide, title="decisions")
 
 
 @click.group()
@@ -229,16 +237,17 @@ def rollout() -> None:
 @click.argument("name", shell_complete=complete_models)
 @stack_option
 @env_option
+@wide_option
 @json_option
 @pass_ctx
-def status_cmd(ctx, name: str, stack: str, environment: str | None, as_json: bool) -> None:
+def status_cmd(ctx, name: str, stack: str, environment: str | None, wide: bool, as_json: bool) -> None:
     """Current step, latest analysis per variant (canary), A/B readout, shadow comparison, decisions."""
     _, plane = stack_plane(ctx, stack)
     data = plane.call("rollouts.status", model=name, environment=environment)
     if as_json:
         emit_json(data)
         return
-    from rich.table import Table
+    from rich.markup import escape
 
     c = ctx.console
     endpoint = data["endpoint"]
@@ -257,21 +266,17 @@ def status_cmd(ctx, name: str, stack: str, environment: str | None, as_json: boo
                 f"step started {when(r['step_started_at'])}", highlight=False)
         analysis = r.get("last_analysis")
         if analysis and r["state"] == "running":
-            table = Table("variant", "requests", "errors", "error rate", "p50 ms", "p95 ms", "mean prediction",
-                          title=f"latest analysis: {analysis['action']} ({'; '.join(analysis['reasons'])})")
-            for variant in ("stable", "candidate"):
-                m = analysis["metrics"].get(variant, {})
-                table.add_row(variant, str(m.get("requests")), str(m.get("errors")), str(m.get("error_rate")),
-                              str(m.get("p50_ms")), str(m.get("p95_ms")), str(m.get("mean_prediction")))
-            c.print(table)
+            metrics = [analysis["metrics"].get(variant, {}) for variant in ("stable", "candidate")]
+            print_table(c, ANALYSIS_COLUMNS, [[variant, str(m.get("requests")), str(m.get("errors")), str(m.get("error_rate")),
+                                               str(m.get("p50_ms")), str(m.get("p95_ms")), str(m.get("mean_prediction"))]
+                                              for variant, m in zip(("stable", "candidate"), metrics, strict=True)],
+                        wide=wide, title=f"latest analysis: {analysis['action']} ({escape('; '.join(analysis['reasons']))})")
         elif r.get("reason"):
             c.print(f"ended: {r['reason']}", highlight=False)
     if data.get("ab"):
-        table = Table("variant", "version", "weight", "captured", "errors", "mean ms", "labelled", "accuracy", title="A/B")
-        for variant, m in data["ab"]["variants"].items():
-            table.add_row(variant, f"v{m['version']}", f"{m['weight']}%", str(m["captured"]), str(m["errors"]),
-                          str(m["mean_latency_ms"]), str(m.get("labelled", "-")), str(m.get("accuracy", "-")))
-        c.print(table)
+        print_table(c, AB_COLUMNS, [[variant, f"v{m['version']}", f"{m['weight']}%", str(m["captured"]), str(m["errors"]),
+                                     str(m["mean_latency_ms"]), str(m.get("labelled", "-")), str(m.get("accuracy", "-"))]
+                                    for variant, m in data["ab"]["variants"].items()], wide=wide, title="A/B")
         sig = data["ab"].get("significance")
         if sig:
             verdict = "significant" if sig["significant_at_0.05"] else "not significant"
@@ -283,4 +288,4 @@ def status_cmd(ctx, name: str, stack: str, environment: str | None, as_json: boo
         s = data["shadow"]
         c.print(f"shadow v{s['version']}: {s['compared']} captured pairs, agreement {s['agreement']}, errors "
                 f"{s['errors']}, p95 {s['shadow_p95_ms']} ms vs primary {s['primary_p95_ms']} ms", highlight=False)
-    _print_events(ctx, data["events"])
+    _print_events(ctx, data["events"], wide=wide)

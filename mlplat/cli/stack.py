@@ -5,7 +5,7 @@ import json
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx
+from mlplat.cli.options import emit_json, json_option, pass_ctx, wide_option
 from mlplat.errors import ExitCode, StackError
 
 
@@ -72,9 +72,10 @@ def schema() -> None:
 
 
 @click.command("providers")
+@wide_option
 @json_option
 @pass_ctx
-def providers_cmd(ctx, as_json: bool) -> None:
+def providers_cmd(ctx, wide: bool, as_json: bool) -> None:
     """List installed providers and the capabilities each offers."""
     from mlplat import providers
     from mlplat.contracts import Capability
@@ -87,9 +88,8 @@ def providers_cmd(ctx, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    from rich.table import Table
+    from mlplat.formatting import Column, print_table
 
-    table = Table("provider", "capabilities", "description")
-    for row in rows:
-        table.add_row(row["name"], ", ".join(row["capabilities"]) or "-", row["description"])
-    ctx.console.print(table)
+    columns = (Column("provider"), Column("capabilities", 1, wrap=True), Column("description", 2, wrap=True))
+    print_table(ctx.console, columns, [[str(row["name"]), ", ".join(row["capabilities"]) or "-", str(row["description"])]
+                                       for row in rows], wide=wide)

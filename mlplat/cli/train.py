@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
-from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option
+from mlplat.cli.options import emit_json, json_option, pass_ctx, stack_option, wide_option
 from mlplat.context import Context
 from mlplat.errors import Aborted, CheckFailed
+from mlplat.formatting import Column
 
 STATE_COLOUR = {"PENDING": "cyan", "RUNNING": "yellow", "SUCCEEDED": "green", "FAILED": "red", "STOPPED": "magenta"}
 USAGE = "mlplat train --stack S [--instance-type T] [--gpus N] [--data name=uri ...] -- python train.py ARGS"
@@ -200,9 +201,10 @@ def stop_cmd(ctx: Any, job_id: str, stack: str, as_json: bool) -> None:
 
 @train.command("list")
 @stack_option
+@wide_option
 @json_option
 @pass_ctx
-def list_cmd(ctx: Any, stack: str, as_json: bool) -> None:
+def list_cmd(ctx: Any, stack: str, wide: bool, as_json: bool) -> None:
     """The stack's training jobs, newest first."""
     from mlplat.services import training as service
 
@@ -215,14 +217,16 @@ def list_cmd(ctx: Any, stack: str, as_json: bool) -> None:
     if not jobs:
         ctx.console.print(f"No training jobs in stack {spec.name} yet: {USAGE}", highlight=False)
         return
-    from rich.table import Table
+    from mlplat.formatting import print_table, when
 
-    from mlplat.formatting import when
-
-    table = Table("job", "state", "instance type", "started", "took", "cost_usd", "run", "registered")
+    rows = []
     for j in jobs:
         took = f"{(j.ended or now) - j.started:.1f}s" if j.started else "-"
-        table.add_row(j.job_id, f"[{STATE_COLOUR.get(j.state, 'white')}]{j.state}[/]", j.instance_type or "-",
-                      when(j.started) if j.started else "-", took, f"${service.cost_usd(j, now):,.4f}",
-                      j.run_id or "-", f"{j.model} v{j.model_version}" if j.model else "-")
-    ctx.console.print(table)
+        rows.append([j.job_id, f"[{STATE_COLOUR.get(j.state, 'white')}]{j.state}[/]", j.instance_type or "-",
+                     when(j.started) if j.started else "-", took, f"${service.cost_usd(j, now):,.4f}",
+                     j.run_id or "-", f"{j.model} v{j.model_version}" if j.model else "-"])
+    print_table(ctx.console, JOB_COLUMNS, rows, wide=wide)
+
+
+JOB_COLUMNS = (Column("job"), Column("state"), Column("instance type", 3), Column("started", 2),
+               Column("took", 4, justify="right"), Column("cost_usd", justify="right"), Column("run", 5), Column("registered", 1))

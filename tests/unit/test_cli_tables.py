@@ -172,3 +172,130 @@ def test_no_match_and_an_empty_reference_are_not_found():
         Runs([RUN_A]).resolve_run("abc")
     with pytest.raises(NotFound, match="no run id given"):
         Runs([RUN_A]).resolve_run("  ")
+
+
+# --- every CLI table goes through the fitted-table mechanism ----------------------------------------
+
+
+def table_builders(source: str) -> list[str]:
+    """Where ``source`` imports rich.table or calls a ``Table`` (by name or as an attribute)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rich.table"):
+            found.append(f"{node.lineno}: imports rich.table")
+        elif isinstance(node, ast.Import) and any(a.name.startswith("rich.table") for a in node.names):
+            found.append(f"{node.lineno}: imports rich.table")
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name == "Table" or (name == "grid" and "Table" in ast.unparse(func)):
+                found.append(f"{node.lineno}: builds a Table")
+    return found
+
+
+def test_no_cli_module_builds_a_rich_table_of_its_own():
+    """A command that builds ``rich.table.Table`` itself would crop ids and ignore --wide: only
+    mlplat/formatting.py may (every table in mlplat/cli/ goes through ``print_table``)."""
+    from pathlib import Path
+
+    import mlplat.cli
+
+    modules = sorted(Path(mlplat.cli.__file__).parent.glob("*.py"))
+    assert len(modules) > 10
+    offenders = [f"{path.name}:{where}" for path in modules for where in table_builders(path.read_text())]
+    assert offenders == [], "build CLI tables with mlplat.formatting.print_table: " + "; ".join(offenders)
+
+
+@pytest.mark.parametrize("source", [
+    "from rich.table import Table\n",
+    "import rich.table\n",
+    "def f():\n    from rich import table\n    return table.Table('a')\n",
+    "def f(Table):\n    return Table('a', 'b', title='x')\n",
+    "def f(rich):\n    return rich.table.Table.grid()\n",
+])
+def test_the_guard_sees_every_way_of_building_a_table(source):
+    assert table_builders(source)
+
+
+def test_the_guard_lets_fitted_tables_through():
+    assert table_builders("from mlplat.formatting import print_table\nprint_table(c, cols, rows, wide=True)\n") == []
+
+
+JOB = "train-20251202-080818-3f9a1c"
+
+
+def test_training_jobs_keep_job_run_and_cost_whole_at_80_columns_and_wide_shows_all():
+    from mlplat.cli.train import JOB_COLUMNS
+
+    rows = [[JOB, "[green]SUCCEEDED[/]", "ml.m5.xlarge", when(T0, UTC), "412.3s", "$1,234.5678", RUN_A,
+             "credit-risk-scorer v12"]]
+    out, left_out = render(JOB_COLUMNS, rows, 80)
+    assert all(len(line) <= 80 for line in lines_of(out))
+    for value in (JOB, "SUCCEEDED", "$1,234.5678"):
+        assert value in out
+    assert "…" not in out
+    assert left_out and left_out[0] == "run" and "cost_usd" not in left_out and "job" not in left_out
+    out, left_out = render(JOB_COLUMNS, rows, 80, wide=True)
+    assert left_out == [] and RUN_A in out and "ml.m5.xlarge" in out and "credit-risk-scorer v12" in out
+
+
+def test_feature_views_keep_view_and_version_and_drop_the_source_first():
+    from mlplat.cli.features import VIEW_COLUMNS
+
+    rows = [["customer_transactions_30d@3", "customer_id", "amount_sum_30d, amount_mean_30d, txn_count_30d", "30d",
+             "data/transactions_with_a_long_name.parquet", "2025-12-02T08:00:00", "4", "credit-risk-scorer"]]
+    out, left_out = render(VIEW_COLUMNS, rows, 80)
+    assert "customer_transactions_30d@3" in out and all(len(line) <= 80 for line in lines_of(out))
+    assert left_out[0] == "source" and "view" not in left_out
+    assert "…" not in out
+    out, left_out = render(VIEW_COLUMNS, rows, 80, wide=True)
+    assert left_out == [] and "data/transactions_with_a_long_name.parquet" in out
+
+
+def test_pipeline_runs_keep_the_full_run_id_and_state():
+    from mlplat.cli.pipeline import RUN_COLUMNS as PIPELINE_RUNS
+    from mlplat.cli.pipeline import STEP_COLUMNS
+
+    rows = [[RUN_A, "credit-risk-training-pipeline", "[red]FAILED[/]", when(T0, UTC), "3/5"]]
+    out, left_out = render(PIPELINE_RUNS, rows, 80)
+    assert RUN_A in out and "credit-risk-training-pipeline" in out and "FAILED" in out
+    assert left_out == ["steps", "started"]
+    out, left_out = render(PIPELINE_RUNS, rows, 80, wide=True)
+    assert left_out == [] and when(T0, UTC) in out and "3/5" in out
+    steps = [["train_model_with_a_long_step_name", "[red]FAILED[/]", "3", "12.5s",
+              "ValueError: could not convert string to float in column income_bracket_normalised"]]
+    out, left_out = render(STEP_COLUMNS, steps, 80)
+    assert "train_model_with_a_long_step_name" in out and "FAILED" in out and "…" not in out
+    assert left_out == ["took", "attempts"]  # the reason wraps; the timing goes first
+
+
+def test_rollout_decisions_keep_when_and_event_and_the_ab_readout_keeps_accuracy():
+    from mlplat.cli.serving import AB_COLUMNS, EVENT_COLUMNS
+
+    events = [[when(T0, UTC), "rolled_back", "2", "25%", "controller@example.com",
+               "candidate error rate 0.12 above the stable 0.01 + 0.02 allowed"]]
+    out, left_out = render(EVENT_COLUMNS, events, 60)
+    assert when(T0, UTC) in out and "rolled_back" in out and "25%" in out
+    assert left_out and "event" not in left_out and "when" not in left_out
+    ab = [["candidate", "v12", "50%", "10432", "17", "12.4", "5210", "0.8841"]]
+    out, left_out = render(AB_COLUMNS, ab, 50)
+    assert all(value in out for value in ("candidate", "v12", "50%", "0.8841"))
+    assert left_out[:2] == ["mean ms", "errors"]
+    out, left_out = render(AB_COLUMNS, ab, 50, wide=True)
+    assert left_out == [] and "10432" in out
+
+
+def test_providers_honour_columns_when_piped_and_wide_shows_every_column():
+    from tests.conftest import run_cli
+
+    narrow = run_cli("providers", env={"COLUMNS": "45"})
+    assert narrow.returncode == 0, narrow.stderr
+    assert all(len(line) <= 45 for line in lines_of(narrow.stdout))
+    assert "local" in narrow.stdout and "aws" in narrow.stdout
+    assert "description" in narrow.stdout.split("left out to fit 45 columns:")[1]
+    assert "--wide shows every column" in narrow.stdout.replace("\n", " ")
+    wide = run_cli("providers", "--wide", env={"COLUMNS": "45"})
+    assert wide.returncode == 0, wide.stderr
+    assert "left out" not in wide.stdout and "Amazon SageMaker" in wide.stdout
