@@ -10,12 +10,18 @@ its outputs (``outputs/<name>/``, one folder per declared output).
 A command step's environment: ``MLPLAT_INPUT_<NAME>`` (the path of each input: another step's
 output folder or a data file of the project), ``MLPLAT_OUTPUT_<NAME>`` (a folder to fill),
 ``MLPLAT_STACK``, ``MLPLAT_PROJECT_DIR``, ``MLPLAT_PIPELINE``, ``MLPLAT_PIPELINE_RUN`` and
-``MLPLAT_PIPELINE_STEP``. ``python`` as the command is the platform's own interpreter.
+``MLPLAT_PIPELINE_STEP``. A command step runs with the python of the environment built from the
+run's requirements lock (the source bundle's, else the project's committed ``requirements.lock``,
+else the running environment's pinned list) and cached by the lock's hash under
+``<state>/training/envs/<hash>/`` (:mod:`mlplat_providers.local.environments`, shared with training
+jobs): its ``bin`` comes first on ``PATH`` and a leading ``python``/``python3`` is its interpreter.
+The run keeps its lock (``requirements.lock`` in the run's folder), so a resumed run uses the same.
 
 Cache: ``<state>/pipelines/cache/<pipeline>/<key>.json`` maps a step's key (its code: the
 source bundle's commit and diff, or the content of the files its command names; its inputs'
-content hashes; its command, parameters and the pipeline's environment) to the outputs a run
-produced, with their content hashes. A hit whose outputs changed or vanished is a miss.
+content hashes; its command, parameters, the pipeline's environment variables and the hash of
+the run's requirements lock) to the outputs a run produced, with their content hashes. A hit
+whose outputs changed or vanished is a miss; a changed lock is a new key, so the steps run again.
 
 Schedules: ``<state>/pipelines/schedules.json``; :meth:`LocalPipelines.run_due` runs the
 pipelines whose cron fired since they last ran, at a time the caller gives.
@@ -29,7 +35,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -59,6 +64,7 @@ RUN_ID_ENV = "MLPLAT_PIPELINE_RUN"
 # Tests set this to "<step>" to make the runner SIGKILL itself right after that step is recorded as
 # finished (a crash between steps); the blocking-step test kills it from outside instead.
 FAULT_ENV = "MLPLAT_PIPELINE_FAULT_KILL_AFTER"
+LOCK = "requirements.lock"  # the run's requirements lock, in the run's folder
 
 Progress = Callable[[str, str, str], None]  # (step, state, detail)
 
@@ -90,6 +96,10 @@ def content_hash(path: Path) -> str:
         digest.update(item.relative_to(path).as_posix().encode("utf-8", "surrogateescape") + b"\0")
         digest.update(content_hash(item).encode() + b"\0")
     return digest.hexdigest()
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -212,21 +222,45 @@ class LocalPipelines(PipelineBackend):
             if state["state"] == "SUCCEEDED":
                 return self._status(state)
             only = state.get("only") or None
+            if "environment" not in state:  # a run started before runs kept their lock
+                if not (folder / LOCK).is_file():
+                    (folder / LOCK).write_text(self._lock_text(pipeline), encoding="utf-8")
+                state["environment"] = {"lock_hash": _sha256((folder / LOCK).read_text(encoding="utf-8"))}
         else:
             dsl.validate(pipeline)
             run_id = f"{pipeline.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(self.ctx.clock()))}-{uuid.uuid4().hex[:6]}"
             folder = self._run_dir(run_id)
             names = dsl.order(pipeline)
             self._check_data_inputs(pipeline)
+            lock = self._lock_text(pipeline)
             folder.mkdir(parents=True, mode=0o700)
             write_json(folder / "definition.json", dsl.to_dict(pipeline))
+            (folder / LOCK).write_text(lock, encoding="utf-8")
             state = {"run_id": run_id, "pipeline": pipeline.name, "model": pipeline.model, "state": "PENDING",
                      "started": None, "ended": None, "message": "", "order": names, "only": list(only or []),
-                     "user": self.ctx.user, "steps": {n: {"state": "PENDING", "attempts": 0} for n in names}}
+                     "user": self.ctx.user, "steps": {n: {"state": "PENDING", "attempts": 0} for n in names},
+                     "environment": {"lock_hash": _sha256(lock)}}
             write_json(folder / "state.json", state)
         run_id = state["run_id"]
         with self._hold(folder, run_id):
             return self._execute(pipeline, folder, state, set(only) if only else None, say)
+
+    def _lock_text(self, pipeline: PipelineDefinition) -> str:
+        """The requirements lock the run's command steps get their environment from."""
+        from mlplat.services import source as source_service
+
+        if pipeline.source is not None and pipeline.source.requirements_lock:
+            return Path(pipeline.source.requirements_lock).read_text(encoding="utf-8")
+        return source_service.project_lock(self.spec.project_dir)
+
+    def _environment(self, folder: Path, state: dict[str, Any], say: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+        """The python of the run's environment (built from its lock, or reused from the cache)."""
+        from mlplat_providers.local.environments import ensure_environment, envs_root
+
+        lock_hash = state["environment"]["lock_hash"]
+        python, info = ensure_environment(envs_root(self.spec.state_dir), folder / LOCK, lock_hash, say=say)
+        state["environment"].update({k: info[k] for k in ("dir", "installed", "created", "base")})
+        return python, info
 
     def _check_data_inputs(self, pipeline: PipelineDefinition) -> None:
         for step in pipeline.steps:
@@ -309,9 +343,10 @@ class LocalPipelines(PipelineBackend):
                 code[arg] = content_hash(candidate)
         return code
 
-    def _key(self, pipeline: PipelineDefinition, step: StepDefinition, inputs: dict[str, Path]) -> str:
+    def _key(self, pipeline: PipelineDefinition, step: StepDefinition, inputs: dict[str, Path], lock_hash: str) -> str:
         doc = {"pipeline": pipeline.name, "step": step.name, "kind": step.kind, "command": list(step.command),
                "params": step.params, "outputs": list(step.outputs), "environment": pipeline.environment,
+               "lock_hash": lock_hash,
                "code": self._code(pipeline, step), "inputs": {n: content_hash(p) for n, p in sorted(inputs.items())}}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -338,7 +373,7 @@ class LocalPipelines(PipelineBackend):
         except MlplatError as exc:
             record.update(state="FAILED", message=exc.message)
             return f"step '{step.name}' cannot start: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else "")
-        key = self._key(pipeline, step, inputs) if step.kind == "command" else None
+        key = self._key(pipeline, step, inputs, state["environment"]["lock_hash"]) if step.kind == "command" else None
         hit = self._cached(pipeline, key) if key is not None and step.cache and not forced else None
         if hit is not None:
             record.update(state="CACHED", outputs=hit["outputs"], meta=hit.get("meta", {}), cache_key=key,
@@ -369,7 +404,7 @@ class LocalPipelines(PipelineBackend):
             self._save(folder, state)
             say(step.name, "RUNNING", f"attempt {attempt} of {attempts}")
             if step.kind == "command":
-                failure = self._run_command(pipeline, step, step_dir, inputs, outputs, log, state, folder)
+                failure = self._run_command(pipeline, step, step_dir, inputs, outputs, log, state, folder, say)
             else:
                 failure = self._run_platform(pipeline, step, outputs, log, state)
             if not failure:
@@ -404,10 +439,20 @@ class LocalPipelines(PipelineBackend):
 
     def _run_command(self, pipeline: PipelineDefinition, step: StepDefinition, step_dir: Path,
                      inputs: dict[str, Path], outputs: dict[str, Path], log: Path, state: dict[str, Any],
-                     folder: Path) -> str:
+                     folder: Path, say: Progress) -> str:
+        def tell(text: str) -> None:
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(f"[mlplat] {text.removeprefix('mlplat: ')}\n")
+            say(step.name, "ENV", text.removeprefix("mlplat: "))
+
         work = step_dir / "work"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
+        try:
+            python, env_info = self._environment(folder, state, tell)
+        except (MlplatError, OSError, subprocess.SubprocessError) as exc:
+            detail = exc.message if isinstance(exc, MlplatError) else f"{type(exc).__name__}: {exc}"
+            return f"its environment (lock {state['environment']['lock_hash'][:12]}) could not be built: {detail}"
         project = Path(self.spec.project_dir)
         argv = list(step.command)
         if pipeline.source is not None:
@@ -417,15 +462,18 @@ class LocalPipelines(PipelineBackend):
         else:  # no bundle: the files the command names are the project's
             argv = [str(project / a) if not Path(a).is_absolute() and (project / a).is_file() else a for a in argv]
         if argv[0] in ("python", "python3"):
-            argv[0] = sys.executable  # the platform's own interpreter, where mlplat is installed
-        env = {**os.environ, **pipeline.environment, "MLPLAT_STACK": str(self.spec.name),
+            argv[0] = str(python)
+        inherited = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+        env = {**inherited, **pipeline.environment, "MLPLAT_STACK": str(self.spec.name),
                "MLPLAT_PROJECT_DIR": str(project), "MLPLAT_PIPELINE": pipeline.name, RUN_ID_ENV: state["run_id"],
                "MLPLAT_PIPELINE_STEP": step.name,
                **{f"MLPLAT_INPUT_{dsl.env_name(n)}": str(p) for n, p in inputs.items()},
                **{f"MLPLAT_OUTPUT_{dsl.env_name(n)}": str(p) for n, p in outputs.items()}}
+        env.update(VIRTUAL_ENV=str(python.parent.parent), PATH=str(python.parent) + os.pathsep + env.get("PATH", ""))
         env.pop(FAULT_ENV, None)
         record = state["steps"][step.name]
-        record["meta"] = {"workdir": str(work.resolve()), "started": record["started"], "wall_started": time.time()}
+        record["meta"] = {"workdir": str(work.resolve()), "started": record["started"], "wall_started": time.time(),
+                          "python": str(python), "environment_reused": env_info["reused"]}
         try:
             with open(log, "a", encoding="utf-8") as fh:
                 fh.write(f"[mlplat] {' '.join(argv)}  (in {work})\n")

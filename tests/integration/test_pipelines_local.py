@@ -2,6 +2,7 @@
 retries, `kill -9` of the runner and `--resume`, schedules judged at a given time, bad input."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -369,3 +370,88 @@ def test_in_a_git_repository_the_steps_run_the_committed_code(tmp_path):
     # an uncommitted change runs only with --allow-dirty, and is new code for every step
     (root / "steps" / "total.py").write_text((root / "steps" / "total.py").read_text() + "\n# edited\n")
     assert states(run("--allow-dirty")) == dict.fromkeys(["make", "square", "total"], "SUCCEEDED")
+
+
+WHERE = """
+    import json, os, pathlib, shutil, sys
+    import mlplat  # the platform's packages reach the step's environment (layered, not installed)
+    pathlib.Path(os.environ["TEST_CALLS"]).open("a").write("where\\n")
+    (pathlib.Path(os.environ["MLPLAT_OUTPUT_WHERE"]) / "where.json").write_text(json.dumps({
+        "executable": sys.executable, "prefix": sys.prefix, "on_path": shutil.which("python"),
+        "virtual_env": os.environ.get("VIRTUAL_ENV")}))
+"""
+
+
+def test_command_steps_run_with_the_python_of_the_environment_cached_by_the_lock_hash(tmp_path):
+    from mlplat.services.source import project_lock
+
+    root = write_project(tmp_path / "project")
+    (root / "steps").mkdir()
+    (root / "steps" / "where.py").write_text(textwrap.dedent(WHERE))
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "where.py").write_text(textwrap.dedent("""
+        from mlplat.pipelines import Pipeline
+
+        pipeline = Pipeline("where")
+        pipeline.step("where", "python steps/where.py", outputs=["where"])
+        # a bare `python` inside a shell command finds the environment's first on PATH
+        pipeline.step("shell", ["sh", "-c", "python -c 'import sys; print(sys.prefix)' > $MLPLAT_OUTPUT_SHELL/prefix.txt"],
+                      outputs=["shell"])
+    """))
+    # no index: an environment that had to install anything would fail the run instead of going to the network
+    env = {**env_for(root), "TEST_CALLS": str(tmp_path / "calls.txt"), "PIP_NO_INDEX": "1"}
+    assert run_cli("up", "--stack", "dev", "--yes", cwd=root, env=env).returncode == 0
+    envs = root / ".mlplat" / "dev" / "training" / "envs"
+
+    def run(*args: str) -> tuple[dict, dict, dict]:
+        result = run_cli("pipeline", "run", "pipelines/where.py", "--stack", "dev", "--json", *args, cwd=root, env=env,
+                         timeout=600)
+        assert result.returncode == 0, result.stderr
+        doc = json.loads(result.stdout)
+        state = json.loads((runs_dir(root) / doc["run_id"] / "state.json").read_text())
+        where = json.loads(Path(doc["steps"][0]["outputs"]["where"], "where.json").read_text())
+        return doc, state, where
+
+    # outside git and without a committed lock: the running environment's pinned list, as bundle_source decides
+    first, state, where = run()
+    assert states(first) == {"where": "SUCCEEDED", "shell": "SUCCEEDED"}
+    lock = (runs_dir(root) / first["run_id"] / "requirements.lock").read_text()
+    assert lock == project_lock(root)
+    lock_hash = hashlib.sha256(lock.encode()).hexdigest()
+    env_dir = envs / lock_hash
+    assert state["environment"]["lock_hash"] == lock_hash and state["environment"]["dir"] == str(env_dir)
+    assert where == {"executable": str(env_dir / "bin" / "python"), "prefix": str(env_dir),
+                     "on_path": str(env_dir / "bin" / "python"), "virtual_env": str(env_dir)}
+    assert Path(first["steps"][1]["outputs"]["shell"], "prefix.txt").read_text().strip() == str(env_dir)
+    ready = json.loads((env_dir / "ready.json").read_text())
+    assert ready["installed"] == []  # the running interpreter satisfies its own pins: nothing installed
+    assert state["steps"]["where"]["meta"]["environment_reused"] is False
+
+    # the step run again (--step forces it): the same environment, reused, not rebuilt
+    again, state, where_again = run("--step", "where")
+    assert states(again) == {"where": "SUCCEEDED", "shell": "CACHED"}
+    assert where_again == where
+    assert state["steps"]["where"]["meta"]["environment_reused"] is True
+    assert json.loads((env_dir / "ready.json").read_text())["created"] == ready["created"]
+    assert sorted(p.name for p in envs.iterdir() if not p.name.startswith(".")) == [lock_hash]
+
+    # a committed lock changes the lock hash: a new environment, and every command step runs again
+    numpy_version = __import__("numpy").__version__
+    (root / "requirements.lock").write_text(f"numpy=={numpy_version}\n")
+    new_hash = hashlib.sha256(f"numpy=={numpy_version}\n".encode()).hexdigest()
+    changed, state, where = run()
+    assert states(changed) == {"where": "SUCCEEDED", "shell": "SUCCEEDED"}
+    assert where["executable"] == str(envs / new_hash / "bin" / "python") and where["prefix"] == str(envs / new_hash)
+    assert state["environment"]["lock_hash"] == new_hash and state["environment"]["installed"] == []
+    assert states(run()[0]) == {"where": "CACHED", "shell": "CACHED"}  # the same lock: the cache holds
+
+    # a lock nothing here satisfies: the step fails naming its environment, which is never marked ready
+    (root / "requirements.lock").write_text("mlplat-no-such-package==9.9\n")
+    bad_hash = hashlib.sha256(b"mlplat-no-such-package==9.9\n").hexdigest()
+    result = run_cli("pipeline", "run", "pipelines/where.py", "--stack", "dev", "--json", cwd=root, env=env, timeout=600)
+    assert result.returncode == 1, result.stderr
+    failed = json.loads(result.stdout)
+    assert failed["state"] == "FAILED" and states(failed)["where"] == "FAILED"
+    assert f"step 'where' failed after 1 attempt(s): its environment (lock {bad_hash[:12]}) could not be built" \
+        in failed["message"] and "pip install failed" in failed["message"]
+    assert not (envs / bad_hash / "ready.json").exists()
