@@ -141,10 +141,14 @@ def aws_stack_text(*, environment: str = "production", account: str | None = ACC
 
 def provision_cloud(spec) -> None:
     """What `mlplat up` creates and the runtime expects: the artifact bucket and the rollback alarms (one per
-    guarded variant and metric, named and dimensioned as the program makes them)."""
+    guarded variant and metric, named and dimensioned as the program makes them), and the platform's state on
+    this machine, which `up` creates once Pulumi is done (reads never create it)."""
     import boto3
 
     from mlplat_providers.aws.plan import rollback_alarms, slug, stack_plan
+    from mlplat_providers.aws.runtime.state import AwsState
+
+    AwsState(spec.state_dir, None).ensure()
 
     plan = stack_plan(spec)
     s3 = boto3.client("s3", region_name=REGION)
