@@ -1,6 +1,7 @@
 // The dashboard's one script.
 // 1. Live updates: every `refresh-seconds` it fetches the page's parts as JSON and replaces the sections
-//    whose HTML changed (the page itself is never reloaded; a section being edited is left alone).
+//    whose HTML changed (the page itself is never reloaded; a section being edited is left alone). Setting
+//    `data-live-paused` on <body> holds the sections as they are (a reader copying figures, a browser test).
 // 2. Sends delayed labels as JSON, with the session's CSRF token in a header. The server refuses a
 //    state-changing request without that token (403), whatever its origin.
 "use strict";
@@ -19,6 +20,7 @@ function startLiveUpdates() {
 
   function apply(doc) {
     var changed = 0;
+    if (paused()) return;
     Object.keys(doc.parts || {}).forEach(function (id) {
       var node = document.getElementById(id);
       var holder = document.createElement("div");
@@ -37,8 +39,10 @@ function startLiveUpdates() {
     document.body.setAttribute("data-live", changed ? "changed" : "on");
   }
 
+  function paused() { return document.body.hasAttribute("data-live-paused"); }
+
   function poll() {
-    if (busy) return;
+    if (busy || paused()) return;
     busy = true;
     fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
       .then(function (response) {

@@ -155,6 +155,12 @@ def _open(browser, dashboard, path: str = "/") -> None:
     wait_until(lambda: browser.execute_script("return document.readyState") == "complete", timeout=60)
 
 
+def _hold(browser) -> None:
+    """Pause the live updates, so the elements a test holds are not replaced under it (a fetch already in flight
+    checks the pause before it applies)."""
+    browser.execute_script("document.body.setAttribute('data-live-paused', '')")
+
+
 def _resize(browser, width: int) -> None:
     browser.set_window_size(width, 900)
     wait_until(lambda: browser.execute_script("return window.innerWidth") == width, timeout=30,
@@ -205,6 +211,7 @@ def test_the_stack_page_reads_right_at_1024_and_1920_px(browser, dashboard):
     from selenium.webdriver.common.by import By
 
     _open(browser, dashboard)
+    _hold(browser)
     assert _text(browser, "#stack") == "dev" and "ds@example.com" in _text(browser, "header")
     # the rollback is the latest event, and the traffic says v1 serves everything
     serving = _text(browser, "#serving")
@@ -251,6 +258,7 @@ def test_a_model_name_opens_the_model_page(browser, dashboard, project):
     from selenium.webdriver.common.by import By
 
     _open(browser, dashboard)
+    _hold(browser)
     _resize(browser, 1024)
     browser.find_element(By.CSS_SELECTOR, "#models a.model-link").click()
     wait_until(lambda: browser.current_url.endswith("/models/credit-risk"), timeout=60,
@@ -298,7 +306,9 @@ def test_labels_and_a_monitoring_pass_appear_without_a_reload(browser, dashboard
         return browser.find_elements(By.CSS_SELECTOR, "#quality svg.chart[aria-label='quality of credit-risk, "
                                                       "higher is better']")
 
-    chart = wait_until(quality_charts, timeout=120, interval=0.25, message="the quality chart never appeared")[0]
+    wait_until(quality_charts, timeout=120, interval=0.25, message="the quality chart never appeared")
+    _hold(browser)
+    chart = quality_charts()[0]
     assert browser.execute_script("return window.__sameDocument") == "still here"  # the page was not reloaded
     assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
     assert int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) > updates
