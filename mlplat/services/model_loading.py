@@ -198,7 +198,10 @@ def xgboost_class(model_dir: Path | str, *, what: str = "the model") -> str:
 
 def predictions(model: Any, X: pd.DataFrame) -> tuple[Any, Any, Any]:
     """``(predictions, probabilities or None, classes or None)``: class probabilities when the model
-    has ``predict_proba`` and ``classes_``, else ``predict`` (the first column of a one-column frame)."""
+    has ``predict_proba`` and ``classes_``, else ``predict`` (the first column of a one-column frame).
+    A model without ``classes_`` whose ``predict`` answers several numeric columns (a PyTorch classifier's
+    output layer, a container's per-class scores) is read as one score per class ``0..k-1``:
+    probabilities when every row is non-negative and sums to 1, else logits (softmax)."""
     import numpy as np
 
     if type(model).__module__.startswith("xgboost") and type(model).__name__ == "Booster":
@@ -209,7 +212,26 @@ def predictions(model: Any, X: pd.DataFrame) -> tuple[Any, Any, Any]:
     if hasattr(model, "predict_proba") and classes is not None:
         proba = np.asarray(model.predict_proba(X))
         return np.asarray(classes)[proba.argmax(axis=1)], proba, np.asarray(classes)
-    return _one_column(model.predict(X)), None, None
+    out = model.predict(X)
+    scores = class_scores(_one_column_frame(out))
+    if scores is not None:
+        return scores.argmax(axis=1), scores, np.arange(scores.shape[1])
+    return _one_column(out), None, None
+
+
+def class_scores(out: Any) -> NDArray[Any] | None:
+    """``out`` as per-class probabilities (rows summing to 1) when it is a numeric ``(n, k)`` array with
+    ``k >= 2``, else ``None``: kept as they are when they already are probabilities, else softmaxed."""
+    import numpy as np
+
+    arr = np.asarray(out)
+    if arr.ndim != 2 or arr.shape[1] < 2 or not np.issubdtype(arr.dtype, np.number):
+        return None
+    arr = arr.astype(float)
+    if (arr >= 0).all() and np.allclose(arr.sum(axis=1), 1.0, atol=1e-4):
+        return arr
+    shifted = np.exp(arr - arr.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _one_column(out: Any) -> NDArray[Any]:

@@ -358,7 +358,11 @@ def _save(model: Any, framework: str, path: Path, *, requirements: list[str], si
     elif framework == "pytorch":
         import mlflow.pytorch
 
-        mlflow.pytorch.save_model(model, str(path), **common)
+        # torch.save (a pickle): MLflow's pt2 format needs tensor signatures, and the gate and the
+        # gateway check requests by column. Pickle-family files are scored and served only in
+        # separate processes (mlplat.services.model_loading).
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        mlflow.pytorch.save_model(model, str(path), serialization_format="pickle", **common)
     else:
         import mlflow.pyfunc
 
