@@ -110,13 +110,27 @@ def load(model_dir: Path | str, *, name: str = "model", version: int | str = 0) 
             def scores(array: np.ndarray) -> Any:
                 return proba(array)[:, 1]
     else:
+        # a PyTorch model answers its output layer as an array (one row per input row), not as
+        # MLflow's one-record-per-row frame of numbered columns
+        tensor_out = stored.flavor == "pytorch"
+
         def predict(inputs: Inputs) -> Any:
             if inputs.array is not None and not inputs.columns:
-                return pyfunc_model.predict(inputs.array)
-            return pyfunc_model.predict(_frame(inputs, inputs.columns or ()))
+                out = pyfunc_model.predict(inputs.array)
+            else:
+                out = pyfunc_model.predict(_frame(inputs, inputs.columns or ()))
+            return np.asarray(out.to_numpy()) if tensor_out and hasattr(out, "to_numpy") else out
 
     return LoadedModel(name=name, version=version, path=path, signature=signature, flavor=flavor, _predict=predict,
-                       _scores=scores)
+                       _scores=scores, batchable=_batchable(stored, signature))
+
+
+def _batchable(stored: Any, signature: Signature) -> bool:
+    """A tabular flavor (a custom pyfunc model counts, other flavors saved through pyfunc do not)
+    whose inputs are columns."""
+    if signature.tensor is not None or stored.flavor not in BATCHABLE_FLAVORS:
+        return False
+    return stored.flavor != "pyfunc" or stored.loader in (None, "mlflow.pyfunc.model")
 
 
 def training_signature(fitted: Any) -> Signature | None:
