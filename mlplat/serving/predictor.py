@@ -44,6 +44,8 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     # exponentially weighted predict time: slow models run off the event loop
     ewma_ms: float = 0.0
+    # predict takes independent rows (a tabular flavor on columns): concurrent requests may share a call
+    batchable: bool = False
 
     def predict(self, inputs: Inputs) -> Any:
         start = time.perf_counter()
@@ -59,6 +61,8 @@ class LoadedModel:
 
 
 _load_lock = threading.Lock()
+# stored flavors whose predict scores rows independently, when their inputs are columns
+BATCHABLE_FLAVORS = ("sklearn", "xgboost", "pyfunc")
 
 
 def load(model_dir: Path | str, *, name: str = "model", version: int | str = 0) -> LoadedModel:
