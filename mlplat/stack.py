@@ -256,6 +256,26 @@ class ServingAuth(Spec):
                            "loopback only when required.")
 
 
+class Batching(Spec):
+    enabled: bool = Field(True, description="Predict concurrent requests for one model version in one model call "
+                          "(models that take batches: scikit-learn, XGBoost, custom pyfunc models on columns). "
+                          "A lone request never waits; only requests queued while the model is busy are joined.")
+    max_batch_size: int = Field(64, ge=1, le=100_000, description="Most rows predicted in one model call.")
+    max_latency_ms: float = Field(2.0, ge=0, le=1000, description="Longest a queued request waits for others that "
+                                  "are still arriving to join its batch (0: join only what is already queued).")
+
+
+class BatchingOverride(Spec):
+    enabled: bool | None = Field(None, description="false for a model with side effects or rows that interact.")
+    max_batch_size: int | None = Field(None, ge=1, le=100_000, description="Most rows in one call of this model.")
+    max_latency_ms: float | None = Field(None, ge=0, le=1000, description="Gathering bound for this model.")
+
+
+class ModelServing(Spec):
+    batching: BatchingOverride = Field(default_factory=BatchingOverride,
+                                       description="This model's micro-batching; unset keys follow serving.batching.")
+
+
 class Serving(Spec):
     instance_type: str = Field("local.cpu", min_length=1, description="Instance type of endpoints.", examples=["ml.m5.large"])
     price_per_hour: float = Field(0.0, ge=0, description="Price per instance-hour in USD for instanceType.")
@@ -271,6 +291,24 @@ class Serving(Spec):
     canary: Canary = Field(default_factory=Canary, description="Default canary rollout.")
     shadow: Shadow = Field(default_factory=Shadow, description="Default shadow mirroring.")
     auth: ServingAuth = Field(default_factory=ServingAuth, description="Who may call the gateway's scoring routes.")
+    batching: Batching = Field(default_factory=Batching, description="Adaptive micro-batching of concurrent requests.")
+    models: dict[str, ModelServing] = Field(default_factory=dict, description="Per-model overrides.")
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: dict[str, ModelServing]) -> dict[str, ModelServing]:
+        for name in value:
+            if not re.fullmatch(MODEL_NAME, name):
+                raise ValueError(f"model name {name!r} is not valid; use {MODEL_NAME_RULE}")
+        return value
+
+    def batching_for(self, model: str) -> Batching:
+        """``batching`` with ``models.<model>.batching``'s keys laid over it."""
+        override = self.models.get(model)
+        if override is None:
+            return self.batching
+        changes = override.batching.model_dump(exclude_none=True)
+        return self.batching.model_copy(update=changes) if changes else self.batching
 
     def price_for(self, instance_type: str | None = None) -> float:
         instance_type = instance_type or self.instance_type

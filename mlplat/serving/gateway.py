@@ -35,6 +35,7 @@ from typing import Any
 from mlplat.db import ledger_target, open_database
 from mlplat.serving import asgi
 from mlplat.serving.auth import GatewayAuth, Refused
+from mlplat.serving.batching import Batcher, BatchPolicy
 from mlplat.serving.capture import CaptureWriter
 from mlplat.serving.controller import CanaryController
 from mlplat.serving.enrichment import enrich_request
@@ -80,6 +81,9 @@ class GatewayConfig:
     instance_type: str | None = None
     price_per_hour: float | None = None
     api_keys: str = "off"  # serving.auth.apiKeys: off | optional | required (see mlplat.serving.auth)
+    # serving.batching, and the models whose serving.models.<name>.batching overrides it
+    batching: BatchPolicy = field(default_factory=BatchPolicy)
+    batching_models: dict[str, BatchPolicy] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,6 +99,7 @@ class Gateway:
         self.clock = clock
         self._enricher = enricher
         self._enrichers: dict[tuple[str, int], Any] = {}
+        self._batchers: dict[tuple[str, int], Batcher] = {}
         self.pool = ModelPool(resolver, loader)
         self.metrics = Metrics(config.environment)
         self.capture = CaptureWriter(self.db_path, config.capture_sampling)
@@ -160,6 +165,8 @@ class Gateway:
         (see :meth:`mlplat.serving.routing.Routing.reload`). Key changes bump the same revision, so
         the API keys reload with it, read after the routing: never older than the revision it records."""
         changed = self.routing.reload(force)
+        if changed:  # a reference swap: the event loop may be reading the old dict
+            self._batchers = {k: b for k, b in self._batchers.items() if self.pool.models.get(k) is b.model}
         if changed and self.auth.enabled:
             conn = open_database(self.db_path).connect()
             try:
@@ -356,7 +363,7 @@ class Gateway:
             return
         correlation = client_id or inputs.request_id
         try:
-            predictions = await asgi.predict(model, inputs)
+            predictions = await self._predict(name, route, model, inputs)
         except Exception as exc:  # the model's fault: 500 for this request only, counted against the variant
             latency = self._observe(live, route, 500, started, None)
             self._capture(request_id, live, route, inputs, None, latency, 500, False, correlation)
@@ -377,6 +384,23 @@ class Gateway:
         self._capture(request_id, live, route, inputs, predictions, latency, 200, False, correlation)
         if live.shadow is not None and random.random() * 100.0 < live.shadow_percent:
             self.shadow.mirror(request_id, live, inputs, predictions, correlation)
+
+    async def _predict(self, name: str, route: LiveRoute, model: LoadedModel, inputs: Inputs) -> Any:
+        """``inputs``' predictions, batched with concurrent requests for the same version when the
+        model takes batches and batching is on for it (:mod:`.batching`)."""
+        batcher = self._batchers.get((name, route.version))
+        if batcher is None or batcher.model is not model:
+            policy = self.config.batching_models.get(name, self.config.batching)
+            if not (policy.enabled and model.batchable):
+                return await asgi.predict(model, inputs)
+            version = route.version
+
+            def observe(requests: int, rows: int, fell_back: bool) -> None:
+                self.metrics.observe_batch(name, version, requests, rows, fell_back)
+
+            batcher = Batcher(model, policy, observe=observe)
+            self._batchers = {**self._batchers, (name, version): batcher}
+        return await batcher.predict(inputs)
 
     async def _send(self, send, status: int, obj: Any, reply: _Reply) -> None:
         await asgi.send(send, status, dumps(obj), reply.headers(None, status))

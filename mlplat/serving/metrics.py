@@ -19,6 +19,7 @@ class Metrics:
         self.environment = environment
         self.series: dict[tuple[str, int, str], list[Any]] = {}
         self.shadow: dict[tuple[str, int], list[int]] = {}  # requests, rows, disagreeing rows, errors, dropped
+        self.batches: dict[tuple[str, int], list[int]] = {}  # batched calls, requests, rows, fallbacks
 
     def observe(self, model: str, version: int, variant: str, status: int, seconds: float) -> None:
         key = (model, version, variant)
@@ -49,6 +50,15 @@ class Metrics:
         entry[1] += rows
         entry[2] += disagree
         entry[3] += int(error)
+
+    def observe_batch(self, model: str, version: int, requests: int, rows: int, fell_back: bool) -> None:
+        """One model call made for ``requests`` (> 1) requests; ``fell_back``: it failed and each
+        request was then predicted alone."""
+        entry = self.batches.setdefault((model, version), [0, 0, 0, 0])
+        entry[0] += 1
+        entry[1] += requests
+        entry[2] += rows
+        entry[3] += int(fell_back)
 
     def render(self) -> str:
         env = self.environment
@@ -88,6 +98,16 @@ class Metrics:
             for metric, help_text, index in names:
                 lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
                 for (m, v), e in sorted(self.shadow.items()):
+                    lines.append(f'{metric}{{model="{m}",version="{v}",environment="{env}"}} {e[index]}')
+        if self.batches:
+            names = (("mlplat_batches_total", "Model calls that predicted several requests at once.", 0),
+                     ("mlplat_batched_requests_total", "Requests predicted in those calls.", 1),
+                     ("mlplat_batched_rows_total", "Rows predicted in those calls.", 2),
+                     ("mlplat_batch_fallbacks_total", "Batched calls that failed, after which each request was "
+                      "predicted alone.", 3))
+            for metric, help_text, index in names:
+                lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+                for (m, v), e in sorted(self.batches.items()):
                     lines.append(f'{metric}{{model="{m}",version="{v}",environment="{env}"}} {e[index]}')
         return "\n".join(lines) + "\n"
 

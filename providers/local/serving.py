@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlplat.contracts import EndpointDeployer
 from mlplat.contracts.canary import percentile
@@ -19,6 +19,10 @@ from mlplat.errors import NotProvisioned
 from mlplat.services import rollout as ro
 from mlplat.services.serving import check_deploy
 from mlplat_providers.local.layout import StateLayout
+
+if TYPE_CHECKING:
+    from mlplat.serving.batching import BatchPolicy
+    from mlplat.stack import Batching
 
 
 class LocalServing(EndpointDeployer):
@@ -109,7 +113,10 @@ class LocalServing(EndpointDeployer):
         config = GatewayConfig(environment=environment, max_body_bytes=serving.max_body_bytes,
                                body_timeout=serving.body_timeout_seconds,
                                capture_sampling=serving.capture_sampling, poll_interval=poll_interval,
-                               run_controller=controller, api_keys=serving.auth.api_keys, **self._cost)
+                               run_controller=controller, api_keys=serving.auth.api_keys,
+                               batching=_batch_policy(serving.batching),
+                               batching_models={name: _batch_policy(serving.batching_for(name)) for name in serving.models},
+                               **self._cost)
         if serving.auth.api_keys != "off" and "0009_api_keys" in self.db.pending():
             self.db.migrate()  # a stack provisioned before serving keys shipped
         spec, ctx = self.spec, self.ctx
@@ -180,3 +187,9 @@ def _shadow_readout(conn, model: str, environment: str, version: int, since: flo
 
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def _batch_policy(batching: Batching) -> BatchPolicy:
+    from mlplat.serving.batching import BatchPolicy
+
+    return BatchPolicy(batching.enabled, batching.max_batch_size, batching.max_latency_ms)
