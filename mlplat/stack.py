@@ -615,6 +615,23 @@ class ControlPlane(Spec):
 # --- the stack --------------------------------------------------------------------
 
 
+class Sla(Spec):
+    """The objectives the platform keeps (docs/SLA.md states them); ``mlplat sla`` measures each one."""
+
+    gateway_availability: float = Field(0.995, gt=0, le=1, description="Least share of time the serving gateway "
+                                        "answers ready, and of its requests answered without a 5xx.")
+    control_plane_availability: float = Field(0.995, gt=0, le=1, description="Least share of time `mlplat server` "
+                                              "answers ready, and of its API requests answered without a 5xx.")
+    gateway_overhead_p99_ms: float = Field(25.0, gt=0, description="Most time (p99, ms) the gateway adds to a "
+                                           "request beyond the model's own predict call.")
+    promotion_to_serving_minutes: float = Field(60.0, gt=0, description="Most minutes (p95) from a version's "
+                                                "promotion to production until it takes traffic.")
+    rollback_seconds: float = Field(300.0, gt=0, description="Most seconds from asking for a rollback until 100 % "
+                                    "of traffic is back on the previous version.")
+    support_response_hours: float = Field(8.0, gt=0, description="Most business hours until the platform team "
+                                          "answers a support request (stated, not measured by mlplat).")
+
+
 class StackSpec(Spec):
     """One team × environment platform, as declared in ``stacks/Pulumi.<stack>.yaml``."""
 
@@ -638,6 +655,8 @@ class StackSpec(Spec):
                                         description="Where the ledger lives: embedded, or a shared `mlplat server`.")
     access: Access = Field(default_factory=lambda: Access(),
                            description="Identity and roles: how callers are authenticated and what each may do.")
+    sla: Sla = Field(default_factory=lambda: Sla(), description="Service-level objectives `mlplat sla` measures "
+                     "(defaults: docs/SLA.md).")
 
     # Set by the loader, not read from the file.
     name: str = Field("", exclude=True, description="Stack name (from the file name).")

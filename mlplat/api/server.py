@@ -114,9 +114,10 @@ def _error(exc: MlplatError, status: int | None = None, messages: list[str] | No
 
 def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
                clock: Callable[[], float] = time.time, ready: Callable[[], None] | None = None,
-               migrated: bool = False, authenticator: Any = None) -> Any:
+               migrated: bool = False, authenticator: Any = None, health: Any = None) -> Any:
     """The ASGI app serving ``spec``'s ledger. ``ready()`` raises when the database cannot serve;
-    ``migrated``: the caller brought the ledger's schema up to date, requests need not check it."""
+    ``migrated``: the caller brought the ledger's schema up to date, requests need not check it;
+    ``health``: a :class:`mlplat.services.health.HealthRecorder` counting each API request's outcome."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -239,6 +240,8 @@ def create_app(spec: Any, *, project_dir: Path, database_url: str | None = None,
                                     status_code=500, headers=headers)
             finally:
                 metrics.observe(op.name, status, time.perf_counter() - started)
+                if health is not None:
+                    health.observe(status)
 
         return handle
 

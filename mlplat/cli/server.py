@@ -135,8 +135,17 @@ def run(ctx, spec, *, host: str, port: int, tracking_port: int | None, authentic
         raise ExternalError(f"cannot listen on {host}:{port}: {exc.strerror}",
                             hint="choose another --port, or stop the process holding it") from None
     bound = sock.getsockname()[1]
+    from mlplat.services import health
+
+    def answers() -> bool:
+        ready()
+        return True
+
+    # the durable record `mlplat sla` reads: API requests, 5xx and readiness per interval, and a clean stop
+    recorder = health.HealthRecorder(db, component=health.CONTROL_PLANE, environment=spec.environment, ready=answers,
+                                     clock=ctx.clock)
     app = create_app(spec, project_dir=Path(spec.project_dir), database_url=ctx.database_url, clock=ctx.clock,
-                     ready=ready, migrated=True, authenticator=authenticator)
+                     ready=ready, migrated=True, authenticator=authenticator, health=recorder)
     dialect = (ctx.database_url or "sqlite").split(":", 1)[0]
     ctx.console.print(f"mlplat server for stack '{spec.name}' on http://{host}:{bound} "
                       f"(ledger: {dialect}{', tracking: http://127.0.0.1:' + str(tracking_port) if tracking else ''})",
@@ -150,18 +159,22 @@ def run(ctx, spec, *, host: str, port: int, tracking_port: int | None, authentic
                           "entra", highlight=False, markup=False)
     sys.stdout.flush()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
-    if tracking is not None:
-        # uvicorn stops on SIGTERM, restores the handler it found and raises the signal again, so no
-        # `finally` would run: the handler it restores stops the tracking server first.
-        def stop_then_exit(signum, _frame) -> None:
-            stop_tracking(tracking)
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
 
-        signal.signal(signal.SIGTERM, stop_then_exit)
+    # uvicorn stops on SIGTERM, restores the handler it found and raises the signal again, so no
+    # `finally` would run: the handler it restores records the clean stop and stops the tracking server first.
+    def stop_then_exit(signum, _frame) -> None:
+        recorder.stop()
+        if tracking is not None:
+            stop_tracking(tracking)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop_then_exit)
+    recorder.start()
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
+        recorder.stop()
         if tracking is not None:
             stop_tracking(tracking)
 

@@ -18,6 +18,7 @@ from mlplat.contracts.capabilities import CONTRACTS, Capability
 from mlplat.contracts.cost import CostSource, Deployment, Usage
 from mlplat.contracts.delivery import DeliveryPipeline, Endpoint, Package
 from mlplat.contracts.features import FeatureStoreBackend, ViewSelection
+from mlplat.contracts.inventory import ServedEndpoint
 from mlplat.contracts.monitoring import Capture, Monitor, split_predictions
 from mlplat.contracts.pipelines import (
     JobStatus,
@@ -66,6 +67,7 @@ __all__ = [
     "ResourceStatus",
     "RunRecord",
     "ScheduleInfo",
+    "ServedEndpoint",
     "SourceBundle",
     "StepDefinition",
     "StepRun",

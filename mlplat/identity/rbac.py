@@ -27,8 +27,8 @@ Rules beside the table:
 * ``access.whoami`` and ``access.roles`` answer anyone the server authenticated, even with no role;
 * ``governance.apply`` that changes nothing in force needs only ``read`` (every client's ``mlplat
   up`` sends its file); changing anything needs ``admin``;
-* ``cost.report`` over every stack of the server's project (``all_stacks``) needs ``admin``: the
-  other stacks are other teams';
+* ``cost.report`` and ``adoption.report`` over every stack of the server's project (``all_stacks``)
+  need ``admin``: the other stacks are other teams';
 * feature grants (``mlplat:access.featureGrants``) let their principals run ``features.list`` (the
   list filtered to the granted views) and ``features.skew`` of a granted view, with no role;
 * a server that does not authenticate callers (``trusted-local``: names typed in, one machine)
@@ -115,6 +115,8 @@ PERMISSIONS: dict[str, Rule] = {
     "audit.verify": READ,
     "audit.export": READ,
     "cost.report": _cost,
+    "adoption.report": _cost,  # over every stack: admin, like the cost report
+    "sla.report": READ,
     "dashboard.snapshot": READ,
     "deployments.list": READ,
     "deployments.show": READ,
@@ -230,7 +232,7 @@ def denial(spec: Any, principal: Principal, name: str, action: str, roles: list[
         detail = f" in environment '{_environment(spec, params)}'"
     elif name == "models.promote":
         detail = f" to {_param(params, 'target')}"
-    elif name == "cost.report" and action == ADMIN:
+    elif name in ("cost.report", "adoption.report") and action == ADMIN:
         detail = " over every stack"
     elif name == "features.skew":
         detail = f" of view '{_param(params, 'view')}'"

@@ -638,14 +638,16 @@ def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: s
              to: int | None = None,
              reason: str = "manual rollback", metrics: Mapping[str, Any] | None = None,
              expect_rollout: int | None = None, now: float | None = None, instance_type: str | None = None,
-             price_per_hour: float | None = None) -> Endpoint | None:
+             price_per_hour: float | None = None, requested_at: float | None = None) -> Endpoint | None:
     """Send 100 % of traffic to the stable version (or ``to``), ending any rollout.
 
     With a candidate live (canary, ab, shadow) the target is the stable version; with a
     single version it is the previous stable one. ``expect_rollout`` makes the canary
-    controller's call a no-op (``None``) if that rollout already ended.
+    controller's call a no-op (``None``) if that rollout already ended. ``requested_at``: when the
+    rollback was asked for (default ``now``), recorded so ``mlplat sla`` can measure rollback time.
     """
     now = time.time() if now is None else now
+    requested_at = now if requested_at is None else min(float(requested_at), now)
     endpoint = require_endpoint(conn, model, environment)
     require_audited(conn, endpoint)
     if expect_rollout is not None:
@@ -682,7 +684,7 @@ def rollback(conn: sqlite3.Connection, *, model: str, environment: str, actor: s
     endpoint.updated_by = actor
     _save(conn, endpoint, now=now, instance_type=instance_type, price=price_per_hour)
     detail = {"from_versions": from_versions, "to_version": target, "metrics": dict(metrics or {}),
-              "rollout_id": finished["id"] if finished else None}
+              "rollout_id": finished["id"] if finished else None, "requested_at": requested_at}
     _event(conn, endpoint, actor=actor, event="rolled_back", rollout_id=finished["id"] if finished else None,
            step_index=finished["step_index"] if finished else None, percent=0, reason=reason, metrics=detail, now=now)
     _audit(conn, actor=actor, method=method, action="deployment.rolled_back", endpoint=endpoint, version=target, reason=reason,

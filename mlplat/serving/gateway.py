@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.db import ledger_target, open_database
+from mlplat.services import health
 from mlplat.serving import asgi
 from mlplat.serving.auth import GatewayAuth, Refused
 from mlplat.serving.batching import Batcher, BatchPolicy
@@ -81,6 +82,7 @@ class GatewayConfig:
     instance_type: str | None = None
     price_per_hour: float | None = None
     api_keys: str = "off"  # serving.auth.apiKeys: off | optional | required (see mlplat.serving.auth)
+    health_interval: float = health.DEFAULT_INTERVAL_S  # seconds between the health samples written to the ledger
     # serving.batching, and the models whose serving.models.<name>.batching overrides it
     batching: BatchPolicy = field(default_factory=BatchPolicy)
     batching_models: dict[str, BatchPolicy] = field(default_factory=dict)
@@ -108,6 +110,10 @@ class Gateway:
                                            instance_type=config.instance_type, price_per_hour=config.price_per_hour)
         self.shadow = ShadowMirror(self.metrics, self._capture)
         self.auth = GatewayAuth(config.api_keys, config.environment)
+        # the durable record `mlplat sla` reads: requests, 5xx, overhead and readiness per interval
+        self.health = health.HealthRecorder(self.db_path, component=health.GATEWAY, environment=config.environment,
+                                            ready=self.ready, clock=lambda: self.clock(),
+                                            interval=config.health_interval)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.started = False
@@ -136,6 +142,7 @@ class Gateway:
             return
         self.reload(force=True)
         self.capture.start()
+        self.health.start()
         self._spawn(self._poll, "mlplat-poller")
         if self.config.run_controller:
             self._spawn(self._control, "mlplat-controller")
@@ -151,12 +158,17 @@ class Gateway:
             log.warning("could not release the canary controller's leases: %s", exc)
         self.capture.stop()
         self.shadow.stop()
+        self.health.stop()
         self.started = False
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def ready(self) -> bool:
+        """Whether every version the routing names is loaded and can score (a failed load: not ready)."""
+        return all(isinstance(r.model, LoadedModel) for live in self.table.values() for r in live.routes)
 
     # --- routing table --------------------------------------------------------------------
 
@@ -362,15 +374,16 @@ class Gateway:
             await self._send_error(send, exc, reply)
             return
         correlation = client_id or inputs.request_id
+        predict_started = time.perf_counter()
         try:
             predictions = await self._predict(name, route, model, inputs)
         except Exception as exc:  # the model's fault: 500 for this request only, counted against the variant
-            latency = self._observe(live, route, 500, started, None)
+            latency = self._observe(live, route, 500, started, None, time.perf_counter() - predict_started)
             self._capture(request_id, live, route, inputs, None, latency, 500, False, correlation)
             await self._send(send, 500, reply.error("MODEL_ERROR", f"version {route.version} of '{name}' raised "
                                                                    f"{type(exc).__name__}: {exc}"), reply)
             return
-        latency = self._observe(live, route, 200, started, predictions)
+        latency = self._observe(live, route, 200, started, predictions, time.perf_counter() - predict_started)
         if v2:
             out = {"model_name": name, "model_version": str(route.version), "id": inputs.request_id or request_id,
                    "outputs": v2_outputs(predictions)}
@@ -408,9 +421,12 @@ class Gateway:
     async def _send_error(self, send, exc: RequestError, reply: _Reply) -> None:
         await self._send(send, exc.status, exc.body(reply.request_id, v2=reply.v2), reply)
 
-    def _observe(self, live: LiveEndpoint, route: LiveRoute, status: int, started: float, predictions: Any) -> float:
+    def _observe(self, live: LiveEndpoint, route: LiveRoute, status: int, started: float, predictions: Any,
+                 model_seconds: float = 0.0) -> float:
         seconds = time.perf_counter() - started
         self.metrics.observe(live.spec.model, route.version, route.variant, status, seconds)
+        # the gateway's own share of the request: everything but the model's predict call
+        self.health.observe(status, (seconds - model_seconds) * 1000)
         if live.rollout_id is not None and status not in range(400, 500):
             stats = self.rollout_stats.get(live.rollout_id)
             if stats is not None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlplat.contracts import EndpointDeployer
+from mlplat.contracts import EndpointDeployer, ServedEndpoint
 from mlplat.contracts.canary import percentile
 from mlplat.db import ledger_for
 from mlplat.errors import NotProvisioned
@@ -64,11 +64,15 @@ class LocalServing(EndpointDeployer):
         with self.db.transaction() as conn:
             endpoint = ro.rollback(conn, model=name, environment=environment, actor=self.ctx.user,
                                    method=self.ctx.method, to=to,
-                                   reason=reason or "manual rollback", **self._cost)
+                                   reason=reason or "manual rollback", requested_at=started, **self._cost)
         assert endpoint is not None
         out = endpoint.to_dict()
         out["applied_in_s"] = round(time.time() - started, 4)
         return out
+
+    def inventory(self) -> list[ServedEndpoint]:
+        """Nothing serves models on this machine outside the platform's gateway: an empty list."""
+        return []
 
     # --- reading -----------------------------------------------------------------------------
 

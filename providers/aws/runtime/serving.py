@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
-from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer
+from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer, ServedEndpoint
 from mlplat.errors import Conflict, Denied, NotFound, StackError
 from mlplat.services import rollout as ro
 from mlplat.services.serving import check_deploy
@@ -50,6 +50,9 @@ from mlplat_providers.aws.runtime.state import AwsState
 CONTROLLER = "aws-canary-controller"
 MISSING = ("Could not find", "does not exist", "ResourceNotFound", "not found")
 PRODUCTION_ENVS = ("production", "prod")
+# The tag keys this runtime puts on every endpoint it creates (the stack's cost tags, ``Tags=self._tags()``;
+# the platform role may create with these keys only): an endpoint lacking one was made outside the platform.
+PLATFORM_TAG_KEYS = ("team", "cost-center", "environment", "owner")
 
 
 _MODEL_VERSION = re.compile(r"-v(\d+)$")
@@ -411,12 +414,52 @@ class AwsServing(EndpointDeployer):
         with self.db.transaction() as conn:
             endpoint = ro.rollback(conn, model=name, environment=environment, actor=self.ctx.user,
                                    method=self.ctx.method, to=to,
-                                   reason=reason or "manual rollback", **self._cost)
+                                   reason=reason or "manual rollback", requested_at=started, **self._cost)
             assert endpoint is not None
             applied = self.apply(endpoint)
         out = endpoint.to_dict() | {"sagemaker": applied}
         out["applied_in_s"] = round(time.time() - started, 4)
         return out
+
+    # --- what runs beside the platform -----------------------------------------------------------
+
+    def inventory(self) -> list[ServedEndpoint]:
+        """Every SageMaker endpoint of the stack's account and region (ListEndpoints, ListTags).
+
+        An endpoint is the platform's when it carries every tag key this runtime puts on the endpoints it
+        creates (:data:`PLATFORM_TAG_KEYS`, the stack's cost tags) and its name follows the program's
+        naming (``mlplat-<team>-<environment>-<model>``), which also names its model. Tags the caller may
+        not read (the platform role reads only its team's) leave the endpoint untagged: outside the
+        platform, owner unknown."""
+        from mlplat_providers.aws.plan import slug
+        from mlplat_providers.aws.runtime.session import AwsAccessDenied
+
+        location = f"{self.aws.account}/{self.aws.plan.region}"
+        out: list[ServedEndpoint] = []
+        params: dict[str, Any] = {"MaxResults": 100}
+        while True:
+            page = self.aws.call("sagemaker", "list_endpoints", what="listing the account's endpoints", **params)
+            for item in page.get("Endpoints") or []:
+                name = item["EndpointName"]
+                try:
+                    tags = {t["Key"]: t["Value"] for t in self.aws.call(
+                        "sagemaker", "list_tags", ResourceArn=item["EndpointArn"], MaxResults=100,
+                        what=f"reading the tags of endpoint {name}").get("Tags") or []}
+                except AwsAccessDenied:
+                    tags = {}
+                platform, model = False, None
+                if all(tags.get(k) for k in PLATFORM_TAG_KEYS):
+                    prefix = slug(f"mlplat-{tags['team']}-{tags['environment']}", 40) + "-"
+                    if name.startswith(prefix):
+                        platform, model = True, name[len(prefix):]
+                created = item.get("CreationTime")
+                out.append(ServedEndpoint(name=name, platform=platform, tags=tags, model=model,
+                                          created_at=created.timestamp() if isinstance(created, dt.datetime) else None,
+                                          status=item.get("EndpointStatus"), location=location))
+            token = page.get("NextToken")
+            if not token:
+                return out
+            params["NextToken"] = token
 
     # --- the canary controller -------------------------------------------------------------------
 
