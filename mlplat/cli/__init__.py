@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preview": ("mlplat.cli.provision:preview", "Show what `up` would change, without changing anything."),
     "destroy": ("mlplat.cli.provision:destroy", "Remove everything a stack's `up` created."),
     "status": ("mlplat.cli.provision:status", "Show what exists for a stack."),
+    "init": ("mlplat.cli.init:init", "Start a new team: a valid stack file and a starter project, in one command."),
     "stack": ("mlplat.cli.stack:stack", "Validate stack files, list them, print their schema."),
     "providers": ("mlplat.cli.stack:providers_cmd", "List installed providers and their capabilities."),
     "runs": ("mlplat.cli.runs:runs", "List, show, compare and reproduce tracked runs."),
