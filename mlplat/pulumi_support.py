@@ -78,7 +78,21 @@ def _computed(typ: str, inputs: dict[str, Any], physical: str, region: str) -> d
     return {}
 
 
-def _build_mocks(region: str, records: list[RecordedResource]):
+class OfflineCloud:
+    """How a cloud answers a program under mocks: the id and outputs of a new resource, the result of an
+    invoke. The default answers like AWS (ARNs, account 123456789012); a provider passes its own to
+    :func:`run_offline` so its program sees its cloud's ids."""
+
+    def resource(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """``(id, outputs)`` of a new resource, or ``None`` for the default answer."""
+        return None
+
+    def call(self, token: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """The result of the invoke ``token``, or ``None`` for the default answer."""
+        return None
+
+
+def _build_mocks(region: str, records: list[RecordedResource], cloud: OfflineCloud | None = None):
     import pulumi
     from pulumi.runtime.mocks import MockMonitor
 
@@ -87,13 +101,19 @@ def _build_mocks(region: str, records: list[RecordedResource]):
 
         def new_resource(self, args):
             request = getattr(_current, "request", None)
-            physical = next((args.inputs[k] for k in _PHYSICAL_KEYS if isinstance(args.inputs.get(k), str)), args.name)
-            service, _, kind = args.typ.partition(":")[2].partition("/")
-            kind = kind.split(":")[-1] if kind else service
-            arn = f"arn:aws:{service}:{region}:{FAKE_ACCOUNT}:{_kebab(kind)}/{physical}"
-            outputs = {**args.inputs, "arn": arn, "id": physical, **_computed(args.typ, args.inputs, physical, region)}
-            if "name" not in outputs:
-                outputs["name"] = physical
+            answer = cloud.resource(args.typ, args.name, dict(args.inputs)) if cloud is not None else None
+            if answer is not None:
+                physical, outputs = answer
+            else:
+                physical = next((args.inputs[k] for k in _PHYSICAL_KEYS if isinstance(args.inputs.get(k), str)),
+                                args.name)
+                service, _, kind = args.typ.partition(":")[2].partition("/")
+                kind = kind.split(":")[-1] if kind else service
+                arn = f"arn:aws:{service}:{region}:{FAKE_ACCOUNT}:{_kebab(kind)}/{physical}"
+                outputs = {**args.inputs, "arn": arn, "id": physical,
+                           **_computed(args.typ, args.inputs, physical, region)}
+                if "name" not in outputs:
+                    outputs["name"] = physical
             records.append(RecordedResource(
                 type=args.typ, name=args.name, urn=getattr(request, "urn_hint", "") or "",
                 parent=(request.parent or None) if request is not None else None,
@@ -101,6 +121,9 @@ def _build_mocks(region: str, records: list[RecordedResource]):
             return physical, outputs
 
         def call(self, args):
+            answer = cloud.call(args.token, dict(args.args)) if cloud is not None else None
+            if answer is not None:
+                return answer
             if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
                 return {"accountId": FAKE_ACCOUNT, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:user/mlplat",
                         "userId": "AIDAMLPLAT", "id": FAKE_ACCOUNT}
@@ -133,8 +156,10 @@ class _Request:
     urn_hint: str
 
 
-def run_offline(program: Callable[[], None], *, project: str, stack: str, region: str = "us-east-1") -> list[RecordedResource]:
-    """Run ``program`` under Pulumi's mocks and return every resource it registered, in order.
+def run_offline(program: Callable[[], None], *, project: str, stack: str, region: str = "us-east-1",
+                cloud: OfflineCloud | None = None) -> list[RecordedResource]:
+    """Run ``program`` under Pulumi's mocks and return every resource it registered, in order; ``cloud``
+    answers ids and invokes (default: like AWS).
 
     Raises :class:`ProgramFailed` naming the stack when the program raises (the
     recorded resources so far are attached as ``partial``).
@@ -144,7 +169,7 @@ def run_offline(program: Callable[[], None], *, project: str, stack: str, region
     from pulumi.runtime.stack import wait_for_rpcs
 
     records: list[RecordedResource] = []
-    mocks, monitor = _build_mocks(region, records)
+    mocks, monitor = _build_mocks(region, records, cloud)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     settings.ROOT.set(None)

@@ -5,14 +5,23 @@ each raises `CapabilityNotSupported` naming the provider and the capability.
 """
 from __future__ import annotations
 
+from mlplat.contracts import Capability
 from mlplat.providers import ProviderBundle
 from mlplat_providers.gcp.settings import GcpProviderSpec
+
+
+def _provisioner(spec, ctx):
+    from mlplat_providers.gcp.provisioner import GcpProvisioner
+
+    return GcpProvisioner(spec, ctx)
 
 provider = ProviderBundle(
     settings_model=GcpProviderSpec,
     name="gcp",
     description="Google Vertex AI (Pulumi program on pulumi-gcp; runtime through google-cloud-aiplatform).",
-    factories={},
+    factories={
+        Capability.PROVISIONER: _provisioner,
+    },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
     "use a local stack (mlplat up --stack dev) meanwhile",
 )
