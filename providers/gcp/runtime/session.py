@@ -129,13 +129,13 @@ def call(function: Callable[..., Any], *args: Any, method: str | None = None, re
                 f"{retry.attempts} times: {exc.message}",
                 hint="ask for a higher quota (IAM & Admin > Quotas) or retry later" if quota else "retry later",
                 method=method) from None
-        except gexc.PermissionDenied as exc:
+        except (gexc.PermissionDenied, gexc.Forbidden) as exc:
             permission = permission_of(exc, method)
             raise GcpPermissionDenied(f"Google denied {permission}: {exc.message}", where=label,
                                       hint=f"grant {permission} (e.g. through roles/aiplatform.user) to the identity "
                                            "running mlplat, or check its credentials",
                                       permission=permission, method=method) from None
-        except gexc.NotFound as exc:
+        except gexc.NotFound as exc:  # 404 over REST and NOT_FOUND over gRPC alike
             if not_found:
                 raise NotFound(f"{label}: {exc.message}", method=method) from None
             raise ExternalError(f"{method} failed (NOT_FOUND): {exc.message}", where=label, method=method) from None

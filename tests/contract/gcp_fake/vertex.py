@@ -214,6 +214,326 @@ def get_operation(call: Call) -> Any:
     return op
 
 
+# --- models (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models) ------
+
+
+def _v1() -> Any:
+    from google.cloud import aiplatform_v1
+
+    return aiplatform_v1
+
+
+def _model_name(call: Call) -> str:
+    return f"{call.parent}/models/{call.params['model']}"
+
+
+def _owners(entry: dict[str, Any]) -> dict[str, str]:
+    return {alias: vid for vid, model in entry["versions"].items() for alias in model.version_aliases}
+
+
+def _deployed_on(state: VertexState, model: str, version_id: str | None = None) -> list[str]:
+    out = []
+    for endpoint in state.endpoints.values():
+        for deployed in endpoint.deployed_models:
+            base, _, vid = deployed.model.partition("@")
+            if base == model and (version_id is None or deployed.model_version_id == version_id):
+                out.append(endpoint.name)
+    return out
+
+
+def upload_model(call: Call) -> Any:
+    v1 = _v1()
+    request = call.parse(v1.UploadModelRequest)
+    call.require("aiplatform.models.upload", call.parent)
+    model = request.model
+    invalid(None if model.display_name else "Field model.displayName is required")
+    invalid(None if model.container_spec.image_uri else
+            "Field model.containerSpec.imageUri is required for a model without a supported prebuilt container")
+    invalid(rules.labels_error(dict(model.labels)))
+    for alias in model.version_aliases:
+        invalid(rules.alias_error(alias))
+    state, now = call.state, call.state.timestamp()
+    if request.parent_model:
+        if not request.parent_model.startswith(call.parent + "/models/"):
+            raise ApiError("INVALID_ARGUMENT", f"parentModel {request.parent_model} is not in {call.parent}")
+        entry = state.model_entry(request.parent_model)
+        name = request.parent_model
+        version_id = str(max(int(v) for v in entry["versions"]) + 1)
+        owners = _owners(entry)
+        invalid(rules.merge_aliases_error(list(model.version_aliases), version_id, owners))
+        if rules.DEFAULT_ALIAS in model.version_aliases:
+            for other in entry["versions"].values():
+                if rules.DEFAULT_ALIAS in other.version_aliases:
+                    other.version_aliases.remove(rules.DEFAULT_ALIAS)
+        aliases = list(dict.fromkeys(model.version_aliases))
+    else:
+        model_id = request.model_id or state.new_id()
+        invalid(rules.model_id_error(model_id))
+        name = f"{call.parent}/models/{model_id}"
+        if name in state.models:
+            raise ApiError("ALREADY_EXISTS", f"Model {name} already exists")
+        entry = state.models[name] = {"versions": {}}
+        version_id = "1"
+        aliases = list(dict.fromkeys([rules.DEFAULT_ALIAS, *model.version_aliases]))
+    stored = v1.Model(model)
+    stored.name = name
+    stored.version_id = version_id
+    stored.version_aliases = aliases
+    stored.create_time = entry["versions"]["1"].create_time if version_id != "1" else now
+    stored.version_create_time = now
+    stored.update_time = now
+    stored.version_update_time = now
+    entry["versions"][version_id] = stored
+    response = v1.UploadModelResponse(model=name, model_version_id=version_id)
+    return state.operation(name, response, "UploadModelResponse")
+
+
+def get_model(call: Call) -> Any:
+    name = _model_name(call)
+    call.require("aiplatform.models.get", name)
+    return to_json(call.state.model_version(name))
+
+
+def list_models(call: Call) -> Any:
+    call.require("aiplatform.models.list", call.parent)
+    wanted = _label_filter(call.arg("filter"))
+    out = []
+    for name in sorted(call.state.models):
+        if name.startswith(call.parent + "/"):
+            model = call.state.model_version(name)
+            if all(model.labels.get(k) == v for k, v in wanted.items()):
+                out.append(to_json(model))
+    return {"models": out}
+
+
+def _label_filter(text: str) -> dict[str, str]:
+    """``labels.k=v AND labels.k2="v2"``: the filter subset the runtime sends."""
+    out = {}
+    for part in re.split(r"\s+AND\s+", text.strip()) if text.strip() else []:
+        match = re.fullmatch(r'\s*labels\.([a-z][a-z0-9_-]*)\s*=\s*"?([a-z0-9_-]*)"?\s*', part)
+        if not match:
+            raise ApiError("INVALID_ARGUMENT", f"Unsupported filter: {part!r}")
+        out[match.group(1)] = match.group(2)
+    return out
+
+
+def list_versions(call: Call) -> Any:
+    name = _model_name(call)
+    call.require("aiplatform.models.list", name)
+    entry = call.state.model_entry(name)
+    return {"models": [to_json(m) for _v, m in sorted(entry["versions"].items(), key=lambda kv: int(kv[0]))]}
+
+
+def merge_version_aliases(call: Call) -> Any:
+    v1 = _v1()
+    name = _model_name(call)
+    request = call.parse(v1.MergeVersionAliasesRequest)
+    call.require("aiplatform.models.update", name)
+    if "@" not in name:
+        raise ApiError("INVALID_ARGUMENT", "The name must include a version id (models/{model}@{version_id})")
+    model = call.state.model_version(name)
+    entry = call.state.model_entry(name)
+    if not request.version_aliases:
+        raise ApiError("INVALID_ARGUMENT", "Field versionAliases is required")
+    invalid(rules.merge_aliases_error(list(request.version_aliases), model.version_id, _owners(entry)))
+    for item in request.version_aliases:
+        if item.startswith("-"):
+            if item[1:] in model.version_aliases:
+                model.version_aliases.remove(item[1:])
+            continue
+        if item == rules.DEFAULT_ALIAS:
+            for other in entry["versions"].values():
+                if rules.DEFAULT_ALIAS in other.version_aliases:
+                    other.version_aliases.remove(rules.DEFAULT_ALIAS)
+        if item not in model.version_aliases:
+            model.version_aliases.append(item)
+    model.version_update_time = call.state.timestamp()
+    return to_json(model)
+
+
+def update_model(call: Call) -> Any:
+    v1 = _v1()
+    name = _model_name(call)
+    patch = call.parse(v1.Model)
+    call.require("aiplatform.models.update", name)
+    model = call.state.model_version(name)
+    mask = [m for m in call.arg("updateMask").split(",") if m]
+    if not mask:
+        raise ApiError("INVALID_ARGUMENT", "Field updateMask is required")
+    for path in mask:
+        if path == "labels":
+            invalid(rules.labels_error(dict(patch.labels)))
+            model.labels = dict(patch.labels)
+        elif path in ("description", "display_name", "displayName"):
+            setattr(model, "display_name" if path != "description" else "description",
+                    getattr(patch, "display_name" if path != "description" else "description"))
+        elif path in ("version_description", "versionDescription"):
+            model.version_description = patch.version_description
+        else:
+            raise ApiError("INVALID_ARGUMENT", f"Field {path} of a Model cannot be updated")
+    model.update_time = call.state.timestamp()
+    return to_json(model)
+
+
+def delete_model(call: Call) -> Any:
+    name = _model_name(call)
+    call.require("aiplatform.models.delete", name)
+    call.state.model_entry(name)
+    if "@" in name:
+        raise ApiError("INVALID_ARGUMENT", "Use deleteVersion to delete one version of a model")
+    problem = rules.delete_model_error(name, _deployed_on(call.state, name))
+    if problem:
+        raise ApiError("FAILED_PRECONDITION", problem)
+    del call.state.models[name]
+    return call.state.operation(name)
+
+
+def delete_version(call: Call) -> Any:
+    name = _model_name(call)
+    call.require("aiplatform.models.delete", name)
+    model = call.state.model_version(name)
+    if "@" not in name:
+        raise ApiError("INVALID_ARGUMENT", "The name must include a version id (models/{model}@{version_id})")
+    if rules.DEFAULT_ALIAS in model.version_aliases:
+        raise ApiError("FAILED_PRECONDITION", "The default version of a model cannot be deleted; move the 'default' "
+                                              "alias first")
+    base = name.split("@", 1)[0]
+    problem = rules.delete_model_error(name, _deployed_on(call.state, base, model.version_id))
+    if problem:
+        raise ApiError("FAILED_PRECONDITION", problem)
+    del call.state.model_entry(name)["versions"][model.version_id]
+    return call.state.operation(base)
+
+
+# --- endpoints (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.endpoints) --
+
+
+def _endpoint_name(call: Call) -> str:
+    return f"{call.parent}/endpoints/{call.params['endpoint']}"
+
+
+def create_endpoint(call: Call) -> Any:
+    v1 = _v1()
+    endpoint = call.parse(v1.Endpoint)
+    call.require("aiplatform.endpoints.create", call.parent)
+    invalid(None if endpoint.display_name else "Field endpoint.displayName is required")
+    invalid(rules.labels_error(dict(endpoint.labels)))
+    if endpoint.deployed_models or endpoint.traffic_split:
+        raise ApiError("INVALID_ARGUMENT", "deployedModels and trafficSplit are set by deployModel, not on create")
+    endpoint_id = call.arg("endpointId") or call.state.new_id()
+    invalid(rules.endpoint_id_error(endpoint_id))
+    name = f"{call.parent}/endpoints/{endpoint_id}"
+    if name in call.state.endpoints:
+        raise ApiError("ALREADY_EXISTS", f"Endpoint {name} already exists")
+    endpoint.name = name
+    endpoint.create_time = endpoint.update_time = call.state.timestamp()
+    call.state.endpoints[name] = endpoint
+    return call.state.operation(name, endpoint, "Endpoint")
+
+
+def get_endpoint(call: Call) -> Any:
+    name = _endpoint_name(call)
+    call.require("aiplatform.endpoints.get", name)
+    return to_json(call.state.endpoint(name))
+
+
+def list_endpoints(call: Call) -> Any:
+    call.require("aiplatform.endpoints.list", call.parent)
+    wanted = _label_filter(call.arg("filter"))
+    return {"endpoints": [to_json(e) for n, e in sorted(call.state.endpoints.items())
+                          if n.startswith(call.parent + "/") and all(e.labels.get(k) == v for k, v in wanted.items())]}
+
+
+def update_endpoint(call: Call) -> Any:
+    v1 = _v1()
+    name = _endpoint_name(call)
+    patch = call.parse(v1.Endpoint)
+    call.require("aiplatform.endpoints.update", name)
+    endpoint = call.state.endpoint(name)
+    mask = [m for m in call.arg("updateMask").split(",") if m]
+    if not mask:
+        raise ApiError("INVALID_ARGUMENT", "Field updateMask is required")
+    for path in mask:
+        if path in ("traffic_split", "trafficSplit"):
+            split = dict(patch.traffic_split)
+            invalid(rules.traffic_split_error(split, [d.id for d in endpoint.deployed_models]))
+            endpoint.traffic_split = split
+        elif path == "labels":
+            invalid(rules.labels_error(dict(patch.labels)))
+            endpoint.labels = dict(patch.labels)
+        elif path in ("display_name", "displayName", "description"):
+            field_name = "description" if path == "description" else "display_name"
+            setattr(endpoint, field_name, getattr(patch, field_name))
+        else:
+            raise ApiError("INVALID_ARGUMENT", f"Field {path} of an Endpoint cannot be updated")
+    endpoint.update_time = call.state.timestamp()
+    return to_json(endpoint)
+
+
+def delete_endpoint(call: Call) -> Any:
+    name = _endpoint_name(call)
+    call.require("aiplatform.endpoints.delete", name)
+    endpoint = call.state.endpoint(name)
+    if endpoint.deployed_models:
+        raise ApiError("FAILED_PRECONDITION", f"Endpoint {name} has deployed models; undeploy them first")
+    del call.state.endpoints[name]
+    return call.state.operation(name)
+
+
+def deploy_model(call: Call) -> Any:
+    v1 = _v1()
+    name = _endpoint_name(call)
+    request = call.parse(v1.DeployModelRequest)
+    call.require("aiplatform.endpoints.deploy", name)
+    endpoint = call.state.endpoint(name)
+    deployed = request.deployed_model
+    if not deployed.model:
+        raise ApiError("INVALID_ARGUMENT", "Field deployedModel.model is required")
+    model = call.state.model_version(deployed.model)
+    if deployed.dedicated_resources:
+        res = deployed.dedicated_resources
+        invalid(rules.dedicated_resources_error(res.machine_spec.machine_type, res.min_replica_count,
+                                                res.max_replica_count))
+    elif not deployed.automatic_resources:
+        raise ApiError("INVALID_ARGUMENT", "Model requires dedicatedResources (machineSpec, minReplicaCount)")
+    split = dict(request.traffic_split)
+    invalid(rules.traffic_split_error(split, [d.id for d in endpoint.deployed_models], deploying=True))
+    deployed.id = deployed.id or call.state.new_id()
+    deployed.model = f"{deployed.model.split('@', 1)[0]}"
+    deployed.model_version_id = model.version_id
+    deployed.create_time = call.state.timestamp()
+    endpoint.deployed_models.append(deployed)
+    if split:
+        endpoint.traffic_split = {(deployed.id if k == "0" else k): v for k, v in split.items()}
+    model.deployed_models.append(v1.DeployedModelRef(endpoint=name, deployed_model_id=deployed.id))
+    return call.state.operation(name, v1.DeployModelResponse(deployed_model=deployed), "DeployModelResponse")
+
+
+def undeploy_model(call: Call) -> Any:
+    v1 = _v1()
+    name = _endpoint_name(call)
+    request = call.parse(v1.UndeployModelRequest)
+    call.require("aiplatform.endpoints.undeploy", name)
+    endpoint = call.state.endpoint(name)
+    target = next((d for d in endpoint.deployed_models if d.id == request.deployed_model_id), None)
+    if target is None:
+        raise ApiError("NOT_FOUND", f"DeployedModel {request.deployed_model_id} is not deployed on {name}")
+    remaining = [d.id for d in endpoint.deployed_models if d.id != target.id]
+    split = dict(request.traffic_split) if request.traffic_split else dict(endpoint.traffic_split)
+    invalid(rules.undeploy_error(target.id, split, len(remaining)))
+    split.pop(target.id, None)
+    invalid(rules.traffic_split_error(split, remaining))
+    endpoint.deployed_models = [d for d in endpoint.deployed_models if d.id != target.id]
+    endpoint.traffic_split = split if remaining else {}
+    try:
+        model = call.state.model_version(f"{target.model}@{target.model_version_id}")
+        model.deployed_models = [r for r in model.deployed_models
+                                 if not (r.endpoint == name and r.deployed_model_id == target.id)]
+    except ApiError:
+        pass
+    return call.state.operation(name, v1.UndeployModelResponse(), "UndeployModelResponse")
+
+
 # --- GCS JSON API (the artifacts Vertex serves from) -------------------------------------------------
 
 
@@ -270,7 +590,25 @@ class RawBody:
 
 
 ROUTES: list[Route] = [
+    ("POST", LOC + "/models:upload", upload_model),
+    ("GET", LOC + "/models", list_models),
+    ("GET", LOC + "/models/{model}", get_model),
+    ("GET", LOC + "/models/{model}:listVersions", list_versions),
+    ("POST", LOC + "/models/{model}:mergeVersionAliases", merge_version_aliases),
+    ("PATCH", LOC + "/models/{model}", update_model),
+    ("DELETE", LOC + "/models/{model}", delete_model),
+    ("DELETE", LOC + "/models/{model}:deleteVersion", delete_version),
+    ("POST", LOC + "/endpoints", create_endpoint),
+    ("GET", LOC + "/endpoints", list_endpoints),
+    ("GET", LOC + "/endpoints/{endpoint}", get_endpoint),
+    ("PATCH", LOC + "/endpoints/{endpoint}", update_endpoint),
+    ("DELETE", LOC + "/endpoints/{endpoint}", delete_endpoint),
+    ("POST", LOC + "/endpoints/{endpoint}:deployModel", deploy_model),
+    ("POST", LOC + "/endpoints/{endpoint}:undeployModel", undeploy_model),
+    # the SDK's REST operations client polls through /ui/ or /v1/ depending on the resource
     ("GET", "/v1/{name=**}/operations/{op}", lambda call: get_operation(
+        _with(call, name=f"{call.params['name']}/operations/{call.params['op']}"))),
+    ("GET", "/ui/{name=**}/operations/{op}", lambda call: get_operation(
         _with(call, name=f"{call.params['name']}/operations/{call.params['op']}"))),
     ("POST", "/upload/storage/v1/b/{bucket}/o", gcs_upload),
     ("GET", "/storage/v1/b/{bucket}/o/{object}", gcs_get),
