@@ -32,8 +32,10 @@ from typing import Any
 
 try:
     from .taggable_aws import TAGGABLE_AWS
+    from .taggable_gcp import LABELABLE_GCP
 except ImportError:  # loaded as a script by the Pulumi policy runtime
     from taggable_aws import TAGGABLE_AWS  # type: ignore[no-redef]
+    from taggable_gcp import LABELABLE_GCP  # type: ignore[no-redef]
 
 ADVISORY, MANDATORY, DISABLED = "advisory", "mandatory", "disabled"
 LEVELS = (ADVISORY, MANDATORY, DISABLED)
@@ -117,6 +119,24 @@ T_CLOUDCONTROL = "aws:cloudcontrol/resource:Resource"
 T_DB_INSTANCE = "aws:rds/instance:Instance"
 T_DB_CLUSTER = "aws:rds/cluster:Cluster"
 
+# GCP (pulumi-gcp): labels instead of tags, read through the generated LABELABLE_GCP table.
+G_BUCKET = "gcp:storage/bucket:Bucket"
+G_BUCKET_IAM = ("gcp:storage/bucketIAMMember:BucketIAMMember", "gcp:storage/bucketIAMBinding:BucketIAMBinding")
+G_ENDPOINT = "gcp:vertex/aiEndpoint:AiEndpoint"
+G_SERVING_DECLARATION = "mlplat:gcp:Serving"  # a component declaring how the GCP runtime rolls out
+G_ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+G_BUDGET = "gcp:billing/budget:Budget"
+G_SQL_INSTANCE = "gcp:sql/databaseInstance:DatabaseInstance"
+G_SQL_USER = "gcp:sql/user:User"
+# Labels held below the top level: Cloud SQL's are settings.userLabels.
+G_NESTED_LABELS = {G_SQL_INSTANCE: ("settings", "userLabels")}
+# Metrics an alert policy may watch: those Vertex AI publishes for online prediction, and those the
+# platform's monitoring pass writes; an alert on any other metric never fires.
+# https://cloud.google.com/monitoring/api/metrics_gcp_a_b#gcp-aiplatform
+G_PUBLISHED_METRIC_PREFIXES = ("aiplatform.googleapis.com/prediction/online/", "custom.googleapis.com/mlplat/")
+G_PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+G_GPU_FAMILIES = ("a2", "a3", "g2", "a4")
+
 L_TRACKING = LOCAL_PREFIX + "TrackingStore"
 L_TRAINING = LOCAL_PREFIX + "TrainingRunner"
 L_REGISTRY = LOCAL_PREFIX + "ModelRegistry"
@@ -150,7 +170,9 @@ def is_taggable(resource: Resource) -> bool:
         return True
     if resource.type == T_CLOUDCONTROL:
         return True
-    if resource.type.startswith(("gcp:", "google-native:")):
+    if resource.type.startswith("gcp:"):
+        return resource.type in LABELABLE_GCP or resource.type in G_NESTED_LABELS
+    if resource.type.startswith("google-native:"):
         return "labels" in resource.props
     if resource.type.startswith(("azure-native:", "azure:")):
         return "tags" in resource.props
@@ -164,8 +186,14 @@ def tags_of(resource: Resource) -> dict[str, str]:
         if isinstance(raw, dict):
             return {str(k): str(v) for k, v in raw.items()}
         return {str(t.get("Key")): str(t.get("Value")) for t in raw if isinstance(t, dict)}
-    key = "labels" if resource.type.startswith(("gcp:", "google-native:")) else "tags"
-    value = resource.props.get(key) or {}
+    if resource.type in G_NESTED_LABELS:
+        outer, inner = G_NESTED_LABELS[resource.type]
+        value = (resource.props.get(outer) or {}).get(inner) or {}
+    elif resource.type.startswith("gcp:"):
+        value = resource.props.get(LABELABLE_GCP.get(resource.type, "labels")) or {}
+    else:
+        key = "labels" if resource.type.startswith("google-native:") else "tags"
+        value = resource.props.get(key) or {}
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
 
 
@@ -458,6 +486,7 @@ def validate_monitoring(resources: Sequence[Resource], config: Mapping[str, Any]
             report(f"{endpoint.label} has no CloudWatch alarms", endpoint.urn or None)
         elif not any(a.props.get("alarmActions") for a in own):
             report(f"{endpoint.label}: its alarms notify nobody (no alarm actions)", endpoint.urn or None)
+    _validate_gcp_monitoring(resources, config, report)
     for gateway in _of(resources, L_GATEWAY):
         if not _is_production(gateway, config):
             continue
@@ -470,6 +499,41 @@ def validate_monitoring(resources: Sequence[Resource], config: Mapping[str, Any]
             report(f"{gateway.label} has no alarms", gateway.urn or None)
         if not props.get("alertChannels"):
             report(f"{gateway.label}: alerts go nowhere (no alert channels)", gateway.urn or None)
+
+
+def _alert_metric_types(policy: Resource) -> list[str]:
+    out = []
+    for condition in policy.props.get("conditions") or []:
+        text = str(((condition or {}).get("conditionThreshold") or {}).get("filter") or "")
+        out += [part.split('"')[1] for part in text.split("metric.type")[1:] if '"' in part]
+    return out
+
+
+def _validate_gcp_monitoring(resources: Sequence[Resource], config: Mapping[str, Any],
+                             report: ReportViolation) -> None:
+    """GCP: every production Vertex endpoint logs requests and responses to BigQuery (the platform's pass
+    monitors that log) and has an alert policy naming its endpoint id that notifies a channel; every alert
+    policy watches metrics that are published (Vertex's online prediction metrics or the platform's)."""
+    policies = _of(resources, G_ALERT_POLICY)
+    for policy in policies:
+        for metric in _alert_metric_types(policy):
+            if not metric.startswith(G_PUBLISHED_METRIC_PREFIXES):
+                report(f"{policy.label} watches {metric}, which neither Vertex AI nor the platform publishes: "
+                       "it never fires", policy.urn or None)
+    for endpoint in _of(resources, G_ENDPOINT):
+        if not _is_production(endpoint, config):
+            continue
+        logging = endpoint.props.get("predictRequestResponseLoggingConfig") or {}
+        if not logging.get("enabled") or not float(logging.get("samplingRate") or 0):
+            report(f"{endpoint.label} does not log requests and responses to BigQuery", endpoint.urn or None)
+        endpoint_id = str(endpoint.props.get("name") or "")
+        own = [p for p in policies if any(f'endpoint_id="{endpoint_id}"' in str(
+            ((c or {}).get("conditionThreshold") or {}).get("filter") or "") for c in p.props.get("conditions") or [])]
+        if not own:
+            report(f"{endpoint.label} has no alert policy", endpoint.urn or None)
+        elif not any(p.props.get("notificationChannels") for p in own):
+            report(f"{endpoint.label}: its alert policies notify nobody (no notification channels)",
+                   endpoint.urn or None)
 
 
 # --- 5. safe rollout --------------------------------------------------------------------
@@ -521,6 +585,21 @@ def validate_safe_rollout(resources: Sequence[Resource], config: Mapping[str, An
             if mirrored > max_shadow:
                 report(f"{endpoint.label} mirrors {mirrored:g} % of traffic to its shadow variant "
                        f"(limit {max_shadow:g} %)", endpoint.urn or None)
+    for component in _of(resources, G_SERVING_DECLARATION):  # GCP: the runtime steps trafficSplit itself
+        for declared in component.props.get("endpoints") or []:
+            if (declared.get("labels") or {}).get("environment") not in (
+                    config.get("productionEnvironments") or ["production"]):
+                continue
+            steps = declared.get("canarySteps") or []
+            what = f"{component.label}: endpoint {declared.get('displayName')}"
+            if len(steps) < 2:
+                report(f"{what} shifts traffic all at once (canary steps {steps})", component.urn or None)
+            elif float(steps[0]) > limit:
+                report(f"{what}: the first canary step is {steps[0]} %, above the stack's limit of {limit:g} %",
+                       component.urn or None)
+            if float(declared.get("shadowPercent") or 0) > max_shadow:
+                report(f"{what} mirrors {declared.get('shadowPercent')} % of traffic (limit {max_shadow:g} %)",
+                       component.urn or None)
     for gateway in _of(resources, L_GATEWAY):
         if not _is_production(gateway, config):
             continue
@@ -580,6 +659,27 @@ def validate_storage(resources: Sequence[Resource], config: Mapping[str, Any], r
         elif not any(all(p.props.get(flag) is True for flag in PAB_FLAGS) for p in blocks):
             off = [f for f in PAB_FLAGS if not all(p.props.get(f) is True for p in blocks)]
             report(f"{bucket.label}: public access block leaves {', '.join(off)} off", bucket.urn or None)
+    # GCP: Cloud Storage encrypts every object at rest (Google-managed keys unless a CMEK is set); a bucket
+    # is private when uniform bucket-level access is on (no object ACLs), public access prevention is
+    # enforced and no IAM member is allUsers/allAuthenticatedUsers.
+    # https://cloud.google.com/storage/docs/public-access-prevention
+    members = _of(resources, *G_BUCKET_IAM)
+    for bucket in _of(resources, G_BUCKET):
+        props = bucket.props
+        if props.get("uniformBucketLevelAccess") is not True:
+            report(f"{bucket.label} does not use uniform bucket-level access (object ACLs can make objects public)",
+                   bucket.urn or None)
+        if props.get("publicAccessPrevention") != "enforced":
+            report(f"{bucket.label} does not enforce public access prevention", bucket.urn or None)
+        if require_kms and not (props.get("encryption") or {}).get("defaultKmsKeyName"):
+            report(f"{bucket.label} is encrypted with Google-managed keys, but this stack requires a customer-managed "
+                   "key (encryption.defaultKmsKeyName)", bucket.urn or None)
+        names = {bucket.name, _phys(bucket)}
+        for member in members:
+            granted = [member.props.get("member")] + list(member.props.get("members") or [])
+            if member.props.get("bucket") in names and any(m in G_PUBLIC_MEMBERS for m in granted):
+                report(f"{bucket.label} is public: {member.label} grants {member.props.get('role')} to "
+                       f"{', '.join(m for m in granted if m in G_PUBLIC_MEMBERS)}", bucket.urn or None)
     allow_host = bool(config.get("allowHostFilesystemEncryption", True))
     for store in resources:
         if not store.type.startswith(LOCAL_PREFIX) or "encryption" not in store.props:
@@ -598,6 +698,8 @@ def validate_storage(resources: Sequence[Resource], config: Mapping[str, Any], r
 def is_gpu(instance_type: str) -> bool:
     parts = instance_type.split(".")
     family = parts[1] if len(parts) > 2 and parts[0] == "ml" else parts[0]
+    if "-" in instance_type and "." not in instance_type:  # a Compute Engine machine type (GCP)
+        return instance_type.split("-")[0] in G_GPU_FAMILIES
     return family in GPU_FAMILIES or family.startswith(("p4", "p5", "g5", "g6"))
 
 
@@ -622,6 +724,10 @@ def instances_of(resources: Sequence[Resource]) -> list[tuple[Resource, str, int
             rc = (step.get("Arguments") or {}).get("ResourceConfig") or {}
             if rc.get("InstanceType"):
                 out.append((pipeline, rc["InstanceType"], int(rc.get("InstanceCount") or 1)))
+    for component in _of(resources, G_SERVING_DECLARATION):
+        for declared in component.props.get("endpoints") or []:
+            if declared.get("machineType"):
+                out.append((component, str(declared["machineType"]), 1))
     for gateway in _of(resources, L_GATEWAY):
         if gateway.props.get("instanceType"):
             out.append((gateway, gateway.props["instanceType"], int(gateway.props.get("instanceCount") or 1)))
@@ -647,12 +753,20 @@ def validate_spend(resources: Sequence[Resource], config: Mapping[str, Any], rep
     if cap is not None and gpus > int(cap):
         report(f"the stack runs {gpus} GPU instance(s); the team's cap is {cap}", None)
     if config.get("requireBudget", True):
-        budgets = _of(resources, T_BUDGET, L_BUDGET)
+        budgets = _of(resources, T_BUDGET, L_BUDGET, G_BUDGET)
         if not budgets:
             report("the stack defines no budget", None)
         for budget in budgets:
             if budget.type == T_BUDGET and not budget.props.get("notifications"):
                 report(f"{budget.label} notifies nobody when spend crosses it", budget.urn or None)
+            if budget.type == G_BUDGET:
+                rule = budget.props.get("allUpdatesRule") or {}
+                if not (rule.get("monitoringNotificationChannels") or rule.get("pubsubTopic")) and \
+                        rule.get("disableDefaultIamRecipients") is True:
+                    report(f"{budget.label} notifies nobody when spend crosses it", budget.urn or None)
+                if not ((budget.props.get("budgetFilter") or {}).get("labels") or {}).get("team"):
+                    report(f"{budget.label} is not filtered on the team's label: it counts the whole billing "
+                           "account's spend", budget.urn or None)
 
 
 # --- 8. databases ---------------------------------------------------------------------------
@@ -671,6 +785,9 @@ def validate_database(resource: Resource, config: Mapping[str, Any], report: Rep
     Reads ``storageEncrypted``, ``publiclyAccessible``, ``manageMasterUserPassword`` and the literal
     password properties of ``aws:rds/instance:Instance`` and ``aws:rds/cluster:Cluster``.
     """
+    if resource.type in (G_SQL_INSTANCE, G_SQL_USER):
+        _validate_cloud_sql(resource, config, report)
+        return
     if resource.type not in (T_DB_INSTANCE, T_DB_CLUSTER):
         return
     props = resource.props
@@ -699,6 +816,29 @@ def validate_database(resource: Resource, config: Mapping[str, Any], report: Rep
     elif props.get("manageMasterUserPassword") is not True and not inherits:
         report(f"{resource.label} does not keep its master password in Secrets Manager "
                "(manageMasterUserPassword is not set)", resource.urn or None)
+
+
+def _validate_cloud_sql(resource: Resource, config: Mapping[str, Any], report: ReportViolation) -> None:
+    """GCP: Cloud SQL encrypts every instance at rest. An instance is not open to the internet (no
+    authorized network 0.0.0.0/0), accepts only encrypted connections, and no password is a literal in
+    the program (the control plane signs in with IAM database authentication).
+    https://cloud.google.com/sql/docs/postgres/configure-ssl-instance
+    https://cloud.google.com/sql/docs/postgres/iam-authentication"""
+    props = resource.props
+    if resource.type == G_SQL_USER:
+        if config.get("requireManagedPassword", True) and (props.get("password") or props.get("passwordWo")):
+            report(f"{resource.label} is given a literal password; use IAM database authentication "
+                   "(type CLOUD_IAM_SERVICE_ACCOUNT)", resource.urn or None)
+        return
+    ip = (props.get("settings") or {}).get("ipConfiguration") or {}
+    open_to = [n.get("value") for n in ip.get("authorizedNetworks") or [] if str(n.get("value")).endswith("/0")]
+    if open_to:
+        report(f"{resource.label} is publicly accessible (authorized network {', '.join(open_to)})",
+               resource.urn or None)
+    if ip.get("sslMode") not in ("ENCRYPTED_ONLY", "TRUSTED_CLIENT_CERTIFICATE_REQUIRED") and ip.get("requireSsl") is not True:
+        report(f"{resource.label} accepts unencrypted connections (ipConfiguration.sslMode)", resource.urn or None)
+    if config.get("requireManagedPassword", True) and (props.get("rootPassword") or props.get("rootPasswordWo")):
+        report(f"{resource.label} is given a literal root password", resource.urn or None)
 
 
 # --- 9. access ------------------------------------------------------------------------------
@@ -824,7 +964,8 @@ POLICIES: tuple[Policy, ...] = (
         config_schema={
             "allowedInstanceTypes": {**_STRINGS, "default": [
                 "ml.t3.*", "ml.m5.*", "ml.m6i.*", "ml.m7i.*", "ml.c5.*", "ml.c6i.*", "ml.c7i.*", "ml.r5.*",
-                "ml.g4dn.*", "ml.g5.*", "local.*"],
+                "ml.g4dn.*", "ml.g5.*", "local.*", "n1-standard-*", "n2-standard-*", "e2-standard-*",
+                "n1-highmem-*", "g2-standard-*"],
                 "description": "Glob patterns of allowed instance types."},
             "maxGpuInstances": {"type": "integer", "default": 4, "minimum": 0,
                                 "description": "GPU instances the team may run at once."},
