@@ -119,10 +119,12 @@ def availability(samples: Sequence[health.Sample], start: float, end: float) -> 
     down: list[Interval] = []
     crashes = 0
     for rows in by_instance.values():
-        last = max(rows, key=lambda s: s.window_end)
+        last = max(rows, key=lambda s: (s.window_end, s.stopped))  # a stop row closes at its last window's end
         if last.stopped:
             continue
-        widths = sorted(s.window_end - s.window_start for s in rows if s.window_end > s.window_start)
+        # the process's interval, from its full windows (its first, written at start, and a stop's are short)
+        widths = sorted(s.window_end - s.window_start for s in rows
+                        if s.window_start > s.started_at and not s.stopped and s.window_end > s.window_start)
         interval = widths[len(widths) // 2] if widths else health.DEFAULT_INTERVAL_S
         if end - last.window_end <= 2 * interval + 1:  # still running: its current window is not written yet
             (ready if last.ready else not_ready).append((last.window_end, end))
