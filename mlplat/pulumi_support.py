@@ -42,6 +42,7 @@ class RecordedResource:
     inputs: dict[str, Any]
     custom: bool
     outputs: dict[str, Any] = field(default_factory=dict)
+    ignore_changes: list[str] = field(default_factory=list)  # properties the program leaves to others
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "urn": self.urn, "parent": self.parent,
@@ -117,7 +118,8 @@ def _build_mocks(region: str, records: list[RecordedResource], cloud: OfflineClo
             records.append(RecordedResource(
                 type=args.typ, name=args.name, urn=getattr(request, "urn_hint", "") or "",
                 parent=(request.parent or None) if request is not None else None,
-                inputs=dict(args.inputs), custom=bool(args.custom), outputs=outputs))
+                inputs=dict(args.inputs), custom=bool(args.custom), outputs=outputs,
+                ignore_changes=list(request.ignore_changes) if request is not None else []))
             return physical, outputs
 
         def call(self, args):
@@ -137,7 +139,8 @@ def _build_mocks(region: str, records: list[RecordedResource], cloud: OfflineClo
     class RecordingMonitor(MockMonitor):
         # Registrations arrive on executor threads; the request being served is kept per thread.
         def RegisterResource(self, request):
-            _current.request = _Request(request.parent, self.make_urn(request.parent, request.type, request.name))
+            _current.request = _Request(request.parent, self.make_urn(request.parent, request.type, request.name),
+                                        list(request.ignoreChanges))
             try:
                 return super().RegisterResource(request)
             finally:
@@ -154,6 +157,7 @@ _current = threading.local()
 class _Request:
     parent: str
     urn_hint: str
+    ignore_changes: list[str] = field(default_factory=list)
 
 
 def run_offline(program: Callable[[], None], *, project: str, stack: str, region: str = "us-east-1",

@@ -61,10 +61,12 @@ def bucket_name_problem(name: str) -> str | None:
 # starting with a letter and not ending with a hyphen.
 # https://cloud.google.com/iam/docs/service-accounts-create
 def service_account_id_problem(account_id: str) -> str | None:
-    return _id_problem(account_id, "service account id", r"[a-z][a-z0-9-]{4,28}[a-z0-9]", 30,
-                       "6-30 lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen"
-                       ) if len(account_id) <= 30 else (
-        f"service account id {account_id!r} has {len(account_id)} characters; IAM allows 6 to 30")
+    if not 6 <= len(account_id) <= 30:
+        return f"service account id {account_id!r} has {len(account_id)} characters; IAM allows 6 to 30"
+    if not re.fullmatch(r"[a-z][a-z0-9-]*[a-z0-9]", account_id):
+        return (f"service account id {account_id!r} is refused: lowercase letters, digits and hyphens, starting "
+                "with a letter, not ending with a hyphen")
+    return None
 
 
 # Predefined roles the program grants; basic roles (owner, editor, viewer) are never granted to the
@@ -204,9 +206,8 @@ def resource_problems(type_: str, props: Mapping[str, Any], *, project: str = ""
         if problem:
             out.append(problem)
 
-    for key in ("labels", "userLabels"):
-        if key in props:
-            add(_labels_problem(props[key]))
+    # a resource with user_labels (alert policies, notification channels) keeps its configuration in labels
+    add(_labels_problem(props.get("userLabels") if "userLabels" in props else props.get("labels")))
     if type_ == "gcp:storage/bucket:Bucket":
         add(bucket_name_problem(str(props.get("name", ""))))
     elif type_ == "gcp:serviceaccount/account:Account":

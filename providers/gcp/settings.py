@@ -70,7 +70,7 @@ class GcpProviderSpec(ProviderSettings):
         try:
             labels_from_tags(spec.tags.as_dict())
         except LabelError as exc:
-            problems.append((f"tags.{exc.key}", str(exc)))
+            problems.append((f"tags.{exc.key}", f"{exc.message}; {exc.hint}"))
         if self.machine_type is None and rules.MACHINE_TYPE_RE.match(spec.serving.instance_type) is None \
                 and not spec.serving.instance_type.startswith(("ml.", "local.")):
             problems.append(("serving.instanceType", f"{spec.serving.instance_type!r} is not a Compute Engine machine "
