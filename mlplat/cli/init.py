@@ -89,11 +89,12 @@ def init(ctx, team: str | None, environment: str | None, provider: str | None, r
     interactive = not no_input
 
     def value(given: str | None, check: Callable[[str], Any], question: str, default: str | None = None,
-              option: str = "") -> Any:
+              option: str = "", suggest: str | None = None) -> Any:
+        """The option's value, else the answer to ``question`` (``suggest`` offered), else ``default``."""
         if given is not None:
             return check(given)  # an option's bad value is an error, never a question
         if interactive:
-            return _ask(question, check, default)
+            return _ask(question, check, default or suggest)
         if default is not None:
             return check(default)
         raise ti.AnswerError(f"{option} is required with --no-input", where=option,
@@ -112,8 +113,8 @@ def init(ctx, team: str | None, environment: str | None, provider: str | None, r
                          subscription_id=subscription_id, resource_group=resource_group)
     if interactive:
         _ask_provider(answers)
-    answers.owner = value(owner, ti.check_owner, "Owner (e-mail or group)", f"{team_v}-leads@example.com",
-                          option="--owner")
+    answers.owner = value(owner, ti.check_owner, "Owner (e-mail or group)", option="--owner",
+                          suggest=f"{team_v}-leads@example.com")
     answers.cost_center = value(cost_center, ti.check_cost_center, "Cost center", option="--cost-center")
     answers.risk_tier = value(risk_tier, ti.check_risk_tier, "Risk tier of the team's models (low, critical)", "low",
                               option="--risk-tier")

@@ -418,7 +418,7 @@ def fetch_template(source: str, workdir: Path) -> Path:
     if not is_git_source(source):
         path = Path(source).expanduser()
         if not path.is_dir():
-            raise TemplateError(f"template {source!r} is neither a folder nor a git repository", where="--from",
+            raise AnswerError(f"template {source!r} is neither a folder nor a git repository", where="--from",
                               hint="give a folder, a git URL (https://, ssh://, git@host:repo) or a local repository")
         return path
     url = source if "://" in source or re.match(r"^[\w.-]+@", source) else Path(source).resolve().as_uri()
