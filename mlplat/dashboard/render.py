@@ -130,7 +130,7 @@ def parts(doc: dict[str, Any]) -> dict[str, str]:
     """The stack page's sections by element id (the live-update unit)."""
     return _stamped({"models": _models(doc), "serving": _serving(doc), "drift": _drift(doc),
                      "quality": _quality(doc), "cost": _cost(doc), "alerts": _alerts(doc),
-                     "approvals": _approvals(doc), "audit": _audit(doc)})
+                     "approvals": _approvals(doc), "audit": _audit(doc), "sla": _sla(doc)})
 
 
 def _stamped(sections: dict[str, str]) -> dict[str, str]:
@@ -404,6 +404,47 @@ def _cost(doc: dict[str, Any]) -> str:
                       rows, empty="No serving this period."))
     out.append("</section>")
     return "".join(out)
+
+
+STATUS_BADGE = {"met": "ok", "breached": "breach"}
+
+
+def _sla_value(unit: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if value == float("inf"):
+        return "above the histogram"
+    return {"share": f"{value:.3%}", "ms": f"{value:g} ms", "minutes": f"{value:.1f} min",
+            "seconds": f"{value:.2f} s"}.get(unit, f"{value:g} h")
+
+
+def _sla(doc: dict[str, Any]) -> str:
+    """The platform's service levels (`mlplat sla`, the last 30 days) and its adoption share."""
+    out = ["<section id='sla'><h2>Platform SLA and adoption</h2>"]
+    adoption = doc.get("adoption") or {}
+    if "error" in adoption:
+        out.append(f"<p class='muted'>adoption: {escape(adoption['error'])}</p>")
+    elif adoption:
+        share = adoption.get("share")
+        out.append(f"<p class='adoption'>served through the platform: <b class='adoption-share'>"
+                   f"{'-' if share is None else f'{share:.1%}'}</b> ({adoption['managed']} production model(s) "
+                   f"and platform endpoints, {adoption['unmanaged']} endpoint(s) outside it)</p>")
+    sla = doc.get("sla") or {}
+    if "error" in sla:
+        out.append(f"<p class='muted'>{escape(sla['error'])}</p></section>")
+        return "".join(out)
+    if not sla:
+        return "".join(out) + "</section>"
+    rows = []
+    for f in sla["figures"]:
+        cls = STATUS_BADGE.get(f["status"], "")
+        badge = f'<span class="badge {cls}">{escape(f["status"])}</span>'
+        target = ("≥ " if f["better"] == "higher" else "≤ ") + _sla_value(f["unit"], f["objective"])
+        rows.append((escape(f["name"]), escape(_sla_value(f["unit"], f["value"])), escape(target), badge,
+                     escape(f["detail"])))
+    out.append(f"<p class='muted'>{escape(sla['period']['label'])}; objectives from mlplat:sla (docs/SLA.md)</p>")
+    out.append(_table(("objective", "measured", "target", "status", ("detail", 2)), rows, empty="no objectives"))
+    return "".join(out) + "</section>"
 
 
 def _subject(subject: str) -> str:

@@ -41,9 +41,8 @@ def context(project, clock=None):
 
 def seed(project, now: float) -> dict[str, float]:
     """The known history, written through the services at chosen times; returns the times."""
-    from mlplat.services import audit, health
+    from mlplat.services import audit, health, rollout
     from mlplat.services import registry as reg
-    from mlplat.services import rollout
 
     ctx = context(project)
     spec = ctx.stack("dev")
@@ -261,3 +260,14 @@ def test_a_provider_that_cannot_list_endpoints_says_so(site):
     note = CapabilityNotSupported("gcp", "endpoint inventory").message
     report = adoption.build([], [adoption.Inventory("gcp", "europe-west4", None, f"not inspected: {note}")], now=now)
     assert report.to_dict()["inventories"][0]["inspected"] is False
+
+
+def test_the_dashboard_shows_the_sla_figures_and_the_adoption_share(site):
+    from mlplat.dashboard import render
+
+    project, _, now = site
+    doc = embedded(project, "dashboard.snapshot", now + 60)
+    assert {f["key"] for f in doc["sla"]["figures"]} >= {"gateway_availability", "rollback_seconds"}
+    section = render.parts(doc)["sla"]
+    assert "Platform SLA and adoption" in section and "rollback time (longest)" in section
+    assert "42.00 s" in section and "99.778%" in section and "served through the platform" in section

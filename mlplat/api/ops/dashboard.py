@@ -15,7 +15,8 @@ def _has(conn: sqlite3.Connection, table: str) -> bool:
 
 @operation("dashboard.snapshot", "GET", "/dashboard/snapshot")
 def snapshot(spec: Any, ctx: Any) -> dict[str, Any]:
-    """Everything the dashboard shows: models, endpoints, rollouts, drift, quality, cost, alerts, approvals, audit.
+    """Everything the dashboard shows: models, endpoints, rollouts, drift, quality, cost, alerts, approvals, audit,
+    the platform's SLA figures and its adoption share.
 
     Tables of other components (registry, serving) are read only when they exist, so the page
     works on a stack with monitoring alone."""
@@ -48,7 +49,21 @@ def snapshot(spec: Any, ctx: Any) -> dict[str, Any]:
     out["quality"] = {m: series(spec, ctx, model=m, kind="quality", limit=50) for m in watched}
     out["drift_history"] = {m: series(spec, ctx, model=m, kind="drift", limit=50) for m in watched}
     out["cost"] = _cost(spec, ctx)
+    out["sla"], out["adoption"] = _platform(spec, ctx)
     return out
+
+
+def _platform(spec, ctx) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The SLA over the last 30 days and the stack's adoption share (each ``{"error": ...}`` when unreadable)."""
+    from mlplat.api.ops import platform
+
+    answers: list[dict[str, Any]] = []
+    for read in (lambda: platform.sla_report(spec, ctx, period="30d"), lambda: platform.adoption_report(spec, ctx)):
+        try:
+            answers.append(read())
+        except MlplatError as exc:
+            answers.append({"error": exc.message})
+    return answers[0], answers[1]
 
 
 def _models(conn, spec) -> list[dict[str, Any]]:

@@ -107,11 +107,16 @@ def period_of(text: str, now: float) -> Any:
     """The period ``text`` names, ending at ``now``; a request naming none it can read is refused (422, exit 2)."""
     from mlplat.services.monitoring.cost import PeriodError, parse_period
 
+    hint = "use 30d, 7d, 24h, month, 2026-11 or 2026-11-01..2026-11-15"
     try:
-        return parse_period(text, now)
+        window = parse_period(text, now)
     except PeriodError as exc:
-        raise InvalidRequest(f"invalid period: {exc.message}", where="period",
-                             hint=exc.hint or "use 30d, 7d, 24h, month, 2026-11 or 2026-11-01..2026-11-15") from None
+        raise InvalidRequest(f"invalid period: {exc.message}", where="period", hint=exc.hint or hint) from None
+    except (ValueError, OverflowError) as exc:  # a date the calendar does not have (year 0)
+        raise InvalidRequest(f"invalid period: '{text}': {exc}", where="period", hint=hint) from None
+    if window.end <= window.start:
+        raise InvalidRequest(f"invalid period: '{text}' has not begun yet", where="period", hint=hint)
+    return window
 
 
 @operation("sla.report", "GET", "/sla/report")
