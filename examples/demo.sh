@@ -146,6 +146,11 @@ mlplat pipeline run examples/pipelines/credit_risk.py --stack dev --allow-dirty
 mlplat pipeline run examples/pipelines/credit_risk.py --stack dev --allow-dirty --from register
 mlplat pipeline list --stack dev
 
+step "Adoption and SLA: production models served through the platform vs outside it; service levels against docs/SLA.md"
 kill "$GATEWAY_PID" 2>/dev/null || true
+wait "$GATEWAY_PID" 2>/dev/null || true  # a gateway stopped by SIGTERM records its clean stop (not downtime)
+mlplat adoption --stack dev
+# this run's hour: the health samples, promotions and rollbacks the demo just made (exit 1 on a breach)
+mlplat sla --stack dev --period 1h
 
 step "Done. Next: mlplat serve --stack dev (gateway), mlplat dashboard --stack dev (http://127.0.0.1:8765), mlplat ui --stack dev (MLflow UI)"
