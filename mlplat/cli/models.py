@@ -1,4 +1,4 @@
-"""`mlplat models list | show | evaluate | promote | approve | reject`."""
+"""`mlplat models list | show | evaluate | promote | approve | reject | register-image`."""
 from __future__ import annotations
 
 import time
@@ -17,7 +17,7 @@ STAGE_COLOUR = {"dev": "white", "staging": "yellow", "production": "green", "arc
 
 @click.group()
 def models() -> None:
-    """Registered models: list, show, promote, approve, reject."""
+    """Registered models: list, show, promote, approve, reject, register-image."""
 
 
 @models.command("list")
@@ -193,6 +193,52 @@ def promote(ctx, name: str, version: int, target: str, stack: str, environment: 
         verb = "is now" if result["changed"] else "was already"
         ctx.console.print(f"[bold green]{name} version {version} {verb} in {result['stage']}[/] "
                           f"({time.perf_counter() - t0:.1f}s)")
+
+
+@models.command("register-image")
+@click.argument("name")
+@click.option("--image", required=True, help="The OCI image (as podman names it in the platform's container storage).")
+@click.option("--protocol", type=click.Choice(["mlflow", "v2"]), default="mlflow", show_default=True,
+              help="mlflow: POST /invocations, ready on GET /ping; v2: POST /v2/models/<model>/infer, "
+                   "ready on GET /v2/health/ready (Open Inference Protocol).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="The port the image always listens on (default: it listens on $PORT, a free port given to it).")
+@click.option("--v2-model", default=None, help="The model name in the image's /v2 routes (default: NAME).")
+@click.option("--holdout", default=None, help="Held-out set (Parquet or CSV) the gate scores (default: the stack's).")
+@click.option("--label", default=None, help="The label column of --holdout.")
+@stack_option
+@json_option
+@pass_ctx
+def register_image(ctx, name: str, image: str, protocol: str, port: int | None, v2_model: str | None,
+                   holdout: str | None, label: str | None, stack: str, as_json: bool) -> None:
+    """Register an OCI image that serves a model over HTTP as the next version of NAME.
+
+    Its lineage records the image reference, id and digest podman resolves; the gate, the staging
+    endpoint and the gateway run the image itself (podman, host network, a free loopback port)."""
+    import mlplat
+    from mlplat.errors import MlplatError
+    from mlplat.services import container_models
+    from mlplat.services.registry import NAME
+    from mlplat.stack import MODEL_NAME_RULE
+
+    if bool(holdout) != bool(label):
+        raise click.UsageError("--holdout and --label go together")
+    if not NAME.fullmatch(name):
+        raise MlplatError(f"invalid model name {name!r}", hint=f"use {MODEL_NAME_RULE}")
+    spec = ctx.stack(stack)
+    found = container_models.inspect_image(image, protocol=protocol, port=port, model_name=v2_model or name)
+    holdout_doc = {"path": holdout, "label": label} if holdout else None
+    with mlplat.start_run(experiment=name, name=f"image {image}"[:250], stack=stack, ctx=ctx,
+                          datasets={"holdout": holdout} if holdout else None,
+                          tags={"mlplat.image": found.reference, "mlplat.image.id": found.image_id,
+                                "mlplat.image.digest": found.digest}) as run:
+        version = run.log_model(found, name=name, holdout=holdout_doc)
+    out = {"model": name, "version": version, "run_id": run.run_id, "image": found.lineage()}
+    if as_json:
+        emit_json(out)
+        return
+    ctx.console.print(f"registered {name} version {version} from image {found.reference} "
+                      f"({found.digest or found.image_id[:12]}, protocol {protocol})", highlight=False)
 
 
 def _decide(ctx, decision: str, name: str, version: int, reason: str, stack: str, environment: str | None,

@@ -126,6 +126,8 @@ def describe(model_dir: Path | str) -> ModelFormat:
         return ModelFormat("xgboost", str(conf.get("model_format") or "xgb"), conf.get("data"), **run)
     if isinstance(flavors.get("pytorch"), dict):
         return ModelFormat("pytorch", "torch", flavors["pytorch"].get("model_data"), **run)
+    if isinstance(flavors.get("container"), dict):  # an OCI image: nothing of it loads in any process of ours
+        return ModelFormat("container", "oci", None, **run)
     return ModelFormat("pyfunc", "cloudpickle", pyfunc.get("python_model"), **run)
 
 
@@ -219,6 +221,12 @@ def predictions(model: Any, X: pd.DataFrame) -> tuple[Any, Any, Any]:
     return _one_column(out), None, None
 
 
+def _arange(n: int) -> NDArray[Any]:
+    import numpy as np
+
+    return np.arange(n)
+
+
 def class_scores(out: Any) -> NDArray[Any] | None:
     """``out`` as per-class probabilities (rows summing to 1) when it is a numeric ``(n, k)`` array with
     ``k >= 2``, else ``None``: kept as they are when they already are probabilities, else softmaxed."""
@@ -295,6 +303,12 @@ def score(model_dir: Path | str, X: pd.DataFrame, *, serving: bool = False, what
     predicting fails, ``IntegrityError`` when a safe-format file holds what the allow-list refuses."""
     model_dir = Path(model_dir)
     fmt = describe(model_dir)
+    if fmt.flavor == "container":  # scored by the image itself, through its HTTP API
+        from mlplat.services import container_models
+
+        out = container_models.score(model_dir, X, what=what, model=what.split(" version ")[0])
+        scores = None if serving else class_scores(out)
+        return Scores(out) if scores is None else Scores(scores.argmax(axis=1), scores, _arange(scores.shape[1]))
     if not fmt.safe:
         return _score_in_child(model_dir, X, serving=serving, what=what)
     model = load_native(model_dir, what=what)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 from mlplat.contracts import Capability, Endpoint, ModelRegistry, Package
 from mlplat.errors import CheckFailed, Conflict, Denied, MlplatError
 from mlplat.services import approvals as approvals_service
-from mlplat.services import audit
+from mlplat.services import audit, container_models
 from mlplat.services import gate as gate_service
 from mlplat.services import governance as governance_service
 from mlplat.services import ledger as ledger_service
@@ -272,6 +272,10 @@ class Promotion:
         from mlplat.services import packaging
 
         model_dir = reg.verify_row(self.registry, row)
+        if row["framework"] == "container":  # the registered image is the package: nothing to build
+            image = container_models.image_of(model_dir)
+            return {"context_dir": str(model_dir), "digest": image.digest or image.image_id, "image": image.reference,
+                    "image_id": image.image_id, "engine": "podman"}
         env = self.registry.run_environment(row["run_id"])
         pins = packaging.requirements(row["lineage"].get("environment", {}).get("requirements", []),
                                       {k.lower(): v for k, v in (env.get("packages") or {}).items()})
@@ -295,6 +299,15 @@ class Promotion:
         if previous is not None and self.delivery.endpoint_alive(previous):
             return previous.__dict__ | {"note": "reused the endpoint started before the interruption"}
         package = self._package()
+        if row["framework"] == "container":
+            # the image registered, by its id, started from the verified folder that names it; removed by name
+            running = container_models.start(container_models.image_of(reg.verify_row(self.registry, row)),
+                                             what=self.what)
+            detail = Endpoint(running.url, "container", running.name, running.port).__dict__ | {
+                "note": f"container image {package.image} ({running.image.protocol} protocol)"}
+            self.steps["endpoint"]["detail"] = detail
+            self._save()
+            return detail
         manifests.verify(Path(package.context_dir) / "model", row["manifest"], row["seal"],
                          self.registry.signing_key(), what=f"the packaged copy of {self.what}")
         endpoint = self.delivery.start_endpoint(package, self.name, self.version)
@@ -313,7 +326,8 @@ class Promotion:
         if endpoint is None:  # _step_endpoint records the endpoint it started; endpoint.url would fail the same way
             raise AttributeError("no endpoint recorded for the integration tests")
         try:
-            results = integration_tests(self.spec, row, endpoint.url, self.registry)
+            tests = container_integration_tests if row["framework"] == "container" else integration_tests
+            results = tests(self.spec, row, endpoint.url, self.registry)
         finally:
             self.delivery.stop_endpoint(endpoint)
         failed = [t for t in results if not t["passed"]]
@@ -444,6 +458,57 @@ def integration_tests(spec: StackSpec, row: dict[str, Any], url: str, registry: 
         for _ in range(LATENCY_REQUESTS):
             start = time.perf_counter()
             client.post("/invocations", json=one)
+            timings.append((time.perf_counter() - start) * 1000)
+        p95 = float(np.percentile(timings, 95))
+        budget = spec.serving.latency_budget_ms
+        record("latency", p95 <= budget, f"p95 {p95:.1f} ms over {LATENCY_REQUESTS} requests (budget {budget:.0f} ms)",
+               p95_ms=round(p95, 2))
+    return results
+
+
+def container_integration_tests(spec: StackSpec, row: dict[str, Any], url: str,
+                                registry: ModelRegistry) -> list[dict[str, Any]]:
+    """The staging tests of a version registered from an image, in the image's own protocol: its
+    readiness route, one prediction per held-out row, a truncated JSON body refused with 4xx, and the
+    p95 latency of single-row requests within ``serving.latencyBudgetMs``."""
+    import httpx
+    import numpy as np
+
+    image = container_models.image_of(reg.verify_row(registry, row))
+    what = f"{row['model']} version {row['version']}"
+    results: list[dict[str, Any]] = []
+
+    def record(test: str, passed: bool, detail: str, **extra: Any) -> None:
+        results.append({"test": test, "passed": bool(passed), "detail": detail, **extra})
+
+    ready = container_models.READY_PATHS[image.protocol]
+    route = f"/v2/models/{image.model_name or row['model']}/infer" if image.protocol == "v2" else "/invocations"
+    with httpx.Client(base_url=url, timeout=30) as client:
+        try:
+            status = client.get(ready).status_code
+            record("health", status == 200, f"{ready} returned {status}")
+        except httpx.HTTPError as exc:
+            record("health", False, f"unreachable: {exc}")
+            return results
+        holdout = gate_service.resolve_holdout(spec, row)
+        features = gate_service.model_features(row)
+        frame, _, _ = gate_service.load_holdout(holdout, Path(spec.project_dir), features=features)
+        X = (frame[features] if features else frame.drop(columns=[holdout["label"]])).head(SAMPLE_ROWS)
+        try:
+            out = container_models.invoke(client, image, X, model=row["model"], what=what)
+            record("predictions", True, f"{len(X)} held-out rows: {len(out)} predictions", rows=len(X))
+        except MlplatError as exc:
+            record("predictions", False, exc.message)
+        bad = client.post(route, content=b'{"inputs": [1, 2', headers={"content-type": "application/json"})
+        record("malformed payload", 400 <= bad.status_code < 500, f"truncated JSON -> {bad.status_code} (want 4xx)")
+        one = X.head(1)
+        timings = []
+        for _ in range(LATENCY_REQUESTS):
+            start = time.perf_counter()
+            try:
+                container_models.invoke(client, image, one, model=row["model"], what=what)
+            except MlplatError:
+                pass  # counted by the predictions test
             timings.append((time.perf_counter() - start) * 1000)
         p95 = float(np.percentile(timings, 95))
         budget = spec.serving.latency_budget_ms

@@ -69,6 +69,7 @@ FLAVOR_REQUIREMENTS = {
     "xgboost": ("xgboost", "scikit-learn", "numpy", "scipy", "pandas"),
     "pytorch": ("torch", "numpy", "pandas", "cloudpickle"),
     "pyfunc": ("numpy", "pandas", "cloudpickle"),
+    "container": (),  # an OCI image brings its own
 }
 
 
@@ -81,6 +82,10 @@ def registry_for(spec: StackSpec, ctx: Context) -> ModelRegistry:
 
 def detect_framework(model: Any) -> str:
     """``sklearn`` | ``xgboost`` | ``pytorch`` | ``pyfunc``; a clear error for anything else."""
+    from mlplat.services.container_models import ContainerImage
+
+    if isinstance(model, ContainerImage):
+        return "container"
     module = type(model).__module__ or ""
     mro = {f"{c.__module__}.{c.__name__}" for c in type(model).__mro__}
     if module.startswith("xgboost") or any(m.startswith("xgboost.") for m in mro):
@@ -232,6 +237,8 @@ def _write_reference(model: Any, framework: str, model_dir: Path, *, reference_d
     """Write ``reference.parquet`` and ``profile.json`` into the model folder; return what was used:
     ``source`` (where the rows came from), ``source_rows`` (rows available there) and ``rows`` (kept,
     at most ``REFERENCE_ROWS``, sampled with a fixed seed)."""
+    if framework == "container":  # scoring reference rows would start the image at registration
+        return {"reference": None, "reason": "not sampled for container images"}
     source, frame = _reference_source(reference_data, run_datasets or {}, run_lineage, input_example)
     if frame is None or len(frame) == 0:
         return {"reference": None, "reason": "no training data, reference_data or input_example to sample from"}
@@ -363,6 +370,10 @@ def _save(model: Any, framework: str, path: Path, *, requirements: list[str], si
         # separate processes (mlplat.services.model_loading).
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         mlflow.pytorch.save_model(model, str(path), serialization_format="pickle", **common)
+    elif framework == "container":
+        from mlplat.services import container_models
+
+        container_models.write_model_dir(model, path, signature=signature)
     else:
         import mlflow.pyfunc
 
@@ -454,6 +465,7 @@ def log_model(run: TrackedRun, model: Any, name: str, *, input_example: Any = No
             "signature": signature_doc, "signature_source": signature_source, "storage": storage,
             "reference": reference, "holdout": holdout_doc,
             "features": lineage.views_of_run(tags),
+            **({"image": model.lineage()} if framework == "container" else {}),
         }
         stored = registry.store_version(name, run.run_id, model_dir, tags={
             "mlplat.artifact_digest": digest, "mlplat.author": ctx.user, "mlplat.framework": framework})

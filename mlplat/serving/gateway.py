@@ -159,6 +159,7 @@ class Gateway:
         self.capture.stop()
         self.shadow.stop()
         self.health.stop()
+        self.pool.close()  # container versions' containers go with the gateway
         self.started = False
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlplat.db import ledger_target, open_database
+from mlplat.services import model_loading
 from mlplat.services import rollout as ro
 from mlplat.services.ledger import Ledger
-from mlplat.serving import predictor
+from mlplat.serving import container_backend, predictor
 from mlplat.serving.metrics import RolloutStats
 from mlplat.serving.predictor import LoadedModel
 
@@ -66,10 +67,26 @@ class ModelPool:
     def retain(self, keys: set[tuple[str, int]]) -> None:
         for key in list(self.models):
             if key not in keys:
-                del self.models[key]
+                _close(self.models.pop(key))
+
+    def close(self) -> None:
+        """Release every loaded version (a container version's container is removed)."""
+        for key in list(self.models):
+            _close(self.models.pop(key))
+
+
+def _close(model: LoadedModel | LoadFailure) -> None:
+    close = getattr(model, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as exc:  # releasing one version must not stop the others' release
+            log.warning("could not release %s: %s", getattr(model, "name", "a model"), exc)
 
 
 def _default_loader(path: Path, name: str, version: int) -> LoadedModel:
+    if model_loading.describe(path).flavor == "container":  # served by its own image: proxied over HTTP
+        return container_backend.load(path, name=name, version=version)
     return predictor.load(path, name=name, version=version)
 
 

@@ -38,6 +38,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlplat.container_engine import (  # noqa: F401  (re-exported: the platform's podman set-up)
+    CONTAINERS_CONF,
+    STORAGE_ENV,
+    buildah_command,
+    engine_env,
+    podman_command,
+    storage_dir,
+)
 from mlplat.contracts import DeliveryPipeline, Endpoint, Package
 from mlplat.errors import ExternalError, MlplatError
 from mlplat.services import packaging
@@ -46,20 +54,8 @@ from mlplat_providers.local.layout import StateLayout
 
 CONTAINER_START_TIMEOUT_S = 600.0  # vfs copies the image's file system for every new container
 ENGINE_ENV = "MLPLAT_CONTAINER_ENGINE"
-STORAGE_ENV = "MLPLAT_CONTAINER_STORAGE"
 STATE_LABEL = "org.mlplat.state"
 OWNER_LABEL = "org.mlplat.owner"
-CONTAINERS_CONF = """\
-# podman/buildah settings for mlplat's own container storage
-[containers]
-default_ulimits = []
-init_path = "{init}"
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-runtime = "runc"
-"""
 
 
 def container_engine() -> str | None:
@@ -79,51 +75,6 @@ def container_engine() -> str | None:
         return "buildah"
     raise MlplatError(f"{ENGINE_ENV}={choice!r} is not an engine choice", where=ENGINE_ENV,
                       hint="use auto, podman or none")
-
-
-def storage_dir() -> Path:
-    if os.environ.get(STORAGE_ENV):
-        return Path(os.environ[STORAGE_ENV]).expanduser()
-    if os.geteuid() == 0:
-        return Path("/var/lib/mlplat/containers")
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mlplat" / "containers"
-
-
-def _run_dir() -> Path:
-    if os.environ.get(STORAGE_ENV):
-        return Path(os.environ[STORAGE_ENV]).expanduser() / "run"
-    if os.geteuid() == 0:
-        return Path("/run/mlplat/containers")
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or storage_dir()) / "mlplat-containers"
-
-
-def _global_flags() -> list[str]:
-    return ["--root", str(storage_dir() / "storage"), "--runroot", str(_run_dir()), "--storage-driver", "vfs"]
-
-
-def podman_command(*args: str) -> list[str]:
-    """``podman`` with the platform's storage flags, e.g. ``podman_command("image", "exists", ref)``."""
-    return ["podman", *_global_flags(), *args]
-
-
-def buildah_command(*args: str) -> list[str]:
-    return ["buildah", *_global_flags(), *args]
-
-
-def engine_env() -> dict[str, str]:
-    """The environment for podman/buildah: our containers.conf (no default ulimits, runc, cgroupfs)."""
-    conf = storage_dir() / "containers.conf"
-    init = shutil.which("catatonit") or "/usr/libexec/podman/catatonit"
-    text = CONTAINERS_CONF.format(init=init)
-    if not conf.is_file() or conf.read_text() != text:
-        conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = conf.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(text)
-        tmp.replace(conf)
-    _run_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-    return {**os.environ, "CONTAINERS_CONF": str(conf)}
-
-
 
 
 def _run(cmd: Sequence[str], *, what: str, timeout: float = 1800, env: dict[str, str] | None = None,
