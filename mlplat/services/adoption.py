@@ -52,7 +52,7 @@ class Inventory:
 
     provider: str
     location: str
-    endpoints: list[ServedEndpoint] | None
+    endpoints: Sequence[ServedEndpoint] | None
     note: str | None = None
 
 
@@ -284,8 +284,8 @@ def build(ledgers: Sequence[LedgerView], inventories: Sequence[Inventory], *, no
 
     for view in ledgers:
         row(view.spec.team, view.spec.environment)  # the stack's own row, even with nothing in production
-        for environment, models in production_served(view.conn).items():
-            row(view.spec.team, environment).production_models.extend(models)
+        for environment, served in production_served(view.conn).items():
+            row(view.spec.team, environment).production_models.extend(served)
     unmanaged_all: list[dict[str, Any]] = []
     for inv in inventories:
         where = f"{inv.provider} {inv.location}"

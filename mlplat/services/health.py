@@ -149,7 +149,7 @@ class HealthRecorder:
         from mlplat.db import open_database
 
         # a path or URL of the ledger, or an open Database (the control plane's own)
-        db = self.db_path if hasattr(self.db_path, "transaction") else open_database(self.db_path)
+        db: Any = self.db_path if hasattr(self.db_path, "transaction") else open_database(self.db_path)
         conn = db.connect()
         try:
             if not has_table(conn):
