@@ -248,3 +248,32 @@ def test_quota_is_retried_then_reported_and_a_denied_permission_is_named(backend
     vertex.deny("aiplatform.pipelineJobs.create")
     with pytest.raises(GcpPermissionDenied, match="Google denied aiplatform.pipelineJobs.create"):
         pipes.run_pipeline(pipeline(source))
+
+
+def test_the_job_entry_unpacks_the_project_and_runs_the_command(tmp_path):
+    import subprocess
+
+    from mlplat_providers.gcp.runtime import job_entry
+
+    archive = tmp_path / "src.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"x"
+        info = tarfile.TarInfo("train.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    seen = {}
+
+    def run(argv, cwd, env):
+        seen.update(argv=argv, files=sorted(p.name for p in cwd.iterdir()),
+                    env={k: v for k, v in env.items() if k.startswith(("MLPLAT_INPUT_", "MLPLAT_OUTPUT_"))})
+        return subprocess.CompletedProcess(argv, 0, stdout=seen.get("stdout", '{"passed": true}'), stderr="")
+
+    out = tmp_path / "out" / "model"
+    assert job_entry.main(["--source", str(archive), "--input", "train-set=/gcs/b/t", "--output", f"model={out}",
+                           "--", "python", "train.py"], run=run) == 0
+    assert seen["argv"] == ["python", "train.py"] and seen["files"] == ["train.py"] and out.is_dir()
+    assert seen["env"] == {"MLPLAT_INPUT_TRAIN_SET": "/gcs/b/t", "MLPLAT_OUTPUT_MODEL": str(out)}
+    seen["stdout"] = '{"passed": false, "reasons": ["accuracy 0.7 < 0.85"]}'
+    assert job_entry.main(["--source", str(archive), "--gate", "--", "mlplat", "models", "evaluate"], run=run) == 1
+    assert job_entry.main(["--source", str(archive)], run=run) == 2  # no command
+    assert job_entry.main(["--bogus", "x", "--", "python"], run=run) == 2
