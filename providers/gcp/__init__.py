@@ -15,12 +15,34 @@ def _provisioner(spec, ctx):
 
     return GcpProvisioner(spec, ctx)
 
+
+def _monitoring(spec, ctx):
+    from mlplat_providers.gcp.runtime.monitoring import GcpMonitor
+
+    return GcpMonitor(spec, ctx)
+
+
+def _cost(spec, ctx):
+    from mlplat_providers.gcp.runtime.cost import GcpCost
+
+    return GcpCost(spec, ctx)
+
+
+def _pipelines(spec, ctx):
+    from mlplat_providers.gcp.runtime.pipelines import GcpPipelines
+
+    return GcpPipelines(spec, ctx)
+
+
 provider = ProviderBundle(
     settings_model=GcpProviderSpec,
     name="gcp",
     description="Google Vertex AI (Pulumi program on pulumi-gcp; runtime through google-cloud-aiplatform).",
     factories={
         Capability.PROVISIONER: _provisioner,
+        Capability.MONITORING: _monitoring,
+        Capability.COST: _cost,
+        Capability.PIPELINES: _pipelines,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
     "use a local stack (mlplat up --stack dev) meanwhile",
