@@ -133,13 +133,15 @@ class GatewayHarness:
             raise FileNotFoundError(f"no model folder for {name} v{version}")
         return self.models[version]
 
-    def start(self, controller: bool = True, process: bool = False, clock=None, loader=None):
+    def start(self, controller: bool = True, process: bool = False, clock=None, loader=None, options=None):
         """Serve in a thread of this process, or (``process=True``) in a child process of its own,
         as `mlplat serve` runs, so test clients cannot steal the gateway's CPU time. ``clock``
         (in-process only) is the canary controller's time, for tests that let a step bake;
-        ``loader`` (in-process only) loads model folders in place of the predictor's."""
+        ``loader`` (in-process only) loads model folders in place of the predictor's; ``options``
+        (in-process only) are more ``GatewayConfig`` fields (``batching_models``...)."""
         if process:
-            assert clock is None and loader is None, "a gateway process has its own clock and loader"
+            assert clock is None and loader is None and options is None, \
+                "a gateway process has its own clock, loader and settings"
             return self._start_process(controller)
         import threading
 
@@ -150,7 +152,8 @@ class GatewayHarness:
 
         config = GatewayConfig(environment=self.environment, max_body_bytes=self.max_body_bytes,
                                capture_sampling=self.sampling, poll_interval=0.1,
-                               controller_interval=self.controller_interval, run_controller=controller)
+                               controller_interval=self.controller_interval, run_controller=controller,
+                               **(options or {}))
         self.gateway = Gateway(self.db_path, config, self.resolve, loader, **({"clock": clock} if clock else {}))
         self.gateway.start()
         sock = bind("127.0.0.1", 0)
