@@ -13,7 +13,6 @@ from typing import Any
 
 from mlplat.contracts.base import Contract
 from mlplat.contracts.inventory import ServedEndpoint
-from mlplat.contracts.inventory import ServedEndpoint
 
 
 class EndpointDeployer(Contract):
@@ -62,13 +61,6 @@ class EndpointDeployer(Contract):
         Optional: a provider whose gateway judges canaries inside :meth:`serve` raises
         ``CapabilityNotSupported``."""
         self._unsupported("canary step", hint="the stack's gateway judges canaries itself while `mlplat serve` runs")
-
-    def inventory(self) -> list[ServedEndpoint]:
-        """Every model endpoint of the provider's account and region, whoever made it, with its tags and
-        whether it carries the platform's (read-only; the adoption report compares them with the ledger).
-
-        Optional: a provider that cannot list what runs beside it raises ``CapabilityNotSupported``."""
-        self._unsupported("endpoint inventory", hint="this provider cannot list endpoints made outside the platform")
 
     def inventory(self) -> Sequence[ServedEndpoint]:
         """Every model endpoint of the provider's account and region, whoever made it, with its tags and
