@@ -239,7 +239,8 @@ def class_scores(out: Any) -> NDArray[Any] | None:
     if (arr >= 0).all() and np.allclose(arr.sum(axis=1), 1.0, atol=1e-4):
         return arr
     shifted = np.exp(arr - arr.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    out_scores: NDArray[Any] = shifted / shifted.sum(axis=1, keepdims=True)
+    return out_scores
 
 
 def _one_column(out: Any) -> NDArray[Any]:

@@ -303,11 +303,11 @@ class Promotion:
             # the image registered, by its id, started from the verified folder that names it; removed by name
             running = container_models.start(container_models.image_of(reg.verify_row(self.registry, row)),
                                              what=self.what)
-            detail = Endpoint(running.url, "container", running.name, running.port).__dict__ | {
+            started: dict[str, Any] = Endpoint(running.url, "container", running.name, running.port).__dict__ | {
                 "note": f"container image {package.image} ({running.image.protocol} protocol)"}
-            self.steps["endpoint"]["detail"] = detail
+            self.steps["endpoint"]["detail"] = started
             self._save()
-            return detail
+            return started
         manifests.verify(Path(package.context_dir) / "model", row["manifest"], row["seal"],
                          self.registry.signing_key(), what=f"the packaged copy of {self.what}")
         endpoint = self.delivery.start_endpoint(package, self.name, self.version)
