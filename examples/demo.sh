@@ -10,6 +10,15 @@ mlplat stack validate --all
 step "Check every stack against the policy pack (offline: Pulumi mocks, no cloud account)"
 mlplat policy check --all
 
+step "Start a second team in one command: a stack file that validates and passes the policy pack, and a starter project"
+TEAM_DIR=$(mktemp -d)
+mlplat init --dir "$TEAM_DIR/churn" --team churn --env dev --provider local --owner churn-leads@example.com \
+    --cost-center CC-2040 --risk-tier critical --approver risk-office@example.com --approver head-of-ds@example.com \
+    --no-input
+MLPLAT_PROJECT_DIR="$TEAM_DIR/churn" mlplat stack validate --stack churn-dev
+MLPLAT_PROJECT_DIR="$TEAM_DIR/churn" mlplat policy check --stack churn-dev
+rm -rf "$TEAM_DIR"
+
 step "Preview the AWS team stack offline (the SageMaker program under Pulumi mocks)"
 mlplat preview --stack fraud-prod --offline
 
@@ -145,6 +154,12 @@ step "Pipeline: prepare -> train -> gate -> register -> staging, each step a pro
 mlplat pipeline run examples/pipelines/credit_risk.py --stack dev --allow-dirty
 mlplat pipeline run examples/pipelines/credit_risk.py --stack dev --allow-dirty --from register
 mlplat pipeline list --stack dev
+
+step "Frameworks: an XGBoost and a PyTorch model, each registered and promoted to staging (gate, package, staging endpoint, tests)"
+XGB=$(python examples/xgboost_tabular/train.py --stack dev --register churn-xgb | sed -n 's/^registered churn-xgb version //p')
+mlplat models promote churn-xgb "$XGB" --to staging --stack dev
+MLP=$(python examples/pytorch_digits/train.py --stack dev --register digits-mlp | sed -n 's/^registered digits-mlp version //p')
+mlplat models promote digits-mlp "$MLP" --to staging --stack dev
 
 step "Adoption and SLA: production models served through the platform vs outside it; service levels against docs/SLA.md"
 kill "$GATEWAY_PID" 2>/dev/null || true
