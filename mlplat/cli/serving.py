@@ -56,42 +56,109 @@ def _routes(endpoint: dict) -> str:
               help="The ledger database, as `mlplat server` opens it: postgresql://… or sqlite:///… (default: "
                    "$MLPLAT_DATABASE_URL, then the stack's controlPlane.database, then SQLite in the stack's "
                    "state directory).")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Gateway processes sharing the port, each with its own warm models (default: the number of "
+                   "cores; 1 serves in this process).")
+@click.option("--listen-fd", type=click.IntRange(0), default=None, hidden=True,
+              help="Serve on this inherited listening socket (set by `serve --workers N` for its workers).")
 @pass_ctx
 def serve(ctx, stack: str, environment: str | None, host: str, port: int | None, port_file: str | None,
-          no_controller: bool, no_monitor: bool, database: str | None) -> None:
+          no_controller: bool, no_monitor: bool, database: str | None, workers: int | None,
+          listen_fd: int | None) -> None:
     """Run the serving gateway for every deployment of the stack's environment (blocks).
 
     \b
     POST /endpoints/NAME/invocations   MLflow scoring format
     POST /v2/models/NAME/infer         Open Inference Protocol v2
-    GET  /metrics                      Prometheus text
+    GET  /metrics                      Prometheus text (of the worker that answers)
     Deploys, canary steps and rollbacks apply within a second, without restart.
+    With --workers N (default: one per core) N processes serve one port, each with its
+    own warm models; one that dies is restarted, and SIGTERM stops them all.
     Monitoring passes (drift, quality, cost, alerts, retraining) run on the stack's
     monitoring.schedule in the background unless --no-monitor.
     The gateway is a platform process: with a control plane it runs beside `mlplat server`
-    and opens the same ledger database itself. Any number of gateways may run; one at a time
-    judges and steps each rollout.
+    and opens the same ledger database itself. Any number of gateways (and workers) may run;
+    one at a time judges and steps each rollout.
     """
     import os
 
+    listener = None
+    if listen_fd is not None:  # a worker of a supervising `serve`: first of all, die with it
+        from mlplat.serving.workers import inherit
+
+        listener = inherit(listen_fd)
     spec = ctx.stack(stack)
     require_loopback(host, authenticated=spec.serving.auth.api_keys == "required",
                      how="set mlplat:serving.auth.apiKeys: required in the stack")
     ctx.ledger_owner = True
     ctx.database_url = database or os.environ.get("MLPLAT_DATABASE_URL") or spec.control_plane.database
     serving = _serving(ctx, spec)
+    environment = environment or spec.environment
+    if listener is not None:
+        serving.serve_socket(listener, environment=environment, port_file=port_file, controller=not no_controller)
+        return
+    if workers is not None and workers > 1 and not serving.serves_http:
+        raise click.UsageError(f"--workers applies to a gateway on this machine; stack {spec.name}'s provider "
+                               f"'{spec.provider.kind}' serves its traffic itself (run `mlplat serve` without --workers)")
+    from mlplat.serving.workers import default_workers
+
+    count = (workers or default_workers()) if serving.serves_http else 1
     loop = None
     if not no_monitor:
         from mlplat.services.monitoring.scheduler import MonitorLoop
 
         loop = MonitorLoop(spec, ctx).start()
     try:
-        serving.serve(environment=environment or spec.environment, host=host,
-                      port=spec.serving.port if port is None else port, port_file=port_file,
-                      controller=not no_controller)
+        if count == 1:
+            serving.serve(environment=environment, host=host, port=spec.serving.port if port is None else port,
+                          port_file=port_file, controller=not no_controller)
+        else:
+            _supervise(ctx, spec, serving, count, stack=stack, environment=environment, host=host,
+                       port=spec.serving.port if port is None else port, port_file=port_file,
+                       controller=not no_controller)
     finally:
         if loop is not None:
             loop.stop()
+
+
+def _supervise(ctx, spec, serving, count: int, *, stack: str, environment: str, host: str, port: int,
+               port_file: str | None, controller: bool) -> None:
+    """Bind the port here, run ``count`` workers of `mlplat serve` on it (:mod:`mlplat.serving.workers`)."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from mlplat.serving.model_server import bind
+    from mlplat.serving.workers import Supervisor
+
+    sock = bind(host, port)  # PortInUse (exit 9) before any worker starts
+    bound = sock.getsockname()[1]
+
+    def command(fd: int, ready: Path) -> list[str]:
+        argv = [sys.executable, "-m", "mlplat", *(["--verbose"] if ctx.verbose else []), "serve", "--stack", stack,
+                "--env", environment, "--host", host, "--port", str(bound), "--port-file", str(ready),
+                "--no-monitor", "--workers", "1", "--listen-fd", str(fd)]
+        if ctx.database_url:
+            argv += ["--database", ctx.database_url]
+        return argv + ([] if controller else ["--no-controller"])
+
+    env = {**os.environ, "MLPLAT_PROJECT_DIR": str(ctx.project())}
+    supervisor = Supervisor(sock, command, count, env=env)
+
+    def announce(pids: list[int]) -> None:
+        if port_file:
+            tmp = Path(port_file + ".tmp")
+            tmp.write_text(str(bound))
+            tmp.replace(port_file)
+        names = ", ".join(sorted(e["model"] for e in serving.list(environment))) or "none yet"
+        ctx.console.print(f"gateway for stack {spec.name}, environment {environment}: http://{host}:{bound}  "
+                          f"(endpoints: {names}; {count} workers, pids {', '.join(map(str, pids))})", highlight=False)
+        ctx.console.file.flush()
+
+    try:
+        supervisor.run(announce)
+    finally:
+        sock.close()
 
 
 @click.command()

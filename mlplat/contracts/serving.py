@@ -8,8 +8,9 @@ before applying it.
 from __future__ import annotations
 
 import abc
+import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from mlplat.contracts.base import Contract
 from mlplat.contracts.inventory import ServedEndpoint
@@ -17,6 +18,11 @@ from mlplat.contracts.inventory import ServedEndpoint
 
 class EndpointDeployer(Contract):
     """Endpoints per (model, environment) and the rollouts that change what they serve."""
+
+    #: Whether :meth:`serve` answers HTTP on this machine (the platform's gateway), so that several
+    #: worker processes may share its port (:meth:`serve_socket`). False where a cloud serves the
+    #: traffic and ``serve`` only steps rollouts.
+    serves_http: ClassVar[bool] = False
 
     @abc.abstractmethod
     def deploy(self, name: str, version: int, *, environment: str, strategy: str, weights: str | None = None,
@@ -49,6 +55,15 @@ class EndpointDeployer(Contract):
     def serve(self, *, environment: str, host: str, port: int, port_file: str | None = None,
               controller: bool = True) -> None:
         """Run the gateway in the foreground until interrupted (blocking)."""
+
+    def serve_socket(self, listener: socket.socket, *, environment: str, port_file: str | None = None,
+                     controller: bool = True) -> None:
+        """Run the gateway on ``listener``, a socket already bound and listening (a worker of
+        ``mlplat serve --workers N`` inherits its supervisor's), until interrupted (blocking). The
+        port is written to ``port_file`` once it accepts connections; nothing is printed.
+
+        Optional: only a provider whose :attr:`serves_http` is true implements it."""
+        self._unsupported("serving on a shared socket", hint="run `mlplat serve` with --workers 1")
 
     # --- optional operations ------------------------------------------------------------------
 

@@ -145,6 +145,32 @@ def _data_file(model_dir: Path, fmt: ModelFormat) -> Path:
     return path
 
 
+def _skops_io() -> Any:
+    """``skops.io``, imported without importing PyTorch on the way.
+
+    skops builds its default trusted types from scikit-learn's ``all_estimators()``, which walks every
+    scikit-learn package, among them its array-API adapter for PyTorch, which imports torch when it is
+    installed: seconds of a serving process's start-up for a model that has nothing to do with torch.
+    A placeholder stands in for that adapter during this one import (it holds no estimator, so the walk
+    finds the same ones) and is removed right after, so the real adapter still imports when needed."""
+    if "skops.io" not in sys.modules and TORCH_ADAPTER not in sys.modules:
+        import types
+
+        placeholder = types.ModuleType(TORCH_ADAPTER)
+        sys.modules[TORCH_ADAPTER] = placeholder
+        try:
+            import skops.io  # noqa: F401
+        finally:
+            if sys.modules.get(TORCH_ADAPTER) is placeholder:
+                del sys.modules[TORCH_ADAPTER]
+    import skops.io
+
+    return skops.io
+
+
+TORCH_ADAPTER = "sklearn.externals.array_api_compat.torch"
+
+
 def load_native(model_dir: Path | str, *, what: str = "the model") -> Any:
     """The estimator of a safe-format model folder, loaded in this process without running code from it.
 
@@ -158,11 +184,11 @@ def load_native(model_dir: Path | str, *, what: str = "the model") -> Any:
                              f"it is only loaded by a scoring or serving process", where=str(model_dir))
     path = _data_file(model_dir, fmt)
     if fmt.flavor == "sklearn":
-        import skops.io
+        skops_io = _skops_io()
         from skops.io.exceptions import UntrustedTypesFoundException
 
         try:
-            return skops.io.load(path, trusted=list(SKOPS_TRUSTED))
+            return skops_io.load(path, trusted=list(SKOPS_TRUSTED))
         except UntrustedTypesFoundException as exc:
             found = sorted(getattr(exc, "unsafe", None) or []) or [str(exc)]
             raise IntegrityError(

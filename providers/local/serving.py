@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 
 class LocalServing(EndpointDeployer):
+    serves_http = True  # the gateway on this machine: `mlplat serve --workers N` shares its port
+
     def __init__(self, spec, ctx):
         self.spec = spec
         self.ctx = ctx
@@ -150,26 +152,37 @@ class LocalServing(EndpointDeployer):
     def serve(self, *, environment: str, host: str, port: int, port_file: str | None = None,
               controller: bool = True) -> None:
         from mlplat.netguard import require_loopback
-        from mlplat.serving.model_server import bind, run
+        from mlplat.serving.model_server import bind
 
         require_loopback(host, authenticated=self.spec.serving.auth.api_keys == "required",
                          how="set mlplat:serving.auth.apiKeys: required in the stack")
         app = self.gateway(environment=environment, controller=controller)
         sock = bind(host, port)  # PortInUse (exit 9) before anything is loaded or announced
-        app.start()  # load every deployed version before accepting traffic
-        names = ", ".join(sorted(app.table)) or "none yet"
 
         def announce(bound: int) -> None:  # once uvicorn serves: the URL printed answers
+            names = ", ".join(sorted(app.table)) or "none yet"
             self.ctx.console.print(f"gateway for stack {self.spec.name}, environment {environment}: "
                                    f"http://{host}:{bound}  (endpoints: {names})", highlight=False)
             self.ctx.console.file.flush()
 
+        self._run(app, sock, port_file, announce)
+
+    def serve_socket(self, listener, *, environment: str, port_file: str | None = None,
+                     controller: bool = True) -> None:
+        from mlplat.serving.workers import WorkerTagged
+
+        app = self.gateway(environment=environment, controller=controller)
+        self._run(app, listener, port_file, None, WorkerTagged(app))
+
+    @staticmethod
+    def _run(app, sock, port_file: str | None, announce, asgi_app=None) -> None:
+        from mlplat.serving.model_server import run
+
+        app.start()  # load every deployed version before accepting traffic
         try:
-            run(app, sock, port_file=Path(port_file) if port_file else None, on_ready=announce)
+            run(asgi_app or app, sock, port_file=Path(port_file) if port_file else None, on_ready=announce)
         finally:
             app.stop()
-
-
 
 
 def _shadow_readout(conn, model: str, environment: str, version: int, since: float) -> dict[str, Any]:

@@ -1,0 +1,4 @@
+"""``python -m mlplat``: the ``mlplat`` command."""
+from mlplat.cli import main
+
+main()
