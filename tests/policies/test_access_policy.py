@@ -100,7 +100,7 @@ def test_every_stack_of_the_repository_passes(tmp_path):
     assert all(not [f for f in s.findings if f.policy == "access"] for s in report.stacks)
 
 
-@pytest.mark.parametrize("stack", ["nlp-prod", "search-staging"])
+@pytest.mark.parametrize("stack", ["nlp-prod"])
 def test_a_cloud_stack_without_a_program_is_still_checked_for_access(tmp_path, stack):
     text = strip_access((REPO / "stacks" / f"Pulumi.{stack}.yaml").read_text())
     assert "mlplat:access" not in text
@@ -134,8 +134,18 @@ def test_an_aws_stack_without_access_fails_beside_its_program(tmp_path):
     assert {f.policy for f in result.findings} == {"access"}
 
 
-def test_the_policy_can_be_made_advisory_per_stack(tmp_path):
+@pytest.mark.pulumi
+def test_a_gcp_stack_without_access_fails_beside_its_program(tmp_path):
     text = strip_access((REPO / "stacks" / "Pulumi.search-staging.yaml").read_text())
+    project = write_project(tmp_path / "p", {"team": text})
+    result = check(["team"], project, Context(project_dir=project)).stacks[0]
+    assert result.status == "failed" and result.error is None
+    assert {f.policy for f in result.findings} == {"access"}
+    assert any("stack on gcp declares no mode" in f.message for f in result.findings)
+
+
+def test_the_policy_can_be_made_advisory_per_stack(tmp_path):
+    text = strip_access((REPO / "stacks" / "Pulumi.nlp-prod.yaml").read_text())
     text += "  mlplat:policy:\n    policies:\n      access: advisory\n"
     project = write_project(tmp_path / "p", {"team": text})
     result = check(["team"], project, Context(project_dir=project)).stacks[0]
