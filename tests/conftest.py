@@ -17,6 +17,9 @@ BIN = Path(sys.executable).parent
 # Staging endpoints run as local processes unless a test asks for a container image (the
 # `container` tests set MLPLAT_CONTAINER_ENGINE=podman for their own subprocesses).
 os.environ.setdefault("MLPLAT_CONTAINER_ENGINE", "none")
+# `mlplat serve` runs one gateway process per core by default; the tests start one (a test of the
+# workers asks for them with --workers), so a gateway stays one process to signal, pause or crash.
+os.environ.setdefault("MLPLAT_SERVE_WORKERS", "1")
 # pytest-xdist workers inherit the controller's terminal size as COLUMNS=80/LINES=24. The CLI honours
 # $COLUMNS when piped, so commands the tests run would fit an 80-column terminal no test asked for: they
 # run as in a CI log (piped, no $COLUMNS) unless a test sets COLUMNS for its own subprocess.

@@ -56,7 +56,7 @@ def _routes(endpoint: dict) -> str:
               help="The ledger database, as `mlplat server` opens it: postgresql://… or sqlite:///… (default: "
                    "$MLPLAT_DATABASE_URL, then the stack's controlPlane.database, then SQLite in the stack's "
                    "state directory).")
-@click.option("--workers", type=click.IntRange(1, 256), default=None,
+@click.option("--workers", type=click.IntRange(1, 256), default=None, envvar="MLPLAT_SERVE_WORKERS", show_envvar=True,
               help="Gateway processes sharing the port, each with its own warm models (default: the number of "
                    "cores; 1 serves in this process).")
 @click.option("--listen-fd", type=click.IntRange(0), default=None, hidden=True,
