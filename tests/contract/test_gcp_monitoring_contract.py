@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from tests.contract.gcp_fake.bigquery import (
     BILLING_EXPORT_SCHEMA,
     REQUEST_RESPONSE_LOG_SCHEMA,
     FakeBigQuery,
-    Served,
+    bigquery_fake,  # noqa: F401
+    bigquery_server,  # noqa: F401
     row_problems,
     table_problems,
 )
@@ -51,30 +53,13 @@ STACK_TEXT = f"""config:
 """
 
 
-@pytest.fixture(scope="module")
-def bigquery_server():
-    fake = FakeBigQuery()
-    served = Served(fake.app)
-    try:
-        yield fake, served
-    finally:
-        served.stop()
-
-
 @pytest.fixture
-def stack(tmp_path, monkeypatch, bigquery_server, gcp_fake):  # noqa: F811
+def stack(tmp_path, monkeypatch, bigquery_fake, gcp_fake):  # noqa: F811
     from mlplat.db import Database
     from mlplat.stack import load_stack
     from mlplat_providers.gcp.runtime.session import GcpSession, RetryPolicy
 
-    fake, served = bigquery_server
-    for key in list(fake.tables):
-        fake.db.execute(f'DROP TABLE "{key}"')
-    fake.tables.clear()
-    fake.datasets.clear()
-    fake.faults.clear()
-    fake.requests.clear()
-    monkeypatch.setenv("MLPLAT_GCP_BIGQUERY_ENDPOINT", served.url)
+    fake = bigquery_fake
     project = tmp_path / "project"
     (project / "stacks").mkdir(parents=True)
     (project / "Pulumi.yaml").write_text("name: mlplat\nruntime: python\nstackConfigDir: stacks\n")
@@ -150,7 +135,7 @@ def report(features: int) -> dict:
 
 def test_a_pass_publishes_custom_metrics_cloud_monitoring_accepts(stack):
     from mlplat_providers.gcp import runtime_rules as rr
-    from mlplat_providers.gcp import service_rules
+    from mlplat_providers.gcp.plan import alert_conditions, condition_filter, stack_plan
 
     log(stack["fake"], "101", 0, 3)
     mon = monitor(stack, {"101": ("scorer", 1, "primary")})
@@ -161,8 +146,16 @@ def test_a_pass_publishes_custom_metrics_cloud_monitoring_accepts(stack):
     state = stack["monitoring"].monitoring
     stored = {(s.metric_type, s.metric_labels.get("feature")): s for s in state.series.values()}
     assert {t for t, _f in stored} <= rr.PLATFORM_METRIC_TYPES
-    # the program's alert policies watch platform metrics the pass really writes
-    assert service_rules.PLATFORM_METRICS <= {t for t, _f in stored}
+    # the program's alert policy on drift (its filter on a platform metric) matches a series the pass wrote
+    spec = stack["spec"]
+    plan = stack_plan(spec)
+    [drift] = [c for c in alert_conditions(spec) if c.metric_type.startswith(rr.PLATFORM_PREFIX)]
+    model_plan = type(plan.models[0])(**{**plan.models[0].__dict__, "model": "scorer"})
+    wanted = dict(re.findall(r'(\S+?)="([^"]*)"', condition_filter(plan, model_plan, drift)))
+    assert any(s.metric_type == wanted["metric.type"] and s.resource_type == wanted["resource.type"]
+               and all(s.metric_labels.get(k.removeprefix("metric.label.")) == v
+                       for k, v in wanted.items() if k.startswith("metric.label."))
+               for s in state.series.values()), wanted
     top = stored[(rr.PLATFORM_PREFIX + rr.MAX_PSI, None)]
     assert top.metric_labels == {"team": "search", "environment": "staging", "model": "scorer", "endpoint_id": "555"}
     assert top.resource_type == "global" and top.resource_labels == {"project_id": PROJECT}

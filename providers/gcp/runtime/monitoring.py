@@ -38,7 +38,7 @@ from typing import Any, cast
 
 from mlplat.contracts import Capture, Monitor
 from mlplat.db import Database
-from mlplat.errors import ExternalError
+from mlplat.errors import ExternalError, NotFound
 from mlplat_providers.gcp import runtime_rules as rr
 
 CHUNK = 500
@@ -143,32 +143,35 @@ class GcpMonitor(Monitor):
     # --- Vertex: endpoints, deployed models, log tables ---------------------------------------------
 
     def _vertex_endpoints(self) -> list[dict[str, Any]]:
-        """The stack's endpoints (label ``mlplat-managed``) as ``{id, log_table, deployed: {id: DeployedVersion}}``."""
-        from mlplat_providers.gcp.labels import normalise_value
+        """The endpoints of every ``(model, environment)`` the ledger deployed, as ``{id, log_table, deployed}``:
+        each deployed model's version (``GcpServing.deployed``: ``model_version_id``), the variant the ledger's
+        open deployment row gives that version, and the log table the endpoint's logging config names (the
+        program's table for the model when the endpoint has none yet)."""
+        from mlplat_providers.gcp.plan import underscored
+        from mlplat_providers.gcp.runtime.serving import GcpServing
 
-        client = self.gcp.vertex("endpoint")
-        models = self.gcp.vertex("model")
-        team = normalise_value(self.spec.team)
-        pager = self.gcp.call(client.list_endpoints, request={
-            "parent": self.gcp.location, "filter": f'labels.mlplat-managed="true" AND labels.team="{team}"'},
-            method="list_endpoints", what="listing the stack's endpoints")
+        conn = self.database().connect()
+        try:
+            rows = conn.execute("SELECT model, environment, version, variant FROM deployments "
+                                "ORDER BY started_at, id").fetchall()
+        finally:
+            conn.close()
+        variants: dict[tuple[str, str], dict[int, str]] = {}
+        for r in rows:
+            variants.setdefault((r["model"], r["environment"]), {})[int(r["version"])] = r["variant"] or "primary"
+        serving = GcpServing(self.spec, self.ctx, self.gcp)
+        plan = self.gcp.plan
         out = []
-        for endpoint in pager:
-            config = endpoint.predict_request_response_logging_config
-            if not config or not config.enabled or not config.bigquery_destination.output_uri:
+        for (model, environment), by_version in variants.items():
+            endpoint = serving.get_endpoint(model, environment)
+            if endpoint is None:
                 continue
-            labels = dict(endpoint.labels)
-            deployed = {}
-            for dm in endpoint.deployed_models:
-                model = self.gcp.call(models.get_model, name=f"{dm.model}@{dm.model_version_id}",
-                                      method="get_model", what="reading a deployed model")
-                mlabels = dict(model.labels)
-                name = mlabels.get("mlplat-model") or model.display_name
-                version = int(mlabels.get("mlplat-version") or dm.model_version_id)
-                deployed[dm.id] = DeployedVersion(name, version, labels.get("environment") or self.spec.environment,
-                                                  mlabels.get("mlplat-variant") or "primary")
-            out.append({"id": endpoint_id_of(endpoint.name), "log_table": table_of(config.bigquery_destination.output_uri),
-                        "deployed": deployed})
+            config = endpoint.predict_request_response_logging_config
+            uri = config.bigquery_destination.output_uri if config and config.enabled else ""
+            table = table_of(uri) if uri else f"{plan.project}.{plan.request_dataset}.{underscored(f'{model}_requests', 1024)}"
+            deployed = {dmid: DeployedVersion(model, version, environment, by_version.get(version, "primary"))
+                        for version, dmid in serving.deployed(endpoint, model).items()}
+            out.append({"id": endpoint_id_of(endpoint.name), "log_table": table, "deployed": deployed})
         return out
 
     def _resolve(self) -> tuple[dict[tuple[str, str], DeployedVersion], list[str]]:
@@ -202,8 +205,11 @@ class GcpMonitor(Monitor):
         rows = self._rows.setdefault(table, [])
         # rows land in the log in time order within seconds; re-read the last second, then drop known ids
         after = dt.datetime.fromtimestamp(rows[-1].ts - 1.0 if rows else 0.0, dt.UTC)
-        result = bq.query(self.gcp, log_query(table), [bigquery.ScalarQueryParameter("after", "TIMESTAMP", after)],
-                          what=f"reading the request-response log {table}")
+        try:
+            result = bq.query(self.gcp, log_query(table), [bigquery.ScalarQueryParameter("after", "TIMESTAMP", after)],
+                              what=f"reading the request-response log {table}", not_found=True)
+        except NotFound:
+            return rows  # Vertex creates the table with the first logged request: nothing was logged yet
         known = {r.request_id for r in rows if r.ts >= after.timestamp()}
         for row in result:
             parsed = parse_row(row)
@@ -275,7 +281,9 @@ class GcpMonitor(Monitor):
         from mlplat_providers.gcp.labels import normalise_value
 
         end = float(report["ts"])
-        team, environment = normalise_value(self.spec.team), normalise_value(self.spec.environment)
+        # the program's alert policies filter on metric.label.team (the team label) and metric.label.model (the
+        # model's name as declared: metric label values are free text up to 1,024 characters)
+        team, environment = str(self.gcp.plan.team_label), normalise_value(self.spec.environment)
         out: list[dict[str, Any]] = []
 
         def put(name: str, value: float, labels: Mapping[str, str], integer: bool = False) -> None:
@@ -287,7 +295,7 @@ class GcpMonitor(Monitor):
                                     "value": {"int64_value": int(value)} if integer else {"double_value": float(value)}}]})
 
         for w in report.get("windows") or []:
-            labels = {"model": normalise_value(w["model"]),
+            labels = {"model": rr.label_value(w["model"]),
                       "endpoint_id": self.endpoint_of(w["model"], w["version"], w["environment"]) or "none"}
             drift = w.get("drift") or {}
             if drift.get("verdict") not in (None, "no reference", "insufficient data", "insufficient reference"):

@@ -21,8 +21,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
 
 # https://cloud.google.com/bigquery/docs/datasets#dataset-naming
 DATASET_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
@@ -201,6 +204,7 @@ class FakeBigQuery:
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # "p.d.t" -> table resource
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # "p.d" -> dataset resource
     faults: list[Fault] = field(default_factory=list)
+    insert_ids: dict[str, set[str]] = field(default_factory=dict)  # table -> insertIds seen (best-effort dedup)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)  # (method, path, body)
     problems: list[str] = field(default_factory=list)  # every refusal, for tests to read
 
@@ -237,12 +241,22 @@ class FakeBigQuery:
             self.db.executemany(f'INSERT INTO "{key}" (' + ", ".join(f'"{n}"' for n in names) + ") VALUES ("
                                 + ", ".join("?" * len(names)) + ")", values)
 
+    def reset(self) -> None:
+        with self.lock:
+            for key in list(self.tables):
+                self.db.execute(f'DROP TABLE "{key}"')
+        for store in (self.tables, self.datasets, self.insert_ids):
+            store.clear()
+        self.faults.clear()
+        self.requests.clear()
+        self.problems.clear()
+
     def fail(self, path_contains: str, status: int, reason: str, message: str, times: int = 1) -> None:
         """The next ``times`` requests whose path contains ``path_contains`` answer this error."""
         self.faults.append(Fault(path_contains, status, reason, message, times))
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[tuple]]:
-        tables = set(re.findall(r"`([^`]+)`", sql))
+        tables = set(re.findall(r"`([^`.]+\.[^`.]+\.[^`.]+)`", sql))  # project.dataset.table; other backticks: columns
         missing = sorted(t for t in tables if t not in self.tables)
         if missing:
             raise LookupError(f"Not found: Table {missing[0]} was not found")
@@ -320,6 +334,28 @@ class FakeBigQuery:
             found = self.tables.get(f"{project}.{dataset}.{table}")
             return JSONResponse(found) if found else error(404, "notFound", f"Not found: Table {project}:{dataset}.{table}")
 
+        async def patch_table(request: Request, body: Any, project: str, dataset: str, table: str) -> Any:
+            key = f"{project}.{dataset}.{table}"
+            if key not in self.tables:
+                return error(404, "notFound", f"Not found: Table {project}:{dataset}.{table}")
+            old = self.tables[key]["schema"]["fields"]
+            new = ((body.get("schema") or {}).get("fields")) or old
+            problems = field_problems(new)
+            kept = [f["name"] for f in new[:len(old)]]
+            if kept != [f["name"] for f in old]:
+                problems.append("a schema update may only add columns at the end (existing columns are kept)")
+            if any(str(f.get("mode") or "NULLABLE").upper() == "REQUIRED" for f in new[len(old):]):
+                problems.append("added columns must be NULLABLE or REPEATED")
+            if problems:
+                return error(400, "invalid", "; ".join(problems))
+            with self.lock:
+                for f in new[len(old):]:
+                    self.db.execute(f'ALTER TABLE "{key}" ADD COLUMN "{f["name"]}" {_ddl(f)}')
+            self.tables[key]["schema"]["fields"] = new
+            if "labels" in body:
+                self.tables[key]["labels"] = body["labels"]
+            return JSONResponse(self.tables[key])
+
         async def insert_all(request: Request, body: Any, project: str, dataset: str, table: str) -> Any:
             key = f"{project}.{dataset}.{table}"
             if key not in self.tables:
@@ -338,7 +374,13 @@ class FakeBigQuery:
                 self.problems.extend(e["message"] for err in errors for e in err["errors"])
                 return JSONResponse({"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": errors})
             names = {f["name"] for f in fields}
-            self.insert(key, [{k: v for k, v in r["json"].items() if k in names} for r in rows])
+            # https://cloud.google.com/bigquery/docs/streaming-data-into-bigquery#dataconsistency: a row whose
+            # insertId was seen recently is dropped as a duplicate
+            seen = self.insert_ids.setdefault(key, set())
+            fresh = [r for r in rows if not r.get("insertId") or r["insertId"] not in seen]
+            seen.update(r["insertId"] for r in rows if r.get("insertId"))
+            if fresh:
+                self.insert(key, [{k: v for k, v in r["json"].items() if k in names} for r in fresh])
             return JSONResponse({"kind": "bigquery#tableDataInsertAllResponse"})
 
         async def table_data(request: Request, body: Any, project: str, dataset: str, table: str) -> Any:
@@ -374,6 +416,7 @@ class FakeBigQuery:
             Route(base + "/datasets/{dataset}", handler(dataset), methods=["GET"]),
             Route(base + "/datasets/{dataset}/tables", handler(tables), methods=["POST"]),
             Route(base + "/datasets/{dataset}/tables/{table}", handler(table), methods=["GET"]),
+            Route(base + "/datasets/{dataset}/tables/{table}", handler(patch_table), methods=["PATCH", "PUT"]),
             Route(base + "/datasets/{dataset}/tables/{table}/insertAll", handler(insert_all), methods=["POST"]),
             Route(base + "/datasets/{dataset}/tables/{table}/data", handler(table_data), methods=["GET"]),
             Route(base + "/queries", handler(queries), methods=["POST"]),
@@ -438,3 +481,23 @@ BILLING_EXPORT_SCHEMA: list[dict[str, Any]] = [
     {"name": "credits", "type": "RECORD", "mode": "REPEATED",
      "fields": [{"name": "name", "type": "STRING"}, {"name": "amount", "type": "FLOAT"}]},
 ]
+
+
+@pytest.fixture(scope="session")
+def bigquery_server() -> Iterator[tuple[FakeBigQuery, Served]]:
+    fake = FakeBigQuery()
+    served = Served(fake.app)
+    try:
+        yield fake, served
+    finally:
+        served.stop()
+
+
+@pytest.fixture
+def bigquery_fake(bigquery_server: tuple[FakeBigQuery, Served], monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBigQuery]:
+    """The fake BigQuery, emptied, with ``MLPLAT_GCP_BIGQUERY_ENDPOINT`` pointing the runtime at it."""
+    fake, served = bigquery_server
+    fake.reset()
+    monkeypatch.setenv("MLPLAT_GCP_BIGQUERY_ENDPOINT", served.url)
+    yield fake
+    fake.reset()
