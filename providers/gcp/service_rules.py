@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mlplat_providers.gcp.runtime_rules import PLATFORM_METRIC_TYPES, PLATFORM_PREFIX
+
 # --- settings patterns ---------------------------------------------------------------------------
 
 # Billing account ids are three groups of six upper-case hexadecimal characters.
@@ -153,15 +155,11 @@ VERTEX_ONLINE_METRICS = frozenset({
     "aiplatform.googleapis.com/prediction/online/accelerator/memory/bytes_used",
 })
 # Metrics the platform's own monitoring pass writes (CreateTimeSeries) from the BigQuery request log:
-# user-defined metrics live under custom.googleapis.com/, ours under custom.googleapis.com/mlplat/, on the
-# monitored resource `global` with the labels team, environment, model and endpoint_id.
+# user-defined metrics under custom.googleapis.com/mlplat/ on the monitored resource `global`, with the
+# metric labels team, environment, model and endpoint_id; the runtime's rules module names them.
 # https://cloud.google.com/monitoring/custom-metrics/creating-metrics#custom_metric_names
-PLATFORM_METRIC_PREFIX = "custom.googleapis.com/mlplat/"
-PLATFORM_METRICS = frozenset({
-    PLATFORM_METRIC_PREFIX + "drift/share",           # share of drifted features in the last window
-    PLATFORM_METRIC_PREFIX + "quality/accuracy",      # accuracy once labels arrive
-    PLATFORM_METRIC_PREFIX + "cost/daily_usd",        # metered serving cost of the day
-})
+PLATFORM_METRIC_PREFIX = PLATFORM_PREFIX
+PLATFORM_METRICS = PLATFORM_METRIC_TYPES
 
 
 def metric_type_problem(metric_type: str) -> str | None:
