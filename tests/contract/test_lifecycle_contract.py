@@ -15,6 +15,9 @@ Configurations (the ``driver`` fixture's ids):
 - ``local-server-postgres``: the same with the server's ledger in PostgreSQL (``tests/pg.py``);
 - ``aws-embedded``: the AWS provider, embedded only, since moto runs inside this process and a
   server in another process would not see its fake AWS.
+- ``gcp-embedded``: the GCP provider against the fake Vertex AI REST API and the fake Cloud Monitoring
+  gRPC server (tests/contract/gcp_fake, real servers on 127.0.0.1); the canary step is judged on the
+  per-deployed-model metrics fed into the fake Monitoring.
 
 In the server configurations the gateway that takes the canary step runs in this process as the
 platform process it is beside the server (``ctx.ledger_owner``, the server's database), and
@@ -27,7 +30,9 @@ import json
 
 import pytest
 
+from tests.contract import gcp_support as gs
 from tests.contract import moto_support as ms
+from tests.contract.gcp_fake.fixtures import gcp_fake, gcp_servers  # noqa: F401  (fixtures)
 from tests.contract.lifecycle import (
     AUTHOR,
     approve,
@@ -170,11 +175,36 @@ class AwsDriver:
         return serving.step("scorer", environment=ENV)["action"]
 
 
+class GcpDriver:
+    """Traffic for a canary step: the per-deployed-model metrics Vertex AI publishes to Cloud Monitoring
+    (fed into the fake), then ``step``."""
+
+    name = "gcp"
+    mode = "embedded"
+    server = None
+
+    def __init__(self, project, fake):
+        self.project = project
+        self.fake = fake
+
+    def provision(self) -> None:
+        gs.provision_cloud(context(self.project).stack(STACK), self.fake)
+
+    def judge_step(self) -> str:
+        serving = platform_serving(self.project, STACK)
+        stable, candidate = gs.canary_versions(serving, "scorer", ENV)
+        gs.feed_deployed_model(self.fake, serving, "scorer", ENV, stable, requests=135)
+        gs.feed_deployed_model(self.fake, serving, "scorer", ENV, candidate, requests=15)
+        return serving.step("scorer", environment=ENV)["action"]
+
+
 @pytest.fixture(params=["local-embedded", "local-server-sqlite",
-                        pytest.param("local-server-postgres", marks=pytest.mark.postgres), "aws-embedded"])
+                        pytest.param("local-server-postgres", marks=pytest.mark.postgres), "aws-embedded",
+                        "gcp-embedded"])
 def driver(request, tmp_path, monkeypatch):
     kind, _, ledger = request.param.partition("-")
-    text = local_stack_text() if kind == "local" else ms.aws_stack_text(approvers=APPROVERS)
+    text = local_stack_text() if kind == "local" else gs.gcp_stack_text(approvers=APPROVERS) if kind == "gcp" \
+        else ms.aws_stack_text(approvers=APPROVERS)
     project = new_project(tmp_path / "project", {STACK: text})
     monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
     monkeypatch.setenv("MLPLAT_USER", AUTHOR)
@@ -196,6 +226,11 @@ def driver(request, tmp_path, monkeypatch):
             drv.server = server
             monkeypatch.setenv("MLPLAT_CONTROL_PLANE_URL", server.url)  # this process is the server's client
             yield drv
+        return
+    if kind == "gcp":
+        drv_gcp = GcpDriver(project, request.getfixturevalue("gcp_fake"))
+        drv_gcp.provision()
+        yield drv_gcp
         return
     from moto import mock_aws
 

@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from mlplat.errors import ExitCode, ExternalError, NotFound, StackError
@@ -261,6 +262,34 @@ class GcpSession:
         """GCS's JSON API root: ``https://storage.googleapis.com`` or the test override."""
         return (os.environ.get(STORAGE_ENV) or os.environ.get(VERTEX_ENV) or
                 "https://storage.googleapis.com").rstrip("/")
+
+    def storage(self) -> Any:
+        """GCS's ``Client`` for the stack's project (JSON API; the override's server when set)."""
+        if "storage" not in self._clients:
+            from google.cloud import storage
+
+            override = os.environ.get(STORAGE_ENV) or os.environ.get(VERTEX_ENV)
+            options = {"api_endpoint": override} if override else None
+            self._clients["storage"] = storage.Client(project=self.project, credentials=self.credentials(),
+                                                      client_options=options)
+        return self._clients["storage"]
+
+    @cached_property
+    def plan(self) -> Any:
+        """The stack's names (bucket, endpoint ids, repositories, labels), as the Pulumi program makes them."""
+        from mlplat_providers.gcp.plan import stack_plan
+
+        return stack_plan(self.spec)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels of everything the runtime creates: the cost tags as labels and ``mlplat-managed: "true"``."""
+        return dict(self.plan.labels)
+
+    def serving_image(self) -> str:
+        """The serving container image the stack's Artifact Registry holds (``MLPLAT_GCP_SERVING_IMAGE`` overrides)."""
+        return os.environ.get("MLPLAT_GCP_SERVING_IMAGE") or \
+            f"{self.region}-docker.pkg.dev/{self.project}/{self.plan.docker_repository}/serve:latest"
 
     def call(self, function: Callable[..., Any], *args: Any, method: str | None = None, not_found: bool = False,
              what: str | None = None, **kwargs: Any) -> Any:

@@ -118,6 +118,7 @@ class VertexState:
     endpoints: dict[str, Any] = field(default_factory=dict)  # name → aiplatform_v1.Endpoint
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     objects: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
+    buckets: set[str] = field(default_factory=set)  # made by the Pulumi program; tests add them
     denied: set[str] = field(default_factory=set)
     exhausted: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
@@ -127,7 +128,8 @@ class VertexState:
 
     def reset(self) -> None:
         with self.lock:
-            for store in (self.models, self.endpoints, self.operations, self.objects, self.exhausted, self.extra):
+            for store in (self.models, self.endpoints, self.operations, self.objects, self.exhausted, self.extra,
+                          self.buckets):
                 store.clear()
             self.denied.clear()
             self.requests.clear()
@@ -540,6 +542,7 @@ def undeploy_model(call: Call) -> Any:
 def gcs_upload(call: Call) -> Any:
     # https://cloud.google.com/storage/docs/json_api/v1/objects/insert (uploadType=media or multipart)
     bucket = call.params["bucket"]
+    _bucket(call.state, bucket)
     kind = call.arg("uploadType")
     if kind == "media":
         name, data, metadata = call.arg("name"), call.raw, {}
@@ -565,6 +568,11 @@ def gcs_upload(call: Call) -> Any:
               "contentType": metadata.get("contentType") or "application/octet-stream"}
     call.state.objects[(bucket, name)] = (data, record)
     return record
+
+
+def _bucket(state: VertexState, bucket: str) -> None:
+    if bucket not in state.buckets:
+        raise ApiError("NOT_FOUND", "The specified bucket does not exist.")
 
 
 def gcs_get(call: Call) -> Any:
