@@ -22,6 +22,9 @@ rm -rf "$TEAM_DIR"
 step "Preview the AWS team stack offline (the SageMaker program under Pulumi mocks)"
 mlplat preview --stack fraud-prod --offline
 
+step "Preview the GCP team stack offline (the Vertex AI program under Pulumi mocks)"
+mlplat preview --stack search-staging --offline
+
 step "Provision the dev stack (local provider)"
 mlplat up --stack dev --yes
 
