@@ -53,6 +53,8 @@ def _inventory(spec: Any, ctx: Any) -> Any:
         endpoints = serving.inventory()
     except CapabilityNotSupported as exc:
         return Inventory(kind, location, None, f"not inspected: {exc.hint or exc.message}")
+    except MlplatError as exc:  # credentials, permissions, the cloud API: the ledger's part still stands
+        return Inventory(kind, location, None, f"not inspected: {exc.message}")
     where = next((e.location for e in endpoints if e.location), location)
     return Inventory(kind, where, endpoints)
 
