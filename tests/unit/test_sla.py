@@ -130,3 +130,46 @@ def test_week_buckets_end_on_mondays():
     ends = adoption.bucket_ends(T0, "week", 2)
     assert [label for label, _ in ends] == ["2026-W38", "2026-W39"]
     assert ends[-1][1] == T0 and ends[0][1] == pytest.approx(T0 - (T0 % 86400) - 0)  # Monday 00:00 UTC
+
+
+def test_time_to_production_and_interventions_per_model(tmp_path):
+    from types import SimpleNamespace
+
+    from mlplat.services import audit
+
+    db = Database(tmp_path / "platform.db")
+    db.migrate()
+    conn = db.connect()
+    try:
+        with db.transaction(conn):
+            for version, run in ((1, "run-a"), (2, "run-b")):
+                conn.execute("INSERT INTO model_versions (model, version, run_id, author, framework, source, manifest, "
+                             "artifact_digest, seal, lineage, created_at) VALUES ('scorer', ?, ?, 'a@x.io', 'sklearn', "
+                             "'-', '{}', 'd', 's', '{}', ?)", (version, run, T0 - 86400 * (4 - version)))
+            conn.execute("INSERT INTO approvals (model, version, environment, approver, decision, reason, "
+                         "artifact_digest, gate_digest, created_at) VALUES ('scorer', 1, 'dev', 'r@x.io', 'approved', "
+                         "'ok', 'd', 'g', ?)", (T0,))
+            audit.append(conn, actor="a@x.io", method="os-user", action="stage.changed", model="scorer", version=1,
+                         environment="dev", reason="promoted to production", evidence={"stage": "production"},
+                         ts=T0 - 86400)
+            for method in ("os-user", "system", "system"):
+                audit.append(conn, actor="a@x.io", method=method, action="deployment.rolled_back", model="scorer",
+                             version=1, environment="dev", reason="r", evidence={})
+        starts = {"run-a": T0 - 86400 * 10}  # the first run started 10 days before; run-b's start is unknown
+        view = adoption.LedgerView(SimpleNamespace(name="dev", team="fraud", environment="dev"), conn, starts.get)
+        report = adoption.build([view], [], now=T0)
+    finally:
+        conn.close()
+    [model] = report.models
+    assert (model.model, model.first_run_source, model.first_run_at) == ("scorer", "tracking", T0 - 86400 * 10)
+    assert model.days == pytest.approx(9.0)  # promoted a day before T0: 9 days from the first run
+    assert (model.approvals, model.rollbacks_manual, model.rollbacks_automatic, model.interventions) == (1, 1, 2, 2)
+    # the trend replays the promotion: in production from the month it happened
+    assert report.trend[-1]["managed"] == 1
+    conn = db.connect()
+    try:
+        unknown = adoption.build([adoption.LedgerView(view.spec, conn, lambda _run: None)], [], now=T0)
+    finally:
+        conn.close()
+    assert unknown.models[0].first_run_source == "registration"
+    assert unknown.models[0].first_run_at == T0 - 86400 * 3  # version 1's registration
