@@ -1,17 +1,21 @@
 """The ceiling: a bare FastAPI app calling model.predict on a numpy array (no validation beyond indexing).
 
-    python bare_app.py MODEL_DIR PORT
+    python bare_app.py MODEL_DIR PORT                         one worker
+    BARE_MODEL_DIR=DIR uvicorn bare_app:app --workers 2 ...   uvicorn's own multiprocess workers
 """
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
 import mlflow.sklearn
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
 
-model = mlflow.sklearn.load_model(sys.argv[1])
+warnings.filterwarnings("ignore", message="X does not have valid feature names")
+model = mlflow.sklearn.load_model(os.environ.get("BARE_MODEL_DIR") or sys.argv[1])
 columns = list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else None
 app = FastAPI()
 
@@ -25,7 +29,4 @@ async def invocations(request: Request):
 
 
 if __name__ == "__main__":
-    import warnings
-
-    warnings.filterwarnings("ignore", message="X does not have valid feature names")
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)

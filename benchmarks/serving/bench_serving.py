@@ -64,7 +64,7 @@ def platform_db(name: str, steps: list[tuple]) -> Path:
     for version, strategy, kw in steps:  # one transaction each: the audit head file follows each commit
         with db.transaction() as conn:
             ro.deploy(conn, model="credit", environment="production", version=version, strategy=strategy,
-                      actor="bench", **kw)
+                      actor="bench", method="trusted-local", **kw)
     return path
 
 
@@ -141,7 +141,7 @@ def rollback_under_load(v1: Path, v2: Path, seconds: float = 6.0) -> dict:
         time.sleep(seconds / 3)
         db = Database(db_path)
         with db.transaction() as conn:
-            ro.rollback(conn, model="credit", environment="production", actor="bench")
+            ro.rollback(conn, model="credit", environment="production", actor="bench", method="trusted-local")
         issued = time.time()
         out, _ = gen.communicate(timeout=60)
         summary = json.loads(out.strip().splitlines()[-1])

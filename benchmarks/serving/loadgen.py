@@ -4,7 +4,8 @@
 
 Each of CONCURRENCY connections sends the same pre-encoded POST back to back. Prints one
 JSON line: requests, failures (non-200 or broken connections), rps, p50/p99 ms. With
---trace, writes "wall_time status version" per response (x-mlplat-version header).
+--trace, writes "wall_time status version worker" per response (x-mlplat-version and
+x-mlplat-worker headers; "-" when absent).
 Kept deliberately cheap per request so the client is not what is measured.
 """
 from __future__ import annotations
@@ -27,20 +28,22 @@ async def worker(host, port, request, deadline, lat, trace, counts):
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
-            length, version = 0, b""
+            length, version, pid = 0, b"-", b"-"
             for line in head.split(b"\r\n")[1:]:
                 lower = line.lower()
                 if lower.startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
                 elif lower.startswith(b"x-mlplat-version:"):
                     version = line.split(b":", 1)[1].strip()
+                elif lower.startswith(b"x-mlplat-worker:"):
+                    pid = line.split(b":", 1)[1].strip()
             if length:
                 await reader.readexactly(length)
             lat.append(time.perf_counter() - start)
             if status != 200:
                 counts["failed"] += 1
             if trace is not None:
-                trace.append((time.time(), status, version.decode()))
+                trace.append((time.time(), status, version.decode(), pid.decode()))
     except (OSError, asyncio.IncompleteReadError, ValueError):
         counts["failed"] += 1
     finally:
@@ -63,8 +66,8 @@ async def main(host, port, path, body, seconds, concurrency, trace_file):
                       "p50_ms": pick(0.50), "p99_ms": pick(0.99)}))
     if trace_file:
         with open(trace_file, "w") as f:
-            for t, s, v in trace:
-                f.write(f"{t:.6f} {s} {v}\n")
+            for t, s, v, w in trace:
+                f.write(f"{t:.6f} {s} {v} {w}\n")
 
 
 if __name__ == "__main__":
