@@ -176,7 +176,7 @@ def rollback_under_load(v1: Path, v2: Path, seconds: float = 6.0) -> dict:
         base.stop(proc)
     rows = [line.split() for line in trace.read_text().splitlines()]
     per_worker: dict[str, dict] = {}
-    for t, status, version, worker in ((float(r[0]), int(r[1]), r[2], r[3]) for r in rows):
+    for t, version, worker in ((float(r[0]), r[2], r[3]) for r in rows):
         w = per_worker.setdefault(worker, {"responses": 0, "first_v1_after_s": None, "last_v2_after_s": None})
         w["responses"] += 1
         if t > issued and version == "1" and w["first_v1_after_s"] is None:
