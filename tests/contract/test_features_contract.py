@@ -5,6 +5,10 @@ apply → apply again (unchanged) → materialize → list → online reads (the
 brute-force reference). The user's writes go through the stack's control plane
 (``features.apply/materialize/list``), reads through the SDK's ``FeatureStore``.
 
+On GCP (the fake Vertex AI and BigQuery REST servers on 127.0.0.1) every request body is parsed into
+``aiplatform_v1`` types or checked against BigQuery's schema rules as it arrives, and the online store is
+synced from the BigQuery table the materialization wrote.
+
 On AWS (moto in this process, with :mod:`tests.contract.moto_feature_store` filling in what moto
 lacks) every SageMaker and Feature Store runtime request is validated against botocore's service
 model and the service's rules as it is sent, and the training set is read back from the offline
@@ -21,6 +25,9 @@ import pytest
 from tests.conftest import write_project
 from tests.contract import moto_feature_store as mfs
 from tests.contract import moto_support as ms
+from tests.contract.gcp_fake.bigquery import bigquery_fake, bigquery_server  # noqa: F401
+from tests.contract.gcp_fake.feature_support import gcp_stack_text, provision_features
+from tests.contract.gcp_fake.fixtures import gcp_fake, gcp_servers  # noqa: F401
 from tests.contract.lifecycle import AUTHOR, call, context
 from tests.integration.support_features import BASE, brute_force, plain
 
@@ -109,10 +116,10 @@ def provision_local(project, stack: str) -> None:
     Database(layout.platform_db).migrate()
 
 
-@pytest.fixture(params=["local", "aws"])
+@pytest.fixture(params=["local", "aws", "gcp"])
 def project(request, tmp_path, monkeypatch):
     kind = request.param
-    main = local_text(".mlplat/team") if kind == "local" else ms.aws_stack_text()
+    main = {"local": lambda: local_text(".mlplat/team"), "aws": ms.aws_stack_text, "gcp": gcp_stack_text}[kind]()
     root = write_project(tmp_path / "project", {STACK: main, REFERENCE: local_text(".mlplat/ref")})
     (root / "data").mkdir()
     source_frame().to_parquet(root / "data" / "driver_stats.parquet", index=False)
@@ -124,6 +131,11 @@ def project(request, tmp_path, monkeypatch):
     provision_local(root, REFERENCE)
     if kind == "local":
         provision_local(root, STACK)
+        yield root, None
+        return
+    if kind == "gcp":
+        provision_features(root, STACK, request.getfixturevalue("gcp_fake").vertex,
+                           request.getfixturevalue("bigquery_fake"))
         yield root, None
         return
     from moto import mock_aws
