@@ -16,30 +16,6 @@ def _provisioner(spec, ctx):
     return GcpProvisioner(spec, ctx)
 
 
-def _tracker(spec, ctx):
-    from mlplat_providers.gcp.runtime.tracking import GcpTracker
-
-    return GcpTracker(spec)
-
-
-def _registry(spec, ctx):
-    from mlplat_providers.gcp.runtime.registry import GcpModelRegistry
-
-    return GcpModelRegistry(spec, ctx=ctx)
-
-
-def _delivery(spec, ctx):
-    from mlplat_providers.gcp.runtime.delivery import GcpDeliveryPipeline
-
-    return GcpDeliveryPipeline(spec, ctx)
-
-
-def _serving(spec, ctx):
-    from mlplat_providers.gcp.runtime.serving import GcpServing
-
-    return GcpServing(spec, ctx)
-
-
 def _monitoring(spec, ctx):
     from mlplat_providers.gcp.runtime.monitoring import GcpMonitor
 
@@ -52,18 +28,27 @@ def _cost(spec, ctx):
     return GcpCost(spec, ctx)
 
 
+def _features(spec, ctx):
+    from mlplat_providers.gcp.runtime.features import GcpFeatureStore
+
+    return GcpFeatureStore(spec, ctx)
+
+
+def _pipelines(spec, ctx):
+    from mlplat_providers.gcp.runtime.pipelines import GcpPipelines
+
+    return GcpPipelines(spec, ctx)
+
+
 provider = ProviderBundle(
     settings_model=GcpProviderSpec,
     name="gcp",
     description="Google Vertex AI (Pulumi program on pulumi-gcp; runtime through google-cloud-aiplatform).",
     factories={
         Capability.PROVISIONER: _provisioner,
-        Capability.TRACKING: _tracker,
-        Capability.REGISTRY: _registry,
-        Capability.DELIVERY: _delivery,
-        Capability.SERVING: _serving,
         Capability.MONITORING: _monitoring,
         Capability.COST: _cost,
+        Capability.FEATURES: _features,
         Capability.PIPELINES: _pipelines,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
