@@ -16,6 +16,30 @@ def _provisioner(spec, ctx):
     return GcpProvisioner(spec, ctx)
 
 
+def _tracker(spec, ctx):
+    from mlplat_providers.gcp.runtime.tracking import GcpTracker
+
+    return GcpTracker(spec)
+
+
+def _registry(spec, ctx):
+    from mlplat_providers.gcp.runtime.registry import GcpModelRegistry
+
+    return GcpModelRegistry(spec, ctx=ctx)
+
+
+def _delivery(spec, ctx):
+    from mlplat_providers.gcp.runtime.delivery import GcpDeliveryPipeline
+
+    return GcpDeliveryPipeline(spec, ctx)
+
+
+def _serving(spec, ctx):
+    from mlplat_providers.gcp.runtime.serving import GcpServing
+
+    return GcpServing(spec, ctx)
+
+
 def _monitoring(spec, ctx):
     from mlplat_providers.gcp.runtime.monitoring import GcpMonitor
 
@@ -46,6 +70,10 @@ provider = ProviderBundle(
     description="Google Vertex AI (Pulumi program on pulumi-gcp; runtime through google-cloud-aiplatform).",
     factories={
         Capability.PROVISIONER: _provisioner,
+        Capability.TRACKING: _tracker,
+        Capability.REGISTRY: _registry,
+        Capability.DELIVERY: _delivery,
+        Capability.SERVING: _serving,
         Capability.MONITORING: _monitoring,
         Capability.COST: _cost,
         Capability.FEATURES: _features,
