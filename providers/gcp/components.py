@@ -37,7 +37,8 @@ class ProjectServices(pulumi.ComponentResource):
 
 class Identity(pulumi.ComponentResource):
     """Service accounts: the platform's (runtime, Vertex jobs, endpoints) and the control plane server's,
-    each with the predefined roles it needs on the project (never basic roles)."""
+    each with the predefined roles it needs on the project (never basic roles); the server may act as the
+    platform account (to start jobs that run as it) and as no other."""
 
     def __init__(self, name: str, plan: p.StackPlan, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplat:gcp:Identity", name, None, opts)
@@ -55,6 +56,10 @@ class Identity(pulumi.ComponentResource):
                 gcp.projects.IAMMember(f"{name}-{who}-{role.split('/')[1].replace('.', '-')}", project=plan.project,
                                        role=role, member=account.email.apply(lambda e: f"serviceAccount:{e}"),
                                        opts=_child(self))
+        # the server starts Vertex jobs that run as the platform account: it may act as that one account only
+        gcp.serviceaccount.IAMMember(f"{name}-server-acts-as-platform", service_account_id=self.platform.name,
+                                     role="roles/iam.serviceAccountUser",
+                                     member=self.server.email.apply(lambda e: f"serviceAccount:{e}"), opts=_child(self))
         self.register_outputs({"platform": self.platform.email, "server": self.server.email})
 
 
@@ -63,17 +68,18 @@ class Storage(pulumi.ComponentResource):
     the platform account may read and write objects of it, nothing more."""
 
     def __init__(self, name: str, plan: p.StackPlan, platform_email: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None):
+                 server_email: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplat:gcp:Storage", name, None, opts)
         self.bucket = gcp.storage.Bucket(
             f"{name}-artifacts", name=plan.bucket, project=plan.project, location=plan.region.upper(),
             uniform_bucket_level_access=True, public_access_prevention="enforced", versioning={"enabled": True},
             encryption={"default_kms_key_name": plan.cmek} if plan.cmek else None, force_destroy=False,
             labels=plan.labels, opts=_child(self))
-        gcp.storage.BucketIAMMember(f"{name}-artifacts-platform", bucket=self.bucket.name,
-                                    role="roles/storage.objectAdmin",
-                                    member=pulumi.Output.from_input(platform_email).apply(lambda e: f"serviceAccount:{e}"),
-                                    opts=_child(self))
+        for who, email in (("platform", platform_email), ("server", server_email)):  # MLflow's artifacts: the server
+            gcp.storage.BucketIAMMember(f"{name}-artifacts-{who}", bucket=self.bucket.name,
+                                        role="roles/storage.objectAdmin",
+                                        member=pulumi.Output.from_input(email).apply(lambda e: f"serviceAccount:{e}"),
+                                        opts=_child(self))
         self.register_outputs({"bucket": self.bucket.name})
 
 
@@ -345,7 +351,7 @@ class TeamPlatform(pulumi.ComponentResource):
         self.services = ProjectServices(f"{name}-services", plan, _child(self))
         after = _child(self, depends_on=self.services.services)
         self.identity = Identity(f"{name}-identity", plan, after)
-        self.storage = Storage(f"{name}-storage", plan, self.identity.platform.email, after)
+        self.storage = Storage(f"{name}-storage", plan, self.identity.platform.email, self.identity.server.email, after)
         self.artifacts = Artifacts(f"{name}-artifacts", plan, self.identity.platform.email, after)
         self.tracking = Tracking(f"{name}-tracking", plan, after)
         self.control_plane = ControlPlane(f"{name}-control-plane", plan, self.identity.server.email,

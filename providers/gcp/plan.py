@@ -242,6 +242,8 @@ def budget_plan(plan: StackPlan) -> dict[str, Any] | None:
 # predefined roles only, never basic roles. Buckets and repositories are granted on the resource.
 PLATFORM_ROLES = ("roles/aiplatform.user", "roles/bigquery.jobUser", "roles/bigquery.dataViewer",
                   "roles/monitoring.metricWriter", "roles/monitoring.viewer", "roles/logging.logWriter")
-# The Cloud Run server: the ledger through the Cloud SQL connector with IAM database authentication.
-SERVER_ROLES = ("roles/cloudsql.client", "roles/cloudsql.instanceUser", "roles/logging.logWriter",
-                "roles/monitoring.metricWriter")
+# The Cloud Run server: the ledger through the Cloud SQL connector with IAM database authentication, and
+# the platform's operations it runs for its callers (Vertex, BigQuery, metrics) like the runtime. It also
+# writes MLflow's artifacts to the bucket and starts Vertex jobs running as the platform account (granted
+# on those resources, not the project).
+SERVER_ROLES = ("roles/cloudsql.client", "roles/cloudsql.instanceUser", *PLATFORM_ROLES)

@@ -211,7 +211,8 @@ def resource_problems(type_: str, props: Mapping[str, Any], *, project: str = ""
     elif type_ == "gcp:serviceaccount/account:Account":
         add(service_account_id_problem(str(props.get("accountId", ""))))
     elif type_ in ("gcp:projects/iAMMember:IAMMember", "gcp:storage/bucketIAMMember:BucketIAMMember",
-                   "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"):
+                   "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember",
+                   "gcp:serviceaccount/iAMMember:IAMMember"):
         add(role_problem(str(props.get("role", ""))))
     elif type_ == "gcp:artifactregistry/repository:Repository":
         add(repository_id_problem(str(props.get("repositoryId", ""))))

@@ -136,6 +136,28 @@ def test_mocks_answer_gcp_ids_and_invokes(search, records):
     assert not any("arn:aws" in json.dumps(r.outputs, default=str) for r in records)
 
 
+def test_mocks_answer_the_client_config_and_project_invokes():
+    import pulumi
+    import pulumi_gcp as gcp
+
+    def program():
+        config = gcp.organizations.get_client_config_output()
+        project = gcp.organizations.get_project_output()
+        gcp.storage.Bucket("b", name=pulumi.Output.concat(config.project, "-", project.number), location=config.region)
+
+    records = run_offline(program, project="mlplat", stack="t", cloud=GcpOfflineCloud("acme-search-ml", "europe-west4"))
+    assert records[0].inputs == {"name": f"acme-search-ml-{project_number('acme-search-ml')}", "location": "europe-west4"}
+
+
+def test_server_may_act_as_the_platform_account_only(records):
+    acts = of(records, "gcp:serviceaccount/iAMMember:IAMMember")
+    assert [(m.inputs["role"], m.inputs["member"]) for m in acts] == [
+        ("roles/iam.serviceAccountUser", "serviceAccount:ml-search-staging-server@acme-search-ml.iam.gserviceaccount.com")]
+    assert acts[0].inputs["serviceAccountId"].endswith("ml-search-staging-platform@acme-search-ml.iam.gserviceaccount.com")
+    bucket_members = {m.inputs["member"].split("@")[0] for m in of(records, "gcp:storage/bucketIAMMember:BucketIAMMember")}
+    assert bucket_members == {"serviceAccount:ml-search-staging-platform", "serviceAccount:ml-search-staging-server"}
+
+
 def test_bucket_is_uniform_private_versioned_and_cmek_when_set(tmp_path, records):
     bucket = of(records, "gcp:storage/bucket:Bucket")[0].inputs
     assert bucket["uniformBucketLevelAccess"] is True and bucket["publicAccessPrevention"] == "enforced"
