@@ -85,7 +85,8 @@ class StackPlan:
 
     @property
     def cmek(self) -> str | None:
-        return getattr(self.spec.provider, "cmek_key_name", None)
+        key = getattr(self.spec.provider, "cmek_key_name", None)
+        return str(key) if key else None
 
     def describe(self, text: str) -> str:
         return gl.describe(text, self.spec.tags.as_dict())
@@ -112,8 +113,8 @@ def stack_plan(spec: StackSpec) -> StackPlan:
         raise StackError(f"stack '{spec.name}' uses the {spec.provider.kind} provider, not gcp", where=spec.path or None,
                          hint="set mlplat:provider.kind to gcp, or use the stack with its own provider")
     _missing(spec)
-    provider = spec.provider
-    project, region = provider.project, provider.region
+    provider: Any = spec.provider  # a GcpProviderSpec (kind checked above)
+    project, region = str(provider.project), str(provider.region)
     prefix = slug(f"mlplat-{spec.team}-{spec.environment}", 40)
     short = slug(f"ml-{spec.team}-{spec.environment}", 21)
     instance = spec.serving.instance_type

@@ -247,6 +247,23 @@ def test_policy_pack_passes_the_program_and_fails_a_wrong_one(search, records):
     assert any(policy == "required-cost-tags" and msg.startswith("gcp:storage/bucket:Bucket") for policy, msg in findings)
 
 
+def test_a_production_stack_passes_the_pack_and_protects_its_data(tmp_path):
+    text = STACK_TEXT.replace("environment: staging", "environment: production")
+    root = write_project(tmp_path / "prod", {"prod": text})
+    spec = load_stack("prod", root)
+    records = run_program(spec)
+    graph = [rules.Resource(r.type, r.name, r.inputs, r.urn, r.parent) for r in records]
+    assert [f.message for f in rules.evaluate(graph) if f.level == "mandatory"] == []
+    instance = of(records, "gcp:sql/databaseInstance:DatabaseInstance")[0].inputs
+    assert instance["deletionProtection"] is True and instance["settings"]["availabilityType"] == "REGIONAL"
+    assert all(t.inputs["deletionProtection"] for t in of(records, "gcp:bigquery/table:Table"))
+    # without an alert route the production endpoint fails monitoring-required
+    silent = [g for g in graph if g.type != "gcp:monitoring/notificationChannel:NotificationChannel"]
+    silent = [rules.Resource(g.type, g.name, {**g.props, "notificationChannels": []}, g.urn, g.parent)
+              if g.type == "gcp:monitoring/alertPolicy:AlertPolicy" else g for g in silent]
+    assert any("notify nobody" in f.message for f in rules.evaluate(silent) if f.policy == "monitoring-required")
+
+
 def test_preview_offline_prints_the_tree():
     result = run_cli("preview", "--stack", "search-staging", "--offline", cwd=REPO)
     assert result.returncode == 0, result.stderr
