@@ -183,7 +183,7 @@ def alert_conditions(spec: StackSpec) -> list[AlertCondition]:
     canary = spec.serving.canary
     return [
         AlertCondition("errors", "prediction errors per minute", "aiplatform.googleapis.com/prediction/online/error_count",
-                       float(max(1, round(canary.max_error_rate * 100))), "ALIGN_RATE", "REDUCE_SUM"),
+                       float(max(1, round(canary.max_error_rate * 100))), "ALIGN_SUM", "REDUCE_SUM"),
         AlertCondition("latency", "p95 prediction latency (ms)",
                        "aiplatform.googleapis.com/prediction/online/prediction_latencies",
                        float(spec.serving.latency_budget_ms), "ALIGN_PERCENTILE_95"),
