@@ -260,15 +260,20 @@ class Batching(Spec):
     enabled: bool = Field(True, description="Predict concurrent requests for one model version in one model call "
                           "(models that take batches: scikit-learn, XGBoost, custom pyfunc models on columns). "
                           "A lone request never waits; only requests queued while the model is busy are joined.")
-    max_batch_size: int = Field(64, ge=1, le=100_000, description="Most rows predicted in one model call.")
-    max_latency_ms: float = Field(2.0, ge=0, le=1000, description="Longest a queued request waits for others that "
-                                  "are still arriving to join its batch (0: join only what is already queued).")
+    max_batch_size: int = Field(64, ge=1, le=100_000, description="Most rows predicted in one model call, from 1 "
+                                "to 100000.")
+    max_latency_ms: float = Field(2.0, ge=0, le=1000, description="Milliseconds a queued request waits at most for "
+                                  "others still arriving to join its batch, from 0 (join only what is already "
+                                  "queued) to 1000.")
 
 
 class BatchingOverride(Spec):
-    enabled: bool | None = Field(None, description="false for a model with side effects or rows that interact.")
-    max_batch_size: int | None = Field(None, ge=1, le=100_000, description="Most rows in one call of this model.")
-    max_latency_ms: float | None = Field(None, ge=0, le=1000, description="Gathering bound for this model.")
+    enabled: bool | None = Field(None, description="Whether this model's requests are batched: "
+                                 "true, or false for a model with side effects or rows that interact.")
+    max_batch_size: int | None = Field(None, ge=1, le=100_000, description="Most rows in one call of this model, from 1 "
+                                       "to 100000.")
+    max_latency_ms: float | None = Field(None, ge=0, le=1000, description="Milliseconds this model's queued "
+                                          "requests wait for others still arriving, from 0 to 1000.")
 
 
 class ModelServing(Spec):
