@@ -80,7 +80,7 @@ def test_bash_blocks_are_parsed_with_their_exceptions():
 
 def driver(blocks: list[Block], folder: Path, standin: Path) -> str:
     """The script that sources each block in turn between markers, and names the one that failed."""
-    lines = ["set -euo pipefail", "__block=0",
+    lines = ["set -euo pipefail", "__block=0", "__started=$SECONDS",
              f"trap 'status=$?; [ $status -eq 0 ] || echo \"{MARK} failed block $__block exit $status\"' EXIT"]
     for block in blocks:
         path = folder / f"block-{block.number:02d}.sh"
@@ -90,15 +90,16 @@ def driver(blocks: list[Block], folder: Path, standin: Path) -> str:
             path.write_text(f'"{sys.executable}" "{standin}"\n')
         else:
             continue
-        lines += [f"__block={block.number}", f"echo '{MARK} block {block.number}'", f"source '{path}'"]
+        lines += [f"__block={block.number}", f"echo '{MARK} block {block.number}'", f"source '{path}'",
+                  f"echo \"{MARK} block {block.number} took $((SECONDS - __started)) s\"", "__started=$SECONDS"]
     lines.append(f"echo '{MARK} done'")
     return "\n".join(lines) + "\n"
 
 
 def output_of(output: str, number: int) -> str:
     start = output.find(f"{MARK} block {number}\n")
-    end = output.find(f"{MARK} block", start + 1)
-    return output[start:end if end != -1 else None][-6000:]
+    after = re.compile(rf"^{MARK} block \d+$", re.M).search(output, start + 1)
+    return output[start:after.start() if after else None][-6000:]
 
 
 @pytest.fixture
@@ -154,6 +155,14 @@ def test_getting_started_runs_verbatim(tmp_path, moto_url):
         pytest.fail(f"docs/getting-started.md: bash block {number} failed (exit "
                     f"{failed.group(2) if failed else process.returncode}):\n{code}\n--- its output ---\n"
                     f"{output_of(output, number) if failed else output[-6000:]}", pytrace=False)
+    timings = "\n".join(re.findall(rf"^{MARK} block \d+ took \d+ s$", output, re.M))
+    print(timings)  # shown with -s / -rP: where the time goes
     assert f"{MARK} done" in output
     assert "after the rollback, 50 requests were served by: v1" in output
     assert (work / "churn" / "stacks" / "Pulumi.churn-dev.yaml").is_file()
+    # the AWS part registered the version in moto's SageMaker, awaiting approval (the team is critical)
+    import boto3
+
+    packages = boto3.client("sagemaker", region_name=ms.REGION).list_model_packages(
+        ModelPackageGroupName="churn-classifier")["ModelPackageSummaryList"]
+    assert [p["ModelApprovalStatus"] for p in packages] == ["PendingManualApproval"]
