@@ -71,7 +71,7 @@ class GcpModelRegistry(ModelRegistry):
         return self._db
 
     def signing_key(self) -> bytes:
-        return self.state.key()
+        return bytes(self.state.key())
 
     def scratch_dir(self) -> Path:
         self.state.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -158,7 +158,7 @@ class GcpModelRegistry(ModelRegistry):
         return StoredVersion(name, version, artifact_uri, run_id)
 
     def local_dir(self, name: str, version: int, source: str) -> Path:
-        cached = self.state.cache / name / str(int(version))
+        cached: Path = Path(self.state.cache) / name / str(int(version))
         if cached.is_dir():
             return cached
         bucket, prefix = split_gs(source)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
-from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer
+from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer, VariantStats
 from mlplat.errors import CapabilityNotSupported, Conflict, NotFound
 from mlplat.services import rollout as ro
 from mlplat.services.serving import check_deploy
@@ -111,7 +111,7 @@ class GcpServing(EndpointDeployer):
         from mlplat_providers.gcp.plan import endpoint_id
 
         plan = self.gcp.plan
-        return endpoint_id(plan.prefix, model if environment == self.spec.environment else f"{model}-{environment}")
+        return str(endpoint_id(plan.prefix, model if environment == self.spec.environment else f"{model}-{environment}"))
 
     def endpoint_name(self, model: str, environment: str) -> str:
         return f"{self.gcp.location}/endpoints/{self.endpoint_id(model, environment)}"
@@ -344,7 +344,7 @@ class MonitoringCanaryMetrics(CanaryMetrics):
                                      "deployed_models": {str(stable_v): deployed[stable_v],
                                                          str(candidate_v): deployed[candidate_v]}})
 
-    def since(self, rollout: Mapping[str, Any], mark: float, now: float) -> ro.VariantStats | None:
+    def since(self, rollout: Mapping[str, Any], mark: float, now: float) -> VariantStats | None:
         endpoint_id, deployed = self.deployed_ids(rollout["model"], rollout["environment"])
         candidate_v = int(rollout["candidate_version"])
         if candidate_v not in deployed:
@@ -367,7 +367,7 @@ class MonitoringCanaryMetrics(CanaryMetrics):
                               what=f"reading {metric} of deployed model {deployed_id}")
         return [point for ts in pager for point in ts.points]
 
-    def stats(self, endpoint_id: str, deployed_id: str, since: float, until: float) -> ro.VariantStats:
+    def stats(self, endpoint_id: str, deployed_id: str, since: float, until: float) -> VariantStats:
         requests = sum(int(p.value.int64_value) for p in
                        self.series("prediction_count", endpoint_id, deployed_id, since, until))
         errors = sum(int(p.value.int64_value) for p in self.series("error_count", endpoint_id, deployed_id, since,
@@ -375,5 +375,5 @@ class MonitoringCanaryMetrics(CanaryMetrics):
         latencies = [distribution_percentile(p.value.distribution_value, 95)
                      for p in self.series("prediction_latencies", endpoint_id, deployed_id, since, until,
                                                ' AND metric.labels.latency_type = "model"')]
-        return ro.VariantStats(requests=requests, errors=errors,
+        return VariantStats(requests=requests, errors=errors,
                                latencies_ms=[v for v in latencies if v is not None])

@@ -86,7 +86,7 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def delay(self, attempt: int) -> float:
-        return min(self.cap_seconds, self.base_seconds * 2 ** attempt) * (0.5 + self.rng.random() / 2)
+        return float(min(self.cap_seconds, self.base_seconds * 2 ** attempt) * (0.5 + self.rng.random() / 2))
 
 
 def permission_of(exc: BaseException, method: str) -> str:
@@ -115,7 +115,7 @@ def call(function: Callable[..., Any], *args: Any, method: str | None = None, re
     from google.auth import exceptions as auth_exc
 
     retry = retry or RetryPolicy()
-    method = method or getattr(function, "__name__", "call")
+    method = method or str(getattr(function, "__name__", "call"))
     label = what or method
     for attempt in range(retry.attempts):
         try:
@@ -197,7 +197,7 @@ class GcpSession:
         if overridden():
             from google.auth.credentials import AnonymousCredentials
 
-            return AnonymousCredentials()
+            return AnonymousCredentials()  # type: ignore[no-untyped-call]
         import google.auth
 
         try:
