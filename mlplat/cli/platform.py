@@ -83,9 +83,8 @@ def adoption(ctx, stack: str, all_stacks: bool, trend: str, fmt: str, as_json: b
     for inv in doc["inventories"]:
         if not inv["inspected"]:
             ctx.console.print(f"{inv['provider']} {inv['location']}: {inv['note']}", highlight=False, markup=False)
-    if doc.get("skipped"):
-        ctx.console.print(f"not provisioned here (skipped): {', '.join(doc['skipped'])}", highlight=False,
-                          markup=False)
+    for skipped in doc.get("skipped") or []:
+        ctx.console.print(f"skipped stack {skipped['stack']}: {skipped['reason']}", highlight=False, markup=False)
     points = doc["trend"]["points"]
     print_table(ctx.console, [Column(doc["trend"]["by"]), Column("managed", justify="right"),
                               Column("unmanaged", justify="right"), Column("share", justify="right")],

@@ -242,7 +242,8 @@ def test_adoption_on_aws_counts_platform_tagged_and_hand_made_endpoints_with_the
     assert (doc["managed"], doc["unmanaged"], doc["share"]) == (2, 3, pytest.approx(0.4))
     assert doc["trend"]["by"] == "week" and doc["trend"]["points"][-1]["unmanaged"] == 3
     # every stack: the local dev stack (never provisioned here) is skipped, AWS's account read once
-    assert everything["skipped"] == ["dev"] and everything["unmanaged"] == 3
+    assert [s["stack"] for s in everything["skipped"]] == ["dev"] and everything["unmanaged"] == 3
+    assert "not provisioned" in everything["skipped"][0]["reason"]
     assert [i["provider"] for i in everything["inventories"]] == ["aws"]
 
 

@@ -73,10 +73,11 @@ def adoption_report(spec: Any, ctx: Any, *, all_stacks: bool = False,
     """Production models served through the platform against endpoints running outside it, per team and environment.
 
     ``all_stacks``: every stack of the project where the operation runs that has a ledger here
-    (stacks never provisioned are listed as skipped). ``trend``: the share per week or per month.
+    (stacks never provisioned, or whose provider has no registry yet, are listed as skipped).
+    ``trend``: the share per week or per month.
     Endpoints outside the platform are read from each provider's account and region (AWS: SageMaker
     endpoints without the platform's tags); providers that cannot list them say so."""
-    from mlplat.errors import NotProvisioned
+    from mlplat.errors import CapabilityNotSupported, NotProvisioned
     from mlplat.services import adoption
 
     views, connections, skipped, inventories = [], [], [], {}
@@ -84,20 +85,21 @@ def adoption_report(spec: Any, ctx: Any, *, all_stacks: bool = False,
         for each in _stacks(spec, ctx, all_stacks):
             try:
                 conn = _ledger(each, ctx).connect()
-            except NotProvisioned:
+            except (NotProvisioned, CapabilityNotSupported) as exc:
                 if not all_stacks:
                     raise
-                skipped.append(each.name)
+                skipped.append({"stack": each.name, "reason": exc.message})
                 continue
             connections.append(conn)
             views.append(adoption.LedgerView(each, conn, _run_started(each, ctx)))
             inventory = _inventory(each, ctx)
             inventories.setdefault((inventory.provider, inventory.location), inventory)
         if not views:
-            from mlplat.errors import NotFound
+            from mlplat.errors import StackError
 
-            raise NotFound("no stack of this project is provisioned on this machine",
-                           hint="run `mlplat up --stack dev` first")
+            raise StackError("no stack of this project is provisioned on this machine: "
+                             + "; ".join(f"{s['stack']}: {s['reason']}" for s in skipped),
+                             hint="run `mlplat up --stack dev` first")
         result = adoption.build(views, list(inventories.values()), now=ctx.clock(), trend=trend)
     finally:
         for conn in connections:
