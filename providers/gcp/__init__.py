@@ -1,7 +1,10 @@
 """The gcp provider: Google Vertex AI (Pulumi program on pulumi-gcp; runtime through google-cloud-aiplatform).
 
-Stacks validate with :class:`GcpProviderSpec` (no SDK needed); no capability is offered yet, so
-each raises `CapabilityNotSupported` naming the provider and the capability.
+Stacks validate with :class:`GcpProviderSpec` (no SDK needed). The capabilities below import Pulumi and the
+Google client libraries when built (``runtime/session.py`` builds every client). Registry: Vertex AI Model
+Registry (versions, aliases; approvals mirrored as labels); serving: Vertex endpoints with the traffic split
+owned by the runtime, canaries judged on Cloud Monitoring; shadow deployments raise `CapabilityNotSupported`
+(Vertex has no traffic mirroring).
 """
 from __future__ import annotations
 
