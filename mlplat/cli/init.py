@@ -37,6 +37,7 @@ def _ask(text: str, check: Callable[[str], Any], default: str | None = None) -> 
 @click.option("--region", help="aws/gcp: the region; azure: the location (e.g. eu-west-1, europe-west4, westeurope).")
 @click.option("--account-id", help="aws: the 12-digit account id.")
 @click.option("--gcp-project", help="gcp: the project id.")
+@click.option("--billing-account", help="gcp: the billing account the team's budget watches (XXXXXX-XXXXXX-XXXXXX).")
 @click.option("--subscription-id", help="azure: the subscription id (a GUID).")
 @click.option("--resource-group", help="azure: the resource group of the workspace.")
 @click.option("--owner", help="Owning contact of the team's resources (cost tag): an e-mail or group.")
@@ -71,7 +72,8 @@ def _ask(text: str, check: Callable[[str], Any], default: str | None = None) -> 
 @json_option
 @pass_ctx
 def init(ctx, team: str | None, environment: str | None, provider: str | None, region: str | None,
-         account_id: str | None, gcp_project: str | None, subscription_id: str | None, resource_group: str | None,
+         account_id: str | None, gcp_project: str | None, billing_account: str | None,
+         subscription_id: str | None, resource_group: str | None,
          owner: str | None, cost_center: str | None, risk_tier: str | None, approvers: tuple[str, ...],
          required_approvals: int | None, access: str | None, admins: tuple[str, ...], oidc_issuer: str | None,
          oidc_audience: str | None, model: str, budget: float, directory: Path, template: str | None,
@@ -110,6 +112,7 @@ def init(ctx, team: str | None, environment: str | None, provider: str | None, r
                          oidc_issuer=oidc_issuer, oidc_audience=oidc_audience, budget=budget,
                          model=ti.check_model(model), required_approvals=required_approvals,
                          region=region, account_id=account_id, gcp_project=gcp_project,
+                         billing_account=billing_account,
                          subscription_id=subscription_id, resource_group=resource_group)
     if interactive:
         _ask_provider(answers)
@@ -155,6 +158,7 @@ def _ask_provider(answers: Any) -> None:
     questions = {"--region": ("region", "Region" if answers.provider != "azure" else "Location"),
                  "--account-id": ("account_id", "AWS account id (12 digits)"),
                  "--gcp-project": ("gcp_project", "GCP project id"),
+                 "--billing-account": ("billing_account", "GCP billing account"),
                  "--subscription-id": ("subscription_id", "Azure subscription id"),
                  "--resource-group": ("resource_group", "Azure resource group")}
     ti.check_provider_settings(answers, ignore_missing=True)  # what options gave is never asked again

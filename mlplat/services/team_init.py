@@ -86,6 +86,7 @@ class Answers:
     region: str | None = None
     account_id: str | None = None
     gcp_project: str | None = None
+    billing_account: str | None = None
     subscription_id: str | None = None
     resource_group: str | None = None
     access: str | None = None
@@ -218,7 +219,7 @@ def provider_document(answers: Answers) -> dict[str, Any]:
     if kind == "aws":
         document.update(region=answers.region, accountId=answers.account_id)
     elif kind == "gcp":
-        document.update(project=answers.gcp_project, region=answers.region)
+        document.update(project=answers.gcp_project, region=answers.region, billingAccount=answers.billing_account)
     elif kind == "azure":
         document.update(subscriptionId=answers.subscription_id, resourceGroup=answers.resource_group,
                         location=answers.region)
@@ -226,6 +227,7 @@ def provider_document(answers: Answers) -> dict[str, Any]:
 
 
 PROVIDER_OPTIONS = {"region": "--region", "accountId": "--account-id", "project": "--gcp-project",
+                    "billingAccount": "--billing-account",
                     "location": "--region", "subscriptionId": "--subscription-id", "resourceGroup": "--resource-group"}
 
 
@@ -250,7 +252,8 @@ def check_provider_settings(answers: Answers, *, ignore_missing: bool = False) -
 def provider_missing(answers: Answers) -> list[str]:
     """The options a provider needs that have no answer yet (AWS: the account id, which every call checks)."""
     needed = {"aws": [("region", "--region"), ("account_id", "--account-id")],
-              "gcp": [("gcp_project", "--gcp-project"), ("region", "--region")],
+              "gcp": [("gcp_project", "--gcp-project"), ("region", "--region"),
+                      ("billing_account", "--billing-account")],
               "azure": [("subscription_id", "--subscription-id"), ("resource_group", "--resource-group"),
                         ("region", "--region")]}.get(answers.provider, [])
     return [option for attr, option in needed if not getattr(answers, attr)]

@@ -80,6 +80,30 @@ def test_an_aws_team_passes_the_policy_pack_under_mocks(tmp_path):
     assert report.ok and report.stacks[0].status == "passed", report.to_dict()
 
 
+CLOUD = ["--team", "churn", "--env", "staging", "--owner", "churn-leads@example.com", "--cost-center", "CC-2040",
+         "--approver", "risk-office@example.com", "--admin", "group:ml-platform-admins",
+         "--oidc-issuer", "https://login.example.com", "--oidc-audience", "mlplat"]
+
+
+@pytest.mark.pulumi
+@pytest.mark.parametrize("provider, ids, status", [
+    ("gcp", ["--gcp-project", "acme-churn-ml", "--region", "europe-west4", "--billing-account",
+             "01A2B3-C4D5E6-F7A8B9"], "passed"),
+    ("azure", ["--subscription-id", "00000000-0000-0000-0000-000000000000", "--resource-group", "rg-churn",
+               "--region", "westeurope"], ("passed", "skipped")),
+])
+def test_gcp_and_azure_teams_validate_and_pass_the_policy_pack(tmp_path, provider, ids, status):
+    from mlplat.services.policy_check import check
+
+    project = tmp_path / provider
+    result = run("init", "--dir", str(project), "--provider", provider, *ids, *CLOUD, "--no-input", "--stack-only")
+    assert code_of(result) == 0, result.output
+    report = check(["churn-staging"], project, Context(project_dir=project))
+    assert report.ok and report.stacks[0].status in status, report.to_dict()
+    missing = run("init", "--dir", str(tmp_path / "q"), "--provider", provider, *ids[:-2], *CLOUD, "--no-input")
+    assert code_of(missing) == 2 and missing.exception.where == ids[-2]
+
+
 @pytest.mark.parametrize("change, option, words", [
     (["--team", "Churn Team"], "--team", "not a valid name"),
     (["--provider", "openstack"], "--provider", "unknown provider 'openstack'"),
