@@ -8,7 +8,8 @@ drifted, join the labels and score the predictions, and keep the window in the l
 The traffic is written where each provider's serving writes it: the gateway's ``captures`` table on the
 local provider (request id, caller's ``x-request-id``), SageMaker's data capture on AWS (JSON Lines under
 the endpoint's capture prefix in S3, moto in this process, with ``eventId`` and the caller's
-``InferenceId``). On AWS the pass also publishes the platform's CloudWatch metrics; every request the
+``InferenceId``), Vertex AI's request-response log on GCP (rows in the endpoint's BigQuery table, the fake
+BigQuery server on 127.0.0.1, the caller's id sent as ``parameters.request_id``). On AWS the pass also publishes the platform's CloudWatch metrics; every request the
 runtime sends is checked against botocore's service model, and every ``PutMetricData`` against
 CloudWatch's documented limits (``service_rules``), and the program's drift alarm must watch exactly a
 metric the pass published.
@@ -22,7 +23,11 @@ import time
 import pandas as pd
 import pytest
 
+from tests.contract import gcp_support as gs
 from tests.contract import moto_support as ms
+from tests.contract.gcp_fake.bigquery import bigquery_fake, bigquery_server  # noqa: F401  (fixtures)
+from tests.contract.gcp_fake.fixtures import gcp_fake, gcp_servers  # noqa: F401  (fixtures)
+from tests.contract.gcp_fake.monitoring_support import GcpCaptures
 from tests.contract.lifecycle import AUTHOR, call, context, deployments, new_project, train
 from tests.contract.test_lifecycle_contract import APPROVERS, ENV, STACK, local_stack_text, release
 
@@ -109,9 +114,10 @@ class AwsCaptures:
                           Body=("\n".join(part) + "\n").encode())
 
 
-@pytest.fixture(params=["local", "aws"])
+@pytest.fixture(params=["local", "aws", "gcp"])
 def captures(request, tmp_path, monkeypatch):
-    text = (local_stack_text() if request.param == "local" else ms.aws_stack_text(approvers=APPROVERS))
+    text = {"local": local_stack_text, "aws": lambda: ms.aws_stack_text(approvers=APPROVERS),
+            "gcp": lambda: gs.gcp_stack_text(approvers=APPROVERS)}[request.param]()
     project = new_project(tmp_path / "project", {STACK: text.replace("    requiredApprovals: 1\n", MODELS)})
     monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
     monkeypatch.setenv("MLPLAT_USER", AUTHOR)
@@ -126,6 +132,11 @@ def captures(request, tmp_path, monkeypatch):
         provisioner = LocalProvisioner(ctx.stack(STACK), ctx)
         provisioner.apply(provisioner.plan())
         yield LocalCaptures(project)
+        return
+    if request.param == "gcp":
+        fake = request.getfixturevalue("gcp_fake")
+        gs.provision_cloud(context(project).stack(STACK), fake)
+        yield GcpCaptures(project, STACK, ENV, fake, request.getfixturevalue("bigquery_fake"))
         return
     from moto import mock_aws
 
@@ -201,6 +212,8 @@ def test_a_shifted_feature_drifts_labels_join_by_the_callers_id_and_the_window_i
 
     if captures.name == "aws":
         published_metrics_are_what_the_alarm_watches(captures, report, psi)
+    elif captures.name == "gcp":
+        published_metrics_are_what_the_alert_policy_watches(captures, report, psi)
     else:
         assert report["published"] == {}  # the local gateway's alarms read the ledger
 
@@ -246,6 +259,33 @@ def published_metrics_are_what_the_alarm_watches(captures, report: dict, psi: di
         StartTime=dt.datetime.fromtimestamp(report["ts"] - 3600, dt.UTC),
         EndTime=dt.datetime.fromtimestamp(report["ts"] + 3600, dt.UTC))
     assert got["MetricDataResults"][0]["Values"] == [pytest.approx(psi[SHIFTED])]
+
+
+def published_metrics_are_what_the_alert_policy_watches(captures, report: dict, psi: dict[str, float]) -> None:
+    """GCP: user-defined metrics under custom.googleapis.com/mlplat/, and the program's drift alert policy
+    filters exactly a series the pass wrote."""
+    import re
+
+    from mlplat_providers.gcp.plan import alert_conditions, condition_filter, stack_plan
+
+    data = captures.published()
+    assert report["published"]["metrics"] == len(data) > 0 and report["published"]["skipped"] == []
+    assert all(t.startswith("custom.googleapis.com/mlplat/") for t, _ in data)
+    by_feature = {dict(k)["feature"]: v for (t, k), v in data.items() if t.endswith("/drift/feature_psi")}
+    assert by_feature == pytest.approx({f: v for f, v in psi.items() if f != "__prediction__"})
+    window = {t.rsplit("mlplat/", 1)[1]: v for (t, k), v in data.items() if "feature" not in dict(k)
+              and dict(k).get("model") == "scorer"}
+    assert window["drift/max_psi"] == pytest.approx(psi[SHIFTED]) and window["quality/accuracy"] == pytest.approx(0.8)
+    assert window["predictions"] == ROWS
+    spec = context(captures.project).stack(STACK)
+    plan = stack_plan(spec)
+    [model] = [m for m in plan.models if m.model == "scorer"]
+    [drift] = [c for c in alert_conditions(spec) if c.metric_type.startswith("custom.googleapis.com/mlplat/")]
+    wanted = dict(re.findall(r'(\S+?)="([^"]*)"', condition_filter(plan, model, drift)))
+    watched = [v for (t, k), v in data.items() if t == wanted["metric.type"] and all(
+        dict(k).get(key.removeprefix("metric.label.")) == value for key, value in wanted.items()
+        if key.startswith("metric.label."))]
+    assert len(watched) == 1 and watched[0] == pytest.approx(window["drift/share"])
 
 
 def test_an_opted_in_aws_stack_baselines_the_endpoint_its_deploy_created(tmp_path, monkeypatch):

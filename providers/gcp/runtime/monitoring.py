@@ -267,6 +267,25 @@ class GcpMonitor(Monitor):
         logged = {c.request_id for c in self._all()}
         return {i for i in ids if i.split("#", 1)[0] in logged}
 
+    def resolve_request_ids(self, ids: list[str]) -> dict[str, list[str]]:
+        """The log's ids (``<deployed model id>-<request id>``) name themselves; Vertex AI logs no caller id, so a
+        caller who labels by its own id sends it in the request as ``parameters.request_id`` (the predict
+        request's free-form parameters, logged with the request), which names every non-shadow capture carrying
+        it (a log id wins over an equal caller id)."""
+        known = self.known_request_ids(ids)
+        out = {i: [i] for i in known}
+        by_caller: dict[str, list[str]] = {}
+        for c in self._all():
+            params = c.inputs.get("parameters") if isinstance(c.inputs, dict) else None
+            caller = params.get("request_id") if isinstance(params, dict) else None
+            if caller is not None and not c.shadow:
+                by_caller.setdefault(str(caller), []).append(c.request_id)
+        for i in ids:
+            base, sep, row = i.partition("#")
+            if i not in out and base in by_caller:
+                out[i] = [logged + sep + row for logged in by_caller[base]]
+        return out
+
     # --- the platform's metrics ----------------------------------------------------------------------
 
     def endpoint_of(self, model: str, version: int, environment: str) -> str:
