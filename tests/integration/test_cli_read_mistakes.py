@@ -29,7 +29,7 @@ def cloud_project(tmp_path) -> Path:
 @pytest.mark.parametrize("command", [
     ("runs", "list"), ("runs", "show", "0123abcd"), ("models", "list"), ("models", "show", "card-scorer", "v1"),
     ("deployments", "list"), ("rollout", "status", "card-scorer"), ("monitor", "status"), ("approvals", "list"),
-    ("features", "list"), ("cost", "report"),
+    ("features", "list"), ("cost", "report"), ("sla",), ("adoption",),
 ])
 def test_reading_a_cloud_stack_never_provisioned_creates_nothing(cloud_project, command):
     before = files_under(cloud_project)
