@@ -36,6 +36,7 @@ STACK_TEXT = f"""config:
   mlplat:serving:
     instanceType: n1-standard-4
     pricePerHour: 0.19
+  mlplat:controlPlane: {{url: "https://cp.search.example.com"}}
 """
 
 
@@ -216,7 +217,9 @@ def test_mlplat_train_is_a_custom_job(backend):
     container = job.job_spec.worker_pool_specs[0].container_spec
     assert list(container.command) == list(pc.ENTRY)
     assert list(container.args)[-5:] == ["--", "python", "train.py", "--epochs", "3"]
-    assert {e.name: e.value for e in container.env}["MLPLAT_DATA_TRAIN"] == "gs://data/train.parquet"
+    env = {e.name: e.value for e in container.env}
+    assert env["MLPLAT_DATA_TRAIN"] == "gs://data/train.parquet" and env["MLPLAT_TRAINING_JOB"] == spec.name
+    assert env["MLPLAT_CONTROL_PLANE_URL"] == "https://cp.search.example.com" and env["MLPLAT_STACK"] == "gcp-staging"
     assert job.job_spec.scheduling.strategy.name == "SPOT" and job.job_spec.scheduling.timeout.total_seconds() == 3600
     assert job.labels["model"] == "scorer" and job.labels["mlplat-job"] == "scorer-20260101-1"
     uploads = [k for k in vertex.objects if k[1].startswith("source/abc123/")]
@@ -277,3 +280,29 @@ def test_the_job_entry_unpacks_the_project_and_runs_the_command(tmp_path):
     assert job_entry.main(["--source", str(archive), "--gate", "--", "mlplat", "models", "evaluate"], run=run) == 1
     assert job_entry.main(["--source", str(archive)], run=run) == 2  # no command
     assert job_entry.main(["--bogus", "x", "--", "python"], run=run) == 2
+
+
+def test_a_stack_without_a_control_plane_is_refused_before_any_call(backend, monkeypatch):
+    from mlplat.errors import StackError
+
+    pipes, vertex, source, _sleeps = backend
+    monkeypatch.setattr(pipes, "spec", pipes.spec.model_copy(update={
+        "control_plane": pipes.spec.control_plane.model_copy(update={"url": None})}))
+    monkeypatch.delenv("MLPLAT_CONTROL_PLANE_URL", raising=False)
+    before = list(vertex.requests)
+    with pytest.raises(StackError, match="only through the stack's control plane") as refused:
+        pipes.submit_training(TrainingJobSpec(name="j", command=("python", "t.py"), source=source))
+    assert "mlplat:controlPlane.url" in refused.value.hint
+    with pytest.raises(StackError, match="only through the stack's control plane"):
+        pipes.run_pipeline(pipeline(source))
+    assert vertex.requests == before and not vertex.extra.get("custom_jobs")
+
+
+def test_the_gcp_provider_offers_pipelines(backend):
+    from mlplat import providers
+    from mlplat.contracts import Capability, PipelineBackend
+    from mlplat_providers.gcp.runtime.pipelines import GcpPipelines
+
+    pipes = backend[0]
+    made = providers.get("gcp").get(Capability.PIPELINES, pipes.spec, None)
+    assert isinstance(made, GcpPipelines) and isinstance(made, PipelineBackend)

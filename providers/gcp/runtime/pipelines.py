@@ -18,6 +18,7 @@ Every call goes through the session (quota retries, permissions named).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import uuid
@@ -34,7 +35,7 @@ from mlplat.contracts.pipelines import (
     StepRun,
     TrainingJobSpec,
 )
-from mlplat.errors import NotFound
+from mlplat.errors import NotFound, StackError
 from mlplat_providers.gcp import pipeline_compiler as pc
 
 JOB_LABEL = "mlplat-job"
@@ -93,6 +94,24 @@ class GcpPipelines(PipelineBackend):
         return os.environ.get("MLPLAT_GCP_TRAINING_IMAGE") or \
             f"{plan.region}-docker.pkg.dev/{plan.project}/{plan.docker_repository}/train:latest"
 
+    def control_plane_url(self) -> str:
+        import os
+
+        url = os.environ.get("MLPLAT_CONTROL_PLANE_URL") or self.spec.control_plane.url
+        if not url:
+            raise StackError(f"stack '{self.spec.name}' has no control plane URL: a Vertex AI job reaches the "
+                             "ledger (runs, versions, the gate) only through the stack's control plane",
+                             where=self.spec.path or None,
+                             hint="set mlplat:controlPlane.url to the controlPlaneUrl `mlplat up` printed")
+        return str(url)
+
+    def job_environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """What every job and pipeline task sees: the stack, its control plane, and ``extra``."""
+        out = {"MLPLAT_STACK": self.spec.name, "MLPLAT_CONTROL_PLANE_URL": self.control_plane_url()}
+        if self.spec.control_plane.tracking:
+            out["MLFLOW_TRACKING_URI"] = str(self.spec.control_plane.tracking)
+        return {**out, **(extra or {})}
+
     def labels(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         from mlplat_providers.gcp.labels import normalise_key, normalise_value
 
@@ -119,12 +138,14 @@ class GcpPipelines(PipelineBackend):
     def submit_training(self, job: TrainingJobSpec) -> JobStatus:
         from google.cloud import aiplatform_v1 as v1
 
+        base = self.job_environment()  # refused before anything is sent when the stack has no control plane
         bad = sorted(f"{k}={v}" for k, v in job.data.items() if not str(v).startswith("gs://"))
         if bad:
             raise pc.PipelineError(f"training data must be in Cloud Storage (gs://...): {', '.join(bad)}",
                                    hint="copy the data to the stack's bucket and pass its gs:// URI")
         source_uri = self.upload_source(job.source)
-        env = {**job.environment, **{env_name(k): v for k, v in job.data.items()}, "MLPLAT_JOB_NAME": job.name}
+        env = {**base, **job.environment, **{env_name(k): v for k, v in job.data.items()},
+               "MLPLAT_TRAINING_JOB": job.name}
         machine = job.instance_type or self.gcp.plan.machine_type
         spec = v1.CustomJobSpec(
             worker_pool_specs=[v1.WorkerPoolSpec(
@@ -184,6 +205,7 @@ class GcpPipelines(PipelineBackend):
     # --- pipelines ------------------------------------------------------------------------------------
 
     def compile_pipeline(self, pipeline: PipelineDefinition) -> dict[str, Any]:
+        pipeline = dataclasses.replace(pipeline, environment=self.job_environment(dict(pipeline.environment)))
         spec: dict[str, Any] = pc.compile_spec(pipeline, pc.CompileTarget(image=self.image(), stack=self.spec.name,
                                                           machine_type=self.gcp.plan.machine_type))
         problems = pc.spec_problems(spec) + pc.command_problems(spec)
