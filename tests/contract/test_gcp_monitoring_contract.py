@@ -254,3 +254,23 @@ def test_the_fake_bigquery_refuses_what_bigquery_refuses():
         fake.query("SELECT * FROM `p.d.missing`")
     schema, rows = fake.query("SELECT a FROM `p.d.t` WHERE a >= @t", {"t": dt.datetime(2025, 1, 1, tzinfo=dt.UTC)})
     assert schema == [{"name": "a", "type": "TIMESTAMP", "mode": "NULLABLE"}] and len(rows) == 1
+
+
+def test_metered_usage_counts_the_logged_requests_of_each_deployed_version(stack):
+    from mlplat_providers.gcp.runtime.cost import GcpCost
+
+    fake = stack["fake"]
+    log(fake, "101", 0, 30)
+    log(fake, "202", 30, 10, batch=2)
+    mon = monitor(stack, {"101": ("scorer", 1, "primary"), "202": ("scorer", 2, "canary")})
+    db = mon.database()
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO deployments (model, environment, version, variant, started_at, ended_at, "
+                     "instance_type, instances, price_per_hour) VALUES (?,?,?,?,?,?,?,?,?)",
+                     ("scorer", "staging", 1, "primary", T0 - 100, None, "n1-standard-4", 1, 0.19))
+    cost = GcpCost(stack["spec"], stack["ctx"], stack["session"], monitor=mon)
+    used = {(u.model, u.version): u.predictions for u in cost.usage(T0, T0 + 35)}
+    assert used == {("scorer", 1): 30, ("scorer", 2): 5}  # requests in [start, end), per served version
+    [deployment] = cost.deployments(T0, T0 + 35)
+    assert (deployment.model, deployment.version, deployment.instance_type, deployment.team) == \
+        ("scorer", 1, "n1-standard-4", "search")
