@@ -1,11 +1,36 @@
 """The ``mlplat:provider`` settings of an Azure stack; imports neither Pulumi nor the Azure SDKs."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, field_validator
 
 from mlplat.contracts import ProviderSettings
+from mlplat.contracts.settings import SETTINGS_CONFIG
+from mlplat_providers.azure import service_rules as rules
+
+
+class AzureControlPlaneSettings(BaseModel):
+    """How the Azure program provisions the stack's control plane (PostgreSQL flexible server, Container Apps)."""
+
+    model_config = SETTINGS_CONFIG
+
+    image: str | None = Field(
+        None, description="Container image of the platform API server (`mlplat server`). Default: the stack's "
+        "container registry, image `server` (`<registry>.azurecr.io/server:latest`).",
+        examples=["acrnlpproduction.azurecr.io/server:1.4.0"])
+    database_sku: str = Field("Standard_B1ms", pattern=r"^Standard_[A-Za-z0-9_]+$",
+                              description="SKU of the PostgreSQL flexible server of the ledger.")
+    database_tier: Literal["Burstable", "GeneralPurpose", "MemoryOptimized"] = Field(
+        "Burstable", description="Tier of the PostgreSQL flexible server's SKU.")
+    database_version: str = Field("16", pattern=r"^(1[1-9]|[2-9]\d)$",
+                                  description="PostgreSQL major version (11 and later).")
+    storage_gb: int = Field(32, ge=32, le=32768, description="Storage of the PostgreSQL flexible server in GiB.")
+    backup_retention_days: int = Field(7, ge=7, le=35, description="Backups the flexible server keeps (7-35 days).")
+    cpu: float = Field(1.0, gt=0, le=4, description="vCPUs of the server's container app.")
+    memory: str = Field("2Gi", pattern=r"^\d+(\.\d+)?Gi$", description="Memory of the server's container app.")
+    external_ingress: bool = Field(False, description="Whether the server is reachable from the internet "
+                                   "(it still authenticates every caller); default: inside the environment only.")
 
 
 class AzureProviderSpec(ProviderSettings):
@@ -16,3 +41,48 @@ class AzureProviderSpec(ProviderSettings):
     )
     resource_group: str = Field(min_length=1, max_length=90, description="Resource group of the workspace.")
     location: str = Field(pattern=r"^[a-z0-9]+$", description="Azure location.", examples=["westeurope"])
+    workspace: str | None = Field(
+        None, min_length=3, max_length=33, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$",
+        description="Name of the Azure ML workspace. Default: mlw-<team>-<environment>.")
+    registry: str | None = Field(
+        None, min_length=3, max_length=33, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$",
+        description="Azure ML registry shared across teams that `mlplat registry share` publishes to. The "
+        "program creates it when `createRegistry` is true; else it must exist. Unset: no sharing.")
+    create_registry: bool = Field(False, description="Create the shared registry in this stack's resource group.")
+    vm_size: str | None = Field(
+        None, pattern=rules.VM_SIZE, description="VM size of the online deployments. Default: "
+        "mlplat:serving.instanceType when it is an Azure VM size, else Standard_DS3_v2.")
+    compute_vm_size: str = Field("Standard_DS3_v2", pattern=rules.VM_SIZE,
+                                 description="VM size of the training compute cluster (it scales to zero).")
+    compute_max_nodes: int = Field(4, ge=1, le=100, description="Most nodes of the training compute cluster.")
+    endpoint_auth: Literal["key", "aad_token"] = Field(
+        "aad_token", description="How callers authenticate to the online endpoints: `key` or Microsoft Entra "
+        "ID tokens (`aad_token`).")
+    tenant_id: str | None = Field(None, pattern=rules.GUID,
+                                  description="Microsoft Entra tenant of the subscription. Default: the caller's.")
+    notification_emails: tuple[str, ...] = Field(
+        (), description="E-mail addresses notified by the action group and the budget, besides the owner tag "
+        "when it is an e-mail address.", examples=[["nlp-ml-oncall@example.com"]])
+    control_plane: AzureControlPlaneSettings = Field(
+        default_factory=lambda: AzureControlPlaneSettings(),
+        description="How the program provisions the control plane (ledger database and platform API server).")
+
+    @field_validator("notification_emails")
+    @classmethod
+    def _emails(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if not rules.EMAIL.match(v)]
+        if bad:
+            raise ValueError(f"not e-mail addresses: {', '.join(bad)}")
+        return value
+
+    def stack_problems(self, spec: Any) -> list[tuple[str, str]]:
+        problems = []
+        if (p := rules.tags_problem(spec.tags.as_dict())) is not None:
+            problems.append(("tags", p))
+        if (p := rules.resource_group_problem(self.resource_group)) is not None:
+            problems.append(("provider.resourceGroup", p))
+        if self.vm_size is None and rules.VM_SIZE_RE.match(spec.serving.instance_type) is None \
+                and not spec.serving.instance_type.startswith(("ml.", "local.")):
+            problems.append(("serving.instanceType", f"{spec.serving.instance_type!r} is not an Azure VM size "
+                             "(e.g. Standard_DS3_v2); set it, or mlplat:provider.vmSize"))
+        return problems
