@@ -306,3 +306,65 @@ def test_the_gcp_provider_offers_pipelines(backend):
     pipes = backend[0]
     made = providers.get("gcp").get(Capability.PIPELINES, pipes.spec, None)
     assert isinstance(made, GcpPipelines) and isinstance(made, PipelineBackend)
+
+
+# --- through the training and pipelines services, as `mlplat train` and `mlplat pipeline run` call them ------
+
+GIT = ["git", "-c", "user.email=ds@example.com", "-c", "user.name=ds", "-c", "commit.gpgsign=false"]
+
+
+@pytest.fixture
+def git_project(tmp_path, gcp_fake):  # noqa: F811
+    import shutil
+    import subprocess
+
+    from tests.conftest import REPO, write_project
+    from tests.contract import gcp_support as gs
+    from tests.contract.lifecycle import context
+
+    root = write_project(tmp_path / "project", {"governed": gs.gcp_stack_text(
+        extra="  mlplat:controlPlane: {url: 'https://cp.fraud.example.com'}\n")})
+    (root / "train.py").write_text("print('training')\n")
+    (root / ".gitignore").write_text(".mlplat/\n")
+    shutil.copytree(REPO / "examples" / "pipelines", root / "examples" / "pipelines")
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "project"]):
+        subprocess.run([*GIT, *args], cwd=root, check=True, capture_output=True)
+    gs.provision_cloud(context(root).stack("governed"), gcp_fake)
+    return root, gcp_fake.vertex
+
+
+def test_mlplat_train_on_a_gcp_stack_submits_a_custom_job_vertex_accepts(git_project):
+    from mlplat.services import training
+    from tests.contract.lifecycle import context
+
+    root, vertex = git_project
+    ctx = context(root)
+    done = training.submit(ctx.stack("governed"), ctx, ["python", "train.py"], data={"train": "gs://data/train.csv"},
+                           cwd=root)
+    assert done.status.state == "PENDING"
+    [job] = vertex.extra["custom_jobs"].values()
+    container = job.job_spec.worker_pool_specs[0].container_spec
+    env = {e.name: e.value for e in container.env}
+    assert env["MLPLAT_TRAINING_JOB"] == done.job.name and env["MLPLAT_CONTROL_PLANE_URL"] == "https://cp.fraud.example.com"
+    assert list(container.args)[-2:] == ["python", "train.py"]
+    assert {"team", "cost-center", "environment", "owner", "mlplat-managed"} <= set(job.labels)
+
+
+def test_mlplat_pipeline_run_on_a_gcp_stack(git_project):
+    import subprocess
+
+    from mlplat.services import pipelines as service
+    from mlplat_providers.gcp import pipeline_compiler as pc
+    from tests.contract.lifecycle import context
+
+    root, vertex = git_project
+    ctx = context(root)
+    run = service.run(ctx.stack("governed"), ctx, "examples/pipelines/credit_risk.py")
+    assert run.state == "PENDING" and run.pipeline == "credit-risk"
+    [job] = vertex.extra["pipeline_jobs"].values()
+    spec = type(job).to_dict(job)["pipeline_spec"]
+    assert pc.spec_problems(spec) == [] and pc.command_problems(spec) == []
+    assert set(spec["root"]["dag"]["tasks"]) >= {"prepare", "train", "evaluate", "register", "promote"}
+    head = subprocess.run([*GIT, "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    assert dict(job.runtime_config.parameter_values)["source_uri"].split("/")[3:5] == ["source", head]
