@@ -151,6 +151,23 @@ def test_an_endpoint_the_platform_did_not_create_is_left_alone(stack):
     assert not stack.fake.vertex.endpoints[serving.endpoint_name("scorer", "production")].deployed_models
 
 
+def test_inventory_tells_the_platforms_endpoints_apart(stack):
+    from google.cloud import aiplatform_v1 as v1
+
+    from mlplat_providers.gcp.runtime.serving import GcpServing
+
+    serving = GcpServing(stack.spec, stack.ctx, session(stack.spec))
+    upload(serving.gcp, serving.registry.model_id("scorer"))
+    serving.apply(SimpleNamespace(model="scorer", environment="staging", routes=[SimpleNamespace(version=1, weight=100)]))
+    serving.endpoints.create_endpoint(parent=serving.gcp.location, endpoint=v1.Endpoint(
+        display_name="hand-made", labels={"team": "fraud"})).result()
+    found = {e.name.rsplit("/", 1)[1]: e for e in serving.inventory()}
+    ours = found[serving.endpoint_id("scorer", "staging")]
+    assert ours.platform and ours.model == "scorer" and ours.status == "deployed"
+    [theirs] = [e for e in found.values() if not e.platform]
+    assert theirs.model is None and theirs.tags == {"team": "fraud"}
+
+
 def test_shadow_is_refused_naming_the_reason(stack):
     from mlplat.errors import CapabilityNotSupported
     from mlplat_providers.gcp.runtime.serving import GcpServing

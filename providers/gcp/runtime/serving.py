@@ -32,6 +32,7 @@ from functools import cached_property
 from typing import Any
 
 from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer, VariantStats
+from mlplat.contracts.inventory import ServedEndpoint
 from mlplat.errors import CapabilityNotSupported, Conflict, NotFound
 from mlplat.services import rollout as ro
 from mlplat.services.serving import check_deploy
@@ -237,6 +238,35 @@ class GcpServing(EndpointDeployer):
         out["applied_in_s"] = round(time.time() - started, 4)
         return out
 
+    def inventory(self) -> list[ServedEndpoint]:
+        """Every Vertex endpoint of the stack's project and region (``endpoints.list``), whoever made it.
+
+        An endpoint is the platform's when it carries ``mlplat-managed: "true"`` (on everything the program
+        and the runtime create); its display name (``<prefix>-<model>``, or ``<prefix>-<model>-<environment>``
+        for another environment's endpoint) names its model."""
+        from mlplat_providers.gcp.plan import MANAGED_LABEL
+
+        prefix = f"{self.gcp.plan.prefix}-"
+        out: list[ServedEndpoint] = []
+        pager = self.gcp.call(self.endpoints.list_endpoints, parent=self.gcp.location, method="list_endpoints",
+                              what="listing the project's endpoints")
+        for item in pager:
+            labels = dict(item.labels)
+            platform = labels.get(MANAGED_LABEL) == "true"
+            model = None
+            if platform and item.display_name.startswith(prefix):
+                model = item.display_name[len(prefix):]
+                for environment in sorted(_environments(self.spec), key=len, reverse=True):
+                    if model.endswith(f"-{environment}") and environment != self.spec.environment:
+                        model = model[:-len(environment) - 1]
+                        break
+            created = item.create_time
+            out.append(ServedEndpoint(name=item.name, platform=platform, tags=labels, model=model,
+                                      created_at=created.timestamp() if created else None,
+                                      status="deployed" if item.deployed_models else "empty",
+                                      location=f"{self.gcp.project}/{self.gcp.region}"))
+        return out
+
     # --- the canary controller -------------------------------------------------------------------
 
     @cached_property
@@ -321,6 +351,10 @@ class GcpServing(EndpointDeployer):
                 self.ctx.console.print(f"{rollout['model']}: {result['action']} ({'; '.join(result['reasons'])})",
                                        highlight=False)
             time.sleep(interval)
+
+
+def _environments(spec: Any) -> set[str]:
+    return {"dev", "staging", "production", str(spec.environment)}
 
 
 class MonitoringCanaryMetrics(CanaryMetrics):
