@@ -368,3 +368,16 @@ def test_mlplat_pipeline_run_on_a_gcp_stack(git_project):
     head = subprocess.run([*GIT, "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True,
                           text=True).stdout.strip()
     assert dict(job.runtime_config.parameter_values)["source_uri"].split("/")[3:5] == ["source", head]
+
+
+def test_a_schedule_is_a_vertex_schedule_creating_the_pipeline_job(backend):
+    pipes, vertex, source, _sleeps = backend
+    first = pipes.schedule_pipeline(pipeline(source), "0 3 * * 1")
+    [(name, schedule)] = vertex.extra["schedules"].items()
+    assert first.target == name and first.cron == "0 3 * * 1" and schedule.cron == "TZ=UTC 0 3 * * 1"
+    assert schedule.max_concurrent_run_count == 1 and schedule.display_name == "mlplat-scorer-train"
+    job = schedule.create_pipeline_job_request.pipeline_job
+    assert dict(job.runtime_config.parameter_values)["source_uri"].startswith(f"gs://{pipes.gcp.plan.bucket}/source/")
+    again = pipes.schedule_pipeline(pipeline(source), "30 4 * * *")  # the same pipeline: updated in place
+    assert again.target == name and list(vertex.extra["schedules"]) == [name]
+    assert vertex.extra["schedules"][name].cron == "TZ=UTC 30 4 * * *"

@@ -177,7 +177,67 @@ def advance(state: Any, name: str, job_state: str, *, tasks: dict[str, str] | No
             job.error = {"code": 13, "message": error}
 
 
+def _schedule_checked(call: Call, schedule: Any) -> None:
+    """https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.schedules"""
+    invalid(None if schedule.display_name else "Field schedule.displayName is required")
+    cron = schedule.cron
+    fields = re.sub(r"^(TZ|CRON_TZ)=\S+\s+", "", cron).split()
+    invalid(None if len(fields) == 5 else f"schedule.cron {cron!r} is not a 5-field cron expression (optionally "
+            "prefixed with TZ=...)")
+    request = schedule.create_pipeline_job_request
+    invalid(None if request.parent == call.parent else "createPipelineJobRequest.parent must be the schedule's parent")
+    problems = pipeline_job_problems(request.pipeline_job, "")
+    if problems:
+        raise ApiError("INVALID_ARGUMENT", "; ".join(problems))
+
+
+def create_schedule(call: Call) -> Any:
+    v1 = _v1()
+    schedule = call.parse(v1.Schedule)
+    call.require("aiplatform.schedules.create", call.parent)
+    _schedule_checked(call, schedule)
+    name = f"{call.parent}/schedules/{call.state.new_id()}"
+    schedule.name = name
+    schedule.state = v1.Schedule.State.ACTIVE
+    schedule.create_time = schedule.update_time = call.state.timestamp()
+    _store(call, "schedules")[name] = schedule
+    return to_json(schedule)
+
+
+def list_schedules(call: Call) -> Any:
+    call.require("aiplatform.schedules.list", call.parent)
+    text = call.arg("filter")
+    match = re.fullmatch(r'\s*display_name\s*=\s*"([^"]*)"\s*', text) if text else None
+    if text and not match:
+        raise ApiError("INVALID_ARGUMENT", f"Unsupported filter: {text!r}")
+    return {"schedules": [to_json(s) for n, s in sorted(_store(call, "schedules").items())
+                          if n.startswith(call.parent + "/") and (not match or s.display_name == match.group(1))]}
+
+
+def update_schedule(call: Call) -> Any:
+    v1 = _v1()
+    name = f"{call.parent}/schedules/{call.params['schedule']}"
+    call.require("aiplatform.schedules.update", name)
+    current = _store(call, "schedules").get(name)
+    if current is None:
+        raise ApiError("NOT_FOUND", f"The Schedule does not exist: {name}")
+    patch = call.parse(v1.Schedule)
+    mask = [p for p in call.arg("updateMask").split(",") if p]
+    invalid(None if mask else "updateMask is required")
+    merged = v1.Schedule(current)
+    for path in mask:
+        field = re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), path)
+        setattr(merged, field, getattr(patch, field))
+    _schedule_checked(call, merged)
+    merged.update_time = call.state.timestamp()
+    _store(call, "schedules")[name] = merged
+    return to_json(merged)
+
+
 ROUTES: list[Route] = [
+    ("POST", LOC + "/schedules", create_schedule),
+    ("GET", LOC + "/schedules", list_schedules),
+    ("PATCH", LOC + "/schedules/{schedule}", update_schedule),
     ("POST", LOC + "/customJobs", create_custom_job),
     ("GET", LOC + "/customJobs", list_custom_jobs),
     ("GET", LOC + "/customJobs/{job}", get_custom_job),
