@@ -1,18 +1,29 @@
 """The azure provider: Azure Machine Learning (Pulumi program on pulumi-azure-native; runtime through azure-ai-ml).
 
-Stacks validate with :class:`AzureProviderSpec` (no SDK needed); no capability is offered yet, so
-each raises `CapabilityNotSupported` naming the provider and the capability.
+Stacks validate with :class:`AzureProviderSpec` (no SDK needed). The provisioner runs the Pulumi program
+(``components.py``) through the Automation API, or under mocks answering ARM ids for ``mlplat preview
+--offline`` and ``mlplat policy check``; capabilities not listed below raise `CapabilityNotSupported`.
 """
 from __future__ import annotations
 
+from mlplat.contracts import Capability
 from mlplat.providers import ProviderBundle
 from mlplat_providers.azure.settings import AzureProviderSpec
+
+
+def _provisioner(spec, ctx):
+    from mlplat_providers.azure.provisioner import AzureProvisioner
+
+    return AzureProvisioner(spec, ctx)
+
 
 provider = ProviderBundle(
     settings_model=AzureProviderSpec,
     name="azure",
     description="Azure Machine Learning (Pulumi program on pulumi-azure-native; runtime through azure-ai-ml).",
-    factories={},
+    factories={
+        Capability.PROVISIONER: _provisioner,
+    },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
     "use a local stack (mlplat up --stack dev) meanwhile",
 )
