@@ -112,6 +112,29 @@ def test_versions_aliases_and_delete_rules(stack):
         models.merge_version_aliases(name=f"{name}@1", version_aliases=["-default"])
 
 
+def test_a_concurrent_first_registration_adds_a_version(stack, tmp_path, monkeypatch):
+    from mlplat_providers.gcp.runtime.registry import GcpModelRegistry
+
+    registry = GcpModelRegistry(stack.spec, session(stack.spec), stack.ctx)
+    upload(registry.gcp, registry.model_id("scorer"))  # another process registered it after our look
+    monkeypatch.setattr(registry, "run_tags", lambda _run: {"mlplat.code.commit": "abc"})
+    real_get = registry.models.get_model
+
+    def missing_then_real(*args, **kwargs):
+        from google.api_core import exceptions as gexc
+
+        monkeypatch.setattr(registry.models, "get_model", real_get)
+        raise gexc.NotFound("The Model does not exist")
+
+    monkeypatch.setattr(registry.models, "get_model", missing_then_real)
+    files = tmp_path / "model"
+    files.mkdir()
+    (files / "MLmodel").write_text("flavors: {}\n")
+    stored = registry.store_version("scorer", "run-1", files, tags={"mlplat.artifact_digest": "sha256:00"})
+    assert stored.version == 2 and stored.source.startswith("gs://")
+    assert registry.describe_version("scorer", 2).labels["mlplat-managed"] == "true"
+
+
 def test_serving_applies_traffic_by_deployed_model_id_and_undeploys_the_rest(stack):
     from mlplat_providers.gcp.runtime.serving import GcpServing
 

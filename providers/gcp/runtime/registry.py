@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.contracts import ModelRegistry, StoredVersion
-from mlplat.errors import IntegrityError, NotFound
+from mlplat.errors import Conflict, IntegrityError, NotFound
 from mlplat_providers.gcp.runtime.session import GcpSession
 from mlplat_providers.gcp.runtime.state import GcpState
 
@@ -147,8 +147,14 @@ class GcpModelRegistry(ModelRegistry):
             request.parent_model = self.model_name(name)
         except NotFound:
             request.model_id = self.model_id(name)
-        operation = self.gcp.call(self.models.upload_model, request=request, method="upload_model",
-                                  what=f"registering {name} in Vertex AI")
+        try:
+            operation = self.gcp.call(self.models.upload_model, request=request, method="upload_model", exists=True,
+                                      what=f"registering {name} in Vertex AI")
+        except Conflict:  # a concurrent first registration created the model meanwhile: add a version to it
+            request.model_id = ""
+            request.parent_model = self.model_name(name)
+            operation = self.gcp.call(self.models.upload_model, request=request, method="upload_model",
+                                      what=f"registering {name} in Vertex AI")
         result = self.gcp.wait(operation, what=f"registering {name} in Vertex AI")
         version = int(result.model_version_id)
         cached = self.state.cache / name / str(version)

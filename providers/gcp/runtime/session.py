@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from mlplat.errors import ExitCode, ExternalError, NotFound, StackError
+from mlplat.errors import Conflict, ExitCode, ExternalError, NotFound, StackError
 
 VERTEX_ENV = "MLPLAT_GCP_VERTEX_ENDPOINT"
 MONITORING_ENV = "MLPLAT_GCP_MONITORING_ENDPOINT"
@@ -105,11 +105,12 @@ def permission_of(exc: BaseException, method: str) -> str:
 
 
 def call(function: Callable[..., Any], *args: Any, method: str | None = None, retry: RetryPolicy | None = None,
-         not_found: bool = False, what: str | None = None, **kwargs: Any) -> Any:
+         not_found: bool = False, exists: bool = False, what: str | None = None, **kwargs: Any) -> Any:
     """``function(*args, **kwargs)`` with quota retries and mlplat errors.
 
     ``method`` names the API method for messages and permissions (defaults to the function's name);
-    ``not_found=True`` raises :class:`NotFound` on NOT_FOUND/404 so callers can create what is missing.
+    ``not_found=True`` raises :class:`NotFound` on NOT_FOUND/404 so callers can create what is missing;
+    ``exists=True`` raises :class:`Conflict` on ALREADY_EXISTS/409 (made meanwhile by a concurrent caller).
     """
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
@@ -140,6 +141,11 @@ def call(function: Callable[..., Any], *args: Any, method: str | None = None, re
             if not_found:
                 raise NotFound(f"{label}: {exc.message}", method=method) from None
             raise ExternalError(f"{method} failed (NOT_FOUND): {exc.message}", where=label, method=method) from None
+        except (gexc.AlreadyExists, gexc.Conflict) as exc:
+            if exists:
+                raise Conflict(f"{label}: {exc.message}", method=method) from None
+            raise ExternalError(f"{method} failed (ALREADY_EXISTS): {exc.message}", where=label,
+                                method=method) from None
         except gexc.GoogleAPICallError as exc:
             status = getattr(exc, "grpc_status_code", None)
             code = getattr(status, "name", None) or str(getattr(exc, "code", "") or "error")
@@ -292,8 +298,9 @@ class GcpSession:
             f"{self.region}-docker.pkg.dev/{self.project}/{self.plan.docker_repository}/serve:latest"
 
     def call(self, function: Callable[..., Any], *args: Any, method: str | None = None, not_found: bool = False,
-             what: str | None = None, **kwargs: Any) -> Any:
-        return call(function, *args, method=method, retry=self.retry, not_found=not_found, what=what, **kwargs)
+             exists: bool = False, what: str | None = None, **kwargs: Any) -> Any:
+        return call(function, *args, method=method, retry=self.retry, not_found=not_found, exists=exists, what=what,
+                    **kwargs)
 
     def wait(self, operation: Any, *, what: str, timeout: float = 1800.0) -> Any:
         """The result of a long-running operation (polled through ``operations.get``), with mlplat errors."""
