@@ -190,6 +190,20 @@ class StaticTokenCredential:
         return None
 
 
+def override_auth_policy(credential: Any) -> Any:
+    """A policy sending ``credential``'s bearer token over plain HTTP, for the ``http://127.0.0.1`` override
+    only (azure-core's bearer policies refuse non-TLS URLs)."""
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+    class _OverrideBearer(SansIOHTTPPolicy):  # type: ignore[type-arg]
+        def on_request(self, request: Any) -> None:
+            request.context.options.pop("enforce_https", None)  # the SDKs' https switch, meant for this policy
+            token = credential.get_token(ARM_SCOPE).token
+            request.http_request.headers["Authorization"] = f"Bearer {token}"
+
+    return _OverrideBearer()
+
+
 class AzureSession:
     """The stack's Azure settings, checked, and cached clients."""
 
@@ -267,7 +281,8 @@ class AzureSession:
                 kwargs.update(cloud=f"mlplat-{override.rstrip('/')}", cloud_metadata={
                     "azure_portal": override, "resource_manager": override, "active_directory": override,
                     "aml_resource_id": override, "storage_endpoint": "core.windows.net",
-                    "registry_discovery_endpoint": override}, enable_telemetry=False, show_progress=False)
+                    "registry_discovery_endpoint": override}, enable_telemetry=False, show_progress=False,
+                    authentication_policy=override_auth_policy(self.credential()))
             self._clients["ml"] = MLClient(self.credential(), self.subscription_id, self.resource_group,
                                            self.workspace, **kwargs)
         return self._clients["ml"]
@@ -276,7 +291,8 @@ class AzureSession:
         override = os.environ.get(ARM_ENV)
         if not override:
             return {}
-        return {"base_url": override.rstrip("/"), "credential_scopes": [ARM_SCOPE]}
+        return {"base_url": override.rstrip("/"), "credential_scopes": [ARM_SCOPE],
+                "authentication_policy": override_auth_policy(self.credential())}
 
     def monitor(self) -> Any:
         """azure-mgmt-monitor's ``MonitorManagementClient`` for the subscription."""

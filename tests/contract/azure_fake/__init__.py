@@ -1,0 +1,10 @@
+"""Fakes of Azure's APIs for the azure provider's tests, run as real servers on 127.0.0.1.
+
+- ``arm.py``: Azure Resource Manager and the Azure Machine Learning REST API (workspaces, models and
+  versions, online endpoints with traffic and mirror traffic, online deployments, long-running
+  operations through ``Azure-AsyncOperation``) on one Starlette app whose route table other modules of
+  this package extend: every module with a ``ROUTES`` list is mounted.
+- ``rules.py``: the services' documented rules, each a small function citing its documentation page.
+- ``fixtures.py``: starts the server once per test session and points the runtime at it
+  (``MLPLAT_AZURE_ARM_ENDPOINT``; the runtime then uses a fixed fake token).
+"""
