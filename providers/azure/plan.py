@@ -169,10 +169,11 @@ def criteria_of(criterion: AlertCriterion, model: ModelPlan, team: str) -> dict[
     dims = list(criterion.dimensions)
     if criterion.namespace == rules.PLATFORM_NAMESPACE:
         dims += [("team", team), ("model", model.model)]
-    return {"odata_type": "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria", "all_of": [{
-        "criterion_type": "StaticThresholdCriterion", "name": criterion.suffix, "metric_name": criterion.metric,
-        "metric_namespace": criterion.namespace, "operator": criterion.operator, "threshold": criterion.threshold,
-        "time_aggregation": criterion.aggregation,
+    # camelCase: pulumi-azure-native passes this union-typed input through without renaming keys
+    return {"odataType": "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria", "allOf": [{
+        "criterionType": "StaticThresholdCriterion", "name": criterion.suffix, "metricName": criterion.metric,
+        "metricNamespace": criterion.namespace, "operator": criterion.operator, "threshold": criterion.threshold,
+        "timeAggregation": criterion.aggregation,
         "dimensions": [{"name": k, "operator": "Include", "values": [v]} for k, v in dims]}]}
 
 
