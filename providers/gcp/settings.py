@@ -32,6 +32,24 @@ class GcpControlPlaneSettings(BaseModel):
         "Google services), behind a load balancer, or `all` (the server still authenticates every caller).")
 
 
+class GcpModelMonitoringSettings(BaseModel):
+    """Vertex AI Model Monitoring jobs on the stack's endpoints, beside the platform's own pass (opt-in)."""
+
+    model_config = SETTINGS_CONFIG
+
+    enabled: bool = Field(
+        False, description="Keep one Vertex AI Model Monitoring job (ModelDeploymentMonitoringJob) on each endpoint "
+        "of the stack, watching prediction drift of every deployed model. Off by default: the platform's own pass "
+        "already judges each endpoint's request log with the platform's rules and publishes the metrics the drift "
+        "alert policy watches; the job adds Vertex's own verdict (its distances, not PSI) and its cost. The runtime "
+        "creates and updates the jobs after each monitoring pass (endpoints exist only after the first deploy).")
+    drift_threshold: float = Field(
+        0.3, gt=0, le=1, description="Vertex's default drift threshold for every feature (its distribution "
+        "distance, not a PSI).")
+    interval_hours: int = Field(1, ge=1, le=24, description="How often the job analyses the logged requests "
+                                "(Vertex allows at least one hour).")
+
+
 class GcpProviderSpec(ProviderSettings):
     kind: Literal["gcp"] = Field(description="Google Vertex AI through pulumi-gcp and google-cloud-aiplatform.")
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="GCP project id.",
@@ -51,6 +69,9 @@ class GcpProviderSpec(ProviderSettings):
     notification_emails: tuple[str, ...] = Field(
         (), description="E-mail addresses notified by the alert policies and the budget, besides the owner tag "
         "when it is an e-mail address.", examples=[["search-ml-oncall@example.com"]])
+    model_monitoring: GcpModelMonitoringSettings = Field(
+        default_factory=lambda: GcpModelMonitoringSettings(),
+        description="Vertex AI Model Monitoring jobs on the stack's endpoints (opt-in).")
     control_plane: GcpControlPlaneSettings = Field(
         default_factory=lambda: GcpControlPlaneSettings(),
         description="How the program provisions the control plane (ledger database and platform API server).")
