@@ -274,3 +274,41 @@ def test_metered_usage_counts_the_logged_requests_of_each_deployed_version(stack
     [deployment] = cost.deployments(T0, T0 + 35)
     assert (deployment.model, deployment.version, deployment.instance_type, deployment.team) == \
         ("scorer", 1, "n1-standard-4", "search")
+
+
+def test_opted_in_model_monitoring_keeps_one_vertex_job_per_endpoint(stack):
+    from google.cloud import aiplatform_v1 as v1
+
+    from mlplat.errors import ExternalError
+
+    vertex = stack["monitoring"].vertex
+    endpoint = f"projects/{PROJECT}/locations/europe-west4/endpoints/555"
+
+    def deployed(*ids: str) -> None:
+        vertex.endpoints[endpoint] = v1.Endpoint(name=endpoint, display_name="e",
+                                                 deployed_models=[v1.DeployedModel(id=i) for i in ids])
+
+    spec = stack["spec"]
+    settings = spec.provider.model_monitoring.model_copy(update={"enabled": True, "interval_hours": 2})
+    stack["spec"] = spec.model_copy(update={"provider": spec.provider.model_copy(update={"model_monitoring": settings})})
+    log(stack["fake"], "101", 0, 3)
+    deployed("101", "202")
+    mon = monitor(stack, {"101": ("scorer", 1, "primary"), "202": ("scorer", 2, "canary")})
+    assert mon.publish(report(3))["model_monitoring"]["555"]["action"] == "create"
+    [job] = vertex.extra["monitoring_jobs"].values()
+    assert job.endpoint == endpoint and job.labels["mlplat-endpoint"] == "555" and job.labels["team"] == "search"
+    assert sorted(c.deployed_model_id for c in job.model_deployment_monitoring_objective_configs) == ["101", "202"]
+    assert job.model_deployment_monitoring_schedule_config.monitor_interval.total_seconds() == 7200
+    assert mon.publish({**report(3), "ts": T0 + 60})["model_monitoring"]["555"]["action"] == "unchanged"
+
+    deployed("202")  # the canary was promoted and v1 undeployed: the job follows the endpoint
+    later = monitor(stack, {"202": ("scorer", 2, "primary")})
+    assert later.publish({**report(3), "ts": T0 + 120})["model_monitoring"]["555"]["action"] == "update"
+    [job] = vertex.extra["monitoring_jobs"].values()
+    assert [c.deployed_model_id for c in job.model_deployment_monitoring_objective_configs] == ["202"]
+
+    # the fake refuses what Vertex refuses: a model not deployed on the endpoint
+    deployed("303")
+    with pytest.raises(ExternalError, match="deployed model 202 is not deployed"):
+        monitor(stack, {"202": ("scorer", 2, "primary"), "404": ("scorer", 3, "canary")}).publish(
+            {**report(3), "ts": T0 + 180})

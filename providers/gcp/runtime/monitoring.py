@@ -23,9 +23,9 @@ model, endpoint_id, and feature for per-feature PSI): the metrics the program's 
 read (``service_rules.PLATFORM_METRICS``). Every request is checked first against Cloud Monitoring's
 documented rules (``runtime_rules.create_time_series_problems``).
 
-Vertex AI Model Monitoring jobs (``ModelDeploymentMonitoringJob``) are not created by this runtime: the
-platform's pass judges drift and quality from the same log with the same rules on every provider, and the
-jobs' own results would be a second, differently computed verdict (README, "GCP: monitoring").
+Vertex AI Model Monitoring jobs (``ModelDeploymentMonitoringJob``) are opt-in, like SageMaker Model Monitor
+on AWS: with ``mlplat:provider.modelMonitoring.enabled`` each pass keeps one job per endpoint watching its
+deployed models (:mod:`.model_monitoring`).
 """
 from __future__ import annotations
 
@@ -365,4 +365,9 @@ class GcpMonitor(Monitor):
         out: dict[str, Any] = {"metric_prefix": rr.PLATFORM_PREFIX,
                                "metrics": sum(len(r["time_series"]) for r in requests),
                                "requests": len(requests), "skipped": skipped}
+        settings = getattr(self.spec.provider, "model_monitoring", None)
+        if settings is not None and settings.enabled:  # opt-in: Vertex's own jobs beside the pass
+            from mlplat_providers.gcp.runtime.model_monitoring import ensure_jobs
+
+            out["model_monitoring"] = ensure_jobs(self.gcp, self.spec, self._endpoints())
         return out

@@ -1,4 +1,5 @@
-"""Vertex AI fake routes for training jobs and pipelines: ``customJobs`` and ``pipelineJobs`` (mounted into the
+"""Vertex AI fake routes for training jobs, pipelines, schedules and model monitoring jobs: ``customJobs``,
+``pipelineJobs``, ``schedules``, ``modelDeploymentMonitoringJobs`` (mounted into the
 Vertex fake's route table through ``ROUTES``).
 
 Bodies are parsed into ``aiplatform_v1`` proto-plus types (unknown fields and wrong types refused), each
@@ -234,7 +235,83 @@ def update_schedule(call: Call) -> Any:
     return to_json(merged)
 
 
+def monitoring_job_problems(call: Call, job: Any, *, name: str = "") -> list[str]:
+    """https://cloud.google.com/vertex-ai/docs/model-monitoring/using-model-monitoring: one job per endpoint,
+    objectives only for models deployed on it, an interval of at least an hour, a sample rate in (0, 1]."""
+    problems = []
+    endpoint = call.state.endpoints.get(job.endpoint)
+    if endpoint is None:
+        return [f"endpoint {job.endpoint!r} does not exist"]
+    deployed = {d.id for d in endpoint.deployed_models}
+    configs = list(job.model_deployment_monitoring_objective_configs)
+    if not configs:
+        problems.append("modelDeploymentMonitoringObjectiveConfigs must not be empty")
+    for c in configs:
+        if c.deployed_model_id not in deployed:
+            problems.append(f"deployed model {c.deployed_model_id} is not deployed on {job.endpoint}")
+    interval = job.model_deployment_monitoring_schedule_config.monitor_interval
+    if interval is None or interval.total_seconds() < 3600:
+        problems.append("modelDeploymentMonitoringScheduleConfig.monitorInterval must be at least 1 hour")
+    rate = job.logging_sampling_strategy.random_sample_config.sample_rate
+    if not 0 < rate <= 1:
+        problems.append("loggingSamplingStrategy.randomSampleConfig.sampleRate must be in (0, 1]")
+    others = [n for n, j in _store(call, "monitoring_jobs").items() if j.endpoint == job.endpoint and n != name]
+    if others:
+        problems.append(f"endpoint {job.endpoint} already has a model monitoring job ({others[0]})")
+    return problems
+
+
+def create_monitoring_job(call: Call) -> Any:
+    v1 = _v1()
+    job = call.parse(v1.ModelDeploymentMonitoringJob)
+    call.require("aiplatform.modelDeploymentMonitoringJobs.create", call.parent)
+    invalid(None if job.display_name else "Field modelDeploymentMonitoringJob.displayName is required")
+    problems = monitoring_job_problems(call, job)
+    if problems:
+        raise ApiError("INVALID_ARGUMENT", "; ".join(problems))
+    name = f"{call.parent}/modelDeploymentMonitoringJobs/{call.state.new_id()}"
+    job.name = name
+    job.state = v1.JobState.JOB_STATE_PENDING
+    job.schedule_state = v1.ModelDeploymentMonitoringJob.MonitoringScheduleState.PENDING
+    job.create_time = job.update_time = call.state.timestamp()
+    _store(call, "monitoring_jobs")[name] = job
+    return to_json(job)
+
+
+def list_monitoring_jobs(call: Call) -> Any:
+    call.require("aiplatform.modelDeploymentMonitoringJobs.list", call.parent)
+    wanted = _label_filter(call.arg("filter"))
+    return {"modelDeploymentMonitoringJobs": [
+        to_json(j) for n, j in sorted(_store(call, "monitoring_jobs").items())
+        if n.startswith(call.parent + "/") and all(j.labels.get(k) == v for k, v in wanted.items())]}
+
+
+def update_monitoring_job(call: Call) -> Any:
+    v1 = _v1()
+    name = f"{call.parent}/modelDeploymentMonitoringJobs/{call.params['job']}"
+    call.require("aiplatform.modelDeploymentMonitoringJobs.update", name)
+    current = _store(call, "monitoring_jobs").get(name)
+    if current is None:
+        raise ApiError("NOT_FOUND", f"The ModelDeploymentMonitoringJob does not exist: {name}")
+    patch = call.parse(v1.ModelDeploymentMonitoringJob)
+    mask = [p for p in call.arg("updateMask").split(",") if p]
+    invalid(None if mask else "updateMask is required")
+    merged = v1.ModelDeploymentMonitoringJob(current)
+    for path in mask:
+        field = re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), path)
+        setattr(merged, field, getattr(patch, field))
+    problems = monitoring_job_problems(call, merged, name=name)
+    if problems:
+        raise ApiError("INVALID_ARGUMENT", "; ".join(problems))
+    merged.update_time = call.state.timestamp()
+    _store(call, "monitoring_jobs")[name] = merged
+    return call.state.operation(name, merged, "ModelDeploymentMonitoringJob")
+
+
 ROUTES: list[Route] = [
+    ("POST", LOC + "/modelDeploymentMonitoringJobs", create_monitoring_job),
+    ("GET", LOC + "/modelDeploymentMonitoringJobs", list_monitoring_jobs),
+    ("PATCH", LOC + "/modelDeploymentMonitoringJobs/{job}", update_monitoring_job),
     ("POST", LOC + "/schedules", create_schedule),
     ("GET", LOC + "/schedules", list_schedules),
     ("PATCH", LOC + "/schedules/{schedule}", update_schedule),
