@@ -251,12 +251,12 @@ class AzureSession:
     def endpoint_name(self, model: str) -> str:
         from mlplat_providers.azure.naming import endpoint_name
 
-        return endpoint_name(self.subscription_id, self.resource_group, self.workspace, model)
+        return str(endpoint_name(self.subscription_id, self.resource_group, self.workspace, model))
 
     def deployment_name(self, model: str, version: str | int) -> str:
         from mlplat_providers.azure.naming import deployment_name
 
-        return deployment_name(model, version)
+        return str(deployment_name(model, version))
 
     # --- clients ------------------------------------------------------------------------------
 
@@ -318,3 +318,10 @@ class AzureSession:
     def wait(self, poller: Any, *, what: str, action: str | None = None, timeout: float = 1800.0) -> Any:
         """The result of a long-running operation (an azure-core ``LROPoller``), with mlplat errors."""
         return self.call(poller.result, timeout, action=action, what=what)
+
+    def run(self, begin: Callable[..., Any], *args: Any, what: str, action: str | None = None,
+            timeout: float = 1800.0, **kwargs: Any) -> Any:
+        """Start a long-running operation with ``begin(*args, **kwargs)`` and wait for its result, both
+        through :meth:`call` (the start is refused, or the operation ends ``Failed``: one mlplat error)."""
+        poller = self.call(begin, *args, action=action, what=what, **kwargs)
+        return self.wait(poller, what=what, action=action, timeout=timeout)

@@ -1,0 +1,51 @@
+"""What the Azure tests need around the fake ARM: an Azure stack and a session on it."""
+from __future__ import annotations
+
+from typing import Any
+
+from tests.contract.azure_fake.fixtures import LOCATION, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE
+
+
+def azure_stack_text(*, environment: str = "production", risk: str = "critical",
+                     approvers: str = "[risk-office@example.com, head-of-ds@example.com]", extra: str = "") -> str:
+    lines = [
+        "config:",
+        f"  azure-native:subscriptionId: {SUBSCRIPTION}",
+        f"  azure-native:location: {LOCATION}",
+        "  mlplat:team: fraud",
+        f"  mlplat:environment: {environment}",
+        "  mlplat:provider:",
+        "    kind: azure",
+        f'    subscriptionId: "{SUBSCRIPTION}"',
+        f"    resourceGroup: {RESOURCE_GROUP}",
+        f"    location: {LOCATION}",
+        "  mlplat:tags:",
+        "    team: fraud",
+        "    cost-center: CC-1042",
+        f"    environment: {environment}",
+        "    owner: fraud-leads@example.com",
+        "  mlplat:governance:",
+        f"    riskTier: {risk}",
+        f"    approvers: {approvers}",
+        "    requiredApprovals: 1",
+        "  mlplat:gate:",
+        "    holdout: {path: data/holdout.parquet, label: label}",
+        "    thresholds: {roc_auc: 0.70, accuracy: 0.60}",
+        "  mlplat:serving:",
+        "    instanceType: Standard_DS3_v2",
+        "    pricePerHour: 0.29",
+        "    canary: {steps: [10, 50, 100], bakeSeconds: 0, minRequests: 5}",
+        "  mlplat:budget: {monthlyUsd: 5000}",
+        "  mlplat:access: {mode: trusted-local}",  # the tests play several people with MLPLAT_USER
+    ]
+    return "\n".join(lines) + "\n" + extra
+
+
+def azure_session(spec: Any, sleeps: list[float] | None = None, attempts: int = 4) -> Any:
+    """The runtime's session on ``spec``; its retry sleeps are recorded in ``sleeps`` instead of slept."""
+    from mlplat_providers.azure.runtime.session import AzureSession, RetryPolicy
+
+    session = AzureSession(spec, retry=RetryPolicy(attempts=attempts, sleep=(
+        sleeps.append if sleeps is not None else lambda _s: None)))
+    assert session.workspace == WORKSPACE
+    return session
