@@ -32,9 +32,11 @@ from typing import Any
 
 try:
     from .taggable_aws import TAGGABLE_AWS
+    from .taggable_azure import TAGGABLE_AZURE
     from .taggable_gcp import LABELABLE_GCP
 except ImportError:  # loaded as a script by the Pulumi policy runtime
     from taggable_aws import TAGGABLE_AWS  # type: ignore[no-redef]
+    from taggable_azure import TAGGABLE_AZURE  # type: ignore[no-redef]
     from taggable_gcp import LABELABLE_GCP  # type: ignore[no-redef]
 
 ADVISORY, MANDATORY, DISABLED = "advisory", "mandatory", "disabled"
@@ -137,6 +139,38 @@ G_PUBLISHED_METRIC_PREFIXES = ("aiplatform.googleapis.com/prediction/online/", "
 G_PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 G_GPU_FAMILIES = ("a2", "a3", "g2", "a4")
 
+# Azure (pulumi-azure-native v3): top-level ARM tags, taggable types from the generated TAGGABLE_AZURE table.
+Z_STORAGE = "azure-native:storage:StorageAccount"
+Z_CONTAINER = "azure-native:storage:BlobContainer"
+Z_ENDPOINT = "azure-native:machinelearningservices:OnlineEndpoint"
+Z_SERVING_DECLARATION = "mlplat:azure:Serving"  # a component declaring how the Azure runtime rolls out
+Z_ALERT = "azure-native:monitor:MetricAlert"
+Z_DIAGNOSTIC = "azure-native:monitor:DiagnosticSetting"
+Z_BUDGET = "azure-native:consumption:Budget"
+Z_COMPUTE = "azure-native:machinelearningservices:Compute"
+Z_POSTGRES = "azure-native:dbforpostgresql:Server"
+Z_POSTGRES_FIREWALL = "azure-native:dbforpostgresql:FirewallRule"
+# Metrics a metric alert may watch: those Azure Monitor publishes for online endpoints and deployments,
+# and those the platform's monitoring pass writes (Azure Monitor custom metrics, namespace "mlplat").
+# https://learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/microsoft-machinelearningservices-workspaces-onlineendpoints-metrics
+# https://learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/microsoft-machinelearningservices-workspaces-onlineendpoints-deployments-metrics
+Z_PUBLISHED_METRICS: dict[str, frozenset[str]] = {
+    "Microsoft.MachineLearningServices/workspaces/onlineEndpoints": frozenset({
+        "ConnectionsActive", "DataCollectionErrorsPerMinute", "DataCollectionEventsPerMinute", "NetworkBytes",
+        "NewConnectionsPerSecond", "RequestLatency", "RequestLatency_P50", "RequestLatency_P90",
+        "RequestLatency_P95", "RequestLatency_P99", "RequestsPerMinute"}),
+    "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments": frozenset({
+        "CpuMemoryUtilizationPercentage", "CpuUtilizationPercentage", "DataCollectionErrorsPerMinute",
+        "DataCollectionEventsPerMinute", "DeploymentCapacity", "DiskUtilization", "GpuEnergyJoules",
+        "GpuMemoryUtilization", "GpuUtilizationPercentage", "RequestLatency_P50", "RequestLatency_P90",
+        "RequestLatency_P95", "RequestLatency_P99", "RequestsPerMinute"}),
+    "mlplat": frozenset({"drift_share", "prediction_drift", "performance"}),
+}
+Z_PUBLIC_CONTAINER_ACCESS = ("Blob", "Container")
+# Azure N-series VM sizes carry GPUs (NC, ND, NG, NV families).
+# https://learn.microsoft.com/azure/virtual-machines/sizes/overview#gpu-accelerated
+Z_GPU_PREFIXES = ("Standard_NC", "Standard_ND", "Standard_NG", "Standard_NV")
+
 L_TRACKING = LOCAL_PREFIX + "TrackingStore"
 L_TRAINING = LOCAL_PREFIX + "TrainingRunner"
 L_REGISTRY = LOCAL_PREFIX + "ModelRegistry"
@@ -174,7 +208,9 @@ def is_taggable(resource: Resource) -> bool:
         return resource.type in LABELABLE_GCP or resource.type in G_NESTED_LABELS
     if resource.type.startswith("google-native:"):
         return "labels" in resource.props
-    if resource.type.startswith(("azure-native:", "azure:")):
+    if resource.type.startswith("azure-native:"):
+        return resource.type in TAGGABLE_AZURE
+    if resource.type.startswith("azure:"):
         return "tags" in resource.props
     return False
 
@@ -487,6 +523,7 @@ def validate_monitoring(resources: Sequence[Resource], config: Mapping[str, Any]
         elif not any(a.props.get("alarmActions") for a in own):
             report(f"{endpoint.label}: its alarms notify nobody (no alarm actions)", endpoint.urn or None)
     _validate_gcp_monitoring(resources, config, report)
+    _validate_azure_monitoring(resources, config, report)
     for gateway in _of(resources, L_GATEWAY):
         if not _is_production(gateway, config):
             continue
@@ -534,6 +571,39 @@ def _validate_gcp_monitoring(resources: Sequence[Resource], config: Mapping[str,
         elif not any(p.props.get("notificationChannels") for p in own):
             report(f"{endpoint.label}: its alert policies notify nobody (no notification channels)",
                    endpoint.urn or None)
+
+
+def _azure_alert_metrics(alert: Resource) -> list[tuple[str, str]]:
+    criteria = alert.props.get("criteria") or {}
+    return [(str(c.get("metricNamespace") or ""), str(c.get("metricName") or ""))
+            for c in criteria.get("allOf") or [] if isinstance(c, Mapping)]
+
+
+def _validate_azure_monitoring(resources: Sequence[Resource], config: Mapping[str, Any],
+                               report: ReportViolation) -> None:
+    """Azure: every metric alert watches a published metric (an online endpoint's or deployment's, or the
+    platform's custom metrics); every production online endpoint has a metric alert scoped to it that
+    notifies an action group, and a diagnostic setting sending its traffic logs to Log Analytics (what the
+    platform's pass and an investigation read)."""
+    alerts = _of(resources, Z_ALERT)
+    for alert in alerts:
+        for namespace, metric in _azure_alert_metrics(alert):
+            if metric not in Z_PUBLISHED_METRICS.get(namespace, frozenset()):
+                report(f"{alert.label} watches {namespace}:{metric}, which neither Azure Monitor nor the platform "
+                       "publishes: it never fires", alert.urn or None)
+    diagnostics = _of(resources, Z_DIAGNOSTIC)
+    for endpoint in _of(resources, Z_ENDPOINT):
+        if not _is_production(endpoint, config):
+            continue
+        suffix = f"/onlineEndpoints/{_phys(endpoint, 'endpointName')}"
+        own = [a for a in alerts if any(str(scope).endswith(suffix) for scope in a.props.get("scopes") or [])]
+        if not own:
+            report(f"{endpoint.label} has no metric alert", endpoint.urn or None)
+        elif not any(a.props.get("actions") for a in own):
+            report(f"{endpoint.label}: its metric alerts notify nobody (no action group)", endpoint.urn or None)
+        if not any(str(d.props.get("resourceUri") or "").endswith(suffix) and
+                   (d.props.get("workspaceId") or d.props.get("storageAccountId")) for d in diagnostics):
+            report(f"{endpoint.label} sends its traffic logs nowhere (no diagnostic setting)", endpoint.urn or None)
 
 
 # --- 5. safe rollout --------------------------------------------------------------------
@@ -600,6 +670,7 @@ def validate_safe_rollout(resources: Sequence[Resource], config: Mapping[str, An
             if float(declared.get("shadowPercent") or 0) > max_shadow:
                 report(f"{what} mirrors {declared.get('shadowPercent')} % of traffic (limit {max_shadow:g} %)",
                        component.urn or None)
+    _validate_azure_rollout(resources, config, report, limit, max_shadow)
     for gateway in _of(resources, L_GATEWAY):
         if not _is_production(gateway, config):
             continue
@@ -615,6 +686,40 @@ def validate_safe_rollout(resources: Sequence[Resource], config: Mapping[str, An
         if float(props.get("shadowPercent") or 0) > max_shadow:
             report(f"{gateway.label} mirrors {props.get('shadowPercent')} % of traffic to its shadow "
                    f"(limit {max_shadow:g} %)", gateway.urn or None)
+
+
+def _validate_azure_rollout(resources: Sequence[Resource], config: Mapping[str, Any], report: ReportViolation,
+                            limit: float, max_shadow: float) -> None:
+    """Azure: the runtime steps an online endpoint's ``traffic`` and ``mirrorTraffic`` itself, as the
+    ``mlplat:azure:Serving`` component declares (canary steps, shadow share); Azure mirrors at most 50 % in
+    total, and never to a deployment with live traffic.
+    https://learn.microsoft.com/azure/machine-learning/how-to-safely-rollout-online-endpoints"""
+    production = config.get("productionEnvironments") or ["production"]
+    for component in _of(resources, Z_SERVING_DECLARATION):
+        for declared in component.props.get("endpoints") or []:
+            if (declared.get("tags") or {}).get("environment") not in production:
+                continue
+            steps = declared.get("canarySteps") or []
+            what = f"{component.label}: endpoint {declared.get('endpointName')}"
+            if len(steps) < 2:
+                report(f"{what} shifts traffic all at once (canary steps {steps})", component.urn or None)
+            elif float(steps[0]) > limit:
+                report(f"{what}: the first canary step is {steps[0]} %, above the stack's limit of {limit:g} %",
+                       component.urn or None)
+            if float(declared.get("shadowPercent") or 0) > min(max_shadow, 50.0):
+                report(f"{what} mirrors {declared.get('shadowPercent')} % of traffic (limit {min(max_shadow, 50.0):g} %)",
+                       component.urn or None)
+    for endpoint in _of(resources, Z_ENDPOINT):
+        props = endpoint.props.get("properties") or {}
+        traffic = {str(k): float(v or 0) for k, v in (props.get("traffic") or {}).items()}
+        mirror = {str(k): float(v or 0) for k, v in (props.get("mirrorTraffic") or {}).items()}
+        if sum(mirror.values()) > min(max_shadow, 50.0):
+            report(f"{endpoint.label} mirrors {sum(mirror.values()):g} % of traffic (limit {min(max_shadow, 50.0):g} %)",
+                   endpoint.urn or None)
+        live = sorted(d for d, v in mirror.items() if v and traffic.get(d))
+        if live:
+            report(f"{endpoint.label} mirrors traffic to {', '.join(live)}, which serves live traffic",
+                   endpoint.urn or None)
 
 
 # --- 6. storage ---------------------------------------------------------------------------
@@ -680,6 +785,7 @@ def validate_storage(resources: Sequence[Resource], config: Mapping[str, Any], r
             if member.props.get("bucket") in names and any(m in G_PUBLIC_MEMBERS for m in granted):
                 report(f"{bucket.label} is public: {member.label} grants {member.props.get('role')} to "
                        f"{', '.join(m for m in granted if m in G_PUBLIC_MEMBERS)}", bucket.urn or None)
+    _validate_azure_storage(resources, require_kms, report)
     allow_host = bool(config.get("allowHostFilesystemEncryption", True))
     for store in resources:
         if not store.type.startswith(LOCAL_PREFIX) or "encryption" not in store.props:
@@ -692,12 +798,41 @@ def validate_storage(resources: Sequence[Resource], config: Mapping[str, Any], r
                    "accept", store.urn or None)
 
 
+def _validate_azure_storage(resources: Sequence[Resource], require_kms: bool, report: ReportViolation) -> None:
+    """Azure: Storage encrypts every account at rest (Microsoft-managed keys unless a Key Vault key is set);
+    an account is private when public blob access is disallowed and no container grants anonymous access,
+    and only HTTPS with TLS 1.2 or later reaches it.
+    https://learn.microsoft.com/azure/storage/blobs/anonymous-read-access-prevent
+    https://learn.microsoft.com/azure/storage/common/transport-layer-security-configure-minimum-version"""
+    for account in _of(resources, Z_STORAGE):
+        props = account.props
+        if props.get("allowBlobPublicAccess") is not False:
+            report(f"{account.label} allows public blob access (allowBlobPublicAccess is not false)",
+                   account.urn or None)
+        if props.get("enableHttpsTrafficOnly") is False:
+            report(f"{account.label} accepts plain HTTP (enableHttpsTrafficOnly is false)", account.urn or None)
+        if props.get("minimumTlsVersion") in ("TLS1_0", "TLS1_1"):
+            report(f"{account.label} accepts {props.get('minimumTlsVersion')}; require TLS1_2", account.urn or None)
+        services = (props.get("encryption") or {}).get("services") or {}
+        if (services.get("blob") or {}).get("enabled") is False:
+            report(f"{account.label} turns blob encryption off", account.urn or None)
+        if require_kms and (props.get("encryption") or {}).get("keySource") != "Microsoft.Keyvault":
+            report(f"{account.label} is encrypted with Microsoft-managed keys, but this stack requires a "
+                   "customer-managed key (encryption.keySource Microsoft.Keyvault)", account.urn or None)
+    for container in _of(resources, Z_CONTAINER):
+        if container.props.get("publicAccess") in Z_PUBLIC_CONTAINER_ACCESS:
+            report(f"{container.label} grants anonymous {container.props.get('publicAccess')} access",
+                   container.urn or None)
+
+
 # --- 7. spend ------------------------------------------------------------------------------
 
 
 def is_gpu(instance_type: str) -> bool:
     parts = instance_type.split(".")
     family = parts[1] if len(parts) > 2 and parts[0] == "ml" else parts[0]
+    if instance_type.startswith("Standard_"):  # an Azure VM size
+        return instance_type.startswith(Z_GPU_PREFIXES)
     if "-" in instance_type and "." not in instance_type:  # a Compute Engine machine type (GCP)
         return instance_type.split("-")[0] in G_GPU_FAMILIES
     return family in GPU_FAMILIES or family.startswith(("p4", "p5", "g5", "g6"))
@@ -728,6 +863,15 @@ def instances_of(resources: Sequence[Resource]) -> list[tuple[Resource, str, int
         for declared in component.props.get("endpoints") or []:
             if declared.get("machineType"):
                 out.append((component, str(declared["machineType"]), 1))
+    for component in _of(resources, Z_SERVING_DECLARATION):
+        for declared in component.props.get("endpoints") or []:
+            if declared.get("vmSize"):
+                out.append((component, str(declared["vmSize"]), 1))
+    for compute in _of(resources, Z_COMPUTE):
+        inner = (compute.props.get("properties") or {}).get("properties") or {}
+        if inner.get("vmSize"):
+            nodes = int((inner.get("scaleSettings") or {}).get("maxNodeCount") or 1)
+            out.append((compute, str(inner["vmSize"]), nodes))
     for gateway in _of(resources, L_GATEWAY):
         if gateway.props.get("instanceType"):
             out.append((gateway, gateway.props["instanceType"], int(gateway.props.get("instanceCount") or 1)))
@@ -753,7 +897,7 @@ def validate_spend(resources: Sequence[Resource], config: Mapping[str, Any], rep
     if cap is not None and gpus > int(cap):
         report(f"the stack runs {gpus} GPU instance(s); the team's cap is {cap}", None)
     if config.get("requireBudget", True):
-        budgets = _of(resources, T_BUDGET, L_BUDGET, G_BUDGET)
+        budgets = _of(resources, T_BUDGET, L_BUDGET, G_BUDGET, Z_BUDGET)
         if not budgets:
             report("the stack defines no budget", None)
         for budget in budgets:
@@ -765,6 +909,15 @@ def validate_spend(resources: Sequence[Resource], config: Mapping[str, Any], rep
                         rule.get("disableDefaultIamRecipients") is True:
                     report(f"{budget.label} notifies nobody when spend crosses it", budget.urn or None)
                 if not ((budget.props.get("budgetFilter") or {}).get("labels") or {}).get("team"):
+                    report(f"{budget.label} is not filtered on the team's label: it counts the whole billing "
+                           "account's spend", budget.urn or None)
+            if budget.type == Z_BUDGET:
+                notifications = budget.props.get("notifications") or {}
+                if not any((n or {}).get("contactEmails") or (n or {}).get("contactGroups")
+                           for n in notifications.values()):
+                    report(f"{budget.label} notifies nobody when spend crosses it", budget.urn or None)
+                tag = (budget.props.get("filter") or {}).get("tags") or {}
+                if tag.get("name") != "team" or not tag.get("values"):
                     report(f"{budget.label} is not filtered on the team's label: it counts the whole billing "
                            "account's spend", budget.urn or None)
 
@@ -787,6 +940,9 @@ def validate_database(resource: Resource, config: Mapping[str, Any], report: Rep
     """
     if resource.type in (G_SQL_INSTANCE, G_SQL_USER):
         _validate_cloud_sql(resource, config, report)
+        return
+    if resource.type in (Z_POSTGRES, Z_POSTGRES_FIREWALL):
+        _validate_azure_postgres(resource, config, report)
         return
     if resource.type not in (T_DB_INSTANCE, T_DB_CLUSTER):
         return
@@ -839,6 +995,26 @@ def _validate_cloud_sql(resource: Resource, config: Mapping[str, Any], report: R
         report(f"{resource.label} accepts unencrypted connections (ipConfiguration.sslMode)", resource.urn or None)
     if config.get("requireManagedPassword", True) and (props.get("rootPassword") or props.get("rootPasswordWo")):
         report(f"{resource.label} is given a literal root password", resource.urn or None)
+
+
+def _validate_azure_postgres(resource: Resource, config: Mapping[str, Any], report: ReportViolation) -> None:
+    """Azure: a PostgreSQL flexible server is encrypted at rest and accepts only TLS connections by default;
+    it is not open to the internet (no firewall rule from 0.0.0.0 to 255.255.255.255), and no password is a
+    literal in the program (the control plane signs in with Microsoft Entra authentication).
+    https://learn.microsoft.com/azure/postgresql/flexible-server/concepts-azure-ad-authentication"""
+    props = resource.props
+    if resource.type == Z_POSTGRES_FIREWALL:
+        if props.get("startIpAddress") == "0.0.0.0" and props.get("endIpAddress") == "255.255.255.255":
+            report(f"{resource.label} opens the server to the whole internet", resource.urn or None)
+        return
+    if not config.get("requireManagedPassword", True):
+        return
+    if props.get("administratorLoginPassword"):
+        report(f"{resource.label} is given a literal administrator password; use Microsoft Entra authentication "
+               "(authConfig.passwordAuth Disabled)", resource.urn or None)
+    elif (props.get("authConfig") or {}).get("passwordAuth") != "Disabled":
+        report(f"{resource.label} accepts password authentication (authConfig.passwordAuth is not Disabled)",
+               resource.urn or None)
 
 
 # --- 9. access ------------------------------------------------------------------------------
@@ -965,7 +1141,8 @@ POLICIES: tuple[Policy, ...] = (
             "allowedInstanceTypes": {**_STRINGS, "default": [
                 "ml.t3.*", "ml.m5.*", "ml.m6i.*", "ml.m7i.*", "ml.c5.*", "ml.c6i.*", "ml.c7i.*", "ml.r5.*",
                 "ml.g4dn.*", "ml.g5.*", "local.*", "n1-standard-*", "n2-standard-*", "e2-standard-*",
-                "n1-highmem-*", "g2-standard-*"],
+                "n1-highmem-*", "g2-standard-*", "Standard_DS*_v2", "Standard_D*s_v3", "Standard_D*s_v5",
+                "Standard_E*s_v3", "Standard_F*s_v2", "Standard_NC*"],
                 "description": "Glob patterns of allowed instance types."},
             "maxGpuInstances": {"type": "integer", "default": 4, "minimum": 0,
                                 "description": "GPU instances the team may run at once."},
