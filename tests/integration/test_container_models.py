@@ -5,7 +5,7 @@ container backend with every strategy and a rollback.
 
 The images are built once per session with buildah from the platform's debootstrap base (which has
 python3), each tagged by the hash of what goes in, so a later session reuses them: a small stdlib HTTP
-server whose behaviour is set by the image's ``MODE``: ``both`` protocols, ``mlflow`` only, or
+server (with only the interpreter and the modules it needs) whose behaviour is set by the image's ``MODE``: ``both`` protocols, ``mlflow`` only, or
 ``crash`` (exits at start with a line in its log, so it never becomes ready).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.container, pytest.mark.xdist_group("container-image")]
 
 USER = "ds@example.com"
 SERVER = r'''
-import json, math, os, sys
+import json, math, os, socketserver, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODE = os.environ.get("MODE", "both")
@@ -83,15 +83,67 @@ class Handler(BaseHTTPRequestHandler):
 if MODE == "crash":
     print("loading weights from /srv/weights.bin: file not found", file=sys.stderr, flush=True)
     sys.exit(3)
+
+
+class Server(ThreadingHTTPServer):
+    def server_bind(self):  # no reverse DNS lookup of the address (HTTPServer's getfqdn)
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
+
+
 print("serving on port", os.environ["PORT"], flush=True)
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+Server(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+'''
+# Runs inside the base image: the interpreter, the shared libraries it maps (with their soname links)
+# and the standard library modules the server imports, copied to /out, the test image's whole file
+# system (18 MB instead of the base's 128: podman's vfs storage copies an image for every container).
+COLLECT = r'''
+# Runs inside the base image: copies the interpreter, the shared libraries it has mapped and the standard
+# library modules the server imports into /out, the whole file system of the test image.
+import glob
+import email.utils  # noqa: F401  (what server.py imports)
+import http.server  # noqa: F401
+import encodings.idna  # noqa: F401
+import json  # noqa: F401
+import math  # noqa: F401
+import os
+import shutil
+import socketserver  # noqa: F401
+import sys
+
+os.makedirs("/out", exist_ok=True)
+for top in ("/bin", "/sbin", "/lib", "/lib64"):  # merged /usr: keep the top-level links (the ELF loader's path)
+    if os.path.islink(top):
+        os.symlink(os.readlink(top), "/out" + top)
+        os.makedirs(os.path.realpath("/out" + top), exist_ok=True)
+files = {sys.executable, os.path.realpath(sys.executable), "/lib64/ld-linux-x86-64.so.2"}
+files.update(m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None))
+with open("/proc/self/maps") as maps:
+    files.update(line.split()[-1] for line in maps if line.rstrip().endswith(".so") or ".so." in line)
+for lib in [f for f in files if ".so" in os.path.basename(f)]:  # with the soname links the loader looks for
+    files.update(glob.glob(lib.split(".so")[0] + ".so*"))
+for path in sorted(f for f in files if f.startswith("/")):
+    for name in {path, os.path.realpath(path)}:
+        dest = "/out" + name
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if os.path.islink(name):
+            os.symlink(os.readlink(name), dest)
+        elif not os.path.exists(dest):
+            shutil.copy2(name, dest)
 '''
 CONTAINERFILE = """\
 ARG BASE
-FROM ${BASE}
-COPY server.py /srv/server.py
+FROM ${BASE} AS full
+COPY server.py collect.py /srv/
+RUN python3 /srv/collect.py && mkdir -p /out/srv /out/tmp && cp /srv/server.py /out/srv/
+FROM scratch
+COPY --from=full /out /
+ENV MODE=both
+ENTRYPOINT ["/usr/bin/python3", "/srv/server.py"]
+"""
+VARIANT = """\
+FROM %s
 ENV MODE=%s
-ENTRYPOINT ["python3", "/srv/server.py"]
 """
 
 
@@ -132,18 +184,22 @@ def images(tmp_path_factory) -> dict[str, str]:
     base = d.LocalDeliveryPipeline.ensure_base_image(d.LocalDeliveryPipeline.__new__(d.LocalDeliveryPipeline), env)
     context = tmp_path_factory.mktemp("byo-image")
     (context / "server.py").write_text(SERVER)
-    out = {}
-    for mode in ("both", "mlflow", "crash"):
-        (context / "Containerfile").write_text(CONTAINERFILE % mode)
-        key = hashlib.sha256("\0".join((base, SERVER, CONTAINERFILE % mode)).encode()).hexdigest()[:12]
-        ref = f"localhost/mlplat-test/byo-{mode}:{key}"
+    (context / "collect.py").write_text(COLLECT)
+
+    def build(containerfile: str, ref: str) -> str:
         if _podman("image", "exists", ref).returncode != 0:
+            (context / "Containerfile").write_text(containerfile)
             built = subprocess.run(d.buildah_command("bud", "--isolation", "chroot", "--layers=false",
                                                      "--build-arg", f"BASE={base}", "-t", ref,
                                                      "-f", str(context / "Containerfile"), str(context)),
                                    capture_output=True, text=True, env=env, timeout=900)
             assert built.returncode == 0, built.stderr[-3000:]
-        out[mode] = ref
+        return ref
+
+    key = hashlib.sha256("\0".join((base, SERVER, COLLECT, CONTAINERFILE)).encode()).hexdigest()[:12]
+    out = {"both": build(CONTAINERFILE, f"localhost/mlplat-test/byo-both:{key}")}
+    for mode in ("mlflow", "crash"):
+        out[mode] = build(VARIANT % (out["both"], mode), f"localhost/mlplat-test/byo-{mode}:{key}")
     return out
 
 
