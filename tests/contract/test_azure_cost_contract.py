@@ -1,0 +1,125 @@
+"""The bill of an Azure stack: Cost Management's query grouped by the team tag, through the fake ARM."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.contract.azure_fake import cost as fake_cost
+from tests.contract.azure_fake.fixtures import azure_fake, azure_server  # noqa: F401  (fixtures)
+from tests.contract.azure_support import azure_session, azure_stack_text
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+END = dt.datetime(2026, 2, 1, tzinfo=dt.UTC).timestamp()
+
+
+@pytest.fixture
+def spec(tmp_path, azure_fake):  # noqa: F811
+    from mlplat.stack import load_stack
+    from tests.conftest import write_project
+
+    project = write_project(tmp_path / "project", {"team": azure_stack_text()})
+    return load_stack("team", project)
+
+
+def _bill(spec, sleeps=None, attempts=4):
+    from mlplat_providers.azure.runtime.cost import AzureBill
+
+    return AzureBill(spec, azure_session(spec, sleeps, attempts))
+
+
+# --- the query body and the fake's documented rules ------------------------------------------
+
+def test_query_body_is_cost_managements_own_model():
+    from azure.mgmt.costmanagement import models
+
+    from mlplat_providers.azure.runtime.cost import query_body
+
+    body = query_body(START, END, team="fraud")
+    parsed = models.QueryDefinition.deserialize(body)
+    assert parsed.dataset.grouping[0].type == "TagKey" and parsed.dataset.grouping[0].name == "team"
+    assert parsed.dataset.filter.tags.values == ["fraud"]
+    assert body["timePeriod"] == {"from": "2026-01-01T00:00:00Z", "to": "2026-01-31T23:59:59Z"}
+    assert fake_cost.query_rules(body) is None
+
+
+def test_query_rules():
+    ok = {"timeframe": "Custom", "timePeriod": {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"},
+          "dataset": {"grouping": [{"type": "TagKey", "name": "team"}]}}
+    assert fake_cost.query_rules(ok) is None
+    assert "required" in fake_cost.query_rules({**ok, "timePeriod": None})
+    assert "before" in fake_cost.query_rules({**ok, "timePeriod": {"from": "2026-02-01", "to": "2026-01-01"}})
+    assert "1 year" in fake_cost.query_rules({**ok, "timePeriod": {"from": "2024-01-01", "to": "2026-01-01"}})
+    assert "at most 2" in fake_cost.query_rules({**ok, "dataset": {"grouping": [{"type": "TagKey", "name": "a"}] * 3}})
+    assert "not supported" in fake_cost.query_rules({**ok, "dataset": {"grouping": [{"type": "Tag", "name": "a"}]}})
+
+
+def test_retry_after_is_the_longest_header():
+    from mlplat_providers.azure.runtime.cost import cost_retry_after
+
+    class Answer:
+        headers = {"Retry-After".lower(): "5", fake_cost.QPU_HEADER: "30"}
+
+    class Throttled(Exception):
+        response = Answer()
+
+    assert cost_retry_after(Throttled()) == 30.0
+    assert cost_retry_after(Exception()) is None
+
+
+# --- through azure-mgmt-costmanagement and the fake ARM --------------------------------------
+
+def test_billed_groups_by_team_tag(spec, azure_fake):  # noqa: F811
+    fake_cost.add_charge(azure_fake.arm, "fraud", 12.5, "2026-01-03")
+    fake_cost.add_charge(azure_fake.arm, "fraud", 7.25, "2026-01-20")
+    fake_cost.add_charge(azure_fake.arm, "fraud", 100.0, "2026-02-02")  # outside the period
+    fake_cost.add_charge(azure_fake.arm, "payments", 40.0, "2026-01-05")
+    fake_cost.add_charge(azure_fake.arm, None, 3.0, "2026-01-05")
+
+    bill = _bill(spec).billed(START, END)
+    assert bill["source"] == "azure-cost-management" and bill["currency"] == "USD"
+    assert bill["by_team"] == {"fraud": pytest.approx(19.75)}
+    assert bill["period"] == {"Start": "2026-01-01", "End": "2026-02-01"}
+
+    everyone = _bill(spec).billed(START, END, team_only=False)["by_team"]
+    assert everyone == {"fraud": pytest.approx(19.75), "payments": 40.0, "(untagged)": 3.0}
+    assert any(path.endswith("/providers/Microsoft.CostManagement/query") for _m, path in azure_fake.arm.calls)
+
+
+def test_billed_nothing_charged_is_zero(spec, azure_fake):  # noqa: F811
+    assert _bill(spec).billed(START, END)["by_team"] == {"fraud": 0.0}
+
+
+def test_429_waits_the_longest_retry_after_then_succeeds(spec, azure_fake):  # noqa: F811
+    fake_cost.add_charge(azure_fake.arm, "fraud", 1.0, "2026-01-03")
+    fake_cost.throttle(azure_fake.arm, times=2, qpu_seconds=30, retry_after=5)
+    sleeps: list[float] = []
+    assert _bill(spec, sleeps).billed(START, END)["by_team"] == {"fraud": 1.0}
+    assert sleeps == [30.0, 30.0]
+
+
+def test_429_every_time_is_one_clear_error(spec, azure_fake):  # noqa: F811
+    from mlplat_providers.azure.runtime.session import AzureUnavailable
+
+    fake_cost.throttle(azure_fake.arm, times=10, qpu_seconds=2, retry_after=1)
+    sleeps: list[float] = []
+    with pytest.raises(AzureUnavailable) as raised:
+        _bill(spec, sleeps, attempts=3).billed(START, END)
+    assert "429 3 times" in raised.value.message and sleeps == [2.0, 2.0]
+
+
+def test_denied_names_the_action(spec, azure_fake):  # noqa: F811
+    from mlplat_providers.azure.runtime.session import AzurePermissionDenied
+
+    azure_fake.arm.deny(fake_cost.ACTION)
+    with pytest.raises(AzurePermissionDenied) as raised:
+        _bill(spec).billed(START, END)
+    assert fake_cost.ACTION in raised.value.message
+
+
+def test_period_ending_before_it_starts_is_refused_before_any_call(spec, azure_fake):  # noqa: F811
+    from mlplat.errors import ExternalError
+
+    with pytest.raises(ExternalError, match="before it starts"):
+        _bill(spec).billed(END, START)
+    assert not azure_fake.arm.calls
