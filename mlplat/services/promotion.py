@@ -303,6 +303,7 @@ class Promotion:
             # the image registered, by its id, started from the verified folder that names it; removed by name
             running = container_models.start(container_models.image_of(reg.verify_row(self.registry, row)),
                                              what=self.what)
+            running.log.unlink(missing_ok=True)  # read only while it starts; it is stopped by name later
             started: dict[str, Any] = Endpoint(running.url, "container", running.name, running.port).__dict__ | {
                 "note": f"container image {package.image} ({running.image.protocol} protocol)"}
             self.steps["endpoint"]["detail"] = started
