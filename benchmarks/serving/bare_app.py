@@ -20,6 +20,11 @@ columns = list(model.feature_names_in_) if hasattr(model, "feature_names_in_") e
 app = FastAPI()
 
 
+@app.get("/pid")
+async def pid():  # which worker answered (the bench waits until every worker does); not on the scoring path
+    return {"pid": os.getpid()}
+
+
 @app.post("/invocations")
 async def invocations(request: Request):
     payload = await request.json()

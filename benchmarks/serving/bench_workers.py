@@ -103,6 +103,33 @@ def servers(v1: Path, v2: Path) -> list[tuple]:
     ]
 
 
+def worker_pid(port: int) -> str:
+    """The worker that answers a new connection: mlplat's x-mlplat-worker header, bare_app's /pid."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/pid", timeout=5) as r:
+            return str(json.loads(r.read())["pid"])
+    except urllib.error.HTTPError:  # not bare_app: the gateway names its worker on every response
+        pass
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as r:
+        return r.headers["x-mlplat-worker"]
+
+
+def wait_workers(port: int, count: int, timeout: float = 180) -> None:
+    """Until ``count`` different workers have answered new connections (each loads the model itself)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only workers {sorted(seen)} of {count} answered within {timeout:g} s")
+        try:
+            seen.add(worker_pid(port))
+        except OSError:
+            time.sleep(0.05)
+
+
 def wrk_script(body_file: str) -> Path:
     body = Path(body_file).read_text()
     script = WORK / (Path(body_file).stem + ".lua")
@@ -161,6 +188,7 @@ def rollback_under_load(v1: Path, v2: Path, seconds: float = 6.0) -> dict:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         base.wait_up(f"http://127.0.0.1:{port}/ping", proc)
+        wait_workers(port, 2)
         base.load(port, "/endpoints/credit/invocations", 1.0, 4)  # warm-up
         trace = WORK / "rollback-workers-trace.txt"
         argv = [PY, str(HERE / "loadgen.py"), "127.0.0.1", str(port), "/endpoints/credit/invocations",
@@ -214,6 +242,8 @@ def main() -> None:
                                      "PATH": str(Path(PY).parent) + os.pathsep + os.environ.get("PATH", "")})
         try:
             base.wait_up(f"http://127.0.0.1:{port}{health}", proc, timeout=180)
+            if "2 workers" in label:
+                wait_workers(port, 2)
             cell(port, path, body, 2.0, 16)  # warm-up: every worker, every model
             row = {"server": label}
             for c in CONCURRENCY:

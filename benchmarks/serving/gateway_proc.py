@@ -43,6 +43,6 @@ else:
     sock, served = bind("127.0.0.1", int(spec["port"])), app
 app.start()
 try:
-    run(served, sock, port_file=Path(spec["port_file"]) if spec.get("port_file") else None)
+    run(served, sock, port_file=Path(spec["port_file"]) if spec.get("port_file") else None, shared="listen_fd" in spec)
 finally:
     app.stop()

@@ -32,6 +32,7 @@ from mlplat.serving.predictor import LoadedModel
 from mlplat.serving.protocol import V2_EXTENSIONS, RequestError, parse_scoring, parse_v2, to_list, v2_body, v2_outputs
 
 DEFAULT_MAX_BODY = 1_000_000
+LISTEN_BACKLOG = 2048  # connections the kernel queues before they are accepted
 SERVER_NAME = "mlplat-model-server"
 
 
@@ -162,24 +163,34 @@ def bind(host: str, port: int) -> socket.socket:
             raise PortInUse(host, port) from None
         raise ExternalError(f"cannot listen on {host}:{port}: {exc.strerror}",
                             hint="choose another --port, or a loopback address this machine has") from None
-    sock.listen(2048)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
 
 def run(app: Any, sock: socket.socket, *, port_file: Path | None = None, log_level: str = "warning",
-        on_ready: Callable[[int], None] | None = None) -> None:
+        on_ready: Callable[[int], None] | None = None, shared: bool = False) -> None:
     """Run ``app`` on uvicorn over an already bound socket until interrupted. Once it serves, the port
-    is written to ``port_file`` and ``on_ready(port)`` is called (where a command announces its URL)."""
+    is written to ``port_file`` and ``on_ready(port)`` is called (where a command announces its URL).
+
+    ``shared``: other processes accept from the same listening socket (the workers of ``mlplat serve
+    --workers N``). Each then accepts one connection per wake-up of its event loop instead of all that
+    are queued, so a burst of new connections spreads over the workers (a busy one comes back later
+    and takes fewer) instead of all going to whichever woke first."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_keep_alive=30)
+    # asyncio accepts up to `backlog` connections per wake-up, and listens with it as the queue length:
+    # a shared socket gets 1 for the first, and its queue length back once uvicorn has started
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_keep_alive=30,
+                            backlog=1 if shared else LISTEN_BACKLOG)
     server = uvicorn.Server(config)
-    if port_file is not None or on_ready is not None:
+    if port_file is not None or on_ready is not None or shared:
         original = server.startup
 
         async def startup(sockets: list[socket.socket] | None = None) -> None:
             await original(sockets=sockets)
+            if shared:
+                sock.listen(LISTEN_BACKLOG)
             if server.should_exit:  # the app's startup failed: nothing serves, nothing is announced
                 return
             port = sock.getsockname()[1]

@@ -175,12 +175,13 @@ class LocalServing(EndpointDeployer):
         self._run(app, listener, port_file, None, WorkerTagged(app))
 
     @staticmethod
-    def _run(app, sock, port_file: str | None, announce, asgi_app=None) -> None:
+    def _run(app, sock, port_file: str | None, announce, worker=None) -> None:
         from mlplat.serving.model_server import run
 
         app.start()  # load every deployed version before accepting traffic
         try:
-            run(asgi_app or app, sock, port_file=Path(port_file) if port_file else None, on_ready=announce)
+            run(worker or app, sock, port_file=Path(port_file) if port_file else None, on_ready=announce,
+                shared=worker is not None)
         finally:
             app.stop()
 
