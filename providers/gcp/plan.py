@@ -45,7 +45,7 @@ def underscored(text: str, limit: int = 60) -> str:
 class ModelPlan:
     model: str
     risk_tier: RiskTier
-    endpoint_id: str          # the Vertex endpoint's id: numeric, at most 10 digits, no leading zero
+    endpoint_id: str          # the Vertex endpoint's id: numeric, at most 9 digits, no leading zero
     endpoint_display_name: str
     request_table: str        # BigQuery table of the endpoint's request-response log
 
@@ -93,9 +93,11 @@ class StackPlan:
 
 
 def endpoint_id(prefix: str, model: str) -> str:
-    """A stable numeric endpoint id (Vertex accepts user ids of at most 10 digits, no leading zero)."""
+    """A stable numeric endpoint id. Vertex's endpoints.create takes a numeric id of "up to 9 characters ... with
+    no leading zeros" (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.endpoints/create),
+    which is stricter than the 10 digits Terraform's google_vertex_ai_endpoint documents: 9 digits satisfy both."""
     digest = int(hashlib.sha256(f"{prefix}/{model}".encode()).hexdigest()[:12], 16)
-    return str(1_000_000_000 + digest % 9_000_000_000)
+    return str(100_000_000 + digest % 900_000_000)
 
 
 def _missing(spec: StackSpec) -> None:

@@ -126,7 +126,7 @@ def test_mocks_answer_gcp_ids_and_invokes(search, records):
     endpoint = of(records, "gcp:vertex/aiEndpoint:AiEndpoint")[0]
     model = gp.stack_plan(search).models[0]
     assert endpoint.outputs["id"] == f"projects/acme-search-ml/locations/europe-west4/endpoints/{model.endpoint_id}"
-    assert len(model.endpoint_id) == 10 and not model.endpoint_id.startswith("0")
+    assert len(model.endpoint_id) == 9 and not model.endpoint_id.startswith("0")  # endpoints.create: at most 9 digits
     account = of(records, "gcp:serviceaccount/account:Account")[0]
     assert account.outputs["email"].endswith("@acme-search-ml.iam.gserviceaccount.com")
     members = {r.inputs["member"] for r in of(records, "gcp:projects/iAMMember:IAMMember")}

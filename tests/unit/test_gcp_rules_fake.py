@@ -68,7 +68,7 @@ def test_model_id(value, ok):
     assert (rules.model_id_error(value) is None) is ok
 
 
-@pytest.mark.parametrize("value, ok", [("1234567890", True), ("12345678901", False), ("0123", False),
+@pytest.mark.parametrize("value, ok", [("123456789", True), ("1234567890", False), ("0123", False),
                                        ("scorer-prod", True), ("Scorer", False), ("a-", False)])
 def test_endpoint_id(value, ok):
     assert (rules.endpoint_id_error(value) is None) is ok

@@ -117,10 +117,10 @@ def dedicated_resources_error(machine_type: str, min_replicas: int, max_replicas
 # first character cannot be a number or hyphen") and .../endpoints/create (endpointId: "If the first character
 # is a letter, this value may be up to 63 characters, and valid characters are [a-z0-9-]. The last character
 # must be a letter or number. If the first character is a number, this value may be up to 9 characters ...
-# with no leading zeros"; Terraform's google_vertex_ai_endpoint documents "at most 10 digits" for its
-# numeric name, which the Pulumi program uses, so the fake accepts 10).
+# with no leading zeros"; Terraform's google_vertex_ai_endpoint documents "at most 10 digits", but the API's
+# limit is the one the service enforces).
 MODEL_ID = re.compile(r"^[a-z_][a-z0-9_-]{0,62}$")
-ENDPOINT_ID = re.compile(r"^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[1-9]\d{0,9})$")
+ENDPOINT_ID = re.compile(r"^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[1-9]\d{0,8})$")
 
 
 def model_id_error(model_id: str) -> str | None:
@@ -131,7 +131,7 @@ def model_id_error(model_id: str) -> str | None:
 
 def endpoint_id_error(endpoint_id: str) -> str | None:
     if not ENDPOINT_ID.match(endpoint_id):
-        return (f"endpointId '{endpoint_id}' is invalid: digits with no leading zero (at most 10), or [a-z0-9-] of "
+        return (f"endpointId '{endpoint_id}' is invalid: digits with no leading zero (at most 9), or [a-z0-9-] of "
                 "at most 63 characters starting with a letter and ending with a letter or digit")
     return None
 
