@@ -123,3 +123,62 @@ def test_period_ending_before_it_starts_is_refused_before_any_call(spec, azure_f
     with pytest.raises(ExternalError, match="before it starts"):
         _bill(spec).billed(END, START)
     assert not azure_fake.arm.calls
+
+
+# --- metered usage: the ledger's deployments, traffic from Azure Monitor ---------------------
+
+def test_metrics_rules():
+    from tests.contract.azure_fake import metrics as fake_metrics
+
+    assert fake_metrics.metrics_rules(["RequestsPerMinute", "RequestLatency"], ["Total", "Average"], "deployment") is None
+    assert "Valid metrics" in fake_metrics.metrics_rules(["Invocations"], ["Total"], None)
+    assert "not supported" in fake_metrics.metrics_rules(["RequestLatency"], ["Total"], None)
+    assert "not valid" in fake_metrics.metrics_rules(["RequestsPerMinute"], ["Total"], "variant")
+
+
+def _ledger(spec, rows):
+    from types import SimpleNamespace
+
+    from mlplat_providers.azure.runtime.cost import AzureCost
+
+    cost = AzureCost(spec, SimpleNamespace(reading=False), azure_session(spec))
+    conn = cost.state.database().connect()
+    try:
+        for row in rows:
+            conn.execute("INSERT INTO deployments (model, environment, version, variant, started_at, ended_at, "
+                         "instance_type, instances, price_per_hour) VALUES (?,?,?,?,?,?,?,?,?)", row)
+        conn.commit()
+    finally:
+        conn.close()
+    return cost
+
+
+def test_usage_counts_each_served_version_from_azure_monitor(spec, azure_fake):  # noqa: F811
+    from tests.contract.azure_fake import metrics as fake_metrics
+
+    jan = dt.datetime(2026, 1, 10, tzinfo=dt.UTC).timestamp()
+    cost = _ledger(spec, [("credit-risk", "production", 1, "", START, jan, "Standard_DS3_v2", 2, 0.29),
+                          ("credit-risk", "production", 2, "", jan, None, "Standard_DS3_v2", 2, 0.29)])
+    session = cost.azure
+    endpoint = f"{session.workspace_id}/onlineEndpoints/{session.endpoint_name('credit-risk')}"
+    v1, v2 = session.deployment_name("credit-risk", 1), session.deployment_name("credit-risk", 2)
+    fake_metrics.add_requests(azure_fake.arm, endpoint, v1, "2026-01-05T10:00:00Z", 120, 20.0)
+    fake_metrics.add_requests(azure_fake.arm, endpoint, v1, "2026-01-12T10:00:00Z", 999, 20.0)  # v1 no longer served
+    fake_metrics.add_requests(azure_fake.arm, endpoint, v2, "2026-01-15T10:00:00Z", 300, 10.0)
+    fake_metrics.add_requests(azure_fake.arm, endpoint, v2, "2026-02-03T10:00:00Z", 50, 10.0)  # after the period
+
+    deployments = cost.deployments(START, END)
+    assert [(d.version, d.instances, d.ended is None) for d in deployments] == [(1, 2, False), (2, 2, True)]
+    usage = {u.version: u for u in cost.usage(START, END)}
+    assert usage[1].predictions == 120 and usage[1].busy_seconds == pytest.approx(2.4)
+    assert usage[2].predictions == 300 and usage[2].busy_seconds == pytest.approx(3.0)
+    assert all(u.team == "fraud" for u in usage.values())
+
+
+def test_usage_denied_names_the_action(spec, azure_fake):  # noqa: F811
+    from mlplat_providers.azure.runtime.session import AzurePermissionDenied
+
+    cost = _ledger(spec, [("credit-risk", "production", 1, "", START, None, "Standard_DS3_v2", 1, 0.29)])
+    azure_fake.arm.deny("Microsoft.Insights/metrics/read")
+    with pytest.raises(AzurePermissionDenied, match="Microsoft.Insights/metrics/read"):
+        cost.usage(START, END)

@@ -1,4 +1,7 @@
-"""The bill of an Azure stack: Cost Management's query API, grouped by the ``team`` tag.
+"""Cost of an Azure stack: deployments from the ledger, traffic from Azure Monitor, bills from Cost Management.
+
+``AzureCost.deployments`` and ``usage`` feed the provider-neutral attribution (machine-hours × the
+stack's price, predictions, cost per prediction) exactly as on the local, AWS and GCP providers.
 
 ``billed`` asks Cost Management (``POST {scope}/providers/Microsoft.CostManagement/query``, the
 subscription's actual cost) what Azure charged in a period, grouped by the ``team`` tag the program and
@@ -16,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from mlplat.contracts import CostSource
 from mlplat.errors import ExternalError
 
 COST_ACTION = "Microsoft.CostManagement/query/action"
@@ -131,3 +135,75 @@ class AzureBill:
         return {"source": "azure-cost-management", "metric": "ActualCost", "currency": currency,
                 "scope": self.scope, "period": {"Start": body["timePeriod"]["from"][:10],
                                                 "End": _iso(end)[:10]}, "by_team": by_team}
+
+
+def _timespan(start: float, end: float) -> str:
+    return f"{_iso(start)}/{_iso(end)}"
+
+
+class AzureCost(AzureBill, CostSource):
+    """The stack's metered usage for the provider-neutral attribution, and its bill.
+
+    ``deployments`` are the ledger's (the rollout service writes a row whenever a version starts or stops
+    serving); ``usage`` reads each served version's traffic from Azure Monitor, where managed online
+    endpoints publish ``RequestsPerMinute`` (total: requests) and ``RequestLatency`` (average, ms) split
+    by the ``deployment`` dimension, over the hours the version served."""
+
+    def __init__(self, spec: Any, ctx: Any, session: Any = None, state: Any = None):
+        super().__init__(spec, session)
+        self.ctx = ctx
+        self._state = state
+
+    @property
+    def state(self) -> Any:
+        if self._state is None:
+            from mlplat_providers.azure.runtime.state import AzureState
+
+            self._state = AzureState(self.spec.state_dir, getattr(self.ctx, "database_url", None)).ensure(
+                create=not getattr(self.ctx, "reading", False))
+        return self._state
+
+    def deployments(self, start: float, end: float) -> list[Any]:
+        from mlplat.contracts import Deployment
+
+        conn = self.state.database().connect()
+        try:
+            rows = conn.execute(
+                "SELECT model, version, environment, variant, started_at, ended_at, instance_type, instances, "
+                "price_per_hour FROM deployments WHERE started_at < ? AND (ended_at IS NULL OR ended_at >= ?)",
+                (end, start)).fetchall()
+        finally:
+            conn.close()
+        return [Deployment(r["model"], int(r["version"]), r["environment"], float(r["started_at"]),
+                           None if r["ended_at"] is None else float(r["ended_at"]), r["instance_type"],
+                           int(r["instances"] or 1), r["price_per_hour"], self.spec.team, r["variant"] or "")
+                for r in rows]
+
+    def usage(self, start: float, end: float) -> list[Any]:
+        from mlplat.contracts import Usage
+
+        monitor = self.azure.monitor()
+        totals: dict[tuple[str, int, str], list[float]] = {}
+        for dep in self.deployments(start, end):
+            lo, hi = max(start, dep.started), min(end, dep.ended if dep.ended is not None else end)
+            if hi <= lo:
+                continue
+            resource = f"{self.azure.workspace_id}/onlineEndpoints/{self.azure.endpoint_name(dep.model)}"
+            result = self.azure.call(
+                monitor.metrics.list, resource, timespan=_timespan(lo, hi), interval="PT1H",
+                metricnames="RequestsPerMinute,RequestLatency", aggregation="Total,Average",
+                filter=f"deployment eq '{self.azure.deployment_name(dep.model, dep.version)}'",
+                action="Microsoft.Insights/metrics/read", what="reading endpoint traffic for the cost report")
+            calls, latency = 0.0, []
+            for metric in result.value or []:
+                for series in metric.timeseries or []:
+                    for point in series.data or []:
+                        if metric.name.value == "RequestsPerMinute" and point.total:
+                            calls += point.total
+                        elif metric.name.value == "RequestLatency" and point.average is not None:
+                            latency.append(point.average)
+            total = totals.setdefault((dep.model, dep.version, dep.environment), [0.0, 0.0])
+            total[0] += calls
+            total[1] += (sum(latency) / len(latency)) * calls / 1000.0 if latency else 0.0
+        return [Usage(m, v, e, int(calls), busy, self.spec.team) for (m, v, e), (calls, busy) in totals.items()
+                if calls]
