@@ -17,12 +17,26 @@ def _provisioner(spec, ctx):
     return AzureProvisioner(spec, ctx)
 
 
+def _tracker(spec, ctx):
+    from mlplat_providers.azure.runtime.tracking import AzureTracker
+
+    return AzureTracker(spec)
+
+
+def _registry(spec, ctx):
+    from mlplat_providers.azure.runtime.registry import AzureModelRegistry
+
+    return AzureModelRegistry(spec, ctx=ctx)
+
+
 provider = ProviderBundle(
     settings_model=AzureProviderSpec,
     name="azure",
     description="Azure Machine Learning (Pulumi program on pulumi-azure-native; runtime through azure-ai-ml).",
     factories={
         Capability.PROVISIONER: _provisioner,
+        Capability.TRACKING: _tracker,
+        Capability.REGISTRY: _registry,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
     "use a local stack (mlplat up --stack dev) meanwhile",

@@ -8,10 +8,13 @@ managed identity, ``az login``):
 - ``monitor()``: azure-mgmt-monitor's ``MonitorManagementClient`` (metrics of online deployments);
 - ``cost()``: azure-mgmt-costmanagement's ``CostManagementClient`` (queries grouped by the team tag).
 
-Endpoint override (used by the tests' fake ARM; with it set the clients use a fixed fake token):
+Endpoint overrides (used by the tests' fakes; with them set the clients use a fixed fake token):
 ``MLPLAT_AZURE_ARM_ENDPOINT`` = ``http://127.0.0.1:PORT`` replaces Azure Resource Manager
 (``https://management.azure.com``) for every client: azure-ai-ml through a custom cloud whose
-``resource_manager_endpoint`` is the override, the management clients through ``base_url``.
+``resource_manager_endpoint`` is the override, the management clients through ``base_url``;
+``MLPLAT_AZURE_STORAGE_ENDPOINT`` = ``http://127.0.0.1:PORT`` replaces Blob Storage
+(``https://<account>.blob.core.windows.net``) with path-style account URLs, as Azurite serves them
+(default: the ARM override's server).
 
 ``call`` is the only way runtime code talks to Azure: it retries 429 (honouring ``Retry-After``) and
 503 through an injected sleeper, then raises :class:`AzureUnavailable`; a 403 ``AuthorizationFailed``
@@ -31,7 +34,8 @@ from typing import Any
 from mlplat.errors import ExitCode, ExternalError, NotFound, StackError
 
 ARM_ENV = "MLPLAT_AZURE_ARM_ENDPOINT"
-OVERRIDES = (ARM_ENV,)
+STORAGE_ENV = "MLPLAT_AZURE_STORAGE_ENDPOINT"
+OVERRIDES = (ARM_ENV, STORAGE_ENV)
 MANAGED_TAG = "mlplat-managed"
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -286,6 +290,33 @@ class AzureSession:
             self._clients["ml"] = MLClient(self.credential(), self.subscription_id, self.resource_group,
                                            self.workspace, **kwargs)
         return self._clients["ml"]
+
+    def storage_account(self) -> str:
+        """The name of the workspace's storage account (``properties.storageAccount``)."""
+        if "storage_account" not in self._clients:
+            workspace = self.call(self.ml().workspaces.get, self.workspace, not_found=True,
+                                  action="Microsoft.MachineLearningServices/workspaces/read",
+                                  what=f"workspace {self.workspace}")
+            account = str(getattr(workspace, "storage_account", "") or "").rstrip("/").rsplit("/", 1)[-1]
+            if not account:
+                raise StackError(f"workspace {self.workspace} has no storage account",
+                                 hint="run `mlplat up` for this stack")
+            self._clients["storage_account"] = account
+        return str(self._clients["storage_account"])
+
+    def blob_service(self) -> Any:
+        """azure-storage-blob's ``BlobServiceClient`` on the workspace's storage account."""
+        if "blob" not in self._clients:
+            from azure.storage.blob import BlobServiceClient
+
+            account = self.storage_account()
+            override = os.environ.get(STORAGE_ENV) or os.environ.get(ARM_ENV)
+            if override:  # path-style account URL, no credential: the fake serves plain HTTP on 127.0.0.1
+                self._clients["blob"] = BlobServiceClient(f"{override.rstrip('/')}/{account}")
+            else:
+                self._clients["blob"] = BlobServiceClient(f"https://{account}.blob.core.windows.net",
+                                                          credential=self.credential())
+        return self._clients["blob"]
 
     def _mgmt_kwargs(self) -> dict[str, Any]:
         override = os.environ.get(ARM_ENV)

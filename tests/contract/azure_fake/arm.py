@@ -184,12 +184,14 @@ class ArmState:
     polls: int = 1
     calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
     extra: dict[str, Any] = field(default_factory=dict)  # state of mounted route modules, by module
+    blobs: dict[tuple[str, str, str], tuple[bytes, dict[str, str]]] = field(default_factory=dict)
     clock: Callable[[], datetime] = field(default=lambda: EPOCH)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def reset(self) -> None:
         with self.lock:
-            for name in ("models", "versions", "endpoints", "deployments", "operations", "throttled", "extra"):
+            for name in ("models", "versions", "endpoints", "deployments", "operations", "throttled", "extra",
+                         "blobs"):
                 getattr(self, name).clear()
             self.denied.clear()
             self.failing.clear()
@@ -209,7 +211,10 @@ class ArmState:
                                     "mlFlowTrackingUri": f"azureml://{location}.api.azureml.ms/mlflow/v1.0{ws_id}",
                                     "discoveryUrl": f"https://{location}.api.azureml.ms/discovery",
                                     "workspaceId": f"{abs(hash(ws_id)) % 10**12:012d}-0000-0000-0000-000000000000",
-                                    "publicNetworkAccess": "Enabled"}}
+                                    "publicNetworkAccess": "Enabled",
+                                    "storageAccount": f"/subscriptions/{subscription}/resourceGroups/{group}/"
+                                                      f"providers/Microsoft.Storage/storageAccounts/"
+                                                      f"{storage_account(name)}"}}
         with self.lock:
             self.workspaces[ws_id.lower()] = workspace
         return workspace
@@ -286,6 +291,11 @@ class ArmState:
             if entry["status"] == "Failed":
                 body["error"] = entry["failure"]
             return body
+
+
+def storage_account(workspace: str) -> str:
+    """The storage account the fake gives a workspace (3-24 lowercase letters and digits)."""
+    return ("st" + re.sub(r"[^a-z0-9]", "", workspace.lower()))[:24]
 
 
 def _ok(body: dict[str, Any], status: int = 200, **headers: str) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -655,6 +665,55 @@ def get_logs(call: Call) -> Any:
     return {"content": f"deployment {call.params['deployment']} started\n"}
 
 
+# --- Blob Storage (path-style account URLs, as Azurite serves them) -------------------------------
+
+def _blob_key(call: Call) -> tuple[str, str, str]:
+    account = call.params["account"]
+    if account not in {storage_account(w["name"]) for w in call.state.workspaces.values()}:
+        raise ArmError(404, "InvalidResourceType", f"The resource type could not be found for {call.path}.")
+    return account, call.params["container"], urllib.parse.unquote(call.params["blob"])
+
+
+def put_blob(call: Call) -> Any:
+    key = _blob_key(call)
+    if call.headers.get("x-ms-blob-type", "BlockBlob") != "BlockBlob":
+        raise ArmError(400, "InvalidHeaderValue", "Only block blobs are supported here.")
+    metadata = {k[len("x-ms-meta-"):]: v for k, v in call.headers.items() if k.startswith("x-ms-meta-")}
+    with call.state.lock:
+        call.state.blobs[key] = (call.raw, metadata)
+    return 201, {}, {"ETag": f'"{len(call.state.blobs)}"', "Last-Modified": "Thu, 01 Jan 2026 00:00:00 GMT"}
+
+
+def get_blob(call: Call) -> Any:
+    found = call.state.blobs.get(_blob_key(call))
+    if found is None:
+        raise ArmError(404, "BlobNotFound", "The specified blob does not exist.",
+                       headers={"x-ms-error-code": "BlobNotFound"})
+    data, metadata = found
+    headers = {"x-ms-blob-type": "BlockBlob", "ETag": '"1"', "Last-Modified": "Thu, 01 Jan 2026 00:00:00 GMT",
+               **{f"x-ms-meta-{k}": v for k, v in metadata.items()}}
+    wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", call.headers.get("x-ms-range") or call.headers.get("range") or "")
+    if wanted and data:  # https://learn.microsoft.com/rest/api/storageservices/specifying-the-range-header-for-blob-service-operations
+        start = int(wanted.group(1))
+        end = min(int(wanted.group(2)) if wanted.group(2) else len(data) - 1, len(data) - 1)
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        return RawBody(data[start:end + 1], headers, 206)
+    return RawBody(data, headers)
+
+
+@dataclass
+class RawBody:
+    """A handler's raw (non-JSON) answer."""
+
+    content: bytes
+    headers: dict[str, str]
+    status: int = 200
+
+
+BLOB = "/{account}/{container}/{blob=**}"
+BLOB_ROUTES: list[Route] = [("PUT", BLOB, None, put_blob), ("GET", BLOB, None, get_blob),
+                            ("HEAD", BLOB, None, get_blob)]
+
 EP = WS + "/onlineEndpoints/{endpoint}"
 ROUTES: list[Route] = [
     ("GET", "/subscriptions/{subscription}/providers/" + PROVIDER + "/locations/{location}/mfeOperationsStatus/{op}",
@@ -698,12 +757,13 @@ def mounted_routes() -> list[Route]:
     import tests.contract.azure_fake as package
 
     routes = list(ROUTES)
+    tail = list(BLOB_ROUTES)  # last: its templates match any path
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if info.name in ("arm", "fixtures", "rules") or info.name.startswith("test"):
             continue
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         routes.extend(getattr(module, "ROUTES", []))
-    return routes
+    return routes + tail
 
 
 def create_app(state: ArmState, routes: list[Route] | None = None) -> Any:
@@ -732,11 +792,12 @@ def create_app(state: ArmState, routes: list[Route] | None = None) -> Any:
                         raw=raw, headers={k.lower(): v for k, v in request.headers.items()},
                         base_url=str(request.base_url).rstrip("/"))
             state.calls.append((request.method, path))
+            blob = handler in (put_blob, get_blob)
             try:
-                if not call.headers.get("authorization", "").startswith("Bearer "):
+                if not blob and not call.headers.get("authorization", "").startswith("Bearer "):
                     raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header "
                                                                 "is missing.")
-                if "api-version" not in query:
+                if not blob and "api-version" not in query:
                     raise ArmError(400, "MissingApiVersionParameter",
                                    "The api-version query parameter (?api-version=) is required for all requests.")
                 if action is not None:
@@ -746,6 +807,11 @@ def create_app(state: ArmState, routes: list[Route] | None = None) -> Any:
             except ArmError as exc:
                 headers = {"x-ms-failure-cause": "gateway", **exc.headers}
                 return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+            if isinstance(result, RawBody):
+                content = b"" if request.method == "HEAD" else result.content
+                return Response(content, status_code=result.status, headers={**result.headers,
+                                                                   "Content-Length": str(len(result.content))},
+                                media_type="application/octet-stream")
             status, body, headers = 200, result, {}
             if isinstance(result, tuple):
                 status, body = result[0], result[1]

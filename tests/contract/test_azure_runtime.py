@@ -1,0 +1,106 @@
+"""The azure runtime against the fake ARM: the registry's versions, lineage, approvals and aliases."""
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import pytest
+
+from tests.contract.azure_fake.fixtures import azure_fake, azure_server  # noqa: F401  (fixtures)
+from tests.contract.azure_support import azure_session, azure_stack_text
+from tests.contract.lifecycle import context
+
+
+@pytest.fixture
+def stack(tmp_path, monkeypatch, azure_fake):  # noqa: F811
+    from tests.conftest import write_project
+
+    project = write_project(tmp_path / "project", {"team": azure_stack_text()})
+    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("MLPLAT_USER", "ds@example.com")
+    monkeypatch.chdir(project)
+    ctx = context(project)
+    return SimpleNamespace(spec=ctx.stack("team"), ctx=ctx, fake=azure_fake)
+
+
+def _files(tmp_path, name):
+    files = tmp_path / name
+    files.mkdir()
+    (files / "MLmodel").write_text("flavors: {}\n")
+    (files / "model.pkl").write_bytes(b"\x00weights")
+    return files
+
+
+def test_registry_versions_lineage_approvals_and_aliases(stack, tmp_path, monkeypatch):
+    from mlplat.errors import IntegrityError
+    from mlplat_providers.azure.runtime.registry import AzureModelRegistry
+
+    registry = AzureModelRegistry(stack.spec, azure_session(stack.spec), stack.ctx)
+    monkeypatch.setattr(registry, "run_tags", lambda _run: {"mlplat.code.commit": "abc",
+                                                            "mlplat.data.train.sha256": "d" * 64})
+    first = registry.store_version("scorer", "run-1", _files(tmp_path, "a"), tags={"mlplat.artifact_digest": "s:1"})
+    second = registry.store_version("scorer", "run-2", _files(tmp_path, "b"), tags={"mlplat.artifact_digest": "s:2"})
+    assert (first.version, second.version) == (1, 2)
+    version = registry.describe_version("scorer", 1)
+    assert version.name == "fraud-scorer" and version.tags["mlplat-managed"] == "true"
+    assert version.tags["cost-center"] == "CC-1042" and version.tags["mlplat-model"] == "scorer"
+    assert version.properties["mlplat.run_id"] == "run-1" and version.properties["mlplat.commit"] == "abc"
+    assert version.properties["mlplat.data.train"] == "d" * 64
+    assert any(key[2].endswith("model.tar.gz") for key in stack.fake.arm.blobs)
+
+    assert registry.approval_status("scorer", 1) == "pending"
+    registry.record_approval("scorer", 1, state="approved", environment="production", decisions=[],
+                             artifact_digest="s:1", gate_digest=None)
+    assert registry.approval_status("scorer", 1) == "approved"
+
+    assert registry.get_alias("scorer", "production") is None
+    registry.set_alias("scorer", "production", 1)
+    registry.set_alias("scorer", "production", 2)
+    assert registry.get_alias("scorer", "production") == 2
+    assert registry.describe_version("scorer", 2).stage == "Production"
+    assert registry.describe_version("scorer", 1).stage == "Development"
+    assert "mlplat-alias-production" not in registry.describe_version("scorer", 1).tags
+    registry.set_alias("scorer", "production", None)
+    assert registry.get_alias("scorer", "production") is None
+    # lineage is immutable in Azure: the fake refuses a changed property, the version is left as it was
+    from mlplat.errors import ExternalError
+
+    changed = registry.describe_version("scorer", 1)
+    changed.properties = {**changed.properties, "mlplat.run_id": "run-9"}
+    with pytest.raises(ExternalError, match="immutable"):
+        registry.azure.call(registry.models.create_or_update, changed)
+    assert registry.describe_version("scorer", 1).properties["mlplat.run_id"] == "run-1"
+
+    # files come back from the storage account when this machine's cache is gone
+    shutil.rmtree(registry.state.cache / "scorer" / "2")
+    restored = registry.local_dir("scorer", 2, second.source)
+    assert (restored / "model.pkl").read_bytes() == b"\x00weights"
+    stack.fake.arm.blobs.clear()
+    shutil.rmtree(registry.state.cache / "scorer" / "1")
+    with pytest.raises(IntegrityError, match="missing"):
+        registry.local_dir("scorer", 1, first.source)
+
+
+def test_registry_leaves_versions_it_did_not_create(stack, tmp_path):
+    from azure.ai.ml.entities import Model
+
+    from mlplat.errors import IntegrityError
+    from mlplat_providers.azure.runtime.registry import AzureModelRegistry
+
+    registry = AzureModelRegistry(stack.spec, azure_session(stack.spec), stack.ctx)
+    registry.azure.call(registry.models.create_or_update, Model(
+        name="fraud-legacy", version="1", path="https://acct.blob.core.windows.net/c/m", tags={"owner": "someone"}))
+    with pytest.raises(IntegrityError, match="not managed by mlplat"):
+        registry.set_alias("legacy", "production", 1)
+    assert registry.describe_version("legacy", 1).tags == {"owner": "someone"}
+
+
+def test_registry_denied_upload_names_the_action(stack, tmp_path, monkeypatch):
+    from mlplat_providers.azure.runtime.registry import AzureModelRegistry
+    from mlplat_providers.azure.runtime.session import AzurePermissionDenied
+
+    registry = AzureModelRegistry(stack.spec, azure_session(stack.spec), stack.ctx)
+    monkeypatch.setattr(registry, "run_tags", lambda _run: {})
+    stack.fake.arm.deny("Microsoft.MachineLearningServices/workspaces/models/versions/write")
+    with pytest.raises(AzurePermissionDenied, match="models/versions/write"):
+        registry.store_version("scorer", "run-1", _files(tmp_path, "a"), tags={})
