@@ -84,3 +84,20 @@ def test_create_time_series_rules():
         [("aiplatform.googleapis.com/prediction/online/prediction_count", {}, 1)])
     assert "at most 30" in rules.create_time_series_error([(custom, {f"l{i}": "v" for i in range(31)}, 1)])
     assert "label key" in rules.create_time_series_error([(custom, {"bad-key": "v"}, 1)])
+
+
+def test_the_monitoring_fake_takes_a_series_that_states_its_metric_kind():
+    """google.api's MetricKind arrives as a plain int on a TimeSeries; the fake names it rather than failing."""
+    from google.cloud import monitoring_v3
+
+    from tests.contract.gcp_fake.monitoring import MetricService, MonitoringState
+
+    state = MonitoringState()
+    series = monitoring_v3.TimeSeries(metric={"type": "custom.googleapis.com/mlplat/drift/share", "labels": {"model": "m"}},
+                                      resource={"type": "global", "labels": {}}, metric_kind=1, value_type=3,
+                                      points=[{"interval": {"end_time": {"seconds": 1_700_000_000}},
+                                               "value": {"double_value": 0.25}}])
+    MetricService(state).create_time_series(monitoring_v3.CreateTimeSeriesRequest(name="projects/p",
+                                                                                  time_series=[series]))
+    (stored,) = state.series.values()
+    assert stored.kind == "GAUGE" and stored.points[-1][2] == 0.25

@@ -197,6 +197,7 @@ class MetricService:
 
     def create_time_series(self, request: Any) -> Any:
         import grpc
+        from google.api import metric_pb2
         from google.protobuf import empty_pb2
 
         problem = rules.create_time_series_error(
@@ -209,7 +210,8 @@ class MetricService:
             for ts in request.time_series:
                 point = ts.points[0]
                 end = _seconds(point.interval.end_time)
-                kind = ts.metric_kind.name if ts.metric_kind else "GAUGE"
+                # google.api's MetricKind is a raw protobuf enum: an int here, named through its descriptor
+                kind = metric_pb2.MetricDescriptor.MetricKind.Name(int(ts.metric_kind)) if ts.metric_kind else "GAUGE"
                 value_type = "DOUBLE" if "double_value" in point.value else "INT64"
                 series = self.state._series(ts.metric.type, dict(ts.metric.labels), ts.resource.type,
                                             dict(ts.resource.labels), kind, value_type)
