@@ -29,6 +29,12 @@ def _registry(spec, ctx):
     return AzureModelRegistry(spec, ctx=ctx)
 
 
+def _cost(spec, ctx):
+    from mlplat_providers.azure.runtime.cost import AzureCost
+
+    return AzureCost(spec, ctx)
+
+
 provider = ProviderBundle(
     settings_model=AzureProviderSpec,
     name="azure",
@@ -37,6 +43,7 @@ provider = ProviderBundle(
         Capability.PROVISIONER: _provisioner,
         Capability.TRACKING: _tracker,
         Capability.REGISTRY: _registry,
+        Capability.COST: _cost,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
     "use a local stack (mlplat up --stack dev) meanwhile",
