@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
 from tests.contract.azure_fake import cost as fake_cost
+from tests.contract.azure_fake import metrics as fake_metrics
 from tests.contract.azure_fake.fixtures import azure_fake, azure_server  # noqa: F401  (fixtures)
 from tests.contract.azure_support import azure_session, azure_stack_text
 
@@ -128,8 +130,6 @@ def test_period_ending_before_it_starts_is_refused_before_any_call(spec, azure_f
 # --- metered usage: the ledger's deployments, traffic from Azure Monitor ---------------------
 
 def test_metrics_rules():
-    from tests.contract.azure_fake import metrics as fake_metrics
-
     assert fake_metrics.metrics_rules(["RequestsPerMinute", "RequestLatency"], ["Total", "Average"], "deployment") is None
     assert "Valid metrics" in fake_metrics.metrics_rules(["Invocations"], ["Total"], None)
     assert "not supported" in fake_metrics.metrics_rules(["RequestLatency"], ["Total"], None)
@@ -154,8 +154,6 @@ def _ledger(spec, rows):
 
 
 def test_usage_counts_each_served_version_from_azure_monitor(spec, azure_fake):  # noqa: F811
-    from tests.contract.azure_fake import metrics as fake_metrics
-
     jan = dt.datetime(2026, 1, 10, tzinfo=dt.UTC).timestamp()
     cost = _ledger(spec, [("credit-risk", "production", 1, "", START, jan, "Standard_DS3_v2", 2, 0.29),
                           ("credit-risk", "production", 2, "", jan, None, "Standard_DS3_v2", 2, 0.29)])
@@ -182,3 +180,27 @@ def test_usage_denied_names_the_action(spec, azure_fake):  # noqa: F811
     azure_fake.arm.deny("Microsoft.Insights/metrics/read")
     with pytest.raises(AzurePermissionDenied, match="Microsoft.Insights/metrics/read"):
         cost.usage(START, END)
+
+
+def test_cost_report_billed_through_the_cli(spec, azure_fake):  # noqa: F811
+    """``mlplat cost report --billed`` on an Azure stack: the metered rows and Cost Management's bill."""
+    import json
+
+    from tests.conftest import run_cli
+
+    now = dt.datetime.now(dt.UTC)
+    cost = _ledger(spec, [("credit-risk", "production", 1, "", now.timestamp() - 7200, None, "Standard_DS3_v2", 1,
+                           0.29)])
+    hour = (now - dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    endpoint = f"{cost.azure.workspace_id}/onlineEndpoints/{cost.azure.endpoint_name('credit-risk')}"
+    fake_metrics.add_requests(azure_fake.arm, endpoint, cost.azure.deployment_name("credit-risk", 1),
+                              hour.isoformat(), 40, 12.0)
+    fake_cost.add_charge(azure_fake.arm, "fraud", 2.5, now.strftime("%Y-%m-%d"))
+    project = Path(spec.path).parent.parent
+    result = run_cli("cost", "report", "--stack", "team", "--period", "24h", "--billed", "--json", cwd=project,
+                     env={"MLPLAT_PROJECT_DIR": str(project), **azure_fake.env})
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    [bill] = doc["billed"]
+    assert bill["source"] == "azure-cost-management" and bill["by_team"] == {"fraud": 2.5}
+    assert doc["rows"][0]["team"] == "fraud" and doc["total_usd"] > 0
