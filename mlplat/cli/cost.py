@@ -20,7 +20,8 @@ def cost() -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--billed", is_flag=True,
-              help="Also show what the cloud billed for the team's tag (AWS Cost Explorer; AWS charges per call).")
+              help="Also show what the cloud billed for the team's tag (AWS Cost Explorer, which charges per "
+                   "call; GCP's billing export; Azure Cost Management).")
 @wide_option
 @pass_ctx
 def report(ctx, stack: str, all_stacks: bool, by: str, period: str, fmt: str, as_json: bool, billed: bool,
