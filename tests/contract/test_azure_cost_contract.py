@@ -173,6 +173,13 @@ def test_usage_counts_each_served_version_from_azure_monitor(spec, azure_fake): 
     assert all(u.team == "fraud" for u in usage.values())
 
 
+def test_usage_of_a_deleted_endpoint_is_no_predictions(spec, azure_fake):  # noqa: F811
+    cost = _ledger(spec, [("credit-risk", "production", 1, "", START, None, "Standard_DS3_v2", 1, 0.29)])
+    endpoint = f"{cost.azure.workspace_id}/onlineEndpoints/{cost.azure.endpoint_name('credit-risk')}"
+    fake_metrics.delete_endpoint(azure_fake.arm, endpoint)
+    assert cost.usage(START, END) == [] and len(cost.deployments(START, END)) == 1
+
+
 def test_usage_denied_names_the_action(spec, azure_fake):  # noqa: F811
     from mlplat_providers.azure.runtime.session import AzurePermissionDenied
 

@@ -20,7 +20,7 @@ import datetime as dt
 from typing import Any
 
 from mlplat.contracts import CostSource
-from mlplat.errors import ExternalError
+from mlplat.errors import ExternalError, NotFound
 
 COST_ACTION = "Microsoft.CostManagement/query/action"
 TEAM_TAG = "team"
@@ -147,7 +147,8 @@ class AzureCost(AzureBill, CostSource):
     ``deployments`` are the ledger's (the rollout service writes a row whenever a version starts or stops
     serving); ``usage`` reads each served version's traffic from Azure Monitor, where managed online
     endpoints publish ``RequestsPerMinute`` (total: requests) and ``RequestLatency`` (average, ms) split
-    by the ``deployment`` dimension, over the hours the version served."""
+    by the ``deployment`` dimension, over the hours the version served. An endpoint since deleted has no
+    metrics left: its versions count machine-hours and no predictions."""
 
     def __init__(self, spec: Any, ctx: Any, session: Any = None, state: Any = None):
         super().__init__(spec, session)
@@ -189,11 +190,14 @@ class AzureCost(AzureBill, CostSource):
             if hi <= lo:
                 continue
             resource = f"{self.azure.workspace_id}/onlineEndpoints/{self.azure.endpoint_name(dep.model)}"
-            result = self.azure.call(
-                monitor.metrics.list, resource, timespan=_timespan(lo, hi), interval="PT1H",
-                metricnames="RequestsPerMinute,RequestLatency", aggregation="Total,Average",
-                filter=f"deployment eq '{self.azure.deployment_name(dep.model, dep.version)}'",
-                action="Microsoft.Insights/metrics/read", what="reading endpoint traffic for the cost report")
+            try:
+                result = self.azure.call(
+                    monitor.metrics.list, resource, timespan=_timespan(lo, hi), interval="PT1H",
+                    metricnames="RequestsPerMinute,RequestLatency", aggregation="Total,Average",
+                    filter=f"deployment eq '{self.azure.deployment_name(dep.model, dep.version)}'", not_found=True,
+                    action="Microsoft.Insights/metrics/read", what="reading endpoint traffic for the cost report")
+            except NotFound:  # the endpoint is gone, and its metrics with it: its machine-hours still count
+                continue
             calls, latency = 0.0, []
             for metric in result.value or []:
                 for series in metric.timeseries or []:

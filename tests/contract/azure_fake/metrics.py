@@ -27,6 +27,12 @@ def add_requests(state: Any, endpoint: str, deployment: str, hour: str, requests
                                                       "latency": latency_ms})
 
 
+def delete_endpoint(state: Any, endpoint: str) -> None:
+    """``endpoint`` no longer exists: its metrics answer 404 ``ResourceNotFound``."""
+    with state.lock:
+        state.extra.setdefault("metrics_gone", set()).add(endpoint.lower())
+
+
 def _when(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -72,6 +78,8 @@ def metrics(call: Call) -> Any:
     if end <= start:
         raise ArmError(400, "BadRequest", "timespan's end must be after its start.")
     resource = call.path.split("/providers/Microsoft.Insights/")[0]
+    if resource.lower() in call.state.extra.get("metrics_gone", set()):
+        raise ArmError(404, "ResourceNotFound", f"The Resource '{resource}' was not found.")
     rows = [r for r in call.state.extra.get("metrics", []) if r["endpoint"] == resource.lower()
             and start <= r["at"] < end and (wanted is None or r["deployment"] == wanted)]
     value = []
