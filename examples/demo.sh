@@ -25,6 +25,9 @@ mlplat preview --stack fraud-prod --offline
 step "Preview the GCP team stack offline (the Vertex AI program under Pulumi mocks)"
 mlplat preview --stack search-staging --offline
 
+step "Preview the Azure team stack offline (the Azure Machine Learning program under Pulumi mocks)"
+mlplat preview --stack nlp-prod --offline
+
 step "Provision the dev stack (local provider)"
 mlplat up --stack dev --yes
 
