@@ -29,6 +29,18 @@ def _registry(spec, ctx):
     return AzureModelRegistry(spec, ctx=ctx)
 
 
+def _delivery(spec, ctx):
+    from mlplat_providers.azure.runtime.delivery import AzureDeliveryPipeline
+
+    return AzureDeliveryPipeline(spec, ctx)
+
+
+def _serving(spec, ctx):
+    from mlplat_providers.azure.runtime.serving import AzureServing
+
+    return AzureServing(spec, ctx)
+
+
 def _cost(spec, ctx):
     from mlplat_providers.azure.runtime.cost import AzureCost
 
@@ -43,6 +55,8 @@ provider = ProviderBundle(
         Capability.PROVISIONER: _provisioner,
         Capability.TRACKING: _tracker,
         Capability.REGISTRY: _registry,
+        Capability.DELIVERY: _delivery,
+        Capability.SERVING: _serving,
         Capability.COST: _cost,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "

@@ -185,6 +185,7 @@ class ArmState:
     calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
     extra: dict[str, Any] = field(default_factory=dict)  # state of mounted route modules, by module
     blobs: dict[tuple[str, str, str], tuple[bytes, dict[str, str]]] = field(default_factory=dict)
+    environments: dict[str, str] = field(default_factory=lambda: {"mlplat-serving": "mlplat/serve:latest"})
     clock: Callable[[], datetime] = field(default=lambda: EPOCH)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -714,6 +715,30 @@ BLOB = "/{account}/{container}/{blob=**}"
 BLOB_ROUTES: list[Route] = [("PUT", BLOB, None, put_blob), ("GET", BLOB, None, get_blob),
                             ("HEAD", BLOB, None, get_blob)]
 
+# --- environments (read: the serving environment the program registers) ------------------------
+
+def _environment(call: Call, version: str) -> dict[str, Any]:
+    name = call.params["name"]
+    if name not in call.state.environments:
+        raise ArmError(404, "UserError", f"Could not find asset with name {name}")
+    return {"id": f"{call.workspace['id']}/environments/{name}/versions/{version}", "name": version,
+            "type": f"{A_WS}/environments/versions",
+            "properties": {"image": call.state.environments[name], "osType": "Linux", "tags": {},
+                           "properties": {}, "isAnonymous": False, "isArchived": False,
+                           "provisioningState": "Succeeded"}}
+
+
+def list_environment_versions(call: Call) -> Any:
+    return _page([_environment(call, "1")])
+
+
+def get_environment_version(call: Call) -> Any:
+    if call.params["version"] != "1":
+        raise ArmError(404, "UserError", f"Could not find asset with name {call.params['name']} and version "
+                                         f"{call.params['version']}")
+    return _environment(call, "1")
+
+
 EP = WS + "/onlineEndpoints/{endpoint}"
 ROUTES: list[Route] = [
     ("GET", "/subscriptions/{subscription}/providers/" + PROVIDER + "/locations/{location}/mfeOperationsStatus/{op}",
@@ -728,6 +753,9 @@ ROUTES: list[Route] = [
     ("GET", WS + "/models/{name}/versions/{version}", f"{A_WS}/models/versions/read", get_model_version),
     ("PUT", WS + "/models/{name}/versions/{version}", f"{A_WS}/models/versions/write", put_model_version),
     ("DELETE", WS + "/models/{name}/versions/{version}", f"{A_WS}/models/versions/delete", delete_model_version),
+    ("GET", WS + "/environments/{name}/versions", f"{A_WS}/environments/versions/read", list_environment_versions),
+    ("GET", WS + "/environments/{name}/versions/{version}", f"{A_WS}/environments/versions/read",
+     get_environment_version),
     ("GET", WS + "/onlineEndpoints", f"{A_WS}/onlineEndpoints/read", list_endpoints),
     ("GET", EP, f"{A_WS}/onlineEndpoints/read", get_endpoint),
     ("PUT", EP, f"{A_WS}/onlineEndpoints/write", put_endpoint),
