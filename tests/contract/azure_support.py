@@ -49,3 +49,24 @@ def azure_session(spec: Any, sleeps: list[float] | None = None, attempts: int = 
         sleeps.append if sleeps is not None else lambda _s: None)))
     assert session.workspace == WORKSPACE
     return session
+
+
+def provision_cloud(spec: Any) -> None:
+    """What `mlplat up` leaves for the runtime here: the platform's state on this machine (its ledger; a first
+    write would create it too). The workspace is the fake's (seeded by the fixture)."""
+    from mlplat_providers.azure.runtime.state import AzureState
+
+    AzureState(spec.state_dir, None).ensure()
+
+
+def feed_deployment(fake: Any, serving: Any, model: str, environment: str, version: int, *, requests: int,
+                    latency_ms: float = 5.0, at: float | None = None) -> None:
+    """What Azure Monitor publishes for the deployment serving ``version`` of the model's endpoint."""
+    import time
+    from datetime import UTC, datetime
+
+    from tests.contract.azure_fake.metrics import add_requests
+
+    endpoint_id, deployments = serving._deployment_ids(model, environment)
+    when = datetime.fromtimestamp(int(time.time() if at is None else at), UTC).isoformat()
+    add_requests(fake.arm, endpoint_id, deployments[int(version)], when, requests, latency_ms)

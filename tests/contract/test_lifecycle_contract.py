@@ -18,6 +18,9 @@ Configurations (the ``driver`` fixture's ids):
 - ``gcp-embedded``: the GCP provider against the fake Vertex AI REST API and the fake Cloud Monitoring
   gRPC server (tests/contract/gcp_fake, real servers on 127.0.0.1); the canary step is judged on the
   per-deployed-model metrics fed into the fake Monitoring.
+- ``azure-embedded``: the Azure provider against the fake ARM / Azure ML REST API and Blob Storage
+  (tests/contract/azure_fake, a real server on 127.0.0.1); the canary step is judged on the
+  per-deployment Azure Monitor metrics fed into the fake.
 
 In the server configurations the gateway that takes the canary step runs in this process as the
 platform process it is beside the server (``ctx.ledger_owner``, the server's database), and
@@ -30,8 +33,10 @@ import json
 
 import pytest
 
+from tests.contract import azure_support as azs
 from tests.contract import gcp_support as gs
 from tests.contract import moto_support as ms
+from tests.contract.azure_fake.fixtures import azure_fake, azure_server  # noqa: F401  (fixtures)
 from tests.contract.gcp_fake.fixtures import gcp_fake, gcp_servers  # noqa: F401  (fixtures)
 from tests.contract.lifecycle import (
     AUTHOR,
@@ -198,13 +203,36 @@ class GcpDriver:
         return serving.step("scorer", environment=ENV)["action"]
 
 
+class AzureDriver:
+    """Traffic for a canary step: the per-deployment metrics Azure Monitor publishes for the endpoint
+    (fed into the fake), then ``step``."""
+
+    name = "azure"
+    mode = "embedded"
+    server = None
+
+    def __init__(self, project, fake):
+        self.project = project
+        self.fake = fake
+
+    def provision(self) -> None:
+        azs.provision_cloud(context(self.project).stack(STACK))
+
+    def judge_step(self) -> str:
+        serving = platform_serving(self.project, STACK)
+        stable, candidate = gs.canary_versions(serving, "scorer", ENV)
+        azs.feed_deployment(self.fake, serving, "scorer", ENV, stable, requests=135)
+        azs.feed_deployment(self.fake, serving, "scorer", ENV, candidate, requests=15)
+        return serving.step("scorer", environment=ENV)["action"]
+
+
 @pytest.fixture(params=["local-embedded", "local-server-sqlite",
                         pytest.param("local-server-postgres", marks=pytest.mark.postgres), "aws-embedded",
-                        "gcp-embedded"])
+                        "gcp-embedded", "azure-embedded"])
 def driver(request, tmp_path, monkeypatch):
     kind, _, ledger = request.param.partition("-")
     text = local_stack_text() if kind == "local" else gs.gcp_stack_text(approvers=APPROVERS) if kind == "gcp" \
-        else ms.aws_stack_text(approvers=APPROVERS)
+        else azs.azure_stack_text(approvers=APPROVERS) if kind == "azure" else ms.aws_stack_text(approvers=APPROVERS)
     project = new_project(tmp_path / "project", {STACK: text})
     monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
     monkeypatch.setenv("MLPLAT_USER", AUTHOR)
@@ -231,6 +259,11 @@ def driver(request, tmp_path, monkeypatch):
         drv_gcp = GcpDriver(project, request.getfixturevalue("gcp_fake"))
         drv_gcp.provision()
         yield drv_gcp
+        return
+    if kind == "azure":
+        drv_azure = AzureDriver(project, request.getfixturevalue("azure_fake"))
+        drv_azure.provision()
+        yield drv_azure
         return
     from moto import mock_aws
 

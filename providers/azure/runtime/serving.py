@@ -24,6 +24,7 @@ averages, split by the ``deployment`` dimension).
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -322,6 +323,11 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _timespan(start: float, end: float) -> str:
+    """``<start>/<end>`` in whole seconds, the end rounded up so the last second's points count."""
+    return f"{_iso(math.floor(start))}/{_iso(math.floor(end) + 1)}"
+
+
 class MonitorCanaryMetrics(CanaryMetrics):
     """A canary as Azure Monitor reports it: per deployment (the ``deployment`` dimension of the endpoint's
     metrics), ``RequestsPerMinute`` totals as the request count and each period's ``RequestLatency``
@@ -337,7 +343,7 @@ class MonitorCanaryMetrics(CanaryMetrics):
         if end <= start:
             return VariantStats()
         response = self.azure.call(
-            self.azure.monitor().metrics.list, endpoint_id, timespan=f"{_iso(start)}/{_iso(end)}", interval="PT1M",
+            self.azure.monitor().metrics.list, endpoint_id, timespan=_timespan(start, end), interval="PT1M",
             metricnames="RequestsPerMinute,RequestLatency", aggregation="Total,Average",
             filter=f"deployment eq '{deployment}'", action="Microsoft.Insights/metrics/read",
             what=f"Azure Monitor metrics of deployment {deployment}")
@@ -350,7 +356,7 @@ class MonitorCanaryMetrics(CanaryMetrics):
                     elif metric.name.value == "RequestLatency" and point.average is not None:
                         latencies.append(float(point.average))
         errors = self.azure.call(
-            self.azure.monitor().metrics.list, endpoint_id, timespan=f"{_iso(start)}/{_iso(end)}", interval="PT1M",
+            self.azure.monitor().metrics.list, endpoint_id, timespan=_timespan(start, end), interval="PT1M",
             metricnames="RequestsPerMinute", aggregation="Total",
             filter=f"deployment eq '{deployment}' and statusCodeClass eq '5xx'",
             action="Microsoft.Insights/metrics/read", what=f"Azure Monitor 5xx counts of deployment {deployment}")
