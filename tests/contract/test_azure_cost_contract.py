@@ -85,7 +85,8 @@ def test_billed_groups_by_team_tag(spec, azure_fake):  # noqa: F811
 
     everyone = _bill(spec).billed(START, END, team_only=False)["by_team"]
     assert everyone == {"fraud": pytest.approx(19.75), "payments": 40.0, "(untagged)": 3.0}
-    assert any(path.endswith("/providers/Microsoft.CostManagement/query") for _m, path in azure_fake.arm.calls)
+    assert any(path.endswith("/resourceGroups/rg-fraud-production/providers/Microsoft.CostManagement/query")
+               for _m, path in azure_fake.arm.calls)
 
 
 def test_billed_nothing_charged_is_zero(spec, azure_fake):  # noqa: F811

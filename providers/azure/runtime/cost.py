@@ -4,7 +4,7 @@
 stack's price, predictions, cost per prediction) exactly as on the local, AWS and GCP providers.
 
 ``billed`` asks Cost Management (``POST {scope}/providers/Microsoft.CostManagement/query``, the
-subscription's actual cost) what Azure charged in a period, grouped by the ``team`` tag the program and
+stack's resource group's actual cost) what Azure charged in a period, grouped by the ``team`` tag the program and
 the runtime put on every resource (spend without the tag is reported under ``(untagged)``, as on AWS), so
 the metered estimate can be checked against the bill.
 
@@ -90,8 +90,9 @@ class AzureBill:
 
     @property
     def scope(self) -> str:
-        """The subscription: team tags span every resource group the team's stacks use."""
-        return f"/subscriptions/{self.azure.subscription_id}"
+        """The stack's resource group: where the program grants the identity Cost Management Reader (never
+        subscription-wide)."""
+        return f"/subscriptions/{self.azure.subscription_id}/resourceGroups/{self.azure.resource_group}"
 
     def _query(self, body: dict[str, Any]) -> dict[str, Any]:
         from azure.core.exceptions import HttpResponseError
