@@ -19,12 +19,14 @@ ENDPOINT_METRICS = {"RequestsPerMinute": ("Count", {"Average", "Maximum", "Minim
 DIMENSIONS = {"deployment", "statusCode", "statusCodeClass", "modelStatusCode"}
 
 
-def add_requests(state: Any, endpoint: str, deployment: str, hour: str, requests: int, latency_ms: float) -> None:
-    """``requests`` calls served by ``deployment`` of ``endpoint`` in the hour starting at ``hour`` (ISO)."""
+def add_requests(state: Any, endpoint: str, deployment: str, at: str, requests: int, latency_ms: float,
+                 errors: int = 0) -> None:
+    """``requests`` calls (``errors`` of them answered 5xx) served by ``deployment`` of ``endpoint`` in the
+    time grain starting at ``at`` (ISO)."""
     with state.lock:
         state.extra.setdefault("metrics", []).append({"endpoint": endpoint.lower(), "deployment": deployment,
-                                                      "at": _when(hour), "requests": requests,
-                                                      "latency": latency_ms})
+                                                      "at": _when(at), "requests": requests,
+                                                      "latency": latency_ms, "errors": errors})
 
 
 def delete_endpoint(state: Any, endpoint: str) -> None:
@@ -41,7 +43,18 @@ def _when(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def metrics_rules(names: list[str], aggregations: list[str], dimension: str | None) -> str | None:
+def parse_filter(text: str) -> dict[str, str]:
+    """``$filter``'s ``dim eq 'value'`` clauses joined by ``and`` (the form the runtime sends), as a dict."""
+    out: dict[str, str] = {}
+    for clause in text.split(" and ") if text else []:
+        left, eq, right = clause.partition(" eq ")
+        if not eq or not right.strip().startswith("'") or not right.strip().endswith("'"):
+            raise ArmError(400, "BadRequest", f"Invalid $filter clause: {clause!r} (expected dimension eq 'value').")
+        out[left.strip()] = right.strip()[1:-1]
+    return out
+
+
+def metrics_rules(names: list[str], aggregations: list[str], dimensions: str | list[str] | None) -> str | None:
     """The refusal for a query of endpoint metrics, or None: each metric must be one the resource type
     publishes and each aggregation one that metric supports; a filter names a published dimension."""
     for name in names:
@@ -52,8 +65,9 @@ def metrics_rules(names: list[str], aggregations: list[str], dimension: str | No
     for aggregation in aggregations:
         if not any(aggregation in ENDPOINT_METRICS[n][1] for n in names):
             return f"Aggregation '{aggregation}' is not supported by metrics {', '.join(names)}."
-    if dimension is not None and dimension not in DIMENSIONS:
-        return f"Dimension '{dimension}' is not valid for this metric; valid: {', '.join(sorted(DIMENSIONS))}."
+    for dimension in [dimensions] if isinstance(dimensions, str) else dimensions or []:
+        if dimension not in DIMENSIONS:
+            return f"Dimension '{dimension}' is not valid for this metric; valid: {', '.join(sorted(DIMENSIONS))}."
     return None
 
 
@@ -62,13 +76,10 @@ def metrics(call: Call) -> Any:
 
     names = [n for n in call.arg("metricnames").split(",") if n]
     aggregations = [a for a in call.arg("aggregation", "Average").split(",") if a]
-    wanted = None
-    dimension = None
-    where = call.arg("$filter")
-    if where:
-        left, _, right = where.partition(" eq ")
-        dimension, wanted = left.strip(), right.strip().strip("'")
-    refused = metrics_rules(names, aggregations, dimension)
+    where = parse_filter(call.arg("$filter"))
+    wanted = where.get("deployment")
+    status_class = where.get("statusCodeClass")
+    refused = metrics_rules(names, aggregations, list(where))
     if refused or not names:
         raise ArmError(400, "BadRequest", refused or "metricnames is required.")
     start_text, _, end_text = call.arg("timespan").partition("/")
@@ -89,7 +100,8 @@ def metrics(call: Call) -> Any:
         for row in sorted(rows, key=lambda r: r["at"]):
             point: dict[str, Any] = {"timeStamp": row["at"].isoformat().replace("+00:00", "Z")}
             if name == "RequestsPerMinute":
-                point.update({"total": float(row["requests"]), "average": row["requests"] / 60.0})
+                count = {None: row["requests"], "5xx": row["errors"]}.get(status_class, 0)
+                point.update({"total": float(count), "average": count / 60.0})
             else:
                 point["average"] = float(row["latency"])
             data.append(point)
