@@ -24,8 +24,10 @@ workspaces/onlineEndpoints/write``); 404 becomes :class:`NotFound` when asked; e
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,7 +125,9 @@ def call(function: Callable[..., Any], *args: Any, action: str | None = None, re
     label = what or action or str(getattr(function, "__name__", "call"))
     for attempt in range(retry.attempts):
         try:
-            return function(*args, **kwargs)
+            # azure-ai-ml prints progress dots to stdout while it waits: keep stdout for mlplat's own output
+            with contextlib.redirect_stdout(sys.stderr):
+                return function(*args, **kwargs)
         except ResourceNotFoundError as exc:
             if not_found:
                 raise NotFound(f"{label}: {_message(exc)}") from None
