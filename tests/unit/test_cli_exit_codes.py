@@ -81,12 +81,14 @@ def test_json_errors_are_machine_readable(project):
     assert payload["exit_code"] == result.returncode == 3 and payload["error"] == "NotProvisioned"
 
 
-def test_cloud_stack_up_says_not_available_and_exits_7(project):
-    text = (Path(__file__).resolve().parents[2] / "stacks" / "Pulumi.search-staging.yaml").read_text()
-    (project / "stacks" / "Pulumi.search.yaml").write_text(text)
-    result = run_cli("runs", "list", "--stack", "search", cwd=project)
-    assert result.returncode == 7
-    assert "provider 'gcp' does not support 'tracking'" in result.stderr
+@pytest.mark.parametrize("example", ["search-staging", "nlp-prod"])  # gcp, azure: both track runs now
+def test_cloud_stack_read_before_up_exits_3_and_creates_nothing(project, example):
+    text = (Path(__file__).resolve().parents[2] / "stacks" / f"Pulumi.{example}.yaml").read_text()
+    (project / "stacks" / "Pulumi.cloud.yaml").write_text(text)
+    result = run_cli("runs", "list", "--stack", "cloud", cwd=project)
+    assert result.returncode == 3, result.stderr
+    assert "mlplat up --stack cloud" in result.stderr and "does not support" not in result.stderr
+    assert not (project / ".mlplat" / "cloud" / "platform.db").exists()
 
 
 def test_verbose_shows_the_traceback(project):
