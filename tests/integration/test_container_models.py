@@ -15,6 +15,7 @@ import json
 import math
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -167,11 +168,18 @@ def _podman(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(d.podman_command(*args), capture_output=True, text=True, env=d.engine_env(), timeout=timeout)
 
 
+# the model names of this run carry a token of its project folder: other runs' containers are not counted
+TOKEN = hashlib.sha256(str(Path(tempfile.gettempdir()).resolve()).encode() + str(os.getpid()).encode()).hexdigest()[:8]
+BYO = f"byo-{TOKEN}"
+
+
 def _ours() -> list[str]:
-    """Containers started for container model versions (the label every one of them carries)."""
-    out = _podman("ps", "-a", "--filter", "label=org.mlplat.container-model", "--format", "{{.Names}}")
+    """Containers started for this run's container model versions (the label every one of them carries
+    names the version they serve)."""
+    out = _podman("ps", "-a", "--filter", "label=org.mlplat.container-model", "--format",
+                  '{{.Names}} {{index .Labels "org.mlplat.container-model"}}')
     assert out.returncode == 0, out.stderr
-    return out.stdout.split()
+    return [line.split()[0] for line in out.stdout.splitlines() if TOKEN in line]
 
 
 @pytest.fixture(scope="session")
@@ -237,29 +245,30 @@ def register(project: Path, name: str, image: str, *extra: str) -> int:
 
 def test_an_image_is_registered_gated_staged_and_served_with_every_strategy(project, images):
     image = images["both"]
-    assert register(project, "byo", image) == 1
-    shown = json.loads(cli(project, "models", "show", "byo", "1", "--json").stdout)
+    assert register(project, BYO, image) == 1
+    shown = json.loads(cli(project, "models", "show", BYO, "1", "--json").stdout)
     inspected = json.loads(_podman("image", "inspect", "--format", "json", image).stdout)[0]
     assert shown["framework"] == "container"
     assert shown["lineage"]["image"]["reference"] == image
     assert shown["lineage"]["image"]["image_id"] == inspected["Id"]
     assert shown["lineage"]["image"]["digest"] == inspected["Digest"]
 
-    promoted = cli(project, "models", "promote", "byo", "1", "--to", "staging")
+    promoted = cli(project, "models", "promote", BYO, "1", "--to", "staging")
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     assert "health ok, predictions ok, malformed payload ok, latency ok" in promoted.stdout
-    gate = json.loads(cli(project, "models", "show", "byo", "1", "--json").stdout)["gate_reports"][-1]["report"]
+    gate = json.loads(cli(project, "models", "show", BYO, "1", "--json").stdout)["gate_reports"][-1]["report"]
     assert gate["passed"] and gate["metrics"]["roc_auc"] > 0.9  # scored through the container's HTTP API
     assert _ours() == []  # the gate's and the staging endpoint's containers are gone
 
     # the same image speaking the Open Inference Protocol: version 2
-    assert register(project, "byo", image, "--protocol", "v2") == 2
-    assert cli(project, "models", "promote", "byo", "2", "--to", "staging").returncode == 0
-    assert cli(project, "deploy", "byo", "1").returncode == 0
+    assert register(project, BYO, image, "--protocol", "v2") == 2
+    assert cli(project, "models", "promote", BYO, "2", "--to", "staging").returncode == 0
+    assert cli(project, "deploy", BYO, "1").returncode == 0
 
     port_file = project / "gateway.port"
+    # one worker: each worker process runs its own container per version
     gateway = subprocess.Popen([str(BIN / "mlplat"), "serve", "--port", "0", "--port-file", str(port_file),
-                                "--no-monitor"], cwd=project, env=_env(project), stdout=subprocess.DEVNULL,
+                                "--no-monitor", "--workers", "1"], cwd=project, env=_env(project), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{wait_for_port_file(port_file, gateway, timeout=180)}"
@@ -269,7 +278,7 @@ def test_an_image_is_registered_gated_staged_and_served_with_every_strategy(proj
             def served_by(versions: set[int], **kw) -> bool:
                 seen = set()
                 for key in range(40):
-                    r = client.post("/endpoints/byo/invocations", json=body, headers={"x-routing-key": f"k{key}"})
+                    r = client.post(f"/endpoints/{BYO}/invocations", json=body, headers={"x-routing-key": f"k{key}"})
                     if r.status_code != 200:
                         return False
                     np.testing.assert_allclose(np.asarray(r.json()["predictions"]), expected(rows), rtol=1e-9)
@@ -277,28 +286,28 @@ def test_an_image_is_registered_gated_staged_and_served_with_every_strategy(proj
                 return seen == versions
 
             wait_until(lambda: served_by({1}), timeout=180, message="version 1 never served")
-            v2 = client.post("/v2/models/byo/infer", json={"inputs": [
+            v2 = client.post(f"/v2/models/{BYO}/infer", json={"inputs": [
                 {"name": "x0", "shape": [3], "datatype": "FP64", "data": [r[0] for r in rows]},
                 {"name": "x1", "shape": [3], "datatype": "FP64", "data": [r[1] for r in rows]}]})
             assert v2.status_code == 200, v2.text
 
             for strategy in (["--strategy", "ab", "--weights", "v1=50,v2=50"], ["--strategy", "canary",
                              "--steps", "50,100", "--bake", "3600"]):
-                assert cli(project, "deploy", "byo", "2", *strategy).returncode == 0
+                assert cli(project, "deploy", BYO, "2", *strategy).returncode == 0
                 wait_until(lambda: served_by({1, 2}), timeout=180, message=f"{strategy[1]} never split")
-                back = cli(project, "rollback", "byo")
+                back = cli(project, "rollback", BYO)
                 assert back.returncode == 0, back.stderr
                 wait_until(lambda: served_by({1}), timeout=60, message="rollback never reached the gateway")
 
-            assert cli(project, "deploy", "byo", "2", "--strategy", "shadow", "--percent", "50").returncode == 0
-            wait_until(lambda: served_by({1}) and client.get("/endpoints/byo").json().get("shadow"), timeout=180)
+            assert cli(project, "deploy", BYO, "2", "--strategy", "shadow", "--percent", "50").returncode == 0
+            wait_until(lambda: served_by({1}) and client.get(f"/endpoints/{BYO}").json().get("shadow"), timeout=180)
             metrics = client.get("/metrics").text
-            assert 'model="byo"' in metrics and 'version="2"' in metrics  # per-variant series of both versions
-            wait_until(lambda: len(_ours()) == 2, timeout=60, message="one container per version in use")
+            assert f'model="{BYO}"' in metrics and 'version="2"' in metrics  # per-variant series of both versions
+            wait_until(lambda: len(_ours()) == 2, timeout=60, message=lambda: f"one container per version in use: {_ours()}")
     finally:
         stop(gateway)
     assert wait_until(lambda: _ours() == [], timeout=60, message=lambda: f"left behind: {_ours()}")
-    captured = cli(project, "rollout", "status", "byo", "--json")
+    captured = cli(project, "rollout", "status", BYO, "--json")
     assert captured.returncode == 0, captured.stderr
 
 
@@ -310,8 +319,8 @@ def test_an_image_that_is_not_there_is_named_with_how_to_get_it(project):
 
 
 def test_a_container_that_never_becomes_ready_is_reported_with_its_log_and_removed(project, images):
-    version = register(project, "crashes", images["crash"])
-    done = cli(project, "models", "evaluate", "crashes", str(version))
+    version = register(project, f"crashes-{TOKEN}", images["crash"])
+    done = cli(project, "models", "evaluate", f"crashes-{TOKEN}", str(version))
     assert done.returncode == 9, done.stdout + done.stderr
     assert "exited with code 3 before it was ready" in done.stderr
     assert "/srv/weights.bin: file not found" in done.stderr  # the last lines of its log
@@ -319,9 +328,9 @@ def test_a_container_that_never_becomes_ready_is_reported_with_its_log_and_remov
 
 
 def test_an_image_answering_another_protocol_fails_the_gate_with_a_clear_message(project, images):
-    version = register(project, "mlflow-only", images["mlflow"], "--protocol", "v2")
-    done = cli(project, "models", "evaluate", "mlflow-only", str(version))
+    version = register(project, f"mlflow-only-{TOKEN}", images["mlflow"], "--protocol", "v2")
+    done = cli(project, "models", "evaluate", f"mlflow-only-{TOKEN}", str(version))
     assert done.returncode == 9, done.stdout + done.stderr
-    assert "answered POST /v2/models/mlflow-only/infer with HTTP 404" in done.stderr
+    assert f"answered POST /v2/models/mlflow-only-{TOKEN}/infer with HTTP 404" in done.stderr
     assert "--protocol mlflow" in done.stderr
     assert _ours() == []
