@@ -225,7 +225,7 @@ def register_image(ctx, name: str, image: str, protocol: str, port: int | None, 
         raise click.UsageError("--holdout and --label go together")
     if not NAME.fullmatch(name):
         raise MlplatError(f"invalid model name {name!r}", hint=f"use {MODEL_NAME_RULE}")
-    spec = ctx.stack(stack)
+    ctx.stack(stack)  # a missing or invalid stack is reported before podman is asked
     found = container_models.inspect_image(image, protocol=protocol, port=port, model_name=v2_model or name)
     holdout_doc = {"path": holdout, "label": label} if holdout else None
     with mlplat.start_run(experiment=name, name=f"image {image}"[:250], stack=stack, ctx=ctx,
