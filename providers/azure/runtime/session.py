@@ -291,8 +291,16 @@ class AzureSession:
                     "aml_resource_id": override, "storage_endpoint": "core.windows.net",
                     "registry_discovery_endpoint": override}, enable_telemetry=False, show_progress=False,
                     authentication_policy=override_auth_policy(self.credential()))
-            self._clients["ml"] = MLClient(self.credential(), self.subscription_id, self.resource_group,
-                                           self.workspace, **kwargs)
+            before = os.environ.get("AZUREML_CURRENT_CLOUD")
+            try:
+                self._clients["ml"] = MLClient(self.credential(), self.subscription_id, self.resource_group,
+                                               self.workspace, **kwargs)
+            finally:  # MLClient records its cloud in the environment, which child processes would inherit
+                if override:
+                    if before is None:
+                        os.environ.pop("AZUREML_CURRENT_CLOUD", None)
+                    else:
+                        os.environ["AZUREML_CURRENT_CLOUD"] = before
         return self._clients["ml"]
 
     def storage_account(self) -> str:
