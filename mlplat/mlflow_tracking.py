@@ -1,5 +1,6 @@
 """Experiment tracking on an MLflow store, shared by every provider whose tracking speaks MLflow
-(the local provider's SQLite store or the stack's shared tracking server, an AWS stack's store,
+(the local provider's SQLite store or the stack's shared tracking server, a cloud stack's local store
+or its tracking server: SageMaker's managed MLflow, the MLflow server a GCP stack runs on Cloud Run,
 Azure ML's MLflow-compatible workspace)."""
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlplat.contracts import ExperimentTracker, MetricPoint, RunRecord
 from mlplat.errors import ExternalError, NotFound
+
+if TYPE_CHECKING:
+    from mlplat.cloud_state import CloudState
 
 # MLflow's per-request limits for log_batch
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
@@ -195,3 +199,54 @@ class MlflowTracker(ExperimentTracker):
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
+
+
+class CloudStackTracker(MlflowTracker):
+    """Tracking of a cloud stack: MLflow on the stack's local store (``.mlplat/<stack>/mlflow.db``), or on
+    the tracking server its state class's environment variable names. A first write creates the local
+    store; a read of a stack with no local state raises ``NotProvisioned`` and creates nothing. Each cloud
+    provider's subclass sets ``state_class`` and ``ui_hint`` (where that stack's tracking UI is)."""
+
+    state_class: ClassVar[type[CloudState]]
+    ui_hint: ClassVar[str]
+
+    def __init__(self, spec: Any) -> None:
+        import logging
+
+        self.spec = spec
+        self.state = self.state_class(spec.state_dir)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        super().__init__(self.state.tracking_uri, str(self.state.artifacts))
+
+    @cached_property
+    def client(self) -> Any:
+        """MLflow's client over the stack's store, which a first write creates (reads check it exists)."""
+        self.state.ensure()
+        return super().client
+
+    def _readable(self) -> None:
+        if not os.environ.get(self.state.tracking_env):
+            self.state.ensure(create=False)  # NotProvisioned: reading never creates the store
+
+    def get_run(self, run_id: str) -> RunRecord:
+        self._readable()
+        return super().get_run(run_id)
+
+    def raw_run(self, run_id: str) -> Any:
+        self._readable()
+        return super().raw_run(run_id)
+
+    def list_runs(self, *, experiment: str | None = None, limit: int = 50) -> list[RunRecord]:
+        self._readable()
+        return super().list_runs(experiment=experiment, limit=limit)
+
+    def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        self._readable()
+        return super().metric_history(run_id, key)
+
+    def download_artifacts(self, run_id: str, path: str, dst: str) -> str:
+        self._readable()
+        return super().download_artifacts(run_id, path, dst)
+
+    def ui_command(self, *, host: str, port: int) -> list[str]:
+        self._unsupported("tracking UI", hint=self.ui_hint)

@@ -8,54 +8,10 @@ AI's Model Registry and the stack's bucket.
 """
 from __future__ import annotations
 
-import os
-from functools import cached_property
-from typing import Any
-
-from mlplat.contracts import MetricPoint, RunRecord
-from mlplat.mlflow_tracking import MlflowTracker
+from mlplat.mlflow_tracking import CloudStackTracker
+from mlplat_providers.gcp.runtime.state import GcpState
 
 
-class GcpTracker(MlflowTracker):
-    def __init__(self, spec: Any) -> None:
-        import logging
-
-        from mlplat_providers.gcp.runtime.state import GcpState
-
-        self.spec = spec
-        self.state = GcpState(spec.state_dir)
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        super().__init__(self.state.tracking_uri, str(self.state.artifacts))
-
-    @cached_property
-    def client(self) -> Any:
-        """MLflow's client over the stack's store, which a first write creates (reads check it exists)."""
-        self.state.ensure()
-        return super().client
-
-    def _readable(self) -> None:
-        if not os.environ.get("MLPLAT_GCP_TRACKING_URI"):
-            self.state.ensure(create=False)  # NotProvisioned: reading never creates the store
-
-    def get_run(self, run_id: str) -> RunRecord:
-        self._readable()
-        return super().get_run(run_id)
-
-    def raw_run(self, run_id: str) -> Any:
-        self._readable()
-        return super().raw_run(run_id)
-
-    def list_runs(self, *, experiment: str | None = None, limit: int = 50) -> list[RunRecord]:
-        self._readable()
-        return super().list_runs(experiment=experiment, limit=limit)
-
-    def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
-        self._readable()
-        return super().metric_history(run_id, key)
-
-    def download_artifacts(self, run_id: str, path: str, dst: str) -> str:
-        self._readable()
-        return super().download_artifacts(run_id, path, dst)
-
-    def ui_command(self, *, host: str, port: int) -> list[str]:
-        self._unsupported("tracking UI", hint="open the stack's MLflow tracking server (its Cloud Run URL)")
+class GcpTracker(CloudStackTracker):
+    state_class = GcpState
+    ui_hint = "open the stack's MLflow tracking server (its Cloud Run URL)"
