@@ -9,6 +9,8 @@ leak into each other.
 Real runs need the ``pulumi`` CLI; :func:`automation_stack` raises ``ToolMissing``
 with the fix when it is absent. The backend is a local file backend under the
 project unless ``MLPLAT_PULUMI_BACKEND`` (or ``PULUMI_BACKEND_URL``) says otherwise.
+:class:`PulumiProvisioner` is the cloud providers' shared ``mlplat up | preview | destroy |
+status`` over that engine.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlplat.errors import ExternalError, MlplatError, ToolMissing
+from mlplat.contracts.provisioning import Plan, PlannedChange, Provisioner, ResourceStatus
+from mlplat.errors import CheckFailed, ExternalError, MlplatError, ToolMissing
 
 FAKE_ACCOUNT = "123456789012"
 BACKEND_ENV = "MLPLAT_PULUMI_BACKEND"
@@ -260,3 +263,113 @@ def automation_stack(spec, program: Callable[[], None]):
     except auto.CommandError as exc:
         raise ExternalError(f"pulumi could not open stack '{spec.name}': {str(exc).strip()[-500:]}",
                             hint="check the backend (MLPLAT_PULUMI_BACKEND) and credentials") from exc
+
+
+# Pulumi's step operations, as a plan's change kinds
+_OPS = {"create": "create", "update": "update", "delete": "delete", "same": "unchanged", "replace": "update",
+        "create-replacement": "update", "delete-replaced": "update", "read": "unchanged", "refresh": "unchanged"}
+
+
+class PulumiProvisioner(Provisioner):
+    """A cloud stack's ``mlplat up | preview | destroy | status`` through Pulumi's Automation API.
+
+    Each cloud provider's subclass supplies its program (``_run_program``), what ``planned_resources``
+    records under Pulumi's mocks, an optional check of the stack before the CLI is needed
+    (``_check_stack``) and what ``up`` reports once the program has run (``_after_up``). Mandatory
+    policy violations block ``up`` before anything reaches the cloud.
+    """
+
+    def __init__(self, spec, ctx):
+        self.spec = spec
+        self.ctx = ctx
+
+    # --- the program -------------------------------------------------------------------
+
+    def _run_program(self, spec: Any) -> None:
+        """Declare the stack's resources (runs inside Pulumi, inline or under mocks)."""
+        raise NotImplementedError
+
+    def program(self) -> Callable[[], None]:
+        """The stack's Pulumi program (a callable Pulumi runs inline or under mocks)."""
+        spec = self.spec
+
+        def run() -> None:
+            self._run_program(spec)
+
+        return run
+
+    # --- the real engine ----------------------------------------------------------------
+
+    def _check_stack(self) -> None:
+        """Name what the stack lacks for this cloud before the Pulumi CLI is needed (nothing by default)."""
+
+    def _after_up(self, outputs: dict[str, Any]) -> None:
+        """What ``up`` does and prints once the program has run, given the stack's outputs."""
+
+    def _stack(self):
+        self._check_stack()
+        return automation_stack(self.spec, self.program())
+
+    def _guard_policies(self) -> None:
+        """Mandatory policy violations block `up`, before anything reaches the cloud."""
+        from mlplat.services.policy_check import check_resources
+
+        result = check_resources(self.spec, self.planned_resources())
+        blocking = [f for f in result.findings if f.level == "mandatory"]
+        if blocking:
+            raise CheckFailed(
+                f"{len(blocking)} mandatory policy violation(s) block `up` of stack '{self.spec.name}': "
+                + "; ".join(f"[{f.policy}] {f.message}" for f in blocking[:5]),
+                hint=f"run `mlplat policy check --stack {self.spec.name}` for the details and remediations")
+
+    def _collect(self, events: list) -> Callable[[Any], None]:
+        def on_event(event) -> None:
+            pre = getattr(event, "resource_pre_event", None)
+            if pre is not None and pre.metadata is not None:
+                meta = pre.metadata
+                events.append(PlannedChange(meta.type, meta.urn.rsplit("::", 1)[-1],
+                                            _OPS.get(getattr(meta.op, "value", str(meta.op)), "update")))
+        return on_event
+
+    def plan(self) -> Plan:
+        stack = self._stack()
+        events: list[PlannedChange] = []
+        try:
+            stack.preview(on_event=self._collect(events))
+        except Exception as exc:  # Automation API raises CommandError subclasses with the CLI's output
+            raise ExternalError(f"pulumi preview of stack '{self.spec.name}' failed: {str(exc).strip()[-800:]}") from exc
+        return Plan(self.spec.name, [e for e in events if e.resource != "pulumi:pulumi:Stack"])
+
+    def apply(self, plan: Plan) -> Plan:
+        self._guard_policies()
+        stack = self._stack()
+        events: list[PlannedChange] = []
+        try:
+            result = stack.up(on_event=self._collect(events),
+                              on_output=lambda line: self.ctx.console.print(line, highlight=False))
+        except Exception as exc:
+            raise ExternalError(f"pulumi up of stack '{self.spec.name}' failed: {str(exc).strip()[-800:]}",
+                                hint="fix the error above and rerun; Pulumi resumes from its state") from exc
+        self._after_up({key: getattr(value, "value", value) for key, value in (result.outputs or {}).items()})
+        return Plan(self.spec.name, [e for e in events if e.resource != "pulumi:pulumi:Stack"])
+
+    def plan_destroy(self) -> Plan:
+        stack = self._stack()
+        state = stack.export_stack().deployment or {}
+        return Plan(self.spec.name, [PlannedChange(r["type"], r["urn"].rsplit("::", 1)[-1], "delete")
+                                     for r in state.get("resources", []) if r.get("type") != "pulumi:pulumi:Stack"])
+
+    def destroy(self) -> Plan:
+        plan = self.plan_destroy()
+        stack = self._stack()
+        try:
+            stack.destroy(on_output=lambda line: self.ctx.console.print(line, highlight=False))
+        except Exception as exc:
+            raise ExternalError(f"pulumi destroy of stack '{self.spec.name}' failed: {str(exc).strip()[-800:]}") from exc
+        return plan
+
+    def status(self) -> list[ResourceStatus]:
+        stack = self._stack()
+        state = stack.export_stack().deployment or {}
+        return [ResourceStatus(r["type"], r["urn"].rsplit("::", 1)[-1], True, r.get("id", ""))
+                for r in state.get("resources", []) if r.get("type") != "pulumi:pulumi:Stack"]
