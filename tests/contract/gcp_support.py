@@ -4,44 +4,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tests.contract.cloud_stack_support import APPROVERS, cloud_stack_text
 from tests.contract.gcp_fake.fixtures import PROJECT, REGION, FakeGcp
 
 BILLING_ACCOUNT = "012345-6789AB-CDEF01"
 
 
-def gcp_stack_text(*, environment: str = "production", risk: str = "critical",
-                   approvers: str = "[risk-office@example.com, head-of-ds@example.com]", extra: str = "") -> str:
-    lines = [
-        "config:",
-        f"  gcp:project: {PROJECT}",
-        f"  gcp:region: {REGION}",
-        "  mlplat:team: fraud",
-        f"  mlplat:environment: {environment}",
-        "  mlplat:provider:",
-        "    kind: gcp",
-        f"    project: {PROJECT}",
-        f"    region: {REGION}",
-        f'    billingAccount: "{BILLING_ACCOUNT}"',
-        "  mlplat:tags:",
-        "    team: fraud",
-        "    cost-center: CC-1042",
-        f"    environment: {environment}",
-        "    owner: fraud-leads@example.com",
-        "  mlplat:governance:",
-        f"    riskTier: {risk}",
-        f"    approvers: {approvers}",
-        "    requiredApprovals: 1",
-        "  mlplat:gate:",
-        "    holdout: {path: data/holdout.parquet, label: label}",
-        "    thresholds: {roc_auc: 0.70, accuracy: 0.60}",
-        "  mlplat:serving:",
-        "    instanceType: n1-standard-4",
-        "    pricePerHour: 0.19",
-        "    canary: {steps: [10, 50, 100], bakeSeconds: 0, minRequests: 5}",
-        "  mlplat:budget: {monthlyUsd: 5000}",
-        "  mlplat:access: {mode: trusted-local}",  # the tests play several people with MLPLAT_USER
-    ]
-    return "\n".join(lines) + "\n" + extra
+def gcp_stack_text(*, environment: str = "production", risk: str = "critical", approvers: str = APPROVERS,
+                   extra: str = "") -> str:
+    return cloud_stack_text(
+        cloud_config=[f"  gcp:project: {PROJECT}", f"  gcp:region: {REGION}"],
+        provider=["    kind: gcp", f"    project: {PROJECT}", f"    region: {REGION}",
+                  f'    billingAccount: "{BILLING_ACCOUNT}"'],
+        instance_type="n1-standard-4", price_per_hour="0.19",
+        environment=environment, risk=risk, approvers=approvers, extra=extra)
 
 
 def provision_cloud(spec: Any, fake: FakeGcp) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.contract.cloud_stack_support import APPROVERS, cloud_stack_text
+
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"  # moto's default account
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -107,36 +109,12 @@ def use_fake_aws(monkeypatch, endpoint_url: str | None = None) -> None:
 
 
 def aws_stack_text(*, environment: str = "production", account: str | None = ACCOUNT, risk: str = "critical",
-                   approvers: str = "[risk-office@example.com, head-of-ds@example.com]", extra: str = "") -> str:
-    lines = [
-        "config:",
-        f"  aws:region: {REGION}",
-        "  mlplat:team: fraud",
-        f"  mlplat:environment: {environment}",
-        "  mlplat:provider:",
-        "    kind: aws",
-        f"    region: {REGION}",
-        *([f'    accountId: "{account}"'] if account else []),
-        "  mlplat:tags:",
-        "    team: fraud",
-        "    cost-center: CC-1042",
-        f"    environment: {environment}",
-        "    owner: fraud-leads@example.com",
-        "  mlplat:governance:",
-        f"    riskTier: {risk}",
-        f"    approvers: {approvers}",
-        "    requiredApprovals: 1",
-        "  mlplat:gate:",
-        "    holdout: {path: data/holdout.parquet, label: label}",
-        "    thresholds: {roc_auc: 0.70, accuracy: 0.60}",
-        "  mlplat:serving:",
-        "    instanceType: ml.m5.large",
-        "    pricePerHour: 0.115",
-        "    canary: {steps: [10, 50, 100], bakeSeconds: 0, minRequests: 5}",
-        "  mlplat:budget: {monthlyUsd: 5000}",
-        "  mlplat:access: {mode: trusted-local}",  # the tests play several people with MLPLAT_USER
-    ]
-    return "\n".join(lines) + "\n" + extra
+                   approvers: str = APPROVERS, extra: str = "") -> str:
+    return cloud_stack_text(
+        cloud_config=[f"  aws:region: {REGION}"],
+        provider=["    kind: aws", f"    region: {REGION}", *([f'    accountId: "{account}"'] if account else [])],
+        instance_type="ml.m5.large", price_per_hour="0.115",
+        environment=environment, risk=risk, approvers=approvers, extra=extra)
 
 
 def provision_cloud(spec) -> None:
