@@ -358,6 +358,38 @@ class CanaryJudge:
         return Verdict(rid, decision)
 
 
+def judge_running(db: Database, judge: CanaryJudge, model: str, environment: str) -> Verdict:
+    """Judge the running canary of ``model`` in ``environment`` once (a cloud's ``step``); ``Conflict``
+    when none runs."""
+    conn = db.connect()
+    try:
+        row = conn.execute("SELECT * FROM rollouts WHERE model=? AND environment=? AND state='running'",
+                           (model, environment)).fetchone()
+        rollout = dict(row) if row else None
+        if rollout is None:
+            raise Conflict(f"no canary rollout of '{model}' is running in '{environment}'",
+                           hint=f"start one with `mlplat deploy {model} VERSION --env {environment} "
+                                "--strategy canary`")
+        return judge.judge(db, conn, rollout)
+    finally:
+        conn.close()
+
+
+def step_report(verdict: Verdict, current: Mapping[str, Any], cloud: str) -> dict[str, Any]:
+    """What a cloud's ``step`` answers for ``verdict``, given the endpoint as the ledger shows it now
+    (``current``): the action taken, its reasons and metrics, the endpoint, and under the key ``cloud``
+    what the cloud was told (``None`` while the judge had no view of the current step)."""
+    decision = verdict.decision
+    endpoint = {k: v for k, v in current.items() if k not in ("history", "events")}
+    if decision is None:
+        return {"action": "wait", "reasons": ["no view of the current step yet"], "metrics": {},
+                "endpoint": endpoint, cloud: None}
+    action = decision.action if decision.action != "pass" else (
+        "promoted" if current.get("rollout_id") is None else "step")
+    return {"action": action, "reasons": list(decision.reasons), "metrics": decision.metrics,
+            "endpoint": endpoint, cloud: verdict.applied}
+
+
 # --- persistence -------------------------------------------------------------------------------
 
 
