@@ -39,12 +39,12 @@ from typing import Any, cast
 from mlplat.contracts import Capture, Monitor
 from mlplat.db import Database
 from mlplat.errors import ExternalError
+from mlplat.services.monitoring import captured
 from mlplat_providers.aws import plan as p
 from mlplat_providers.aws.runtime.session import AwsSession
 from mlplat_providers.aws.runtime.state import AwsState
 
 CAPTURE_ROOT = "data-capture/"
-CHUNK = 500  # ids per IN (...) query, below SQLite's variable limit
 
 
 @dataclass(frozen=True)
@@ -227,53 +227,21 @@ class AwsMonitor(Monitor):
         return out
 
     def deployed(self) -> list[tuple[str, int, str]]:
-        last: dict[tuple[str, int, str], float] = {}
-        for _record, c in self._all():
-            key = (c.model, c.version, c.environment)
-            last[key] = max(last.get(key, c.ts), c.ts)
-        return [key for key, _ in sorted(last.items(), key=lambda kv: -kv[1])]
+        return captured.deployed((c for _r, c in self._all()))
 
     def captures(self, model: str, version: int, *, limit: int | None = None, since: float | None = None,
                  until: float | None = None, labelled_only: bool = False) -> list[Capture]:
-        found = [c for _r, c in self._all() if c.model == model and c.version == int(version)
-                 and (since is None or c.ts >= since) and (until is None or c.ts < until)]
-        if labelled_only:
-            labelled = self._labelled({row_id for c in found for row_id, *_ in c.rows()} | {c.request_id for c in found})
-            found = [c for c in found if c.request_id in labelled or any(r in labelled for r, *_ in c.rows())]
-        return found[-limit:] if limit is not None else found
-
-    def _labelled(self, ids: set[str]) -> set[str]:
-        ordered = sorted(ids)
-        out: set[str] = set()
-        conn = self.database().connect()
-        try:
-            for start in range(0, len(ordered), CHUNK):
-                chunk = ordered[start:start + CHUNK]
-                marks = ",".join("?" * len(chunk))
-                out.update(r[0] for r in conn.execute(
-                    f"SELECT request_id FROM monitor_labels WHERE request_id IN ({marks})", chunk))
-        finally:
-            conn.close()
-        return out
+        return captured.select(self.database, (c for _r, c in self._all()), model, version, limit=limit, since=since, until=until,
+                               labelled_only=labelled_only)
 
     def known_request_ids(self, ids: list[str]) -> set[str]:
-        events = {c.request_id for _r, c in self._all()}
-        return {i for i in ids if i.split("#", 1)[0] in events}
+        return captured.known_request_ids((c for _r, c in self._all()), ids)
 
     def resolve_request_ids(self, ids: list[str]) -> dict[str, list[str]]:
         """SageMaker's event ids name themselves; a caller's ``InferenceId`` names every non-shadow capture
         that carries it (an event id wins over an equal inference id)."""
-        known = self.known_request_ids(ids)
-        out = {i: [i] for i in known}
-        by_inference: dict[str, list[str]] = {}
-        for record, c in self._all():
-            if record.inference_id and not c.shadow:
-                by_inference.setdefault(record.inference_id, []).append(c.request_id)
-        for i in ids:
-            base, sep, row = i.partition("#")
-            if i not in out and base in by_inference:
-                out[i] = [event + sep + row for event in by_inference[base]]
-        return out
+        return captured.resolve_request_ids(self.known_request_ids(ids), ids, (
+            (record.inference_id, c.request_id) for record, c in self._all() if record.inference_id and not c.shadow))
 
     # --- the platform's metrics ----------------------------------------------------------------------
 

@@ -39,9 +39,8 @@ from typing import Any, cast
 from mlplat.contracts import Capture, Monitor
 from mlplat.db import Database
 from mlplat.errors import ExternalError, NotFound
+from mlplat.services.monitoring import captured
 from mlplat_providers.gcp import runtime_rules as rr
-
-CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -234,38 +233,15 @@ class GcpMonitor(Monitor):
     # --- the Monitor contract --------------------------------------------------------------------------
 
     def deployed(self) -> list[tuple[str, int, str]]:
-        last: dict[tuple[str, int, str], float] = {}
-        for c in self._all():
-            key = (c.model, c.version, c.environment)
-            last[key] = max(last.get(key, c.ts), c.ts)
-        return [key for key, _ in sorted(last.items(), key=lambda kv: -kv[1])]
+        return captured.deployed(self._all())
 
     def captures(self, model: str, version: int, *, limit: int | None = None, since: float | None = None,
                  until: float | None = None, labelled_only: bool = False) -> list[Capture]:
-        found = [c for c in self._all() if c.model == model and c.version == int(version)
-                 and (since is None or c.ts >= since) and (until is None or c.ts < until)]
-        if labelled_only:
-            labelled = self._labelled({row_id for c in found for row_id, *_ in c.rows()} | {c.request_id for c in found})
-            found = [c for c in found if c.request_id in labelled or any(r in labelled for r, *_ in c.rows())]
-        return found[-limit:] if limit is not None else found
-
-    def _labelled(self, ids: set[str]) -> set[str]:
-        ordered = sorted(ids)
-        out: set[str] = set()
-        conn = self.database().connect()
-        try:
-            for start in range(0, len(ordered), CHUNK):
-                chunk = ordered[start:start + CHUNK]
-                marks = ",".join("?" * len(chunk))
-                out.update(r[0] for r in conn.execute(
-                    f"SELECT request_id FROM monitor_labels WHERE request_id IN ({marks})", chunk))
-        finally:
-            conn.close()
-        return out
+        return captured.select(self.database, self._all(), model, version, limit=limit, since=since, until=until,
+                               labelled_only=labelled_only)
 
     def known_request_ids(self, ids: list[str]) -> set[str]:
-        logged = {c.request_id for c in self._all()}
-        return {i for i in ids if i.split("#", 1)[0] in logged}
+        return captured.known_request_ids(self._all(), ids)
 
     def resolve_request_ids(self, ids: list[str]) -> dict[str, list[str]]:
         """The log's ids (``<deployed model id>-<request id>``) name themselves; Vertex AI logs no caller id, so a
@@ -273,18 +249,13 @@ class GcpMonitor(Monitor):
         request's free-form parameters, logged with the request), which names every non-shadow capture carrying
         it (a log id wins over an equal caller id)."""
         known = self.known_request_ids(ids)
-        out = {i: [i] for i in known}
-        by_caller: dict[str, list[str]] = {}
+        callers: list[tuple[str, str]] = []
         for c in self._all():
             params = c.inputs.get("parameters") if isinstance(c.inputs, dict) else None
             caller = params.get("request_id") if isinstance(params, dict) else None
             if caller is not None and not c.shadow:
-                by_caller.setdefault(str(caller), []).append(c.request_id)
-        for i in ids:
-            base, sep, row = i.partition("#")
-            if i not in out and base in by_caller:
-                out[i] = [logged + sep + row for logged in by_caller[base]]
-        return out
+                callers.append((str(caller), c.request_id))
+        return captured.resolve_request_ids(known, ids, callers)
 
     # --- the platform's metrics ----------------------------------------------------------------------
 
