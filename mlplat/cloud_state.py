@@ -8,16 +8,20 @@ so does the first write (a tracked run, a registration, a deployment), under the
 never creates them: on a stack with no state here it raises ``NotProvisioned``.
 
 Each cloud provider names its own subclass, setting the provider's label (used in messages) and the
-environment variable that points its tracking at a server.
+environment variable that points its tracking at a server. :class:`StateFiles` is what a cloud model
+registry keeps in that state: the ledger, the sealing key, scratch space and the cache of version files.
 """
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from mlplat.db import Database, PgDatabase, open_database
 from mlplat.errors import IntegrityError, NotProvisioned
@@ -115,3 +119,55 @@ class CloudState:
         if len(key) < 32:
             raise IntegrityError("the stack's signing key is too short", where=str(self.signing_key))
         return key
+
+
+class StateFiles:
+    """The platform-state side of a cloud model registry, on the stack's :class:`CloudState` (``state``):
+    the ledger (opened once), the sealing key, scratch space, and the local cache of each version's files
+    (``cache/<model>/<version>``), which serving and promotion read without a download."""
+
+    state: CloudState
+    _db: Any = None
+
+    def database(self) -> Any:
+        if self._db is None:
+            self._db = self.state.database()
+        return self._db
+
+    def signing_key(self) -> bytes:
+        return bytes(self.state.key())
+
+    def scratch_dir(self) -> Path:
+        self.state.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return Path(tempfile.mkdtemp(prefix="model-", dir=self.state.tmp))
+
+    def keep_files(self, name: str, version: int, local_dir: str | Path) -> None:
+        """Move a just-registered version's files (``local_dir``) into the cache, unless they are there."""
+        cached = self.state.cache / name / str(version)
+        if not cached.exists():
+            cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.replace(local_dir, cached)
+
+    def cached_files(self, name: str, version: int, fetch: Callable[[Path], None]) -> Path:
+        """The version's files from the cache; on a miss ``fetch(archive)`` downloads its ``model.tar.gz``
+        to ``archive`` (in a private scratch directory), which is unpacked into the cache (data only;
+        a concurrent process that cached it first wins)."""
+        cached: Path = Path(self.state.cache) / name / str(int(version))
+        if cached.is_dir():
+            return cached
+        work = Path(tempfile.mkdtemp(prefix="download-", dir=self.state.tmp))
+        try:
+            archive = work / "model.tar.gz"
+            fetch(archive)
+            target = work / "model"
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(target, filter="data")
+            cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                os.replace(target, cached)
+            except OSError:  # another process cached it meanwhile
+                if not cached.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return cached

@@ -11,7 +11,6 @@ repeat, also under concurrent registrations. Aliases mirror as tags of the group
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -21,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from mlplat.cloud_state import StateFiles
 from mlplat.contracts import ModelRegistry, StoredVersion
 from mlplat.errors import IntegrityError, NotFound
 from mlplat_providers.aws.runtime.session import AwsSession
@@ -61,7 +61,7 @@ def split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-class AwsModelRegistry(ModelRegistry):
+class AwsModelRegistry(StateFiles, ModelRegistry):
     def __init__(self, spec, session: AwsSession | None = None, ctx=None):
         self.spec = spec
         self.aws = session or AwsSession(spec)
@@ -73,19 +73,7 @@ class AwsModelRegistry(ModelRegistry):
     def for_stack(cls, spec) -> AwsModelRegistry:
         return cls(spec)
 
-    # --- platform state ----------------------------------------------------------------------
-
-    def database(self):
-        if self._db is None:
-            self._db = self.state.database()
-        return self._db
-
-    def signing_key(self) -> bytes:
-        return self.state.key()
-
-    def scratch_dir(self) -> Path:
-        self.state.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return Path(tempfile.mkdtemp(prefix="model-", dir=self.state.tmp))
+    # --- platform state (database, signing_key, scratch_dir: StateFiles) ----------------------
 
     @cached_property
     def tracker(self):
@@ -162,41 +150,24 @@ class AwsModelRegistry(ModelRegistry):
                                 "GeneratedBy": f"mlplat run {run_id}"[:1024]},
         )
         version = int(response["ModelPackageArn"].rsplit("/", 1)[1])
-        cached = self.state.cache / name / str(version)
-        if not cached.exists():  # keep the files: serving and promotion read them without a download
-            cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.replace(local_dir, cached)
+        self.keep_files(name, version, local_dir)  # serving and promotion read them without a download
         return StoredVersion(name, version, source, run_id)
 
     def local_dir(self, name: str, version: int, source: str) -> Path:
-        cached = self.state.cache / name / str(int(version))
-        if cached.is_dir():
-            return cached
-        bucket, key = split_s3(source)
-        try:
-            body = self.aws.call("s3", "get_object", Bucket=bucket, Key=key, not_found=("NoSuchKey", "NoSuchBucket"),
-                                 what=f"downloading {name} version {version}")["Body"]
-        except NotFound:
-            raise IntegrityError(f"the files of {name} version {version} are missing", where=source,
-                                 hint="the bucket was changed outside mlplat; register the model again") from None
-        work = Path(tempfile.mkdtemp(prefix="download-", dir=self.state.tmp))
-        try:
-            archive = work / "model.tar.gz"
+        def fetch(archive: Path) -> None:
+            bucket, key = split_s3(source)
+            try:
+                body = self.aws.call("s3", "get_object", Bucket=bucket, Key=key,
+                                     not_found=("NoSuchKey", "NoSuchBucket"),
+                                     what=f"downloading {name} version {version}")["Body"]
+            except NotFound:
+                raise IntegrityError(f"the files of {name} version {version} are missing", where=source,
+                                     hint="the bucket was changed outside mlplat; register the model again") from None
             with archive.open("wb") as out:
                 for chunk in iter(lambda: body.read(1 << 20), b""):
                     out.write(chunk)
-            target = work / "model"
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(target, filter="data")
-            cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                os.replace(target, cached)
-            except OSError:  # another process cached it meanwhile
-                if not cached.is_dir():
-                    raise
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return cached
+
+        return self.cached_files(name, version, fetch)
 
     def describe_version(self, name: str, version: int) -> dict[str, Any]:
         return self.aws.call("sagemaker", "describe_model_package", ModelPackageName=self.package_arn(name, version),

@@ -15,7 +15,6 @@ removed from the version holding them, then added to the new one).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -25,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from mlplat.cloud_state import StateFiles
 from mlplat.contracts import ModelRegistry, StoredVersion
 from mlplat.errors import Conflict, IntegrityError, NotFound
 from mlplat_providers.gcp.runtime.session import GcpSession
@@ -55,7 +55,7 @@ def split_gs(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-class GcpModelRegistry(ModelRegistry):
+class GcpModelRegistry(StateFiles, ModelRegistry):
     def __init__(self, spec: Any, session: GcpSession | None = None, ctx: Any = None):
         self.spec = spec
         self.gcp = session or GcpSession(spec)
@@ -63,19 +63,7 @@ class GcpModelRegistry(ModelRegistry):
             create=not getattr(ctx, "reading", False))
         self._db: Any = None
 
-    # --- platform state ----------------------------------------------------------------------
-
-    def database(self) -> Any:
-        if self._db is None:
-            self._db = self.state.database()
-        return self._db
-
-    def signing_key(self) -> bytes:
-        return bytes(self.state.key())
-
-    def scratch_dir(self) -> Path:
-        self.state.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return Path(tempfile.mkdtemp(prefix="model-", dir=self.state.tmp))
+    # --- platform state (database, signing_key, scratch_dir: StateFiles) ----------------------
 
     @cached_property
     def tracker(self) -> Any:
@@ -157,20 +145,12 @@ class GcpModelRegistry(ModelRegistry):
                                       what=f"registering {name} in Vertex AI")
         result = self.gcp.wait(operation, what=f"registering {name} in Vertex AI")
         version = int(result.model_version_id)
-        cached = self.state.cache / name / str(version)
-        if not cached.exists():  # keep the files: serving and promotion read them without a download
-            cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.replace(local_dir, cached)
+        self.keep_files(name, version, local_dir)  # serving and promotion read them without a download
         return StoredVersion(name, version, artifact_uri, run_id)
 
     def local_dir(self, name: str, version: int, source: str) -> Path:
-        cached: Path = Path(self.state.cache) / name / str(int(version))
-        if cached.is_dir():
-            return cached
-        bucket, prefix = split_gs(source)
-        work = Path(tempfile.mkdtemp(prefix="download-", dir=self.state.tmp))
-        try:
-            archive = work / "model.tar.gz"
+        def fetch(archive: Path) -> None:
+            bucket, prefix = split_gs(source)
             blob = self.gcp.storage().bucket(bucket).blob(f"{prefix}/model.tar.gz")
             try:
                 self.gcp.call(blob.download_to_filename, str(archive), method="storage.objects.get", not_found=True,
@@ -178,18 +158,8 @@ class GcpModelRegistry(ModelRegistry):
             except NotFound:
                 raise IntegrityError(f"the files of {name} version {version} are missing", where=source,
                                      hint="the bucket was changed outside mlplat; register the model again") from None
-            target = work / "model"
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(target, filter="data")
-            cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                os.replace(target, cached)
-            except OSError:  # another process cached it meanwhile
-                if not cached.is_dir():
-                    raise
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return cached
+
+        return self.cached_files(name, version, fetch)
 
     def describe_version(self, name: str, version: int) -> Any:
         return self.gcp.call(self.models.get_model, name=self.version_name(name, int(version)), not_found=True,
