@@ -1,7 +1,7 @@
 """Staging model servers run as child processes of the promoting process.
 
 Shared by every provider whose staging endpoint runs on this machine (the local provider's process
-path, the AWS provider's pre-deployment tests). A child gets SIGTERM when its parent dies
+path, the cloud providers' pre-deployment tests: :class:`LocalStaging`). A child gets SIGTERM when its parent dies
 (``PR_SET_PDEATHSIG``), so a killed promotion never leaves a server behind; a rerun finds it gone.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from mlplat.contracts import Endpoint
 from mlplat.errors import ExternalError
@@ -122,3 +123,25 @@ class ServerProcesses:
             pass
         if child is not None:
             child.wait(5)
+
+
+class LocalStaging:
+    """A cloud delivery pipeline's staging endpoint: the cloud's staging endpoint is not reachable from
+    here, so the same package's model server runs on this machine, a child of the promoting process
+    (``procs``), its log beside the package and its temporary files under the stack's state."""
+
+    spec: Any
+    state: Any
+    procs: ServerProcesses
+
+    def start_endpoint(self, package: Any, name: str, version: int) -> Endpoint:
+        logs = Path(package.context_dir).parent / f"{version}.endpoint.log"
+        return self.procs.start(Path(package.context_dir) / "model", name=name, version=version,
+                                max_body_bytes=self.spec.serving.max_body_bytes, logs=logs, tmp_dir=self.state.tmp)
+
+    def endpoint_alive(self, endpoint: Endpoint) -> bool:
+        return self.procs.alive(int(endpoint.handle))
+
+    def stop_endpoint(self, endpoint: Endpoint) -> None:
+        if self.endpoint_alive(endpoint):
+            self.procs.kill(int(endpoint.handle))

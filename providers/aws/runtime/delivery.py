@@ -16,15 +16,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlplat.contracts import DeliveryPipeline, Endpoint, Package
+from mlplat.contracts import DeliveryPipeline, Package
 from mlplat.errors import NotFound
 from mlplat.services import packaging
-from mlplat.serving.staging import ServerProcesses
+from mlplat.serving.staging import LocalStaging, ServerProcesses
 from mlplat_providers.aws.runtime.session import AwsSession
 from mlplat_providers.aws.runtime.state import AwsState
 
 
-class AwsDeliveryPipeline(DeliveryPipeline):
+class AwsDeliveryPipeline(LocalStaging, DeliveryPipeline):
     def __init__(self, spec, ctx, session: AwsSession | None = None):
         self.spec = spec
         self.ctx = ctx
@@ -53,16 +53,3 @@ class AwsDeliveryPipeline(DeliveryPipeline):
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         return Package(str(dest), digest, image=f"s3://{self.aws.bucket}/{key}", engine="s3")
-
-    def start_endpoint(self, package: Package, name: str, version: int) -> Endpoint:
-        # a SageMaker staging endpoint is not reachable from here: the same context's model server runs locally
-        logs = Path(package.context_dir).parent / f"{version}.endpoint.log"
-        return self.procs.start(Path(package.context_dir) / "model", name=name, version=version,
-                                max_body_bytes=self.spec.serving.max_body_bytes, logs=logs, tmp_dir=self.state.tmp)
-
-    def endpoint_alive(self, endpoint: Endpoint) -> bool:
-        return self.procs.alive(int(endpoint.handle))
-
-    def stop_endpoint(self, endpoint: Endpoint) -> None:
-        if self.endpoint_alive(endpoint):
-            self.procs.kill(int(endpoint.handle))

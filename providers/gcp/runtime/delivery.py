@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlplat.contracts import DeliveryPipeline, Endpoint, Package
+from mlplat.contracts import DeliveryPipeline, Package
 from mlplat.errors import NotFound
 from mlplat.services import packaging
-from mlplat.serving.staging import ServerProcesses
+from mlplat.serving.staging import LocalStaging, ServerProcesses
 from mlplat_providers.gcp.runtime.session import GcpSession
 from mlplat_providers.gcp.runtime.state import GcpState
 
@@ -33,7 +33,7 @@ def image_reference(region: str, project: str, repository: str, model: str, dige
     return f"{region}-docker.pkg.dev/{project}/{repository}/{slug(model, 128)}:{digest[:16]}"
 
 
-class GcpDeliveryPipeline(DeliveryPipeline):
+class GcpDeliveryPipeline(LocalStaging, DeliveryPipeline):
     def __init__(self, spec: Any, ctx: Any, session: GcpSession | None = None):
         self.spec = spec
         self.ctx = ctx
@@ -64,16 +64,3 @@ class GcpDeliveryPipeline(DeliveryPipeline):
                 shutil.rmtree(work, ignore_errors=True)
         image = image_reference(self.gcp.region, self.gcp.project, self.gcp.plan.docker_repository, name, digest)
         return Package(str(dest), digest, image=image, engine="gcs")
-
-    def start_endpoint(self, package: Package, name: str, version: int) -> Endpoint:
-        # a Vertex staging endpoint is not reachable from here: the same context's model server runs locally
-        logs = Path(package.context_dir).parent / f"{version}.endpoint.log"
-        return self.procs.start(Path(package.context_dir) / "model", name=name, version=version,
-                                max_body_bytes=self.spec.serving.max_body_bytes, logs=logs, tmp_dir=self.state.tmp)
-
-    def endpoint_alive(self, endpoint: Endpoint) -> bool:
-        return self.procs.alive(int(endpoint.handle))
-
-    def stop_endpoint(self, endpoint: Endpoint) -> None:
-        if self.endpoint_alive(endpoint):
-            self.procs.kill(int(endpoint.handle))
