@@ -4,41 +4,17 @@ from __future__ import annotations
 from typing import Any
 
 from tests.contract.azure_fake.fixtures import LOCATION, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE
+from tests.contract.cloud_stack_support import APPROVERS, cloud_stack_text
 
 
-def azure_stack_text(*, environment: str = "production", risk: str = "critical",
-                     approvers: str = "[risk-office@example.com, head-of-ds@example.com]", extra: str = "") -> str:
-    lines = [
-        "config:",
-        f"  azure-native:subscriptionId: {SUBSCRIPTION}",
-        f"  azure-native:location: {LOCATION}",
-        "  mlplat:team: fraud",
-        f"  mlplat:environment: {environment}",
-        "  mlplat:provider:",
-        "    kind: azure",
-        f'    subscriptionId: "{SUBSCRIPTION}"',
-        f"    resourceGroup: {RESOURCE_GROUP}",
-        f"    location: {LOCATION}",
-        "  mlplat:tags:",
-        "    team: fraud",
-        "    cost-center: CC-1042",
-        f"    environment: {environment}",
-        "    owner: fraud-leads@example.com",
-        "  mlplat:governance:",
-        f"    riskTier: {risk}",
-        f"    approvers: {approvers}",
-        "    requiredApprovals: 1",
-        "  mlplat:gate:",
-        "    holdout: {path: data/holdout.parquet, label: label}",
-        "    thresholds: {roc_auc: 0.70, accuracy: 0.60}",
-        "  mlplat:serving:",
-        "    instanceType: Standard_DS3_v2",
-        "    pricePerHour: 0.29",
-        "    canary: {steps: [10, 50, 100], bakeSeconds: 0, minRequests: 5}",
-        "  mlplat:budget: {monthlyUsd: 5000}",
-        "  mlplat:access: {mode: trusted-local}",  # the tests play several people with MLPLAT_USER
-    ]
-    return "\n".join(lines) + "\n" + extra
+def azure_stack_text(*, environment: str = "production", risk: str = "critical", approvers: str = APPROVERS,
+                     extra: str = "") -> str:
+    return cloud_stack_text(
+        cloud_config=[f"  azure-native:subscriptionId: {SUBSCRIPTION}", f"  azure-native:location: {LOCATION}"],
+        provider=["    kind: azure", f'    subscriptionId: "{SUBSCRIPTION}"', f"    resourceGroup: {RESOURCE_GROUP}",
+                  f"    location: {LOCATION}"],
+        instance_type="Standard_DS3_v2", price_per_hour="0.29",
+        environment=environment, risk=risk, approvers=approvers, extra=extra)
 
 
 def azure_session(spec: Any, sleeps: list[float] | None = None, attempts: int = 4) -> Any:
