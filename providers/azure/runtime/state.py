@@ -3,107 +3,18 @@
 Azure Machine Learning holds models and endpoints; the platform database (stages, gate reports,
 approvals, rollouts, audit chain), the key that seals manifests and the tracking
 store live under the stack's state directory (``.mlplat/<stack>`` by default) on the
-machine that runs mlplat. ``mlplat up`` creates them once the Pulumi program has run (the
-program itself cannot create local files), and so does the first write (a tracked run, a
-registration, a deployment), under the stack lock. A read never creates them: on a stack with no
-state here it raises ``NotProvisioned``.
+machine that runs mlplat (see ``mlplat.cloud_state``). ``MLPLAT_AZURE_TRACKING_URI``, when
+set, points tracking at a server instead of the local MLflow store.
 """
 from __future__ import annotations
 
-import os
-import secrets
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
-from mlplat.db import Database, PgDatabase, open_database
-from mlplat.errors import IntegrityError, NotProvisioned
-from mlplat.locking import stack_lock
-
-_READY: set[Path] = set()  # state roots checked by this process
+from mlplat.cloud_state import CloudState
 
 
 @dataclass(frozen=True)
-class AzureState:
-    root: Path
-    database_url: str | None = None  # the server's ledger (PostgreSQL); None: SQLite under root
-
-    @property
-    def platform_db(self) -> Path:
-        return self.root / "platform.db"
-
-    @property
-    def signing_key(self) -> Path:
-        return self.root / "keys" / "platform.key"
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.root / "mlflow.db"
-
-    @property
-    def tracking_uri(self) -> str:
-        return os.environ.get("MLPLAT_AZURE_TRACKING_URI") or f"sqlite:///{self.mlflow_db}"
-
-    @property
-    def artifacts(self) -> Path:
-        return self.root / "artifacts"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def tmp(self) -> Path:
-        return self.root / "tmp"
-
-    @property
-    def lock(self) -> Path:
-        return self.root.parent / f".{self.root.name}.lock"
-
-    def exists(self) -> bool:
-        """Whether this machine holds the stack's state (its ledger), so a read has something to read."""
-        return bool(self.database_url) or self.platform_db.is_file()
-
-    def ensure(self, *, create: bool = True) -> AzureState:
-        """Create what is missing (idempotent); migrate the platform database. With ``create=False`` (a
-        read) a stack with no state here raises ``NotProvisioned`` and nothing is created."""
-        if not create and not self.exists():
-            raise NotProvisioned(self.root.name, f"platform state under {self.root}",
-                                 hint=f"run `mlplat up --stack {self.root.name}` first; a tracked run, a "
-                                      "registration or a deployment also creates it")
-        if self.root in _READY and (self.database_url or self.platform_db.is_file()):
-            return self
-        if (self.database_url or self.platform_db.is_file()) and self.signing_key.is_file() \
-                and not self._ledger().pending():
-            return self
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        with stack_lock(self.lock, operation="initialise the Azure stack's local state", wait_seconds=60):
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for sub in (self.artifacts, self.cache, self.tmp, self.signing_key.parent):
-                sub.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = self._ledger()
-            if db.pending():
-                db.migrate()
-            if not self.signing_key.is_file():
-                fd, tmp = tempfile.mkstemp(dir=self.signing_key.parent)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secrets.token_hex(32))
-                os.chmod(tmp, 0o600)
-                os.replace(tmp, self.signing_key)
-        _READY.add(self.root)
-        return self
-
-    def _ledger(self) -> Database | PgDatabase:
-        if self.database_url:
-            return open_database(self.database_url, key_dir=self.root)
-        return Database(self.platform_db)
-
-    def database(self, *, create: bool = True) -> Database | PgDatabase:
-        return self.ensure(create=create)._ledger()
-
-    def key(self) -> bytes:
-        self.ensure()
-        key = self.signing_key.read_bytes().strip()
-        if len(key) < 32:
-            raise IntegrityError("the stack's signing key is too short", where=str(self.signing_key))
-        return key
+class AzureState(CloudState):
+    label: ClassVar[str] = "Azure"
+    tracking_env: ClassVar[str] = "MLPLAT_AZURE_TRACKING_URI"
