@@ -250,28 +250,8 @@ class AzureServing(EndpointDeployer):
 
     def step(self, name: str, *, environment: str) -> dict[str, Any]:
         """Judge the running canary of ``name`` once: advance to the next step, wait, or roll back."""
-        conn = self.db.connect()
-        try:
-            row = conn.execute("SELECT * FROM rollouts WHERE model=? AND environment=? AND state='running'",
-                               (name, environment)).fetchone()
-            rollout = dict(row) if row else None
-            if rollout is None:
-                raise Conflict(f"no canary rollout of '{name}' is running in '{environment}'",
-                               hint=f"start one with `mlplat deploy {name} VERSION --env {environment} "
-                                    "--strategy canary`")
-            verdict = self.judge.judge(self.db, conn, rollout)
-        finally:
-            conn.close()
-        decision = verdict.decision
-        current = self.show(name, environment=environment)
-        if decision is None:
-            return {"action": "wait", "reasons": ["no view of the current step yet"], "metrics": {},
-                    "endpoint": {k: v for k, v in current.items() if k not in ("history", "events")}, "azure": None}
-        action = decision.action if decision.action != "pass" else (
-            "promoted" if current.get("rollout_id") is None else "step")
-        return {"action": action, "reasons": list(decision.reasons), "metrics": decision.metrics,
-                "endpoint": {k: v for k, v in current.items() if k not in ("history", "events")},
-                "azure": verdict.applied}
+        verdict = ro.judge_running(self.db, self.judge, name, environment)
+        return ro.step_report(verdict, self.show(name, environment=environment), "azure")
 
     # --- reading ------------------------------------------------------------------------------------
 
