@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import tarfile
-import tempfile
 import uuid
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from mlplat.cloud_state import StateFiles
 from mlplat.contracts import ModelRegistry, StoredVersion
 from mlplat.errors import IntegrityError, NotFound
 from mlplat_providers.azure.runtime.session import AzureSession
@@ -54,7 +52,7 @@ def lineage(stack: str, tags: Mapping[str, str], run_id: str, run_tags: Mapping[
     return {k: str(v) for k, v in out.items() if v}
 
 
-class AzureModelRegistry(ModelRegistry):
+class AzureModelRegistry(StateFiles, ModelRegistry):
     def __init__(self, spec: Any, session: AzureSession | None = None, ctx: Any = None):
         self.spec = spec
         self.azure = session or AzureSession(spec)
@@ -62,19 +60,7 @@ class AzureModelRegistry(ModelRegistry):
             create=not getattr(ctx, "reading", False))
         self._db: Any = None
 
-    # --- platform state ----------------------------------------------------------------------
-
-    def database(self) -> Any:
-        if self._db is None:
-            self._db = self.state.database()
-        return self._db
-
-    def signing_key(self) -> bytes:
-        return bytes(self.state.key())
-
-    def scratch_dir(self) -> Path:
-        self.state.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return Path(tempfile.mkdtemp(prefix="model-", dir=self.state.tmp))
+    # --- platform state (database, signing_key, scratch_dir: StateFiles) ----------------------
 
     @cached_property
     def tracker(self) -> Any:
@@ -141,22 +127,15 @@ class AzureModelRegistry(ModelRegistry):
                 break
         else:  # pragma: no cover - five concurrent registrations in a row
             raise IntegrityError(f"could not number a version of {name}: other registrations kept taking it")
-        cached = self.state.cache / name / str(version)
-        if not cached.exists():  # keep the files: serving and promotion read them without a download
-            cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.replace(local_dir, cached)
+        self.keep_files(name, version, local_dir)  # serving and promotion read them without a download
         return StoredVersion(name, version, uri, run_id)
 
     def local_dir(self, name: str, version: int, source: str) -> Path:
-        cached: Path = Path(self.state.cache) / name / str(int(version))
-        if cached.is_dir():
-            return cached
-        from azure.storage.blob import BlobClient
+        def fetch(archive: Path) -> None:
+            from azure.storage.blob import BlobClient
 
-        key = source.split(f"/{CONTAINER}/", 1)[-1]
-        blob: BlobClient = self.azure.blob_service().get_blob_client(CONTAINER, key)
-        work = Path(tempfile.mkdtemp(prefix="download-", dir=self.state.tmp))
-        try:
+            key = source.split(f"/{CONTAINER}/", 1)[-1]
+            blob: BlobClient = self.azure.blob_service().get_blob_client(CONTAINER, key)
             try:
                 data = self.azure.call(lambda: blob.download_blob().readall(), not_found=True,
                                        action="Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
@@ -165,18 +144,9 @@ class AzureModelRegistry(ModelRegistry):
                 raise IntegrityError(f"the files of {name} version {version} are missing", where=source,
                                      hint="the storage account was changed outside mlplat; register the model "
                                           "again") from None
-            target = work / "model"
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-                tar.extractall(target, filter="data")
-            cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                os.replace(target, cached)
-            except OSError:  # another process cached it meanwhile
-                if not cached.is_dir():
-                    raise
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return cached
+            archive.write_bytes(data)
+
+        return self.cached_files(name, version, fetch)
 
     def describe_version(self, name: str, version: int | str) -> Any:
         return self.azure.call(self.models.get, self.model_name(name), str(version), not_found=True,
