@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlplat.contracts import DeliveryPipeline, Endpoint, Package
+from mlplat.contracts import DeliveryPipeline, Package
 from mlplat.errors import NotFound
 from mlplat.services import packaging
-from mlplat.serving.staging import ServerProcesses
+from mlplat.serving.staging import LocalStaging, ServerProcesses
 from mlplat_providers.azure.runtime.registry import CONTAINER
 from mlplat_providers.azure.runtime.session import AzureSession
 from mlplat_providers.azure.runtime.state import AzureState
@@ -36,7 +36,7 @@ def image_reference(registry: str, model: str, digest: str) -> str:
     return f"{registry}.azurecr.io/{slug(model, 128) or 'model'}:{digest[:16]}"
 
 
-class AzureDeliveryPipeline(DeliveryPipeline):
+class AzureDeliveryPipeline(LocalStaging, DeliveryPipeline):
     def __init__(self, spec: Any, ctx: Any, session: AzureSession | None = None):
         self.spec = spec
         self.ctx = ctx
@@ -69,16 +69,3 @@ class AzureDeliveryPipeline(DeliveryPipeline):
                             metadata={"mlplat_digest": digest, "mlplat_artifact_digest": artifact_digest},
                             action=BLOB_WRITE, what=f"uploading the build context of {name} version {version}")
         return Package(str(dest), digest, image=image_reference(self.registry_name(), name, digest), engine="blob")
-
-    def start_endpoint(self, package: Package, name: str, version: int) -> Endpoint:
-        # an Azure staging endpoint is not reachable from here: the same context's model server runs locally
-        logs = Path(package.context_dir).parent / f"{version}.endpoint.log"
-        return self.procs.start(Path(package.context_dir) / "model", name=name, version=version,
-                                max_body_bytes=self.spec.serving.max_body_bytes, logs=logs, tmp_dir=self.state.tmp)
-
-    def endpoint_alive(self, endpoint: Endpoint) -> bool:
-        return self.procs.alive(int(endpoint.handle))
-
-    def stop_endpoint(self, endpoint: Endpoint) -> None:
-        if self.endpoint_alive(endpoint):
-            self.procs.kill(int(endpoint.handle))
