@@ -15,6 +15,7 @@ prediction-shift breach on fresh traffic, and applies the decision through
 """
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import math
@@ -388,6 +389,54 @@ def step_report(verdict: Verdict, current: Mapping[str, Any], cloud: str) -> dic
         "promoted" if current.get("rollout_id") is None else "step")
     return {"action": action, "reasons": list(decision.reasons), "metrics": decision.metrics,
             "endpoint": endpoint, cloud: verdict.applied}
+
+
+
+class CloudEndpoints:
+    """What a cloud's serving reads from the ledger, and its canary controller's pass: every endpoint, one
+    endpoint, a rollout's status with what the cloud reports (the provider's ``describe``, under the key
+    ``cloud_key``), and one judgement of every running canary (the provider's ``step``)."""
+
+    db: Database
+    ctx: Any
+    cloud_key: str  # "sagemaker", "vertex", "azure"
+    describe: Callable[[str, str], Any]
+    step: Callable[..., dict[str, Any]]
+
+    def list(self, environment: str | None = None) -> builtins.list[dict[str, Any]]:
+        conn = self.db.connect()
+        try:
+            return [e.to_dict() for e in list_endpoints(conn, environment)]
+        finally:
+            conn.close()
+
+    def show(self, name: str, *, environment: str) -> dict[str, Any]:
+        conn = self.db.connect()
+        try:
+            return dict(show(conn, name, environment))
+        finally:
+            conn.close()
+
+    def rollout_status(self, name: str, *, environment: str) -> dict[str, Any]:
+        conn = self.db.connect()
+        try:
+            out = dict(status(conn, name, environment))
+        finally:
+            conn.close()
+        out[self.cloud_key] = self.describe(name, environment)
+        return out
+
+    def step_running(self, environment: str) -> None:
+        """Judge every running canary in ``environment`` once, printing each outcome."""
+        conn = self.db.connect()
+        try:
+            running = [dict(r) for r in running_rollouts(conn, environment)]
+        finally:
+            conn.close()
+        for rollout in running:
+            result = self.step(rollout["model"], environment=environment)
+            self.ctx.console.print(f"{rollout['model']}: {result['action']} ({'; '.join(result['reasons'])})",
+                                   highlight=False)
 
 
 # --- persistence -------------------------------------------------------------------------------

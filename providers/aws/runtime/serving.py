@@ -102,7 +102,9 @@ def allowed_instance_types(spec) -> list[str] | None:
     return list(policy_config(policy, setting).get("allowedInstanceTypes") or [])
 
 
-class AwsServing(EndpointDeployer):
+class AwsServing(ro.CloudEndpoints, EndpointDeployer):
+    cloud_key = "sagemaker"
+
     def __init__(self, spec, ctx, session: AwsSession | None = None):
         self.spec = spec
         self.ctx = ctx
@@ -486,33 +488,9 @@ class AwsServing(EndpointDeployer):
         """Judge the running canary of ``name`` once: advance to the next step, wait, or roll back."""
         verdict = ro.judge_running(self.db, self.judge, name, environment)
         assert verdict.decision is not None  # CloudWatch always gives a view of the current step
-        return ro.step_report(verdict, self.show(name, environment=environment), "sagemaker")
+        return ro.step_report(verdict, self.show(name, environment=environment), self.cloud_key)
 
-    # --- reading ------------------------------------------------------------------------------------
-
-    def list(self, environment: str | None = None) -> list[dict[str, Any]]:
-        conn = self.db.connect()
-        try:
-            return [e.to_dict() for e in ro.list_endpoints(conn, environment)]
-        finally:
-            conn.close()
-
-    def show(self, name: str, *, environment: str) -> dict[str, Any]:
-        conn = self.db.connect()
-        try:
-            out = ro.show(conn, name, environment)
-        finally:
-            conn.close()
-        return out
-
-    def rollout_status(self, name: str, *, environment: str) -> dict[str, Any]:
-        conn = self.db.connect()
-        try:
-            out = ro.status(conn, name, environment)
-        finally:
-            conn.close()
-        out["sagemaker"] = self.describe(name, environment)
-        return out
+    # --- reading (list, show, rollout_status: ro.CloudEndpoints) ---------------------------------------
 
     def serve(self, *, environment: str, host: str, port: int, port_file: str | None = None,
               controller: bool = True) -> None:
@@ -524,15 +502,7 @@ class AwsServing(EndpointDeployer):
         if not controller:
             return
         while True:
-            conn = self.db.connect()
-            try:
-                running = [dict(r) for r in ro.running_rollouts(conn, environment)]
-            finally:
-                conn.close()
-            for rollout in running:
-                result = self.step(rollout["model"], environment=environment)
-                self.ctx.console.print(f"{rollout['model']}: {result['action']} ({'; '.join(result['reasons'])})",
-                                       highlight=False)
+            self.step_running(environment)
             for deployment in self.list(environment):
                 tidied = self.tidy(deployment["model"], environment)
                 if tidied["removed"]:

@@ -82,7 +82,9 @@ def distribution_percentile(distribution: Any, q: float) -> float | None:
     return float(distribution.mean)
 
 
-class GcpServing(EndpointDeployer):
+class GcpServing(ro.CloudEndpoints, EndpointDeployer):
+    cloud_key = "vertex"
+
     def __init__(self, spec: Any, ctx: Any, session: GcpSession | None = None):
         self.spec = spec
         self.ctx = ctx
@@ -285,32 +287,9 @@ class GcpServing(EndpointDeployer):
     def step(self, name: str, *, environment: str) -> dict[str, Any]:
         """Judge the running canary of ``name`` once: advance to the next step, wait, or roll back."""
         verdict = ro.judge_running(self.db, self.judge, name, environment)
-        return ro.step_report(verdict, self.show(name, environment=environment), "vertex")
+        return ro.step_report(verdict, self.show(name, environment=environment), self.cloud_key)
 
-    # --- reading ------------------------------------------------------------------------------------
-
-    def list(self, environment: str | None = None) -> list[dict[str, Any]]:
-        conn = self.db.connect()
-        try:
-            return [e.to_dict() for e in ro.list_endpoints(conn, environment)]
-        finally:
-            conn.close()
-
-    def show(self, name: str, *, environment: str) -> dict[str, Any]:
-        conn = self.db.connect()
-        try:
-            return dict(ro.show(conn, name, environment))
-        finally:
-            conn.close()
-
-    def rollout_status(self, name: str, *, environment: str) -> dict[str, Any]:
-        conn = self.db.connect()
-        try:
-            out = dict(ro.status(conn, name, environment))
-        finally:
-            conn.close()
-        out["vertex"] = self.describe(name, environment)
-        return out
+    # --- reading (list, show, rollout_status: ro.CloudEndpoints) ---------------------------------------
 
     def serve(self, *, environment: str, host: str, port: int, port_file: str | None = None,
               controller: bool = True) -> None:
@@ -321,15 +300,7 @@ class GcpServing(EndpointDeployer):
         if not controller:
             return
         while True:
-            conn = self.db.connect()
-            try:
-                running = [dict(r) for r in ro.running_rollouts(conn, environment)]
-            finally:
-                conn.close()
-            for rollout in running:
-                result = self.step(rollout["model"], environment=environment)
-                self.ctx.console.print(f"{rollout['model']}: {result['action']} ({'; '.join(result['reasons'])})",
-                                       highlight=False)
+            self.step_running(environment)
             time.sleep(interval)
 
 
