@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.contract.fake_server import Server as FakeServer
 from tests.contract.gcp_fake import rules
 
 Handler = Callable[["Call"], Any]
@@ -706,32 +707,8 @@ def create_app(state: VertexState, routes: list[Route] | None = None) -> Any:
     return app
 
 
-class Server:
+class Server(FakeServer):
     """Uvicorn serving an ASGI app on 127.0.0.1 (a free port) in a daemon thread."""
 
-    def __init__(self, app: Any):
-        import uvicorn
-
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                     access_log=False)
-        self.server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, name="fake-gcp-http", daemon=True)
-        self.port = 0
-
-    def start(self, timeout: float = 30.0) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not (self.server.started and self.server.servers):
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the fake server did not start")
-            time.sleep(0.01)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+    thread_name = "fake-gcp-http"
+    what = "the fake server"
