@@ -350,3 +350,22 @@ def month_trend(deployments: Iterable[Deployment], now: float, *, price_for: Cal
     to_date = sum(float(d["cost_usd"]) for d in days)
     return {"month": f"{day:%Y-%m}", "month_start": start, "month_end": month_end, "days": days,
             "to_date_usd": to_date, "forecast_usd": to_date + cost(now, month_end)}
+
+
+def ledger_deployments(db: Any, team: str, start: float, end: float, *,
+                       instances: int | None = None) -> list[Deployment]:
+    """The deployments the ledger (``db``) records serving at some time in ``[start, end)``, as ``team``'s;
+    each row's instance count, or ``instances`` for every row when given."""
+    conn = db.connect()
+    try:
+        rows = conn.execute(
+            "SELECT model, version, environment, variant, started_at, ended_at, instance_type, instances, "
+            "price_per_hour FROM deployments WHERE started_at < ? AND (ended_at IS NULL OR ended_at >= ?)",
+            (end, start)).fetchall()
+    finally:
+        conn.close()
+    return [Deployment(r["model"], int(r["version"]), r["environment"], float(r["started_at"]),
+                       None if r["ended_at"] is None else float(r["ended_at"]), r["instance_type"],
+                       int(r["instances"] or 1) if instances is None else instances, r["price_per_hour"], team,
+                       r["variant"] or "")
+            for r in rows]

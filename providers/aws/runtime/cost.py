@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from mlplat.contracts import CostSource, Deployment, Usage
+from mlplat.services.monitoring.cost import ledger_deployments
 from mlplat_providers.aws.account_rules import usage_period
 from mlplat_providers.aws.plan import instance_count
 from mlplat_providers.aws.runtime.session import AwsSession
@@ -60,16 +61,8 @@ class AwsCost(CostSource):
             create=not getattr(ctx, "reading", False))
 
     def deployments(self, start: float, end: float) -> list[Deployment]:
-        conn = self.state.database().connect()
-        try:
-            rows = conn.execute(
-                "SELECT model, version, environment, variant, started_at, ended_at, instance_type, price_per_hour "
-                "FROM deployments WHERE started_at < ? AND (ended_at IS NULL OR ended_at >= ?)", (end, start)).fetchall()
-        finally:
-            conn.close()
-        return [Deployment(r["model"], int(r["version"]), r["environment"], float(r["started_at"]),
-                           None if r["ended_at"] is None else float(r["ended_at"]), r["instance_type"], instance_count(self.spec),
-                           r["price_per_hour"], self.spec.team, r["variant"] or "") for r in rows]
+        return ledger_deployments(self.state.database(), self.spec.team, start, end,
+                                  instances=instance_count(self.spec))
 
     def usage(self, start: float, end: float) -> list[Usage]:
         """Invocations and busy seconds (ModelLatency average × invocations) per served version, from CloudWatch.

@@ -166,20 +166,9 @@ class AzureCost(AzureBill, CostSource):
         return self._state
 
     def deployments(self, start: float, end: float) -> list[Any]:
-        from mlplat.contracts import Deployment
+        from mlplat.services.monitoring.cost import ledger_deployments
 
-        conn = self.state.database().connect()
-        try:
-            rows = conn.execute(
-                "SELECT model, version, environment, variant, started_at, ended_at, instance_type, instances, "
-                "price_per_hour FROM deployments WHERE started_at < ? AND (ended_at IS NULL OR ended_at >= ?)",
-                (end, start)).fetchall()
-        finally:
-            conn.close()
-        return [Deployment(r["model"], int(r["version"]), r["environment"], float(r["started_at"]),
-                           None if r["ended_at"] is None else float(r["ended_at"]), r["instance_type"],
-                           int(r["instances"] or 1), r["price_per_hour"], self.spec.team, r["variant"] or "")
-                for r in rows]
+        return ledger_deployments(self.state.database(), self.spec.team, start, end)
 
     def usage(self, start: float, end: float) -> list[Any]:
         from mlplat.contracts import Usage

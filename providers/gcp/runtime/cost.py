@@ -15,6 +15,7 @@ from typing import Any
 
 from mlplat.contracts import CostSource, Deployment, Usage
 from mlplat.errors import ExternalError, NotFound
+from mlplat.services.monitoring.cost import ledger_deployments
 from mlplat_providers.gcp import runtime_rules as rr
 
 BILLING_DATASET = "billing_export"  # the dataset the one-off export step writes into (the stack's project)
@@ -58,18 +59,7 @@ class GcpCost(CostSource):
         return self._monitor
 
     def deployments(self, start: float, end: float) -> list[Deployment]:
-        conn = self.monitor.database().connect()
-        try:
-            rows = conn.execute(
-                "SELECT model, version, environment, variant, started_at, ended_at, instance_type, instances, "
-                "price_per_hour FROM deployments WHERE started_at < ? AND (ended_at IS NULL OR ended_at >= ?)",
-                (end, start)).fetchall()
-        finally:
-            conn.close()
-        return [Deployment(r["model"], int(r["version"]), r["environment"], float(r["started_at"]),
-                           None if r["ended_at"] is None else float(r["ended_at"]), r["instance_type"],
-                           int(r["instances"] or 1), r["price_per_hour"], self.spec.team, r["variant"] or "")
-                for r in rows]
+        return ledger_deployments(self.monitor.database(), self.spec.team, start, end)
 
     def usage(self, start: float, end: float) -> list[Usage]:
         """Predictions per served version in ``[start, end)``, counted in the endpoints' request-response log
