@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import stat
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -121,13 +122,44 @@ def test_servers_that_do_not_authenticate_get_no_authorization_header(access):
     assert credentials_for(spec(access), env={"MLPLAT_TOKEN": "ignored"}).headers() == {}
 
 
-def test_entra_without_azure_identity_says_how_to_install_it_or_pass_a_token():
+def test_entra_without_azure_identity_says_how_to_install_it_or_pass_a_token(monkeypatch):
+    monkeypatch.setitem(sys.modules, "azure.identity", None)  # as on a machine without the package
     entra = {"mode": "entra", "entra": {"tenantId": "t", "audience": "api://mlplat"}}
     with pytest.raises(ToolMissing) as missing:
         credentials_for(spec(entra), env={}).headers()
     assert "pip install azure-identity" in missing.value.hint
     assert "az account get-access-token --scope api://mlplat/.default" in missing.value.hint
     assert credentials_for(spec(entra), env={"MLPLAT_TOKEN": "t0"}).headers() == {"Authorization": "Bearer t0"}
+
+
+def test_entra_token_comes_from_the_azure_credential_chain_for_the_default_scope(monkeypatch):
+    """azure-identity's DefaultAzureCredential stands in for the chain (environment, managed identity, az login):
+    the token it gives for ``<audience>/.default`` is sent as a bearer token; a chain that finds no credential is a
+    refusal naming `az login`."""
+    import azure.identity
+    from azure.core.credentials import AccessToken
+    from azure.core.exceptions import ClientAuthenticationError
+
+    scopes: list[str] = []
+
+    class Chain:
+        def get_token(self, *asked):
+            scopes.extend(asked)
+            return AccessToken("entra-token", 4_102_444_800)
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", Chain)
+    entra = {"mode": "entra", "entra": {"tenantId": "t", "audience": "api://mlplat/"}}
+    assert credentials_for(spec(entra), env={}).headers() == {"Authorization": "Bearer entra-token"}
+    assert scopes == ["api://mlplat/.default"]
+
+    class Empty:
+        def get_token(self, *asked):
+            raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token")
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", Empty)
+    with pytest.raises(Unauthenticated) as refused:
+        credentials_for(spec(entra), env={}).headers()
+    assert "az login" in refused.value.hint
 
 
 def test_google_without_credentials_says_where_they_come_from(monkeypatch, tmp_path):
