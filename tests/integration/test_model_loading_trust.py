@@ -129,7 +129,9 @@ def attacked(tmp_path_factory):
     payload_dir = root.parent / "payload"
     payload_dir.mkdir()
     (payload_dir / "evil_payload.py").write_text(PAYLOAD)
-    env = {**os.environ, "MLPLAT_PROJECT_DIR": str(root), "MLPLAT_USER": AUTHOR,
+    # staging endpoints as processes of this machine, where the payload is installed (a container image holds only
+    # what its package locked, so the payload would not be there to run)
+    env = {**os.environ, "MLPLAT_PROJECT_DIR": str(root), "MLPLAT_USER": AUTHOR, "MLPLAT_CONTAINER_ENGINE": "none",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(payload_dir), os.environ.get("PYTHONPATH")]))}
     env.pop("MLPLAT_STACK", None)
     env.pop("MLPLAT_TEST_MARKER_DIR", None)

@@ -82,7 +82,10 @@ def _isolated_env(tmp_path: Path) -> dict[str, str]:
     site_packages = sysconfig.get_paths()["purelib"]
     (shim / "sitecustomize.py").write_text(f"import site\nsite.addsitedir({site_packages!r})\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLPLAT_", "VIRTUAL_ENV", "PYTHON"))}
+    # The new venv comes with Python's bundled setuptools (65), older than torch's floor (>= 77.0.3); with no index
+    # pip cannot upgrade it, so the complete lock is installed as pinned, without resolving dependencies again.
     return env | {"PYTHONPATH": str(shim), "PIP_NO_INDEX": "1", "MLPLAT_USER": "ds@example.com",
+                  "MLPLAT_REPRO_PIP_EXTRA": "--no-deps",
                   "MLPLAT_REPRO_BASE_PYTHON": getattr(sys, "_base_executable", sys.executable)}
 
 
