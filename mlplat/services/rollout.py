@@ -402,6 +402,27 @@ class CloudEndpoints:
     cloud_key: str  # "sagemaker", "vertex", "azure"
     describe: Callable[[str, str], Any]
     step: Callable[..., dict[str, Any]]
+    spec: Any
+    apply: Callable[[Any], Any]
+    _cost: dict[str, Any]  # the price fields the ledger's deploy and rollback record
+
+    def rollback(self, name: str, *, environment: str, to: int | None = None,
+                 reason: str | None = None) -> dict[str, Any]:
+        """The ledger's rollback and the cloud's traffic change (``apply``) in one transaction, timed."""
+        if to is not None:
+            from mlplat.services import deployability
+
+            deployability.assert_deployable(self.spec, self.ctx, name, int(to), environment)
+        started = time.time()
+        with self.db.transaction() as conn:
+            endpoint = rollback(conn, model=name, environment=environment, actor=self.ctx.user,
+                                method=self.ctx.method, to=to, reason=reason or "manual rollback",
+                                requested_at=started, **self._cost)
+            assert endpoint is not None
+            applied = self.apply(endpoint)
+        out = endpoint.to_dict() | {self.cloud_key: applied}
+        out["applied_in_s"] = round(time.time() - started, 4)
+        return out
 
     def list(self, environment: str | None = None) -> builtins.list[dict[str, Any]]:
         conn = self.db.connect()

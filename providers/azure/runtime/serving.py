@@ -203,23 +203,6 @@ class AzureServing(ro.CloudEndpoints, EndpointDeployer):
             applied = self.apply(endpoint)
         return endpoint.to_dict() | {"azure": applied}
 
-    def rollback(self, name: str, *, environment: str, to: int | None = None,
-                 reason: str | None = None) -> dict[str, Any]:
-        if to is not None:
-            from mlplat.services import deployability
-
-            deployability.assert_deployable(self.spec, self.ctx, name, int(to), environment)
-        started = time.time()
-        with self.db.transaction() as conn:
-            endpoint = ro.rollback(conn, model=name, environment=environment, actor=self.ctx.user,
-                                   method=self.ctx.method, to=to, reason=reason or "manual rollback",
-                                   requested_at=started, **self._cost)
-            assert endpoint is not None
-            applied = self.apply(endpoint)
-        out = endpoint.to_dict() | {"azure": applied}
-        out["applied_in_s"] = round(time.time() - started, 4)
-        return out
-
     def inventory(self) -> list[ServedEndpoint]:
         """Every online endpoint of the workspace, whoever made it; the platform's carry ``mlplat-managed``
         and name their model in the ``mlplat-model`` tag."""
