@@ -221,15 +221,23 @@ def test_batching_off_for_a_model_calls_it_once_per_request(harness):
     assert ("scorer", 1) not in harness.gateway._batchers
 
     calls.gate = threading.Event()
-    other: list = []
-    sender = threading.Thread(target=lambda: other.extend(asyncio.run(
-        burst(harness.url, bodies, path="/endpoints/other/invocations"))))
+    first: list = []
+    rest: list = []
+    path = "/endpoints/other/invocations"
+    sender = threading.Thread(target=lambda: first.extend(asyncio.run(burst(harness.url, bodies[:1], path=path))))
     sender.start()
-    # batching on for "other": one call in flight, the seven others queued behind it
-    harness.wait_for(lambda: sum(1 for m, _, _ in calls.log if m == "other") == 1 and
-                     (lambda b: b is not None and len(b._queue) == 7)(harness.gateway._batchers.get(("other", 1))))
+    # batching on for "other": the first request holds the model (sent alone, so that no other
+    # request can arrive in the same instant and join its call) ...
+    harness.wait_for(lambda: sum(1 for m, _, _ in calls.log if m == "other") == 1)
+    others = threading.Thread(target=lambda: rest.extend(asyncio.run(burst(harness.url, bodies[1:], path=path))))
+    others.start()
+    # ... and the seven others queue behind it
+    harness.wait_for(lambda: (lambda b: b is not None and len(b._queue) == 7)(
+        harness.gateway._batchers.get(("other", 1))))
     calls.gate.set()
     sender.join(30)
+    others.join(30)
+    other = first + rest
     assert [rows for m, _, rows in calls.log if m == "other"] == [1, 7]
     expected = [calls.alone(1, b) for b in bodies]
     assert [r.json()["predictions"] for r in scorer] == expected
