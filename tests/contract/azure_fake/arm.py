@@ -712,9 +712,78 @@ class RawBody:
     status: int = 200
 
 
+def default_containers(workspace: dict[str, Any]) -> set[str]:
+    """The containers a workspace's storage account has from the start: the workspace blob store
+    (``azureml-blobstore-<workspace id>``, the default datastore ``workspaceblobstore``) and the platform's own."""
+    return {f"azureml-blobstore-{workspace['properties']['workspaceId']}", "azureml", "mlplat"}
+
+
+def container_exists(state: ArmState, account: str, container: str) -> bool:
+    """A container exists when it is one of its workspace's defaults, holds a blob, or was added with
+    :func:`add_container`."""
+    with state.lock:
+        for workspace in state.workspaces.values():
+            if storage_account(workspace["name"]) == account and container in default_containers(workspace):
+                return True
+        return ((account, container) in state.extra.get("containers", set())
+                or any(k[:2] == (account, container) for k in state.blobs))
+
+
+def add_container(state: ArmState, account: str, container: str) -> None:
+    with state.lock:
+        state.extra.setdefault("containers", set()).add((account, container))
+
+
+def list_blobs(call: Call) -> Any:
+    """List Blobs (``GET /{account}/{container}?restype=container&comp=list``): names under ``prefix`` in
+    lexical order, at most ``maxresults`` (default and cap 5,000) per page, the next page named by an opaque
+    ``NextMarker``; the answer is the Blob service's ``EnumerationResults`` XML.
+    https://learn.microsoft.com/rest/api/storageservices/list-blobs"""
+    from xml.sax.saxutils import escape
+
+    if call.arg("restype") != "container" or call.arg("comp") != "list":
+        raise ArmError(400, "InvalidQueryParameterValue",
+                       "Value for one of the query parameters specified in the request URI is invalid "
+                       "(expected restype=container&comp=list).", headers={"x-ms-error-code": "InvalidQueryParameterValue"})
+    account, container = call.params["account"], call.params["container"]
+    if account not in {storage_account(w["name"]) for w in call.state.workspaces.values()}:
+        raise ArmError(404, "InvalidResourceType", f"The resource type could not be found for {call.path}.")
+    if not container_exists(call.state, account, container):
+        raise ArmError(404, "ContainerNotFound", "The specified container does not exist.",
+                       headers={"x-ms-error-code": "ContainerNotFound"})
+    prefix, marker = call.arg("prefix"), call.arg("marker")
+    try:
+        size = int(call.arg("maxresults", "5000"))
+    except ValueError:
+        size = 0
+    if not 1 <= size <= 5000:
+        raise ArmError(400, "OutOfRangeQueryParameterValue", "maxresults must be between 1 and 5000.",
+                       headers={"x-ms-error-code": "OutOfRangeQueryParameterValue"})
+    with call.state.lock:
+        names = sorted(k[2] for k in call.state.blobs if k[:2] == (account, container) and k[2].startswith(prefix)
+                       and (not marker or k[2] >= marker))
+        found = {n: call.state.blobs[(account, container, n)] for n in names[:size]}
+    items = []
+    for name, (data, metadata) in found.items():
+        meta = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in sorted(metadata.items()))
+        items.append(f"<Blob><Name>{escape(name)}</Name><Properties>"
+                     "<Creation-Time>Thu, 01 Jan 2026 00:00:00 GMT</Creation-Time>"
+                     "<Last-Modified>Thu, 01 Jan 2026 00:00:00 GMT</Last-Modified><Etag>0x1</Etag>"
+                     f"<Content-Length>{len(data)}</Content-Length>"
+                     "<Content-Type>application/octet-stream</Content-Type><BlobType>BlockBlob</BlobType>"
+                     "<AccessTier>Hot</AccessTier><LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState>"
+                     f"</Properties><Metadata>{meta}</Metadata></Blob>")
+    following = names[size] if len(names) > size else ""
+    xml = ('<?xml version="1.0" encoding="utf-8"?>'
+           f'<EnumerationResults ServiceEndpoint="{escape(call.base_url)}/{account}/" ContainerName="{escape(container)}">'
+           f"<Prefix>{escape(prefix)}</Prefix><Marker>{escape(marker)}</Marker><MaxResults>{size}</MaxResults>"
+           f"<Blobs>{''.join(items)}</Blobs><NextMarker>{escape(following)}</NextMarker></EnumerationResults>")
+    return RawBody(xml.encode(), {"Content-Type": "application/xml", "x-ms-version": "2025-01-05"})
+
+
 BLOB = "/{account}/{container}/{blob=**}"
 BLOB_ROUTES: list[Route] = [("PUT", BLOB, None, put_blob), ("GET", BLOB, None, get_blob),
-                            ("HEAD", BLOB, None, get_blob)]
+                            ("HEAD", BLOB, None, get_blob), ("GET", "/{account}/{container}", None, list_blobs)]
 
 # --- environments (read: the serving environment the program registers) ------------------------
 
@@ -821,7 +890,7 @@ def create_app(state: ArmState, routes: list[Route] | None = None) -> Any:
                         raw=raw, headers={k.lower(): v for k, v in request.headers.items()},
                         base_url=str(request.base_url).rstrip("/"))
             state.calls.append((request.method, path))
-            blob = handler in (put_blob, get_blob)
+            blob = handler in (put_blob, get_blob, list_blobs)
             try:
                 if not blob and not call.headers.get("authorization", "").startswith("Bearer "):
                     raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header "
@@ -840,7 +909,7 @@ def create_app(state: ArmState, routes: list[Route] | None = None) -> Any:
                 content = b"" if request.method == "HEAD" else result.content
                 return Response(content, status_code=result.status, headers={**result.headers,
                                                                    "Content-Length": str(len(result.content))},
-                                media_type="application/octet-stream")
+                                media_type=result.headers.get("Content-Type", "application/octet-stream"))
             status, body, headers = 200, result, {}
             if isinstance(result, tuple):
                 status, body = result[0], result[1]
