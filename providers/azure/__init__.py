@@ -41,6 +41,12 @@ def _serving(spec, ctx):
     return AzureServing(spec, ctx)
 
 
+def _features(spec, ctx):
+    from mlplat_providers.azure.runtime.features import AzureFeatureStore
+
+    return AzureFeatureStore(spec, ctx)
+
+
 def _cost(spec, ctx):
     from mlplat_providers.azure.runtime.cost import AzureCost
 
@@ -58,6 +64,7 @@ provider = ProviderBundle(
         Capability.DELIVERY: _delivery,
         Capability.SERVING: _serving,
         Capability.COST: _cost,
+        Capability.FEATURES: _features,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
     "use a local stack (mlplat up --stack dev) meanwhile",

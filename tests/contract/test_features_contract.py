@@ -25,6 +25,10 @@ import pytest
 from tests.conftest import write_project
 from tests.contract import moto_feature_store as mfs
 from tests.contract import moto_support as ms
+from tests.contract.azure_fake.feature_support import azure_redis, azure_redis_server  # noqa: F401
+from tests.contract.azure_fake.feature_support import provision_features as provision_azure_features
+from tests.contract.azure_fake.fixtures import azure_fake, azure_server  # noqa: F401
+from tests.contract.azure_support import azure_stack_text
 from tests.contract.gcp_fake.bigquery import bigquery_fake, bigquery_server  # noqa: F401
 from tests.contract.gcp_fake.feature_support import gcp_stack_text, provision_features
 from tests.contract.gcp_fake.fixtures import gcp_fake, gcp_servers  # noqa: F401
@@ -116,10 +120,11 @@ def provision_local(project, stack: str) -> None:
     Database(layout.platform_db).migrate()
 
 
-@pytest.fixture(params=["local", "aws", "gcp"])
+@pytest.fixture(params=["local", "aws", "gcp", "azure"])
 def project(request, tmp_path, monkeypatch):
     kind = request.param
-    main = {"local": lambda: local_text(".mlplat/team"), "aws": ms.aws_stack_text, "gcp": gcp_stack_text}[kind]()
+    main = {"local": lambda: local_text(".mlplat/team"), "aws": ms.aws_stack_text, "gcp": gcp_stack_text,
+            "azure": azure_stack_text}[kind]()
     root = write_project(tmp_path / "project", {STACK: main, REFERENCE: local_text(".mlplat/ref")})
     (root / "data").mkdir()
     source_frame().to_parquet(root / "data" / "driver_stats.parquet", index=False)
@@ -136,6 +141,11 @@ def project(request, tmp_path, monkeypatch):
     if kind == "gcp":
         provision_features(root, STACK, request.getfixturevalue("gcp_fake").vertex,
                            request.getfixturevalue("bigquery_fake"))
+        yield root, None
+        return
+    if kind == "azure":
+        request.getfixturevalue("azure_redis")
+        provision_azure_features(root, STACK, request.getfixturevalue("azure_fake"))
         yield root, None
         return
     from moto import mock_aws

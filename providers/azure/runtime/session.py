@@ -316,19 +316,30 @@ class AzureSession:
             self._clients["storage_account"] = account
         return str(self._clients["storage_account"])
 
-    def blob_service(self) -> Any:
-        """azure-storage-blob's ``BlobServiceClient`` on the workspace's storage account."""
-        if "blob" not in self._clients:
+    def blob_service(self, account: str | None = None) -> Any:
+        """azure-storage-blob's ``BlobServiceClient`` on the workspace's storage account (or on ``account``)."""
+        key = f"blob:{account}" if account else "blob"
+        if key not in self._clients:
             from azure.storage.blob import BlobServiceClient
 
-            account = self.storage_account()
+            account = account or self.storage_account()
             override = os.environ.get(STORAGE_ENV) or os.environ.get(ARM_ENV)
             if override:  # path-style account URL, no credential: the fake serves plain HTTP on 127.0.0.1
-                self._clients["blob"] = BlobServiceClient(f"{override.rstrip('/')}/{account}")
+                self._clients[key] = BlobServiceClient(f"{override.rstrip('/')}/{account}")
             else:
-                self._clients["blob"] = BlobServiceClient(f"https://{account}.blob.core.windows.net",
-                                                          credential=self.credential())
-        return self._clients["blob"]
+                self._clients[key] = BlobServiceClient(f"https://{account}.blob.core.windows.net",
+                                                       credential=self.credential())
+        return self._clients[key]
+
+    def ml_services(self) -> Any:
+        """azure-ai-ml's ARM REST client (``arm_ml_service``), for assets ``MLClient`` has no plain verb for
+        (feature-store entities and feature-set versions)."""
+        if "ml_services" not in self._clients:
+            from azure.ai.ml._restclient.arm_ml_service import MachineLearningServicesMgmtClient
+
+            self._clients["ml_services"] = MachineLearningServicesMgmtClient(self.credential(), self.subscription_id,
+                                                                            **self._mgmt_kwargs())
+        return self._clients["ml_services"]
 
     def _mgmt_kwargs(self) -> dict[str, Any]:
         override = os.environ.get(ARM_ENV)
