@@ -392,10 +392,65 @@ def step_report(verdict: Verdict, current: Mapping[str, Any], cloud: str) -> dic
 
 
 
+# --- checks of a deploy request (every serving provider's, before it applies one) -----------------
+
+
+@dataclass
+class CheckedDeploy:
+    """A deploy request that passed the provider-neutral checks, ready to apply."""
+
+    canary: CanaryPolicy | None
+    shadow_percent: int | None
+    evidence: dict[str, Any]  # slimmed: stage, digests, approval state
+    versions: list[int]  # the version deployed first, then any other A/B variant named in the weights
+
+
+def check_deploy(spec: Any, ctx: Any, name: str, version: int, *, environment: str, strategy: str, weights: str | None,
+                 steps: Sequence[int] | None, bake_seconds: float | None, percent: int | None) -> CheckedDeploy:
+    """Validate the rollout spec and that every version it names may serve in ``environment``
+    (gate passed; approvals for production). Reads only; raises on the first refusal."""
+    from mlplat.services import deployability
+
+    if strategy not in STRATEGIES:
+        raise RolloutError(f"unknown strategy '{strategy}'", hint="one of: " + ", ".join(STRATEGIES))
+    canary = CanaryPolicy.from_stack(spec.serving.canary, steps=steps, bake=bake_seconds) \
+        if strategy == "canary" else None
+    if strategy == "shadow":
+        if percent is None:
+            percent = spec.serving.shadow.percent
+        if not 1 <= int(percent) <= MAX_SHADOW_PERCENT:
+            raise RolloutError(f"--percent {percent}: shadow traffic must be between 1 and {MAX_SHADOW_PERCENT} %",
+                                  hint="mirror at most half of the traffic")
+    evidence = deployability.assert_deployable(spec, ctx, name, int(version), environment)
+    versions = [int(version)]
+    if strategy == "ab" and weights and "=" in weights:
+        named = set()
+        for part in (p for p in weights.split(",") if "=" in p):
+            try:
+                named.add(version_number(part.split("=")[0]))
+            except ValueError:
+                continue  # not a version: parse_weights refuses the weights with the reason
+        others = sorted(named - {int(version)})
+        for other in others:
+            deployability.assert_deployable(spec, ctx, name, other, environment)
+        versions += others
+    return CheckedDeploy(canary, percent, _slim(evidence), versions)
+
+
+def _slim(evidence: dict[str, Any]) -> dict[str, Any]:
+    keep = ("stage", "artifact_digest", "gate_digest")
+    out = {k: evidence.get(k) for k in keep if k in evidence}
+    approvals = evidence.get("approvals")
+    if isinstance(approvals, dict):
+        out["approvals"] = {k: approvals.get(k) for k in ("required", "state") if k in approvals}
+    return out
+
+
 class CloudEndpoints:
-    """What a cloud's serving reads from the ledger, and its canary controller's pass: every endpoint, one
-    endpoint, a rollout's status with what the cloud reports (the provider's ``describe``, under the key
-    ``cloud_key``), and one judgement of every running canary (the provider's ``step``)."""
+    """What a cloud's serving does through the ledger: a deploy and a rollback (the ledger's change and the
+    cloud's traffic change, the provider's ``apply``, in one transaction), every endpoint, one endpoint, a
+    rollout's status with what the cloud reports (the provider's ``describe``, under the key ``cloud_key``),
+    and one judgement of every running canary (the provider's ``step``)."""
 
     db: Database
     ctx: Any
@@ -404,7 +459,30 @@ class CloudEndpoints:
     step: Callable[..., dict[str, Any]]
     spec: Any
     apply: Callable[[Any], Any]
-    _cost: dict[str, Any]  # the price fields the ledger's deploy and rollback record
+
+    @property
+    def _cost(self) -> dict[str, Any]:
+        """The price fields the ledger's deploy and rollback record (the provider's)."""
+        raise NotImplementedError
+
+    def check_strategy(self, strategy: str) -> None:
+        """Refuse a strategy the cloud cannot serve (``CapabilityNotSupported``) before anything is read or
+        written; every strategy is served unless a provider says otherwise."""
+
+    def deploy(self, name: str, version: int, *, environment: str, strategy: str, weights: str | None = None,
+               steps: Sequence[int] | None = None, bake_seconds: float | None = None,
+               percent: int | None = None) -> dict[str, Any]:
+        """The rollout checked (strategy, spec, deployability), recorded in the ledger and applied to the
+        cloud (``apply``) in one transaction: a refused cloud call leaves the ledger as it was."""
+        self.check_strategy(strategy)
+        checked = check_deploy(self.spec, self.ctx, name, version, environment=environment, strategy=strategy,
+                               weights=weights, steps=steps, bake_seconds=bake_seconds, percent=percent)
+        with self.db.transaction() as conn:
+            endpoint = deploy(conn, model=name, environment=environment, version=int(version), strategy=strategy,
+                              actor=self.ctx.user, method=self.ctx.method, canary=checked.canary, weights=weights,
+                              shadow_percent=checked.shadow_percent, evidence=checked.evidence, **self._cost)
+            applied = self.apply(endpoint)
+        return endpoint.to_dict() | {self.cloud_key: applied}
 
     def rollback(self, name: str, *, environment: str, to: int | None = None,
                  reason: str | None = None) -> dict[str, Any]:

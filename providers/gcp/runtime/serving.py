@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any
 
@@ -35,7 +35,6 @@ from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer, Vari
 from mlplat.contracts.inventory import ServedEndpoint
 from mlplat.errors import CapabilityNotSupported, Conflict, NotFound
 from mlplat.services import rollout as ro
-from mlplat.services.serving import check_deploy
 from mlplat_providers.gcp.runtime.session import GcpSession
 from mlplat_providers.gcp.runtime.state import GcpState
 
@@ -209,19 +208,9 @@ class GcpServing(ro.CloudEndpoints, EndpointDeployer):
 
     # --- changes -----------------------------------------------------------------------------------
 
-    def deploy(self, name: str, version: int, *, environment: str, strategy: str, weights: str | None = None,
-               steps: Sequence[int] | None = None, bake_seconds: float | None = None,
-               percent: int | None = None) -> dict[str, Any]:
+    def check_strategy(self, strategy: str) -> None:
         if strategy == "shadow":
             raise CapabilityNotSupported("gcp", "shadow deployment", hint=SHADOW_REASON)
-        checked = check_deploy(self.spec, self.ctx, name, version, environment=environment, strategy=strategy,
-                               weights=weights, steps=steps, bake_seconds=bake_seconds, percent=percent)
-        with self.db.transaction() as conn:
-            endpoint = ro.deploy(conn, model=name, environment=environment, version=int(version), strategy=strategy,
-                                 actor=self.ctx.user, method=self.ctx.method, canary=checked.canary, weights=weights,
-                                 shadow_percent=checked.shadow_percent, evidence=checked.evidence, **self._cost)
-            applied = self.apply(endpoint)
-        return endpoint.to_dict() | {"vertex": applied}
 
     def inventory(self) -> list[ServedEndpoint]:
         """Every Vertex endpoint of the stack's project and region (``endpoints.list``), whoever made it.
