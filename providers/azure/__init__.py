@@ -41,6 +41,12 @@ def _serving(spec, ctx):
     return AzureServing(spec, ctx)
 
 
+def _monitor(spec, ctx):
+    from mlplat_providers.azure.runtime.monitoring import AzureMonitor
+
+    return AzureMonitor(spec, ctx)
+
+
 def _features(spec, ctx):
     from mlplat_providers.azure.runtime.features import AzureFeatureStore
 
@@ -63,6 +69,7 @@ provider = ProviderBundle(
         Capability.REGISTRY: _registry,
         Capability.DELIVERY: _delivery,
         Capability.SERVING: _serving,
+        Capability.MONITORING: _monitor,
         Capability.COST: _cost,
         Capability.FEATURES: _features,
     },

@@ -9,7 +9,9 @@ The traffic is written where each provider's serving writes it: the gateway's ``
 local provider (request id, caller's ``x-request-id``), SageMaker's data capture on AWS (JSON Lines under
 the endpoint's capture prefix in S3, moto in this process, with ``eventId`` and the caller's
 ``InferenceId``), Vertex AI's request-response log on GCP (rows in the endpoint's BigQuery table, the fake
-BigQuery server on 127.0.0.1, the caller's id sent as ``parameters.request_id``). On AWS the pass also publishes the platform's CloudWatch metrics; every request the
+BigQuery server on 127.0.0.1, the caller's id sent as ``parameters.request_id``), Azure Machine Learning's
+data collector on Azure (JSON Lines of ``model_inputs`` and ``model_outputs`` in the workspace blob store of
+the fake ARM server, the caller's ``x-request-id`` as the correlation id). On AWS the pass also publishes the platform's CloudWatch metrics; every request the
 runtime sends is checked against botocore's service model, and every ``PutMetricData`` against
 CloudWatch's documented limits (``service_rules``), and the program's drift alarm must watch exactly a
 metric the pass published.
@@ -23,8 +25,11 @@ import time
 import pandas as pd
 import pytest
 
+from tests.contract import azure_support as azs
 from tests.contract import gcp_support as gs
 from tests.contract import moto_support as ms
+from tests.contract.azure_fake.fixtures import azure_fake, azure_server  # noqa: F401  (fixtures)
+from tests.contract.azure_fake.monitoring_support import AzureCaptures
 from tests.contract.gcp_fake.bigquery import bigquery_fake, bigquery_server  # noqa: F401  (fixtures)
 from tests.contract.gcp_fake.fixtures import gcp_fake, gcp_servers  # noqa: F401  (fixtures)
 from tests.contract.gcp_fake.monitoring_support import GcpCaptures
@@ -114,10 +119,11 @@ class AwsCaptures:
                           Body=("\n".join(part) + "\n").encode())
 
 
-@pytest.fixture(params=["local", "aws", "gcp"])
+@pytest.fixture(params=["local", "aws", "gcp", "azure"])
 def captures(request, tmp_path, monkeypatch):
     text = {"local": local_stack_text, "aws": lambda: ms.aws_stack_text(approvers=APPROVERS),
-            "gcp": lambda: gs.gcp_stack_text(approvers=APPROVERS)}[request.param]()
+            "gcp": lambda: gs.gcp_stack_text(approvers=APPROVERS),
+            "azure": lambda: azs.azure_stack_text(approvers=APPROVERS)}[request.param]()
     project = new_project(tmp_path / "project", {STACK: text.replace("    requiredApprovals: 1\n", MODELS)})
     monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
     monkeypatch.setenv("MLPLAT_USER", AUTHOR)
@@ -137,6 +143,11 @@ def captures(request, tmp_path, monkeypatch):
         fake = request.getfixturevalue("gcp_fake")
         gs.provision_cloud(context(project).stack(STACK), fake)
         yield GcpCaptures(project, STACK, ENV, fake, request.getfixturevalue("bigquery_fake"))
+        return
+    if request.param == "azure":
+        fake = request.getfixturevalue("azure_fake")
+        azs.provision_cloud(context(project).stack(STACK))
+        yield AzureCaptures(project, STACK, ENV, fake)
         return
     from moto import mock_aws
 
@@ -214,6 +225,8 @@ def test_a_shifted_feature_drifts_labels_join_by_the_callers_id_and_the_window_i
         published_metrics_are_what_the_alarm_watches(captures, report, psi)
     elif captures.name == "gcp":
         published_metrics_are_what_the_alert_policy_watches(captures, report, psi)
+    elif captures.name == "azure":
+        published_metrics_are_what_the_metric_alert_watches(captures, report, psi)
     else:
         assert report["published"] == {}  # the local gateway's alarms read the ledger
 
@@ -286,6 +299,31 @@ def published_metrics_are_what_the_alert_policy_watches(captures, report: dict, 
         dict(k).get(key.removeprefix("metric.label.")) == value for key, value in wanted.items()
         if key.startswith("metric.label."))]
     assert len(watched) == 1 and watched[0] == pytest.approx(window["drift/share"])
+
+
+def published_metrics_are_what_the_metric_alert_watches(captures, report: dict, psi: dict[str, float]) -> None:
+    """Azure: custom metrics in namespace mlplat on the workspace, and the program's drift metric alert (scoped
+    to the workspace) watches exactly a series the pass wrote."""
+    from mlplat_providers.azure.plan import alert_criteria, criteria_of, stack_plan
+
+    data = captures.published()
+    assert report["published"]["metrics"] == len(data) > 0 and report["published"]["skipped"] == []
+    assert {d["namespace"] for d in data} == {"mlplat"}
+    spec = context(captures.project).stack(STACK)
+    plan = stack_plan(spec)
+    assert {d["resource"].lower() for d in data} == {plan.workspace_id().lower()}
+    by_feature = {d["dims"]["feature"]: d["max"] for d in data if d["metric"] == "feature_psi"}
+    assert by_feature == pytest.approx({f: v for f, v in psi.items() if f != "__prediction__"})
+    window = {d["metric"]: d["max"] for d in data if "feature" not in d["dims"] and d["dims"]["model"] == "scorer"}
+    assert window["max_psi"] == pytest.approx(psi[SHIFTED]) and window["accuracy"] == pytest.approx(0.8)
+    assert window["predictions"] == ROWS
+    [model] = [m for m in plan.models if m.model == "scorer"]
+    [drift] = [c for c in alert_criteria(spec) if c.namespace == "mlplat"]
+    [wanted] = criteria_of(drift, model, spec.team)["allOf"]
+    dims = {d["name"]: d["values"][0] for d in wanted["dimensions"]}
+    watched = [d for d in data if d["metric"] == wanted["metricName"] and d["namespace"] == wanted["metricNamespace"]
+               and d["dims"] == dims]
+    assert len(watched) == 1 and watched[0]["max"] == pytest.approx(window["drift_share"])
 
 
 def test_an_opted_in_aws_stack_baselines_the_endpoint_its_deploy_created(tmp_path, monkeypatch):

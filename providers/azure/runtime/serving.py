@@ -145,12 +145,15 @@ class AzureServing(ro.CloudEndpoints, EndpointDeployer):
     def _create_deployment(self, endpoint: Any, model: str, version: int) -> Any:
         from azure.ai.ml.entities import ManagedOnlineDeployment
 
+        from mlplat_providers.azure.runtime.monitoring import data_collector
+
         name = self.deployment_name(model, version)
         deployment = ManagedOnlineDeployment(
             name=name, endpoint_name=endpoint.name,
             model=f"azureml:{self.registry.model_name(model)}:{version}",
             environment=os.environ.get(SERVING_ENVIRONMENT_ENV) or "mlplat-serving@latest",
             instance_type=self.spec.serving.instance_type, instance_count=1,
+            data_collector=data_collector(),  # model_inputs / model_outputs to the workspace blob store
             tags={**self.azure.tags, "mlplat-model": model, "mlplat-version": str(version)})
         return self.azure.run(self.azure.ml().online_deployments.begin_create_or_update, deployment,
                               action=f"{A_EP}/deployments/write",

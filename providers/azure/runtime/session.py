@@ -14,7 +14,8 @@ Endpoint overrides (used by the tests' fakes; with them set the clients use a fi
 ``resource_manager_endpoint`` is the override, the management clients through ``base_url``;
 ``MLPLAT_AZURE_STORAGE_ENDPOINT`` = ``http://127.0.0.1:PORT`` replaces Blob Storage
 (``https://<account>.blob.core.windows.net``) with path-style account URLs, as Azurite serves them
-(default: the ARM override's server).
+(default: the ARM override's server); ``MLPLAT_AZURE_METRICS_ENDPOINT`` replaces Azure Monitor's
+custom-metrics ingestion host (``https://<region>.monitoring.azure.com``; default: the ARM override's server).
 
 ``call`` is the only way runtime code talks to Azure: it retries 429 (honouring ``Retry-After``) and
 503 through an injected sleeper, then raises :class:`AzureUnavailable`; a 403 ``AuthorizationFailed``
@@ -37,7 +38,9 @@ from mlplat.errors import ExitCode, ExternalError, NotFound, StackError
 
 ARM_ENV = "MLPLAT_AZURE_ARM_ENDPOINT"
 STORAGE_ENV = "MLPLAT_AZURE_STORAGE_ENDPOINT"
-OVERRIDES = (ARM_ENV, STORAGE_ENV)
+METRICS_ENV = "MLPLAT_AZURE_METRICS_ENDPOINT"
+OVERRIDES = (ARM_ENV, STORAGE_ENV, METRICS_ENV)
+METRICS_SCOPE = "https://monitoring.azure.com/.default"
 MANAGED_TAG = "mlplat-managed"
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -340,6 +343,29 @@ class AzureSession:
             self._clients["ml_services"] = MachineLearningServicesMgmtClient(self.credential(), self.subscription_id,
                                                                             **self._mgmt_kwargs())
         return self._clients["ml_services"]
+
+    @property
+    def metrics_endpoint(self) -> str:
+        """Azure Monitor's custom-metrics ingestion host for the stack's region
+        (``https://<region>.monitoring.azure.com``; ``MLPLAT_AZURE_METRICS_ENDPOINT``, else the ARM override)."""
+        override = os.environ.get(METRICS_ENV) or os.environ.get(ARM_ENV)
+        return (override or f"https://{self.location}.monitoring.azure.com").rstrip("/")
+
+    def metrics_client(self) -> Any:
+        """An azure-core ``PipelineClient`` on :attr:`metrics_endpoint`, sending the credential's bearer token
+        for ``https://monitoring.azure.com/``."""
+        if "metrics" not in self._clients:
+            from azure.core import PipelineClient
+            from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+            from azure.core.pipeline.policies import RetryPolicy as CoreRetry
+
+            if overridden():
+                auth = override_auth_policy(self.credential())
+            else:
+                auth = BearerTokenCredentialPolicy(self.credential(), METRICS_SCOPE)
+            self._clients["metrics"] = PipelineClient(self.metrics_endpoint, policies=[
+                CoreRetry(retry_total=0), auth])
+        return self._clients["metrics"]
 
     def _mgmt_kwargs(self) -> dict[str, Any]:
         override = os.environ.get(ARM_ENV)

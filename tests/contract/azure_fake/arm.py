@@ -895,7 +895,7 @@ def create_app(state: ArmState, routes: list[Route] | None = None) -> Any:
                 if not blob and not call.headers.get("authorization", "").startswith("Bearer "):
                     raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header "
                                                                 "is missing.")
-                if not blob and "api-version" not in query:
+                if not blob and "api-version" not in query and not getattr(handler, "data_plane", False):
                     raise ArmError(400, "MissingApiVersionParameter",
                                    "The api-version query parameter (?api-version=) is required for all requests.")
                 if action is not None:
