@@ -170,6 +170,39 @@ def metric_problem(namespace: str, metric: str) -> str | None:
     return None
 
 
+# Dimensions of the online endpoint metrics (same page): the request count splits by deployment and by
+# the answer's status code, its class (``2xx``, ``4xx``, ``5xx``) and the model's own status code; the
+# latencies split by deployment only. A query filtering or splitting on any other dimension is refused.
+# https://learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/microsoft-machinelearningservices-workspaces-onlineendpoints-metrics
+ENDPOINT_METRIC_DIMENSIONS: dict[str, frozenset[str]] = {
+    "RequestsPerMinute": frozenset({"deployment", "statusCode", "statusCodeClass", "modelStatusCode"}),
+    **{m: frozenset({"deployment"}) for m in ("RequestLatency", "RequestLatency_P50", "RequestLatency_P90",
+                                              "RequestLatency_P95", "RequestLatency_P99")},
+    "DataCollectionErrorsPerMinute": frozenset({"deployment", "reason", "type"}),
+    "DataCollectionEventsPerMinute": frozenset({"deployment", "type"}),
+    **{m: frozenset() for m in ("ConnectionsActive", "NetworkBytes", "NewConnectionsPerSecond")},
+}
+STATUS_CODE_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
+
+
+def metric_query_problem(metrics: Iterable[str], dimensions: Iterable[str]) -> str | None:
+    """A query of an online endpoint's metrics names only published metrics, and filters or splits only on
+    dimensions every one of them has (Azure Monitor answers 400 otherwise).
+    https://learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/microsoft-machinelearningservices-workspaces-onlineendpoints-metrics"""
+    names = list(metrics)
+    if not names:
+        return "a metrics query names at least one metric"
+    for name in names:
+        if name not in ENDPOINT_METRIC_DIMENSIONS:
+            return f"metric {name!r} is not published for online endpoints ({ENDPOINT_NAMESPACE})"
+    for dimension in dimensions:
+        lacking = [n for n in names if dimension not in ENDPOINT_METRIC_DIMENSIONS[n]]
+        if lacking:
+            return (f"dimension {dimension!r} is not a dimension of {', '.join(lacking)}; "
+                    f"query those metrics without it")
+    return None
+
+
 # --- traffic ---------------------------------------------------------------------------------------
 
 MAX_MIRROR_PERCENT = 50

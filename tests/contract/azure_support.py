@@ -36,8 +36,9 @@ def provision_cloud(spec: Any) -> None:
 
 
 def feed_deployment(fake: Any, serving: Any, model: str, environment: str, version: int, *, requests: int,
-                    latency_ms: float = 5.0, at: float | None = None) -> None:
-    """What Azure Monitor publishes for the deployment serving ``version`` of the model's endpoint."""
+                    errors: int = 0, latency_ms: float = 5.0, at: float | None = None) -> None:
+    """What Azure Monitor publishes for the deployment serving ``version`` of the model's endpoint (``errors``
+    of the ``requests`` answered 500)."""
     import time
     from datetime import UTC, datetime
 
@@ -45,4 +46,4 @@ def feed_deployment(fake: Any, serving: Any, model: str, environment: str, versi
 
     endpoint_id, deployments = serving._deployment_ids(model, environment)
     when = datetime.fromtimestamp(int(time.time() if at is None else at), UTC).isoformat()
-    add_requests(fake.arm, endpoint_id, deployments[int(version)], when, requests, latency_ms)
+    add_requests(fake.arm, endpoint_id, deployments[int(version)], when, requests, latency_ms, errors=errors)

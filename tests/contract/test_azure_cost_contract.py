@@ -136,7 +136,7 @@ def test_metrics_rules():
     assert "not supported" in fake_metrics.metrics_rules(["RequestLatency"], ["Total"], None)
     assert "not valid" in fake_metrics.metrics_rules(["RequestsPerMinute"], ["Total"], "variant")
     assert fake_metrics.parse_filter("deployment eq 'a-v1' and statusCodeClass eq '5xx'") == {
-        "deployment": "a-v1", "statusCodeClass": "5xx"}
+        "deployment": {"a-v1"}, "statusCodeClass": {"5xx"}}
     with pytest.raises(Exception, match="Invalid"):
         fake_metrics.parse_filter("deployment = a-v1")
 
