@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -36,7 +36,6 @@ from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer, Vari
 from mlplat.contracts.inventory import ServedEndpoint
 from mlplat.errors import Conflict, NotFound
 from mlplat.services import rollout as ro
-from mlplat.services.serving import check_deploy
 from mlplat_providers.azure.runtime.session import MANAGED_TAG, AzureSession
 from mlplat_providers.azure.runtime.state import AzureState
 
@@ -192,19 +191,7 @@ class AzureServing(ro.CloudEndpoints, EndpointDeployer):
         return {"endpoint": live.name, "traffic": traffic, "mirror_traffic": mirror, "deployed": added,
                 "deleted": removed}
 
-    # --- changes -----------------------------------------------------------------------------------
-
-    def deploy(self, name: str, version: int, *, environment: str, strategy: str, weights: str | None = None,
-               steps: Sequence[int] | None = None, bake_seconds: float | None = None,
-               percent: int | None = None) -> dict[str, Any]:
-        checked = check_deploy(self.spec, self.ctx, name, version, environment=environment, strategy=strategy,
-                               weights=weights, steps=steps, bake_seconds=bake_seconds, percent=percent)
-        with self.db.transaction() as conn:
-            endpoint = ro.deploy(conn, model=name, environment=environment, version=int(version), strategy=strategy,
-                                 actor=self.ctx.user, method=self.ctx.method, canary=checked.canary, weights=weights,
-                                 shadow_percent=checked.shadow_percent, evidence=checked.evidence, **self._cost)
-            applied = self.apply(endpoint)
-        return endpoint.to_dict() | {"azure": applied}
+    # --- changes: deploy and rollback are ro.CloudEndpoints' (ledger + apply in one transaction) ----
 
     def inventory(self) -> list[ServedEndpoint]:
         """Every online endpoint of the workspace, whoever made it; the platform's carry ``mlplat-managed``
@@ -265,6 +252,14 @@ def _timespan(start: float, end: float) -> str:
     return f"{_iso(math.floor(start))}/{_iso(math.floor(end) + 1)}"
 
 
+# The canary's queries of its endpoint's metrics: (metric names, aggregations, dimensions filtered on).
+# Only names and dimensions Azure Monitor publishes for online endpoints (service_rules.metric_query_problem).
+MetricQuery = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+TRAFFIC_QUERY: MetricQuery = (("RequestsPerMinute", "RequestLatency"), ("Total", "Average"), ("deployment",))
+ERRORS_QUERY: MetricQuery = (("RequestsPerMinute",), ("Total",), ("deployment", "statusCodeClass"))
+CANARY_QUERIES = (TRAFFIC_QUERY, ERRORS_QUERY)
+
+
 class MonitorCanaryMetrics(CanaryMetrics):
     """A canary as Azure Monitor reports it: per deployment (the ``deployment`` dimension of the endpoint's
     metrics), ``RequestsPerMinute`` totals as the request count and each period's ``RequestLatency``
@@ -276,14 +271,21 @@ class MonitorCanaryMetrics(CanaryMetrics):
         self.azure = session
         self.deployment_ids = deployment_ids
 
+    def query(self, endpoint_id: str, query: MetricQuery, start: float, end: float, **values: str) -> Any:
+        """One Azure Monitor query of the endpoint's ``query`` metrics, filtered on ``values`` (dimension →
+        value, the query's dimensions, joined by ``and``), one point per minute."""
+        names, aggregations, dimensions = query
+        where = " and ".join(f"{d} eq '{values[d]}'" for d in dimensions)
+        return self.azure.call(
+            self.azure.monitor().metrics.list, endpoint_id, timespan=_timespan(start, end), interval="PT1M",
+            metricnames=",".join(names), aggregation=",".join(aggregations), filter=where,
+            action="Microsoft.Insights/metrics/read",
+            what=f"Azure Monitor metrics {', '.join(names)} of deployment {values.get('deployment')}")
+
     def stats(self, endpoint_id: str, deployment: str, start: float, end: float) -> VariantStats:
         if end <= start:
             return VariantStats()
-        response = self.azure.call(
-            self.azure.monitor().metrics.list, endpoint_id, timespan=_timespan(start, end), interval="PT1M",
-            metricnames="RequestsPerMinute,RequestLatency", aggregation="Total,Average",
-            filter=f"deployment eq '{deployment}'", action="Microsoft.Insights/metrics/read",
-            what=f"Azure Monitor metrics of deployment {deployment}")
+        response = self.query(endpoint_id, TRAFFIC_QUERY, start, end, deployment=deployment)
         requests, latencies = 0, []
         for metric in response.value:
             for series in metric.timeseries or []:
@@ -292,11 +294,7 @@ class MonitorCanaryMetrics(CanaryMetrics):
                         requests += int(point.total)
                     elif metric.name.value == "RequestLatency" and point.average is not None:
                         latencies.append(float(point.average))
-        errors = self.azure.call(
-            self.azure.monitor().metrics.list, endpoint_id, timespan=_timespan(start, end), interval="PT1M",
-            metricnames="RequestsPerMinute", aggregation="Total",
-            filter=f"deployment eq '{deployment}' and statusCodeClass eq '5xx'",
-            action="Microsoft.Insights/metrics/read", what=f"Azure Monitor 5xx counts of deployment {deployment}")
+        errors = self.query(endpoint_id, ERRORS_QUERY, start, end, deployment=deployment, statusCodeClass="5xx")
         failed = sum(int(point.total or 0) for metric in errors.value for series in metric.timeseries or []
                      for point in series.data or [])
         return VariantStats(requests=requests, errors=min(failed, requests), latencies_ms=latencies)
