@@ -33,6 +33,30 @@ class AzureControlPlaneSettings(BaseModel):
                                    "(it still authenticates every caller); default: inside the environment only.")
 
 
+class AzureModelMonitoringSettings(BaseModel):
+    """Azure Machine Learning monitoring schedules on the stack's deployments, beside the platform's own pass
+    (opt-in)."""
+
+    model_config = SETTINGS_CONFIG
+
+    enabled: bool = Field(
+        False, description="Keep one Azure ML monitoring schedule (MonitorSchedule) per platform deployment, with "
+        "data drift and prediction drift signals on the deployment's collected inputs and outputs (and model "
+        "performance when `groundTruth` names a data asset). Off by default: the platform's own pass already "
+        "judges the collected data and publishes the metric the drift alert watches; the schedules add Azure's own "
+        "verdicts and the cost of their serverless Spark runs. Each monitoring pass creates or updates them.")
+    interval_hours: int = Field(24, ge=1, le=720, description="Hours between two runs of each schedule.")
+    spark_instance_type: str = Field("standard_e4s_v3", pattern=r"^[a-z0-9_]+$",
+                                     description="Serverless Spark instance type of the monitoring runs.")
+    spark_runtime: str = Field("3.4", pattern=r"^\d+\.\d+$", description="Serverless Spark runtime version.")
+    ground_truth: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+$",
+        description="`<data asset>:<version>` of ground truth (columns `correlationid` and the label) for the model "
+        "performance signal; without it the schedules have no performance signal.",
+        examples=["fraud-ground-truth:3"])
+    label_column: str = Field("label", min_length=1, description="The ground-truth asset's label column.")
+
+
 class AzureProviderSpec(ProviderSettings):
     kind: Literal["azure"] = Field(description="Azure Machine Learning through pulumi-azure-native and azure-ai-ml.")
     subscription_id: str = Field(
@@ -63,6 +87,13 @@ class AzureProviderSpec(ProviderSettings):
     notification_emails: tuple[str, ...] = Field(
         (), description="E-mail addresses notified by the action group and the budget, besides the owner tag "
         "when it is an e-mail address.", examples=[["nlp-ml-oncall@example.com"]])
+    model_monitoring: AzureModelMonitoringSettings = Field(
+        default_factory=lambda: AzureModelMonitoringSettings(),
+        description="Azure ML monitoring schedules on the stack's deployments (opt-in).")
+    collector_container: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+        description="Blob container the deployments' data collector writes to. Default: the container of the "
+        "workspace's default datastore (`azureml-blobstore-<workspace id>`).")
     control_plane: AzureControlPlaneSettings = Field(
         default_factory=lambda: AzureControlPlaneSettings(),
         description="How the program provisions the control plane (ledger database and platform API server).")
