@@ -53,6 +53,12 @@ def _features(spec, ctx):
     return AzureFeatureStore(spec, ctx)
 
 
+def _pipelines(spec, ctx):
+    from mlplat_providers.azure.runtime.pipelines import AzurePipelines
+
+    return AzurePipelines(spec, ctx)
+
+
 def _cost(spec, ctx):
     from mlplat_providers.azure.runtime.cost import AzureCost
 
@@ -71,6 +77,7 @@ provider = ProviderBundle(
         Capability.SERVING: _serving,
         Capability.MONITORING: _monitor,
         Capability.COST: _cost,
+        Capability.PIPELINES: _pipelines,
         Capability.FEATURES: _features,
     },
     unavailable_hint="this provider's capabilities are not available in this version of mlplat; "
