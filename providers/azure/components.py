@@ -29,11 +29,13 @@ import pulumi_azure_native.portal as portal
 import pulumi_azure_native.resources as resources
 import pulumi_azure_native.storage as storage
 
+from mlplat_providers.azure import naming
 from mlplat_providers.azure import plan as p
 
 SERVER_PORT = 8770
 POSTGRES_PORT = 5432
-CONTAINERS = ("artifacts", "data", "monitoring")
+# the platform's container (the runtime's blobs) and those behind the workspace's datastores
+CONTAINERS = (naming.PLATFORM_CONTAINER, *naming.DATA_CONTAINERS)
 # Azure ML's MLflow tracking URI of a workspace (the workspace's own MLflow: no tracking server to run).
 # https://learn.microsoft.com/azure/machine-learning/how-to-use-mlflow-configure-tracking
 MLFLOW_URI = "azureml://{location}.api.azureml.ms/mlflow/v1.0{workspace_id}"
@@ -140,7 +142,7 @@ class Workspace(pulumi.ComponentResource):
                         "credentials": {"credentials_type": "None"},
                         "service_data_access_auth_identity": "WorkspaceUserAssignedIdentity",
                         "description": f"mlplat {c}", "tags": tags},
-            opts=_child(self, depends_on=[base.containers[c]])) for c in CONTAINERS]
+            opts=_child(self, depends_on=[base.containers[c]])) for c in naming.DATA_CONTAINERS]
         self.mlflow_uri = self.workspace.id.apply(lambda i: MLFLOW_URI.format(location=loc, workspace_id=i))
         self.register_outputs({"workspace": self.workspace.id, "mlflow": self.mlflow_uri})
 
@@ -219,7 +221,8 @@ class ControlPlane(pulumi.ComponentResource):
 
 class Serving(pulumi.ComponentResource):
     """Per model: a managed online endpoint named ``<model>-<short stable hash>`` (unique per region), with
-    key or Microsoft Entra ID (``AADToken``) auth.
+    key or Microsoft Entra ID (``AADToken``) auth; and the serving environment (``mlplat-serving``) the
+    runtime's deployments run in: the platform's model server image with its health and scoring routes.
 
     Deployments, ``traffic`` and ``mirrorTraffic`` belong to the runtime (one deployment per version; canary
     steps, A/B splits and shadow mirroring move them), so the program ignores changes to both: a later
@@ -235,6 +238,23 @@ class Serving(pulumi.ComponentResource):
             "authMode": "AADToken" if provider.endpoint_auth == "aad_token" else "Key",
             "tags": {**plan.tags, "model": m.model}} for m in plan.models]}, opts)
         auth = "AADToken" if provider.endpoint_auth == "aad_token" else "Key"
+        env_name = naming.SERVING_ENVIRONMENT
+        self.environment = mls.EnvironmentContainer(
+            f"{name}-environment", name=env_name, workspace_name=workspace.name,
+            resource_group_name=plan.resource_group,
+            properties={"description": "mlplat model server for online deployments", "tags": plan.tags},
+            opts=_child(self))
+        route = {k: {"path": v, "port": p.SERVING_PORT} for k, v in p.SERVING_ROUTES.items()}
+        self.environment_version = mls.EnvironmentVersion(
+            f"{name}-environment-v1", name=env_name, version="1", workspace_name=workspace.name,
+            resource_group_name=plan.resource_group,
+            properties={"image": p.SERVING_IMAGE.format(registry=plan.container_registry.lower()),
+                        "os_type": "Linux", "description": "mlplat model server (python -m mlplat.serving.model_server)",
+                        "inference_config": {"liveness_route": route["liveness"],
+                                             "readiness_route": route["readiness"],
+                                             "scoring_route": route["scoring"]},
+                        "tags": plan.tags},
+            opts=_child(self, depends_on=[self.environment]))
         self.endpoints: dict[str, mls.OnlineEndpoint] = {}
         for model in plan.models:
             self.endpoints[model.model] = mls.OnlineEndpoint(
@@ -246,7 +266,8 @@ class Serving(pulumi.ComponentResource):
                             "traffic": {}, "mirror_traffic": {}},
                 tags={**plan.tags, "model": model.model},
                 opts=_child(self, ignore_changes=["properties.traffic", "properties.mirrorTraffic"]))
-        self.register_outputs({"endpoints": {m: e.id for m, e in self.endpoints.items()}})
+        self.register_outputs({"endpoints": {m: e.id for m, e in self.endpoints.items()},
+                               "environment": self.environment_version.id})
 
 
 class Monitoring(pulumi.ComponentResource):

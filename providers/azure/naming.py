@@ -12,6 +12,21 @@ from __future__ import annotations
 import hashlib
 import re
 
+# Names the Pulumi program creates and the runtime uses (tests/pulumi pins that each one the runtime
+# names exists in the program): the platform's blob container in the workspace's storage account (model
+# archives, build contexts, job code, feature-set specs; the feature store shares the account), the data
+# containers behind the workspace's datastores, the serving environment every online deployment runs in,
+# and the training cluster.
+PLATFORM_CONTAINER = "mlplat"
+DATA_CONTAINERS = ("artifacts", "data", "monitoring")
+SERVING_ENVIRONMENT = "mlplat-serving"
+COMPUTE_NAME = "cpu-cluster"
+# Containers Azure Machine Learning itself creates in the workspace's storage account (the runtime may read
+# them; the program does not declare them): the artifact store's ``azureml`` and the default blob store's
+# ``azureml-blobstore-<workspace guid>``.
+# https://learn.microsoft.com/azure/machine-learning/concept-data#default-datastores
+WORKSPACE_SYSTEM_CONTAINERS = ("azureml", "azureml-blobstore-")
+
 ENDPOINT_NAME_MIN = 3
 ENDPOINT_NAME_MAX = 32
 HASH_LENGTH = 8

@@ -37,6 +37,7 @@ ARM_TYPES: dict[str, tuple[str, str, str]] = {
 WORKSPACE_CHILDREN: dict[str, tuple[str, str]] = {
     "azure-native:machinelearningservices:Compute": ("computes", "computeName"),
     "azure-native:machinelearningservices:Datastore": ("datastores", "name"),
+    "azure-native:machinelearningservices:EnvironmentContainer": ("environments", "name"),
     "azure-native:machinelearningservices:OnlineEndpoint": ("onlineEndpoints", "endpointName"),
     "azure-native:machinelearningservices:FeaturesetContainerEntity": ("featuresets", "name"),
     "azure-native:machinelearningservices:FeaturestoreEntityContainerEntity": ("featurestoreEntities", "name"),
@@ -72,6 +73,10 @@ class AzureOfflineCloud(OfflineCloud):
             given = inputs.get(key) or name
             ident = (f"{rg}/providers/Microsoft.MachineLearningServices/workspaces/{inputs.get('workspaceName')}"
                      f"/{path}/{given}")
+        elif typ == "azure-native:machinelearningservices:EnvironmentVersion":
+            given = inputs.get("version") or name
+            ident = (f"{rg}/providers/Microsoft.MachineLearningServices/workspaces/{inputs.get('workspaceName')}"
+                     f"/environments/{inputs.get('name')}/versions/{given}")
         elif typ == "azure-native:storage:BlobContainer":
             given = inputs.get("containerName") or name
             ident = (f"{rg}/providers/Microsoft.Storage/storageAccounts/{inputs.get('accountName')}"

@@ -18,7 +18,12 @@ from mlplat_providers.azure import service_rules as rules
 
 DEFAULT_VM_SIZE = "Standard_DS3_v2"
 MANAGED_TAG = "mlplat-managed"  # on everything the platform creates; nothing without it is changed or deleted
-COMPUTE_NAME = "cpu-cluster"
+COMPUTE_NAME = naming.COMPUTE_NAME
+# The serving environment's image: the platform's model server (``python -m mlplat.serving.model_server``)
+# built into the stack's container registry by the team's image build; its routes are the server's own.
+SERVING_IMAGE = "{registry}.azurecr.io/mlplat-serve:latest"
+SERVING_PORT = 8080
+SERVING_ROUTES = {"liveness": "/v2/health/live", "readiness": "/v2/health/ready", "scoring": "/invocations"}
 FEATURE_ENTITY = "customer"
 
 

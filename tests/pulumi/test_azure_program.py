@@ -268,3 +268,78 @@ def test_tags_azure_refuses_are_named(tmp_path):
     with pytest.raises(StackError) as info:
         load_stack("badtag", root)
     assert "mlplat:tags" in str(info.value) and "at most 256" in str(info.value)
+
+
+# --- the runtime finds what the program made ---------------------------------------------------------
+
+def _runtime_constants(suffix: str) -> dict[str, str]:
+    """Module-level string constants named ``*<suffix>`` of every runtime module: the names it assumes."""
+    import pkgutil
+
+    import mlplat_providers.azure.runtime as runtime
+
+    found = {}
+    for info in pkgutil.iter_modules(runtime.__path__):
+        module = importlib.import_module(f"{runtime.__name__}.{info.name}")
+        for key, value in vars(module).items():
+            if key.endswith(suffix) and isinstance(value, str):
+                found[f"{info.name}.{key}"] = value
+    return found
+
+
+def test_every_blob_container_the_runtime_uses_is_the_programs_or_azure_mls(records):
+    declared = {r.inputs["containerName"] for r in of(records, "storage:BlobContainer")}
+    assert naming.PLATFORM_CONTAINER in declared and set(naming.DATA_CONTAINERS) <= declared
+    used = _runtime_constants("CONTAINER")
+    assert {"registry.CONTAINER", "delivery.CONTAINER"} <= set(used)
+    for where, name in used.items():
+        assert name in declared or name.startswith(naming.WORKSPACE_SYSTEM_CONTAINERS), (where, name)
+    # datastores stand on the data containers, each of which the program declares
+    stores = {s.inputs["properties"]["containerName"] for s in of(records, "machinelearningservices:Datastore")}
+    assert stores == set(naming.DATA_CONTAINERS)
+
+
+def test_the_serving_environment_the_runtime_deploys_with_is_the_programs(records):
+    from mlplat_providers.azure.runtime import serving
+
+    version = one(records, "machinelearningservices:EnvironmentVersion")
+    container = one(records, "machinelearningservices:EnvironmentContainer")
+    assert version.inputs["name"] == container.inputs["name"] == serving.SERVING_ENVIRONMENT == naming.SERVING_ENVIRONMENT
+    props = version.inputs["properties"]
+    assert props["image"].startswith(f"{one(records, 'containerregistry:Registry').inputs['registryName'].lower()}"
+                                     ".azurecr.io/")
+    assert props["inferenceConfig"]["scoringRoute"] == {"path": "/invocations", "port": ap.SERVING_PORT}
+    assert props["tags"]["mlplat-managed"] == "true"
+    assert version.inputs["workspaceName"] == "mlw-nlp-production"
+
+
+def test_workspace_compute_endpoints_and_feature_store_names_match_the_runtime(nlp, records):
+    from mlplat_providers.azure.runtime.session import AzureSession
+
+    session = AzureSession(nlp)
+    plan = ap.stack_plan(nlp)
+    workspaces = {r.inputs["kind"]: r.inputs["workspaceName"] for r in of(records, "machinelearningservices:Workspace")}
+    assert workspaces == {"Default": session.workspace, "FeatureStore": plan.feature_store}
+    assert one(records, "machinelearningservices:Compute").inputs["computeName"] == plan.compute == naming.COMPUTE_NAME
+    endpoints = {r.inputs["endpointName"] for r in of(records, "machinelearningservices:OnlineEndpoint")}
+    assert endpoints == {session.endpoint_name(m.model) for m in plan.models}
+    # the runtime reads the storage account and the container registry from the workspace the program links
+    workspace = next(r for r in of(records, "machinelearningservices:Workspace") if r.inputs["kind"] == "Default")
+    assert workspace.inputs["storageAccount"].endswith(f"/storageAccounts/{plan.storage_account}")
+    assert workspace.inputs["containerRegistry"].endswith(f"/registries/{plan.container_registry}")
+
+
+def test_the_feature_store_has_an_online_store_on_redis_with_entra_id_only(nlp, records):
+    plan = ap.stack_plan(nlp)
+    cache = one(records, "redis:Redis").inputs
+    assert cache["name"] == plan.online_store and sr._name_problem(
+        plan.online_store, "Redis cache", 1, 63, r"[a-z0-9](?:-?[a-z0-9])*", "") is None
+    assert (cache["enableNonSslPort"], cache["minimumTlsVersion"], cache["disableAccessKeyAuthentication"]) == (
+        False, "1.2", True)
+    assert cache["redisConfiguration"] == {"aadEnabled": "true"} and cache["sku"]["name"] == "Standard"
+    access = one(records, "redis:AccessPolicyAssignment").inputs
+    assert access["accessPolicyName"] == "Data Contributor" and access["cacheName"] == plan.online_store
+    connection = one(records, "machinelearningservices:WorkspaceConnection").inputs
+    assert (connection["connectionName"], connection["workspaceName"]) == (ap.ONLINE_STORE_CONNECTION, plan.feature_store)
+    assert connection["properties"]["category"] == "Redis" and connection["properties"]["authType"] == "ManagedIdentity"
+    assert "/Redis/" in connection["properties"]["target"]  # the cache's ARM id

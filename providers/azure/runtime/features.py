@@ -49,10 +49,11 @@ from mlplat.features.definitions import Definitions
 from mlplat.features.errors import FeatureDataError, FeatureDefinitionError
 from mlplat.features.plan import FeaturePlan
 from mlplat.features.store import LedgerFeatureStore
+from mlplat_providers.azure.naming import PLATFORM_CONTAINER
 
 REDIS_ENV = "MLPLAT_AZURE_REDIS_URL"
 REDIS_SCOPE = "https://redis.azure.com/.default"
-CONTAINER = "mlplat"
+CONTAINER = PLATFORM_CONTAINER  # the program creates it in the (shared) storage account
 SPEC_FILE = "FeaturesetSpec.yaml"
 # Azure Cache for Redis: prefer pipelined small requests; a large request or response delays every later
 # one on the connection (https://learn.microsoft.com/azure/azure-cache-for-redis/cache-best-practices-development)

@@ -27,13 +27,14 @@ from typing import Any
 from mlplat.cloud_state import StateFiles
 from mlplat.contracts import ModelRegistry, StoredVersion
 from mlplat.errors import IntegrityError, NotFound
+from mlplat_providers.azure.naming import PLATFORM_CONTAINER
 from mlplat_providers.azure.runtime.session import AzureSession
 from mlplat_providers.azure.runtime.state import AzureState
 
 APPROVAL_TAG = "mlplat-approval"
 ALIAS_TAG = "mlplat-alias-"
 MODEL_TAG = "mlplat-model"
-CONTAINER = "mlplat"
+CONTAINER = PLATFORM_CONTAINER  # the program creates it (naming)
 STAGES = {"staging": "Staging", "production": "Production"}
 A_MODELS = "Microsoft.MachineLearningServices/workspaces/models"
 

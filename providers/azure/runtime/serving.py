@@ -36,6 +36,7 @@ from mlplat.contracts import CanaryMetrics, CanaryWindow, EndpointDeployer, Vari
 from mlplat.contracts.inventory import ServedEndpoint
 from mlplat.errors import Conflict, NotFound
 from mlplat.services import rollout as ro
+from mlplat_providers.azure.naming import SERVING_ENVIRONMENT
 from mlplat_providers.azure.runtime.session import MANAGED_TAG, AzureSession
 from mlplat_providers.azure.runtime.state import AzureState
 
@@ -150,7 +151,7 @@ class AzureServing(ro.CloudEndpoints, EndpointDeployer):
         deployment = ManagedOnlineDeployment(
             name=name, endpoint_name=endpoint.name,
             model=f"azureml:{self.registry.model_name(model)}:{version}",
-            environment=os.environ.get(SERVING_ENVIRONMENT_ENV) or "mlplat-serving@latest",
+            environment=os.environ.get(SERVING_ENVIRONMENT_ENV) or f"{SERVING_ENVIRONMENT}@latest",
             instance_type=self.spec.serving.instance_type, instance_count=1,
             data_collector=data_collector(),  # model_inputs / model_outputs to the workspace blob store
             tags={**self.azure.tags, "mlplat-model": model, "mlplat-version": str(version)})
