@@ -26,6 +26,7 @@ import pulumi_azure_native.managedidentity as managedidentity
 import pulumi_azure_native.monitor as monitor
 import pulumi_azure_native.operationalinsights as loganalytics
 import pulumi_azure_native.portal as portal
+import pulumi_azure_native.redis as redis
 import pulumi_azure_native.resources as resources
 import pulumi_azure_native.storage as storage
 
@@ -312,7 +313,9 @@ class Monitoring(pulumi.ComponentResource):
 
 class FeatureStore(pulumi.ComponentResource):
     """A feature-store workspace (Azure ML workspace of kind ``FeatureStore``) with an entity and the team's
-    feature-set container; the runtime registers feature-set versions in it."""
+    feature-set container; the runtime registers entity and feature-set versions in it. Its online store is an
+    Azure Cache for Redis (Microsoft Entra ID auth only, TLS 1.2, no plain port) that the identity reads and writes
+    as Data Contributor, reached through the feature store's ``mlplat-online-store`` connection."""
 
     def __init__(self, name: str, plan: p.StackPlan, base: Foundation, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplat:azure:FeatureStore", name, None, opts)
@@ -333,7 +336,23 @@ class FeatureStore(pulumi.ComponentResource):
             f"{name}-features", name=f"{plan.spec.team}-features", workspace_name=self.workspace.name,
             resource_group_name=rg, properties={"description": f"feature sets of {plan.spec.team}", "tags": tags},
             opts=_child(self))
-        self.register_outputs({"feature_store": self.workspace.id})
+        self.online_store = redis.Redis(
+            f"{name}-online", name=plan.online_store, resource_group_name=rg, location=plan.location,
+            sku={"name": "Standard" if plan.is_production else "Basic", "family": "C", "capacity": 1},
+            enable_non_ssl_port=False, minimum_tls_version="1.2", disable_access_key_authentication=True,
+            redis_configuration={"aad_enabled": "true"}, tags=tags, opts=_child(self))
+        self.online_access = redis.AccessPolicyAssignment(
+            f"{name}-online-access", access_policy_assignment_name="mlplat-identity",
+            access_policy_name="Data Contributor", cache_name=plan.online_store, resource_group_name=rg,
+            object_id=base.identity.principal_id, object_id_alias=plan.identity,
+            opts=_child(self, depends_on=[self.online_store]))
+        self.online_connection = mls.WorkspaceConnection(
+            f"{name}-online-connection", connection_name=p.ONLINE_STORE_CONNECTION, workspace_name=self.workspace.name,
+            resource_group_name=rg, properties={
+                "auth_type": "ManagedIdentity", "category": "Redis", "target": self.online_store.id,
+                "credentials": {"client_id": base.identity.client_id, "resource_id": base.identity.id}},
+            opts=_child(self))
+        self.register_outputs({"feature_store": self.workspace.id, "online_store": self.online_store.id})
 
 
 class Cost(pulumi.ComponentResource):

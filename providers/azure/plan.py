@@ -25,6 +25,8 @@ SERVING_IMAGE = "{registry}.azurecr.io/mlplat-serve:latest"
 SERVING_PORT = 8080
 SERVING_ROUTES = {"liveness": "/v2/health/live", "readiness": "/v2/health/ready", "scoring": "/invocations"}
 FEATURE_ENTITY = "customer"
+# The feature store's online store: an Azure Cache for Redis reached through this feature-store connection
+ONLINE_STORE_CONNECTION = "mlplat-online-store"
 
 
 def _alnum(text: str, limit: int) -> str:
@@ -76,6 +78,12 @@ class StackPlan:
     @property
     def rg_id(self) -> str:
         return f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+
+    @property
+    def online_store(self) -> str:
+        """The feature store's Azure Cache for Redis: 1-63 lowercase letters, digits and single hyphens, unique in
+        Azure (the host name ``<name>.redis.cache.windows.net``), so it ends with the storage account's hash."""
+        return f"redis-{naming.slug(self.prefix, 48)}-{self.storage_account[-6:]}"
 
     def workspace_id(self, name: str | None = None) -> str:
         return f"{self.rg_id}/providers/Microsoft.MachineLearningServices/workspaces/{name or self.workspace}"

@@ -201,3 +201,45 @@ def test_the_fake_refuses_what_azure_refuses(project):
         "entities": ["azureml:driver:1"], "specification": {"path": "https://x/y"}}})
     assert status == 400 and "does not exist in this feature store" in body["error"]["message"]
     assert assets(fake, "featuresets") == {}
+
+
+def test_without_the_redis_override_the_cache_of_the_feature_store_connection_is_used(project, monkeypatch):
+    """The online store is the cache the feature store's ``mlplat-online-store`` connection targets, on TLS port
+    6380 with an Entra ID token as password and its object id as user name; a missing connection is one clear
+    error naming `mlplat up`."""
+    import base64
+    import json
+
+    from mlplat.errors import StackError
+    from mlplat.stack import load_stack
+    from mlplat_providers.azure.runtime.features import REDIS_ENV, AzureFeatureStore
+    from mlplat_providers.azure.runtime.session import AzureSession
+    from tests.contract.lifecycle import context
+
+    root, fake = project
+    monkeypatch.delenv(REDIS_ENV)
+    claims = base64.urlsafe_b64encode(json.dumps({"oid": "0b1d-object"}).encode()).decode().rstrip("=")
+
+    class Jwt:
+        def get_token(self, *scopes, **kwargs):
+            from azure.core.credentials import AccessToken
+
+            return AccessToken(f"h.{claims}.s", 4102444800)
+
+    spec = load_stack(STACK, root)
+    backend = AzureFeatureStore(spec, context(root), AzureSession(spec, credential=Jwt()))
+    with pytest.raises(StackError, match="no online store connection 'mlplat-online-store'") as missing:
+        backend.redis()
+    assert "mlplat up --stack" in str(missing.value.hint)
+
+    ws_id = next(w["id"] for w in fake.arm.workspaces.values() if w["name"] == FS).lower()
+    fake.arm.extra["connections"] = {(ws_id, "mlplat-online-store"): {
+        "category": "Redis", "authType": "ManagedIdentity",
+        "target": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Cache/Redis/redis-fraud-production-abc123"}}
+    import redis
+
+    opened: list[dict[str, Any]] = []
+    monkeypatch.setattr(redis, "Redis", lambda **kwargs: opened.append(kwargs) or "client")
+    assert backend.redis() == "client"
+    assert opened == [{"host": "redis-fraud-production-abc123.redis.cache.windows.net", "port": 6380, "ssl": True,
+                       "username": "0b1d-object", "password": f"h.{claims}.s", "decode_responses": True}]

@@ -22,8 +22,9 @@ every provider). A view version ``v`` of view ``name`` is:
 (``offline/<name>/<v>/<start>-<end>.parquet``, the same file for the same window) and the latest row per
 entity key into the online store, never over a newer one. The online store is Azure Cache for Redis, the
 store the managed feature store materializes to: the runtime speaks the Redis protocol with redis-py to the
-cache the feature store's ``onlineStoreConnectionName`` connection names (Entra ID token auth on port
-6380), or to ``MLPLAT_AZURE_REDIS_URL`` when set (the tests' Redis server on 127.0.0.1). Each entity key
+cache the feature store's online-store connection names (``featureStoreSettings.onlineStoreConnectionName``,
+else the program's ``mlplat-online-store``; Entra ID token auth on port 6380), or to ``MLPLAT_AZURE_REDIS_URL``
+when set (the tests' Redis server on 127.0.0.1). Each entity key
 is one hash ``mlplat:<feature store>:<view>:<v>:<keys as JSON>`` with a field per feature (JSON values,
 timestamps as µs) plus the event and created times; reads pipeline at most :data:`ONLINE_BATCH` keys per
 round trip, as Azure Cache for Redis recommends small pipelined requests over large ones. Point-in-time
@@ -369,14 +370,18 @@ class AzureFeatureStore(LedgerFeatureStore):
             if url:
                 self._redis = redis.Redis.from_url(url, decode_responses=True)
             else:
+                from mlplat_providers.azure.plan import ONLINE_STORE_CONNECTION
+
                 props = self._workspace().get("properties") or {}
-                name = (props.get("featureStoreSettings") or {}).get("onlineStoreConnectionName")
-                if not name:
-                    raise StackError(f"feature store {self.feature_store} has no online store",
-                                     hint="attach an Azure Cache for Redis to the feature store "
-                                          "(featureStoreSettings.onlineStoreConnectionName)")
-                connection = self.azure.call(self._rest().workspace_connections.get, self.azure.resource_group,
-                                             self.feature_store, name, what=f"connection {name}")
+                name = (props.get("featureStoreSettings") or {}).get("onlineStoreConnectionName") \
+                    or ONLINE_STORE_CONNECTION
+                try:
+                    connection = self.azure.call(self._rest().workspace_connections.get, self.azure.resource_group,
+                                                 self.feature_store, name, not_found=True, what=f"connection {name}")
+                except NotFound:
+                    raise StackError(f"feature store {self.feature_store} has no online store connection {name!r}",
+                                     hint=f"run `mlplat up --stack {self.spec.name}`: the program creates the Azure "
+                                          "Cache for Redis and the connection") from None
                 token = self.azure.credential().get_token(REDIS_SCOPE).token
                 self._redis = redis.Redis(host=redis_host(str(connection["properties"].get("target") or "")),
                                           port=6380, ssl=True, username=token_object_id(token), password=token,

@@ -38,9 +38,9 @@ class RedisServer:
         self.thread.join(timeout=10)
 
     def flush(self) -> None:
-        import redis
+        from redis.client import Redis  # not the package's name: a test may patch that
 
-        client = redis.Redis.from_url(self.url)
+        client = Redis.from_url(self.url)
         try:
             client.flushall()
         finally:

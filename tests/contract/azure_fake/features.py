@@ -160,4 +160,14 @@ def _routes(kind: str) -> list[Route]:
             ("PUT", base + "/versions/{version}", f"{action}/versions/write", put_version)]
 
 
-ROUTES: list[Route] = [*_routes("featuresets"), *_routes("featurestoreEntities")]
+def get_connection(call: Call) -> Any:
+    """A workspace connection the test seeded in ``state.extra["connections"]`` (the program makes them)."""
+    found = call.state.extra.get("connections", {}).get((call.ws_id.lower(), call.params["name"]))
+    if found is None:
+        raise ArmError(404, "UserError", f"Connection {call.params['name']} can't be found in this workspace")
+    return {"id": f"{call.workspace['id']}/connections/{call.params['name']}", "name": call.params["name"],
+            "type": f"{A_WS}/connections", "properties": found}
+
+
+ROUTES: list[Route] = [*_routes("featuresets"), *_routes("featurestoreEntities"),
+                       ("GET", WS + "/connections/{name}", f"{A_WS}/connections/read", get_connection)]
