@@ -34,12 +34,13 @@ from typing import Any
 
 from mlplat.contracts.pipelines import PipelineDefinition, StepDefinition
 from mlplat.errors import ExitCode, MlplatError
+from mlplat.pipelines import commands
 
 ENTRY = ("python", "-m", "mlplat_providers.aws.runtime.job_entry")
 CODE = "code"  # the input/channel holding the project's archive
 PROCESSING = "/opt/ml/processing"
 EVALUATION_OUTPUT, EVALUATION_FILE, GATE_PATH = "evaluation", "evaluation.json", "passed"
-VERSION_TOKEN = "{version}"
+VERSION_TOKEN = commands.VERSION_TOKEN
 SOURCE_PARAMETER, VERSION_PARAMETER = "SourceUri", "ModelVersion"
 DEFAULT_INSTANCE = "ml.m5.xlarge"
 PLATFORM_INSTANCE = "ml.t3.medium"  # platform steps call the control plane: no compute of their own
@@ -135,20 +136,8 @@ def _argv(command: Iterable[str]) -> list[Any]:
 
 
 def platform_command(step: StepDefinition, model: str | None, stack: str) -> tuple[str, ...]:
-    """The mlplat command a platform step (evaluate, register, promote) runs."""
-    model = step.params.get("model") or model
-    if not model:
-        raise PipelineError(f"pipeline step {step.name!r} ({step.kind}) names no model",
-                         hint="set the pipeline's model, or params={'model': ...} on the step")
-    if step.kind == "evaluate":
-        # the gate alone (held-out set, thresholds, champion), its report stored in the ledger as the promotion's
-        return ("mlplat", "models", "evaluate", model, VERSION_TOKEN, "--stack", stack, "--json")
-    if step.kind == "register":
-        return ("mlplat", "models", "show", model, VERSION_TOKEN, "--stack", stack, "--json")
-    if step.kind == "promote":
-        target = step.params.get("target") or step.params.get("to") or "staging"
-        return ("mlplat", "models", "promote", model, VERSION_TOKEN, "--to", target, "--stack", stack)
-    return tuple(step.command)
+    """The mlplat command a platform step (evaluate, register, promote) runs; a command step's own command."""
+    return commands.platform_command(step, model, stack, error=PipelineError)
 
 
 def _retry(step: StepDefinition) -> list[dict[str, Any]]:
@@ -347,42 +336,16 @@ def step_commands(definition: dict[str, Any]) -> dict[str, list[str]]:
 def mlplat_command_problem(argv: list[str]) -> str | None:
     """Why ``mlplat <argv[1:]>`` is not a command of this mlplat (unknown command, option or argument), or
     ``None``. Placeholders (``<Parameters.X>``) stand for a version number. Nothing runs: click parses only."""
-    import click
+    return commands.mlplat_command_problem(argv, _is_placeholder)
 
-    from mlplat.cli import cli
 
-    args = ["1" if a.startswith("<Parameters.") else a for a in argv[1:]]
-    group: click.Command = cli
-    path = ["mlplat"]
-    while isinstance(group, click.Group) and args and not args[0].startswith("-"):
-        ctx = click.Context(group, info_name=path[-1])
-        sub = group.get_command(ctx, args[0])
-        if sub is None:
-            return f"`{' '.join(path)} {args[0]}` is not a command (see `{' '.join(path)} --help`)"
-        path.append(args.pop(0))
-        group = sub
-    if isinstance(group, click.Group):
-        return f"`{' '.join(path)}` needs a subcommand"
-    try:
-        group.make_context(" ".join(path), list(args), resilient_parsing=False)
-    except click.exceptions.Exit:
-        return None
-    except click.ClickException as exc:
-        return f"`{' '.join(argv)}`: {exc.format_message()}"
-    return None
+def _is_placeholder(arg: str) -> bool:
+    return arg.startswith("<Parameters.")
 
 
 def command_problems(definition: dict[str, Any]) -> list[str]:
     """Every step that runs an mlplat command this mlplat does not have."""
-    problems = []
-    for name, argv in step_commands(definition).items():
-        if argv and argv[0] == "mlplat":
-            problem = mlplat_command_problem(argv)
-            if problem:
-                problems.append(f"step {name}: {problem}")
-        elif not argv:
-            problems.append(f"step {name} runs no command")
-    return problems
+    return commands.command_problems(step_commands(definition), label="step", is_placeholder=_is_placeholder)
 
 
 # --- schedules ---------------------------------------------------------------------------------------

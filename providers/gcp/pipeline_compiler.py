@@ -27,11 +27,12 @@ from typing import Any
 
 from mlplat.contracts.pipelines import PipelineDefinition, StepDefinition
 from mlplat.errors import ExitCode, MlplatError
+from mlplat.pipelines import commands
 
 SCHEMA_VERSION = "2.1.0"
 ENTRY = ("python", "-m", "mlplat_providers.gcp.runtime.job_entry")
 SOURCE_PARAMETER, VERSION_PARAMETER = "source_uri", "model_version"
-VERSION_TOKEN = "{version}"
+VERSION_TOKEN = commands.VERSION_TOKEN
 ARTIFACT_TYPE = {"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"}
 PARAMETER_TYPES = frozenset({"STRING", "NUMBER_INTEGER", "NUMBER_DOUBLE", "BOOLEAN", "LIST", "STRUCT"})
 # PipelineJob ids and the pipeline's name: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.pipelineJobs/create
@@ -62,18 +63,7 @@ def kfp_name(text: str) -> str:
 
 def platform_command(step: StepDefinition, model: str | None, stack: str) -> tuple[str, ...]:
     """The mlplat command a platform step (evaluate, register, promote) runs; a command step's own command."""
-    model = step.params.get("model") or model
-    if step.kind == "command":
-        return tuple(step.command)
-    if not model:
-        raise PipelineError(f"pipeline step {step.name!r} ({step.kind}) names no model",
-                            hint="set the pipeline's model, or params={'model': ...} on the step")
-    if step.kind == "evaluate":
-        return ("mlplat", "models", "evaluate", model, VERSION_TOKEN, "--stack", stack, "--json")
-    if step.kind == "register":
-        return ("mlplat", "models", "show", model, VERSION_TOKEN, "--stack", stack, "--json")
-    target = step.params.get("target") or step.params.get("to") or "staging"
-    return ("mlplat", "models", "promote", model, VERSION_TOKEN, "--to", target, "--stack", stack)
+    return commands.platform_command(step, model, stack, error=PipelineError)
 
 
 def _reference(value: str, steps: Mapping[str, StepDefinition]) -> tuple[str, str] | None:
@@ -342,41 +332,16 @@ def step_commands(spec: Mapping[str, Any]) -> dict[str, list[str]]:
 def mlplat_command_problem(argv: list[str]) -> str | None:
     """Why ``mlplat <argv[1:]>`` is not a command of this mlplat, or ``None``: click parses, nothing runs.
     A ``model_version`` placeholder stands for a version number."""
-    import click
+    return commands.mlplat_command_problem(argv, _is_placeholder)
 
-    from mlplat.cli import cli
 
-    args = ["1" if PLACEHOLDER.fullmatch(a) else a for a in argv[1:]]
-    group: click.Command = cli
-    path = ["mlplat"]
-    while isinstance(group, click.Group) and args and not args[0].startswith("-"):
-        sub = group.get_command(click.Context(group, info_name=path[-1]), args[0])
-        if sub is None:
-            return f"`{' '.join(path)} {args[0]}` is not a command (see `{' '.join(path)} --help`)"
-        path.append(args.pop(0))
-        group = sub
-    if isinstance(group, click.Group):
-        return f"`{' '.join(path)}` needs a subcommand"
-    try:
-        group.make_context(" ".join(path), list(args), resilient_parsing=False)
-    except click.exceptions.Exit:
-        return None
-    except click.ClickException as exc:
-        return f"`{' '.join(argv)}`: {exc.format_message()}"
-    return None
+def _is_placeholder(arg: str) -> bool:
+    return PLACEHOLDER.fullmatch(arg) is not None
 
 
 def command_problems(spec: Mapping[str, Any]) -> list[str]:
     """Every task that runs no command, or an mlplat command this mlplat does not have."""
-    problems = []
-    for name, argv in step_commands(spec).items():
-        if not argv:
-            problems.append(f"task {name} runs no command")
-        elif argv[0] == "mlplat":
-            problem = mlplat_command_problem(argv)
-            if problem:
-                problems.append(f"task {name}: {problem}")
-    return problems
+    return commands.command_problems(step_commands(spec), label="task", is_placeholder=_is_placeholder)
 
 
 def parameter_values(spec: Mapping[str, Any], source_uri: str, version: str | None) -> dict[str, Any]:
