@@ -343,19 +343,3 @@ def test_the_feature_store_has_an_online_store_on_redis_with_entra_id_only(nlp, 
     assert (connection["connectionName"], connection["workspaceName"]) == (ap.ONLINE_STORE_CONNECTION, plan.feature_store)
     assert connection["properties"]["category"] == "Redis" and connection["properties"]["authType"] == "ManagedIdentity"
     assert "/Redis/" in connection["properties"]["target"]  # the cache's ARM id
-
-
-def test_the_feature_store_has_an_online_store_on_redis_with_entra_id_only(nlp, records):
-    plan = ap.stack_plan(nlp)
-    cache = one(records, "redis:Redis").inputs
-    assert cache["name"] == plan.online_store and sr._name_problem(
-        plan.online_store, "Redis cache", 1, 63, r"[a-z0-9](?:-?[a-z0-9])*", "") is None
-    assert (cache["enableNonSslPort"], cache["minimumTlsVersion"], cache["disableAccessKeyAuthentication"]) == (
-        False, "1.2", True)
-    assert cache["redisConfiguration"] == {"aadEnabled": "true"} and cache["sku"]["name"] == "Standard"
-    access = one(records, "redis:AccessPolicyAssignment").inputs
-    assert access["accessPolicyName"] == "Data Contributor" and access["cacheName"] == plan.online_store
-    connection = one(records, "machinelearningservices:WorkspaceConnection").inputs
-    assert (connection["connectionName"], connection["workspaceName"]) == (ap.ONLINE_STORE_CONNECTION, plan.feature_store)
-    assert connection["properties"]["category"] == "Redis" and connection["properties"]["authType"] == "ManagedIdentity"
-    assert "/Redis/" in connection["properties"]["target"]  # the cache's ARM id
