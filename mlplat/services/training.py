@@ -44,7 +44,7 @@ SPEND = "spend"
 SPEND_WHERE = "mlplat:policy.policies.spend"
 MAX_RUNTIME_SECONDS = 86_400
 LOCAL_SCHEMES = ("", "file")
-BACKEND_SCHEMES = ("s3", "gs", "az", "abfss")  # read by the backend whose compute can reach them
+BACKEND_SCHEMES = ("s3", "gs", "az", "abfss", "azureml", "wasbs")  # read by the backend whose compute can reach them
 NO_MODEL = "(no model registered)"  # the cost line of a job whose script registered no version
 PYTHON = re.compile(r"python(?:\d+(?:\.\d+)?)?")
 

@@ -422,10 +422,11 @@ def test_mlplat_train_on_an_azure_stack_submits_a_command_job(git_project):
 
     root, state = git_project
     ctx = context(root)
-    done = training.submit(ctx.stack("governed"), ctx, ["python", "train.py"], cwd=root)
+    done = training.submit(ctx.stack("governed"), ctx, ["python", "train.py"], cwd=root, data={"train": DATA})
     assert done.status.state == "PENDING"
     [job] = state["jobs"].values()
     props = job["properties"]
+    assert props["inputs"]["train"]["uri"] == DATA and props["environmentVariables"]["MLPLAT_DATA_TRAIN"] == DATA
     assert job["name"] == done.job.name and props["command"].endswith("-- python train.py")
     assert props["environmentVariables"]["MLPLAT_TRAINING_JOB"] == done.job.name
     assert props["tags"]["mlplat.training.provider"] == "azure"
@@ -450,3 +451,31 @@ def test_mlplat_pipeline_run_on_an_azure_stack(git_project):
     head = subprocess.run([*GIT, "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True,
                           text=True).stdout.strip()
     assert job["properties"]["properties"]["mlplat.commit"] == head
+
+
+def test_the_job_entry_runs_the_command_in_the_unpacked_project_retrying_when_asked(tmp_path):
+    import subprocess
+
+    from mlplat_providers.azure.runtime import job_entry
+
+    archive = tmp_path / "source.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("train.py")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    codes = iter([1, 1, 0])
+    seen: list[dict] = []
+
+    def run(argv, cwd, env):
+        seen.append({"argv": argv, "files": sorted(p.name for p in cwd.iterdir()),
+                     "env": {k: v for k, v in env.items() if k.startswith(("MLPLAT_INPUT_", "MLPLAT_OUTPUT_"))}})
+        return subprocess.CompletedProcess(argv, next(codes), stdout="", stderr="")
+
+    out = tmp_path / "outputs" / "model"
+    assert job_entry.main(["--source", str(archive), "--attempts", "3", "--input", "table=/mnt/in/table",
+                           "--output", f"model={out}", "--", "python", "train.py"], run=run) == 0
+    assert len(seen) == 3 and seen[0]["argv"] == ["python", "train.py"] and seen[0]["files"] == ["train.py"]
+    assert seen[0]["env"] == {"MLPLAT_INPUT_TABLE": "/mnt/in/table", "MLPLAT_OUTPUT_MODEL": str(out)} and out.is_dir()
+    codes = iter([4, 4])
+    assert job_entry.main(["--source", str(archive), "--attempts", "2", "--", "python", "train.py"], run=run) == 4
+    assert job_entry.main(["--source", str(archive), "--attempts", "0", "--", "python"], run=run) == 2
