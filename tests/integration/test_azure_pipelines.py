@@ -479,3 +479,38 @@ def test_the_job_entry_runs_the_command_in_the_unpacked_project_retrying_when_as
     codes = iter([4, 4])
     assert job_entry.main(["--source", str(archive), "--attempts", "2", "--", "python", "train.py"], run=run) == 4
     assert job_entry.main(["--source", str(archive), "--attempts", "0", "--", "python"], run=run) == 2
+
+
+def test_train_and_schedule_through_the_cli(git_project, azure_fake):  # noqa: F811
+    import json
+
+    from tests.conftest import run_cli
+
+    root, state = git_project
+    env = {**azure_fake.env, "MLPLAT_PROJECT_DIR": str(root), "MLPLAT_STACK": "governed", "AZURE_CLIENT_ID": ""}
+
+    def cli(*args: str):
+        return run_cli(*args, cwd=root, env=env, timeout=300)
+
+    submitted = cli("train", "--json", "--data", f"train={DATA}", "--", "python", "train.py")
+    assert submitted.returncode == 0, submitted.stderr[-2000:]
+    job_id = json.loads(submitted.stdout)["job_id"]
+    assert [k[1] for k in state["jobs"]] == [job_id]
+    fake_jobs.advance(azure_fake.arm, job_id, "Running", log="epoch 1\n")
+    status = cli("train", "status", job_id, "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["state"] == "RUNNING"
+    logs = cli("train", "logs", job_id)
+    assert logs.returncode == 0 and "epoch 1" in logs.stdout
+    stopped = cli("train", "stop", job_id, "--json")
+    assert stopped.returncode == 0 and json.loads(stopped.stdout)["state"] == "STOPPED"
+    missing = cli("train", "status", "nope")
+    assert missing.returncode != 0 and "training job 'nope' does not exist" in missing.stderr
+    # bad input: one clear message, non-zero, nothing submitted
+    local = cli("train", "--data", "train=data/none.csv", "--", "python", "train.py")
+    assert local.returncode != 0 and "does not exist" in local.stderr and len(state["jobs"]) == 1
+    bad_cron = cli("pipeline", "schedule", "examples/pipelines/credit_risk.py", "--cron", "0 3 * *")
+    assert bad_cron.returncode != 0 and "5 fields" in bad_cron.stderr and not state["schedules"]
+    scheduled = cli("pipeline", "schedule", "examples/pipelines/credit_risk.py", "--cron", "0 3 * * 1", "--json")
+    assert scheduled.returncode == 0, scheduled.stderr[-2000:]
+    [schedule] = state["schedules"].values()
+    assert schedule["properties"]["trigger"]["expression"] == "0 3 * * 1"

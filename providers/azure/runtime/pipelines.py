@@ -518,6 +518,10 @@ class AzurePipelines(PipelineBackend):
         from mlplat.pipelines import cron as cron_mod
 
         cron_mod.validate(cron)
+        if pipeline.source is None:  # a schedule runs the code it was scheduled with, packaged at its commit
+            from mlplat.services.pipelines import with_source
+
+            pipeline = with_source(self.spec, pipeline, allow_dirty=False)
         compiled = self._compile(pipeline, {PIPELINE_TAG: pipeline.name})
         name = pc.schedule_name(self.plan.prefix, pipeline.name)
         self._owned_schedule(name)

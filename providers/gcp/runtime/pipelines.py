@@ -245,9 +245,13 @@ class GcpPipelines(PipelineBackend):
         code as it is now; an existing schedule of the pipeline is updated in place."""
         from google.cloud import aiplatform_v1 as v1
 
+        if pipeline.source is None:  # a schedule runs the code it was scheduled with, packaged at its commit
+            from mlplat.services.pipelines import with_source
+
+            pipeline = with_source(self.spec, pipeline, allow_dirty=False)
         if pipeline.source is None:
             raise pc.PipelineError(f"pipeline {pipeline.name!r} has no source bundle to schedule",
-                                   hint="schedule it with `mlplat pipeline schedule`, which packages the project")
+                                   hint="keep the project in git: a schedule runs it at its commit")
         spec = self.compile_pipeline(pipeline)
         values = pc.parameter_values(spec, self.upload_source(pipeline.source), None)
         job = v1.PipelineJob(display_name=pipeline.name[:128], pipeline_spec=spec,
