@@ -39,9 +39,8 @@ from mlplat.contracts import Capture, Monitor
 from mlplat.db import Database
 from mlplat.errors import ExternalError, NotFound, StackError
 from mlplat.services.monitoring import captured
+from mlplat_providers.azure.runtime.collector import INPUTS, OUTPUTS, PREFIX
 
-PREFIX = "modelDataCollector"
-INPUTS, OUTPUTS = "model_inputs", "model_outputs"
 NAMESPACE = "mlplat"
 PUBLISH_ACTION = "Microsoft.Insights/Metrics/Write"
 BLOB_LIST = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"
@@ -50,26 +49,6 @@ QUALITY = {"quality.accuracy": "accuracy", "quality.precision": "precision", "qu
 PREDICTIONS = "predictions"
 _PATH = re.compile(rf"^{PREFIX}/(?P<endpoint>[^/]+)/(?P<deployment>[^/]+)/(?P<collection>[^/]+)/"
                    r"(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/[^/]+\.jsonl$")
-
-
-def data_collector() -> Any:
-    """The ``data_collector`` of every deployment the runtime creates: inputs and outputs, every request."""
-    import warnings
-
-    from azure.ai.ml.entities import DataCollector, DeploymentCollection
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the SDK marks the classes experimental
-        import logging
-
-        logger = logging.getLogger("azure.ai.ml._utils._experimental")
-        level = logger.level
-        logger.setLevel(logging.ERROR)
-        try:
-            return DataCollector(collections={INPUTS: DeploymentCollection(enabled="true"),
-                                              OUTPUTS: DeploymentCollection(enabled="true")}, sampling_rate=1.0)
-        finally:
-            logger.setLevel(level)
 
 
 # --- the collector's files ----------------------------------------------------------------------------
@@ -401,7 +380,32 @@ class AzureMonitor(Monitor):
             self.azure.call(post, action=PUBLISH_ACTION, what="publishing the monitoring pass's metrics to Azure "
                                                               "Monitor")
             sent += 1
-        if not sent and skipped and self.bodies(report):
+        if not sent and skipped:
             raise ExternalError(f"no monitoring metric could be published: {skipped[0]}",
                                 hint="the pass itself is recorded in the ledger")
-        return {"namespace": NAMESPACE, "resource": self.azure.workspace_id, "metrics": sent, "skipped": skipped}
+        out: dict[str, Any] = {"namespace": NAMESPACE, "resource": self.azure.workspace_id, "metrics": sent,
+                               "skipped": skipped}
+        settings = getattr(self.spec.provider, "model_monitoring", None)
+        if settings is not None and settings.enabled:  # opt-in: Azure ML's own schedules beside the pass
+            from mlplat_providers.azure.runtime.model_monitoring import ensure_schedules
+
+            out["model_monitoring"] = ensure_schedules(self.azure, self.spec, self.live_targets())
+        return out
+
+    def live_targets(self) -> list[tuple[str, str]]:
+        """``(endpoint, deployment)`` of every platform deployment the stack's endpoints have now."""
+        from mlplat_providers.azure.runtime.session import MANAGED_TAG
+
+        versions = self.versions()
+        ml = self.azure.ml()
+        out = []
+        for endpoint in sorted({e for e, _d in versions}):
+            try:
+                listed = self.azure.call(lambda e=endpoint: list(ml.online_deployments.list(e)), not_found=True,
+                                         action="Microsoft.MachineLearningServices/workspaces/onlineEndpoints/"
+                                                "deployments/read", what=f"the deployments of {endpoint}")
+            except NotFound:
+                continue  # the endpoint was deleted
+            out += [(endpoint, d.name) for d in listed
+                    if (endpoint, d.name) in versions and (d.tags or {}).get(MANAGED_TAG) == "true"]
+        return out

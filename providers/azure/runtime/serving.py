@@ -145,7 +145,7 @@ class AzureServing(ro.CloudEndpoints, EndpointDeployer):
     def _create_deployment(self, endpoint: Any, model: str, version: int) -> Any:
         from azure.ai.ml.entities import ManagedOnlineDeployment
 
-        from mlplat_providers.azure.runtime.monitoring import data_collector
+        from mlplat_providers.azure.runtime.collector import data_collector
 
         name = self.deployment_name(model, version)
         deployment = ManagedOnlineDeployment(

@@ -61,3 +61,40 @@ class AzureCaptures:
     def published(self) -> list[dict[str, Any]]:
         """Every custom-metric value the fake Azure Monitor took."""
         return list(self.fake.arm.extra.get("custom_metrics", []))
+
+
+def seed_deployment(fake: Any, endpoint: str, deployment: str, *, managed: bool = True) -> str:
+    """An online endpoint whose one deployment collects its inputs and outputs, as the runtime leaves it
+    (with the data assets azure-ai-ml registers for the collections); answers the deployment's ARM id."""
+    from tests.contract.azure_fake.arm import A_WS
+
+    [workspace] = fake.arm.workspaces.values()
+    ws_id = workspace["id"]
+    ep_id = f"{ws_id}/onlineEndpoints/{endpoint}"
+    tags = {"mlplat-managed": "true", "team": "fraud"} if managed else {}
+    collections = {}
+    with fake.arm.lock:
+        for kind in ("model_inputs", "model_outputs"):
+            name = f"{endpoint}-{deployment}-{kind}"
+            fake.arm.extra.setdefault("data", {})[(ws_id.lower(), name, "1")] = {
+                "id": f"{ws_id}/data/{name}/versions/1", "name": "1", "type": f"{A_WS}/data/versions",
+                "properties": {"dataType": "uri_folder", "isAnonymous": False, "isArchived": False, "tags": {},
+                               "properties": {}, "dataUri": "azureml://datastores/workspaceblobstore/paths/"
+                                                            f"modelDataCollector/{endpoint}/{deployment}/{kind}"}}
+            collections[kind] = {"dataCollectionMode": "Enabled", "dataId": f"{ws_id}/data/{name}/versions/1",
+                                 "samplingRate": 1.0}
+        fake.arm.endpoints[(ws_id.lower(), endpoint)] = {
+            "id": ep_id, "name": endpoint, "type": f"{A_WS}/onlineEndpoints", "location": workspace["location"],
+            "kind": "Managed", "identity": {"type": "SystemAssigned"}, "tags": tags,
+            "properties": {"authMode": "Key", "traffic": {deployment: 100}, "mirrorTraffic": {},
+                           "provisioningState": "Succeeded", "scoringUri": f"https://{endpoint}.inference.ml/score"}}
+        fake.arm.deployments[(ws_id.lower(), endpoint, deployment)] = {
+            "id": f"{ep_id}/deployments/{deployment}", "name": deployment, "type": f"{A_WS}/onlineEndpoints/deployments",
+            "location": workspace["location"], "kind": "Managed", "tags": tags, "sku": {"name": "Default", "capacity": 1},
+            "properties": {"endpointComputeType": "Managed", "instanceType": "Standard_DS3_v2",
+                           "model": f"{ws_id}/models/scorer/versions/1",
+                           "environmentId": f"{ws_id}/environments/mlplat-serving/versions/1",
+                           "dataCollector": {"collections": collections}, "provisioningState": "Succeeded",
+                           "scaleSettings": {"scaleType": "Default"},
+                           "requestSettings": {"maxConcurrentRequestsPerInstance": 1, "requestTimeout": "PT5S"}}}
+    return f"{ep_id}/deployments/{deployment}"
