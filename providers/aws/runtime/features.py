@@ -33,7 +33,7 @@ from typing import Any
 from mlplat.contracts import ViewSelection
 from mlplat.errors import ExternalError, NotFound
 from mlplat.features.definitions import DTYPES, Definitions
-from mlplat.features.errors import FeatureDataError, FeatureDefinitionError
+from mlplat.features.errors import FeatureDataError, FeatureDefinitionError, refuse_invalid_views, refuse_unchangeable
 from mlplat.features.plan import FeaturePlan
 from mlplat.features.store import FILE, ROW, LedgerFeatureStore, lit, q
 from mlplat_providers.aws import service_rules as rules
@@ -171,12 +171,9 @@ class AwsFeatureStore(LedgerFeatureStore):
     # --- definitions ----------------------------------------------------------------------------
 
     def _refuse_invalid(self, definitions: Definitions) -> None:
-        problems = [f"{view.ref}: {p}" for view in definitions.views for p in layout_problems(view.to_dict(), self.prefix)]
-        if problems:
-            raise FeatureDefinitionError(
-                "SageMaker Feature Store would refuse these feature views:\n  - " + "\n  - ".join(problems),
-                where=definitions.path or "feature definitions",
-                hint="rename the columns (letters and digits, '-' or '_' only inside, at most 64 characters, not "
+        refuse_invalid_views(
+            definitions, lambda doc: layout_problems(doc, self.prefix), "SageMaker Feature Store",
+            hint="rename the columns (letters and digits, '-' or '_' only inside, at most 64 characters, not "
                      "is_deleted/write_time/api_invocation_time) and use a supported dtype; nothing was created")
 
     def plan(self, definitions: Definitions) -> FeaturePlan:
@@ -233,11 +230,7 @@ class AwsFeatureStore(LedgerFeatureStore):
                 actions.append(("update", layout, added))
             elif current.get("FeatureGroupStatus") != "Created":
                 actions.append(("wait", layout, []))
-        if problems:
-            bumps = ", ".join(sorted({p.split(":")[0].split("@")[0] + " version=N+1" for p in problems}))
-            raise FeatureDefinitionError("these changes cannot be made to an existing feature group:\n  - "
-                                         + "\n  - ".join(problems), where=definitions.path or "feature definitions",
-                                         hint=f"declare a new version instead ({bumps}); nothing was created")
+        refuse_unchangeable(problems, definitions.path or "feature definitions", "an existing feature group")
         for action, layout, definitions_ in actions:
             if action == "create":
                 self._create_group(layout)

@@ -47,7 +47,7 @@ from typing import Any
 from mlplat.contracts import ViewSelection
 from mlplat.errors import NotFound, StackError
 from mlplat.features.definitions import Definitions
-from mlplat.features.errors import FeatureDataError, FeatureDefinitionError
+from mlplat.features.errors import FeatureDataError, refuse_invalid_views, refuse_unchangeable
 from mlplat.features.plan import FeaturePlan
 from mlplat.features.store import LedgerFeatureStore
 from mlplat_providers.azure.naming import PLATFORM_CONTAINER
@@ -216,12 +216,9 @@ class AzureFeatureStore(LedgerFeatureStore):
     # --- definitions ------------------------------------------------------------------------------------
 
     def _refuse_invalid(self, definitions: Definitions) -> None:
-        problems = [f"{view.ref}: {p}" for view in definitions.views for p in layout_problems(view.to_dict())]
-        if problems:
-            raise FeatureDefinitionError(
-                "the Azure ML feature store would refuse these feature views:\n  - " + "\n  - ".join(problems),
-                where=definitions.path or "feature definitions",
-                hint="use letters, digits, '-', '_' and '.' in view and entity names, keep features apart from "
+        refuse_invalid_views(
+            definitions, layout_problems, "the Azure ML feature store",
+            hint="use letters, digits, '-', '_' and '.' in view and entity names, keep features apart from "
                      "join keys, and use a supported dtype; nothing was created")
 
     def plan(self, definitions: Definitions) -> FeaturePlan:
@@ -269,11 +266,7 @@ class AzureFeatureStore(LedgerFeatureStore):
                     problems.append(f"{view.ref}: feature set {doc['name']} version {versions[-1]['name']} has "
                                     f"{', '.join(retyped)}; the Azure ML feature store cannot change a feature's type")
             actions.append((doc, len(versions) + 1))
-        if problems:
-            bumps = ", ".join(sorted({p.split(":")[0].split("@")[0] + " version=N+1" for p in problems}))
-            raise FeatureDefinitionError("these changes cannot be made to an existing feature set:\n  - "
-                                         + "\n  - ".join(problems), where=definitions.path or "feature definitions",
-                                         hint=f"declare a new version instead ({bumps}); nothing was created")
+        refuse_unchangeable(problems, definitions.path or "feature definitions", "an existing feature set")
         for doc, revision in actions:
             entities = [self._ensure_entity(e) for e in doc["entities"]]
             self._create_feature_set_version(container, doc, azure_version(doc["version"], revision), entities)

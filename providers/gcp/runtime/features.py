@@ -30,7 +30,7 @@ from typing import Any
 from mlplat.contracts import ViewSelection
 from mlplat.errors import NotFound
 from mlplat.features.definitions import Definitions
-from mlplat.features.errors import FeatureDataError, FeatureDefinitionError
+from mlplat.features.errors import FeatureDataError, refuse_invalid_views
 from mlplat.features.store import LedgerFeatureStore
 
 TIMESTAMP_COLUMN = "feature_timestamp"
@@ -134,12 +134,9 @@ class GcpFeatureStore(LedgerFeatureStore):
     # --- definitions ------------------------------------------------------------------------------------
 
     def _refuse_invalid(self, definitions: Definitions) -> None:
-        problems = [f"{view.ref}: {p}" for view in definitions.views for p in layout_problems(view.to_dict())]
-        if problems:
-            raise FeatureDefinitionError(
-                "Vertex AI Feature Store would refuse these feature views:\n  - " + "\n  - ".join(problems),
-                where=definitions.path or "feature definitions",
-                hint="use lowercase letters, digits and underscores (not starting with a digit) for view and "
+        refuse_invalid_views(
+            definitions, layout_problems, "Vertex AI Feature Store",
+            hint="use lowercase letters, digits and underscores (not starting with a digit) for view and "
                      "feature names, and a supported dtype; nothing was created")
 
     def plan(self, definitions: Definitions) -> Any:
