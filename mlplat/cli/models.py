@@ -1,4 +1,4 @@
-"""`mlplat models list | show | evaluate | promote | approve | reject | register-image`."""
+"""`mlplat models list | show | evaluate | promote | approve | reject | share | register-image`."""
 from __future__ import annotations
 
 import time
@@ -17,7 +17,7 @@ STAGE_COLOUR = {"dev": "white", "staging": "yellow", "production": "green", "arc
 
 @click.group()
 def models() -> None:
-    """Registered models: list, show, promote, approve, reject, register-image."""
+    """Registered models: list, show, promote, approve, reject, share, register-image."""
 
 
 @models.command("list")
@@ -193,6 +193,29 @@ def promote(ctx, name: str, version: int, target: str, stack: str, environment: 
         verb = "is now" if result["changed"] else "was already"
         ctx.console.print(f"[bold green]{name} version {version} {verb} in {result['stage']}[/] "
                           f"({time.perf_counter() - t0:.1f}s)")
+
+
+@models.command("share")
+@click.argument("name", shell_complete=complete_models)
+@click.argument("version", type=VERSION, shell_complete=complete_versions)
+@click.option("--registry", default=None,
+              help="The registry shared across teams (default: the stack's, e.g. mlplat:provider.registry on Azure).")
+@stack_option
+@json_option
+@pass_ctx
+def share(ctx, name: str, version: int, registry: str | None, stack: str, as_json: bool) -> None:
+    """Share the production version NAME VERSION with other teams: a copy in the shared registry, lineage kept.
+
+    Only the production version of the stack's environment (approved, for critical models) is shared."""
+    from mlplat.api.plane import plane_for
+
+    spec = ctx.stack(stack)
+    result = plane_for(spec, ctx).call("models.share", name=name, version=version, registry=registry)
+    if as_json:
+        emit_json(result)
+    else:
+        ctx.console.print(f"[bold green]{name} version {version} is shared[/] as {result['shared_name']} version "
+                          f"{result['shared_version']} in registry {result['registry']}", highlight=False)
 
 
 @models.command("register-image")

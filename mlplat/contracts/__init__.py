@@ -32,7 +32,7 @@ from mlplat.contracts.pipelines import (
     TrainingJobSpec,
 )
 from mlplat.contracts.provisioning import Plan, PlannedChange, Provisioner, ResourceStatus
-from mlplat.contracts.registry import ModelRegistry, StoredVersion
+from mlplat.contracts.registry import ModelRegistry, SharedVersion, StoredVersion
 from mlplat.contracts.serving import EndpointDeployer
 from mlplat.contracts.settings import SETTINGS_CONFIG, ProviderSettings
 from mlplat.contracts.tracking import ExperimentTracker, MetricPoint, RunRecord
@@ -71,6 +71,7 @@ __all__ = [
     "SourceBundle",
     "StepDefinition",
     "StepRun",
+    "SharedVersion",
     "StoredVersion",
     "TrainingJobSpec",
     "Usage",

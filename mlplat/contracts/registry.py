@@ -23,6 +23,18 @@ class StoredVersion:
     run_id: str
 
 
+@dataclass(frozen=True)
+class SharedVersion:
+    """A model version as a registry shared across teams holds it after :meth:`ModelRegistry.share`."""
+
+    name: str  # the platform's model name
+    version: int  # the stack's version
+    registry: str  # the shared registry
+    shared_name: str  # the model's name there
+    shared_version: str  # its version there
+    asset_id: str  # the shared version's id in the provider's terms
+
+
 class ModelRegistry(Contract):
     """Model versions and their files in the provider's registry (MLflow, SageMaker, Vertex, Azure ML).
 
@@ -70,6 +82,16 @@ class ModelRegistry(Contract):
     @abc.abstractmethod
     def run_tags(self, run_id: str) -> dict[str, str]:
         """The tags of the run (``NotFound`` for an unknown run)."""
+
+    def share(self, name: str, version: int, *, registry: str | None,
+              evidence: Mapping[str, Any]) -> SharedVersion:
+        """Copy ``version`` of ``name`` into a registry shared across teams (``registry``, else the stack's
+        default), with its lineage; the caller (``mlplat.services.sharing``) has already checked that the
+        platform's rules let the version leave the team (``evidence``: the deployability evidence).
+        Idempotent: sharing a version already shared answers the shared version. Optional: the default
+        raises ``CapabilityNotSupported``."""
+        self._unsupported("sharing a model version to a shared registry",
+                          hint="use a stack on a provider with shared registries (azure)")
 
     def record_approval(self, name: str, version: int, *, state: str, environment: str,
                         decisions: list[dict[str, Any]], artifact_digest: str, gate_digest: str | None) -> None:

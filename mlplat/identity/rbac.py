@@ -142,6 +142,7 @@ PERMISSIONS: dict[str, Rule] = {
     "models.approve": APPROVE,
     "models.reject": APPROVE,
     # production operations
+    "models.share": OPERATE,  # a production version leaves the team
     "keys.create": OPERATE,
     "keys.revoke": OPERATE,
     "keys.rotate": OPERATE,

@@ -118,6 +118,7 @@ EXPECTED: list[tuple[str, str, dict, set]] = [
                                      "artifact_digest": "0" * 64, "framework": "sklearn",
                                      "lineage": {"datasets": {}}}, DEVELOP),
     ("reject", "models.reject", {"name": "scorer", "version": 1, "reason": "no"}, APPROVE),
+    ("share", "models.share", {"name": "scorer", "version": 1}, OPERATE),
     ("sealed", "models.sealed_version", {"name": "scorer", "version": 1}, READ),
     ("model-version", "models.show", {"name": "scorer", "version": 1}, READ),
     ("model", "models.show_latest", {"name": "scorer"}, READ),

@@ -138,6 +138,14 @@ def approve(spec: Any, ctx: Any, *, name: str, version: int, reason: str,
                                     environment=environment)
 
 
+@operation("models.share", "POST", "/models/{name}/versions/{version}/shares")
+def share(spec: Any, ctx: Any, *, name: str, version: int, registry: str | None = None) -> dict[str, Any]:
+    """Share the production version with other teams: a copy in the shared registry, lineage kept, audited."""
+    from mlplat.services import sharing
+
+    return sharing.share_version(spec, ctx, name, version, registry=registry)
+
+
 @operation("models.reject", "POST", "/models/{name}/versions/{version}/rejections")
 def reject(spec: Any, ctx: Any, *, name: str, version: int, reason: str,
            environment: Environment | None = None) -> dict[str, Any]:

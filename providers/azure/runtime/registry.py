@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from mlplat.cloud_state import StateFiles
-from mlplat.contracts import ModelRegistry, StoredVersion
-from mlplat.errors import IntegrityError, NotFound
+from mlplat.contracts import ModelRegistry, SharedVersion, StoredVersion
+from mlplat.errors import Conflict, IntegrityError, NotFound, StackError
 from mlplat_providers.azure.naming import PLATFORM_CONTAINER
 from mlplat_providers.azure.runtime.session import AzureSession
 from mlplat_providers.azure.runtime.state import AzureState
@@ -37,6 +37,10 @@ MODEL_TAG = "mlplat-model"
 CONTAINER = PLATFORM_CONTAINER  # the program creates it (naming)
 STAGES = {"staging": "Staging", "production": "Production"}
 A_MODELS = "Microsoft.MachineLearningServices/workspaces/models"
+A_REGISTRIES = "Microsoft.MachineLearningServices/registries"
+# A workspace asset as a registry refers to it when the asset is shared (azure-ai-ml's ASSET_ID_FORMAT).
+# https://learn.microsoft.com/azure/machine-learning/how-to-share-models-pipelines-across-workspaces-with-registries
+WORKSPACE_ASSET_ID = "azureml://locations/{location}/workspaces/{guid}/models/{name}/versions/{version}"
 
 
 def lineage(stack: str, tags: Mapping[str, str], run_id: str, run_tags: Mapping[str, str]) -> dict[str, str]:
@@ -201,6 +205,68 @@ class AzureModelRegistry(StateFiles, ModelRegistry):
         numbers = [int(v.version) for v in versions if str(v.version).isdigit() and
                    (v.tags or {}).get(ALIAS_TAG + alias) == "true"]
         return max(numbers) if numbers else None
+
+    # --- sharing across teams ------------------------------------------------------------------
+
+    def share(self, name: str, version: int, *, registry: str | None,
+              evidence: Mapping[str, Any]) -> SharedVersion:
+        """Copy the version into the Azure ML registry shared across teams (``registry``, else
+        ``mlplat:provider.registry``; in the stack's resource group, where the program creates it) as
+        ``<team>-<model>`` of the same version number: the registry copies the workspace asset it names; the
+        copy keeps the lineage properties and says where it came from. Refused: no registry named, a registry
+        that does not exist, a version the platform did not create or whose artifact is not the sealed one,
+        and a registry version of that number holding another artifact (registry versions are immutable)."""
+        target = registry or getattr(self.spec.provider, "registry", None)
+        if not target:
+            raise StackError(f"stack '{self.spec.name}' names no registry to share to", where=self.spec.path or None,
+                             hint="set mlplat:provider.registry (createRegistry: true makes `mlplat up` create it), "
+                                  "or name one with --registry")
+        current = self.describe_version(name, version)
+        if (current.tags or {}).get("mlplat-managed") != "true":
+            raise IntegrityError(f"{self.model_name(name)} version {version} is not managed by mlplat",
+                                 hint="the platform shares only what it registered")
+        digest = str(evidence.get("artifact_digest") or "")
+        properties = dict(current.properties or {})
+        if digest and properties.get("mlplat.artifact_digest") != digest:
+            raise IntegrityError(f"{self.model_name(name)} version {version} in Azure ML does not carry the sealed "
+                                 f"artifact digest {digest}", hint="the version was changed outside mlplat; "
+                                                                   "register the model again")
+        rest, group = self.azure.ml_services(), self.azure.resource_group
+        try:
+            self.azure.call(rest.registries.get, group, target, not_found=True, action=f"{A_REGISTRIES}/read",
+                            what=f"registry {target}")
+        except NotFound:
+            raise NotFound(f"Azure ML registry '{target}' does not exist in resource group {group}",
+                           hint="set mlplat:provider.createRegistry: true and run `mlplat up`, or name an existing "
+                                "registry in mlplat:provider.registry") from None
+        shared_name, shared_version = self.model_name(name), str(int(version))
+        workspace = self.azure.call(rest.workspaces.get, group, self.azure.workspace,
+                                    action="Microsoft.MachineLearningServices/workspaces/read",
+                                    what=f"workspace {self.azure.workspace}")
+        source = WORKSPACE_ASSET_ID.format(location=workspace.get("location"),
+                                           guid=(workspace.get("properties") or {}).get("workspaceId"),
+                                           name=shared_name, version=shared_version)
+        try:
+            found = self.azure.call(rest.registry_model_versions.get, group, target, shared_name, shared_version,
+                                    not_found=True, action=f"{A_REGISTRIES}/models/versions/read",
+                                    what=f"{shared_name} version {shared_version} in registry {target}")
+        except NotFound:
+            found = None
+        if found is not None:
+            held = (found.get("properties") or {}).get("properties") or {}
+            if held.get("mlplat.artifact_digest") != properties.get("mlplat.artifact_digest"):
+                raise Conflict(f"registry {target} already holds {shared_name} version {shared_version} with another "
+                               "artifact", hint="registry versions are immutable: share a newer version")
+            return SharedVersion(name, int(version), target, shared_name, shared_version, str(found.get("id")))
+        body = {"properties": {
+            "modelUri": source, "modelType": "custom_model", "stage": "Production",
+            "description": f"mlplat model {name} of team {self.spec.team}, shared from {self.azure.workspace}",
+            "tags": {**self.tags(name), "mlplat-source-workspace": self.azure.workspace},
+            "properties": {**properties, "mlplat.source": source, "mlplat.source_version": shared_version}}}
+        created = self.azure.run(rest.registry_model_versions.begin_create_or_update, group, target, shared_name,
+                                 shared_version, body, action=f"{A_REGISTRIES}/models/versions/write",
+                                 what=f"sharing {name} version {version} to registry {target}")
+        return SharedVersion(name, int(version), target, shared_name, shared_version, str(created.get("id")))
 
     # --- runs ----------------------------------------------------------------------------------
 
