@@ -243,3 +243,39 @@ def test_without_the_redis_override_the_cache_of_the_feature_store_connection_is
     assert backend.redis() == "client"
     assert opened == [{"host": "redis-fraud-production-abc123.redis.cache.windows.net", "port": 6380, "ssl": True,
                        "username": "0b1d-object", "password": f"h.{claims}.s", "decode_responses": True}]
+
+
+def test_the_cli_applies_materializes_and_refuses_a_retyped_feature_on_an_azure_stack(project, capsys):
+    import json
+
+    from mlplat.cli import main
+    from mlplat.errors import ExitCode
+    from tests.contract.test_features_contract import DEFINITIONS_MODULE
+
+    root, fake = project
+    (root / "good.py").write_text(DEFINITIONS_MODULE.format(rating="rating"))
+    (root / "retyped.py").write_text(DEFINITIONS_MODULE.format(rating="rating").replace(
+        "Feature('rating', \"float64\")", "Feature('rating', \"string\")"))
+
+    def mlplat(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return int(done.value.code), out, err
+
+    code, out, err = mlplat("features", "apply", "--stack", STACK, "-d", "good.py", "--yes", "--json")
+    assert code == ExitCode.OK, err
+    assert json.loads(out)["applied"] is True
+    code, out, err = mlplat("features", "materialize", "--stack", STACK, "--start", WINDOW["start"], "--end",
+                            WINDOW["end"], "--json")
+    assert code == ExitCode.OK, err
+    assert json.loads(out) == [{"view": "driver_stats", "version": 1, "rows": 5}]
+
+    frame = source_frame()
+    frame.assign(rating=frame["rating"].astype(str)).to_parquet(root / "data" / "driver_stats.parquet", index=False)
+    before = len(puts(fake))
+    code, _, err = mlplat("features", "apply", "--stack", STACK, "-d", "retyped.py", "--yes")
+    assert code == ExitCode.CONFIG, err
+    assert "cannot change a feature's type" in err and "driver_stats version=N+1" in err
+    assert puts(fake)[before:] == []
