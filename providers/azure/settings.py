@@ -70,7 +70,7 @@ class AzureProviderSpec(ProviderSettings):
         description="Name of the Azure ML workspace. Default: mlw-<team>-<environment>.")
     registry: str | None = Field(
         None, min_length=3, max_length=33, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$",
-        description="Azure ML registry shared across teams that `mlplat registry share` publishes to. The "
+        description="Azure ML registry shared across teams that `mlplat models share` publishes to. The "
         "program creates it when `createRegistry` is true; else it must exist. Unset: no sharing.")
     create_registry: bool = Field(False, description="Create the shared registry in this stack's resource group.")
     vm_size: str | None = Field(
