@@ -161,6 +161,7 @@ def backend(tmp_path, monkeypatch, azure_fake):  # noqa: F811
     project = write_project(tmp_path / "project", {"team": azure_stack_text(extra=CONTROL_PLANE)})
     monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
     monkeypatch.delenv("MLPLAT_CONTROL_PLANE_URL", raising=False)
+    monkeypatch.delenv("MLPLAT_AZURE_TRACKING_URI", raising=False)
     spec = context(project).stack("team")
     sleeps: list[float] = []
     archive = tmp_path / "source.tar.gz"
@@ -199,6 +200,7 @@ def test_mlplat_train_is_a_command_job_on_the_programs_cluster(backend):
     env = props["environmentVariables"]
     assert env["MLPLAT_DATA_TRAIN"] == DATA and env["MLPLAT_TRAINING_JOB"] == "train-1"
     assert env["MLPLAT_CONTROL_PLANE_URL"] == "https://cp.fraud.example.com" and env["MLPLAT_STACK"] == "team"
+    assert env["MLPLAT_AZURE_TRACKING_URI"] == "azureml://westeurope.api.azureml.ms/mlflow/v1.0" + b.pipes.azure.workspace_id
     assert {"team", "cost-center", "environment", "owner"} <= set(props["tags"])
     assert props["tags"]["mlplat-managed"] == "true" and props["tags"]["model"] == "scorer"
     [(code_key, code)] = b.state["codes"].items()
@@ -412,6 +414,7 @@ def git_project(tmp_path, monkeypatch, azure_fake):  # noqa: F811
         subprocess.run([*GIT, *args], cwd=root, check=True, capture_output=True)
     monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(root))
     monkeypatch.delenv("MLPLAT_CONTROL_PLANE_URL", raising=False)
+    monkeypatch.delenv("MLPLAT_AZURE_TRACKING_URI", raising=False)
     provision_cloud(context(root).stack("governed"))
     return root, fake_jobs.jobs_state(azure_fake.arm)
 

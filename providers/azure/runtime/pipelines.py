@@ -11,7 +11,9 @@ schedules for ``mlplat pipeline``, through the Azure ML REST API (``{ws}`` = the
 * **Training job** = ``PUT {ws}/jobs/{name}`` with a ``CommandJob`` on the program's compute cluster
   (``plan.compute``; another Azure VM size than the cluster's runs on serverless compute), experiment
   ``<model>`` (else ``<team>-training``): Azure ML tracks the job as an MLflow run of the workspace, the
-  job's name being the run's id. Data URIs (``azureml://``, ``abfss://``, ``wasbs://``, ``https://``) are
+  job's name being the run's id, and ``mlplat.start_run`` in the job tracks there too
+  (``MLPLAT_AZURE_TRACKING_URI`` = the workspace's ``mlFlowTrackingUri``, unless the stack names one).
+  Data URIs (``azureml://``, ``abfss://``, ``wasbs://``, ``https://``) are
   inputs mounted read-only; the URIs arrive as ``MLPLAT_DATA_<NAME>``, the mounted paths as
   ``MLPLAT_INPUT_<NAME>``. Status = ``GET {ws}/jobs/{name}`` (started = created, ended = last modified once
   terminal); stop = ``POST {ws}/jobs/{name}/cancel``, a long-running operation followed to its end; logs =
@@ -187,6 +189,7 @@ class AzurePipelines(PipelineBackend):
         self.sleep = sleep
         self.clock = clock
         self.rest = AzureRest(self.azure, sleep)
+        self._tracking: str | None = None
 
     # --- names and settings -------------------------------------------------------------------
 
@@ -209,10 +212,23 @@ class AzurePipelines(PipelineBackend):
         return str(url)
 
     def job_environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """What every job and step sees: the stack, its control plane, and ``extra``. Azure ML sets the
-        workspace's MLflow tracking URI in every job itself."""
+        """What every job and step sees: the stack, its control plane, the workspace's MLflow (where the
+        job's run is tracked), and ``extra``."""
         out = {"MLPLAT_STACK": self.spec.name, "MLPLAT_CONTROL_PLANE_URL": self.control_plane_url()}
-        return {**out, **(extra or {})}
+        return {**out, "MLPLAT_AZURE_TRACKING_URI": self.tracking_uri(), **(extra or {})}
+
+    def tracking_uri(self) -> str:
+        """The stack's tracking URI when it names one, else the workspace's MLflow
+        (``properties.mlFlowTrackingUri``: ``azureml://<region>.api.azureml.ms/mlflow/v1.0/<workspace id>``)."""
+        if self._tracking is None:
+            named = self.spec.control_plane.tracking or os.environ.get("MLPLAT_AZURE_TRACKING_URI")
+            if named:
+                self._tracking = str(named)
+            else:
+                workspace = self.rest.request("GET", "", what=f"workspace {self.azure.workspace}",
+                                              action=f"{A_WS}/read")
+                self._tracking = str((workspace.get("properties") or {}).get("mlFlowTrackingUri") or "")
+        return self._tracking
 
     def experiment(self, model: str | None) -> str:
         from mlplat_providers.azure.naming import slug
@@ -309,16 +325,19 @@ class AzurePipelines(PipelineBackend):
         return False, {"instanceType": wanted, "instanceCount": 1}
 
     def submit_training(self, job: TrainingJobSpec) -> JobStatus:
-        base = self.job_environment()  # refused before anything is sent when the stack has no control plane
+        self.control_plane_url()  # refused before anything is sent when the stack has no control plane
         if not pc.JOB_NAME.match(job.name):
             raise pc.PipelineError(f"job name {job.name!r} is not an Azure ML job name",
                                    hint="letters, digits, '-' and '_', starting with a letter or digit")
         if not job.command:
             raise pc.PipelineError("the training job has no command", hint="mlplat train -- python train.py")
         on_cluster, resources = self._placement(job)
+        for name, uri in job.data.items():  # data Azure ML cannot read: refused before any call
+            pc.data_input(name, uri, f"training job {job.name}")
         target = self._target(job.source, job.tags.get("model"))
-        body = pc.command_job(job, target, environment={**base, **job.environment, "MLPLAT_TRAINING_JOB": job.name},
-                              resources=resources, compute=on_cluster)  # data URIs refused here, before any call
+        body = pc.command_job(job, target, environment={**self.job_environment(), **job.environment,
+                                                        "MLPLAT_TRAINING_JOB": job.name},
+                              resources=resources, compute=on_cluster)
         if on_cluster:
             self.check_compute(target.compute)
         self.upload_source(job.source)
