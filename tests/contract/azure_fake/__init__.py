@@ -5,6 +5,10 @@
   operations through ``Azure-AsyncOperation``) on one Starlette app whose route table other modules of
   this package extend: every module with a ``ROUTES`` list is mounted.
 - ``rules.py``: the services' documented rules, each a small function citing its documentation page.
+- ``features.py``: the managed feature store's entities and feature sets (containers and versions) and
+  workspace connections, with ``feature_rules.py`` (its documented rules); ``feature_support.py``: the
+  feature-store workspace as the program leaves it and a Redis server on 127.0.0.1 (fakeredis over TCP)
+  standing in for Azure Cache for Redis.
 - ``fixtures.py``: starts the server once per test session and points the runtime at it
   (``MLPLAT_AZURE_ARM_ENDPOINT``; the runtime then uses a fixed fake token).
 """
