@@ -77,6 +77,25 @@ def test_azure_golden_path_through_the_cli(tmp_path, azure_fake):  # noqa: F811
     shown = cli("deployments", "show", "scorer", "--stack", STACK, "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["stable_version"] == 1
 
+    # the data collector's files of the deployment, then one monitoring pass over them
+    import time
+
+    import pandas as pd
+
+    from tests.contract.azure_fake.monitoring_support import write_collected
+
+    holdout = pd.read_parquet(project / "data" / "holdout.parquet").head(120).drop(columns=["label"])
+    write_collected(azure_fake, next(iter(arm.workspaces.values())), endpoint["name"], "scorer-v1",
+                    [{"inference_id": f"req-{i}", "features": row, "predicted": 1}
+                     for i, row in enumerate(holdout.to_dict(orient="records"))], time.time() - 60)
+    monitored = cli("monitor", "run", "--stack", STACK, "--no-retrain", "--json")
+    assert monitored.returncode == 0, monitored.stderr
+    [window] = json.loads(monitored.stdout)["windows"]
+    assert (window["model"], window["version"], window["drift"]["rows"]) == ("scorer", 1, 120)
+    published = arm.extra.get("custom_metrics", [])
+    assert json.loads(monitored.stdout)["published"]["metrics"] == len(published)
+    assert [d["dims"] for d in published if d["metric"] == "drift_share"] == [{"team": "fraud", "model": "scorer"}]
+
     bad = cli("deploy", "scorer", "1", "--stack", STACK, "--strategy", "canary", "--steps", "10,50")
     assert bad.returncode == 1 and "last canary step must be 100" in bad.stderr
 
