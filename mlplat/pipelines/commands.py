@@ -1,4 +1,5 @@
-"""What each step of a pipeline runs on a cloud, and the check that it is a command this mlplat has.
+"""What each step of a pipeline runs on a cloud, the check that it is a command this mlplat has, and the
+cycle check of a compiled pipeline's graph.
 
 Every cloud compiler (SageMaker Pipelines, Vertex AI Pipelines, Azure ML pipeline jobs) turns a step into
 one command run by the platform's image: a ``command`` step's own, or for the platform's steps
@@ -9,7 +10,7 @@ runs), so a pipeline never fails hours in because a step names a command or opti
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from mlplat.contracts.pipelines import StepDefinition
 from mlplat.errors import MlplatError
@@ -77,3 +78,21 @@ def command_problems(commands: Mapping[str, Sequence[str]], *, label: str = "ste
             if problem:
                 problems.append(f"{label} {name}: {problem}")
     return problems
+
+
+def has_cycle(graph: Mapping[str, Collection[str]]) -> bool:
+    """Whether a compiled pipeline's dependency graph (node → the nodes it waits for) has a cycle: the
+    compilers' rule checks ask it of the document they are about to send."""
+    state: dict[str, int] = {}  # 1: on the path being walked, 2: done
+
+    def cyclic(node: str) -> bool:
+        if state.get(node) == 1:
+            return True
+        if state.get(node) == 2:
+            return False
+        state[node] = 1
+        found = any(cyclic(n) for n in sorted(graph.get(node, ())))
+        state[node] = 2
+        return found
+
+    return any(cyclic(n) for n in sorted(graph))

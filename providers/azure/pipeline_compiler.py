@@ -320,19 +320,7 @@ def pipeline_problems(job: Mapping[str, Any], components: Mapping[str, Mapping[s
     unread = sorted(declared_inputs - read_inputs)
     if unread:
         problems.append(f"pipeline inputs no node reads: {', '.join(unread)}")
-    state: dict[str, int] = {}
-
-    def cyclic(node: str) -> bool:
-        if state.get(node) == 1:
-            return True
-        if state.get(node) == 2:
-            return False
-        state[node] = 1
-        found = any(cyclic(n) for n in sorted(graph.get(node, ())))
-        state[node] = 2
-        return found
-
-    if any(cyclic(n) for n in sorted(graph)):
+    if commands.has_cycle(graph):
         problems.append("the nodes' bindings form a cycle")
     return problems
 

@@ -293,19 +293,7 @@ def spec_problems(spec: Mapping[str, Any]) -> list[str]:
                                 f"which task {producer} does not declare")
             if producer not in deps:
                 problems.append(f"task {tname}: reads {producer}'s output but does not list it in dependentTasks")
-    state: dict[str, int] = {}
-
-    def cyclic(node: str) -> bool:
-        if state.get(node) == 1:
-            return True
-        if state.get(node) == 2:
-            return False
-        state[node] = 1
-        found = any(cyclic(n) for n in sorted(graph.get(node, ())))
-        state[node] = 2
-        return found
-
-    if any(cyclic(t) for t in sorted(graph)):
+    if commands.has_cycle(graph):
         problems.append("root.dag has a cycle")
     return problems
 
