@@ -398,7 +398,8 @@ class AzureFeatureStore(LedgerFeatureStore):
 
     def _write_online(self, doc: Mapping[str, Any], latest: Sequence[tuple[Any, ...]]) -> None:
         """Each row as its entity's hash unless the hash holds a newer event (or, at the same event time, a
-        later created time)."""
+        later created time): one pipelined read and one pipelined write per batch, not one transaction, so two
+        materializations of the same view version at the same moment may interleave."""
         n = len(doc["entities"])
         client = self.redis()
         for chunk in chunks(list(latest)):
