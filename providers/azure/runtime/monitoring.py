@@ -38,7 +38,7 @@ from typing import Any, cast
 from mlplat.contracts import Capture, Monitor
 from mlplat.db import Database
 from mlplat.errors import ExternalError, NotFound, StackError
-from mlplat.services.monitoring import captured
+from mlplat.services.monitoring import captured, published
 from mlplat_providers.azure.runtime.collector import INPUTS, OUTPUTS, PREFIX
 
 NAMESPACE = "mlplat"
@@ -336,23 +336,20 @@ class AzureMonitor(Monitor):
         when = float(report["ts"])
         team = str(self.spec.team)
         out: list[dict[str, Any]] = []
-        for w in report.get("windows") or []:
-            dims = {"team": team, "model": str(w["model"])}
-            drift = w.get("drift") or {}
-            if drift.get("verdict") not in (None, "no reference", "insufficient data", "insufficient reference"):
-                scores = {f["feature"]: f["psi"] for f in drift.get("features") or [] if f.get("psi") is not None}
-                prediction = scores.pop("__prediction__", None)
-                for feature, psi in sorted(scores.items()):
-                    out.append(metric_body(FEATURE_PSI, when, {**dims, "feature": str(feature)}, float(psi)))
-                if scores:
-                    out.append(metric_body(MAX_PSI, when, dims, float(max(scores.values()))))
-                if prediction is not None:
-                    out.append(metric_body(PREDICTION_DRIFT, when, dims, float(prediction)))
-                out.append(metric_body(DRIFT_SHARE, when, dims, float(drift.get("share") or 0.0)))
-                out.append(metric_body(PREDICTIONS, when, dims, float(drift.get("rows") or 0)))
+        for w in published.window_values(report):
+            dims = {"team": team, "model": w.model}
+            for feature, psi in sorted(w.feature_psi.items()):
+                out.append(metric_body(FEATURE_PSI, when, {**dims, "feature": feature}, psi))
+            if w.max_psi is not None:
+                out.append(metric_body(MAX_PSI, when, dims, w.max_psi))
+            if w.prediction_psi is not None:
+                out.append(metric_body(PREDICTION_DRIFT, when, dims, w.prediction_psi))
+            if w.drift_share is not None:
+                out.append(metric_body(DRIFT_SHARE, when, dims, w.drift_share))
+                out.append(metric_body(PREDICTIONS, when, dims, float(w.rows or 0)))
             for key, name in QUALITY.items():
-                if key in (w.get("metrics") or {}):
-                    out.append(metric_body(name, when, dims, float(w["metrics"][key])))
+                if key in w.metrics:
+                    out.append(metric_body(name, when, dims, w.metrics[key]))
         return out
 
     def publish(self, report: Mapping[str, Any]) -> dict[str, Any]:
