@@ -155,7 +155,10 @@ DEPLOYMENT_METRICS = frozenset({
 # https://learn.microsoft.com/azure/azure-monitor/essentials/metrics-custom-overview
 WORKSPACE_NAMESPACE = "Microsoft.MachineLearningServices/workspaces"
 PLATFORM_NAMESPACE = "mlplat"
-PLATFORM_METRICS = frozenset({"drift_share", "prediction_drift", "performance"})
+# (the runtime's monitoring module publishes exactly these: tests pin it)
+PLATFORM_DIMENSIONS = ("team", "model")
+PLATFORM_METRICS = frozenset({"drift_share", "max_psi", "feature_psi", "prediction_drift", "predictions", "accuracy",
+                              "precision", "recall"})
 PUBLISHED = {ENDPOINT_NAMESPACE: ENDPOINT_METRICS, DEPLOYMENT_NAMESPACE: DEPLOYMENT_METRICS,
              PLATFORM_NAMESPACE: PLATFORM_METRICS}
 

@@ -178,6 +178,11 @@ def test_a_pass_publishes_what_the_metric_alert_watches(stack):
         ("feature_psi", "x1"), ("feature_psi", "x2"), ("max_psi", None), ("prediction_drift", None),
         ("drift_share", None), ("predictions", None), ("accuracy", None)}
     assert {d["resource"] for d in sent} == {stack["session"].workspace_id}
+    # what the program's alerts may watch (service_rules) is exactly what the pass publishes
+    from mlplat_providers.azure import service_rules as sr
+
+    assert {d["metric"] for d in sent} | {"precision", "recall"} == sr.PLATFORM_METRICS
+    assert {tuple(d["dims"])[:2] for d in sent} == {sr.PLATFORM_DIMENSIONS}
     plan = stack_plan(spec)
     [model] = [m for m in plan.models if m.model == "scorer"]
     [drift] = [c for c in alert_criteria(spec) if c.namespace == "mlplat"]

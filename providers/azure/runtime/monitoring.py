@@ -39,9 +39,10 @@ from mlplat.contracts import Capture, Monitor
 from mlplat.db import Database
 from mlplat.errors import ExternalError, NotFound, StackError
 from mlplat.services.monitoring import captured, published
+from mlplat_providers.azure import service_rules as sr
 from mlplat_providers.azure.runtime.collector import INPUTS, OUTPUTS, PREFIX
 
-NAMESPACE = "mlplat"
+NAMESPACE = sr.PLATFORM_NAMESPACE
 PUBLISH_ACTION = "Microsoft.Insights/Metrics/Write"
 BLOB_LIST = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"
 DRIFT_SHARE, MAX_PSI, FEATURE_PSI, PREDICTION_DRIFT = "drift_share", "max_psi", "feature_psi", "prediction_drift"
