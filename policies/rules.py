@@ -162,7 +162,7 @@ Z_PUBLISHED_METRICS: dict[str, frozenset[str]] = {
     "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments": frozenset({
         "CpuMemoryUtilizationPercentage", "CpuUtilizationPercentage", "DataCollectionErrorsPerMinute",
         "DataCollectionEventsPerMinute", "DeploymentCapacity", "DiskUtilization", "GpuEnergyJoules",
-        "GpuMemoryUtilization", "GpuUtilizationPercentage", "RequestLatency_P50", "RequestLatency_P90",
+        "GpuMemoryUtilizationPercentage", "GpuUtilizationPercentage", "RequestLatency_P50", "RequestLatency_P90",
         "RequestLatency_P95", "RequestLatency_P99", "RequestsPerMinute"}),
     "mlplat": frozenset({"drift_share", "prediction_drift", "performance"}),
 }

@@ -148,7 +148,7 @@ DEPLOYMENT_NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpo
 DEPLOYMENT_METRICS = frozenset({
     "CpuMemoryUtilizationPercentage", "CpuUtilizationPercentage", "DataCollectionErrorsPerMinute",
     "DataCollectionEventsPerMinute", "DeploymentCapacity", "DiskUtilization", "GpuEnergyJoules",
-    "GpuMemoryUtilization", "GpuUtilizationPercentage", "RequestLatency_P50", "RequestLatency_P90",
+    "GpuMemoryUtilizationPercentage", "GpuUtilizationPercentage", "RequestLatency_P50", "RequestLatency_P90",
     "RequestLatency_P95", "RequestLatency_P99", "RequestsPerMinute"})
 # The platform's monitoring pass publishes its own results as Azure Monitor custom metrics on the
 # workspace resource, in the custom namespace "mlplat" with dimensions team and model.

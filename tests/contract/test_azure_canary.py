@@ -137,3 +137,15 @@ def test_a_refused_rollback_leaves_ledger_and_traffic_as_they_were(stack):
         serving.step("scorer", environment="production")
     assert serving.describe("scorer", "production")["weights"] == {"1": 90, "2": 10}
     assert serving.show("scorer", environment="production")["rollout_id"] is not None
+
+
+def test_the_program_and_the_policy_pack_know_the_metrics_azure_ml_publishes():
+    from mlplat_policies import rules as policy_rules
+
+    for namespace in (sr.ENDPOINT_NAMESPACE, sr.DEPLOYMENT_NAMESPACE):  # what Azure ML publishes
+        assert set(policy_rules.Z_PUBLISHED_METRICS[namespace]) == set(sr.PUBLISHED[namespace]), namespace
+    # the documented name (the GPU memory metric carries its unit, as its CPU twin does)
+    assert sr.metric_problem(sr.DEPLOYMENT_NAMESPACE, "GpuMemoryUtilizationPercentage") is None
+    assert sr.metric_problem(sr.DEPLOYMENT_NAMESPACE, "GpuMemoryUtilization") is not None
+    # every metric the endpoint table names has its dimensions written down
+    assert set(sr.ENDPOINT_METRIC_DIMENSIONS) == set(sr.ENDPOINT_METRICS)
