@@ -218,6 +218,14 @@ class AzureDriver:
     def provision(self) -> None:
         azs.provision_cloud(context(self.project).stack(STACK))
 
+    def shared_registry(self) -> str:
+        """An Azure ML registry shared across teams, in the stack's resource group."""
+        from tests.contract.azure_fake import fixtures, registries
+
+        registries.add_registry(self.fake.arm, fixtures.SUBSCRIPTION, fixtures.RESOURCE_GROUP, "mlr-shared",
+                                fixtures.LOCATION)
+        return "mlr-shared"
+
     def judge_step(self) -> str:
         serving = platform_serving(self.project, STACK)
         stable, candidate = gs.canary_versions(serving, "scorer", ENV)
@@ -304,7 +312,7 @@ def requests_answered(server) -> dict[tuple[str, str], int]:
 
 
 def test_register_gate_approve_deploy_step_rollback(driver):
-    from mlplat.errors import Denied
+    from mlplat.errors import Denied, ExitCode, MlplatError
     from mlplat.services import registry as reg
 
     project = driver.project
@@ -329,6 +337,17 @@ def test_register_gate_approve_deploy_step_rollback(driver):
     assert routes(first) == [("primary", 1, 100)]
 
     release(project, 2)
+    # sharing with other teams: only the production version leaves the team; Azure copies it into the shared
+    # registry, providers without shared registries say so
+    with pytest.raises(Denied, match="production"):
+        call(project, STACK, "models.share", name="scorer", version=1)
+    if driver.name == "azure":
+        shared = call(project, STACK, "models.share", name="scorer", version=2, registry=driver.shared_registry())
+        assert (shared["registry"], shared["shared_version"]) == ("mlr-shared", "2")
+    else:
+        with pytest.raises(MlplatError, match="sharing") as unsupported:  # through a server: by exit code
+            call(project, STACK, "models.share", name="scorer", version=2)
+        assert unsupported.value.exit_code == ExitCode.NOT_SUPPORTED
     canary = dep.deploy("scorer", 2, environment=ENV, strategy="canary")
     assert routes(canary) == [("canary", 2, 10), ("stable", 1, 90)]
     assert canary["rollout_id"] is not None
@@ -351,6 +370,7 @@ def test_register_gate_approve_deploy_step_rollback(driver):
     for action in ("model.registered", "approval.approved", "stage.changed", "deployment.created",
                    "deployment.step", "deployment.rolled_back"):
         assert action in actions, action
+    assert ("model.shared" in actions) is (driver.name == "azure")
     assert verification["ok"], verification["problems"]
     assert verification["entries"] == len(actions)
 
