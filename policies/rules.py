@@ -164,7 +164,8 @@ Z_PUBLISHED_METRICS: dict[str, frozenset[str]] = {
         "DataCollectionEventsPerMinute", "DeploymentCapacity", "DiskUtilization", "GpuEnergyJoules",
         "GpuMemoryUtilizationPercentage", "GpuUtilizationPercentage", "RequestLatency_P50", "RequestLatency_P90",
         "RequestLatency_P95", "RequestLatency_P99", "RequestsPerMinute"}),
-    "mlplat": frozenset({"drift_share", "prediction_drift", "performance"}),
+    "mlplat": frozenset({"drift_share", "max_psi", "feature_psi", "prediction_drift", "predictions", "accuracy",
+                         "precision", "recall"}),
 }
 Z_PUBLIC_CONTAINER_ACCESS = ("Blob", "Container")
 # Azure N-series VM sizes carry GPUs (NC, ND, NG, NV families).

@@ -139,10 +139,11 @@ def test_a_refused_rollback_leaves_ledger_and_traffic_as_they_were(stack):
     assert serving.show("scorer", environment="production")["rollout_id"] is not None
 
 
-def test_the_program_and_the_policy_pack_know_the_metrics_azure_ml_publishes():
+def test_the_program_and_the_policy_pack_know_the_metrics_azure_ml_and_the_platform_publish():
     from mlplat_policies import rules as policy_rules
 
-    for namespace in (sr.ENDPOINT_NAMESPACE, sr.DEPLOYMENT_NAMESPACE):  # what Azure ML publishes
+    # what Azure ML publishes, and what the platform's monitoring pass publishes
+    for namespace in (sr.ENDPOINT_NAMESPACE, sr.DEPLOYMENT_NAMESPACE, sr.PLATFORM_NAMESPACE):
         assert set(policy_rules.Z_PUBLISHED_METRICS[namespace]) == set(sr.PUBLISHED[namespace]), namespace
     # the documented name (the GPU memory metric carries its unit, as its CPU twin does)
     assert sr.metric_problem(sr.DEPLOYMENT_NAMESPACE, "GpuMemoryUtilizationPercentage") is None
