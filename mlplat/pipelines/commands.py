@@ -10,12 +10,26 @@ runs), so a pipeline never fails hours in because a step names a command or opti
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 from mlplat.contracts.pipelines import StepDefinition
-from mlplat.errors import MlplatError
+from mlplat.errors import MlplatError, StackError
 
 VERSION_TOKEN = "{version}"
+
+
+def control_plane_url(spec: Any, job: str) -> str:
+    """The control plane a cloud's ``job`` (e.g. "a Vertex AI job") reaches the ledger through:
+    ``$MLPLAT_CONTROL_PLANE_URL``, else the stack's; a stack without one is refused before anything is sent."""
+    url = os.environ.get("MLPLAT_CONTROL_PLANE_URL") or spec.control_plane.url
+    if not url:
+        raise StackError(f"stack '{spec.name}' has no control plane URL: {job} reaches the "
+                         "ledger (runs, versions, the gate) only through the stack's control plane",
+                         where=spec.path or None,
+                         hint="set mlplat:controlPlane.url to the controlPlaneUrl `mlplat up` printed")
+    return str(url)
 
 
 def platform_command(step: StepDefinition, model: str | None, stack: str, *,

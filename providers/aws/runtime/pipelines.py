@@ -42,7 +42,8 @@ from mlplat.contracts.pipelines import (
     StepRun,
     TrainingJobSpec,
 )
-from mlplat.errors import NotFound, StackError
+from mlplat.errors import NotFound
+from mlplat.pipelines import commands
 from mlplat_providers.aws import pipeline_compiler as pc
 from mlplat_providers.aws import service_rules as rules
 from mlplat_providers.aws.plan import StackPlan
@@ -149,13 +150,7 @@ class AwsPipelines(PipelineBackend):
             f"arn:aws:sagemaker:{self.aws.region}:{self.aws.account}:mlflow-tracking-server/{self.plan.tracking_server}")
 
     def control_plane_url(self) -> str:
-        url = os.environ.get("MLPLAT_CONTROL_PLANE_URL") or self.spec.control_plane.url
-        if not url:
-            raise StackError(f"stack '{self.spec.name}' has no control plane URL: a SageMaker job reaches the "
-                             "ledger (runs, versions, the gate) only through the stack's control plane",
-                             where=self.spec.path or None,
-                             hint="set mlplat:controlPlane.url to the controlPlaneUrl `mlplat up` printed")
-        return url
+        return commands.control_plane_url(self.spec, "a SageMaker job")
 
     def job_environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {"MLPLAT_STACK": self.spec.name, "MLPLAT_CONTROL_PLANE_URL": self.control_plane_url(),

@@ -50,7 +50,8 @@ from mlplat.contracts.pipelines import (
     StepRun,
     TrainingJobSpec,
 )
-from mlplat.errors import IntegrityError, NotFound, StackError
+from mlplat.errors import IntegrityError, NotFound
+from mlplat.pipelines import commands
 from mlplat_providers.azure import pipeline_compiler as pc
 from mlplat_providers.azure.runtime.session import MANAGED_TAG, AzureSession, overridden
 
@@ -203,13 +204,7 @@ class AzurePipelines(PipelineBackend):
         return os.environ.get("MLPLAT_AZURE_TRAINING_IMAGE") or f"{self.plan.container_registry}.azurecr.io/train:latest"
 
     def control_plane_url(self) -> str:
-        url = os.environ.get("MLPLAT_CONTROL_PLANE_URL") or self.spec.control_plane.url
-        if not url:
-            raise StackError(f"stack '{self.spec.name}' has no control plane URL: an Azure ML job reaches the "
-                             "ledger (runs, versions, the gate) only through the stack's control plane",
-                             where=self.spec.path or None,
-                             hint="set mlplat:controlPlane.url to the controlPlaneUrl `mlplat up` printed")
-        return str(url)
+        return commands.control_plane_url(self.spec, "an Azure ML job")
 
     def job_environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """What every job and step sees: the stack, its control plane, the workspace's MLflow (where the

@@ -38,7 +38,8 @@ from mlplat.contracts.pipelines import (
     StepRun,
     TrainingJobSpec,
 )
-from mlplat.errors import NotFound, StackError
+from mlplat.errors import NotFound
+from mlplat.pipelines import commands
 from mlplat_providers.gcp import pipeline_compiler as pc
 
 JOB_LABEL = "mlplat-job"
@@ -98,15 +99,7 @@ class GcpPipelines(PipelineBackend):
             f"{plan.region}-docker.pkg.dev/{plan.project}/{plan.docker_repository}/train:latest"
 
     def control_plane_url(self) -> str:
-        import os
-
-        url = os.environ.get("MLPLAT_CONTROL_PLANE_URL") or self.spec.control_plane.url
-        if not url:
-            raise StackError(f"stack '{self.spec.name}' has no control plane URL: a Vertex AI job reaches the "
-                             "ledger (runs, versions, the gate) only through the stack's control plane",
-                             where=self.spec.path or None,
-                             hint="set mlplat:controlPlane.url to the controlPlaneUrl `mlplat up` printed")
-        return str(url)
+        return commands.control_plane_url(self.spec, "a Vertex AI job")
 
     def job_environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """What every job and pipeline task sees: the stack, its control plane, and ``extra``."""
