@@ -1,11 +1,13 @@
 """Reading captured traffic that a cloud keeps in its own logs (SageMaker data capture, Vertex AI's
-request-response logging): the parts of the ``Monitor`` contract that are the same on every cloud once
-the log has been read into ``Capture`` records, oldest first."""
+request-response logging, Azure ML's data collector): the parts of the ``Monitor`` contract that are the
+same on every cloud once the log has been read into ``Capture`` records, oldest first (:class:`LogMonitor`)."""
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from mlplat.contracts.monitoring import Capture
+from mlplat.contracts.monitoring import Capture, Monitor
 from mlplat.db import Database
 
 CHUNK = 500  # ids per IN (...) query, below SQLite's variable limit
@@ -70,3 +72,32 @@ def resolve_request_ids(known: set[str], ids: list[str], callers: Iterable[tuple
         if i not in out and base in by_caller:
             out[i] = [logged + sep + row for logged in by_caller[base]]
     return out
+
+
+def ledger_deployments(db: Database, columns: str = "model, environment, version, variant") -> list[Any]:
+    """``columns`` of every deployment row of the ledger, oldest first."""
+    conn = db.connect()
+    try:
+        return list(conn.execute(f"SELECT {columns} FROM deployments ORDER BY started_at, id").fetchall())
+    finally:
+        conn.close()
+
+
+class LogMonitor(Monitor):
+    """A cloud's monitor whose captures come from the cloud's own log: :meth:`logged` reads them
+    (oldest first, only versions the ledger deployed); the contract's reading methods follow from it."""
+
+    @abc.abstractmethod
+    def logged(self) -> list[Capture]:
+        """Every capture of the cloud's log whose version the ledger names, oldest first."""
+
+    def deployed(self) -> list[tuple[str, int, str]]:
+        return deployed(self.logged())
+
+    def captures(self, model: str, version: int, *, limit: int | None = None, since: float | None = None,
+                 until: float | None = None, labelled_only: bool = False) -> list[Capture]:
+        return select(self.database, self.logged(), model, version, limit=limit, since=since, until=until,
+                      labelled_only=labelled_only)
+
+    def known_request_ids(self, ids: list[str]) -> set[str]:
+        return known_request_ids(self.logged(), ids)

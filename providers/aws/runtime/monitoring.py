@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from mlplat.contracts import Capture, Monitor
+from mlplat.contracts import Capture
 from mlplat.db import Database
 from mlplat.errors import ExternalError
 from mlplat.services.monitoring import captured
@@ -152,7 +152,7 @@ def version_at(rows: list[Served], variant: str, ts: float) -> int | None:
     return arms[0].version if variant == p.PRIMARY else arms[-1].version
 
 
-class AwsMonitor(Monitor):
+class AwsMonitor(captured.LogMonitor):
     """``Capability.MONITORING`` of an AWS stack (see the module doc)."""
 
     def __init__(self, spec: Any, ctx: Any, session: AwsSession | None = None):
@@ -198,12 +198,7 @@ class AwsMonitor(Monitor):
         return out
 
     def _served(self) -> dict[tuple[str, str], list[Served]]:
-        conn = self.database().connect()
-        try:
-            rows = conn.execute("SELECT model, environment, version, variant, started_at, ended_at FROM deployments "
-                                "ORDER BY started_at, id").fetchall()
-        finally:
-            conn.close()
+        rows = captured.ledger_deployments(self.database(), "model, environment, version, variant, started_at, ended_at")
         out: dict[tuple[str, str], list[Served]] = {}
         for r in rows:
             out.setdefault((r["model"], r["environment"]), []).append(
@@ -226,16 +221,8 @@ class AwsMonitor(Monitor):
         out.sort(key=lambda rc: (rc[1].ts, rc[1].request_id))
         return out
 
-    def deployed(self) -> list[tuple[str, int, str]]:
-        return captured.deployed((c for _r, c in self._all()))
-
-    def captures(self, model: str, version: int, *, limit: int | None = None, since: float | None = None,
-                 until: float | None = None, labelled_only: bool = False) -> list[Capture]:
-        return captured.select(self.database, (c for _r, c in self._all()), model, version, limit=limit, since=since, until=until,
-                               labelled_only=labelled_only)
-
-    def known_request_ids(self, ids: list[str]) -> set[str]:
-        return captured.known_request_ids((c for _r, c in self._all()), ids)
+    def logged(self) -> list[Capture]:
+        return [c for _r, c in self._all()]
 
     def resolve_request_ids(self, ids: list[str]) -> dict[str, list[str]]:
         """SageMaker's event ids name themselves; a caller's ``InferenceId`` names every non-shadow capture

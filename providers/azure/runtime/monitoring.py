@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from mlplat.contracts import Capture, Monitor
+from mlplat.contracts import Capture
 from mlplat.db import Database
 from mlplat.errors import ExternalError, NotFound, StackError
 from mlplat.services.monitoring import captured, published
@@ -205,7 +205,7 @@ def metric_body(metric: str, when: float, dims: Mapping[str, str], value: float)
 
 # --- the monitor ------------------------------------------------------------------------------------------
 
-class AzureMonitor(Monitor):
+class AzureMonitor(captured.LogMonitor):
     """``Capability.MONITORING`` of an Azure stack (see the module doc)."""
 
     def __init__(self, spec: Any, ctx: Any, session: Any = None, *, clock: Callable[[], float] | None = None):
@@ -250,12 +250,7 @@ class AzureMonitor(Monitor):
         """(endpoint, deployment) → (model, version, environment, variant) of every version the ledger deployed."""
         from mlplat_providers.azure.runtime.serving import AzureServing
 
-        conn = self.database().connect()
-        try:
-            rows = conn.execute("SELECT model, environment, version, variant FROM deployments "
-                                "ORDER BY started_at, id").fetchall()
-        finally:
-            conn.close()
+        rows = captured.ledger_deployments(self.database())
         serving = AzureServing(self.spec, self.ctx, self.azure)
         out: dict[tuple[str, str], tuple[str, int, str, str]] = {}
         for r in rows:
@@ -303,7 +298,7 @@ class AzureMonitor(Monitor):
             out.extend(known[1])
         return out
 
-    def _all(self) -> list[Capture]:
+    def logged(self) -> list[Capture]:
         versions = self.versions()
         lines: list[Logged] = []
         for endpoint in sorted({e for e, _d in versions}):
@@ -312,21 +307,10 @@ class AzureMonitor(Monitor):
 
     # --- the Monitor contract ---------------------------------------------------------------------------
 
-    def deployed(self) -> list[tuple[str, int, str]]:
-        return captured.deployed(self._all())
-
-    def captures(self, model: str, version: int, *, limit: int | None = None, since: float | None = None,
-                 until: float | None = None, labelled_only: bool = False) -> list[Capture]:
-        return captured.select(self.database, self._all(), model, version, limit=limit, since=since, until=until,
-                               labelled_only=labelled_only)
-
-    def known_request_ids(self, ids: list[str]) -> set[str]:
-        return captured.known_request_ids(self._all(), ids)
-
     def resolve_request_ids(self, ids: list[str]) -> dict[str, list[str]]:
         """A capture's id (``<deployment>/<correlation id>``) names itself; the caller's own id (the
         ``x-request-id`` it sent, the collector's correlation id) names every non-shadow capture carrying it."""
-        found = self._all()
+        found = self.logged()
         known = captured.known_request_ids(found, ids)
         callers = [(c.request_id.split("/", 1)[1], c.request_id) for c in found if not c.shadow]
         return captured.resolve_request_ids(known, ids, callers)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from mlplat.contracts import Capture, Monitor
+from mlplat.contracts import Capture
 from mlplat.db import Database
 from mlplat.errors import ExternalError, NotFound
 from mlplat.services.monitoring import captured
@@ -106,7 +106,7 @@ def table_of(output_uri: str) -> str:
     return output_uri.removeprefix("bq://")
 
 
-class GcpMonitor(Monitor):
+class GcpMonitor(captured.LogMonitor):
     """``Capability.MONITORING`` of a GCP stack (see the module doc)."""
 
     def __init__(self, spec: Any, ctx: Any, session: Any = None, *,
@@ -149,12 +149,7 @@ class GcpMonitor(Monitor):
         from mlplat_providers.gcp.plan import underscored
         from mlplat_providers.gcp.runtime.serving import GcpServing
 
-        conn = self.database().connect()
-        try:
-            rows = conn.execute("SELECT model, environment, version, variant FROM deployments "
-                                "ORDER BY started_at, id").fetchall()
-        finally:
-            conn.close()
+        rows = captured.ledger_deployments(self.database())
         variants: dict[tuple[str, str], dict[int, str]] = {}
         for r in rows:
             variants.setdefault((r["model"], r["environment"]), {})[int(r["version"])] = r["variant"] or "primary"
@@ -216,7 +211,7 @@ class GcpMonitor(Monitor):
                 rows.append(parsed)
         return rows
 
-    def _all(self) -> list[Capture]:
+    def logged(self) -> list[Capture]:
         mapping, tables = self._resolve()
         out = []
         for table in tables:
@@ -232,17 +227,6 @@ class GcpMonitor(Monitor):
 
     # --- the Monitor contract --------------------------------------------------------------------------
 
-    def deployed(self) -> list[tuple[str, int, str]]:
-        return captured.deployed(self._all())
-
-    def captures(self, model: str, version: int, *, limit: int | None = None, since: float | None = None,
-                 until: float | None = None, labelled_only: bool = False) -> list[Capture]:
-        return captured.select(self.database, self._all(), model, version, limit=limit, since=since, until=until,
-                               labelled_only=labelled_only)
-
-    def known_request_ids(self, ids: list[str]) -> set[str]:
-        return captured.known_request_ids(self._all(), ids)
-
     def resolve_request_ids(self, ids: list[str]) -> dict[str, list[str]]:
         """The log's ids (``<deployed model id>-<request id>``) name themselves; Vertex AI logs no caller id, so a
         caller who labels by its own id sends it in the request as ``parameters.request_id`` (the predict
@@ -250,7 +234,7 @@ class GcpMonitor(Monitor):
         it (a log id wins over an equal caller id)."""
         known = self.known_request_ids(ids)
         callers: list[tuple[str, str]] = []
-        for c in self._all():
+        for c in self.logged():
             params = c.inputs.get("parameters") if isinstance(c.inputs, dict) else None
             caller = params.get("request_id") if isinstance(params, dict) else None
             if caller is not None and not c.shadow:
