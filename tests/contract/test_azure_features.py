@@ -15,7 +15,16 @@ from tests.contract.azure_fake.feature_support import azure_redis, azure_redis_s
 from tests.contract.azure_fake.fixtures import azure_fake, azure_server  # noqa: F401
 from tests.contract.azure_support import azure_stack_text
 from tests.contract.lifecycle import AUTHOR, call
-from tests.contract.test_features_contract import STACK, WINDOW, definitions, source_frame, store
+from tests.contract.test_features_contract import (
+    STACK,
+    WINDOW,
+    apply_and_materialize,
+    cli,
+    definitions,
+    feature_project,
+    source_frame,
+    store,
+)
 
 pytestmark = pytest.mark.integration
 FS = "fs-fraud-production"
@@ -23,14 +32,7 @@ FS = "fs-fraud-production"
 
 @pytest.fixture
 def project(tmp_path, monkeypatch, azure_fake, azure_redis):  # noqa: F811
-    root = write_project(tmp_path / "project", {STACK: azure_stack_text()})
-    (root / "data").mkdir()
-    source_frame().to_parquet(root / "data" / "driver_stats.parquet", index=False)
-    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(root))
-    monkeypatch.setenv("MLPLAT_USER", AUTHOR)
-    monkeypatch.delenv("MLPLAT_STACK", raising=False)
-    monkeypatch.delenv("MLPLAT_CONTROL_PLANE_URL", raising=False)
-    monkeypatch.chdir(root)
+    root = feature_project(tmp_path, monkeypatch, {STACK: azure_stack_text()})
     provision_features(root, STACK, azure_fake)
     return root, azure_fake
 
@@ -257,20 +259,8 @@ def test_the_cli_applies_materializes_and_refuses_a_retyped_feature_on_an_azure_
     (root / "retyped.py").write_text(DEFINITIONS_MODULE.format(rating="rating").replace(
         "Feature('rating', \"float64\")", "Feature('rating', \"string\")"))
 
-    def mlplat(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as done:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return int(done.value.code), out, err
-
-    code, out, err = mlplat("features", "apply", "--stack", STACK, "-d", "good.py", "--yes", "--json")
-    assert code == ExitCode.OK, err
-    assert json.loads(out)["applied"] is True
-    code, out, err = mlplat("features", "materialize", "--stack", STACK, "--start", WINDOW["start"], "--end",
-                            WINDOW["end"], "--json")
-    assert code == ExitCode.OK, err
-    assert json.loads(out) == [{"view": "driver_stats", "version": 1, "rows": 5}]
+    mlplat = cli(capsys)
+    apply_and_materialize(mlplat)
 
     frame = source_frame()
     frame.assign(rating=frame["rating"].astype(str)).to_parquet(root / "data" / "driver_stats.parquet", index=False)

@@ -16,6 +16,7 @@ store's Parquet files in their documented layout.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -120,12 +121,9 @@ def provision_local(project, stack: str) -> None:
     Database(layout.platform_db).migrate()
 
 
-@pytest.fixture(params=["local", "aws", "gcp", "azure"])
-def project(request, tmp_path, monkeypatch):
-    kind = request.param
-    main = {"local": lambda: local_text(".mlplat/team"), "aws": ms.aws_stack_text, "gcp": gcp_stack_text,
-            "azure": azure_stack_text}[kind]()
-    root = write_project(tmp_path / "project", {STACK: main, REFERENCE: local_text(".mlplat/ref")})
+def feature_project(tmp_path, monkeypatch, files: dict[str, str]):
+    """A project of ``files`` holding the source data, entered: the CLI and SDK of this process use it."""
+    root = write_project(tmp_path / "project", files)
     (root / "data").mkdir()
     source_frame().to_parquet(root / "data" / "driver_stats.parquet", index=False)
     monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(root))
@@ -133,6 +131,44 @@ def project(request, tmp_path, monkeypatch):
     monkeypatch.delenv("MLPLAT_STACK", raising=False)
     monkeypatch.delenv("MLPLAT_CONTROL_PLANE_URL", raising=False)
     monkeypatch.chdir(root)
+    return root
+
+
+def cli(capsys) -> Callable[..., tuple[int, str, str]]:
+    """``mlplat(*args)`` in this process: its exit code, stdout and stderr."""
+    from mlplat.cli import main
+
+    def mlplat(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return int(done.value.code), out, err
+
+    return mlplat
+
+
+def apply_and_materialize(mlplat: Callable[..., tuple[int, str, str]]) -> None:
+    """`mlplat features apply` of good.py, then `materialize` of the window: five rows of version 1."""
+    import json
+
+    from mlplat.errors import ExitCode
+
+    code, out, err = mlplat("features", "apply", "--stack", STACK, "-d", "good.py", "--yes", "--json")
+    assert code == ExitCode.OK, err
+    assert json.loads(out)["applied"] is True
+    code, out, err = mlplat("features", "materialize", "--stack", STACK, "--start", WINDOW["start"], "--end",
+                            WINDOW["end"], "--json")
+    assert code == ExitCode.OK, err
+    assert json.loads(out) == [{"view": "driver_stats", "version": 1, "rows": 5}]
+
+
+@pytest.fixture(params=["local", "aws", "gcp", "azure"])
+def project(request, tmp_path, monkeypatch):
+    kind = request.param
+    main = {"local": lambda: local_text(".mlplat/team"), "aws": ms.aws_stack_text, "gcp": gcp_stack_text,
+            "azure": azure_stack_text}[kind]()
+    root = feature_project(tmp_path, monkeypatch, {STACK: main, REFERENCE: local_text(".mlplat/ref")})
     provision_local(root, REFERENCE)
     if kind == "local":
         provision_local(root, STACK)
@@ -403,13 +439,7 @@ def test_the_cli_applies_lists_and_materializes_on_an_aws_stack(tmp_path, monkey
     monkeypatch.setattr(mfs, "CREATING_DESCRIBES", 0)
     checked = mfs.check_requests(monkeypatch)
 
-    def mlplat(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as done:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return int(done.value.code), out, err
-
+    mlplat = cli(capsys)
     with mock_aws():
         ms.provision_cloud(context(root).stack(STACK))
         code, _, err = mlplat("features", "apply", "--stack", STACK, "-d", "bad.py", "--yes")
@@ -417,13 +447,7 @@ def test_the_cli_applies_lists_and_materializes_on_an_aws_stack(tmp_path, monkey
         assert "feature name 'write_time' is reserved" in err and "nothing was created" in err
         assert [op for op, _ in checked["sent"] if op != "DescribeFeatureGroup"] == []
 
-        code, out, err = mlplat("features", "apply", "--stack", STACK, "-d", "good.py", "--yes", "--json")
-        assert code == ExitCode.OK, err
-        assert json.loads(out)["applied"] is True
-        code, out, err = mlplat("features", "materialize", "--stack", STACK, "--start", WINDOW["start"], "--end",
-                                WINDOW["end"], "--json")
-        assert code == ExitCode.OK, err
-        assert json.loads(out) == [{"view": "driver_stats", "version": 1, "rows": 5}]
+        apply_and_materialize(mlplat)
         code, out, err = mlplat("features", "list", "--stack", STACK, "--json")
         assert code == ExitCode.OK, err
         assert [(v["view"], v["online_rows"]) for v in json.loads(out)] == [("driver_stats", 5)]
