@@ -17,6 +17,21 @@ def azure_stack_text(*, environment: str = "production", risk: str = "critical",
         environment=environment, risk=risk, approvers=approvers, extra=extra)
 
 
+def team_stack(tmp_path: Any, monkeypatch: Any, fake: Any) -> Any:
+    """A project holding the Azure stack ``team`` on ``fake``, entered as ds@example.com: ``spec``, ``ctx``, ``fake``."""
+    from types import SimpleNamespace
+
+    from tests.conftest import write_project
+    from tests.contract.lifecycle import context
+
+    project = write_project(tmp_path / "project", {"team": azure_stack_text()})
+    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("MLPLAT_USER", "ds@example.com")
+    monkeypatch.chdir(project)
+    ctx = context(project)
+    return SimpleNamespace(spec=ctx.stack("team"), ctx=ctx, fake=fake)
+
+
 def azure_session(spec: Any, sleeps: list[float] | None = None, attempts: int = 4) -> Any:
     """The runtime's session on ``spec``; its retry sleeps are recorded in ``sleeps`` instead of slept."""
     from mlplat_providers.azure.runtime.session import AzureSession, RetryPolicy

@@ -11,7 +11,7 @@ from mlplat_providers.azure import service_rules as sr
 from tests.contract.azure_fake import metrics as fake_metrics
 from tests.contract.azure_fake.arm import ArmError
 from tests.contract.azure_fake.fixtures import azure_fake, azure_server  # noqa: F401  (fixtures)
-from tests.contract.azure_support import azure_session, azure_stack_text, feed_deployment
+from tests.contract.azure_support import azure_session, azure_stack_text, feed_deployment, team_stack
 from tests.contract.lifecycle import context
 
 # --- the rule: queries name published metrics and their own dimensions ---------------------------
@@ -55,16 +55,9 @@ def test_fake_filter_and_per_metric_dimensions():
 
 @pytest.fixture
 def stack(tmp_path, monkeypatch, azure_fake):  # noqa: F811
-    from tests.conftest import write_project
-
-    project = write_project(tmp_path / "project", {"team": azure_stack_text()})
-    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
-    monkeypatch.setenv("MLPLAT_USER", "ds@example.com")
-    monkeypatch.chdir(project)
     # the gate and approvals are the lifecycle suite's subject: here every version may serve
     monkeypatch.setattr("mlplat.services.deployability.assert_deployable", lambda *a, **k: {})
-    ctx = context(project)
-    return SimpleNamespace(spec=ctx.stack("team"), ctx=ctx, fake=azure_fake)
+    return team_stack(tmp_path, monkeypatch, azure_fake)
 
 
 def _serving(stack):

@@ -7,20 +7,13 @@ from types import SimpleNamespace
 import pytest
 
 from tests.contract.azure_fake.fixtures import azure_fake, azure_server  # noqa: F401  (fixtures)
-from tests.contract.azure_support import azure_session, azure_stack_text
+from tests.contract.azure_support import azure_session, azure_stack_text, team_stack
 from tests.contract.lifecycle import context
 
 
 @pytest.fixture
 def stack(tmp_path, monkeypatch, azure_fake):  # noqa: F811
-    from tests.conftest import write_project
-
-    project = write_project(tmp_path / "project", {"team": azure_stack_text()})
-    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
-    monkeypatch.setenv("MLPLAT_USER", "ds@example.com")
-    monkeypatch.chdir(project)
-    ctx = context(project)
-    return SimpleNamespace(spec=ctx.stack("team"), ctx=ctx, fake=azure_fake)
+    return team_stack(tmp_path, monkeypatch, azure_fake)
 
 
 def _files(tmp_path, name):

@@ -9,7 +9,7 @@ import pytest
 
 from tests.contract.azure_fake import registries as fake_registries
 from tests.contract.azure_fake.fixtures import LOCATION, RESOURCE_GROUP, SUBSCRIPTION, azure_fake, azure_server  # noqa: F401
-from tests.contract.azure_support import azure_session, azure_stack_text
+from tests.contract.azure_support import azure_session, azure_stack_text, team_stack
 from tests.contract.lifecycle import context
 
 SHARED = "mlr-shared"
@@ -18,14 +18,7 @@ DIGEST = "sha256:" + "a" * 64
 
 @pytest.fixture
 def stack(tmp_path, monkeypatch, azure_fake):  # noqa: F811
-    from tests.conftest import write_project
-
-    project = write_project(tmp_path / "project", {"team": azure_stack_text()})
-    monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(project))
-    monkeypatch.setenv("MLPLAT_USER", "ds@example.com")
-    monkeypatch.chdir(project)
-    ctx = context(project)
-    return SimpleNamespace(spec=ctx.stack("team"), ctx=ctx, fake=azure_fake)
+    return team_stack(tmp_path, monkeypatch, azure_fake)
 
 
 def _registry(stack, *, digest=DIGEST, tags=None):
