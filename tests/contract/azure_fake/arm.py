@@ -314,6 +314,21 @@ def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"value": items}
 
 
+def stage(store: dict[Any, Any], key: Any, target: dict[str, Any], existing: dict[str, Any] | None
+          ) -> tuple[dict[str, Any], Callable[[], None]]:
+    """A PUT's resource while its long-running operation runs: a copy of ``target`` in ``provisioningState``
+    ``Creating`` (``Updating`` over ``existing``), held in ``store`` under ``key`` and answered; the function
+    returned puts ``target`` there when the operation completes (call under the state's lock)."""
+    shown = json.loads(json.dumps(target))
+    shown["properties"]["provisioningState"] = "Updating" if existing else "Creating"
+    store[key] = shown
+
+    def apply() -> None:
+        store[key] = target
+
+    return shown, apply
+
+
 # --- operations and workspaces -----------------------------------------------------------------
 
 def operation_status(call: Call) -> Any:
@@ -362,13 +377,15 @@ def put_model(call: Call) -> Any:
     bad_request(rules.tags(props.get("tags")))
     with call.state.lock:
         existing = call.state.models.get(key)
-        body = _container(call, key, props, existing)
+        body = asset_container(call, "models", key[1], props, existing)
         call.state.models[key] = body
     return (200 if existing else 201), body
 
 
-def _container(call: Call, key: tuple[str, str], props: dict[str, Any], existing: dict[str, Any] | None
-               ) -> dict[str, Any]:
+def asset_container(call: Call, kind: str, name: str, props: dict[str, Any], existing: dict[str, Any] | None
+                    ) -> dict[str, Any]:
+    """The workspace's asset container ``kind/name`` (models, featuresets, ...) after a PUT of ``props``:
+    what the PUT names replaces ``existing``'s, the version counters are kept."""
     old = (existing or {}).get("properties", {})
     merged = {"description": props.get("description", old.get("description")),
               "tags": props.get("tags", old.get("tags")) or {},
@@ -376,7 +393,7 @@ def _container(call: Call, key: tuple[str, str], props: dict[str, Any], existing
               "isArchived": bool(props.get("isArchived", old.get("isArchived", False))),
               "latestVersion": old.get("latestVersion"), "nextVersion": old.get("nextVersion", "1"),
               "provisioningState": "Succeeded"}
-    return {"id": f"{call.workspace['id']}/models/{key[1]}", "name": key[1], "type": f"{A_WS}/models",
+    return {"id": f"{call.workspace['id']}/{kind}/{name}", "name": name, "type": f"{A_WS}/{kind}",
             "properties": merged, "systemData": call.state.system_data(existing)}
 
 
@@ -446,7 +463,7 @@ def put_model_version(call: Call) -> Any:
                 "type": f"{A_WS}/models/versions", "properties": merged,
                 "systemData": call.state.system_data(existing)}
         call.state.versions[key] = body
-        container = call.state.models.get((ws, name)) or _container(call, (ws, name), {}, None)
+        container = call.state.models.get((ws, name)) or asset_container(call, "models", name, {}, None)
         versions = sorted((v for (w, n, v) in call.state.versions if w == ws and n == name), key=_version_order)
         container["properties"]["latestVersion"] = versions[-1]
         numeric = [int(v) for v in versions if v.isdigit()]

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from tests.contract.azure_fake import rules
-from tests.contract.azure_fake.arm import A_WS, WS, ArmError, Call, Route, bad_request, read_model
+from tests.contract.azure_fake.arm import A_WS, WS, ArmError, Call, Route, bad_request, read_model, stage
 
 # https://learn.microsoft.com/azure/machine-learning/how-to-monitor-model-performance (serverless Spark compute
 # of monitoring jobs: these instance types, Spark runtime 3.3 or 3.4)
@@ -99,13 +99,7 @@ def put_schedule(call: Call) -> Any:
                   "properties": {**props, "isEnabled": props.get("isEnabled", True),
                                  "provisioningState": "Succeeded"},
                   "systemData": call.state.system_data(existing)}
-        shown = json.loads(json.dumps(target))
-        shown["properties"]["provisioningState"] = "Updating" if existing else "Creating"
-        store[key] = shown
-
-        def apply() -> None:
-            store[key] = target
-
+        shown, apply = stage(store, key, target, existing)
         headers = call.lro(url, apply)
     return (200 if existing else 201), shown, headers
 

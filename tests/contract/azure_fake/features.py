@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from tests.contract.azure_fake import feature_rules as rules
-from tests.contract.azure_fake.arm import A_WS, WS, ArmError, Call, Route, bad_request, read_model
+from tests.contract.azure_fake.arm import A_WS, WS, ArmError, Call, Route, asset_container, bad_request, read_model
 
 KINDS = {"featuresets": ("FeaturesetContainer", "FeaturesetVersion", "feature set"),
          "featurestoreEntities": ("FeaturestoreEntityContainer", "FeaturestoreEntityVersion", "entity")}
@@ -43,15 +43,7 @@ def _not_found(what: str, name: str, version: str | None = None) -> ArmError:
 
 
 def _container_body(call: Call, kind: str, props: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
-    old = (existing or {}).get("properties", {})
-    merged = {"description": props.get("description", old.get("description")),
-              "tags": props.get("tags", old.get("tags")) or {},
-              "properties": props.get("properties", old.get("properties")) or {},
-              "isArchived": bool(props.get("isArchived", old.get("isArchived", False))),
-              "latestVersion": old.get("latestVersion"), "nextVersion": old.get("nextVersion", "1"),
-              "provisioningState": "Succeeded"}
-    return {"id": f"{call.workspace['id']}/{kind}/{call.params['name']}", "name": call.params["name"],
-            "type": f"{A_WS}/{kind}", "properties": merged, "systemData": call.state.system_data(existing)}
+    return asset_container(call, kind, call.params["name"], props, existing)
 
 
 def get_container(call: Call) -> Any:

@@ -27,6 +27,7 @@ from tests.contract.azure_fake.arm import (
     Call,
     bad_request,
     read_model,
+    stage,
     storage_account,
 )
 
@@ -350,13 +351,7 @@ def put_schedule(call: Call) -> Any:
         existing = store.get((_ws(call), name))
         made = _resource(call, "schedules", name, {"isEnabled": True, **props, "provisioningState": "Succeeded"},
                          existing)
-        shown = json.loads(json.dumps(made))
-        shown["properties"]["provisioningState"] = "Updating" if existing else "Creating"
-        store[(_ws(call), name)] = shown
-
-        def apply() -> None:
-            store[(_ws(call), name)] = made
-
+        shown, apply = stage(store, (_ws(call), name), made, existing)
         headers = call.lro(made["id"], apply)
     return (200 if existing else 201), shown, headers
 

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from tests.contract.azure_fake import rules
-from tests.contract.azure_fake.arm import PROVIDER, ArmError, Call, Route, bad_request, conflict, read_model
+from tests.contract.azure_fake.arm import PROVIDER, ArmError, Call, Route, bad_request, conflict, read_model, stage
 
 REG = ("/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.MachineLearningServices/"
        "registries/{registry}")
@@ -110,13 +110,7 @@ def put_version(call: Call) -> Any:
         target = {"id": f"{registry['id']}/models/{key[1]}/versions/{key[2]}", "name": key[2],
                   "type": f"{A_REG}/models/versions", "properties": {**merged, "provisioningState": "Succeeded"},
                   "systemData": call.state.system_data(existing)}
-        shown = json.loads(json.dumps(target))
-        shown["properties"]["provisioningState"] = "Updating" if existing else "Creating"
-        held[key] = shown
-
-        def apply() -> None:
-            held[key] = target
-
+        shown, apply = stage(held, key, target, existing)
         op = call.state.begin(apply, location=registry["location"])
     status = (f"{call.base_url}/subscriptions/{call.params['subscription']}/providers/{PROVIDER}/locations/"
               f"{registry['location']}/mfeOperationsStatus/{op}?api-version=2023-04-01-preview")
