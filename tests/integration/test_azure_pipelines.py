@@ -9,8 +9,6 @@ Azure ML does not take. Throttling is retried (an injected sleeper), a denied ac
 from __future__ import annotations
 
 import copy
-import io
-import tarfile
 from types import SimpleNamespace
 
 import pytest
@@ -19,6 +17,7 @@ from mlplat.contracts.pipelines import PipelineDefinition, SourceBundle, StepDef
 from tests.contract.azure_fake import jobs as fake_jobs
 from tests.contract.azure_fake.fixtures import azure_fake, azure_server  # noqa: F401  (fixtures)
 from tests.contract.azure_support import azure_session, azure_stack_text
+from tests.contract.cloud_stack_support import GIT, commit_pipelines_project, train_archive
 
 pytestmark = pytest.mark.integration
 
@@ -165,11 +164,7 @@ def backend(tmp_path, monkeypatch, azure_fake):  # noqa: F811
     spec = context(project).stack("team")
     sleeps: list[float] = []
     archive = tmp_path / "source.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        data = b"print('train')\n"
-        info = tarfile.TarInfo("train.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+    train_archive(archive)
     pipes = AzurePipelines(spec, None, azure_session(spec, sleeps), sleep=sleeps.append, clock=lambda: 1_767_225_600.0)
     return SimpleNamespace(pipes=pipes, fake=azure_fake, arm=azure_fake.arm, state=fake_jobs.jobs_state(azure_fake.arm),
                            source=SourceBundle(archive=str(archive), commit="abc123"), sleeps=sleeps)
@@ -394,24 +389,15 @@ def test_the_azure_provider_offers_pipelines(backend):
 
 # --- through the services, as `mlplat train` and `mlplat pipeline run` call them ---------------------------
 
-GIT = ["git", "-c", "user.email=ds@example.com", "-c", "user.name=ds", "-c", "commit.gpgsign=false"]
-
 
 @pytest.fixture
 def git_project(tmp_path, monkeypatch, azure_fake):  # noqa: F811
-    import shutil
-    import subprocess
-
-    from tests.conftest import REPO, write_project
+    from tests.conftest import write_project
     from tests.contract.azure_support import provision_cloud
     from tests.contract.lifecycle import context
 
     root = write_project(tmp_path / "project", {"governed": azure_stack_text(extra=CONTROL_PLANE)})
-    (root / "train.py").write_text("print('training')\n")
-    (root / ".gitignore").write_text(".mlplat/\n")
-    shutil.copytree(REPO / "examples" / "pipelines", root / "examples" / "pipelines")
-    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "project"]):
-        subprocess.run([*GIT, *args], cwd=root, check=True, capture_output=True)
+    commit_pipelines_project(root)
     monkeypatch.setenv("MLPLAT_PROJECT_DIR", str(root))
     monkeypatch.delenv("MLPLAT_CONTROL_PLANE_URL", raising=False)
     monkeypatch.delenv("MLPLAT_AZURE_TRACKING_URI", raising=False)
@@ -462,10 +448,7 @@ def test_the_job_entry_runs_the_command_in_the_unpacked_project_retrying_when_as
     from mlplat_providers.azure.runtime import job_entry
 
     archive = tmp_path / "source.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        info = tarfile.TarInfo("train.py")
-        info.size = 1
-        tar.addfile(info, io.BytesIO(b"x"))
+    train_archive(archive, b"x")
     codes = iter([1, 1, 0])
     seen: list[dict] = []
 

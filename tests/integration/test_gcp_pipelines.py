@@ -8,12 +8,11 @@ same rules. Quota errors are retried with backoff (an injected sleeper), a denie
 from __future__ import annotations
 
 import copy
-import io
-import tarfile
 
 import pytest
 
 from mlplat.contracts.pipelines import PipelineDefinition, SourceBundle, StepDefinition, TrainingJobSpec
+from tests.contract.cloud_stack_support import GIT, commit_pipelines_project, train_archive
 from tests.contract.gcp_fake.fixtures import gcp_fake, gcp_servers  # noqa: F401
 from tests.contract.gcp_fake.vertex_jobs import advance
 
@@ -142,11 +141,7 @@ def backend(tmp_path, gcp_fake):  # noqa: F811
     session = GcpSession(spec, retry=RetryPolicy(attempts=3, sleep=sleeps.append))
     gcp_fake.vertex.buckets.add(session.plan.bucket)
     archive = tmp_path / "source.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        data = b"print('train')\n"
-        info = tarfile.TarInfo("train.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+    train_archive(archive)
     source = SourceBundle(archive=str(archive), commit="abc123")
     return GcpPipelines(spec, None, session), gcp_fake.vertex, source, sleeps
 
@@ -259,11 +254,7 @@ def test_the_job_entry_unpacks_the_project_and_runs_the_command(tmp_path):
     from mlplat_providers.gcp.runtime import job_entry
 
     archive = tmp_path / "src.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        data = b"x"
-        info = tarfile.TarInfo("train.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+    train_archive(archive, b"x")
     seen = {}
 
     def run(argv, cwd, env):
@@ -310,25 +301,16 @@ def test_the_gcp_provider_offers_pipelines(backend):
 
 # --- through the training and pipelines services, as `mlplat train` and `mlplat pipeline run` call them ------
 
-GIT = ["git", "-c", "user.email=ds@example.com", "-c", "user.name=ds", "-c", "commit.gpgsign=false"]
-
 
 @pytest.fixture
 def git_project(tmp_path, gcp_fake):  # noqa: F811
-    import shutil
-    import subprocess
-
-    from tests.conftest import REPO, write_project
+    from tests.conftest import write_project
     from tests.contract import gcp_support as gs
     from tests.contract.lifecycle import context
 
     root = write_project(tmp_path / "project", {"governed": gs.gcp_stack_text(
         extra="  mlplat:controlPlane: {url: 'https://cp.fraud.example.com'}\n")})
-    (root / "train.py").write_text("print('training')\n")
-    (root / ".gitignore").write_text(".mlplat/\n")
-    shutil.copytree(REPO / "examples" / "pipelines", root / "examples" / "pipelines")
-    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "project"]):
-        subprocess.run([*GIT, *args], cwd=root, check=True, capture_output=True)
+    commit_pipelines_project(root)
     gs.provision_cloud(context(root).stack("governed"), gcp_fake)
     return root, gcp_fake.vertex
 
