@@ -71,6 +71,15 @@ class ArmError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
 
+def asset_not_found(name: str, version: str | None = None, *, kind: str = "", registry: str | None = None
+                    ) -> ArmError:
+    """Azure ML's 404 for a missing asset (``kind`` e.g. "featureset"), its version, in a registry."""
+    text = f"Could not find {kind + ' ' if kind else ''}asset with name {name}"
+    text += f" and version {version}" if version else ""
+    text += f" in registry {registry}" if registry else ""
+    return ArmError(404, "UserError", text)
+
+
 def bad_request(message: str | None, code: str = "BadRequest") -> None:
     if message:
         raise ArmError(400, code, message)
@@ -356,7 +365,7 @@ def _model_key(call: Call) -> tuple[str, str]:
 def _container_body(call: Call, key: tuple[str, str]) -> dict[str, Any]:
     container = call.state.models.get(key)
     if container is None:
-        raise ArmError(404, "UserError", f"Could not find asset with name {key[1]}")
+        raise asset_not_found(key[1])
     return container
 
 
@@ -406,7 +415,7 @@ def get_model_version(call: Call) -> Any:
     key = _version_key(call)
     found = call.state.versions.get(key)
     if found is None:
-        raise ArmError(404, "UserError", f"Could not find asset with name {key[1]} and version {key[2]}")
+        raise asset_not_found(key[1], key[2])
     return found
 
 
@@ -807,7 +816,7 @@ BLOB_ROUTES: list[Route] = [("PUT", BLOB, None, put_blob), ("GET", BLOB, None, g
 def _environment(call: Call, version: str) -> dict[str, Any]:
     name = call.params["name"]
     if name not in call.state.environments:
-        raise ArmError(404, "UserError", f"Could not find asset with name {name}")
+        raise asset_not_found(name)
     return {"id": f"{call.workspace['id']}/environments/{name}/versions/{version}", "name": version,
             "type": f"{A_WS}/environments/versions",
             "properties": {"image": call.state.environments[name], "osType": "Linux", "tags": {},
@@ -821,8 +830,7 @@ def list_environment_versions(call: Call) -> Any:
 
 def get_environment_version(call: Call) -> Any:
     if call.params["version"] != "1":
-        raise ArmError(404, "UserError", f"Could not find asset with name {call.params['name']} and version "
-                                         f"{call.params['version']}")
+        raise asset_not_found(call.params["name"], call.params["version"])
     return _environment(call, "1")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.contract.azure_fake.arm import A_WS, WS, ArmError, Call, Route, read_model
+from tests.contract.azure_fake.arm import A_WS, WS, ArmError, Call, Route, asset_not_found, read_model
 
 DATA_TYPES = {"uri_file", "uri_folder", "mltable"}
 
@@ -19,8 +19,7 @@ def _key(call: Call) -> tuple[str, str, str]:
 def get_data_version(call: Call) -> Any:
     found = call.state.extra.get("data", {}).get(_key(call))
     if found is None:
-        raise ArmError(404, "UserError", f"Could not find asset with name {call.params['name']} and version "
-                                         f"{call.params['version']}")
+        raise asset_not_found(call.params["name"], call.params["version"])
     return found
 
 

@@ -13,7 +13,17 @@ import json
 from typing import Any
 
 from tests.contract.azure_fake import feature_rules as rules
-from tests.contract.azure_fake.arm import A_WS, WS, ArmError, Call, Route, asset_container, bad_request, read_model
+from tests.contract.azure_fake.arm import (
+    A_WS,
+    WS,
+    ArmError,
+    Call,
+    Route,
+    asset_container,
+    asset_not_found,
+    bad_request,
+    read_model,
+)
 
 KINDS = {"featuresets": ("FeaturesetContainer", "FeaturesetVersion", "feature set"),
          "featurestoreEntities": ("FeaturestoreEntityContainer", "FeaturestoreEntityVersion", "entity")}
@@ -37,11 +47,6 @@ def _container_key(call: Call, kind: str) -> tuple[str, str, str]:
     return call.ws_id.lower(), kind, call.params["name"]
 
 
-def _not_found(what: str, name: str, version: str | None = None) -> ArmError:
-    tail = f" and version {version}" if version else ""
-    return ArmError(404, "UserError", f"Could not find {what} asset with name {name}{tail}")
-
-
 def _container_body(call: Call, kind: str, props: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
     return asset_container(call, kind, call.params["name"], props, existing)
 
@@ -50,7 +55,7 @@ def get_container(call: Call) -> Any:
     kind = _kind(call)
     found = store(call)["containers"].get(_container_key(call, kind))
     if found is None:
-        raise _not_found(KINDS[kind][2], call.params["name"])
+        raise asset_not_found(call.params["name"], kind=KINDS[kind][2])
     return found
 
 
@@ -88,7 +93,7 @@ def get_version(call: Call) -> Any:
     kind = _kind(call)
     found = store(call)["versions"].get((*_container_key(call, kind), call.params["version"]))
     if found is None:
-        raise _not_found(KINDS[kind][2], call.params["name"], call.params["version"])
+        raise asset_not_found(call.params["name"], call.params["version"], kind=KINDS[kind][2])
     return found
 
 

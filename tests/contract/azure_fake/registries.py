@@ -15,7 +15,17 @@ import re
 from typing import Any
 
 from tests.contract.azure_fake import rules
-from tests.contract.azure_fake.arm import PROVIDER, ArmError, Call, Route, bad_request, conflict, read_model, stage
+from tests.contract.azure_fake.arm import (
+    PROVIDER,
+    ArmError,
+    Call,
+    Route,
+    asset_not_found,
+    bad_request,
+    conflict,
+    read_model,
+    stage,
+)
 
 REG = ("/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.MachineLearningServices/"
        "registries/{registry}")
@@ -87,8 +97,7 @@ def _key(call: Call) -> tuple[str, str, str]:
 def get_version(call: Call) -> Any:
     found = call.state.extra.get("registry_versions", {}).get(_key(call))
     if found is None:
-        raise ArmError(404, "UserError", f"Could not find asset with name {call.params['name']} and version "
-                                         f"{call.params['version']} in registry {call.params['registry']}")
+        raise asset_not_found(call.params["name"], call.params["version"], registry=call.params["registry"])
     return found
 
 
