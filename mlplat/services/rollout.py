@@ -446,34 +446,34 @@ def _slim(evidence: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class CloudEndpoints:
-    """What a cloud's serving does through the ledger: a deploy and a rollback (the ledger's change and the
-    cloud's traffic change, the provider's ``apply``, in one transaction), every endpoint, one endpoint, a
-    rollout's status with what the cloud reports (the provider's ``describe``, under the key ``cloud_key``),
-    and one judgement of every running canary (the provider's ``step``)."""
+class LedgerEndpoints:
+    """Serving's changes and reads through the ledger: a deploy and a rollback (the ledger's change and the
+    provider's ``_apply`` in one transaction: a refused call there leaves the ledger as it was), every
+    endpoint, one endpoint. The local provider applies nothing (its gateway follows the ledger); a cloud's
+    serving is a :class:`CloudEndpoints`."""
 
     db: Database
     ctx: Any
-    cloud_key: str  # "sagemaker", "vertex", "azure"
-    describe: Callable[[str, str], Any]
-    step: Callable[..., dict[str, Any]]
     spec: Any
-    apply: Callable[[Any], Any]
 
     @property
     def _cost(self) -> dict[str, Any]:
         """The price fields the ledger's deploy and rollback record (the provider's)."""
         raise NotImplementedError
 
+    def _apply(self, endpoint: Endpoint) -> dict[str, Any]:
+        """What applying ``endpoint`` outside the ledger answered, merged into the change's result."""
+        return {}
+
     def check_strategy(self, strategy: str) -> None:
-        """Refuse a strategy the cloud cannot serve (``CapabilityNotSupported``) before anything is read or
+        """Refuse a strategy the provider cannot serve (``CapabilityNotSupported``) before anything is read or
         written; every strategy is served unless a provider says otherwise."""
 
     def deploy(self, name: str, version: int, *, environment: str, strategy: str, weights: str | None = None,
                steps: Sequence[int] | None = None, bake_seconds: float | None = None,
                percent: int | None = None) -> dict[str, Any]:
-        """The rollout checked (strategy, spec, deployability), recorded in the ledger and applied to the
-        cloud (``apply``) in one transaction: a refused cloud call leaves the ledger as it was."""
+        """The rollout checked (strategy, spec, deployability), recorded in the ledger and applied (``_apply``)
+        in one transaction."""
         self.check_strategy(strategy)
         checked = check_deploy(self.spec, self.ctx, name, version, environment=environment, strategy=strategy,
                                weights=weights, steps=steps, bake_seconds=bake_seconds, percent=percent)
@@ -481,12 +481,12 @@ class CloudEndpoints:
             endpoint = deploy(conn, model=name, environment=environment, version=int(version), strategy=strategy,
                               actor=self.ctx.user, method=self.ctx.method, canary=checked.canary, weights=weights,
                               shadow_percent=checked.shadow_percent, evidence=checked.evidence, **self._cost)
-            applied = self.apply(endpoint)
-        return endpoint.to_dict() | {self.cloud_key: applied}
+            applied = self._apply(endpoint)
+        return endpoint.to_dict() | applied
 
     def rollback(self, name: str, *, environment: str, to: int | None = None,
                  reason: str | None = None) -> dict[str, Any]:
-        """The ledger's rollback and the cloud's traffic change (``apply``) in one transaction, timed."""
+        """The ledger's rollback and ``_apply`` in one transaction, timed."""
         if to is not None:
             from mlplat.services import deployability
 
@@ -497,8 +497,8 @@ class CloudEndpoints:
                                 method=self.ctx.method, to=to, reason=reason or "manual rollback",
                                 requested_at=started, **self._cost)
             assert endpoint is not None
-            applied = self.apply(endpoint)
-        out = endpoint.to_dict() | {self.cloud_key: applied}
+            applied = self._apply(endpoint)
+        out = endpoint.to_dict() | applied
         out["applied_in_s"] = round(time.time() - started, 4)
         return out
 
@@ -515,6 +515,21 @@ class CloudEndpoints:
             return dict(show(conn, name, environment))
         finally:
             conn.close()
+
+
+class CloudEndpoints(LedgerEndpoints):
+    """What a cloud's serving does through the ledger: :class:`LedgerEndpoints`' changes applied to the
+    cloud (the provider's ``apply``, its answer under the key ``cloud_key``), a rollout's status with what
+    the cloud reports (the provider's ``describe``), and one judgement of every running canary (the
+    provider's ``step``)."""
+
+    cloud_key: str  # "sagemaker", "vertex", "azure"
+    describe: Callable[[str, str], Any]
+    step: Callable[..., dict[str, Any]]
+    apply: Callable[[Any], Any]
+
+    def _apply(self, endpoint: Endpoint) -> dict[str, Any]:
+        return {self.cloud_key: self.apply(endpoint)}
 
     def rollout_status(self, name: str, *, environment: str) -> dict[str, Any]:
         conn = self.db.connect()

@@ -7,8 +7,6 @@ the registry only after their sealed manifest verifies.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +15,6 @@ from mlplat.contracts.canary import percentile
 from mlplat.db import ledger_for
 from mlplat.errors import NotProvisioned
 from mlplat.services import rollout as ro
-from mlplat.services.serving import check_deploy
 from mlplat_providers.local.layout import StateLayout
 
 if TYPE_CHECKING:
@@ -25,7 +22,7 @@ if TYPE_CHECKING:
     from mlplat.stack import Batching
 
 
-class LocalServing(EndpointDeployer):
+class LocalServing(ro.LedgerEndpoints, EndpointDeployer):
     serves_http = True  # the gateway on this machine: `mlplat serve --workers N` shares its port
 
     def __init__(self, spec, ctx):
@@ -43,34 +40,7 @@ class LocalServing(EndpointDeployer):
         serving = self.spec.serving
         return {"instance_type": serving.instance_type, "price_per_hour": serving.price_for()}
 
-    # --- changes -----------------------------------------------------------------------------
-
-    def deploy(self, name: str, version: int, *, environment: str, strategy: str, weights: str | None = None,
-               steps: Sequence[int] | None = None, bake_seconds: float | None = None,
-               percent: int | None = None) -> dict[str, Any]:
-        checked = check_deploy(self.spec, self.ctx, name, version, environment=environment, strategy=strategy,
-                               weights=weights, steps=steps, bake_seconds=bake_seconds, percent=percent)
-        with self.db.transaction() as conn:
-            endpoint = ro.deploy(conn, model=name, environment=environment, version=int(version), strategy=strategy,
-                                 actor=self.ctx.user, method=self.ctx.method, canary=checked.canary, weights=weights,
-                                 shadow_percent=checked.shadow_percent, evidence=checked.evidence, **self._cost)
-        return endpoint.to_dict()
-
-    def rollback(self, name: str, *, environment: str, to: int | None = None,
-                 reason: str | None = None) -> dict[str, Any]:
-        if to is not None:
-            from mlplat.services import deployability
-
-            deployability.assert_deployable(self.spec, self.ctx, name, int(to), environment)
-        started = time.time()
-        with self.db.transaction() as conn:
-            endpoint = ro.rollback(conn, model=name, environment=environment, actor=self.ctx.user,
-                                   method=self.ctx.method, to=to,
-                                   reason=reason or "manual rollback", requested_at=started, **self._cost)
-        assert endpoint is not None
-        out = endpoint.to_dict()
-        out["applied_in_s"] = round(time.time() - started, 4)
-        return out
+    # --- deploy, rollback, list and show are ro.LedgerEndpoints' (the gateway follows the ledger) ----
 
     def inventory(self) -> list[ServedEndpoint]:
         """Nothing serves models on this machine outside the platform's gateway: an empty list."""
@@ -78,25 +48,8 @@ class LocalServing(EndpointDeployer):
 
     # --- reading -----------------------------------------------------------------------------
 
-    def _read(self):
-        return self.db.connect()
-
-    def list(self, environment: str | None = None) -> list[dict[str, Any]]:
-        conn = self._read()
-        try:
-            return [e.to_dict() for e in ro.list_endpoints(conn, environment)]
-        finally:
-            conn.close()
-
-    def show(self, name: str, *, environment: str) -> dict[str, Any]:
-        conn = self._read()
-        try:
-            return ro.show(conn, name, environment)
-        finally:
-            conn.close()
-
     def rollout_status(self, name: str, *, environment: str) -> dict[str, Any]:
-        conn = self._read()
+        conn = self.db.connect()
         try:
             out = ro.status(conn, name, environment)
             endpoint = ro.require_endpoint(conn, name, environment)
